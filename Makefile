@@ -1,0 +1,32 @@
+# lamina: `make demo` opens the app on a demo store; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench lint screenshots clean
+
+$(STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	LAMINA_HOME=$${LAMINA_HOME:-$(CURDIR)/.demo/store} $(BIN)/lamina demo --workspace $(CURDIR)/.demo/workspace
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/python -m mypy
+
+screenshots: $(STAMP)
+	$(BIN)/python screenshots/generate.py
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache

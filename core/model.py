@@ -1,0 +1,152 @@
+"""Plain data the engine hands to its front ends.
+
+Every record is a frozen dataclass with no behaviour beyond formatting helpers, so the
+app and the CLI can render the embedded store and a Docker Engine alike. Digests are
+always full ``sha256:<hex>`` strings; shorten them only for display.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One layer in its stack.
+
+    Attributes:
+        chain_id: identity of the layer in its stack (OCI chainID).
+        diff_id: sha256 of the layer's uncompressed tar.
+        parent: chainID of the layer below, or None for a base layer.
+        size: bytes the layer's directory uses on disk (hardlinks counted once).
+        created: unix time the layer was committed.
+        created_by: the instruction that produced it, as written ("" if unknown).
+    """
+
+    chain_id: str
+    diff_id: str
+    parent: str | None
+    size: int
+    created: float
+    created_by: str = ""
+
+
+@dataclass(frozen=True)
+class ImageSummary:
+    """One image as `lamina images` lists it.
+
+    Attributes:
+        id: image ID (sha256 of the config JSON).
+        tags: every tag pointing at it (empty for a dangling image).
+        created: unix time from the config's ``created`` field.
+        size: total bytes of its layers.
+        layers: its chainIDs, base first.
+        labels: the config's labels.
+    """
+
+    id: str
+    tags: tuple[str, ...]
+    created: float
+    size: int
+    layers: tuple[str, ...]
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dangling(self) -> bool:
+        return not self.tags
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One row of an image's history (one instruction)."""
+
+    created: float
+    created_by: str
+    size: int
+    empty_layer: bool
+    chain_id: str | None = None
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One path a layer adds, modifies or deletes (like dive's file tree)."""
+
+    path: str
+    change: str  # "added" | "modified" | "deleted"
+    kind: str  # "file" | "dir" | "symlink" | "hardlink" | "other"
+    size: int
+    mode: int
+    uid: int = 0
+    gid: int = 0
+    link_target: str = ""
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One instruction of a recorded build, with its cache decision.
+
+    Attributes:
+        stage: 0-based stage number.
+        index: 0-based instruction number within the stage (FROM is 0).
+        instruction: the instruction as written, continuation lines joined.
+        cached: True on a hit, False on a miss, None for FROM.
+        reason: on a miss, a structured reason (see ``core.build.reasons``); None on a hit.
+        duration: seconds the step took.
+        layer: chainID of the layer it produced, if it changed the filesystem.
+        size: bytes of that layer.
+    """
+
+    stage: int
+    index: int
+    instruction: str
+    cached: bool | None
+    reason: dict[str, Any] | None
+    duration: float = 0.0
+    layer: str | None = None
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    """One build as the index remembers it."""
+
+    id: int
+    started: float
+    finished: float | None
+    dockerfile: str
+    context: str
+    tags: tuple[str, ...]
+    build_args: dict[str, str]
+    target: str | None
+    image: str | None
+    status: str  # "running" | "ok" | "failed" | "cancelled"
+    error: str | None
+    steps: tuple[StepRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What to build.
+
+    Attributes:
+        context: the build context directory.
+        dockerfile: the Dockerfile path (absolute, or relative to the current directory
+            like ``docker build -f``); None means ``<context>/Dockerfile``.
+        tags: tags to point at the result.
+        build_args: ``--build-arg`` values.
+        target: the stage to stop at (``--target``), or None for the last stage.
+        no_cache: skip cache lookups (results are still recorded).
+        dry_run: predict every step's hit or miss without executing anything.
+        network: "host" or "none" for RUN steps.
+    """
+
+    context: str
+    dockerfile: str | None = None
+    tags: tuple[str, ...] = ()
+    build_args: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+    no_cache: bool = False
+    dry_run: bool = False
+    network: str = "host"

@@ -1,0 +1,5 @@
+import sys
+
+from lamina.tui.cli import main
+
+sys.exit(main())

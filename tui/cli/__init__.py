@@ -1,0 +1,76 @@
+"""lamina's Docker-shaped command line.
+
+Each verb group lives in its own module with a ``register(subparsers)`` function that
+adds its parsers and sets ``func`` to a handler ``(args, ctx) -> int``. Errors from the
+core are printed to stderr as one line and turned into the exit code (1, or 2 for
+usage errors); no traceback reaches a user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from lamina.core.errors import LaminaError, UsageError
+from lamina.tui.cli.context import CliContext
+
+# Verb groups, in the order `lamina --help` lists them.
+COMMAND_MODULES = ("build", "images", "archive", "disk", "debug", "app")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"lamina: {message}\n")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lamina", description="Inspect and manage container image layers.")
+    parser.add_argument(
+        "--engine",
+        choices=("embedded", "docker"),
+        default=None,
+        help="image store to use (default: $LAMINA_ENGINE or embedded)",
+    )
+    parser.add_argument("--debug", action="store_true", help="log what the engine does")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"lamina.tui.cli.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
+    ctx = CliContext(engine_kind=args.engine)
+    func = getattr(args, "func", None)
+    if func is None:
+        # `lamina` alone opens the app on the default store.
+        from lamina.tui.cli.app import open_app
+
+        func = open_app
+    try:
+        code = func(args, ctx)
+    except KeyboardInterrupt:
+        print("lamina: interrupted", file=sys.stderr)
+        code = 130
+    except LaminaError as exc:
+        print(f"lamina: {exc}", file=sys.stderr)
+        code = exc.exit_code
+    finally:
+        ctx.close()
+    return int(code or 0)
+
+
+__all__ = ["main", "make_parser", "UsageError"]
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
