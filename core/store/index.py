@@ -1,0 +1,222 @@
+"""The SQLite index: the only module that speaks SQL of its own design.
+
+The schema lives here as code: ``MIGRATIONS[n]`` takes the database from
+``user_version`` n to n+1, run inside one ``BEGIN IMMEDIATE`` transaction so two
+processes opening a fresh store at once cannot both migrate. The database runs in WAL
+mode with ``foreign_keys=ON``; every thread gets its own connection (sqlite3 refuses
+cross-thread use), and writers serialise on ``BEGIN IMMEDIATE`` with a busy timeout
+instead of failing with ``database is locked``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from lamina.core.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+# Seconds a writer waits for another process's transaction before giving up.
+BUSY_TIMEOUT = 30.0
+
+SCHEMA_V1 = """
+CREATE TABLE layers (
+  chain_id   TEXT PRIMARY KEY,
+  diff_id    TEXT NOT NULL,
+  parent     TEXT REFERENCES layers(chain_id),
+  size       INTEGER NOT NULL,
+  tar_size   INTEGER NOT NULL,
+  created    REAL NOT NULL,
+  created_by TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE images (
+  id         TEXT PRIMARY KEY,
+  top_layer  TEXT REFERENCES layers(chain_id),
+  created    REAL NOT NULL,
+  added      REAL NOT NULL,
+  parent     TEXT
+);
+CREATE TABLE tags (
+  name       TEXT PRIMARY KEY,
+  image_id   TEXT NOT NULL REFERENCES images(id)
+);
+CREATE TABLE cache (
+  key        TEXT PRIMARY KEY,
+  parent     TEXT NOT NULL,
+  instruction TEXT NOT NULL,
+  inputs     TEXT NOT NULL,
+  result     TEXT NOT NULL,
+  top_layer  TEXT REFERENCES layers(chain_id),
+  created    REAL NOT NULL,
+  last_used  REAL NOT NULL,
+  use_count  INTEGER NOT NULL DEFAULT 0,
+  build_id   INTEGER
+);
+CREATE INDEX cache_parent ON cache(parent);
+CREATE TABLE pruned_cache (
+  key        TEXT PRIMARY KEY,
+  parent     TEXT NOT NULL,
+  instruction TEXT NOT NULL,
+  pruned_at  REAL NOT NULL
+);
+CREATE TABLE builds (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  started REAL NOT NULL, finished REAL,
+  dockerfile TEXT NOT NULL, context TEXT NOT NULL,
+  tags TEXT NOT NULL, build_args TEXT NOT NULL, target TEXT,
+  image TEXT, status TEXT NOT NULL, error TEXT, pid INTEGER
+);
+CREATE TABLE build_steps (
+  build_id INTEGER NOT NULL REFERENCES builds(id) ON DELETE CASCADE,
+  seq INTEGER NOT NULL, stage INTEGER NOT NULL, idx INTEGER NOT NULL,
+  instruction TEXT NOT NULL, cached INTEGER, reason TEXT,
+  duration REAL NOT NULL DEFAULT 0, layer TEXT, size INTEGER NOT NULL DEFAULT 0,
+  cache_key TEXT,
+  PRIMARY KEY (build_id, seq)
+);
+CREATE TABLE stat_cache (
+  path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ino INTEGER, mode INTEGER,
+  ctime_ns INTEGER, checksum TEXT NOT NULL
+);
+"""
+
+# MIGRATIONS[n] upgrades user_version n to n + 1. Append; never edit a released step.
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class Index:
+    """The store's SQLite index (``index.db``).
+
+    Args:
+        path: the database file; created and migrated on first use.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[sqlite3.Connection] = []
+        self._closed = False
+        self._migrate()
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (``row_factory=sqlite3.Row``, autocommit).
+
+        Raises:
+            StoreError: if the index is closed or cannot be opened.
+        """
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if self._closed:
+            raise StoreError(f"{self.path}: index is closed")
+        try:
+            # isolation_level=None: lamina issues BEGIN itself, so a transaction is
+            # exactly what transaction() says and never an implicit deferred one.
+            conn = sqlite3.connect(
+                str(self.path), timeout=BUSY_TIMEOUT, isolation_level=None
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                log.warning("%s: journal_mode is %s, not wal", self.path, mode)
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open the index: {exc}") from exc
+        self._local.conn = conn
+        self._local.depth = 0
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error).
+
+        Nested use on the same thread joins the outer transaction, so a helper that
+        writes can be called both alone and inside a larger logical write.
+
+        Raises:
+            StoreError: if the database stays locked past the busy timeout or is corrupt.
+        """
+        conn = self.connection()
+        depth: int = self._local.depth
+        if depth > 0:
+            self._local.depth = depth + 1
+            try:
+                yield conn
+            finally:
+                self._local.depth = depth
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"{self.path}: cannot start a write: {exc}") from exc
+        self._local.depth = 1
+        try:
+            yield conn
+        except BaseException:
+            self._local.depth = 0
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._local.depth = 0
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"{self.path}: cannot commit: {exc}") from exc
+
+    def schema_version(self) -> int:
+        """The database's ``PRAGMA user_version``."""
+        return int(self.connection().execute("PRAGMA user_version").fetchone()[0])
+
+    def close(self) -> None:
+        """Closes every thread's connection (call from the owning thread at exit)."""
+        self._closed = True
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.ProgrammingError:
+                # Opened by another thread; CPython refuses to close it from here, and it
+                # goes when that thread's objects are collected.
+                pass
+        self._local.__dict__.pop("conn", None)
+
+    def _migrate(self) -> None:
+        conn = self.connection()
+        try:
+            version = self.schema_version()
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: index schema version {version} is newer than this "
+                    f"lamina understands ({SCHEMA_VERSION}); upgrade lamina"
+                )
+            if version == SCHEMA_VERSION:
+                return
+            with self.transaction():
+                # Re-read under the write lock: another process may have migrated.
+                version = self.schema_version()
+                for step in range(version, SCHEMA_VERSION):
+                    log.info("%s: migrating index to version %d", self.path, step + 1)
+                    for statement in _statements(MIGRATIONS[step]):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {step + 1}")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: not a usable index: {exc}") from exc
+
+
+def _statements(script: str) -> list[str]:
+    """Splits a migration script into statements (executescript would COMMIT early)."""
+    return [s.strip() for s in script.split(";") if s.strip()]

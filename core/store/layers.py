@@ -1,0 +1,740 @@
+"""Layer directories: commit a directory or a tar as a layer, regenerate its tar.
+
+Each layer lives in ``layers/<chain-hex>/``: ``diff/`` holds the layer's changes in
+overlayfs format (a deletion is a 0:0 character device, an opaque directory carries
+``trusted.overlay.opaque=y``) and ``tar-split.json.gz`` holds what is needed to
+regenerate its tar byte for byte (see ``tarsplit.py``).
+
+A layer is assembled under ``tmp/``, fsynced, renamed into ``layers/`` and recorded in
+the index inside one transaction. A crash at any point leaves at worst a directory
+without an index row, which is not a layer (nothing reads it) and which GC sweeps.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from lamina.core.digest import Hasher, chain_ids, hex_of, is_digest
+from lamina.core.errors import ArchiveError, NotFound, StoreError
+from lamina.core.model import FileChange, LayerInfo
+from lamina.core.store.index import Index
+from lamina.core.store.lock import StoreLock
+from lamina.core.store.tarsplit import (
+    CHUNK,
+    END_OF_ARCHIVE,
+    Member,
+    TarReader,
+    TarSplit,
+    padding,
+    pax_header,
+)
+
+log = logging.getLogger(__name__)
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
+# Like Docker's archive package, only this xattr goes into a layer tar made from a
+# directory; overlay's own xattrs are represented by whiteout entries instead.
+TAR_XATTRS = ("security.capability",)
+TARSPLIT_NAME = "tar-split.json.gz"
+
+TmpDirFactory = Callable[[str], AbstractContextManager[Path]]
+
+
+def is_whiteout(st: os.stat_result) -> bool:
+    """Whether ``st`` is an overlay whiteout (a 0:0 character device)."""
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def is_opaque(path: Path) -> bool:
+    """Whether the directory ``path`` is marked opaque for overlayfs."""
+    for name in OPAQUE_XATTRS:
+        try:
+            if os.getxattr(path, name, follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def set_opaque(path: Path) -> None:
+    """Marks a directory opaque (both the trusted and the user xattr namespace).
+
+    Raises:
+        StoreError: if neither xattr can be set.
+    """
+    done = False
+    last: OSError | None = None
+    for name in OPAQUE_XATTRS:
+        try:
+            os.setxattr(path, name, b"y", follow_symlinks=False)
+            done = True
+        except OSError as exc:
+            last = exc
+    if not done:
+        raise StoreError(f"{path}: cannot mark the directory opaque: {last}")
+
+
+def walk_sorted(root: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """Every entry below ``root`` depth first in byte order, as (relative path, lstat).
+
+    A directory comes before its children, like Go's ``filepath.Walk`` that Docker uses.
+    """
+    stack: list[Iterator[tuple[str, os.stat_result]]] = [_list_dir(root, "")]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            continue
+        yield item
+        rel, st = item
+        if stat.S_ISDIR(st.st_mode):
+            stack.append(_list_dir(root, rel))
+
+
+def _list_dir(root: Path, rel: str) -> Iterator[tuple[str, os.stat_result]]:
+    base = root / rel if rel else root
+    try:
+        names = sorted(os.listdir(base), key=os.fsencode)
+    except OSError as exc:
+        raise StoreError(f"{base}: cannot list: {exc.strerror}") from exc
+    for name in names:
+        child = f"{rel}/{name}" if rel else name
+        yield child, os.lstat(root / child)
+
+
+def disk_size(root: Path) -> int:
+    """Bytes ``root``'s entries occupy (``st_blocks * 512``), each inode counted once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for _rel, st in walk_sorted(root):
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            continue
+        seen.add(key)
+        total += st.st_blocks * 512
+    return total
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsyncs every regular file and directory below and including ``root``."""
+    for rel, st in walk_sorted(root):
+        if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+            _fsync_path(root / rel)
+    _fsync_path(root)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _tar_kind(st: os.stat_result) -> bytes | None:
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return tarfile.REGTYPE
+    if stat.S_ISDIR(mode):
+        return tarfile.DIRTYPE
+    if stat.S_ISLNK(mode):
+        return tarfile.SYMTYPE
+    if stat.S_ISCHR(mode):
+        return tarfile.CHRTYPE
+    if stat.S_ISBLK(mode):
+        return tarfile.BLKTYPE
+    if stat.S_ISFIFO(mode):
+        return tarfile.FIFOTYPE
+    return None  # sockets do not go into layers (Docker skips them too)
+
+
+def _base_info(name: str, st: os.stat_result) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.mode = stat.S_IMODE(st.st_mode)
+    info.uid = st.st_uid
+    info.gid = st.st_gid
+    # Docker truncates mtimes to whole seconds in layer tars.
+    info.mtime = int(st.st_mtime)
+    info.uname = ""
+    info.gname = ""
+    return info
+
+
+def dir_to_tar(root: Path, out: Callable[[bytes], None]) -> TarSplit:
+    """Writes ``root`` (overlay format) as a layer tar and returns its tar-split.
+
+    Entries come in sorted depth-first order with PAX headers, numeric owners only and
+    whole-second mtimes; a whiteout becomes ``.wh.<name>``, an opaque directory gets a
+    ``<dir>/.wh..wh..opq`` entry; a second name of an inode becomes a hardlink.
+
+    Args:
+        root: the layer's directory.
+        out: receives the tar bytes in order.
+    """
+    split = TarSplit()
+
+    def emit_raw(data: bytes) -> None:
+        split.raw(data)
+        out(data)
+
+    links: dict[tuple[int, int], str] = {}
+    for rel, st in walk_sorted(root):
+        kind = _tar_kind(st)
+        if kind is None:
+            log.debug("%s: skipping socket", root / rel)
+            continue
+        parent, base = posixpath.split(rel)
+        if is_whiteout(st):
+            info = _base_info(posixpath.join(parent, WHITEOUT_PREFIX + base), st)
+            info.mode = 0o600
+            info.type = tarfile.REGTYPE
+            emit_raw(pax_header(info))
+            continue
+        info = _base_info(rel, st)
+        info.type = kind
+        path = root / rel
+        if kind == tarfile.REGTYPE and st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            if key in links:
+                info.type = tarfile.LNKTYPE
+                info.linkname = links[key]
+            else:
+                links[key] = rel
+        if kind == tarfile.SYMTYPE:
+            info.linkname = os.readlink(path)
+        elif kind == tarfile.DIRTYPE:
+            info.name = rel + "/"
+        elif kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+            info.devmajor = os.major(st.st_rdev)
+            info.devminor = os.minor(st.st_rdev)
+        if kind != tarfile.SYMTYPE:
+            for xname in TAR_XATTRS:
+                try:
+                    value = os.getxattr(path, xname, follow_symlinks=False)
+                except OSError:
+                    continue
+                info.pax_headers["SCHILY.xattr." + xname] = value.decode(
+                    "utf-8", "surrogateescape"
+                )
+        if info.type == tarfile.REGTYPE:
+            info.size = st.st_size
+            emit_raw(pax_header(info))
+            split.payload(rel, st.st_size)
+            with open(path, "rb") as f:
+                left = st.st_size
+                while left:
+                    chunk = f.read(min(CHUNK, left))
+                    if not chunk:
+                        raise StoreError(f"{path}: changed while being committed")
+                    out(chunk)
+                    left -= len(chunk)
+            emit_raw(padding(st.st_size))
+        else:
+            emit_raw(pax_header(info))
+        if kind == tarfile.DIRTYPE and is_opaque(path):
+            marker = _base_info(posixpath.join(rel, OPAQUE_MARKER), st)
+            marker.type = tarfile.REGTYPE
+            marker.mtime = 0
+            emit_raw(pax_header(marker))
+    emit_raw(END_OF_ARCHIVE)
+    return split
+
+
+@dataclass
+class _Extractor:
+    """Extracts one layer tar into an overlay-format directory, refusing anything unsafe."""
+
+    root: Path
+    where: str
+
+    def __post_init__(self) -> None:
+        self.split = TarSplit()
+        self.file_segments: dict[str, int] = {}
+        self.dirs: list[tuple[Path, Member]] = []
+        self.root_fd_path = str(self.root)
+
+    def fail(self, name: str, why: str) -> ArchiveError:
+        return ArchiveError(f"{self.where}: {name}: {why}")
+
+    def clean_name(self, name: str) -> str:
+        """The member's path relative to the root, or "" for the root itself."""
+        if name.startswith("/"):
+            raise self.fail(name, "absolute path in layer tar")
+        parts = [p for p in name.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise self.fail(name, "path climbs out of the layer ('..')")
+        return "/".join(parts)
+
+    def check_parents(self, name: str, rel: str) -> None:
+        """Refuses to write through a symlink, creating missing parent directories."""
+        cur = self.root
+        for part in rel.split("/")[:-1]:
+            cur = cur / part
+            try:
+                st = os.lstat(cur)
+            except FileNotFoundError:
+                os.mkdir(cur, 0o755)
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                raise self.fail(name, "would be written through a symlink")
+            if not stat.S_ISDIR(st.st_mode):
+                # A whiteout or file in the way: the tar redefines it as a directory.
+                self.remove(cur)
+                os.mkdir(cur, 0o755)
+
+    def remove(self, path: Path) -> None:
+        """Removes whatever is at ``path``, first keeping payloads the split refers to."""
+        rel = str(path.relative_to(self.root))
+        for key in [k for k in self.file_segments if k == rel or k.startswith(rel + "/")]:
+            index = self.file_segments.pop(key)
+            seg = self.split.segments[index]
+            size = int(seg[2])  # type: ignore[misc]
+            with open(self.root / key, "rb") as f:
+                data = f.read(size)
+            self.split.inline(index, data + b"")
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+
+    def apply_meta(self, path: Path, m: Member, is_link: bool = False) -> None:
+        try:
+            os.lchown(path, m.uid, m.gid)
+        except PermissionError:
+            log.debug("%s: cannot chown to %d:%d (not root)", path, m.uid, m.gid)
+        if not is_link:
+            os.chmod(path, m.mode & 0o7777)
+            for xname, value in m.xattrs.items():
+                try:
+                    os.setxattr(path, xname, value, follow_symlinks=False)
+                except OSError as exc:
+                    log.warning("%s: cannot set xattr %s: %s", path, xname, exc.strerror)
+        os.utime(path, (m.mtime, m.mtime), follow_symlinks=False)
+
+    def extract(self, reader: TarReader) -> None:
+        for m in reader:
+            self.split.raw(m.header)
+            self.member(reader, m)
+            self.split.raw(reader.skip_payload())
+        self.split.raw(reader.trailer)
+        # Directory metadata last: adding children changes a directory's mtime.
+        for path, m in reversed(self.dirs):
+            self.apply_meta(path, m)
+
+    def member(self, reader: TarReader, m: Member) -> None:
+        rel = self.clean_name(m.name)
+        if rel == "":
+            if m.type == tarfile.DIRTYPE:
+                self.dirs.append((self.root, m))
+            return
+        self.check_parents(m.name, rel)
+        parent_rel, base = posixpath.split(rel)
+        parent = self.root / parent_rel if parent_rel else self.root
+        if base == OPAQUE_MARKER:
+            set_opaque(parent)
+            return
+        if base.startswith(WHITEOUT_PREFIX):
+            target = parent / base[len(WHITEOUT_PREFIX) :]
+            if target.name in ("", ".", ".."):
+                raise self.fail(m.name, "malformed whiteout")
+            self.remove(target)
+            os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+            return
+        path = self.root / rel
+        if m.type == tarfile.DIRTYPE:
+            try:
+                st = os.lstat(path)
+                if not stat.S_ISDIR(st.st_mode):
+                    self.remove(path)
+                    os.mkdir(path, 0o700)
+            except FileNotFoundError:
+                os.mkdir(path, 0o700)
+            self.dirs.append((path, m))
+            return
+        if m.type in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE):
+            self.remove(path)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                left = m.size
+                while left:
+                    chunk = reader.read_payload(CHUNK)
+                    f.write(chunk)
+                    left -= len(chunk)
+            self.file_segments[rel] = self.split.payload(rel, m.size)
+            self.apply_meta(path, m)
+            return
+        if m.type == tarfile.LNKTYPE:
+            if m.linkname.startswith("/"):
+                raise self.fail(m.name, f"hardlink to an absolute path {m.linkname!r}")
+            target_rel = self.clean_name_link(m)
+            target = self.root / target_rel
+            self.check_parents(m.name, target_rel)
+            try:
+                tst = os.lstat(target)
+            except FileNotFoundError:
+                raise self.fail(m.name, f"hardlink to {m.linkname!r}, not in this layer") from None
+            if stat.S_ISDIR(tst.st_mode):
+                raise self.fail(m.name, f"hardlink to a directory {m.linkname!r}")
+            if target_rel == rel:
+                return
+            self.remove(path)
+            os.link(target, path, follow_symlinks=False)
+            return
+        if m.type == tarfile.SYMTYPE:
+            if not m.linkname.startswith("/"):
+                depth = len(parent_rel.split("/")) if parent_rel else 0
+                for part in m.linkname.split("/"):
+                    if part == "..":
+                        depth -= 1
+                        if depth < 0:
+                            raise self.fail(
+                                m.name, f"symlink target {m.linkname!r} escapes the root"
+                            )
+                    elif part not in ("", "."):
+                        depth += 1
+            self.remove(path)
+            os.symlink(m.linkname, path)
+            self.apply_meta(path, m, is_link=True)
+            return
+        if m.type in (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE):
+            raise self.fail(m.name, "device nodes and FIFOs are not allowed in layers")
+        raise self.fail(m.name, f"unsupported tar entry type {m.type!r}")
+
+    def clean_name_link(self, m: Member) -> str:
+        try:
+            return self.clean_name(m.linkname)
+        except ArchiveError:
+            raise self.fail(m.name, f"hardlink target {m.linkname!r} is outside the layer") from None
+
+
+class LayerStore:
+    """The layers of one store (``layers/`` plus the ``layers`` table).
+
+    Args:
+        home: the store directory.
+        index: its index.
+        lock: its store lock.
+        tmpdir: ``Store.tmpdir`` (work directories under ``home/tmp``).
+    """
+
+    def __init__(self, home: Path, index: Index, lock: StoreLock, tmpdir: TmpDirFactory) -> None:
+        self.home = home
+        self.root = home / "layers"
+        self.index = index
+        self._lock = lock
+        self._tmpdir = tmpdir
+
+    # -- reading -----------------------------------------------------------------------
+
+    def get(self, chain_id: str) -> LayerInfo:
+        """The layer ``chain_id``.
+
+        Raises:
+            NotFound: if no such layer is recorded.
+        """
+        row = (
+            self.index.connection()
+            .execute("SELECT * FROM layers WHERE chain_id = ?", (chain_id,))
+            .fetchone()
+        )
+        if row is None:
+            raise NotFound(f"no such layer: {chain_id}")
+        return _info(row)
+
+    def exists(self, chain_id: str) -> bool:
+        """Whether the layer is recorded in the index."""
+        row = (
+            self.index.connection()
+            .execute("SELECT 1 FROM layers WHERE chain_id = ?", (chain_id,))
+            .fetchone()
+        )
+        return row is not None
+
+    def chain(self, chain_id: str) -> list[LayerInfo]:
+        """The layer and every layer below it, base first.
+
+        Raises:
+            NotFound: if a layer of the chain is missing.
+        """
+        out: list[LayerInfo] = []
+        cur: str | None = chain_id
+        while cur is not None:
+            info = self.get(cur)
+            out.append(info)
+            cur = info.parent
+        out.reverse()
+        return out
+
+    def diff_path(self, chain_id: str) -> Path:
+        """``layers/<hex>/diff`` (validated digest; the layer need not exist)."""
+        return self.root / hex_of(chain_id) / "diff"
+
+    def all(self) -> list[LayerInfo]:
+        """Every recorded layer, oldest first."""
+        rows = self.index.connection().execute(
+            "SELECT * FROM layers ORDER BY created, chain_id"
+        )
+        return [_info(r) for r in rows]
+
+    def tar_size(self, chain_id: str) -> int:
+        """Bytes of the layer's uncompressed tar."""
+        row = (
+            self.index.connection()
+            .execute("SELECT tar_size FROM layers WHERE chain_id = ?", (chain_id,))
+            .fetchone()
+        )
+        if row is None:
+            raise NotFound(f"no such layer: {chain_id}")
+        return int(row[0])
+
+    def write_tar(self, chain_id: str, out: BinaryIO) -> None:
+        """Regenerates the layer's tar byte for byte (its sha256 is the diffID).
+
+        Raises:
+            NotFound: if the layer does not exist.
+            StoreError: if its files or tar-split are damaged.
+        """
+        self.get(chain_id)
+        layer_dir = self.root / hex_of(chain_id)
+        TarSplit.load(layer_dir / TARSPLIT_NAME).write(layer_dir / "diff", out)
+
+    def verify(self, chain_id: str) -> bool:
+        """Whether the regenerated tar still hashes to the recorded diffID."""
+        info = self.get(chain_id)
+        hasher = Hasher()
+
+        class _Sink:
+            def write(self, data: bytes) -> int:
+                hasher.update(data)
+                return len(data)
+
+        try:
+            self.write_tar(chain_id, _Sink())  # type: ignore[arg-type]
+        except StoreError as exc:
+            log.info("%s: %s", chain_id, exc)
+            return False
+        return hasher.digest() == info.diff_id
+
+    def changes(self, chain_id: str) -> list[FileChange]:
+        """What the layer adds, modifies and deletes relative to the union of its parents.
+
+        Paths are absolute (``/etc/passwd``). A path present below is ``modified``
+        (directories included, as dive shows them); a whiteout is ``deleted``, and an
+        opaque directory deletes every lower path below it that it does not redefine.
+        """
+        layers = self.chain(chain_id)
+        lower: dict[str, bool] = {}
+        for info in layers[:-1]:
+            _apply_layer(lower, self.diff_path(info.chain_id))
+        root = self.diff_path(chain_id)
+        out: list[FileChange] = []
+        links: dict[tuple[int, int], str] = {}
+        present: set[str] = set()
+        opaque: list[str] = []
+        for rel, st in walk_sorted(root):
+            path = "/" + rel
+            if is_whiteout(st):
+                out.append(FileChange(path, "deleted", "other", 0, 0, st.st_uid, st.st_gid))
+                continue
+            present.add(path)
+            kind, target, size = _kind(root / rel, st)
+            if kind == "file" and st.st_nlink > 1:
+                key = (st.st_dev, st.st_ino)
+                if key in links:
+                    kind, target = "hardlink", links[key]
+                else:
+                    links[key] = path
+            if kind == "dir" and is_opaque(root / rel):
+                opaque.append(path)
+            change = "modified" if path in lower else "added"
+            out.append(
+                FileChange(path, change, kind, size, st.st_mode, st.st_uid, st.st_gid, target)
+            )
+        for top in opaque:
+            for p in sorted(lower):
+                if p.startswith(top + "/") and p not in present:
+                    out.append(FileChange(p, "deleted", "other", 0, 0))
+        out.sort(key=lambda c: c.path)
+        return out
+
+    # -- writing -----------------------------------------------------------------------
+
+    def commit_dir(self, src: Path, parent: str | None, created_by: str = "") -> LayerInfo:
+        """Commits the directory ``src`` (overlay format, under ``home/tmp``) as a layer.
+
+        ``src`` is consumed: moved into the store, or discarded when the layer exists.
+
+        Args:
+            src: the layer's changes (whiteouts as 0:0 char devices, opaque by xattr).
+            parent: the chainID below, or None for a base layer.
+            created_by: the instruction that produced it.
+
+        Raises:
+            NotFound: if ``parent`` is not a layer.
+            StoreError: if the directory cannot be read or moved into the store.
+        """
+        self._check_parent(parent)
+        with self._tmpdir("commit") as work:
+            stage = work / "layer"
+            stage.mkdir()
+            diff = stage / "diff"
+            try:
+                os.rename(src, diff)
+            except OSError as exc:
+                raise StoreError(
+                    f"{src}: cannot move into the store ({exc.strerror}); it must be under "
+                    f"{self.home / 'tmp'}"
+                ) from exc
+            hasher = Hasher()
+            split = dir_to_tar(diff, hasher.update)
+            split.dump(stage / TARSPLIT_NAME)
+            _fsync_tree(stage)
+            return self._install(stage, hasher.digest(), hasher.size, parent, created_by)
+
+    def commit_tar(
+        self, stream: BinaryIO, parent: str | None, created_by: str = "", where: str = "layer"
+    ) -> LayerInfo:
+        """Commits an *uncompressed* layer tar (AUFS ``.wh.`` whiteouts), extracted safely.
+
+        The diffID is the sha256 of exactly the bytes read, and ``write_tar`` gives them
+        back. Unsafe members (``..`` or absolute names, links escaping the layer, writes
+        through a symlink, device nodes) are refused and leave the store unchanged.
+
+        Args:
+            stream: the tar bytes.
+            parent: the chainID below, or None for a base layer.
+            created_by: the instruction that produced it.
+            where: names the archive and layer in error messages.
+
+        Raises:
+            ArchiveError: for an unsafe or malformed tar (one line naming the member).
+            NotFound: if ``parent`` is not a layer.
+        """
+        self._check_parent(parent)
+        with self._tmpdir("extract") as work:
+            stage = work / "layer"
+            diff = stage / "diff"
+            diff.mkdir(parents=True)
+            os.chmod(diff, 0o755)
+            reader = TarReader(stream, where)
+            extractor = _Extractor(diff, where)
+            try:
+                extractor.extract(reader)
+            except OSError as exc:
+                raise ArchiveError(f"{where}: cannot extract: {exc}") from exc
+            extractor.split.dump(stage / TARSPLIT_NAME)
+            _fsync_tree(stage)
+            return self._install(stage, reader.digest, reader.size, parent, created_by)
+
+    def _check_parent(self, parent: str | None) -> None:
+        if parent is None:
+            return
+        if not is_digest(parent):
+            raise StoreError(f"malformed parent layer id {parent!r}")
+        self.get(parent)
+
+    def _install(
+        self,
+        stage: Path,
+        diff_id: str,
+        tar_size: int,
+        parent: str | None,
+        created_by: str,
+    ) -> LayerInfo:
+        chain_id = chain_ids([parent, diff_id])[-1] if parent else diff_id
+        dest = self.root / hex_of(chain_id)
+        size = disk_size(stage / "diff")
+        now = time.time()
+        with self._lock.hold(), self.index.transaction() as conn:
+            row = conn.execute("SELECT * FROM layers WHERE chain_id = ?", (chain_id,)).fetchone()
+            if row is not None:
+                log.debug("layer %s exists; discarding the new copy", chain_id)
+                return _info(row)
+            if os.path.lexists(dest):
+                # A leftover of a crash between rename and commit: not a layer, replace it.
+                graveyard = stage.parent / "leftover"
+                os.rename(dest, graveyard)
+                shutil.rmtree(graveyard, ignore_errors=True)
+            os.rename(stage, dest)
+            _fsync_path(self.root)
+            try:
+                conn.execute(
+                    "INSERT INTO layers (chain_id, diff_id, parent, size, tar_size, created,"
+                    " created_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (chain_id, diff_id, parent, size, tar_size, now, created_by),
+                )
+            except BaseException:
+                _discard(dest, stage)
+                raise
+        log.info("committed layer %s (diffID %s, %d bytes)", chain_id, diff_id, size)
+        return LayerInfo(chain_id, diff_id, parent, size, now, created_by)
+
+
+def _discard(dest: Path, stage: Path) -> None:
+    try:
+        os.rename(dest, stage)
+    except OSError:
+        pass
+
+
+def _info(row: object) -> LayerInfo:
+    r = row  # sqlite3.Row
+    return LayerInfo(
+        chain_id=r["chain_id"],  # type: ignore[index]
+        diff_id=r["diff_id"],  # type: ignore[index]
+        parent=r["parent"],  # type: ignore[index]
+        size=int(r["size"]),  # type: ignore[index]
+        created=float(r["created"]),  # type: ignore[index]
+        created_by=r["created_by"],  # type: ignore[index]
+    )
+
+
+def _kind(path: Path, st: os.stat_result) -> tuple[str, str, int]:
+    if stat.S_ISREG(st.st_mode):
+        return "file", "", st.st_size
+    if stat.S_ISDIR(st.st_mode):
+        return "dir", "", 0
+    if stat.S_ISLNK(st.st_mode):
+        return "symlink", os.readlink(path), 0
+    return "other", "", 0
+
+
+def _apply_layer(paths: dict[str, bool], root: Path) -> None:
+    """Stacks one overlay-format layer onto ``paths`` (absolute path -> is a directory)."""
+    for rel, st in walk_sorted(root):
+        path = "/" + rel
+        is_dir = stat.S_ISDIR(st.st_mode)
+        was_dir = paths.get(path, False)
+        if is_whiteout(st):
+            paths.pop(path, None)
+            if was_dir:
+                _drop_below(paths, path)
+            continue
+        if was_dir and (not is_dir or is_opaque(root / rel)):
+            # A file replacing a directory, or an opaque directory, hides what was below.
+            _drop_below(paths, path)
+        paths[path] = is_dir
+
+
+def _drop_below(paths: dict[str, bool], path: str) -> None:
+    prefix = path + "/"
+    for p in [p for p in paths if p.startswith(prefix)]:
+        del paths[p]

@@ -1,0 +1,79 @@
+"""The store lock: an exclusive ``fcntl.flock`` on ``$LAMINA_HOME/lock``.
+
+Writers that change what exists (commit, tag, prune, GC) hold it so a GC in another
+process never sweeps a layer that is being committed. ``flock`` belongs to an open file
+description, which every thread of a process shares, so a thread lock sits in front of
+it and the lock is re-entrant within one thread.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from lamina.core.errors import StoreError
+
+
+class StoreLock:
+    """A re-entrant, cross-process exclusive lock on one file.
+
+    Args:
+        path: the lock file (created if missing).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+
+    @contextmanager
+    def hold(self, timeout: float | None = None) -> Iterator[None]:
+        """Holds the lock for the ``with`` block.
+
+        Args:
+            timeout: seconds to wait for another process, None to wait forever.
+
+        Raises:
+            StoreError: if the lock cannot be taken within ``timeout``.
+        """
+        with self._thread_lock:
+            if self._depth == 0:
+                self._acquire(timeout)
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._release()
+
+    def _acquire(self, timeout: float | None) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot open the store lock: {exc.strerror}") from exc
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if deadline is not None else 0))
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise StoreError(
+                        f"{self.path}: the store is locked by another lamina process"
+                    ) from None
+                time.sleep(0.05)
+        self._fd = fd
+
+    def _release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
