@@ -1,0 +1,1 @@
+"""The builder: Dockerfile steps, cache decisions, COPY/ADD, RUN."""

@@ -1,0 +1,514 @@
+"""COPY and ADD: resolving sources, checksumming them, and writing a new layer.
+
+Sources come from the build context (``.dockerignore`` applied), from another stage's
+or image's root filesystem (``--from``), from a heredoc, or (ADD) from a URL. The
+classic builder's rules apply: a directory source copies its *contents*; several
+sources need a destination ending in ``/``; a file copied to a path ending in ``/`` or
+to an existing directory keeps its base name; a relative destination is relative to
+WORKDIR; missing parent directories are created 0755 and owned by root; everything
+copied belongs to 0:0 unless ``--chown`` says otherwise; ADD of a local tar archive
+(plain, gzip, bzip2 or xz) extracts it.
+
+The new layer is written in overlay format into a directory the caller commits with
+``store.layers.commit_dir``. Directories that exist in the image below and are only
+traversed are recreated with their existing metadata, so the layer records no
+spurious change to them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import stat
+import tarfile
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lamina.core.build.rootfs import RootFS, lookup_group, lookup_user, split
+from lamina.core.context.checksum import (
+    Context,
+    ManifestEntry,
+    entry_type,
+    hash_string_slice,
+    tarsum_file,
+)
+from lamina.core.errors import BuildError, ContextError
+
+log = logging.getLogger(__name__)
+
+_ARCHIVE_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+
+
+@dataclass
+class Source:
+    """One resolved COPY/ADD source.
+
+    Attributes:
+        origin: ``context``, ``rootfs`` (another stage or image), or ``file`` (a heredoc
+            or a download written to a scratch file).
+        path: the source path: relative to the context root, absolute in the rootfs, or
+            the scratch file on disk.
+        name: the base name a copied file keeps.
+        is_dir: whether the source is a directory (its contents are copied).
+        archive: ADD of a local tar archive: extract it instead of copying it.
+        checksum: ``file:<hex>`` or ``dir:<hex>``.
+        manifest: every entry the source contributes.
+    """
+
+    origin: str
+    path: str
+    name: str
+    is_dir: bool = False
+    archive: bool = False
+    checksum: str = ""
+    manifest: list[ManifestEntry] = field(default_factory=list)
+
+
+# -- Go's filepath.Match --------------------------------------------------------------
+
+
+def has_wildcards(pattern: str) -> bool:
+    """Whether a source path holds an unescaped ``*``, ``?`` or ``[`` (moby's check)."""
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c in "*?[":
+            return True
+        i += 1
+    return False
+
+
+def _go_pattern(pattern: str) -> re.Pattern[str]:
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i]))
+        elif c == "[":
+            j = i + 1
+            cls = ["["]
+            if j < len(pattern) and pattern[j] == "^":
+                cls.append("^")
+                j += 1
+            closed = False
+            while j < len(pattern):
+                d = pattern[j]
+                if d == "]" and len(cls) > (2 if cls[-1] == "^" else 1):
+                    closed = True
+                    break
+                if d == "\\" and j + 1 < len(pattern):
+                    j += 1
+                    d = pattern[j]
+                    cls.append(re.escape(d))
+                elif d == "-":
+                    cls.append("-")
+                else:
+                    cls.append(re.escape(d) if d in "]^[\\" else d)
+                j += 1
+            if not closed:
+                raise BuildError(f"bad wildcard pattern {pattern!r} (unclosed '[')")
+            cls.append("]")
+            out.append("".join(cls))
+            i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def go_match(pattern: str, name: str) -> bool:
+    """Go's ``filepath.Match``: ``*`` and ``?`` never match ``/``."""
+    return _go_pattern(pattern).match(name) is not None
+
+
+# -- resolving sources ----------------------------------------------------------------
+
+
+def _clean_context_path(src: str) -> str:
+    parts = []
+    for part in src.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                raise ContextError(f"COPY source {src} is outside the build context")
+            parts.pop()
+            continue
+        parts.append(part)
+    return "/".join(parts)
+
+
+def context_sources(ctx: Context, src: str, *, add: bool) -> list[Source]:
+    """The sources a context path (possibly a wildcard) names, checksummed.
+
+    Raises:
+        ContextError: nothing matches, or a matched file cannot be read.
+    """
+    rel = _clean_context_path(src)
+    if has_wildcards(rel):
+        matches: list[str] = []
+        skip_below: list[str] = []
+        for path in sorted(ctx.entries):
+            if any(path.startswith(d + "/") for d in skip_below):
+                continue
+            if go_match(rel, path):
+                matches.append(path)
+                if ctx.is_dir(path):
+                    skip_below.append(path)
+        if not matches:
+            raise ContextError(f"no source files were specified: {src} matches nothing in the context")
+        rels = matches
+    else:
+        if not ctx.exists(rel):
+            raise ContextError(f"{src}: no such file or directory in the build context")
+        rels = [rel]
+    out = []
+    for r in rels:
+        ctx.check_readable(r)
+        is_dir = ctx.is_dir(r)
+        archive = add and not is_dir and is_archive(ctx.root / r)
+        out.append(
+            Source(
+                origin="context",
+                path=r,
+                name=r.rsplit("/", 1)[-1] if r else ".",
+                is_dir=is_dir,
+                archive=archive,
+                checksum=ctx.checksum(r),
+                manifest=ctx.manifest(r),
+            )
+        )
+    return out
+
+
+def rootfs_sources(root: RootFS, src: str) -> list[Source]:
+    """The sources a path (possibly a wildcard) names in another stage or image.
+
+    Files are hashed with their real owner, as the classic builder hashes an image's
+    files.
+
+    Raises:
+        BuildError: nothing matches.
+    """
+    parts = split(src)
+    if has_wildcards("/".join(parts)):
+        parent = "/" + "/".join(parts[:-1])
+        names = [n for n in root.listdir(parent) if go_match(parts[-1], n)]
+        paths = ["/" + "/".join(parts[:-1] + [n]) for n in names]
+        if not paths:
+            raise BuildError(f"no source files were specified: {src} matches nothing")
+    else:
+        paths = ["/" + "/".join(parts)]
+        if root.stat(paths[0]) is None:
+            raise BuildError(f"{src}: no such file or directory")
+    out = []
+    for path in paths:
+        hit = root.stat(path)
+        assert hit is not None
+        disk, st = hit
+        name = path.lstrip("/")
+        entries = [(name, disk, st)]
+        if stat.S_ISDIR(st.st_mode):
+            entries += [
+                (f"{name}/{rel}" if name else rel, d, s) for rel, d, s in root.walk(path)
+            ]
+        sums = []
+        manifest = []
+        for entry_name, d, s in entries:
+            if not entry_name:
+                continue
+            tarsum, content = tarsum_file(d, entry_name, s, real_owner=True)
+            sums.append(tarsum)
+            manifest.append(
+                ManifestEntry(
+                    path=entry_name,
+                    type=entry_type(s.st_mode),
+                    mode=stat.S_IMODE(s.st_mode),
+                    size=s.st_size if stat.S_ISREG(s.st_mode) else 0,
+                    digest=content,
+                    link=os.readlink(d) if stat.S_ISLNK(s.st_mode) else "",
+                    uid=s.st_uid,
+                    gid=s.st_gid,
+                )
+            )
+        is_dir = stat.S_ISDIR(st.st_mode)
+        checksum = hash_string_slice("dir", sorted(sums)) if is_dir else "file:" + sums[0]
+        out.append(
+            Source(
+                origin="rootfs",
+                path=path,
+                name=parts[-1] if parts else "/",
+                is_dir=is_dir,
+                checksum=checksum,
+                manifest=manifest,
+            )
+        )
+    return out
+
+
+def file_source(path: Path, name: str, mode: int) -> Source:
+    """A scratch file (heredoc body or download) as a source, hashed as a context file."""
+    os.chmod(path, mode)
+    st = os.lstat(path)
+    tarsum, content = tarsum_file(path, name, st)
+    return Source(
+        origin="file",
+        path=str(path),
+        name=name,
+        checksum="file:" + tarsum,
+        manifest=[ManifestEntry(name, "file", mode, st.st_size, content)],
+    )
+
+
+def download(url: str, dest_dir: Path, timeout: float = 60.0) -> tuple[Path, str]:
+    """Downloads ``url`` into ``dest_dir``; returns the file and the name it keeps.
+
+    Raises:
+        BuildError: the download fails.
+    """
+    name = os.path.basename(urllib.parse.urlparse(url).path) or "download"
+    target = dest_dir / f"url-{hashlib.sha256(url.encode()).hexdigest()[:16]}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp, open(target, "wb") as f:
+            shutil.copyfileobj(resp, f)
+    except (OSError, ValueError) as exc:
+        raise BuildError(f"cannot download {url}: {exc}") from exc
+    return target, name
+
+
+def is_archive(path: Path) -> bool:
+    """Whether a local file is a tar archive ADD would extract (plain, gz, bz2, xz)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+        if any(head.startswith(m) for m in _ARCHIVE_MAGIC):
+            return tarfile.is_tarfile(path)
+        return tarfile.is_tarfile(path)
+    except (OSError, tarfile.TarError, EOFError):
+        return False
+
+
+# -- ownership ------------------------------------------------------------------------
+
+
+def parse_chown(root: RootFS, chown: str) -> tuple[int, int]:
+    """``--chown=user[:group]`` resolved in the target image (a lone user is also the
+    group, as in the classic builder)."""
+    parts = chown.split(":")
+    if len(parts) > 2 or not parts[0]:
+        raise BuildError(f"invalid --chown value {chown!r} (expected user[:group])")
+    user, group = (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    uid, _ = lookup_user(root, user)
+    gid = lookup_group(root, group)
+    return uid, gid
+
+
+def parse_chmod(chmod: str) -> int:
+    """``--chmod=0755`` as an int."""
+    try:
+        mode = int(chmod, 8)
+    except ValueError as exc:
+        raise BuildError(f"invalid --chmod value {chmod!r} (expected octal)") from exc
+    if mode < 0 or mode > 0o7777:
+        raise BuildError(f"invalid --chmod value {chmod!r}")
+    return mode
+
+
+# -- writing the layer ----------------------------------------------------------------
+
+
+class LayerWriter:
+    """Writes copied entries into an overlay-format layer directory.
+
+    Args:
+        out: the (empty) layer directory.
+        below: the image the layer goes on top of.
+        owner: uid/gid for everything copied.
+        chmod: a mode for everything copied, or None to keep the source's.
+    """
+
+    def __init__(
+        self, out: Path, below: RootFS, owner: tuple[int, int] = (0, 0), chmod: int | None = None
+    ) -> None:
+        self.out = out
+        self.below = below
+        self.owner = owner
+        self.chmod = chmod
+
+    def ensure_dir(self, parts: list[str], *, own: bool = False) -> Path:
+        """Makes ``parts`` exist as a directory in the layer, parents included.
+
+        Directories that exist below keep their metadata; new parents are 0755 root;
+        ``own`` gives a new final directory the copy's owner.
+        """
+        cur = self.out
+        for i, part in enumerate(parts):
+            cur = cur / part
+            if cur.is_dir() and not cur.is_symlink():
+                continue
+            if cur.exists() or cur.is_symlink():
+                cur.unlink()
+            existing = self.below.stat("/" + "/".join(parts[: i + 1]))
+            os.mkdir(cur)
+            if existing is not None and stat.S_ISDIR(existing[1].st_mode):
+                st = existing[1]
+                os.chown(cur, st.st_uid, st.st_gid)
+                os.chmod(cur, stat.S_IMODE(st.st_mode))
+                os.utime(cur, ns=(st.st_atime_ns, st.st_mtime_ns))
+            else:
+                last = i == len(parts) - 1
+                uid, gid = self.owner if (own and last) else (0, 0)
+                os.chown(cur, uid, gid)
+                os.chmod(cur, 0o755)
+        return cur
+
+    def put(self, parts: list[str], disk: Path, st: os.stat_result) -> None:
+        """Copies one entry (file, symlink, directory, device) to ``parts``."""
+        parent = self.ensure_dir(parts[:-1])
+        target = parent / parts[-1]
+        if target.is_symlink() or (target.exists() and not target.is_dir()):
+            target.unlink()
+        elif target.is_dir() and not stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(target)
+        mode = stat.S_IMODE(st.st_mode) if self.chmod is None else self.chmod
+        uid, gid = self.owner
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                if not target.is_dir():
+                    os.mkdir(target)
+                os.chown(target, uid, gid)
+                os.chmod(target, mode)
+            elif stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink(disk), target)
+                os.lchown(target, uid, gid)
+            elif stat.S_ISREG(st.st_mode):
+                shutil.copyfile(disk, target, follow_symlinks=False)
+                os.chown(target, uid, gid)
+                os.chmod(target, mode)
+                try:
+                    cap = os.getxattr(disk, "security.capability", follow_symlinks=False)
+                    os.setxattr(target, "security.capability", cap, follow_symlinks=False)
+                except OSError:
+                    pass
+            else:
+                os.mknod(target, st.st_mode, st.st_rdev)
+                os.chown(target, uid, gid)
+            os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        except OSError as exc:
+            raise BuildError(f"cannot copy {parts[-1]}: {exc.strerror or exc}") from exc
+
+    def extract(self, parts: list[str], archive: Path) -> None:
+        """ADD of a local archive: extracts it into directory ``parts``."""
+        dest = self.ensure_dir(parts, own=True)
+
+        def keep_mode(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
+            # tar_filter refuses absolute names and escapes; the original mode is kept.
+            checked = tarfile.tar_filter(member, path)
+            changes: dict[str, object] = {"mode": member.mode}
+            if self.owner != (0, 0):
+                changes.update(uid=self.owner[0], gid=self.owner[1], uname="", gname="")
+            return checked.replace(**changes, deep=False)  # type: ignore[arg-type]
+
+        try:
+            with tarfile.open(archive, "r:*") as tar:
+                tar.extractall(dest, filter=keep_mode)
+        except (OSError, tarfile.TarError, EOFError) as exc:
+            raise BuildError(f"cannot extract {archive.name}: {exc}") from exc
+
+
+def dest_is_dir(dest: str, below: RootFS) -> bool:
+    """Whether a COPY destination names a directory (trailing ``/`` or existing dir)."""
+    return dest.endswith("/") or below.is_dir(dest)
+
+
+def apply_copy(
+    out: Path,
+    below: RootFS,
+    sources: list[Source],
+    dest: str,
+    *,
+    context: Context | None,
+    from_root: RootFS | None,
+    owner: tuple[int, int] = (0, 0),
+    chmod: int | None = None,
+) -> None:
+    """Copies resolved sources into the layer directory ``out``.
+
+    Args:
+        out: the new layer's directory (overlay format).
+        below: the image the layer goes on top of.
+        sources: what :func:`context_sources`, :func:`rootfs_sources` or
+            :func:`file_source` resolved.
+        dest: the absolute destination (a trailing ``/`` marks a directory).
+        context: the build context (for ``context`` sources).
+        from_root: the stage or image (for ``rootfs`` sources).
+        owner: ``--chown`` resolved, else 0:0.
+        chmod: ``--chmod``, else None.
+
+    Raises:
+        BuildError: the destination is invalid or a copy fails.
+    """
+    writer = LayerWriter(out, below, owner, chmod)
+    dest_parts = split(dest)
+    into_dir = len(sources) > 1 or dest_is_dir(dest, below)
+    if len(sources) > 1 and not dest.endswith("/"):
+        raise BuildError(
+            f"when copying more than one source the destination must end with '/': {dest}"
+        )
+    for src in sources:
+        if src.archive:
+            writer.extract(dest_parts, (context.root if context else Path("/")) / src.path)
+        elif src.is_dir:
+            writer.ensure_dir(dest_parts, own=True)
+            for rel, disk, st in _walk_source(src, context, from_root):
+                writer.put(dest_parts + rel.split("/"), disk, st)
+        else:
+            disk, st = _source_file(src, context, from_root)
+            target = dest_parts + [src.name] if into_dir else dest_parts
+            if not target:
+                raise BuildError(f"cannot copy {src.name} onto /")
+            writer.put(target, disk, st)
+
+
+def _source_file(
+    src: Source, context: Context | None, from_root: RootFS | None
+) -> tuple[Path, os.stat_result]:
+    if src.origin == "context":
+        assert context is not None
+        return context.root / src.path, context.entries[src.path]
+    if src.origin == "rootfs":
+        assert from_root is not None
+        hit = from_root.stat(src.path)
+        if hit is None:
+            raise BuildError(f"{src.path}: no such file or directory")
+        return hit
+    return Path(src.path), os.lstat(src.path)
+
+
+def _walk_source(
+    src: Source, context: Context | None, from_root: RootFS | None
+) -> list[tuple[str, Path, os.stat_result]]:
+    if src.origin == "context":
+        assert context is not None
+        base = src.path
+        out = []
+        for p in context.below(base):
+            rel = p[len(base) + 1 :] if base else p
+            out.append((rel, context.root / p, context.entries[p]))
+        return out
+    assert from_root is not None
+    return list(from_root.walk(src.path))

@@ -1,0 +1,1 @@
+"""Build cache: how a step's key is made (``keys``)."""

@@ -1,0 +1,474 @@
+"""Source checksums the way Docker's classic builder computes them.
+
+Each file gets a tarsum-v1-style hash: sha256 over the tar header fields ``name``,
+``mode``, ``uid``, ``gid``, ``size``, ``typeflag``, ``linkname``, ``uname``, ``gname``,
+``devmajor``, ``devminor`` (each written as the field name followed by its value, mtime
+left out), then the ``security.capability`` xattr, then the content. A COPY/ADD source
+is then summarised as moby's ``builder/dockerfile/copy.go`` does:
+
+* one file: ``file:<tarsum>``;
+* a directory: ``dir:`` + sha256 over the sorted tarsums of everything below it
+  (the directory itself included), joined with ``,``;
+* several sources: ``multi:`` + sha256 over their checksums joined with ``,``.
+
+Names are relative to the context root, so renaming a file changes its hash. Context
+files are hashed with uid/gid 0 (the client sends them that way), so their owner never
+counts; files copied from another stage keep their real owner.
+
+A :class:`StatCache` keyed on what ``lstat`` says (size, mtime, inode, mode, ctime)
+remembers each regular file's tarsum in the index's ``stat_cache`` table, so rehashing
+an unchanged 20,000-file context costs stats, not reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sqlite3
+import stat
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from lamina.core.errors import ContextError
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+# A file modified within this many seconds of being hashed may change again within the
+# same mtime tick without the stat changing ("racy git"), so it is not cached.
+_RACY_SECONDS = 2.0
+
+
+def _typeflag(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "0"
+    if stat.S_ISLNK(mode):
+        return "2"
+    if stat.S_ISCHR(mode):
+        return "3"
+    if stat.S_ISBLK(mode):
+        return "4"
+    if stat.S_ISDIR(mode):
+        return "5"
+    if stat.S_ISFIFO(mode):
+        return "6"
+    return "0"
+
+
+def entry_type(mode: int) -> str:
+    """The manifest type of a ``st_mode``: ``file``, ``dir``, ``symlink`` or ``other``."""
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    return "other"
+
+
+def _read_capability(path: Path) -> bytes | None:
+    try:
+        return os.getxattr(path, "security.capability", follow_symlinks=False)
+    except OSError:
+        return None
+
+
+def tarsum_header(
+    name: str,
+    st: os.stat_result,
+    link: str = "",
+    uid: int = 0,
+    gid: int = 0,
+    capability: bytes | None = None,
+) -> bytes:
+    """The tarsum-v1 header bytes of one entry (everything but its content).
+
+    Args:
+        name: the entry's name relative to the root, without a leading ``./``; a
+            directory gets a trailing ``/`` added here, as Go's tar header does.
+        st: the entry's ``lstat`` result.
+        link: a symlink's target.
+        uid: owner to hash (0 for context files).
+        gid: group to hash (0 for context files).
+        capability: the raw ``security.capability`` xattr, if any.
+
+    Returns:
+        The bytes to feed into sha256 before the content.
+    """
+    mode = st.st_mode
+    if stat.S_ISDIR(mode) and not name.endswith("/"):
+        name += "/"
+    size = st.st_size if stat.S_ISREG(mode) else 0
+    major = minor = 0
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    fields = [
+        ("name", name),
+        ("mode", str(stat.S_IMODE(mode))),
+        ("uid", str(uid)),
+        ("gid", str(gid)),
+        ("size", str(size)),
+        ("typeflag", _typeflag(mode)),
+        ("linkname", link),
+        ("uname", ""),
+        ("gname", ""),
+        ("devmajor", str(major)),
+        ("devminor", str(minor)),
+    ]
+    out = b"".join(k.encode() + v.encode("utf-8", "surrogateescape") for k, v in fields)
+    if capability is not None:
+        out += b"security.capability" + capability
+    return out
+
+
+def tarsum_file(
+    path: Path, name: str, st: os.stat_result | None = None, *, real_owner: bool = False
+) -> tuple[str, str]:
+    """The tarsum-v1 digest of one file, directory, symlink or device.
+
+    Args:
+        path: where the entry is on disk.
+        name: its name relative to the root (what the tar header would say).
+        st: its ``lstat`` result, if already known.
+        real_owner: hash the entry's real uid/gid (files from another stage) instead
+            of 0 (context files).
+
+    Returns:
+        ``(tarsum, content)``: 64 hex characters each; ``content`` is the sha256 of the
+        bytes alone (of nothing for a non-file), so a reason can tell a content change
+        from a mode change.
+
+    Raises:
+        ContextError: the entry cannot be read.
+    """
+    try:
+        if st is None:
+            st = os.lstat(path)
+        link = os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
+        uid, gid = (st.st_uid, st.st_gid) if real_owner else (0, 0)
+        h = hashlib.sha256(tarsum_header(name, st, link, uid, gid, _read_capability(path)))
+        c = hashlib.sha256()
+        if stat.S_ISREG(st.st_mode) and st.st_size > 0:
+            with open(path, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    h.update(chunk)
+                    c.update(chunk)
+    except OSError as exc:
+        raise ContextError(f"cannot read {name}: {exc.strerror or exc}") from exc
+    return h.hexdigest(), c.hexdigest()
+
+
+def hash_string_slice(prefix: str, items: Iterable[str]) -> str:
+    """moby's ``hashStringSlice``: ``<prefix>:`` + sha256 of the items joined by ``,``."""
+    return prefix + ":" + hashlib.sha256(",".join(items).encode()).hexdigest()
+
+
+def multi_checksum(checksums: list[str]) -> str:
+    """The checksum of a COPY/ADD with several sources (one source keeps its own)."""
+    if len(checksums) == 1:
+        return checksums[0]
+    return hash_string_slice("multi", checksums)
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One path a COPY/ADD source contributes, for explaining a changed checksum.
+
+    Attributes:
+        path: name relative to the source root (the context, or the stage's rootfs).
+        type: ``file``, ``dir``, ``symlink`` or ``other``.
+        mode: permission bits (``stat.S_IMODE``).
+        size: bytes, for regular files.
+        digest: sha256 of the content (regular files; of nothing otherwise).
+        link: a symlink's target.
+        uid: owner as hashed (0 for context files).
+        gid: group as hashed.
+    """
+
+    path: str
+    type: str
+    mode: int
+    size: int
+    digest: str
+    link: str = ""
+    uid: int = 0
+    gid: int = 0
+
+    def to_json(self) -> list[Any]:
+        """A compact list form for the cache entry's ``inputs``."""
+        return [self.type, self.mode, self.size, self.digest, self.link, self.uid, self.gid]
+
+
+def manifest_to_json(entries: Iterable[ManifestEntry]) -> dict[str, list[Any]]:
+    """``{path: [type, mode, size, digest, link, uid, gid]}`` for a cache entry."""
+    return {e.path: e.to_json() for e in entries}
+
+
+def diff_manifests(
+    old: dict[str, list[Any]], new: dict[str, list[Any]]
+) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """What changed between two stored manifests.
+
+    Args:
+        old: the manifest stored with the previous cache entry.
+        new: the manifest of this build.
+
+    Returns:
+        ``(added, removed, changed)``: sorted paths, and ``{"path", "what"}`` records
+        where ``what`` lists ``content``, ``mode``, ``type`` or ``link target``.
+    """
+    added = sorted(set(new) - set(old))
+    removed = sorted(set(old) - set(new))
+    changed: list[dict[str, Any]] = []
+    for path in sorted(set(old) & set(new)):
+        o, n = old[path], new[path]
+        if o == n:
+            continue
+        what: list[str] = []
+        if o[0] != n[0]:
+            what.append("type")
+        else:
+            if o[1] != n[1]:
+                what.append("mode")
+            if o[4] != n[4]:
+                what.append("link target")
+            if o[2] != n[2] or o[3] != n[3]:
+                what.append("content")
+            if o[5:7] != n[5:7]:
+                what.append("owner")
+        if not what:
+            what.append("content")
+        changed.append({"path": path, "what": what})
+    return added, removed, changed
+
+
+class StatCache:
+    """Tarsums of regular files remembered by what ``lstat`` says about them.
+
+    Reads go to the index's ``stat_cache`` table through ``conn``; new sums are kept in
+    memory until :meth:`flush`, so a build that fails its preflight writes nothing.
+
+    Args:
+        conn: a read connection on the index (``store.index.connection()``), or None
+            for no persistent cache.
+    """
+
+    def __init__(self, conn: sqlite3.Connection | None) -> None:
+        self._conn = conn
+        self._pending: dict[str, tuple[int, int, int, int, int, str]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def _sig(st: os.stat_result) -> tuple[int, int, int, int, int]:
+        return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode, st.st_ctime_ns)
+
+    def tarsum(self, path: Path, name: str, st: os.stat_result) -> tuple[str, str]:
+        """``(tarsum, content sha)`` of a context file, cached while its stat holds."""
+        if not stat.S_ISREG(st.st_mode) or self._conn is None:
+            return tarsum_file(path, name, st)
+        key = str(path)
+        sig = self._sig(st)
+        row = self._conn.execute(
+            "SELECT size, mtime_ns, ino, mode, ctime_ns, checksum FROM stat_cache WHERE path = ?",
+            (key,),
+        ).fetchone()
+        if row is not None and tuple(row[:5]) == sig:
+            parts = str(row[5]).rsplit(" ", 2)
+            # The name is part of the hash: the same file seen from another context
+            # root has another tarsum.
+            if len(parts) == 3 and parts[0] == name and len(parts[1]) == 64:
+                self.hits += 1
+                return parts[1], parts[2]
+        self.misses += 1
+        sums = tarsum_file(path, name, st)
+        if time.time() - st.st_mtime_ns / 1e9 > _RACY_SECONDS:
+            self._pending[key] = (*sig, f"{name} {sums[0]} {sums[1]}")
+        return sums
+
+    def flush(self, transaction: Callable[[], Any]) -> None:
+        """Writes the sums computed since the last flush.
+
+        Args:
+            transaction: ``store.index.transaction`` (a context manager factory).
+        """
+        if not self._pending:
+            return
+        rows = [(k, *v) for k, v in self._pending.items()]
+        with transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO stat_cache"
+                " (path, size, mtime_ns, ino, mode, ctime_ns, checksum) VALUES (?,?,?,?,?,?,?)",
+                rows,
+            )
+        self._pending.clear()
+
+
+class IgnoreMatcher(Protocol):
+    """What the context walk needs from a ``.dockerignore`` matcher."""
+
+    def matches(self, path: str) -> bool:
+        """Whether the path (relative, ``/``-separated) is excluded."""
+        ...
+
+    def may_include_below(self, path: str) -> bool:
+        """Whether an excluded directory may still hold re-included paths."""
+        ...
+
+
+@dataclass(frozen=True)
+class ContextFile:
+    """One path that reaches the builder from the context."""
+
+    path: str
+    st: os.stat_result
+
+
+class Context:
+    """A build context directory as the classic builder's daemon sees it.
+
+    The walk drops what ``.dockerignore`` excludes (the Dockerfile and ``.dockerignore``
+    too when the patterns match them: the client sends them, the daemon removes them).
+
+    Args:
+        root: the context directory.
+        excluded: a predicate over relative paths saying what ``.dockerignore``
+            excludes, and whether an excluded directory must still be descended into.
+        stat_cache: where regular files' tarsums are remembered.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        excluded: Callable[[str, bool], tuple[bool, bool]] | None = None,
+        stat_cache: StatCache | None = None,
+    ) -> None:
+        self.root = root.resolve()
+        self._excluded = excluded
+        self.stat_cache = stat_cache or StatCache(None)
+        self._entries: dict[str, os.stat_result] | None = None
+        self._sums: dict[str, tuple[str, str]] = {}
+
+    # -- the walk -----------------------------------------------------------------
+
+    @property
+    def entries(self) -> dict[str, os.stat_result]:
+        """Every included path (relative, ``/``-separated) with its ``lstat``."""
+        if self._entries is None:
+            self._entries = dict(self._walk())
+        return self._entries
+
+    def _walk(self) -> Iterator[tuple[str, os.stat_result]]:
+        if not self.root.is_dir():
+            raise ContextError(f"build context {self.root} is not a directory")
+        stack = [""]
+        while stack:
+            rel_dir = stack.pop()
+            abs_dir = self.root / rel_dir if rel_dir else self.root
+            try:
+                names = os.listdir(abs_dir)
+            except OSError as exc:
+                raise ContextError(
+                    f"cannot read context directory {rel_dir or '.'}: {exc.strerror or exc}"
+                ) from exc
+            for name in names:
+                rel = f"{rel_dir}/{name}" if rel_dir else name
+                try:
+                    st = os.lstat(abs_dir / name)
+                except OSError as exc:
+                    raise ContextError(f"cannot stat {rel}: {exc.strerror or exc}") from exc
+                is_dir = stat.S_ISDIR(st.st_mode)
+                skip, descend = (False, True) if self._excluded is None else self._excluded(
+                    rel, is_dir
+                )
+                if not skip:
+                    yield rel, st
+                if is_dir and (not skip or descend):
+                    stack.append(rel)
+
+    # -- lookups ------------------------------------------------------------------
+
+    def exists(self, rel: str) -> bool:
+        """Whether ``rel`` (normalised, relative) reaches the builder."""
+        return rel in ("", ".") or rel in self.entries
+
+    def is_dir(self, rel: str) -> bool:
+        """Whether ``rel`` is a directory in the context (the root is one)."""
+        if rel in ("", "."):
+            return True
+        st = self.entries.get(rel)
+        return st is not None and stat.S_ISDIR(st.st_mode)
+
+    def below(self, rel: str) -> list[str]:
+        """Included paths strictly below directory ``rel``, sorted."""
+        if rel in ("", "."):
+            return sorted(self.entries)
+        prefix = rel + "/"
+        return sorted(p for p in self.entries if p.startswith(prefix))
+
+    def file_sum(self, rel: str) -> str:
+        """The tarsum of one included path."""
+        return self._both(rel)[0]
+
+    def _both(self, rel: str) -> tuple[str, str]:
+        if rel not in self._sums:
+            st = self.entries[rel]
+            self._sums[rel] = self.stat_cache.tarsum(self.root / rel, rel, st)
+        return self._sums[rel]
+
+    def checksum(self, rel: str) -> str:
+        """``file:<hex>`` or ``dir:<hex>`` of one source path, as moby computes it."""
+        if rel in ("", "."):
+            return hash_string_slice("dir", sorted(self.file_sum(p) for p in self.below(rel)))
+        st = self.entries[rel]
+        if stat.S_ISDIR(st.st_mode):
+            sums = [self.file_sum(rel)] + [self.file_sum(p) for p in self.below(rel)]
+            return hash_string_slice("dir", sorted(sums))
+        return "file:" + self.file_sum(rel)
+
+    def manifest(self, rel: str) -> list[ManifestEntry]:
+        """Every entry a source contributes, with the facts a reason can name."""
+        paths = [] if rel in ("", ".") else [rel]
+        if self.is_dir(rel):
+            paths += self.below(rel)
+        out = []
+        for p in paths:
+            st = self.entries[p]
+            link = ""
+            if stat.S_ISLNK(st.st_mode):
+                try:
+                    link = os.readlink(self.root / p)
+                except OSError as exc:
+                    raise ContextError(f"cannot read link {p}: {exc.strerror or exc}") from exc
+            out.append(
+                ManifestEntry(
+                    path=p,
+                    type=entry_type(st.st_mode),
+                    mode=stat.S_IMODE(st.st_mode),
+                    size=st.st_size if stat.S_ISREG(st.st_mode) else 0,
+                    digest=self._both(p)[1],
+                    link=link,
+                )
+            )
+        return out
+
+    def check_readable(self, rel: str) -> None:
+        """Raises ContextError naming the first unreadable file at or below ``rel``."""
+        paths = [] if rel in ("", ".") else [rel]
+        if self.is_dir(rel):
+            paths += self.below(rel)
+        for p in paths:
+            st = self.entries[p]
+            full = self.root / p
+            if stat.S_ISREG(st.st_mode):
+                try:
+                    with open(full, "rb"):
+                        pass
+                except OSError as exc:
+                    raise ContextError(f"cannot read {p}: {exc.strerror or exc}") from exc
+            elif stat.S_ISDIR(st.st_mode) and not os.access(full, os.R_OK | os.X_OK):
+                raise ContextError(f"cannot read directory {p}: permission denied")
