@@ -63,11 +63,11 @@ def normalize_tag(name: str) -> str:
     if colon > slash:
         repo, tag = name[:colon], name[colon + 1 :]
         if not _TAG_RE.fullmatch(tag):
-            raise UsageError(f"{name!r}: invalid tag {tag!r}")
+            raise UsageError(f"{name!r}: invalid reference format: invalid tag {tag!r}")
     domain, _, rest = repo.partition("/")
     if rest and ("." in domain or ":" in domain or domain == "localhost" or domain != domain.lower()):
         if not _DOMAIN_RE.fullmatch(domain):
-            raise UsageError(f"{name!r}: invalid registry {domain!r}")
+            raise UsageError(f"{name!r}: invalid reference format: invalid registry {domain!r}")
         path = rest
     else:
         domain, path = "", repo
