@@ -414,7 +414,7 @@ class DockerEngine:
         """Builds lamina ran on this Docker Engine, newest first."""
         from lamina.core.backends.docker_build import DockerBuilder
 
-        return DockerBuilder(self, self._home).records(limit)
+        return DockerBuilder(self, self._home).list_builds(limit)
 
     # -- disk usage and prune --------------------------------------------------------
 
