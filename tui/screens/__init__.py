@@ -1,0 +1,1 @@
+"""The app's screens: the main tabbed screen and its modal dialogs."""

@@ -1,0 +1,91 @@
+"""Confirmations: the prune plan and the what-if prediction, each a ``ModalScreen[bool]``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.markup import escape
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+from lamina.core.model import BuildRecord, StepRecord
+from lamina.tui.widgets import format as fmt
+from lamina.tui.widgets.builds import verdict
+from lamina.tui.widgets.disk import plan_lines
+
+
+class _Confirm(ModalScreen[bool]):
+    """A yes/no dialog; ``y``/Enter confirms, ``n``/Escape cancels."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Confirm", tooltip="Go ahead", id="confirm.yes"),
+        Binding("n,escape", "answer(False)", "Cancel", tooltip="Do nothing", id="confirm.no"),
+    ]
+
+    title_text = ""
+    confirm_label = "Confirm"
+
+    def body(self) -> str:
+        raise NotImplementedError
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(f"[b]{self.title_text}[/b]", id="dialog-title")
+            with VerticalScroll(id="dialog-body"):
+                yield Static(self.body(), id="dialog-text")
+            with Horizontal(id="dialog-buttons"):
+                yield Button(f"{self.confirm_label} (y)", variant="error", id="yes")
+                yield Button("Cancel (n)", variant="primary", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+
+class ConfirmPruneScreen(_Confirm):
+    """Shows exactly what a dry-run prune plan removes and frees."""
+
+    title_text = "Prune dangling images and their layers?"
+    confirm_label = "Prune"
+
+    def __init__(self, plan: Any) -> None:
+        super().__init__()
+        self.plan = plan
+        self.lines, self.freed = plan_lines(plan)
+
+    def body(self) -> str:
+        if not self.lines:
+            return "Nothing to prune: no dangling images or unreferenced layers."
+        items = "\n".join(f"  • {escape(line)}" for line in self.lines)
+        return f"This removes {len(self.lines)} item(s) and frees [b]{fmt.size(self.freed)}[/b]:\n{items}"
+
+
+class WhatIfScreen(_Confirm):
+    """Shows a dry-run prediction and offers to build for real."""
+
+    title_text = "What if you rebuilt now?"
+    confirm_label = "Build"
+
+    def __init__(self, build: BuildRecord, steps: list[StepRecord], ok: bool, message: str) -> None:
+        super().__init__()
+        self.build, self.steps, self.ok, self.message = build, steps, ok, message
+
+    def body(self) -> str:
+        if not self.ok:
+            return f"[$error]The prediction failed:[/] {escape(self.message)}"
+        hits = sum(1 for s in self.steps if s.cached is True)
+        misses = sum(1 for s in self.steps if s.cached is False)
+        rows = [f"Build #{self.build.id} would have {hits} HIT and {misses} MISS:"]
+        for s in self.steps:
+            reason = fmt.describe_reason(s.reason)
+            rows.append(f"  {verdict(s):<4} {escape(' '.join(s.instruction.split()))}"
+                        + (f"\n        [dim]{escape(reason)}[/]" if reason else ""))
+        return "\n".join(rows)

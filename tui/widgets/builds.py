@@ -1,0 +1,269 @@
+"""The Builds view: recorded builds, each step's HIT or MISS and why, rebuild and what-if."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from textual import on
+from textual.app import ComposeResult
+from textual.markup import escape
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
+from textual.widgets import DataTable, Log, Static
+
+from lamina.core.events import (
+    BuildFailed,
+    BuildFinished,
+    BuildStarted,
+    StepFinished,
+    StepOutput,
+    StepStarted,
+)
+from lamina.core.model import BuildRecord, BuildRequest, StepRecord
+from lamina.tui.messages import BuildEnded, BuildProgressed, BuildsLoaded
+from lamina.tui.widgets import format as fmt
+
+if TYPE_CHECKING:
+    from lamina.tui.app import LaminaApp
+
+
+def verdict(step: StepRecord) -> str:
+    """HIT / MISS / (FROM) in theme colours."""
+    if step.cached is None:
+        return "[dim]—[/]"
+    return "[b $success]HIT[/]" if step.cached else "[b $error]MISS[/]"
+
+
+def request_for(build: BuildRecord, *, dry_run: bool) -> BuildRequest:
+    """The request that reruns ``build`` from the same Dockerfile and context."""
+    return BuildRequest(
+        context=build.context,
+        dockerfile=build.dockerfile,
+        tags=tuple(build.tags),
+        build_args=dict(build.build_args),
+        target=build.target,
+        dry_run=dry_run,
+    )
+
+
+class BuildsView(Widget):
+    """Builds, steps, and the log of a running build."""
+
+    @dataclass
+    class StepSelected(Message):
+        """The user highlighted a step (the Learn view explains it)."""
+
+        build: BuildRecord | None
+        step: StepRecord
+
+    @dataclass
+    class StateChanged(Message):
+        """A build started or ended (keys change)."""
+
+        running: bool
+
+    @dataclass
+    class Built(Message):
+        """A real build ended; images and disk usage may have changed."""
+
+        ok: bool
+
+    @dataclass
+    class Predicted(Message):
+        """A what-if ended with its predicted steps."""
+
+        build: BuildRecord
+        steps: list[StepRecord]
+        ok: bool
+        message: str
+
+    builds: reactive[list[BuildRecord]] = reactive(list, always_update=True)
+    selected_id: reactive[int | None] = reactive(None)
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.live_steps: list[StepRecord] = []
+        self.live_title = ""
+        self.live_for: BuildRecord | None = None
+        self.showing_live = False
+        self.last_outcome = ""
+
+    @property
+    def lamina(self) -> LaminaApp:
+        from lamina.tui.app import LaminaApp
+
+        assert isinstance(self.app, LaminaApp)
+        return self.app
+
+    @property
+    def selected_build(self) -> BuildRecord | None:
+        return next((b for b in self.builds if b.id == self.selected_id), None)
+
+    def compose(self) -> ComposeResult:
+        builds: DataTable[str] = DataTable(id="builds-table", cursor_type="row", zebra_stripes=True)
+        yield builds
+        yield Static("", id="steps-title")
+        steps: DataTable[str] = DataTable(id="steps-table", cursor_type="row")
+        yield steps
+        yield Log(id="build-log", max_lines=2000)
+
+    def on_mount(self) -> None:
+        table = self.query_one("#builds-table", DataTable)
+        for key, title in (("id", "#"), ("started", "started"), ("tags", "tags"),
+                           ("status", "status"), ("hits", "hits"), ("misses", "misses"),
+                           ("context", "context")):
+            table.add_column(title, key=key)
+        steps = self.query_one("#steps-table", DataTable)
+        for key, title, width in (("n", "step", 5), ("instruction", "instruction", 34),
+                                  ("cache", "cache", 5), ("why", "why it missed", None),
+                                  ("duration", "time", 6), ("size", "size", 9)):
+            steps.add_column(title, key=key, width=width)
+        self.query_one("#build-log", Log).display = False
+
+    # ---------------------------------------------------------------- builds
+
+    def on_builds_loaded(self, event: BuildsLoaded) -> None:
+        self.builds = event.builds
+        # Let the screen see it too (the Layers view shows which build made a layer).
+
+    def watch_builds(self, builds: list[BuildRecord]) -> None:
+        table = self.query_one("#builds-table", DataTable)
+        table.clear()
+        clock = self.lamina.clock
+        for build in builds:
+            hits = sum(1 for s in build.steps if s.cached is True)
+            misses = sum(1 for s in build.steps if s.cached is False)
+            status = {"ok": "[$success]ok[/]", "failed": "[$error]failed[/]"}.get(
+                build.status, escape(build.status)
+            )
+            table.add_row(
+                str(build.id), fmt.ago(build.started, clock),
+                escape(", ".join(build.tags) or "-"), status,
+                str(hits), str(misses), escape(build.context), key=str(build.id),
+            )
+        if not builds:
+            self.query_one("#steps-title", Static).update(
+                "No builds recorded yet. Run `lamina build` or `lamina demo`."
+            )
+            return
+        if self.selected_id not in {b.id for b in builds}:
+            self.selected_id = builds[0].id
+        else:
+            self.watch_selected_id(self.selected_id)
+        table.move_cursor(row=table.get_row_index(str(self.selected_id)))
+
+    @on(DataTable.RowHighlighted, "#builds-table")
+    def _build_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value is not None:
+            self.selected_id = int(event.row_key.value)
+
+    def watch_selected_id(self, build_id: int | None) -> None:
+        build = self.selected_build
+        if build is None or self.showing_live:
+            return
+        title = (f"Build #{build.id} of {escape(build.dockerfile)}"
+                 f" [dim](r: rebuild, w: what-if)[/]")
+        self._show_steps(title, list(build.steps))
+        self.post_message(self.StateChanged(self.lamina.building.is_set()))
+
+    def _show_steps(self, title: str, steps: list[StepRecord]) -> None:
+        self.query_one("#steps-title", Static).update(title)
+        table = self.query_one("#steps-table", DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        for i, step in enumerate(steps):
+            table.add_row(
+                f"{step.stage}/{step.index}" if step.stage else str(step.index),
+                escape(" ".join(step.instruction.split())),
+                verdict(step),
+                escape(fmt.describe_reason(step.reason)),
+                fmt.seconds(step.duration) if step.duration else "",
+                fmt.size(step.size) if step.layer else "",
+                key=str(i),
+            )
+        if steps:
+            table.move_cursor(row=min(max(cursor, 0), len(steps) - 1))
+
+    def current_steps(self) -> list[StepRecord]:
+        """The steps the table shows: a live build's, or the selected build's."""
+        if self.showing_live:
+            return list(self.live_steps)
+        build = self.selected_build
+        return list(build.steps) if build else []
+
+    @on(DataTable.RowHighlighted, "#steps-table")
+    def _step_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        steps = self.current_steps()
+        if event.cursor_row < len(steps):
+            build = self.live_for if self.showing_live else self.selected_build
+            self.post_message(self.StepSelected(build, steps[event.cursor_row]))
+
+    # ------------------------------------------------------------- rebuilding
+
+    def start(self, *, dry_run: bool) -> None:
+        """Reruns (or predicts) the selected build with live progress."""
+        build = self.selected_build
+        if build is None or self.lamina.building.is_set():
+            return
+        self.live_steps, self.live_for, self.showing_live = [], build, True
+        self.live_title = ("What if: predicting" if dry_run else "Rebuilding") + (
+            f" build #{build.id} ({escape(build.dockerfile)})"
+        )
+        self._show_steps(self.live_title + " …", [])
+        log = self.query_one("#build-log", Log)
+        log.clear()
+        log.display = True
+        log.write_line(("what-if: " if dry_run else "build: ") + build.context)
+        self.lamina.building.set()  # set before the worker starts, so keys grey out at once
+        self.lamina.run_build(request_for(build, dry_run=dry_run), self)
+        self.post_message(self.StateChanged(True))
+
+    def on_build_progressed(self, message: BuildProgressed) -> None:
+        message.stop()
+        event = message.event
+        log = self.query_one("#build-log", Log)
+        if isinstance(event, BuildStarted):
+            log.write_line(f"{event.steps_total} steps")
+        elif isinstance(event, StepStarted):
+            log.write_line(f"→ {event.stage}/{event.index} {' '.join(event.instruction.split())}")
+        elif isinstance(event, StepOutput):
+            log.write_line("  " + event.line.rstrip("\n"))
+        elif isinstance(event, StepFinished):
+            self.live_steps.append(event.step)
+            word = {True: "HIT", False: "MISS", None: ""}[event.step.cached]
+            reason = fmt.describe_reason(event.step.reason)
+            log.write_line(f"  {word}" + (f": {reason}" if reason else ""))
+            self._show_steps(self.live_title + " …", self.live_steps)
+        elif isinstance(event, BuildFinished):
+            log.write_line(f"finished: {event.image or 'prediction only'}")
+        elif isinstance(event, BuildFailed):
+            log.write_line(f"failed: {event.message}")
+
+    def on_build_ended(self, message: BuildEnded) -> None:
+        message.stop()
+        self.lamina.building.clear()
+        hits = sum(1 for s in self.live_steps if s.cached is True)
+        misses = sum(1 for s in self.live_steps if s.cached is False)
+        outcome = f"{hits} HIT, {misses} MISS" if message.ok else f"failed: {message.message}"
+        self.last_outcome = outcome
+        self._show_steps(f"{self.live_title}: {escape(outcome)}", self.live_steps)
+        if not message.ok:
+            self.notify(message.message, title="Build failed", severity="error", timeout=8)
+        self.post_message(self.StateChanged(False))
+        build = self.live_for
+        if message.dry_run:
+            if build is not None:
+                self.post_message(self.Predicted(build, list(self.live_steps), message.ok,
+                                                 message.message))
+            return
+        self.showing_live = False
+        self.selected_id = None  # the new build, newest first, is selected once loaded
+        self.lamina.load_builds(self)
+        self.post_message(self.Built(message.ok))
+
+    def show_recorded(self) -> None:
+        """Leaves the live view and shows the selected recorded build again."""
+        self.showing_live = False
+        self.watch_selected_id(self.selected_id)

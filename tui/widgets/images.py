@@ -1,0 +1,204 @@
+"""The Images view: a sortable table of images, and the selected one's history and analysis."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.markup import escape
+from textual.reactive import reactive
+from textual.widget import Widget
+from textual.widgets import DataTable, Static
+
+from lamina.core.model import ImageSummary
+from lamina.tui.messages import ImageDetailsLoaded
+from lamina.tui.widgets import format as fmt
+from lamina.tui.widgets.graph import LayerGraph
+
+if TYPE_CHECKING:
+    from lamina.tui.app import LaminaApp
+
+# (column key, title) in the order `s` cycles through them.
+SORTS = (("size", "size"), ("shared", "shared"), ("unique", "unique"), ("created", "created"),
+         ("dangling", "dangling"), ("name", "name"))
+
+
+class ImagesView(Widget):
+    """Every image with its size split, and per-image history and dive analysis."""
+
+    graph: reactive[LayerGraph | None] = reactive(None, always_update=True)
+    sort_key: reactive[str] = reactive("size")
+    sort_reverse: reactive[bool] = reactive(True)
+    selected: reactive[str | None] = reactive(None)
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.rows: dict[str, tuple[ImageSummary, dict[str, Any]]] = {}
+        self.analysis: Any | None = None
+        self.history_for: str | None = None
+
+    @property
+    def lamina(self) -> LaminaApp:
+        from lamina.tui.app import LaminaApp
+
+        assert isinstance(self.app, LaminaApp)
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="images-sort")
+        images: DataTable[str] = DataTable(id="images-table", cursor_type="row", zebra_stripes=True)
+        yield images
+        with Horizontal(id="image-detail"):
+            history: DataTable[str] = DataTable(id="history-table", cursor_type="row")
+            yield history
+            with Vertical(id="analysis-pane"):
+                yield Static("Select an image.", id="analysis")
+                wasted: DataTable[str] = DataTable(id="wasted-table", cursor_type="row")
+                yield wasted
+
+    def on_mount(self) -> None:
+        table = self.query_one("#images-table", DataTable)
+        for key, title in (("name", "image"), ("id", "id"), ("size", "size"),
+                           ("shared", "shared"), ("unique", "unique"), ("created", "created"),
+                           ("dangling", "dangling")):
+            table.add_column(title, key=key)
+        history = self.query_one("#history-table", DataTable)
+        history.add_column("instruction", key="created_by")
+        history.add_column("size", key="size", width=9)
+        history.add_column("layer", key="layer", width=12)
+        wasted = self.query_one("#wasted-table", DataTable)
+        wasted.add_column("count", key="count", width=5)
+        wasted.add_column("total", key="total", width=9)
+        wasted.add_column("path", key="path")
+
+    def watch_graph(self, graph: LayerGraph | None) -> None:
+        if graph is None:
+            return
+        self.rows = {}
+        for image in graph.images:
+            sizes = graph.sizes(image)
+            self.rows[image.id] = (image, {
+                "name": ", ".join(image.tags) or "<none>",
+                "size": sizes.size,
+                "shared": sizes.shared,
+                "unique": sizes.unique,
+                "created": image.created,
+                "dangling": image.dangling,
+            })
+        self._render_table()
+
+    def watch_sort_key(self) -> None:
+        self._render_table()
+
+    def watch_sort_reverse(self) -> None:
+        self._render_table()
+
+    def next_sort(self) -> None:
+        """Sorts by the next column (size → shared → unique → created → dangling → name)."""
+        keys = [k for k, _ in SORTS]
+        self.sort_key = keys[(keys.index(self.sort_key) + 1) % len(keys)]
+
+    def reverse_sort(self) -> None:
+        self.sort_reverse = not self.sort_reverse
+
+    @on(DataTable.HeaderSelected, "#images-table")
+    def _header_clicked(self, event: DataTable.HeaderSelected) -> None:
+        key = str(event.column_key.value)
+        if key == "id":
+            return
+        if key == self.sort_key:
+            self.sort_reverse = not self.sort_reverse
+        else:
+            self.sort_key = key
+
+    def sorted_ids(self) -> list[str]:
+        """Image IDs in the table's current order."""
+        def value(item: tuple[str, tuple[ImageSummary, dict[str, Any]]]) -> Any:
+            image_id, (_image, row) = item
+            return (row[self.sort_key], image_id)
+
+        return [i for i, _ in sorted(self.rows.items(), key=value, reverse=self.sort_reverse)]
+
+    def _render_table(self) -> None:
+        if not self.is_mounted:
+            return
+        table = self.query_one("#images-table", DataTable)
+        previous = self.selected
+        table.clear()
+        clock = self.lamina.clock
+        for image_id in self.sorted_ids():
+            image, row = self.rows[image_id]
+            name = escape(row["name"]) if image.tags else "[$warning]<none>[/]"
+            table.add_row(
+                name,
+                fmt.digest(image_id),
+                fmt.size(row["size"]),
+                fmt.size(row["shared"]),
+                fmt.size(row["unique"]),
+                fmt.ago(row["created"], clock),
+                "[$warning]yes[/]" if row["dangling"] else "",
+                key=image_id,
+            )
+        arrow = "↓" if self.sort_reverse else "↑"
+        self.query_one("#images-sort", Static).update(
+            f"{len(self.rows)} images, sorted by [b]{self.sort_key}[/] {arrow}"
+            "   [dim](s: next column, S: reverse, or click a header)[/]"
+        )
+        if previous in self.rows:
+            table.move_cursor(row=table.get_row_index(previous))
+        elif self.rows:
+            table.move_cursor(row=0)
+            self.selected = self.sorted_ids()[0]
+
+    @on(DataTable.RowHighlighted, "#images-table")
+    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value:
+            self.selected = str(event.row_key.value)
+
+    def watch_selected(self, image_id: str | None) -> None:
+        if image_id is None or not self.is_mounted:
+            return
+        self.query_one("#analysis", Static).update("Analysing layers…")
+        self.lamina.load_image_details(image_id, self)
+
+    def on_image_details_loaded(self, event: ImageDetailsLoaded) -> None:
+        event.stop()
+        if event.ref != self.selected:
+            return
+        self.history_for = event.ref
+        history = self.query_one("#history-table", DataTable)
+        history.clear()
+        # The engine gives newest first, as `docker history` does; read top-down as built.
+        for i, entry in enumerate(reversed(event.history)):
+            text = escape(_instruction(entry.created_by))
+            if entry.empty_layer:
+                history.add_row(f"[dim]{text}[/]", "[dim]empty[/]", "", key=str(i))
+            else:
+                history.add_row(text, fmt.size(entry.size), fmt.digest(entry.chain_id), key=str(i))
+        self.analysis = event.analysis
+        analysis = self.query_one("#analysis", Static)
+        wasted = self.query_one("#wasted-table", DataTable)
+        wasted.clear()
+        if event.analysis is None:
+            analysis.update(f"[dim]No efficiency analysis: {escape(event.analysis_error or '')}[/]")
+            return
+        a = event.analysis
+        analysis.update(
+            f"efficiency [b]{a.efficiency * 100:.4f} %[/]   "
+            f"wasted [b]{fmt.size(a.wasted_bytes)}[/] ({a.wasted_bytes:,} bytes)\n"
+            f"image size {fmt.size(a.size_bytes)}   user size {fmt.size(a.user_size_bytes)}   "
+            f"wasted/user {a.wasted_user_percent * 100:.2f} %"
+        )
+        for w in a.inefficiencies:
+            wasted.add_row(str(w.count), fmt.size(w.size), escape(w.path), key=w.path)
+
+
+def _instruction(created_by: str) -> str:
+    text = " ".join(created_by.split())
+    if text.startswith("/bin/sh -c #(nop) "):
+        return text[len("/bin/sh -c #(nop) ") :]
+    if text.startswith("/bin/sh -c "):
+        return "RUN " + text[len("/bin/sh -c ") :]
+    return text or "(missing)"

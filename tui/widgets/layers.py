@@ -1,0 +1,249 @@
+"""The Layers view: the layer graph as a tree, and the selected layer's details and files."""
+
+from __future__ import annotations
+
+import stat
+from typing import TYPE_CHECKING
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.markup import escape
+from textual.reactive import reactive
+from textual.widget import Widget
+from textual.widgets import DataTable, Input, Static, Tree
+from textual.widgets.tree import TreeNode
+
+from lamina.core.model import BuildRecord, FileChange
+from lamina.tui.messages import LayerChangesLoaded
+from lamina.tui.widgets import format as fmt
+from lamina.tui.widgets.graph import LayerGraph
+
+if TYPE_CHECKING:
+    from lamina.tui.app import LaminaApp
+
+# Below this many layers the whole graph is expanded on load; above, it unfolds on demand.
+EXPAND_ALL_BELOW = 400
+CHANGE_MARK = {"added": "[$success]A[/]", "modified": "[$warning]M[/]", "deleted": "[$error]D[/]"}
+
+
+def _mode(change: FileChange) -> str:
+    return stat.filemode(change.mode) if change.mode else "-"
+
+
+class LayersView(Widget):
+    """Tree of layers (base at the root) with tags where images end."""
+
+    graph: reactive[LayerGraph | None] = reactive(None, always_update=True)
+    full_digests: reactive[bool] = reactive(False)
+    selected: reactive[str | None] = reactive(None)
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.changes: list[FileChange] = []
+        self.changes_for: str | None = None
+        self.builds: list[BuildRecord] = []
+
+    @property
+    def lamina(self) -> LaminaApp:
+        from lamina.tui.app import LaminaApp
+
+        assert isinstance(self.app, LaminaApp)
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            tree: Tree[str] = Tree("layers", id="layer-tree")
+            tree.show_root = False
+            tree.guide_depth = 2
+            yield tree
+            with Vertical(id="layer-detail"):
+                yield Static("Loading layers…", id="layer-info")
+                yield Input(placeholder="filter files (path, or added/modified/deleted)",
+                            id="file-filter")
+                yield Static("", id="file-summary")
+                table: DataTable[str] = DataTable(id="file-changes", cursor_type="row",
+                                                  zebra_stripes=True)
+                yield table
+
+    def on_mount(self) -> None:
+        table = self.query_one("#file-changes", DataTable)
+        table.add_column("", key="change", width=1)
+        table.add_column("path", key="path")
+        table.add_column("size", key="size", width=9)
+        table.add_column("mode", key="mode", width=10)
+
+    # ------------------------------------------------------------------ tree
+
+    def _label(self, chain_id: str) -> str:
+        graph = self.graph
+        assert graph is not None
+        layer = graph.by_id[chain_id]
+        shared = graph.share_count(chain_id)
+        created_by = escape(_one_line(layer.created_by) or "(no instruction recorded)")
+        label = f"[dim]{fmt.digest(chain_id)[:12]}[/] {fmt.size(layer.size):>8} {created_by}"
+        if shared > 1:
+            label = f"[b $accent]×{shared}[/] " + label
+        tags = [t for image in graph.images_at.get(chain_id, ()) for t in image.tags]
+        dangling = [i for i in graph.images_at.get(chain_id, ()) if not i.tags]
+        if tags:
+            label += "  " + " ".join(f"[b $success]◆ {escape(t)}[/]" for t in sorted(tags))
+        if dangling:
+            label += "  " + " ".join(f"[$warning]◇ <none> {fmt.digest(i.id)}[/]" for i in dangling)
+        return label
+
+    def _add_children(self, node: TreeNode[str], parent: str | None) -> None:
+        graph = self.graph
+        assert graph is not None
+        for chain_id in graph.children.get(parent, ()):
+            has_kids = bool(graph.children.get(chain_id))
+            node.add(self._label(chain_id), data=chain_id, allow_expand=has_kids)
+
+    def watch_graph(self, graph: LayerGraph | None) -> None:
+        if graph is None:
+            return
+        tree = self.query_one("#layer-tree", Tree)
+        previous = self.selected
+        tree.clear()
+        tree.root.data = None
+        self._add_children(tree.root, None)
+        tree.root.expand()
+        if len(graph.layers) < EXPAND_ALL_BELOW:
+            self._expand_all(tree.root)
+        if not graph.layers:
+            self.query_one("#layer-info", Static).update(
+                "No layers yet. Load an image (lamina load) or build one (lamina build)."
+            )
+            return
+        target = previous if previous in graph.by_id else graph.roots[0] if graph.roots else None
+        self.call_after_refresh(self._select, target)
+
+    def _expand_all(self, node: TreeNode[str]) -> None:
+        for child in node.children:
+            if child.allow_expand:
+                if not child.children:
+                    self._add_children(child, child.data)
+                child.expand()
+                self._expand_all(child)
+
+    def _select(self, chain_id: str | None) -> None:
+        tree = self.query_one("#layer-tree", Tree)
+        for line in range(tree.last_line + 1):
+            node = tree.get_node_at_line(line)
+            if node is not None and node.data == chain_id:
+                tree.move_cursor(node)
+                return
+
+    @on(Tree.NodeExpanded, "#layer-tree")
+    def _expanded(self, event: Tree.NodeExpanded[str]) -> None:
+        node = event.node
+        if node.data is not None and not node.children and self.graph is not None:
+            self._add_children(node, node.data)
+
+    @on(Tree.NodeHighlighted, "#layer-tree")
+    def _highlighted(self, event: Tree.NodeHighlighted[str]) -> None:
+        if event.node.data:
+            self.selected = event.node.data
+
+    def watch_selected(self, chain_id: str | None) -> None:
+        self._render_info()
+        if chain_id is None:
+            return
+        self.changes, self.changes_for = [], None
+        self._render_changes()
+        self.query_one("#file-summary", Static).update("Reading files…")
+        self.lamina.load_layer_changes(chain_id, self)
+
+    def watch_full_digests(self) -> None:
+        self._render_info()
+
+    # ---------------------------------------------------------------- detail
+
+    def _render_info(self) -> None:
+        info = self.query_one("#layer-info", Static)
+        graph, chain_id = self.graph, self.selected
+        if graph is None or chain_id is None or chain_id not in graph.by_id:
+            return
+        layer = graph.by_id[chain_id]
+        show = (lambda d: d or "-") if self.full_digests else fmt.digest
+        users = graph.images_using.get(chain_id, [])
+        names = ", ".join(
+            escape(", ".join(i.tags)) if i.tags else f"<none> {fmt.digest(i.id)}" for i in users
+        )
+        steps = [
+            f"build #{b.id} step {s.index}" + ("" if s.stage == 0 else f" (stage {s.stage})")
+            for b in self.builds
+            for s in b.steps
+            if s.layer == chain_id
+        ]
+        lines = [
+            f"[b]{escape(_one_line(layer.created_by) or '(no instruction recorded)')}[/b]",
+            f"chainID  {show(layer.chain_id)}",
+            f"diffID   {show(layer.diff_id)}",
+            f"parent   {show(layer.parent) if layer.parent else '(base layer)'}",
+            f"size     {fmt.size(layer.size)}    created {fmt.ago(layer.created, self.lamina.clock)}",
+            f"used by  {len(users)} image(s): {names or '(none: kept by build cache or unused)'}",
+        ]
+        if steps:
+            lines.append(f"built by {', '.join(steps[:6])}")
+        info.update("\n".join(lines))
+
+    def on_layer_changes_loaded(self, event: LayerChangesLoaded) -> None:
+        event.stop()
+        if event.chain_id != self.selected:
+            return  # the cursor moved on while the files were read
+        self.changes, self.changes_for = event.changes, event.chain_id
+        self._render_changes()
+
+    @on(Input.Changed, "#file-filter")
+    def _filter_changed(self) -> None:
+        self._render_changes()
+
+    def focus_filter(self) -> None:
+        self.query_one("#file-filter", Input).focus()
+
+    def visible_changes(self) -> list[FileChange]:
+        """The selected layer's changes that match the filter."""
+        needle = self.query_one("#file-filter", Input).value.strip().lower()
+        if not needle:
+            return list(self.changes)
+        return [c for c in self.changes if needle in c.path.lower() or needle == c.change]
+
+    def _render_changes(self) -> None:
+        table = self.query_one("#file-changes", DataTable)
+        table.clear()
+        rows = self.visible_changes()
+        for i, change in enumerate(rows):
+            path = change.path + ("/" if change.kind == "dir" else "")
+            if change.link_target:
+                path += f" → {change.link_target}"
+            table.add_row(
+                CHANGE_MARK.get(change.change, "?"),
+                escape(path),
+                fmt.size(change.size) if change.kind != "dir" else "",
+                _mode(change),
+                key=f"{i}:{change.path}",
+            )
+        if self.changes_for is None:
+            return
+        totals = {k: [0, 0] for k in ("added", "modified", "deleted")}
+        for change in self.changes:
+            if change.change in totals:
+                totals[change.change][0] += 1
+                totals[change.change][1] += change.size
+        summary = "  ".join(
+            f"{CHANGE_MARK[k]} {n} {k} ({fmt.size(b)})" for k, (n, b) in totals.items()
+        )
+        shown = len(rows)
+        if shown != len(self.changes):
+            summary += f"  [dim]showing {shown} of {len(self.changes)}[/]"
+        self.query_one("#file-summary", Static).update(summary)
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    for prefix in ("/bin/sh -c #(nop) ", "/bin/sh -c "):
+        if text.startswith(prefix):
+            rest = text[len(prefix) :]
+            return rest if prefix.endswith("#(nop) ") else "RUN " + rest
+    return text

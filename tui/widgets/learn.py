@@ -1,0 +1,137 @@
+"""The Learn view: why the selected step hit or missed, and a guided tour of the cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.markup import escape
+from textual.reactive import reactive
+from textual.widget import Widget
+from textual.widgets import Static
+
+from lamina.core.model import BuildRecord, StepRecord
+from lamina.tui.widgets import format as fmt
+from lamina.tui.widgets.builds import verdict
+from lamina.tui.widgets.graph import LayerGraph
+
+
+@dataclass(frozen=True)
+class TourStop:
+    """One stop of the guided tour: what was done, and the kind of miss it shows."""
+
+    title: str
+    story: str
+    kinds: tuple[str, ...]  # reason kinds that illustrate it; () = a HIT on COPY
+    want_hit: bool = False
+
+
+TOUR = (
+    TourStop(
+        "1. Change a line: the cascade",
+        "The demo's second build edits one RUN line. That step misses because its instruction "
+        "changed, and every later step of the stage misses too: each runs on a parent state "
+        "that never existed before. One edited line near the top rebuilds everything below it.",
+        ("instruction_changed",),
+    ),
+    TourStop(
+        "2. Touch a file: still cached",
+        "Touching a context file changes only its modification time. The COPY step's key is a "
+        "checksum of names, modes and contents, never mtimes, so the step hits.",
+        (),
+        want_hit=True,
+    ),
+    TourStop(
+        "3. Change a mode: a miss",
+        "Making a copied file executable changes its mode, which the COPY checksum includes. "
+        "The step misses and names the file and what changed about it.",
+        ("sources_changed",),
+    ),
+)
+
+
+class LearnView(Widget):
+    """An explanation that follows the selection, and the tour."""
+
+    step: reactive[StepRecord | None] = reactive(None)
+    build: reactive[BuildRecord | None] = reactive(None)
+    tour_index: reactive[int] = reactive(0)
+    graph: reactive[LayerGraph | None] = reactive(None)
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.builds: list[BuildRecord] = []
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Static("", id="explain")
+            yield Static("", id="tour")
+
+    def on_mount(self) -> None:
+        self.refresh_explanation()
+
+    def watch_step(self) -> None:
+        self.refresh_explanation()
+
+    def watch_tour_index(self) -> None:
+        self.refresh_explanation()
+
+    def move_tour(self, delta: int) -> None:
+        """Goes to the next (1) or previous (-1) tour stop."""
+        self.tour_index = (self.tour_index + delta) % len(TOUR)
+
+    def set_builds(self, builds: list[BuildRecord]) -> None:
+        self.builds = builds
+        self.refresh_explanation()
+
+    def example_for(self, stop: TourStop) -> tuple[BuildRecord, StepRecord] | None:
+        """A recorded step that illustrates ``stop`` (oldest build first)."""
+        for build in reversed(self.builds):
+            for s in build.steps:
+                if stop.want_hit:
+                    if s.cached is True and s.instruction.split()[:1] in (["COPY"], ["ADD"]) \
+                            and build.id != min(b.id for b in self.builds):
+                        return build, s
+                elif s.cached is False and (s.reason or {}).get("kind") in stop.kinds:
+                    return build, s
+        return None
+
+    def explanation(self, build: BuildRecord | None, step: StepRecord | None) -> str:
+        """Plain words on why ``step`` hit or missed and what would make it hit."""
+        if step is None:
+            return ("[b]Why did it hit or miss?[/b]\nSelect a step in the Builds view (3) and "
+                    "this panel explains its cache decision.")
+        where = f"build #{build.id}, " if build else ""
+        head = (f"[b]{escape(' '.join(step.instruction.split()))}[/b]\n"
+                f"{where}stage {step.stage} step {step.index}: {verdict(step)}\n")
+        if step.cached is None:
+            return head + ("FROM starts a stage: it picks the base image, and every later key "
+                           "chains on that image's config. A different base misses everything.")
+        if step.cached:
+            return head + ("A cache entry exists with the same parent state and the same step "
+                           "configuration (instruction, build args in scope, config, and for "
+                           "COPY/ADD a checksum of the files), so its result was reused and "
+                           "nothing ran.")
+        reason = fmt.describe_reason(step.reason)
+        return (head + f"[b]Why:[/b] {escape(reason)}\n"
+                f"[b]To hit:[/b] {escape(fmt.explain_reason(step.reason))}")
+
+    def refresh_explanation(self) -> None:
+        if not self.is_mounted:
+            return
+        self.query_one("#explain", Static).update(self.explanation(self.build, self.step))
+        stop = TOUR[self.tour_index]
+        example = self.example_for(stop)
+        lines = [f"[b]Guided tour[/b] [dim](n: next, b: back)[/]  {self.tour_index + 1}/{len(TOUR)}",
+                 f"[b $accent]{escape(stop.title)}[/]", escape(stop.story)]
+        if example is not None:
+            build, s = example
+            lines.append(f"\nIn this store: build #{build.id}, step {s.stage}/{s.index} "
+                         f"[i]{escape(' '.join(s.instruction.split()))}[/i] → {verdict(s)}")
+            if s.cached is False:
+                lines.append(f"  {escape(fmt.describe_reason(s.reason))}")
+        else:
+            lines.append("\n[dim]No build in this store shows it yet: run `lamina demo` to "
+                         "create one that does.[/]")
+        self.query_one("#tour", Static).update("\n".join(lines))
