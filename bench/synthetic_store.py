@@ -1,0 +1,204 @@
+"""A synthetic store at scale: thousands of images and layers, real and consistent.
+
+Everything goes through the store's public API (``commit_dir``, ``put_config``,
+``add_image``, ``tag``) so the result is exactly what builds would have left: real
+layer directories with tar-splits, index rows, config blobs. Cache records are written
+with one ``INSERT`` each inside ``index.transaction()``, as the builder records them.
+
+Shape: images come in families (an application and its versions). Each family shares
+a base chain of layers; each image adds its own layers on top, one cache record for its
+last step, and every tenth image is dangling (its tag moved on), so ``system df`` has
+shared and unique sizes to compute and a prune plan has something to remove.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.measure import BenchError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "bench-synthetic.json"
+DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """How big a store to make.
+
+    Attributes:
+        images: images in the store (about a tenth dangling).
+        layers: layers in the store, shared bases included.
+        images_per_family: images sharing one base chain.
+    """
+
+    images: int
+    layers: int
+    images_per_family: int = 20
+
+    def shape(self) -> tuple[int, int, int]:
+        """(families, base chain length, layers each image adds)."""
+        families = max(1, self.images // self.images_per_family)
+        own = max(1, self.layers // self.images - 1)
+        base = max(1, (self.layers - self.images * own) // families)
+        return families, base, own
+
+
+@dataclass(frozen=True)
+class SyntheticStore:
+    """What was generated.
+
+    Attributes:
+        home: the store directory.
+        images: images recorded.
+        layers: layers recorded.
+        tagged: images with a tag.
+        cache_records: cache rows.
+        seconds: time taken to generate (0 when reused).
+    """
+
+    home: Path
+    images: int
+    layers: int
+    tagged: int
+    cache_records: int
+    seconds: float
+
+
+def _layer(store: Any, parent: str | None, rng: random.Random, label: str) -> str:
+    with store.tmpdir("synthetic") as tmp:
+        diff = tmp / "diff"
+        (diff / "opt" / "app").mkdir(parents=True)
+        # Small but different sizes and content, so every diffID is distinct and sizes
+        # add up to something a disk report must sum correctly.
+        size = rng.randint(64, 8192)
+        (diff / "opt" / "app" / label).write_bytes(rng.randbytes(size))
+        info = store.layers.commit_dir(diff, parent, created_by=f"RUN make {label}")
+        return str(info.chain_id)
+
+
+def _config(diff_ids: list[str], created: float, labels: dict[str, str]) -> dict[str, Any]:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+    return {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": stamp,
+        "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin"], "Cmd": ["/bin/sh"], "Labels": labels},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created": stamp, "created_by": f"RUN step {n}"} for n in range(len(diff_ids))],
+    }
+
+
+def generate(home: Path, spec: StoreSpec, seed: int = 2000) -> SyntheticStore:
+    """Creates the store at ``home``, or reuses one an earlier run made with this spec.
+
+    Args:
+        home: the store directory (must not hold anything else).
+        spec: how many images and layers.
+        seed: the random seed (sizes, content, times).
+
+    Raises:
+        BenchError: the store does not hold what was asked for afterwards.
+    """
+    from lamina.core.cache.keys import step_key
+    from lamina.core.store import Store
+
+    # Next to the store, not in it: a store holds only what lamina put there.
+    manifest = home.parent / f"{home.name}.{MANIFEST}"
+    wanted = {**asdict(spec), "seed": seed}
+    if manifest.is_file() and json.loads(manifest.read_text()).get("spec") == wanted:
+        done = json.loads(manifest.read_text())
+        log.info("reusing synthetic store %s", home)
+        return SyntheticStore(home, done["images"], done["layers"], done["tagged"], done["cache"], 0.0)
+    if home.exists() and any(home.iterdir()):
+        raise BenchError(f"{home}: not empty and not a synthetic store of this size; remove it")
+
+    start = time.perf_counter()
+    rng = random.Random(seed)
+    now = time.time()
+    families, base_len, own = spec.shape()
+    store = Store(home)
+    diff_of: dict[str, str] = {}
+    try:
+        bases: list[list[str]] = []
+        for fam in range(families):
+            chain: list[str] = []
+            length = base_len + (spec.layers - spec.images * own - families * base_len if fam == 0 else 0)
+            for n in range(length):
+                chain.append(_layer(store, chain[-1] if chain else None, rng, f"base{fam}-{n}"))
+            bases.append(chain)
+        for chain in bases:
+            for chain_id in chain:
+                diff_of[chain_id] = store.layers.get(chain_id).diff_id
+        tagged = cache = 0
+        cache_rows: list[tuple[Any, ...]] = []
+        for i in range(spec.images):
+            fam = i % families
+            chain = list(bases[fam])
+            for n in range(own):
+                chain_id = _layer(store, chain[-1], rng, f"app{i}-{n}")
+                diff_of[chain_id] = store.layers.get(chain_id).diff_id
+                chain.append(chain_id)
+            created = now - rng.uniform(0, 90 * DAY)
+            labels = {"org.example.family": f"app{fam}", "org.example.build": str(i)}
+            diff_ids = [diff_of[c] for c in chain]
+            parent_state = store.images.put_config(_config(diff_ids[:-1], created - 60, labels))
+            image_id = store.images.put_config(_config(diff_ids, created, labels))
+            store.images.add_image(image_id)
+            if i % 10 != 9:
+                store.images.tag(image_id, f"synthetic/app{fam}:v{i}")
+                tagged += 1
+            used = created + rng.uniform(0, now - created)
+            key = step_key(parent_state, {"instruction": "RUN", "synthetic": i})
+            cache_rows.append(
+                (key, parent_state, f"RUN make app{i}", json.dumps({"synthetic": i}), image_id,
+                 chain[-1], created, used, rng.randint(1, 50))
+            )  # fmt: skip
+            cache += 1
+        with store.lock(), store.index.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO cache (key, parent, instruction, inputs, result, top_layer, created,"
+                " last_used, use_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                cache_rows,
+            )
+        conn = store.index.connection()
+        n_layers = conn.execute("SELECT count(*) FROM layers").fetchone()[0]
+        n_images = conn.execute("SELECT count(*) FROM images").fetchone()[0]
+    finally:
+        store.close()
+    if n_layers != spec.layers or n_images != spec.images:
+        raise BenchError(
+            f"{home}: asked for {spec.images} images / {spec.layers} layers, "
+            f"got {n_images} / {n_layers}"
+        )
+    seconds = time.perf_counter() - start
+    manifest.write_text(
+        json.dumps({"spec": wanted, "images": n_images, "layers": n_layers, "tagged": tagged, "cache": cache})
+    )
+    log.info("generated synthetic store %s in %.1fs", home, seconds)
+    return SyntheticStore(home, n_images, n_layers, tagged, cache, seconds)
+
+
+def fsck(home: Path) -> list[str]:
+    """Problems ``lamina.core.fsck`` finds in the store (empty when consistent).
+
+    Raises:
+        ImportError: lamina has no fsck module yet.
+    """
+    from lamina.core import fsck as fsck_module  # noqa: F401 - contract still settling
+    from lamina.core.store import Store
+
+    store = Store(home)
+    try:
+        report = fsck_module.fsck(store)  # type: ignore[attr-defined]
+    finally:
+        store.close()
+    problems = getattr(report, "problems", report)
+    return [str(p) for p in problems]
