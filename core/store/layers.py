@@ -425,6 +425,21 @@ class _Extractor:
             raise self.fail(m.name, f"hardlink target {m.linkname!r} is outside the layer") from None
 
 
+@dataclass(frozen=True)
+class StagedLayer:
+    """A layer extracted under ``tmp/`` and not yet in the store.
+
+    Attributes:
+        path: the staging directory (``diff/`` and the tar-split).
+        diff_id: sha256 of the tar it came from.
+        tar_size: bytes of that tar.
+    """
+
+    path: Path
+    diff_id: str
+    tar_size: int
+
+
 class LayerStore:
     """The layers of one store (``layers/`` plus the ``layers`` table).
 
@@ -630,19 +645,48 @@ class LayerStore:
         """
         self._check_parent(parent)
         with self._tmpdir("extract") as work:
-            stage = work / "layer"
-            diff = stage / "diff"
-            diff.mkdir(parents=True)
-            os.chmod(diff, 0o755)
-            reader = TarReader(stream, where)
-            extractor = _Extractor(diff, where)
-            try:
-                extractor.extract(reader)
-            except OSError as exc:
-                raise ArchiveError(f"{where}: cannot extract: {exc}") from exc
-            extractor.split.dump(stage / TARSPLIT_NAME)
-            _fsync_tree(stage)
-            return self._install(stage, reader.digest, reader.size, parent, created_by)
+            staged = self.stage_tar(stream, work / "layer", where)
+            return self.install(staged, parent, created_by)
+
+    def stage_tar(self, stream: BinaryIO, dest: Path, where: str = "layer") -> StagedLayer:
+        """Extracts a layer tar into ``dest`` (under ``home/tmp``) without recording it.
+
+        The first half of ``commit_tar``: the archive loader stages every layer of an
+        image, checks each diffID against the config, and only then installs them, so
+        a bad archive leaves the store as it was.
+
+        Args:
+            stream: the uncompressed tar bytes.
+            dest: a directory to create (it receives ``diff/`` and the tar-split).
+            where: names the archive and layer in error messages.
+
+        Raises:
+            ArchiveError: for an unsafe or malformed tar.
+        """
+        diff = dest / "diff"
+        diff.mkdir(parents=True)
+        os.chmod(diff, 0o755)
+        reader = TarReader(stream, where)
+        extractor = _Extractor(diff, where)
+        try:
+            extractor.extract(reader)
+        except OSError as exc:
+            raise ArchiveError(f"{where}: cannot extract: {exc}") from exc
+        extractor.split.dump(dest / TARSPLIT_NAME)
+        return StagedLayer(dest, reader.digest, reader.size)
+
+    def install(self, staged: StagedLayer, parent: str | None, created_by: str = "") -> LayerInfo:
+        """Moves a staged layer into the store and records it (all or nothing).
+
+        If the resulting chainID exists already, the staged copy is left for its
+        work directory's cleanup and the existing layer is returned.
+
+        Raises:
+            NotFound: if ``parent`` is not a layer.
+        """
+        self._check_parent(parent)
+        _fsync_tree(staged.path)
+        return self._install(staged.path, staged.diff_id, staged.tar_size, parent, created_by)
 
     def _check_parent(self, parent: str | None) -> None:
         if parent is None:

@@ -131,6 +131,7 @@ for i in range(n):
         src = work / "u"
         src.mkdir()
         (src / "shared").write_text("same in every process")
+        os.utime(src / "shared", (1, 1))  # same mtime, so the same diffID everywhere
         shared = s.layers.commit_dir(src, None)
         src = work / "v"
         src.mkdir()
