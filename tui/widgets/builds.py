@@ -140,7 +140,7 @@ class BuildsView(Widget):
             )
             table.add_row(
                 str(build.id), fmt.ago(build.started, clock),
-                escape(", ".join(build.tags) or "-"), status,
+                escape(", ".join(build.tags) or "-"), fmt.themed(self.app, status),
                 str(hits), str(misses), escape(build.context), key=str(build.id),
             )
         if not builds:
@@ -177,7 +177,7 @@ class BuildsView(Widget):
             table.add_row(
                 f"{step.stage}/{step.index}" if step.stage else str(step.index),
                 escape(" ".join(step.instruction.split())),
-                verdict(step),
+                fmt.themed(self.app, verdict(step)),
                 escape(fmt.describe_reason(step.reason)),
                 fmt.seconds(step.duration) if step.duration else "",
                 fmt.size(step.size) if step.layer else "",

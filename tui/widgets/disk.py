@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +16,11 @@ from lamina.tui.messages import DiskUsageLoaded, PruneApplied, PrunePlanned
 from lamina.tui.widgets import format as fmt
 
 if TYPE_CHECKING:
+    from lamina.core.diskusage import DiskUsage
+    from lamina.core.prune import PrunePlan
     from lamina.tui.app import LaminaApp
+
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 
 BAR_WIDTH = 30
 
@@ -30,78 +34,46 @@ def bar(value: int, total: int, width: int = BAR_WIDTH) -> str:
     return "█" * full + ("" if not rest else " ▏▎▍▌▋▊▉"[rest])
 
 
-def usage_rows(usage: Any) -> list[tuple[str, int | None, int, int]]:
-    """(category, count, size, reclaimable) rows from a DiskUsage.
-
-    Uses ``usage.categories()`` / ``usage.rows`` when the accounting provides them, else
-    every ``<name>_size``/``<name>_count``/``<name>_reclaimable`` field it has.
-    """
-    for attr in ("categories", "rows"):
-        value = getattr(usage, attr, None)
-        if callable(value):
-            value = value()
-        if value:
-            rows = []
-            for row in value:
-                if isinstance(row, tuple):
-                    name, count, size, reclaim = (list(row) + [None, 0, 0])[:4]
-                else:
-                    name = getattr(row, "name", getattr(row, "category", "?"))
-                    count = getattr(row, "count", None)
-                    size = getattr(row, "size", 0)
-                    reclaim = getattr(row, "reclaimable", 0)
-                rows.append((str(name), count, int(size or 0), int(reclaim or 0)))
-            return rows
-    fields = dataclasses.asdict(usage) if dataclasses.is_dataclass(usage) else dict(vars(usage))
-    names: list[str] = []
-    for key in fields:
-        for suffix in ("_size", "_bytes"):
-            if key.endswith(suffix) and key[: -len(suffix)] not in names:
-                names.append(key[: -len(suffix)])
-    rows = []
-    for name in names:
-        size = fields.get(f"{name}_size", fields.get(f"{name}_bytes", 0))
-        if not isinstance(size, int):
-            continue
-        count = fields.get(f"{name}_count")
-        reclaim = fields.get(f"{name}_reclaimable", 0)
-        rows.append((name.replace("_", " "), count if isinstance(count, int) else None, size,
-                     reclaim if isinstance(reclaim, int) else 0))
+def usage_rows(usage: DiskUsage) -> list[tuple[str, int | None, int, int]]:
+    """(category, count, bytes, reclaimable) rows, images split into shared/unique/dangling."""
+    rows: list[tuple[str, int | None, int, int]] = []
+    shared = sum(layer.size for layer in usage.layers if len(layer.images) > 1)
+    unique = sum(layer.size for layer in usage.layers if len(layer.images) == 1)
+    dangling = [i for i in usage.images if i.dangling]
+    for category in usage.categories:
+        name = category.name.replace("_", " ")
+        rows.append((name, category.count, category.size, category.reclaimable))
+        if category.name == "images":
+            rows.append(("  shared layers", sum(1 for la in usage.layers if len(la.images) > 1),
+                         shared, 0))
+            rows.append(("  unique layers", sum(1 for la in usage.layers if len(la.images) == 1),
+                         unique, 0))
+            rows.append(("  dangling images", len(dangling), sum(i.size for i in dangling),
+                         sum(i.frees for i in dangling)))
     return rows
 
 
-def plan_lines(plan: Any) -> tuple[list[str], int]:
+def prune_rows(usage: DiskUsage, dangling_plan: PrunePlan | None) -> list[tuple[str, int]]:
+    """What each prune would free now."""
+    rows = []
+    if dangling_plan is not None:
+        rows.append(("image prune (dangling)  [key p]", dangling_plan.reclaimable_bytes))
+    for label, name, attr in (("image prune -a", "images", "reclaimable_all"),
+                              ("builder prune", "build_cache", "reclaimable"),
+                              ("builder prune --all", "build_cache", "reclaimable_all")):
+        try:
+            rows.append((label, int(getattr(usage.category(name), attr))))
+        except KeyError:
+            continue
+    rows.append(("system prune", usage.reclaimable))
+    rows.append(("system prune -a", usage.reclaimable_all))
+    return rows
+
+
+def plan_lines(plan: PrunePlan) -> tuple[list[str], int]:
     """Every item a prune plan removes, one line each, and the bytes it frees."""
-    lines: list[str] = []
-    describe = getattr(plan, "describe", None)
-    if callable(describe):
-        lines = [str(x) for x in describe()]
-    else:
-        for attr, label in (("images", "image"), ("layers", "layer"), ("cache", "cache entry"),
-                            ("cache_entries", "cache entry"), ("blobs", "blob")):
-            for item in getattr(plan, attr, ()) or ():
-                lines.append(f"{label} {_item_text(item)}")
-    freed = 0
-    for attr in ("reclaimed", "bytes", "reclaimable", "freed", "size", "total_bytes"):
-        value = getattr(plan, attr, None)
-        if isinstance(value, int):
-            freed = value
-            break
-    return lines, freed
-
-
-def _item_text(item: Any) -> str:
-    if isinstance(item, str):
-        return fmt.digest(item) if item.startswith("sha256:") else item
-    ident = getattr(item, "id", None) or getattr(item, "chain_id", None) or getattr(item, "key", "")
-    size = getattr(item, "size", None)
-    tags = getattr(item, "tags", None)
-    text = fmt.digest(str(ident)) if str(ident).startswith("sha256:") else str(ident)
-    if tags:
-        text += " " + ", ".join(tags)
-    if isinstance(size, int):
-        text += f"  {fmt.size(size)}"
-    return text
+    lines = [_DIGEST.sub(lambda m: m.group(0)[:19], line) for line in plan.describe()]
+    return lines, plan.reclaimable_bytes
 
 
 class DiskView(Widget):
@@ -140,26 +112,27 @@ class DiskView(Widget):
 
     def on_disk_usage_loaded(self, event: DiskUsageLoaded) -> None:
         event.stop()
-        self.usage, self.dangling_plan = event.usage, event.dangling_plan
-        rows = usage_rows(event.usage)
+        usage: DiskUsage = event.usage
+        self.usage, self.dangling_plan = usage, event.dangling_plan
+        rows = usage_rows(usage)
+        total = usage.layers_size or max((r[2] for r in rows), default=0)
         table = self.query_one("#disk-table", DataTable)
         table.clear()
-        total = int(getattr(event.usage, "total", 0) or 0) or max((r[2] for r in rows), default=0)
         for name, count, size, reclaim in rows:
             table.add_row(
                 escape(name), "" if count is None else str(count), fmt.size(size),
                 fmt.size(reclaim) if reclaim else "",
-                f"[$primary]{bar(size, total)}[/][$warning]{bar(reclaim, total, 0) }[/]",
+                fmt.themed(self.app, f"[$primary]{bar(size, total)}[/]"),
                 key=name,
             )
-        free = getattr(event.usage, "free", None) or getattr(event.usage, "fs_free", None)
-        reclaimable = getattr(event.usage, "reclaimable", None)
-        parts = [f"total [b]{fmt.size(total)}[/]"]
-        if isinstance(reclaimable, int):
-            parts.append(f"reclaimable [b]{fmt.size(reclaimable)}[/]")
-        if isinstance(free, int):
-            parts.append(f"filesystem free [b]{fmt.size(free)}[/]")
-        self.query_one("#disk-summary", Static).update("   ".join(parts))
+        used = usage.fs_total - usage.fs_free
+        self.query_one("#disk-summary", Static).update(
+            f"layers [b]{fmt.size(usage.layers_size)}[/]   reclaimable [b]{fmt.size(usage.reclaimable)}[/]"
+            f" (system prune)   filesystem: [b]{fmt.size(usage.fs_free)}[/] free of "
+            f"{fmt.size(usage.fs_total)}\n"
+            f"[$primary]{bar(used, usage.fs_total, 40)}[/][dim]{'░' * (40 - len(bar(used, usage.fs_total, 40)))}[/]"
+            f"  {escape(usage.home)}"
+        )
         self._render_prune_preview()
 
     def _render_prune_preview(self) -> None:
@@ -168,10 +141,15 @@ class DiskView(Widget):
             prune.update("[dim]No prune preview available.[/]")
             return
         lines, freed = plan_lines(self.dangling_plan)
-        text = (f"[b]p[/b] prune dangling images and their layers: frees [b]{fmt.size(freed)}[/] "
-                f"({len(lines)} item(s))")
+        text = "[b]What each prune would free now[/b]\n" + "\n".join(
+            f"  {escape(label):<34} {fmt.size(n):>9}"
+            for label, n in prune_rows(self.usage, self.dangling_plan)
+        ) if self.usage is not None else ""
         if not lines:
-            text = "[dim]Nothing dangling to prune.[/]"
+            text += "\n[dim]Nothing dangling to prune.[/]"
+        else:
+            text += (f"\n[b]p[/b] prunes the dangling images and their layers: "
+                     f"{len(lines)} item(s), {fmt.size(freed)}")
         if self.last_result is not None:
             text += f"\n[$success]Last prune: {escape(_result_text(self.last_result))}[/]"
         prune.update(text)
@@ -203,8 +181,5 @@ class DiskView(Widget):
 
 
 def _result_text(result: Any) -> str:
-    for attr in ("reclaimed", "freed", "bytes"):
-        value = getattr(result, attr, None)
-        if isinstance(value, int):
-            return f"reclaimed {fmt.size(value)}"
-    return str(result)
+    return (f"removed {len(result.images)} image(s), {len(result.layers)} layer(s); "
+            f"reclaimed {fmt.size(result.reclaimed_bytes)}")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import humanize
 
 from lamina.core.digest import short
+
+if TYPE_CHECKING:
+    from textual.app import App
 
 Clock = Callable[[], float]
 
@@ -80,3 +84,26 @@ def explain_reason(reason: dict[str, Any] | None) -> str:
         "to keep the cache.",
     }.get(kind, "Make the step's inputs (parent state, instruction, files, args) match a cached "
                 "run to hit.")
+
+
+_VAR = re.compile(r"\$([a-z][a-z0-9-]*)")
+_THEME_CACHE: dict[tuple[int, str], dict[str, str]] = {}
+
+
+def themed(app: App[Any], markup: str) -> str:
+    """Rich markup with ``$variable`` colours replaced by the current theme's values.
+
+    DataTable cells and Tree labels are Rich markup, which knows no theme variables;
+    resolving them here keeps every colour coming from the theme.
+    """
+    key = (id(app), app.theme)
+    variables = _THEME_CACHE.get(key)
+    if variables is None:
+        variables = app.get_css_variables()
+        _THEME_CACHE[key] = variables
+
+    def swap(match: re.Match[str]) -> str:
+        value = variables.get(match.group(1))
+        return value.split()[0] if value else "default"
+
+    return _VAR.sub(swap, markup)

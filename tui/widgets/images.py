@@ -65,7 +65,7 @@ class ImagesView(Widget):
                            ("dangling", "dangling")):
             table.add_column(title, key=key)
         history = self.query_one("#history-table", DataTable)
-        history.add_column("instruction", key="created_by")
+        history.add_column("instruction", key="created_by", width=44)
         history.add_column("size", key="size", width=9)
         history.add_column("layer", key="layer", width=12)
         wasted = self.query_one("#wasted-table", DataTable)
@@ -132,13 +132,13 @@ class ImagesView(Widget):
             image, row = self.rows[image_id]
             name = escape(row["name"]) if image.tags else "[$warning]<none>[/]"
             table.add_row(
-                name,
+                fmt.themed(self.app, name),
                 fmt.digest(image_id),
                 fmt.size(row["size"]),
                 fmt.size(row["shared"]),
                 fmt.size(row["unique"]),
                 fmt.ago(row["created"], clock),
-                "[$warning]yes[/]" if row["dangling"] else "",
+                fmt.themed(self.app, "[$warning]yes[/]") if row["dangling"] else "",
                 key=image_id,
             )
         arrow = "↓" if self.sort_reverse else "↑"
@@ -188,8 +188,8 @@ class ImagesView(Widget):
         analysis.update(
             f"efficiency [b]{a.efficiency * 100:.4f} %[/]   "
             f"wasted [b]{fmt.size(a.wasted_bytes)}[/] ({a.wasted_bytes:,} bytes)\n"
-            f"image size {fmt.size(a.size_bytes)}   user size {fmt.size(a.user_size_bytes)}   "
-            f"wasted/user {a.wasted_user_percent * 100:.2f} %"
+            f"image size {fmt.size(a.size_bytes)}   user size {fmt.size(a.user_size_bytes)}\n"
+            f"wasted/user {a.wasted_user_percent * 100:.2f} %   (dive's numbers)"
         )
         for w in a.inefficiencies:
             wasted.add_row(str(w.count), fmt.size(w.size), escape(w.path), key=w.path)

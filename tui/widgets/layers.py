@@ -90,14 +90,26 @@ class LayersView(Widget):
             label += "  " + " ".join(f"[b $success]◆ {escape(t)}[/]" for t in sorted(tags))
         if dangling:
             label += "  " + " ".join(f"[$warning]◇ <none> {fmt.digest(i.id)}[/]" for i in dangling)
-        return label
+        return fmt.themed(self.app, label)
 
     def _add_children(self, node: TreeNode[str], parent: str | None) -> None:
+        """Adds the layers on top of ``parent`` under ``node``.
+
+        A layer with exactly one child is followed by that child at the same depth (the
+        guide line shows the stack), so a 40-layer image reads top to bottom instead of
+        marching off the right edge; the tree only indents where layers branch.
+        """
         graph = self.graph
         assert graph is not None
         for chain_id in graph.children.get(parent, ()):
-            has_kids = bool(graph.children.get(chain_id))
-            node.add(self._label(chain_id), data=chain_id, allow_expand=has_kids)
+            current = chain_id
+            while True:
+                kids = graph.children.get(current, [])
+                item = node.add(self._label(current), data=current, allow_expand=len(kids) > 1)
+                if len(kids) != 1:
+                    break
+                current = kids[0]
+            del item
 
     def watch_graph(self, graph: LayerGraph | None) -> None:
         if graph is None:
@@ -216,11 +228,11 @@ class LayersView(Widget):
         for i, change in enumerate(rows):
             path = change.path + ("/" if change.kind == "dir" else "")
             if change.link_target:
-                path += f" → {change.link_target}"
+                path += (" ⇒ " if change.kind == "hardlink" else " → ") + change.link_target
             table.add_row(
-                CHANGE_MARK.get(change.change, "?"),
+                fmt.themed(self.app, CHANGE_MARK.get(change.change, "?")),
                 escape(path),
-                fmt.size(change.size) if change.kind != "dir" else "",
+                fmt.size(change.size) if change.kind in ("file", "other") else "",
                 _mode(change),
                 key=f"{i}:{change.path}",
             )
