@@ -1,0 +1,754 @@
+"""Prune as plan, then apply.
+
+``plan_prune`` is a read-only step that returns exactly what would go (images, cache
+entries, layers, config blobs, leftovers), each with a reason and the bytes it frees;
+``--dry-run`` prints it. ``apply_prune`` deletes that set and nothing else: inside one
+locked transaction it re-reads every reference and skips (and reports) anything that
+became referenced since planning. See ``gc.py`` for the crash-safe deletion order.
+
+The verbs mean what Docker users expect (``../shared/cache-semantics.md``):
+
+* ``image`` removes dangling images (no tag), or with ``all`` every image, filtered by
+  ``until=`` (created before) and ``label=``/``label!=``. A dangling image that a kept
+  image was built FROM stays (``rmi`` of the child still needs it).
+* ``builder`` removes build cache entries; without ``all`` it keeps entries whose top
+  layer an image uses. ``until=`` keeps entries used within that time;
+  ``keep_storage`` removes least recently, then least frequently used entries until
+  the cache's own bytes fit.
+* ``system`` does both (images first), so afterwards nothing remains that no tagged
+  image needs, except cache the request keeps.
+
+Every kind also removes layers nothing references and leftovers of interrupted work,
+after the grace period.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from lamina.core.config import load_config
+from lamina.core.errors import UsageError
+from lamina.core.filters import (
+    BUILDER_FILTERS,
+    IMAGE_FILTERS,
+    SYSTEM_FILTERS,
+    Filter,
+    has_label_filters,
+    labels_match,
+    parse_filters,
+    until_cutoff,
+)
+from lamina.core.gc import (
+    DEFAULT_GRACE,
+    Leftover,
+    Liveness,
+    RefGraph,
+    blob_bytes,
+    blob_path,
+    find_leftovers,
+    layer_overhead,
+    load_graph,
+    remove_tree,
+    sweep,
+    to_trash,
+)
+
+if TYPE_CHECKING:
+    from lamina.core.store import Store
+
+log = logging.getLogger(__name__)
+
+KINDS = ("image", "builder", "system")
+# A config written this recently may be between put_config and add_image in a build.
+BLOB_GRACE = 60.0
+_ALLOWED = {"image": IMAGE_FILTERS, "builder": BUILDER_FILTERS, "system": SYSTEM_FILTERS}
+
+
+@dataclass(frozen=True)
+class PruneRequest:
+    """What to prune.
+
+    Attributes:
+        kind: ``image``, ``builder`` or ``system``.
+        all: ``-a``: every unused image (not only dangling ones) / every cache entry
+            (also those shared with images).
+        filters: ``key=value`` strings or parsed ``Filter``s (``until``, ``label``,
+            ``label!``; builder takes only ``until``).
+        keep_storage: ``--keep-storage`` in bytes (builder and system), or None.
+        grace: seconds during which unreferenced fresh data is left alone.
+    """
+
+    kind: str = "image"
+    all: bool = False
+    filters: tuple[str | Filter, ...] = ()
+    keep_storage: int | None = None
+    grace: float = DEFAULT_GRACE
+
+    def checked(self) -> tuple[Filter, ...]:
+        """Validates the request; returns its parsed filters.
+
+        Raises:
+            UsageError: an unknown kind or filter, a malformed value, a negative size.
+        """
+        if self.kind not in KINDS:
+            raise UsageError(f"unknown prune kind {self.kind!r} (expected image, builder or system)")
+        if self.keep_storage is not None:
+            if self.kind == "image":
+                raise UsageError("--keep-storage applies to the build cache, not to images")
+            if self.keep_storage < 0:
+                raise UsageError("--keep-storage must not be negative")
+        return parse_filters(self.filters, _ALLOWED[self.kind])
+
+
+@dataclass(frozen=True)
+class PlannedImage:
+    """An image the plan removes.
+
+    Attributes:
+        id: image ID.
+        tags: tags removed with it (only with ``all``).
+        reason: why it goes.
+        bytes: what removing it frees: the layers only it kept and its config.
+    """
+
+    id: str
+    tags: tuple[str, ...]
+    reason: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class PlannedCache:
+    """A build cache entry the plan removes.
+
+    Attributes:
+        key: its cache key.
+        instruction: the step it caches.
+        last_used: when it was last hit (apply skips it if that changed).
+        use_count: how often it was hit.
+        reason: why it goes.
+        bytes: what removing it frees.
+    """
+
+    key: str
+    instruction: str
+    last_used: float
+    use_count: int
+    reason: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class PlannedLayer:
+    """A layer directory the plan removes (listed upper layers first).
+
+    Attributes:
+        chain_id: the layer.
+        reason: which removal frees it, or that nothing referenced it.
+        bytes: its directory on disk (``size`` plus the directory, ``diff/`` and tar-split).
+    """
+
+    chain_id: str
+    reason: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class PlannedBlob:
+    """A config blob the plan removes."""
+
+    digest: str
+    reason: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    """Exactly what ``apply_prune`` will delete, and why.
+
+    Attributes:
+        request: what was asked.
+        created: when the plan was made.
+        images, cache, layers, blobs, leftovers: what goes.
+    """
+
+    request: PruneRequest
+    created: float
+    images: tuple[PlannedImage, ...] = ()
+    cache: tuple[PlannedCache, ...] = ()
+    layers: tuple[PlannedLayer, ...] = ()
+    blobs: tuple[PlannedBlob, ...] = ()
+    leftovers: tuple[Leftover, ...] = ()
+
+    @property
+    def reclaimable_bytes(self) -> int:
+        """Bytes applying the plan frees (layers, blobs and leftovers, each once)."""
+        return (
+            sum(p.bytes for p in self.layers)
+            + sum(p.bytes for p in self.blobs)
+            + sum(p.bytes for p in self.leftovers)
+        )
+
+    @property
+    def reclaimable(self) -> int:
+        """Same as ``reclaimable_bytes``."""
+        return self.reclaimable_bytes
+
+    @property
+    def empty(self) -> bool:
+        return not (self.images or self.cache or self.layers or self.blobs or self.leftovers)
+
+    def describe(self) -> list[str]:
+        """One line per item, in deletion order, for a dry run or a confirmation."""
+        lines = [f"image {p.id}{_tags(p.tags)}: {p.reason}" for p in self.images]
+        lines += [f"cache {p.key} ({p.instruction}): {p.reason}" for p in self.cache]
+        lines += [f"layer {p.chain_id} ({p.bytes} bytes): {p.reason}" for p in self.layers]
+        lines += [f"config {p.digest} ({p.bytes} bytes): {p.reason}" for p in self.blobs]
+        lines += [f"leftover {p.path} ({p.bytes} bytes): {p.reason}" for p in self.leftovers]
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict, with ``reclaimable_bytes``."""
+        return {
+            "kind": self.request.kind,
+            "all": self.request.all,
+            "filters": [str(f) for f in self.request.filters],
+            "keep_storage": self.request.keep_storage,
+            "created": self.created,
+            "images": [asdict(p) | {"tags": list(p.tags)} for p in self.images],
+            "cache": [asdict(p) for p in self.cache],
+            "layers": [asdict(p) for p in self.layers],
+            "blobs": [asdict(p) for p in self.blobs],
+            "leftovers": [asdict(p) for p in self.leftovers],
+            "reclaimable_bytes": self.reclaimable_bytes,
+        }
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Something planned that apply kept, and why (it became referenced, or is gone)."""
+
+    kind: str  # "image" | "cache" | "layer" | "blob" | "leftover"
+    id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What ``apply_prune`` deleted.
+
+    Attributes:
+        untagged: tags removed.
+        images, cache, layers, blobs, leftovers: what was deleted (IDs, keys, paths).
+        skipped: planned items kept because they changed since planning.
+        reclaimed_bytes: bytes freed.
+    """
+
+    untagged: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()
+    cache: tuple[str, ...] = ()
+    layers: tuple[str, ...] = ()
+    blobs: tuple[str, ...] = ()
+    leftovers: tuple[str, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    reclaimed_bytes: int = 0
+
+    @property
+    def reclaimed(self) -> int:
+        """Same as ``reclaimed_bytes``."""
+        return self.reclaimed_bytes
+
+    def merged(self, other: PruneResult) -> PruneResult:
+        """Both results as one (for several prunes in a row)."""
+        return PruneResult(
+            *(getattr(self, f) + getattr(other, f) for f in _RESULT_FIELDS),
+            reclaimed_bytes=self.reclaimed_bytes + other.reclaimed_bytes,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict, with ``reclaimed_bytes``."""
+        out: dict[str, Any] = {f: list(getattr(self, f)) for f in _RESULT_FIELDS}
+        out["skipped"] = [asdict(s) for s in self.skipped]
+        out["reclaimed_bytes"] = self.reclaimed_bytes
+        return out
+
+
+def _tags(tags: tuple[str, ...]) -> str:
+    return f" ({', '.join(tags)})" if tags else ""
+
+
+_RESULT_FIELDS = ("untagged", "images", "cache", "layers", "blobs", "leftovers", "skipped")
+
+
+# -- planning ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Sizer:
+    """Where bytes come from: the size column plus a few stats, or plain data in tests."""
+
+    layer_extra: Callable[[str], int] = lambda _c: 0
+    blob: Callable[[str], int] = lambda _d: 0
+    labels: Callable[[str], dict[str, str]] = lambda _i: {}
+    blob_mtime: Callable[[str], float] = lambda _d: 0.0
+    cache: dict[str, int] = field(default_factory=dict)
+
+    def layer(self, graph: RefGraph, chain_id: str) -> int:
+        if chain_id not in self.cache:
+            self.cache[chain_id] = graph.layers[chain_id].size + self.layer_extra(chain_id)
+        return self.cache[chain_id]
+
+
+def build_plan(
+    graph: RefGraph,
+    request: PruneRequest,
+    now: float,
+    sizer: _Sizer | None = None,
+    leftovers: Iterable[Leftover] = (),
+    include_orphans: bool = True,
+) -> PrunePlan:
+    """The pure planning step over loaded references.
+
+    Args:
+        graph: the store's references.
+        request: what to prune (validated here).
+        now: the clock, for ``until=`` and the grace period.
+        sizer: byte and label sources (the size column alone when None).
+        leftovers: debris found on disk, passed through.
+        include_orphans: also plan layers that nothing references.
+
+    Returns:
+        The plan.
+
+    Raises:
+        UsageError: for a bad request.
+    """
+    filters = request.checked()
+    sizer = sizer or _Sizer()
+    cutoff = until_cutoff(filters, now)
+    live = Liveness(graph)
+    blob_refs = graph.blob_refs()
+    layers: list[PlannedLayer] = []
+    blobs: list[PlannedBlob] = []
+
+    def release_blob(digest: str, owner: str) -> int:
+        if digest not in blob_refs:
+            return 0
+        blob_refs[digest] -= 1
+        if blob_refs[digest] > 0:
+            return 0
+        if sizer.blob_mtime(digest) > now - min(request.grace, BLOB_GRACE):
+            # Re-added moments ago (put_blob refreshes the mtime): a build may be about
+            # to record an image or cache entry for it. The next prune takes it.
+            return 0
+        size = sizer.blob(digest)
+        blobs.append(PlannedBlob(digest, f"config of {owner}", size))
+        return size
+
+    def release_layers(top: str | None, owner: str) -> tuple[int, int]:
+        """(bytes freed on disk, of which the layers' ``size``)."""
+        freed = content = 0
+        for chain_id in live.release(top):
+            size = sizer.layer(graph, chain_id)
+            layers.append(PlannedLayer(chain_id, f"only used by {owner}", size))
+            freed += size
+            content += graph.layers[chain_id].size
+        return freed, content
+
+    orphans = _orphans(graph, live, now, request.grace)
+
+    images: list[PlannedImage] = []
+    if request.kind in ("image", "system"):
+        for image_id in _images_to_prune(graph, request.all, cutoff, filters, sizer):
+            image = graph.images[image_id]
+            reason = "unused image" if request.all and image.tags else "dangling image"
+            if cutoff is not None:
+                reason += " created before the until filter"
+            owner = f"image {image_id}"
+            freed = release_layers(image.top_layer, owner)[0] + release_blob(image.id, owner)
+            images.append(PlannedImage(image_id, image.tags if request.all else (), reason, freed))
+
+    cache: list[PlannedCache] = []
+    if request.kind in ("builder", "system"):
+        image_live = Liveness(graph, images=set(graph.images) - {p.id for p in images}, cache=())
+        candidates = [
+            entry
+            for entry in graph.cache.values()
+            if (request.all or not _shared(entry.top_layer, image_live))
+            and (cutoff is None or entry.last_used < cutoff)
+        ]
+        # Least recently used first, then least frequently used (keep-storage order).
+        candidates.sort(key=lambda e: (e.last_used, e.use_count, e.key))
+        # The cache's storage, as ``system df`` reports it: the size of layers that
+        # only cache entries keep.
+        storage: int | None = None
+        if request.keep_storage is not None:
+            storage = sum(
+                graph.layers[c].size for c in live.count if live.live(c) and not image_live.live(c)
+            )
+        for entry in candidates:
+            if storage is not None and storage <= request.keep_storage:  # type: ignore[operator]
+                break
+            owner = f"cache entry {entry.key}"
+            freed, content = release_layers(entry.top_layer, owner)
+            freed += release_blob(entry.result, owner)
+            if entry.parent != entry.result:
+                freed += release_blob(entry.parent, owner)
+            if storage is not None:
+                storage -= content
+            reason = _cache_reason(request, cutoff, storage is not None)
+            cache.append(
+                PlannedCache(
+                    entry.key, entry.instruction, entry.last_used, entry.use_count, reason, freed
+                )
+            )
+
+    if include_orphans:
+        for chain_id in orphans:
+            layers.append(
+                PlannedLayer(chain_id, "referenced by nothing", sizer.layer(graph, chain_id))
+            )
+
+    return PrunePlan(
+        request=replace(request, filters=filters),
+        created=now,
+        images=tuple(images),
+        cache=tuple(cache),
+        layers=tuple(_children_first(graph, layers)),
+        blobs=tuple(blobs),
+        leftovers=tuple(leftovers),
+    )
+
+
+def _cache_reason(request: PruneRequest, cutoff: float | None, keep: bool) -> str:
+    parts = ["build cache"]
+    if cutoff is not None:
+        parts.append("unused since the until filter")
+    if keep:
+        parts.append("least recently used beyond --keep-storage")
+    return ", ".join(parts)
+
+
+def _shared(top: str | None, image_live: Liveness) -> bool:
+    return top is not None and image_live.live(top)
+
+
+def _images_to_prune(
+    graph: RefGraph,
+    all_images: bool,
+    cutoff: float | None,
+    filters: tuple[Filter, ...],
+    sizer: _Sizer,
+) -> list[str]:
+    need_labels = has_label_filters(filters)
+    chosen = {
+        image.id
+        for image in graph.images.values()
+        if (all_images or not image.tags)
+        and (cutoff is None or image.created < cutoff)
+        and (not need_labels or labels_match(filters, sizer.labels(image.id)))
+    }
+    if not all_images:
+        # A dangling image that a kept image was built FROM is still needed by it.
+        for image in graph.images.values():
+            if image.id in chosen:
+                continue
+            cur = image.parent
+            seen: set[str] = set()
+            while cur is not None and cur in graph.images and cur not in seen:
+                seen.add(cur)
+                chosen.discard(cur)
+                cur = graph.images[cur].parent
+    return sorted(chosen, key=lambda i: (graph.images[i].added, i))
+
+
+def _orphans(graph: RefGraph, live: Liveness, now: float, grace: float) -> list[str]:
+    """Layers nothing references, minus fresh ones (and what they stand on)."""
+    orphans = [c for c in graph.layers if not live.live(c)]
+    protect_after = now - grace
+    if graph.live_build_start is not None:
+        # A running build's layers are unreferenced until it records them.
+        protect_after = min(protect_after, graph.live_build_start - 1.0)
+    protected: set[str] = set()
+    for chain_id in orphans:
+        if graph.layers[chain_id].created > protect_after:
+            protected.update(graph.chain(chain_id))
+    return [c for c in orphans if c not in protected]
+
+
+def _children_first(graph: RefGraph, layers: list[PlannedLayer]) -> list[PlannedLayer]:
+    """Orders layers so a child is deleted before its parent (the FK on layers.parent)."""
+    depth: dict[str, int] = {}
+
+    def depth_of(chain_id: str) -> int:
+        path: list[str] = []
+        cur: str | None = chain_id
+        while cur is not None and cur in graph.layers and cur not in depth:
+            path.append(cur)
+            cur = graph.layers[cur].parent
+        base = depth.get(cur, 0) if cur is not None else 0
+        for c in reversed(path):
+            base += 1
+            depth[c] = base
+        return depth[chain_id]
+
+    return sorted(layers, key=lambda p: (-depth_of(p.chain_id), p.chain_id))
+
+
+def _store_sizer(store: Store) -> _Sizer:
+    def labels(image_id: str) -> dict[str, str]:
+        try:
+            config = store.images.get_config(image_id)
+        except Exception:  # noqa: BLE001 - a missing config has no labels; fsck reports it
+            return {}
+        found = (config.get("config") or {}).get("Labels") or {}
+        return {str(k): str(v) for k, v in found.items()}
+
+    return _Sizer(
+        layer_extra=lambda c: layer_overhead(store, c),
+        blob=lambda d: blob_bytes(store, d),
+        labels=labels,
+        blob_mtime=lambda d: _mtime(store, d),
+    )
+
+
+def plan_prune(store: Store, request: PruneRequest, now: float | None = None) -> PrunePlan:
+    """What ``request`` would delete, with reasons and bytes; deletes nothing.
+
+    Args:
+        store: the store.
+        request: what to prune.
+        now: the clock (for tests).
+
+    Raises:
+        UsageError: an unknown filter, a malformed duration, a bad size.
+    """
+    request.checked()  # fail on bad input before touching the store
+    now = time.time() if now is None else now
+    graph = load_graph(store)
+    leftovers = find_leftovers(store, graph, request.grace, now)
+    return build_plan(graph, request, now, _store_sizer(store), leftovers)
+
+
+# -- applying ---------------------------------------------------------------------------
+
+
+def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
+    """Deletes exactly what ``plan`` lists, minus what became referenced since.
+
+    Index rows go in one transaction under the store lock, after re-reading every
+    reference; then each layer directory is renamed to the trash (still under the lock,
+    so no commit can recreate it meanwhile) and removed after the lock is released.
+
+    Returns:
+        What was deleted, what was skipped, and the bytes freed.
+    """
+    skipped: list[Skipped] = []
+    trash: list[Any] = []
+    with store.lock():
+        with store.index.transaction() as conn:
+            graph = load_graph(store)
+            images = _recheck_images(graph, plan, skipped)
+            cache = _recheck_cache(graph, plan, skipped)
+            gone_images = {p.id for p in images}
+            gone_cache = {p.key for p in cache}
+            live = Liveness(
+                graph,
+                images=[i for i in graph.images if i not in gone_images],
+                cache=[k for k in graph.cache if k not in gone_cache],
+            )
+            layers = _recheck_layers(graph, plan, live, skipped)
+            remaining_refs = _blob_refs_without(graph, gone_images, gone_cache)
+            blobs = []
+            for p in plan.blobs:
+                if remaining_refs.get(p.digest, 0) > 0:
+                    skipped.append(Skipped("blob", p.digest, "referenced again since planning"))
+                elif _mtime(store, p.digest) > plan.created:
+                    skipped.append(Skipped("blob", p.digest, "written again since planning"))
+                else:
+                    blobs.append(p)
+            untagged: list[str] = []
+            for p in images:
+                untagged += graph.images[p.id].tags
+                conn.execute("DELETE FROM tags WHERE image_id = ?", (p.id,))
+                conn.execute("DELETE FROM images WHERE id = ?", (p.id,))
+            now = time.time()
+            for p in cache:
+                entry = graph.cache[p.key]
+                # A tombstone, so a later miss can say the entry was pruned.
+                conn.execute(
+                    "INSERT OR REPLACE INTO pruned_cache (key, parent, instruction, pruned_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (entry.key, entry.parent, entry.instruction, now),
+                )
+                conn.execute("DELETE FROM cache WHERE key = ?", (p.key,))
+            for p in layers:
+                conn.execute("DELETE FROM layers WHERE chain_id = ?", (p.chain_id,))
+        # Committed: the rows are gone. Now the directories, renamed first so that a
+        # crash leaves recognisable trash, never a half-deleted layer under its name.
+        for p in layers:
+            moved = to_trash(store, store.home / "layers" / p.chain_id.split(":", 1)[1])
+            if moved is not None:
+                trash.append(moved)
+        for b in blobs:
+            try:
+                os.unlink(blob_path(store, b.digest))
+            except FileNotFoundError:
+                pass
+    for path in trash:
+        remove_tree(path)
+    swept = sweep(store, plan.leftovers) if plan.leftovers else []
+    swept_paths = {left.path for left in swept}
+    for left in plan.leftovers:
+        if left.path not in swept_paths:
+            skipped.append(Skipped("leftover", left.path, "in use again or already gone"))
+    reclaimed = (
+        sum(p.bytes for p in layers)
+        + sum(b.bytes for b in blobs)
+        + sum(left.bytes for left in swept)
+    )
+    result = PruneResult(
+        untagged=tuple(untagged),
+        images=tuple(p.id for p in images),
+        cache=tuple(p.key for p in cache),
+        layers=tuple(p.chain_id for p in layers),
+        blobs=tuple(b.digest for b in blobs),
+        leftovers=tuple(left.path for left in swept),
+        skipped=tuple(skipped),
+        reclaimed_bytes=reclaimed,
+    )
+    log.info(
+        "pruned %d images, %d cache entries, %d layers, %d blobs, %d leftovers: %d bytes",
+        len(result.images),
+        len(result.cache),
+        len(result.layers),
+        len(result.blobs),
+        len(result.leftovers),
+        reclaimed,
+    )
+    return result
+
+
+def _recheck_images(graph: RefGraph, plan: PrunePlan, skipped: list[Skipped]) -> list[PlannedImage]:
+    planned = {p.id for p in plan.images}
+    children = graph.children()
+    out: list[PlannedImage] = []
+    for p in plan.images:
+        image = graph.images.get(p.id)
+        if image is None:
+            skipped.append(Skipped("image", p.id, "already gone"))
+            continue
+        new_tags = set(image.tags) - set(p.tags)
+        if new_tags:
+            skipped.append(Skipped("image", p.id, f"tagged {sorted(new_tags)[0]} since planning"))
+            continue
+        if not p.tags and not plan.request.all:
+            kept_child = [c for c in children.get(p.id, ()) if c not in planned]
+            if kept_child:
+                skipped.append(Skipped("image", p.id, f"parent of image {kept_child[0]}"))
+                continue
+        out.append(p)
+    return out
+
+
+def _recheck_cache(graph: RefGraph, plan: PrunePlan, skipped: list[Skipped]) -> list[PlannedCache]:
+    out: list[PlannedCache] = []
+    for p in plan.cache:
+        entry = graph.cache.get(p.key)
+        if entry is None:
+            skipped.append(Skipped("cache", p.key, "already gone"))
+        elif entry.last_used != p.last_used:
+            skipped.append(Skipped("cache", p.key, "used since planning"))
+        else:
+            out.append(p)
+    return out
+
+
+def _recheck_layers(
+    graph: RefGraph, plan: PrunePlan, live: Liveness, skipped: list[Skipped]
+) -> list[PlannedLayer]:
+    children: dict[str, list[str]] = {}
+    for row in graph.layers.values():
+        if row.parent is not None:
+            children.setdefault(row.parent, []).append(row.chain_id)
+    deleting: set[str] = set()
+    out: list[PlannedLayer] = []
+    for p in plan.layers:  # children first
+        if p.chain_id not in graph.layers:
+            skipped.append(Skipped("layer", p.chain_id, "already gone"))
+            continue
+        if live.live(p.chain_id):
+            skipped.append(Skipped("layer", p.chain_id, "referenced again since planning"))
+            continue
+        kept = [c for c in children.get(p.chain_id, ()) if c not in deleting]
+        if kept:
+            skipped.append(Skipped("layer", p.chain_id, f"parent of layer {kept[0]}"))
+            continue
+        deleting.add(p.chain_id)
+        out.append(p)
+    return out
+
+
+def _blob_refs_without(graph: RefGraph, images: set[str], cache: set[str]) -> dict[str, int]:
+    reduced = RefGraph(
+        layers={},
+        images={k: v for k, v in graph.images.items() if k not in images},
+        cache={k: v for k, v in graph.cache.items() if k not in cache},
+    )
+    return reduced.blob_refs()
+
+
+def _mtime(store: Store, digest: str) -> float:
+    try:
+        return os.lstat(blob_path(store, digest)).st_mtime
+    except OSError:
+        return 0.0
+
+
+# -- retention --------------------------------------------------------------------------
+
+
+def apply_retention(store: Store) -> PruneResult | None:
+    """Applies the ``[cache]`` policy of ``config.toml``; None when it is off.
+
+    ``max_unused_age`` removes every entry unused for longer (shared or not: an old
+    record is stale either way); then ``keep_storage`` removes the least recently used
+    entries that hold data of their own until the cache fits. The builder calls this
+    after each build.
+
+    Raises:
+        UsageError: a malformed config file.
+    """
+    policy = load_config().cache
+    if not policy.enabled:
+        return None
+    result = PruneResult()
+    if policy.max_unused_age is not None:
+        request = PruneRequest(
+            "builder", all=True, filters=(Filter("until", f"{policy.max_unused_age}s"),)
+        )
+        result = result.merged(apply_prune(store, plan_prune(store, request)))
+    if policy.keep_storage is not None:
+        request = PruneRequest("builder", keep_storage=policy.keep_storage)
+        result = result.merged(apply_prune(store, plan_prune(store, request)))
+    return result
+
+
+def plan_summary(plan: PrunePlan) -> str:
+    """One line: counts and bytes (for logs and confirmations)."""
+    return (
+        f"{len(plan.images)} images, {len(plan.cache)} cache entries, {len(plan.layers)} layers,"
+        f" {len(plan.blobs)} configs, {len(plan.leftovers)} leftovers:"
+        f" {plan.reclaimable_bytes} bytes"
+    )
+
+
+def dumps(data: dict[str, Any]) -> str:
+    """JSON text for ``--format json`` (stable key order)."""
+    return json.dumps(data, indent=2, sort_keys=True)
