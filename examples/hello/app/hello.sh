@@ -1,0 +1,3 @@
+#!/bin/sh
+. /etc/hello.conf
+echo "$greeting from $(cat /app/name.txt)"
