@@ -632,9 +632,16 @@ class Monitor:
             os.dup2(null, 0)
             os.close(null)
             _drop_capabilities()
-            os.setgroups(list(user.groups))
-            os.setresgid(user.gid, user.gid, user.gid)
-            os.setresuid(user.uid, user.uid, user.uid)
+            who = f"{job.user or 'root'} ({user.uid}:{user.gid})"
+            if job.userns and (user.uid, user.gid) != (0, 0):
+                raise SetupError(f"user {who} needs root: without it only uid 0 is mapped")
+            try:
+                if not job.userns:  # setgroups is denied in a user namespace
+                    os.setgroups(list(user.groups))
+                os.setresgid(user.gid, user.gid, user.gid)
+                os.setresuid(user.uid, user.uid, user.uid)
+            except OSError as exc:
+                raise SetupError(f"switch to user {who}: {exc.strerror}") from exc
             try:
                 os.chdir(job.cwd)
             except OSError as exc:
@@ -643,6 +650,8 @@ class Monitor:
             try:
                 os.execvpe(job.argv[0], job.argv, environ)
             except FileNotFoundError:
+                if "/" in job.argv[0]:
+                    raise SetupError(f"exec {job.argv[0]}: no such file or directory") from None
                 raise SetupError(f"exec {job.argv[0]}: executable file not found in $PATH") from None
             except OSError as exc:
                 raise SetupError(f"exec {job.argv[0]}: {exc.strerror}") from exc

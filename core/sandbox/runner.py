@@ -298,6 +298,10 @@ def run(
         os.close(ctl_read)
         _clear_dir(spec.work)
         try:
+            normalize_upper(spec.upper)
+        except OSError as exc:
+            log.warning("could not normalize upper dir %s: %s", spec.upper, exc)
+        try:
             scratch.rmdir()
         except OSError:
             log.warning("sandbox scratch dir %s left behind", scratch)
@@ -316,7 +320,6 @@ def run(
         status = 128 - code if code < 0 else 128 + signal.SIGKILL
         if not (cancel is not None and cancel.is_set()):
             raise BuildError(f"RUN {_show(spec.argv)}: the sandbox ended without a status ({code})")
-    normalize_upper(spec.upper)
     return status
 
 
