@@ -58,7 +58,10 @@ class DockerSide:
 
     def import_base(self, rootfs_tar: Path, tag: str) -> str:
         """``docker import`` of a root filesystem tar; returns the image ID."""
-        out = self.run("import", str(rootfs_tar), tag, what=f"importing {rootfs_tar} into Docker")
+        out = self.run(
+            "import", "--change", 'CMD ["sh"]', str(rootfs_tar), tag,
+            what=f"importing {rootfs_tar} into Docker",
+        )  # fmt: skip
         return out.output.strip().splitlines()[-1]
 
     def build(self, context: Path, tag: str) -> DockerBuild:

@@ -122,6 +122,7 @@ def _daemon(config_dir: str) -> Iterator[DockerDaemon]:
         "--iptables=false",
         "--ip-masq=false",
         "--bridge=none",
+        "--storage-driver", "overlay2",
     ]  # fmt: skip
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(

@@ -34,6 +34,7 @@ class Row:
         target_speedup: the speed-up the target asks for (20.0, 1.0), if any.
         target_max: an absolute ceiling for lamina's median (1.0 s), if any.
         notes: a short remark shown under the table (peak memory, bytes read ...).
+        profile: the ``bench.profiling`` path that exercises it ("" if none).
     """
 
     section: str
@@ -45,6 +46,7 @@ class Row:
     target_speedup: float | None = None
     target_max: float | None = None
     notes: str = ""
+    profile: str = ""
 
     @property
     def speedup(self) -> float | None:
@@ -61,7 +63,7 @@ class Row:
         if self.target_speedup is not None:
             parts.append(f"≥ {self.target_speedup:g}× {self.reference_name or 'reference'}")
         if self.target_max is not None:
-            parts.append(f"< {self.target_max:g} {self.lamina.unit}")
+            parts.append(f"< {_fmt(self.target_max, self.lamina.unit)}")
         return ", ".join(parts)
 
     @property
@@ -158,6 +160,11 @@ def _cell(samples: dict[str, Any] | None) -> str:
     )
 
 
+def _escape(text: str) -> str:
+    """Text safe inside a Markdown table cell (a bare ``|`` would split it)."""
+    return text.replace("|", "\\|")
+
+
 def markdown(data: dict[str, Any]) -> str:
     """The results as Markdown: the machine, the command, the table, what was skipped."""
     m = data["machine"]
@@ -176,12 +183,12 @@ def markdown(data: dict[str, Any]) -> str:
     for row in data["rows"]:
         ref = _cell(row["reference"])
         if row["reference"] is not None:
-            ref = f"{row['reference_name']}: {ref}"
+            ref = f"{_escape(row['reference_name'])}: {ref}"
         speedup = "–" if row["speedup"] is None else f"{row['speedup']:.2f}×"
         met = {True: "yes", False: "**no**", None: "–"}[row["met"]]
         lines.append(
-            f"| {row['section']} | {row['what']} | {_cell(row['lamina'])} | {ref} | "
-            f"{speedup} | {row['target'] or '–'} | {met} |"
+            f"| {row['section']} | {_escape(row['what'])} | {_cell(row['lamina'])} | {ref} | "
+            f"{speedup} | {_escape(row['target']) or '–'} | {met} |"
         )
     notes = [f"- {row['what']}: {row['notes']}" for row in data["rows"] if row["notes"]]
     if notes:

@@ -1,0 +1,277 @@
+"""``python -m bench`` (``make bench``): lamina against Docker, in one run.
+
+Runs the build comparison (cold, cached, one-file edit), layer commit throughput,
+inspect-at-scale on a synthetic store, and a profile of the slowest path; writes
+``results.json`` and ``results.md`` to ``--out``. Parts that cannot run here (no
+dockerd, no sandbox) are skipped and listed with the reason; the rest still runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import shutil
+import sys
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.context import ContextSpec, edit_one_file, generate
+from bench.measure import BenchError, Skipped, human_bytes
+from bench.report import Results
+
+log = logging.getLogger("bench")
+
+PARTS = ("builds", "commit", "inspect", "profile")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Every size knob, full or quick."""
+
+    files: int
+    context_mb: int
+    images: int
+    layers: int
+    commit_files: int
+    commit_mb: int
+    repeat: int
+    presses: int
+
+
+FULL = Sizes(files=20_000, context_mb=500, images=2_000, layers=20_000, commit_files=2_000,
+             commit_mb=1_000, repeat=3, presses=50)  # fmt: skip
+QUICK = Sizes(files=200, context_mb=2, images=20, layers=200, commit_files=50, commit_mb=5,
+              repeat=1, presses=5)  # fmt: skip
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark lamina against the Docker Engine's classic builder, side by side.",
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds), for smoke tests")
+    parser.add_argument("--files", type=int, help="files in the build context (20000)")
+    parser.add_argument("--context-mb", type=int, help="MB in the build context (500)")
+    parser.add_argument("--images", type=int, help="images in the synthetic store (2000)")
+    parser.add_argument("--layers", type=int, help="layers in the synthetic store (20000)")
+    parser.add_argument("--commit-mb", type=int, help="MB in the committed layer (1000)")
+    parser.add_argument("--commit-files", type=int, help="files in the committed layer (2000)")
+    parser.add_argument("--repeat", type=int, help="repeats per measurement (3; 1 with --quick)")
+    parser.add_argument("--presses", type=int, help="key presses per app session (50)")
+    parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts")
+    parser.add_argument("--no-docker", action="store_true", help="skip the Docker columns")
+    parser.add_argument(
+        "--profile", help="profile this path instead of the slowest one "
+        "(cold-build, cached-build, edit-build, df, prune-plan, app, none)",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, default=Path("bench/results"), help="where results go")
+    parser.add_argument(
+        "--workdir", type=Path,
+        help="contexts and stores, reused across runs (default: $TMPDIR/lamina-bench[-quick])",
+    )  # fmt: skip
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
+    return parser
+
+
+def sizes_from(args: argparse.Namespace) -> Sizes:
+    base = QUICK if args.quick else FULL
+    pick = lambda name: getattr(args, name) if getattr(args, name) is not None else getattr(base, name)  # noqa: E731
+    sizes = Sizes(
+        files=pick("files"), context_mb=pick("context_mb"), images=pick("images"),
+        layers=pick("layers"), commit_files=pick("commit_files"), commit_mb=pick("commit_mb"),
+        repeat=pick("repeat"), presses=pick("presses"),
+    )  # fmt: skip
+    for name, value in vars(sizes).items():
+        if value < 1:
+            raise SystemExit(f"bench: --{name.replace('_', '-')} must be at least 1")
+    if sizes.layers < 2 * sizes.images:
+        raise SystemExit("bench: --layers must be at least twice --images")
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    sizes = sizes_from(args)
+    parts = tuple(args.only or PARTS)
+    default_dir = "lamina-bench-quick" if args.quick else "lamina-bench"
+    work = (args.workdir or Path(tempfile.gettempdir()) / default_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    command = "python -m bench" + ("" if argv is None and len(sys.argv) < 2 else " ") + shlex.join(
+        sys.argv[1:] if argv is None else argv
+    )
+    results = Results(command=command.strip(), config={**vars(sizes), "parts": list(parts), "workdir": str(work)})
+    _say(f"bench: working in {work}")
+
+    state = _State(work=work, sizes=sizes)
+    with ExitStack() as stack:
+        if "builds" in parts:
+            _run_builds(state, results, stack, args.no_docker)
+        if "commit" in parts:
+            _run_commit(state, results)
+        if "inspect" in parts:
+            _run_inspect(state, results)
+        if "profile" in parts and args.profile != "none":
+            _run_profile(state, results, args.profile)
+    json_path, md_path = results.write(args.out)
+    print(md_path.read_text())
+    _say(f"bench: wrote {json_path} and {md_path}")
+    return 1 if results.failed else 0
+
+
+@dataclass
+class _State:
+    work: Path
+    sizes: Sizes
+    context: Path | None = None
+    spec: ContextSpec | None = None
+    build_home: Path | None = None
+    synthetic: Path | None = None
+    rootfs: Path | None = None
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _run_builds(state: _State, results: Results, stack: ExitStack, no_docker: bool) -> None:
+    from bench.builds import BASE_TAG, build_rows, run_builds
+    from bench.lamina_side import LaminaSide, check_builder
+
+    sizes = state.sizes
+    try:
+        check_builder()
+    except Skipped as exc:
+        results.skip("builds (cold, cached, one-file edit)", str(exc))
+        return
+    from lamina.core.bootstrap import busybox_rootfs_tar
+
+    spec = ContextSpec(sizes.files, sizes.context_mb * 1_000_000)
+    state.rootfs = busybox_rootfs_tar(state.work / "busybox-rootfs.tar")
+    _say(f"bench: context of {spec.files:,} files / {human_bytes(spec.total_bytes)}")
+    context = generate(state.work / f"context-{spec.files}-{sizes.context_mb}", spec, BASE_TAG)
+    state.context, state.spec = context, spec
+    docker = None
+    docker_name = "Docker"
+    if no_docker:
+        results.skip("Docker columns", "--no-docker")
+    else:
+        from bench.dockerd import docker_daemon
+        from bench.docker_side import DockerSide
+
+        try:
+            daemon = stack.enter_context(docker_daemon())
+        except Skipped as exc:
+            results.skip("Docker columns", str(exc))
+        else:
+            docker = DockerSide(daemon)
+            docker_name = f"Docker {daemon.version}"
+            where = "a private dockerd" if daemon.private else daemon.host
+            results.docker = f"{daemon.version} ({daemon.storage_driver}, {where}, DOCKER_BUILDKIT=0)"
+    lamina = LaminaSide(state.work / "build-store")
+    _say(f"bench: builds x{sizes.repeat} (lamina" + (" and Docker)" if docker else ")"))
+    try:
+        samples = run_builds(context, spec, state.rootfs, lamina, docker, sizes.repeat)
+    except (BenchError, OSError) as exc:
+        results.fail("builds", str(exc))
+        return
+    state.build_home = lamina.home
+    results.rows += build_rows(samples, spec, docker_name)
+
+
+def _run_commit(state: _State, results: Results) -> None:
+    from bench.throughput import ThroughputSpec, measure_commit
+
+    sizes = state.sizes
+    spec = ThroughputSpec(sizes.commit_files, sizes.commit_mb * 1_000_000, sizes.repeat)
+    _say(f"bench: layer commit of {human_bytes(spec.total_bytes)} x{spec.repeat}")
+    work = state.work / "commit"
+    try:
+        results.rows += measure_commit(work, spec)
+    except Skipped as exc:
+        results.skip("layer commit throughput", str(exc))
+    except (BenchError, OSError) as exc:
+        results.fail("layer commit throughput", str(exc))
+    finally:
+        shutil.rmtree(work / "store", ignore_errors=True)
+
+
+def _run_inspect(state: _State, results: Results) -> None:
+    from bench.inspect_scale import measure_inspect
+    from bench.synthetic_store import StoreSpec, generate as generate_store
+
+    sizes = state.sizes
+    spec = StoreSpec(sizes.images, sizes.layers)
+    home = state.work / f"synthetic-{sizes.images}-{sizes.layers}"
+    _say(f"bench: synthetic store of {spec.images:,} images / {spec.layers:,} layers")
+    try:
+        made = generate_store(home, spec)
+    except (BenchError, OSError) as exc:
+        results.fail("synthetic store", str(exc))
+        return
+    except ImportError as exc:
+        results.skip("inspect at scale", f"lamina's store is not importable ({exc})")
+        return
+    if made.seconds:
+        _say(f"bench: generated it in {made.seconds:.0f} s")
+    state.synthetic = home
+    scale = f"{made.images:,} images / {made.layers:,} layers"
+    rows, problems = measure_inspect(home, scale, state.sizes.repeat, state.sizes.presses)
+    results.rows += rows
+    for problem in problems:
+        what, _, why = problem.partition(": ")
+        if "ModuleNotFoundError" in why or "ImportError" in why:
+            results.skip(what, why)
+        else:
+            results.fail(what, why)
+
+
+def _run_profile(state: _State, results: Results, wanted: str | None) -> None:
+    from bench.builds import BASE_TAG, OUT_TAG
+    from bench.lamina_side import LaminaSide
+    from bench.profiling import pick, profile_path
+
+    path = wanted or pick(results.rows)
+    if path is None:
+        results.skip("profile", "no measurement with a target ran")
+        return
+    _say(f"bench: profiling {path}")
+
+    def fresh_build() -> Path:
+        assert state.rootfs is not None
+        side = LaminaSide(state.work / "profile-store")
+        side.reset()
+        side.import_base(state.rootfs, BASE_TAG)
+        return side.home
+
+    def edit() -> None:
+        assert state.context is not None and state.spec is not None
+        edit_one_file(state.context, state.spec, 5000)
+
+    try:
+        report = profile_path(
+            path, build_home=state.build_home, context=state.context,
+            fresh_build=fresh_build if state.rootfs else None, edit=edit,
+            synthetic=state.synthetic, tag=OUT_TAG,
+        )  # fmt: skip
+    except (BenchError, ImportError) as exc:
+        results.skip(f"profile of {path}", str(exc))
+        return
+    finally:
+        shutil.rmtree(state.work / "profile-store", ignore_errors=True)
+        if state.context is not None and state.spec is not None:
+            from bench.context import revert_edit
+
+            revert_edit(state.context, state.spec)
+    results.profiles.append(report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""One lamina operation in a fresh process, reporting its time, memory and reads.
+
+``python -m bench.probe OP --home STORE [...]`` runs OP once and prints one JSON line:
+``seconds`` (the operation alone, after imports), ``rss_before`` and ``max_rss`` (the
+process's resident memory before it and at its peak, in bytes), ``read_bytes`` (bytes
+the process read through read(2) during it, from ``/proc/self/io``: page-cache hits
+included, so it counts what was hashed even when the disk was not touched) and what
+the operation found. A fresh process per sample keeps one measurement's caches and
+memory out of the next.
+
+Operations: ``df`` (disk_usage), ``prune-plan`` (plan_prune of ``system -a``),
+``app`` (open the app, wait for the first view's data, then press keys),
+``dry-run`` (predict a build's cache decisions without executing it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _rchar() -> int:
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _df(home: Path, _args: argparse.Namespace) -> dict[str, Any]:
+    from lamina.core.diskusage import disk_usage
+    from lamina.core.store import Store
+
+    store = Store(home)
+    try:
+        usage = disk_usage(store)
+    finally:
+        store.close()
+    images = getattr(usage, "images", None)
+    return {"images": len(images) if images is not None else None}
+
+
+def _prune_plan(home: Path, _args: argparse.Namespace) -> dict[str, Any]:
+    from lamina.core.prune import PruneRequest, plan_prune
+    from lamina.core.store import Store
+
+    store = Store(home)
+    try:
+        plan = plan_prune(store, PruneRequest("system", all=True))
+    finally:
+        store.close()
+    return {
+        "images": len(getattr(plan, "images", ())),
+        "cache": len(getattr(plan, "cache", ())),
+        "layers": len(getattr(plan, "layers", ())),
+    }
+
+
+def _dry_run(home: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from lamina.core.build.builder import run_build
+    from lamina.core.events import BuildFailed, StepFinished
+    from lamina.core.model import BuildRequest
+    from lamina.core.store import Store
+
+    store = Store(home)
+    steps: list[bool | None] = []
+    failed = None
+    try:
+        request = BuildRequest(context=str(args.context), dry_run=True)
+        for event in run_build(store, request, threading.Event()):
+            if isinstance(event, StepFinished):
+                steps.append(event.step.cached)
+            elif isinstance(event, BuildFailed):
+                failed = event.message
+    finally:
+        store.close()
+    return {"cached": steps, "failed": failed}
+
+
+def _first_view_ready(app: Any) -> bool:
+    """Whether the first view shows the store's data (the layer tree has nodes)."""
+    from textual.widgets import DataTable, Tree
+
+    for tree in app.screen.query(Tree):
+        if tree.display and len(tree.root.children) > 0:
+            return True
+    for table in app.screen.query(DataTable):
+        if table.display and table.row_count > 0:
+            return True
+    return False
+
+
+async def _app_session(home: Path, presses: int) -> dict[str, Any]:
+    from lamina.core.engine import open_engine
+    from lamina.tui.app import make_app
+
+    engine = open_engine("embedded", home)
+    try:
+        app = make_app(engine, clock=lambda: 1_800_000_000.0)
+        start = time.perf_counter()
+        async with app.run_test(size=(120, 36)) as pilot:
+            deadline = start + 120
+            while True:
+                await app.workers.wait_for_complete()
+                await pilot.pause()
+                if _first_view_ready(app):
+                    break
+                if time.perf_counter() > deadline:
+                    raise RuntimeError("the app showed no data within 120 s")
+            opened = time.perf_counter() - start
+            rss_open = _rss()
+            keys: list[float] = []
+            for _ in range(presses):
+                t = time.perf_counter()
+                await pilot.press("down")
+                keys.append(time.perf_counter() - t)
+        return {"open_seconds": opened, "key_seconds": keys, "rss_open": rss_open}
+    finally:
+        engine.close()
+
+
+def _app(home: Path, args: argparse.Namespace) -> dict[str, Any]:
+    return asyncio.run(_app_session(home, args.presses))
+
+
+OPS = {"df": _df, "prune-plan": _prune_plan, "dry-run": _dry_run, "app": _app}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.probe")
+    parser.add_argument("op", choices=sorted(OPS))
+    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--context", type=Path)
+    parser.add_argument("--presses", type=int, default=50)
+    args = parser.parse_args(argv)
+    # Import what the operation needs before timing, so the time is the work itself.
+    if args.op == "app":
+        import lamina.tui.app  # noqa: F401
+    import lamina.core.store  # noqa: F401
+
+    rss_before = _rss()
+    rchar_before = _rchar()
+    start = time.perf_counter()
+    try:
+        found = OPS[args.op](args.home, args)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(json.dumps({"error": f"{type(exc).__name__}: {first}"}))
+        return 1
+    seconds = time.perf_counter() - start
+    out = {
+        "seconds": seconds,
+        "rss_before": rss_before,
+        "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "read_bytes": _rchar() - rchar_before,
+        **found,
+    }
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""The benchmark's own parts: generated data, statistics, verdicts, the report."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bench.context import ContextSpec, edit_one_file, generate, revert_edit, tree_bytes
+from bench.measure import Samples, Skipped, run_child
+from bench.report import Results, Row, markdown
+from bench.synthetic_store import StoreSpec
+from bench.synthetic_store import generate as generate_store
+
+
+def test_context_has_exactly_the_files_and_bytes_asked_for(tmp_path: Path) -> None:
+    spec = ContextSpec(files=250, total_bytes=1_234_567)
+    root = generate(tmp_path / "ctx", spec, base="busybox:latest")
+    assert tree_bytes(root) == (250, 1_234_567)
+    assert (root / "Dockerfile").read_text().startswith("FROM busybox:latest\n")
+    assert "Dockerfile" in (root / ".dockerignore").read_text().split()
+
+
+def test_context_is_the_same_on_every_generation(tmp_path: Path) -> None:
+    spec = ContextSpec(files=120, total_bytes=300_000)
+    a = generate(tmp_path / "a", spec, base="x")
+    b = generate(tmp_path / "b", spec, base="x")
+    for dirpath, _dirs, names in os.walk(a):
+        for name in names:
+            path = Path(dirpath) / name
+            assert path.read_bytes() == (b / path.relative_to(a)).read_bytes(), path
+
+
+def test_edit_changes_content_not_size_and_revert_restores_it(tmp_path: Path) -> None:
+    spec = ContextSpec(files=100, total_bytes=200_000)
+    root = generate(tmp_path / "ctx", spec, base="x")
+    before = {p: p.read_bytes() for p in root.rglob("*.bin")}
+    rel = edit_one_file(root, spec, 1)
+    first = (root / rel).read_bytes()
+    assert first != before[root / rel] and len(first) == len(before[root / rel])
+    edit_one_file(root, spec, 2)
+    assert (root / rel).read_bytes() != first, "each generation must write different bytes"
+    changed = [p for p, data in before.items() if p.read_bytes() != data]
+    assert changed == [root / rel]
+    revert_edit(root, spec)
+    assert all(p.read_bytes() == data for p, data in before.items())
+    # Reuse reverts a leftover edit too.
+    edit_one_file(root, spec, 3)
+    generate(root, spec, base="x")
+    assert (root / rel).read_bytes() == before[root / rel]
+
+
+def test_samples_report_median_and_spread() -> None:
+    s = Samples("s", [3.0, 1.0, 2.0, 10.0])
+    assert (s.median, s.low, s.high) == (2.5, 1.0, 10.0)
+    assert s.to_json()["values"] == [3.0, 1.0, 2.0, 10.0]
+
+
+@pytest.mark.parametrize(
+    ("own", "ref", "higher", "target", "speedup", "met"),
+    [
+        ([1.0], [20.0], False, 20.0, 20.0, True),  # exactly 20x faster meets ">= 20x"
+        ([1.0], [19.0], False, 20.0, 19.0, False),
+        ([2.0], [1.0], False, 1.0, 0.5, False),  # twice as slow as Docker
+        ([300.0], [200.0], True, 1.0, 1.5, True),  # MB/s: more is better
+        ([1.0], None, False, 1.0, None, None),  # no reference: no verdict
+    ],
+)
+def test_row_speedup_and_verdict(
+    own: list[float], ref: list[float] | None, higher: bool, target: float,
+    speedup: float | None, met: bool | None,
+) -> None:  # fmt: skip
+    row = Row("Builds", "x", Samples("s", own), Samples("s", ref) if ref else None, "Docker",
+              higher_is_better=higher, target_speedup=target)  # fmt: skip
+    assert row.speedup == speedup
+    assert row.met is met
+
+
+def test_row_absolute_ceiling() -> None:
+    assert Row("I", "df", Samples("s", [0.4, 0.9, 1.5]), target_max=1.0).met is True
+    assert Row("I", "df", Samples("s", [1.2, 0.9, 1.5]), target_max=1.0).met is False
+
+
+def test_markdown_escapes_pipes_and_lists_skips(tmp_path: Path) -> None:
+    results = Results(command="python -m bench --quick", config={})
+    results.rows.append(
+        Row("Layer commit", "commit vs `tar | sha256sum`", Samples("MB/s", [500.0]),
+            Samples("MB/s", [250.0]), "tar | sha256sum", higher_is_better=True)
+    )  # fmt: skip
+    results.skip("Docker columns", "dockerd is not installed")
+    json_path, md_path = results.write(tmp_path)
+    text = md_path.read_text()
+    table = [line for line in text.splitlines() if line.startswith("| Layer commit")]
+    assert len(table) == 1
+    # 8 unescaped separators: 7 cells.
+    assert table[0].replace("\\|", "").count("|") == 8
+    assert "2.00×" in table[0]
+    assert "- Docker columns: dockerd is not installed" in text
+    assert json_path.is_file() and markdown(results.to_json()) == text
+
+
+def test_run_child_reports_status_output_and_peak_memory() -> None:
+    ok = run_child(["/bin/sh", "-c", "echo hello; echo oops >&2"])
+    assert ok.returncode == 0 and "hello" in ok.output and "oops" in ok.output
+    assert ok.max_rss > 0 and ok.seconds > 0
+    bad = run_child(["/bin/sh", "-c", "echo last words; exit 3"])
+    with pytest.raises(Exception, match="exited 3: last words"):
+        bad.check("failing step")
+
+
+def test_docker_side_skips_with_a_reason_without_docker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from bench.dockerd import docker_daemon
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither docker nor dockerd on it
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    with pytest.raises(Skipped, match="docker CLI is not installed"):
+        with docker_daemon():
+            pass
+
+
+def test_synthetic_store_is_exactly_the_size_asked_for(tmp_path: Path) -> None:
+    from lamina.core.store import Store
+
+    spec = StoreSpec(images=12, layers=60, images_per_family=4)
+    made = generate_store(tmp_path / "store", spec)
+    assert (made.images, made.layers) == (12, 60)
+    store = Store(tmp_path / "store")
+    try:
+        conn = store.index.connection()
+        assert conn.execute("SELECT count(*) FROM layers").fetchone()[0] == 60
+        assert conn.execute("SELECT count(*) FROM cache").fetchone()[0] == 12
+        dangling = conn.execute(
+            "SELECT count(*) FROM images WHERE id NOT IN (SELECT image_id FROM tags)"
+        ).fetchone()[0]
+        assert dangling == 12 - made.tagged > 0
+        # Families share their base chain: fewer distinct bottom layers than images.
+        images = store.images.list()
+        bases = {img.layers[0] for img in images}
+        assert len(bases) == 3
+        families, base, own = spec.shape()
+        assert (families, base, own) == (3, 4, 4)
+        for img in images:
+            assert len(img.layers) == base + own
+            assert store.layers.diff_path(img.layers[-1]).is_dir()
+    finally:
+        store.close()
+    again = generate_store(tmp_path / "store", spec)
+    assert again.seconds == 0.0, "a second run with the same spec reuses the store"
