@@ -408,22 +408,24 @@ def find_leftovers(
             out.append(Leftover(rel, "trash", disk_bytes(path), "interrupted deletion"))
             continue
         owner = _owner_pid(path)
-        if owner is not None and pid_alive(owner):
-            continue
-        if _mtime(path) > cutoff:
-            continue
-        why = f"work of process {owner}, which is gone" if owner else "work without an owner"
+        if owner is not None:
+            if pid_alive(owner):
+                continue
+            why = f"work of process {owner}, which is gone"
+        elif _mtime(path) > cutoff:
+            continue  # its owner may not have written its pid file yet
+        else:
+            why = "work without an owner"
         out.append(Leftover(rel, "tmp", disk_bytes(path), why))
-    indexed = {hex_of(c) for c in graph.layers if is_digest(c)}
-    for entry in _scandir(home / "layers"):
-        if entry.name in indexed:
-            continue
-        path = Path(entry.path)
-        if _mtime(path) > cutoff:
-            continue
-        out.append(
-            Leftover(f"layers/{entry.name}", "layer-dir", disk_bytes(path), "no index row")
-        )
+    # Commits rename into layers/ and insert the row under the store lock, so under the
+    # lock a directory without a row is never work in progress: no grace needed.
+    with store.lock():
+        rows = store.index.connection().execute("SELECT chain_id FROM layers")
+        indexed = {hex_of(r[0]) for r in rows if is_digest(r[0])}
+        names = [e.name for e in _scandir(home / "layers") if e.name not in indexed]
+    for name in names:
+        path = home / "layers" / name
+        out.append(Leftover(f"layers/{name}", "layer-dir", disk_bytes(path), "no index row"))
     refs = graph.blob_refs()
     for entry in _scandir(home / "blobs" / "sha256"):
         digest = "sha256:" + entry.name
