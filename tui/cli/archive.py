@@ -1,9 +1,74 @@
-"""CLI verbs: placeholder module, filled in by its owner."""
+"""``lamina import``, ``load`` and ``save``: images in and out of the embedded store."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from lamina.core.errors import UsageError
+from lamina.core.store import Store
+from lamina.tui.cli.context import CliContext
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Adds this module's verbs (none yet)."""
+    """Adds ``import``, ``load`` and ``save``."""
+    p = sub.add_parser("import", help="make a one-layer image from a root filesystem tar")
+    p.add_argument("-m", "--message", default="", help="history comment for the image")
+    p.add_argument("file", metavar="FILE", help="a tar, optionally gzip or zstd compressed")
+    p.add_argument("ref", metavar="REPOSITORY[:TAG]", nargs="?", default="")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("load", help="load images from a docker save archive or OCI layout")
+    p.add_argument("-i", "--input", required=True, metavar="FILE",
+                   help="a tar (optionally compressed) or an OCI layout directory")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing")
+    p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("save", help="save images to a tar that `docker load` accepts")
+    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.add_argument("refs", metavar="IMAGE", nargs="+")
+    p.set_defaults(func=cmd_save)
+
+
+def _store(ctx: CliContext, verb: str) -> Store:
+    store = getattr(ctx.engine, "store", None)
+    if not isinstance(store, Store):
+        raise UsageError(
+            f"`lamina {verb}` works on the embedded store; with a Docker Engine use "
+            f"`docker {verb}`"
+        )
+    return store
+
+
+def cmd_import(args: argparse.Namespace, ctx: CliContext, out: TextIO = sys.stdout) -> int:
+    """``lamina import FILE [REF]``: prints the new image ID."""
+    from lamina.core.archive import import_rootfs
+
+    image = import_rootfs(_store(ctx, "import"), Path(args.file), args.ref, args.message)
+    print(image.id, file=out)
+    return 0
+
+
+def cmd_load(args: argparse.Namespace, ctx: CliContext, out: TextIO = sys.stdout) -> int:
+    """``lamina load -i FILE``: prints ``Loaded image: name:tag`` per tag (or the ID)."""
+    from lamina.core.archive import load_archive
+
+    images = load_archive(_store(ctx, "load"), Path(args.input))
+    if not args.quiet:
+        for image in images:
+            if image.tags:
+                for tag in image.tags:
+                    print(f"Loaded image: {tag}", file=out)
+            else:
+                print(f"Loaded image ID: {image.id}", file=out)
+    return 0
+
+
+def cmd_save(args: argparse.Namespace, ctx: CliContext, out: TextIO = sys.stdout) -> int:
+    """``lamina save -o FILE IMAGE...``."""
+    from lamina.core.archive import save_archive
+
+    save_archive(_store(ctx, "save"), list(args.refs), Path(args.output))
+    return 0

@@ -1,9 +1,244 @@
-"""CLI verbs: placeholder module, filled in by its owner."""
+"""``lamina images``, ``history``, ``inspect``, ``tag`` and ``rmi``, shaped like Docker's.
+
+Tables use Docker's columns and decimal sizes (``1.43MB``); ``--format json`` prints one
+JSON object per line like ``docker images --format json``; ``inspect`` always prints a
+JSON array.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import humanize
+
+from lamina.core.errors import LaminaError, NotFound
+from lamina.core.model import HistoryEntry, ImageSummary
+from lamina.tui.cli.context import CliContext
+
+NONE = "<none>"
+CREATED_BY_WIDTH = 45
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Adds this module's verbs (none yet)."""
+    """Adds ``images``, ``history``, ``inspect``, ``tag`` and ``rmi``."""
+    p = sub.add_parser("images", help="list images")
+    p.add_argument("-a", "--all", action="store_true", help="also show untagged parent images")
+    p.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--no-trunc", action="store_true", help="full image IDs")
+    p.set_defaults(func=cmd_images)
+
+    p = sub.add_parser("history", help="show an image's instructions and layer sizes")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--no-trunc", action="store_true", help="do not shorten the output")
+    p.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
+    p.add_argument("ref", metavar="IMAGE")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("inspect", help="an image's config, DiffIDs and ChainIDs as JSON")
+    p.add_argument("--format", choices=("json",), default="json")
+    p.add_argument("refs", metavar="IMAGE", nargs="+")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("tag", help="give an image another name")
+    p.add_argument("source", metavar="SOURCE_IMAGE")
+    p.add_argument("target", metavar="TARGET_IMAGE")
+    p.set_defaults(func=cmd_tag)
+
+    p = sub.add_parser("rmi", help="untag or remove images (layers go at the next prune)")
+    p.add_argument("-f", "--force", action="store_true", help="remove even with several tags")
+    p.add_argument("refs", metavar="IMAGE", nargs="+")
+    p.set_defaults(func=cmd_rmi)
+
+
+def human_size(n: int) -> str:
+    """Bytes as Docker shows them: decimal units, three significant digits, no space."""
+    if n < 1000:
+        return f"{n}B"
+    return str(humanize.naturalsize(n, binary=False, format="%.3g")).replace(" ", "")
+
+
+def human_duration(seconds: float) -> str:
+    """A duration in the words of Docker's ``units.HumanDuration``."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = int(seconds / 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+def since(ts: float, now: Callable[[], float] = time.time) -> str:
+    """``2 weeks ago`` like Docker's CREATED column, or ``N/A`` for an unknown time."""
+    if not ts:
+        return "N/A"
+    return human_duration(max(0.0, now() - ts)) + " ago"
+
+
+def iso(ts: float) -> str:
+    if not ts:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(ts))
+
+
+def short_id(image_id: str, full: bool = False) -> str:
+    return image_id if full else image_id.split(":", 1)[-1][:12]
+
+
+def print_table(rows: list[list[str]], out: TextIO) -> None:
+    """Columns padded like Docker's tabwriter (three spaces between columns)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        cells = [c.ljust(w) for c, w in zip(r[:-1], widths[:-1])] + [r[-1]]
+        print("   ".join(cells).rstrip(), file=out)
+
+
+def _image_rows(images: list[ImageSummary]) -> list[tuple[str, str, ImageSummary]]:
+    rows = []
+    for image in images:
+        if not image.tags:
+            rows.append((NONE, NONE, image))
+        for tag in image.tags:
+            repo, _, name = tag.rpartition(":")
+            rows.append((repo, name, image))
+    return rows
+
+
+def cmd_images(args: argparse.Namespace, ctx: CliContext, out: TextIO = sys.stdout) -> int:
+    """``lamina images``."""
+    images = ctx.engine.images()
+    if not args.all:
+        # Like Docker, untagged images that others were built FROM are intermediate.
+        parents = set()
+        for image in images:
+            try:
+                parent = ctx.engine.inspect(image.id).get("Parent")
+            except LaminaError:
+                parent = None
+            if parent:
+                parents.add(parent)
+        images = [i for i in images if i.tags or i.id not in parents]
+    if args.quiet:
+        seen: set[str] = set()
+        for image in images:
+            if image.id not in seen:
+                seen.add(image.id)
+                print(short_id(image.id, args.no_trunc), file=out)
+        return 0
+    rows = _image_rows(images)
+    if args.format == "json":
+        for repo, tag, image in rows:
+            print(json.dumps({
+                "ID": short_id(image.id, args.no_trunc),
+                "FullID": image.id,
+                "Repository": repo,
+                "Tag": tag,
+                "CreatedAt": iso(image.created),
+                "CreatedSince": since(image.created),
+                "Size": human_size(image.size),
+                "SizeBytes": image.size,
+                "Layers": len(image.layers),
+                "Labels": image.labels,
+            }), file=out)
+        return 0
+    table = [["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]]
+    for repo, tag, image in rows:
+        table.append([repo, tag, short_id(image.id, args.no_trunc), since(image.created),
+                      human_size(image.size)])
+    print_table(table, out)
+    return 0
+
+
+def _created_by(entry: HistoryEntry, full: bool) -> str:
+    text = entry.created_by.replace("\n", " ").replace("\t", " ")
+    if not full and len(text) > CREATED_BY_WIDTH:
+        text = text[: CREATED_BY_WIDTH - 1] + "…"
+    return text
+
+
+def cmd_history(args: argparse.Namespace, ctx: CliContext, out: TextIO = sys.stdout) -> int:
+    """``lamina history IMAGE``: newest instruction first."""
+    image = ctx.engine.image(args.ref)
+    entries = ctx.engine.history(args.ref)
+    ids = [short_id(image.id, args.no_trunc)] + ["<missing>"] * (len(entries) - 1)
+    if args.quiet:
+        for i in ids:
+            print(i, file=out)
+        return 0
+    if args.format == "json":
+        for i, e in zip(ids, entries):
+            print(json.dumps({
+                "ID": i,
+                "CreatedAt": iso(e.created),
+                "CreatedSince": since(e.created),
+                "CreatedBy": e.created_by,
+                "Size": human_size(e.size),
+                "SizeBytes": e.size,
+                "EmptyLayer": e.empty_layer,
+                "ChainID": e.chain_id,
+                "Comment": e.comment,
+            }), file=out)
+        return 0
+    table = [["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]]
+    for i, e in zip(ids, entries):
+        table.append([i, since(e.created), _created_by(e, args.no_trunc), human_size(e.size),
+                      e.comment])
+    print_table(table, out)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace, ctx: CliContext, out: TextIO = sys.stdout) -> int:
+    """``lamina inspect IMAGE...``: a JSON array, like ``docker image inspect``."""
+    docs: list[dict[str, Any]] = []
+    missing: list[str] = []
+    for ref in args.refs:
+        try:
+            docs.append(ctx.engine.inspect(ref))
+        except NotFound:
+            missing.append(ref)
+    print(json.dumps(docs, indent=4), file=out)
+    if missing:
+        raise NotFound("no such image: " + ", ".join(missing))
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace, ctx: CliContext, out: TextIO = sys.stdout) -> int:
+    """``lamina tag SOURCE TARGET``."""
+    ctx.engine.tag(args.source, args.target)
+    return 0
+
+
+def cmd_rmi(args: argparse.Namespace, ctx: CliContext, out: TextIO = sys.stdout) -> int:
+    """``lamina rmi [-f] IMAGE...``: prints ``Untagged:`` / ``Deleted:`` lines."""
+    try:
+        lines = ctx.engine.rmi(list(args.refs), force=args.force)
+    except LaminaError as exc:
+        for line in getattr(exc, "done", []):
+            print(line, file=out)
+        raise
+    for line in lines:
+        print(line, file=out)
+    return 0

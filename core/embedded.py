@@ -1,0 +1,254 @@
+"""``EmbeddedEngine``: the ``Engine`` Protocol over a local store in ``$LAMINA_HOME``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lamina.core.digest import chain_ids, is_digest
+from lamina.core.errors import InUse, LaminaError, NotFound, UsageError
+from lamina.core.events import BuildEvent
+from lamina.core.model import (
+    BuildRecord,
+    BuildRequest,
+    FileChange,
+    HistoryEntry,
+    ImageSummary,
+    LayerInfo,
+)
+from lamina.core.store import Store, normalize_tag
+from lamina.core.store.images import parse_created
+
+if TYPE_CHECKING:
+    from lamina.core.diskusage import DiskUsage
+    from lamina.core.prune import PrunePlan, PruneRequest, PruneResult
+
+log = logging.getLogger(__name__)
+
+
+class RmiError(InUse):
+    """An ``rmi`` that stopped part-way; ``done`` holds what it did before failing."""
+
+    def __init__(self, message: str, done: list[str], cause: LaminaError) -> None:
+        super().__init__(message)
+        self.done = done
+        self.cause = cause
+        self.exit_code = cause.exit_code
+
+
+class EmbeddedEngine:
+    """The engine over ``Store(home)``.
+
+    Args:
+        home: the store directory (created if missing).
+    """
+
+    name = "embedded"
+
+    def __init__(self, home: Path) -> None:
+        self.home = Path(home)
+        self.store = Store(self.home)
+
+    # -- images ------------------------------------------------------------------------
+
+    def images(self) -> list[ImageSummary]:
+        """Every image, tagged and dangling, newest first."""
+        return self.store.images.list()
+
+    def image(self, ref: str) -> ImageSummary:
+        """One image by tag, full ID or unique ID prefix; raises NotFound."""
+        return self.store.images.summary(self.store.images.resolve(ref))
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        """The image config plus ``Id``, ``RepoTags``, ``DiffIDs``, ``ChainIDs``, ``Size``."""
+        image_id = self.store.images.resolve(ref)
+        summary = self.store.images.summary(image_id)
+        config = self.store.images.get_config(image_id)
+        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        row = (
+            self.store.index.connection()
+            .execute("SELECT parent FROM images WHERE id = ?", (image_id,))
+            .fetchone()
+        )
+        out: dict[str, Any] = {
+            "Id": image_id,
+            "RepoTags": list(summary.tags),
+            "Parent": (row["parent"] if row else None) or "",
+            "Created": config.get("created", ""),
+            "Size": summary.size,
+            "DiffIDs": diff_ids,
+            "ChainIDs": chain_ids(diff_ids),
+        }
+        for key, value in config.items():
+            out.setdefault(key, value)
+        return out
+
+    def history(self, ref: str) -> list[HistoryEntry]:
+        """One entry per instruction, newest first (like ``docker history``).
+
+        Entries that made a layer take its size and chainID, in order; an image whose
+        history lists fewer layers than it has (some importers omit history) gets one
+        entry per remaining layer.
+        """
+        image_id = self.store.images.resolve(ref)
+        config = self.store.images.get_config(image_id)
+        summary = self.store.images.summary(image_id)
+        layers = [self.store.layers.get(c) for c in summary.layers]
+        entries: list[HistoryEntry] = []
+        n = 0
+        for item in config.get("history") or []:
+            if not isinstance(item, dict):
+                continue
+            empty = bool(item.get("empty_layer", False))
+            layer = None
+            if not empty and n < len(layers):
+                layer = layers[n]
+                n += 1
+            entries.append(
+                HistoryEntry(
+                    created=parse_created(item.get("created")),
+                    created_by=str(item.get("created_by", "")),
+                    size=layer.size if layer else 0,
+                    empty_layer=empty,
+                    chain_id=layer.chain_id if layer else None,
+                    comment=str(item.get("comment", "")),
+                )
+            )
+        for layer in layers[n:]:
+            entries.append(
+                HistoryEntry(layer.created, layer.created_by, layer.size, False, layer.chain_id)
+            )
+        entries.reverse()
+        return entries
+
+    def layers(self) -> list[LayerInfo]:
+        """Every layer in the store."""
+        return self.store.layers.all()
+
+    def layer_changes(self, chain_id: str) -> list[FileChange]:
+        """What the layer adds, modifies and deletes relative to its parent chain.
+
+        Args:
+            chain_id: a full chainID or a unique prefix of one.
+        """
+        return self.store.layers.changes(self._layer(chain_id))
+
+    def _layer(self, ref: str) -> str:
+        if is_digest(ref):
+            return ref
+        prefix = ref[len("sha256:") :] if ref.startswith("sha256:") else ref
+        matches = [
+            info.chain_id for info in self.store.layers.all() if info.chain_id[7:].startswith(prefix)
+        ]
+        if len(matches) == 1 and prefix:
+            return matches[0]
+        raise NotFound(f"no such layer: {ref}" if not matches else f"{ref!r} matches {len(matches)} layers")
+
+    def tag(self, ref: str, new_tag: str) -> None:
+        """Points ``new_tag`` at the image ``ref`` names."""
+        image_id = self.store.images.resolve(ref)
+        self.store.images.tag(image_id, new_tag)
+
+    def rmi(self, refs: list[str], force: bool = False) -> list[str]:
+        """Untags or deletes images with Docker's rules.
+
+        * A tag of an image that has other tags: the tag goes (``Untagged: x``).
+        * The last tag, or an ID: the image's tags go and the image row is deleted
+          (``Deleted: sha256:…``), unless another image was built FROM it (then it is
+          only untagged when named by tag, and refused by ID unless ``force``).
+        * An ID of an image with several tags needs ``force``.
+
+        Layers are left to GC. Stops at the first failure with ``RmiError`` carrying the
+        lines done so far.
+        """
+        done: list[str] = []
+        for ref in refs:
+            try:
+                done.extend(self._rmi_one(ref, force))
+            except LaminaError as exc:
+                if not done:
+                    raise
+                raise RmiError(str(exc), done, exc) from exc
+        return done
+
+    def _rmi_one(self, ref: str, force: bool) -> list[str]:
+        images = self.store.images
+        image_id = images.resolve(ref)
+        tags = images.tags_of(image_id)
+        by_tag = self._ref_is_tag(ref, tags)
+        children = images.children(image_id)
+        lines: list[str] = []
+        with self.store.lock():
+            if by_tag is not None:
+                images.untag(by_tag)
+                lines.append(f"Untagged: {by_tag}")
+                if len(tags) > 1 or children:
+                    return lines
+            else:
+                if children and not force:
+                    raise InUse(
+                        f"unable to delete {image_id[7:19]} (must be forced) - image has "
+                        f"dependent child images"
+                    )
+                if len(tags) > 1 and not force:
+                    raise InUse(
+                        f"unable to delete {image_id[7:19]} (must be forced) - image is "
+                        f"referenced in multiple repositories"
+                    )
+                for tag in tags:
+                    images.untag(tag)
+                    lines.append(f"Untagged: {tag}")
+            images.remove(image_id)
+            lines.append(f"Deleted: {image_id}")
+        return lines
+
+    @staticmethod
+    def _ref_is_tag(ref: str, tags: list[str]) -> str | None:
+        if is_digest(ref):
+            return None
+        try:
+            tag = normalize_tag(ref)
+        except UsageError:
+            return None
+        return tag if tag in tags else None
+
+    # -- delegated to the builder, disk accounting and prune ---------------------------
+
+    def build(
+        self, request: BuildRequest, cancel: threading.Event | None = None
+    ) -> Iterator[BuildEvent]:
+        """Builds (or predicts, with ``request.dry_run``) and yields progress events."""
+        from lamina.core.build.builder import run_build
+
+        return run_build(self.store, request, cancel)
+
+    def builds(self, limit: int = 50) -> list[BuildRecord]:
+        """Recorded builds, newest first."""
+        from lamina.core.build.builder import list_builds
+
+        return list_builds(self.store, limit)
+
+    def disk_usage(self) -> DiskUsage:
+        """Sizes, sharing and what is reclaimable."""
+        from lamina.core.diskusage import disk_usage
+
+        return disk_usage(self.store)
+
+    def plan_prune(self, request: PruneRequest) -> PrunePlan:
+        """What a prune would remove (nothing is changed)."""
+        from lamina.core.prune import plan_prune
+
+        return plan_prune(self.store, request)
+
+    def apply_prune(self, plan: PrunePlan) -> PruneResult:
+        """Carries out a prune plan."""
+        from lamina.core.prune import apply_prune
+
+        return apply_prune(self.store, plan)
+
+    def close(self) -> None:
+        """Closes the store."""
+        self.store.close()
