@@ -122,11 +122,23 @@ class SetupError(Exception):
 # --- libc -------------------------------------------------------------------------
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.mount.argtypes = [
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_ulong,
+    ctypes.c_char_p,
+]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.prctl.argtypes = [
+    ctypes.c_int,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+]
 _libc.syscall.restype = ctypes.c_long
 
 
@@ -145,7 +157,9 @@ def _errno_of(exc: SetupError) -> int:
     return cause.errno if isinstance(cause, OSError) and cause.errno else 0
 
 
-def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+def mount(
+    source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
+) -> None:
     """mount(2); raises SetupError naming the target."""
     ret = _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data))
     _check(ret, f"mount {fstype or source or ''} on {target}")
@@ -236,7 +250,9 @@ def resolve_user(spec: str, passwd: str, group: str) -> ExecUser:
     uid_num = _parse_id(user_arg)
     matched: list[str] | None = None
     for row in users:
-        if (uid_num is None and row[0] == user_arg) or (uid_num is not None and _parse_id(row[2]) == uid_num):
+        if (uid_num is None and row[0] == user_arg) or (
+            uid_num is not None and _parse_id(row[2]) == uid_num
+        ):
             matched = row
             break
     uid, gid, home, name = 0, 0, "/", ""
@@ -253,7 +269,11 @@ def resolve_user(spec: str, passwd: str, group: str) -> ExecUser:
     rows = _entries(group, 4)
     if group_arg:
         gid_num = _parse_id(group_arg)
-        found = [r for r in rows if r[0] == group_arg or (gid_num is not None and _parse_id(r[2]) == gid_num)]
+        found = [
+            r
+            for r in rows
+            if r[0] == group_arg or (gid_num is not None and _parse_id(r[2]) == gid_num)
+        ]
         if found:
             gid = _parse_id(found[0][2]) or 0
         elif gid_num is not None:
@@ -502,7 +522,8 @@ class Monitor:
         reason = os.strerror(err) if err else str(exc)
         kind = "unavailable" if err in (errno.ENODEV, errno.EPERM) else "build"
         return SetupError(
-            f"mount overlay (upper {self.job.upper}, {len(self.job.lowerdirs)} layers): {reason}", kind
+            f"mount overlay (upper {self.job.upper}, {len(self.job.lowerdirs)} layers): {reason}",
+            kind,
         )
 
     # init side (PID 1 of the new PID namespace)
@@ -540,12 +561,20 @@ class Monitor:
             bind(host, f"{dev}/{name}")
         os.mkdir(f"{dev}/pts", 0o755)
         try:
-            mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
+            mount(
+                "devpts",
+                f"{dev}/pts",
+                "devpts",
+                MS_NOSUID | MS_NOEXEC,
+                "newinstance,ptmxmode=0666,mode=0620",
+            )
             os.symlink("pts/ptmx", f"{dev}/ptmx")
         except SetupError:
             pass  # no ptys for this RUN; Docker's builder gives none either
         os.mkdir(f"{dev}/shm", 0o1777)
-        mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k")
+        mount(
+            "shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k"
+        )
         os.mkdir(f"{dev}/mqueue", 0o755)
         try:
             mount("mqueue", f"{dev}/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -652,7 +681,9 @@ class Monitor:
             except FileNotFoundError:
                 if "/" in job.argv[0]:
                     raise SetupError(f"exec {job.argv[0]}: no such file or directory") from None
-                raise SetupError(f"exec {job.argv[0]}: executable file not found in $PATH") from None
+                raise SetupError(
+                    f"exec {job.argv[0]}: executable file not found in $PATH"
+                ) from None
             except OSError as exc:
                 raise SetupError(f"exec {job.argv[0]}: {exc.strerror}") from exc
         except SetupError as exc:

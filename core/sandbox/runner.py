@@ -112,7 +112,11 @@ def availability_problem(proc: Path = Path("/proc"), euid: int | None = None) ->
         filesystems = (proc / "filesystems").read_text()
     except OSError:
         pass
-    if filesystems and "overlay" not in filesystems.split() and not Path("/sys/module/overlay").exists():
+    if (
+        filesystems
+        and "overlay" not in filesystems.split()
+        and not Path("/sys/module/overlay").exists()
+    ):
         # The module may still load on first mount; the live probe decides.
         log.debug("overlay not in %s/filesystems yet", proc)
     if uid == 0:

@@ -19,7 +19,9 @@ PASSWD = (
     "builder:x:1000:1000:builder:/home/builder:/bin/sh\n"
     "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 )
-GROUP = "root:x:0:\nwheel:x:10:root,builder\nbuilder:x:1000:\nstaff:x:50:builder\nnogroup:x:65534:\n"
+GROUP = (
+    "root:x:0:\nwheel:x:10:root,builder\nbuilder:x:1000:\nstaff:x:50:builder\nnogroup:x:65534:\n"
+)
 
 
 def load_rootfs_helpers() -> ModuleType:

@@ -17,7 +17,6 @@ from types import ModuleType
 
 import psutil
 import pytest
-
 from lamina.core.errors import BuildError
 from lamina.core.sandbox import RunSpec, check_available, run
 from lamina.core.sandbox.child import SetupError, resolve_user
@@ -129,7 +128,9 @@ def test_check_available_passes_here() -> None:
         ("kernel/apparmor_restrict_unprivileged_userns", "1"),
     ],
 )
-def test_availability_problem_names_the_sysctl_in_one_line(tmp_path: Path, sysctl: str, value: str) -> None:
+def test_availability_problem_names_the_sysctl_in_one_line(
+    tmp_path: Path, sysctl: str, value: str
+) -> None:
     proc = tmp_path / "proc"
     (proc / "sys" / sysctl).parent.mkdir(parents=True)
     (proc / "sys" / sysctl).write_text(value + "\n")
@@ -182,7 +183,9 @@ def test_deleting_a_lower_file_leaves_a_whiteout(box: Sandbox) -> None:
 
 @pytest.mark.root
 def test_a_recreated_lower_dir_is_opaque(box: Sandbox) -> None:
-    status, lines = box.sh("rm -rf /data/dir && mkdir /data/dir && echo n > /data/dir/new && ls /data/dir")
+    status, lines = box.sh(
+        "rm -rf /data/dir && mkdir /data/dir && echo n > /data/dir/new && ls /data/dir"
+    )
     assert status == 0 and lines == ["new"]
     assert box.changes() == {"data": "dir", "data/dir": "dir", "data/dir/new": "file"}
     assert _all_xattrs(box.upper) == {
@@ -256,7 +259,9 @@ def test_proc_shows_only_the_sandbox(box: Sandbox) -> None:
 
 @pytest.mark.root
 def test_network_none_has_only_loopback_and_it_is_up(box: Sandbox) -> None:
-    status, lines = box.sh("tail -n +3 /proc/net/dev | cut -d: -f1; ip -o link show lo", network="none")
+    status, lines = box.sh(
+        "tail -n +3 /proc/net/dev | cut -d: -f1; ip -o link show lo", network="none"
+    )
     assert status == 0
     names = [line.strip() for line in lines[:-1]]
     assert names == ["lo"]
@@ -268,7 +273,9 @@ def test_network_host_sees_the_host_interfaces(box: Sandbox) -> None:
     status, lines = box.sh("tail -n +3 /proc/net/dev | cut -d: -f1")
     assert status == 0
     host = Path("/proc/net/dev").read_text().splitlines()[2:]
-    assert sorted(line.strip() for line in lines) == sorted(line.split(":")[0].strip() for line in host)
+    assert sorted(line.strip() for line in lines) == sorted(
+        line.split(":")[0].strip() for line in host
+    )
 
 
 @pytest.mark.root
@@ -309,7 +316,9 @@ def test_user_is_resolved_in_the_rootfs(box: Sandbox, user: str, expected: str) 
 
 @pytest.mark.root
 def test_unknown_user_is_a_one_line_build_error(box: Sandbox) -> None:
-    with pytest.raises(BuildError, match="unable to find user ghost: no matching entries in passwd file") as info:
+    with pytest.raises(
+        BuildError, match="unable to find user ghost: no matching entries in passwd file"
+    ) as info:
         box.sh("true", user="ghost")
     assert "\n" not in str(info.value)
 
@@ -334,10 +343,20 @@ def test_output_lines_arrive_in_order(box: Sandbox) -> None:
 
 @pytest.mark.root
 def test_environment_is_exact_and_cwd_is_created(box: Sandbox) -> None:
-    status, lines = box.sh("pwd; env | sort", env=(PATH_ENV, "A=1", "B=x y"), cwd="/srv/app", user="builder")
+    status, lines = box.sh(
+        "pwd; env | sort", env=(PATH_ENV, "A=1", "B=x y"), cwd="/srv/app", user="builder"
+    )
     assert status == 0
     # busybox sh adds PWD and SHLVL itself; HOME comes from passwd like runc does.
-    assert lines == ["/srv/app", "A=1", "B=x y", "HOME=/home/builder", PATH_ENV, "PWD=/srv/app", "SHLVL=1"]
+    assert lines == [
+        "/srv/app",
+        "A=1",
+        "B=x y",
+        "HOME=/home/builder",
+        PATH_ENV,
+        "PWD=/srv/app",
+        "SHLVL=1",
+    ]
     assert box.changes() == {"srv": "dir", "srv/app": "dir"}
 
 
