@@ -1,0 +1,420 @@
+"""Disk usage and prune plans for a Docker Engine, from lamina's own accounting.
+
+Docker's images, layers and BuildKit cache records are loaded into the same reference
+graph (``lamina.core.gc.RefGraph``) the embedded store uses, so ``system df`` numbers
+and the dry-run plan come from ``lamina.core.diskusage.account`` and
+``lamina.core.prune.build_plan``: one code path for both engines. Layer sizes are the
+``DiffSize`` Docker reports per layer, which is also what Docker sums into its
+``SpaceReclaimed``. Applying a plan goes through Docker's own prune endpoints
+(``images/prune``, ``build/prune``) with Docker's filters.
+
+The graph has two shapes because the classic builder's cache *is* untagged
+intermediate images:
+
+* for accounting, intermediates are build cache entries (so an image's shared size
+  counts only other listed images, as ``docker system df -v`` does);
+* for an image prune, intermediates are untagged images with parent links, so the plan
+  removes a dangling image together with the intermediates only it needed, which is
+  what Docker's prune does (it deletes untagged parents without other children).
+
+Where Docker's own numbers differ from lamina's, :data:`DIFFERENCES` says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from lamina.core.backends.docker_client import call, docker_host
+from lamina.core.diskusage import CategoryUsage, DiskUsage, account
+from lamina.core.digest import chain_ids
+from lamina.core.errors import LaminaError, NotFound
+from lamina.core.filters import Filter
+from lamina.core.gc import CacheRow, ImageRow, LayerRow, RefGraph
+from lamina.core.prune import PrunePlan, PruneRequest, PruneResult, Skipped, _Sizer, build_plan
+
+if TYPE_CHECKING:
+    from lamina.core.backends.docker import DockerEngine
+
+log = logging.getLogger(__name__)
+
+BUILDKIT_PREFIX = "buildkit:"
+
+DIFFERENCES: tuple[str, ...] = (
+    "Sizes are Docker's per-layer DiffSize (what its SpaceReclaimed sums); the disk blocks "
+    "around each layer directory and the image configs are not counted, so the real "
+    "free space grows slightly more.",
+    "docker system df counts intermediate images (the classic builder's cache) in its "
+    "images SIZE and leaves them out of the count; lamina lists them as build cache.",
+    "docker system df's RECLAIMABLE for images counts every image without a container; "
+    "lamina's counts what `image prune` (dangling only) would free.",
+    "BuildKit cache records are sized by Docker and may share storage with image layers "
+    "(Shared); lamina cannot see that overlap, and plans --keep-storage from these sizes. "
+    "BuildKit's SpaceReclaimed re-measures the snapshots when it deletes them and can "
+    "differ by a few bytes from the sizes system df reported.",
+    "With until=, Docker applies the filter to dangling images and then deletes their "
+    "untagged parents whatever their age; lamina plans each intermediate by its own age.",
+)
+
+
+@dataclass
+class DockerRefs:
+    """Everything a Docker disk report or prune plan needs, read once.
+
+    Attributes:
+        top: image IDs ``docker images`` lists (tagged and dangling).
+        images: every image (intermediates too) by ID: its inspect output.
+        layers: every layer by chainID.
+        containers: image ID -> IDs of containers (running or not) using it.
+        build_cache: BuildKit cache records from ``system df``.
+        layers_size: Docker's own ``LayersSize``.
+        root_dir: the daemon's data root.
+    """
+
+    top: set[str]
+    images: dict[str, dict[str, Any]]
+    layers: dict[str, LayerRow]
+    containers: dict[str, list[str]]
+    build_cache: list[dict[str, Any]]
+    layers_size: int
+    root_dir: str
+
+
+def load_refs(engine: DockerEngine) -> DockerRefs:
+    """Reads images, layers, containers and build cache from the daemon."""
+    from lamina.core.backends.docker import parse_time
+
+    api = engine.api
+    top_rows: list[dict[str, Any]] = call("listing images", api.images)
+    all_rows: list[dict[str, Any]] = call("listing images", api.images, all=True)
+    images: dict[str, dict[str, Any]] = {}
+    layers: dict[str, LayerRow] = {}
+    for row in all_rows:
+        try:
+            data = dict(engine._inspect_id(row["Id"]))
+        except NotFound:
+            continue  # removed while we listed
+        data["RepoTags"] = [t for t in row.get("RepoTags") or [] if t != "<none>:<none>"]
+        images[data["Id"]] = data
+        for info in engine._layer_infos(data):
+            if info.chain_id not in layers:
+                layers[info.chain_id] = LayerRow(
+                    info.chain_id, info.parent, info.size, info.created, info.created_by
+                )
+    containers: dict[str, list[str]] = {}
+    for ctr in call("listing containers", api.containers, all=True):
+        containers.setdefault(str(ctr.get("ImageID") or ""), []).append(str(ctr["Id"]))
+    df: dict[str, Any] = call("reading Docker's disk usage", api.df)
+    info: dict[str, Any] = call("reading Docker's info", api.info)
+    cache = [
+        dict(rec, _created=parse_time(rec.get("CreatedAt")), _last=parse_time(rec.get("LastUsedAt")))
+        for rec in df.get("BuildCache") or []
+    ]
+    return DockerRefs(
+        top={row["Id"] for row in top_rows if row["Id"] in images},
+        images=images,
+        layers=layers,
+        containers=containers,
+        build_cache=cache,
+        layers_size=int(df.get("LayersSize") or 0),
+        root_dir=str(info.get("DockerRootDir") or ""),
+    )
+
+
+def _top_layer(data: dict[str, Any]) -> str | None:
+    chains = chain_ids(data.get("RootFS", {}).get("Layers") or [])
+    return chains[-1] if chains else None
+
+
+def _image_row(data: dict[str, Any]) -> ImageRow:
+    from lamina.core.backends.docker import parse_time
+
+    created = parse_time(data.get("Created"))
+    parent = data.get("Parent") or None
+    return ImageRow(
+        id=data["Id"],
+        top_layer=_top_layer(data),
+        created=created,
+        added=created,
+        parent=parent,
+        tags=tuple(sorted(data.get("RepoTags") or ())),
+    )
+
+
+def _intermediate_row(refs: DockerRefs, data: dict[str, Any], engine: DockerEngine) -> CacheRow:
+    from lamina.core.backends.docker import parse_time
+
+    created = parse_time(data.get("Created"))
+    rows = engine._raw_history(data["Id"])
+    instruction = str(rows[-1].get("CreatedBy") or "") if rows else ""
+    return CacheRow(
+        key=data["Id"],
+        parent=data.get("Parent") or "scratch",
+        instruction=instruction,
+        result=data["Id"],
+        top_layer=_top_layer(data),
+        created=created,
+        last_used=created,
+        use_count=0,
+    )
+
+
+def _buildkit(graph: RefGraph, refs: DockerRefs, keep_shared: bool) -> None:
+    """Adds BuildKit records as cache entries, each on a layer row of its own size."""
+    for rec in refs.build_cache:
+        if rec.get("InUse") or (keep_shared and rec.get("Shared")):
+            continue  # Docker never prunes these (without --all, not shared ones either)
+        chain = BUILDKIT_PREFIX + str(rec["ID"])
+        graph.layers[chain] = LayerRow(
+            chain, None, int(rec.get("Size") or 0), rec["_created"], str(rec.get("Description") or "")
+        )
+        graph.cache[chain] = CacheRow(
+            key=chain,
+            parent="buildkit",
+            instruction=str(rec.get("Description") or rec.get("Type") or ""),
+            result=chain,
+            top_layer=chain,
+            created=rec["_created"],
+            last_used=rec["_last"],
+            use_count=int(rec.get("UsageCount") or 0),
+        )
+
+
+def accounting_graph(refs: DockerRefs, engine: DockerEngine) -> RefGraph:
+    """Listed images as images; intermediates and BuildKit records as build cache."""
+    graph = RefGraph(layers=dict(refs.layers), images={}, cache={})
+    for image_id, data in refs.images.items():
+        if image_id in refs.top:
+            graph.images[image_id] = _image_row(data)
+        else:
+            row = _intermediate_row(refs, data, engine)
+            graph.cache[row.key] = row
+    _buildkit(graph, refs, keep_shared=False)
+    return graph
+
+
+def image_prune_graph(refs: DockerRefs) -> RefGraph:
+    """Every image (intermediates too) with parent links; what containers use is kept.
+
+    An image a container uses, and every image below it, is not a prune candidate in
+    Docker; here it becomes a cache entry, which keeps its layers referenced while an
+    image prune never removes it.
+    """
+    graph = RefGraph(layers=dict(refs.layers), images={}, cache={})
+    protected: set[str] = set()
+    for image_id in refs.containers:
+        cur: str | None = image_id
+        while cur and cur in refs.images and cur not in protected:
+            protected.add(cur)
+            cur = refs.images[cur].get("Parent") or None
+    for image_id, data in refs.images.items():
+        row = _image_row(data)
+        if image_id in protected:
+            key = f"container-image:{image_id}"
+            graph.cache[key] = CacheRow(key, "container", "in use by a container", image_id, row.top_layer, row.created, time.time(), 0)
+        else:
+            graph.images[image_id] = row
+    return graph
+
+
+def builder_prune_graph(refs: DockerRefs, request: PruneRequest) -> RefGraph:
+    """Every image as an image; BuildKit records (what ``build/prune`` sees) as cache."""
+    graph = RefGraph(layers=dict(refs.layers), images={}, cache={})
+    for data in refs.images.values():
+        row = _image_row(data)
+        graph.images[row.id] = row
+    _buildkit(graph, refs, keep_shared=not request.all)
+    return graph
+
+
+def _sizer(refs: DockerRefs) -> _Sizer:
+    def labels(image_id: str) -> dict[str, str]:
+        data = refs.images.get(image_id) or {}
+        return dict((data.get("Config") or {}).get("Labels") or {})
+
+    return _Sizer(labels=labels)
+
+
+def _plan(refs: DockerRefs, request: PruneRequest, now: float) -> PrunePlan:
+    plan = _raw_plan(refs, request, now)
+    # Say which of the untagged images are the classic builder's intermediates.
+    images = tuple(
+        p if p.id in refs.top else replace(p, reason="intermediate image (classic build cache)")
+        for p in plan.images
+    )
+    return replace(plan, images=images)
+
+
+def _raw_plan(refs: DockerRefs, request: PruneRequest, now: float) -> PrunePlan:
+    sizer = _sizer(refs)
+    if request.kind == "image":
+        return build_plan(image_prune_graph(refs), request, now, sizer, include_orphans=False)
+    if request.kind == "builder":
+        return build_plan(builder_prune_graph(refs, request), request, now, sizer, include_orphans=False)
+    image_part = build_plan(
+        image_prune_graph(refs),
+        replace(request, kind="image", keep_storage=None),
+        now,
+        sizer,
+        include_orphans=False,
+    )
+    builder_part = build_plan(
+        builder_prune_graph(refs, request),
+        replace(request, kind="builder", filters=tuple(_until_only(request))),
+        now,
+        sizer,
+        include_orphans=False,
+    )
+    checked = request.checked()
+    return PrunePlan(
+        request=replace(request, filters=checked),
+        created=now,
+        images=image_part.images,
+        cache=builder_part.cache,
+        layers=image_part.layers + builder_part.layers,
+        blobs=(),
+    )
+
+
+def _until_only(request: PruneRequest) -> list[str | Filter]:
+    out: list[str | Filter] = []
+    for f in request.filters:
+        key = f.key if isinstance(f, Filter) else f.partition("=")[0].strip().lower()
+        if key == "until":
+            out.append(f)
+    return out
+
+
+def plan_prune(engine: DockerEngine, request: PruneRequest, now: float | None = None) -> PrunePlan:
+    """What Docker's prune for ``request`` will remove and the bytes it frees.
+
+    Args:
+        engine: the Docker engine.
+        request: ``image``, ``builder`` or ``system`` with Docker's filters.
+        now: the clock (for tests).
+
+    Raises:
+        UsageError: a bad request (unknown filter, malformed value).
+    """
+    request.checked()
+    now = time.time() if now is None else now
+    return _plan(load_refs(engine), request, now)
+
+
+def _docker_filters(request: PruneRequest, images: bool) -> dict[str, Any]:
+    filters: dict[str, Any] = {}
+    for f in request.checked():
+        if f.key == "until":
+            filters["until"] = f.value
+        elif images:
+            filters.setdefault(f.key, []).append(f.value)
+    if images:
+        filters["dangling"] = "false" if request.all else "true"
+    return filters
+
+
+def apply_prune(engine: DockerEngine, plan: PrunePlan) -> PruneResult:
+    """Runs Docker's prune for the plan's request and reports what Docker removed.
+
+    Docker's prune endpoints take filters, not lists, so the daemon decides again;
+    anything planned that Docker kept is reported in ``skipped``, anything it removed
+    beyond the plan is logged.
+    """
+    request = plan.request
+    untagged: list[str] = []
+    images: list[str] = []
+    layers: list[str] = []
+    cache: list[str] = []
+    reclaimed = 0
+    if request.kind in ("image", "system"):
+        out = call("pruning images", engine.api.prune_images, filters=_docker_filters(request, True))
+        planned_images = {p.id for p in plan.images}
+        planned_layers = {p.chain_id for p in plan.layers}
+        for row in out.get("ImagesDeleted") or []:
+            if row.get("Untagged"):
+                untagged.append(str(row["Untagged"]))
+            if row.get("Deleted"):
+                deleted = str(row["Deleted"])
+                # Docker lists removed layers (by chainID) among removed images.
+                if deleted in planned_images:
+                    images.append(deleted)
+                elif deleted in planned_layers or deleted not in engine._inspect_cache:
+                    layers.append(deleted)
+                else:
+                    images.append(deleted)
+        reclaimed += int(out.get("SpaceReclaimed") or 0)
+    if request.kind in ("builder", "system"):
+        kwargs: dict[str, Any] = {}
+        until = _docker_filters(request, False)
+        if until:
+            kwargs["filters"] = until
+        if request.keep_storage is not None:
+            kwargs["keep_storage"] = request.keep_storage
+        if request.all:
+            kwargs["all"] = True
+        out = call("pruning the build cache", engine.api.prune_builds, **kwargs)
+        cache = [BUILDKIT_PREFIX + str(c) for c in out.get("CachesDeleted") or []]
+        reclaimed += int(out.get("SpaceReclaimed") or 0)
+    skipped = [
+        Skipped("image", p.id, "Docker kept it") for p in plan.images if p.id not in images
+    ] + [Skipped("cache", p.key, "Docker kept it") for p in plan.cache if p.key not in cache]
+    extra = (set(images) - {p.id for p in plan.images}) | (set(cache) - {p.key for p in plan.cache})
+    if extra:
+        log.warning("Docker removed %d objects beyond lamina's plan (made since planning?)", len(extra))
+    with engine._lock:
+        engine._inspect_cache.clear()
+        engine._history_cache.clear()
+    return PruneResult(
+        untagged=tuple(untagged),
+        images=tuple(images),
+        cache=tuple(cache),
+        layers=tuple(layers),
+        skipped=tuple(skipped),
+        reclaimed_bytes=reclaimed,
+    )
+
+
+def disk_usage(engine: DockerEngine, now: float | None = None) -> DiskUsage:
+    """``system df`` for a Docker Engine through lamina's accounting.
+
+    Shared and unique sizes, per-layer users and the build cache come from
+    ``diskusage.account`` over the accounting graph; the images and build-cache
+    ``reclaimable`` figures are replaced by the plans of Docker-shaped prunes (so they
+    equal what ``image prune`` / ``builder prune`` would report).
+    """
+    now = time.time() if now is None else now
+    refs = load_refs(engine)
+    graph = accounting_graph(refs, engine)
+    usage = account(graph, now, _sizer(refs), [], None)
+
+    def freed(kind: str, all_: bool) -> int:
+        plan = _plan(refs, PruneRequest(kind, all=all_), now)
+        return plan.reclaimable_bytes
+
+    categories: list[CategoryUsage] = []
+    for cat in usage.categories:
+        if cat.name == "images":
+            cat = replace(cat, reclaimable=freed("image", False), reclaimable_all=freed("image", True))
+        elif cat.name == "build_cache":
+            cat = replace(cat, reclaimable=freed("builder", False), reclaimable_all=freed("builder", True))
+        categories.append(cat)
+    fs_free = fs_total = 0
+    if refs.root_dir and docker_host().startswith("unix://"):
+        try:
+            import psutil
+
+            fs = psutil.disk_usage(refs.root_dir)
+            fs_free, fs_total = int(fs.free), int(fs.total)
+        except (OSError, LaminaError):
+            pass  # a daemon in another mount namespace: its disk is not ours to stat
+    return replace(
+        usage,
+        categories=tuple(categories),
+        reclaimable=freed("system", False),
+        reclaimable_all=freed("system", True),
+        fs_free=fs_free,
+        fs_total=fs_total,
+        home=f"{docker_host()} ({refs.root_dir})" if refs.root_dir else docker_host(),
+    )
