@@ -1,9 +1,286 @@
-"""CLI verbs: placeholder module, filled in by its owner."""
+"""``lamina system df|prune``, ``image prune``, ``builder prune`` and ``fsck``.
+
+Shaped like Docker's verbs, with what Docker lacks: every prune can print its plan
+(``--dry-run``) and the plan is exactly what applying deletes; ``--format json`` gives
+``reclaimable_bytes`` (``df`` and dry runs) and ``reclaimed_bytes`` (after a prune).
+Without ``-f`` a prune asks for confirmation on the terminal; with no terminal on stdin
+it refuses rather than guess.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from lamina.core.errors import UsageError
+from lamina.core.filters import parse_size
+from lamina.tui.cli.context import CliContext
+
+_UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Adds this module's verbs (none yet)."""
+    """Adds ``system df``, ``system prune``, ``image prune``, ``builder prune``, ``fsck``."""
+    system = _group(sub, "system", "disk usage and pruning of the whole store")
+    p = system.add_parser("df", help="show disk usage and what pruning would reclaim")
+    p.add_argument("-v", "--verbose", action="store_true", help="per image, layer and cache entry")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_df)
+
+    p = system.add_parser("prune", help="remove dangling images, build cache and unused layers")
+    p.add_argument("-a", "--all", action="store_true", help="all unused images and all build cache")
+    _prune_options(p, filters=True, keep_storage=False)
+    p.set_defaults(func=cmd_prune, kind="system")
+
+    image = _group(sub, "image", "manage images")
+    p = image.add_parser("prune", help="remove dangling images (and their unused layers)")
+    p.add_argument("-a", "--all", action="store_true", help="remove all unused images, not only dangling")
+    _prune_options(p, filters=True, keep_storage=False)
+    p.set_defaults(func=cmd_prune, kind="image")
+
+    builder = _group(sub, "builder", "manage the build cache")
+    p = builder.add_parser("prune", help="remove build cache")
+    p.add_argument("-a", "--all", action="store_true", help="also cache shared with images")
+    _prune_options(p, filters=True, keep_storage=True)
+    p.set_defaults(func=cmd_prune, kind="builder")
+
+    p = sub.add_parser("fsck", help="check the store's consistency (and repair what is safe)")
+    p.add_argument("--deep", action="store_true", help="also rehash every layer's contents")
+    p.add_argument("--repair", action="store_true", help="sweep leftovers, drop dangling rows")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_fsck)
+
+
+def _group(sub: argparse._SubParsersAction, name: str, help_: str) -> argparse._SubParsersAction:  # type: ignore[type-arg]
+    """The sub-verbs of ``name``, reusing the group if another module created it."""
+    parser = sub.choices.get(name)
+    if parser is None:
+        parser = sub.add_parser(name, help=help_)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)
+
+
+def _prune_options(p: argparse.ArgumentParser, filters: bool, keep_storage: bool) -> None:
+    if filters:
+        p.add_argument(
+            "--filter",
+            action="append",
+            default=[],
+            metavar="FILTER",
+            help="until=<duration|timestamp>, label=<key>[=<value>], label!=<key>[=<value>]",
+        )
+    if keep_storage:
+        p.add_argument("--keep-storage", metavar="SIZE", help="keep this much cache (e.g. 5GB)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be removed, remove nothing")
+    p.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+
+
+def human_size(n: int) -> str:
+    """Decimal units with three significant digits, like Docker (``16.4MB``)."""
+    value = float(n)
+    for unit in _UNITS:
+        if value < 1000 or unit == _UNITS[-1]:
+            text = f"{value:.3g}" if unit != "B" else str(int(value))
+            return f"{text}{unit}"
+        value /= 1000
+    return f"{n}B"  # pragma: no cover - the loop always returns
+
+
+def _percent(part: int, whole: int) -> str:
+    return f" ({round(100 * part / whole)}%)" if whole else ""
+
+
+def _ago(when: float, now: float) -> str:
+    secs = max(0.0, now - when)
+    for unit, span in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if secs >= 2 * span:
+            return f"{int(secs // span)} {unit} ago"
+    return "Less than a minute ago" if secs < 60 else "About a minute ago"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "   ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows
+    )
+
+
+def cmd_df(args: argparse.Namespace, ctx: CliContext) -> int:
+    usage = ctx.engine.disk_usage()
+    if args.format == "json":
+        print(json.dumps(usage.to_json(), indent=2, sort_keys=True))
+        return 0
+    names = {
+        "images": "Images",
+        "build_cache": "Build Cache",
+        "orphan_layers": "Unused layers",
+        "leftovers": "Leftovers",
+    }
+    rows = [["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]]
+    for c in usage.categories:
+        rows.append(
+            [
+                names.get(c.name, c.name),
+                str(c.count),
+                str(c.active),
+                human_size(c.size),
+                human_size(c.reclaimable) + _percent(c.reclaimable, c.size),
+            ]
+        )
+    print(_table(rows))
+    print()
+    print(
+        f"Reclaimable by `system prune`: {human_size(usage.reclaimable)}"
+        f" (with -a: {human_size(usage.reclaimable_all)})"
+    )
+    if usage.fs_total:
+        print(
+            f"Store {usage.home}: {human_size(usage.fs_free)} free of"
+            f" {human_size(usage.fs_total)}"
+        )
+    if args.verbose:
+        _df_verbose(usage)
+    return 0
+
+
+def _df_verbose(usage: Any) -> None:
+    now = time.time()
+    print("\nImages space usage:\n")
+    rows = [["REPOSITORY:TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "FREES"]]
+    for i in usage.images:
+        for tag in i.tags or ("<none>:<none>",):
+            rows.append(
+                [
+                    tag,
+                    i.id[7:19],
+                    _ago(i.created, now),
+                    human_size(i.size),
+                    human_size(i.shared_size),
+                    human_size(i.unique_size),
+                    human_size(i.frees),
+                ]
+            )
+    print(_table(rows))
+    print("\nLayers space usage:\n")
+    rows = [["LAYER", "SIZE", "IMAGES", "CACHE", "CREATED BY"]]
+    for layer in usage.layers:
+        rows.append(
+            [
+                layer.chain_id[7:19],
+                human_size(layer.size),
+                str(len(layer.images)),
+                str(len(layer.cache)),
+                (layer.created_by or "")[:45],
+            ]
+        )
+    print(_table(rows))
+    print("\nBuild cache usage:\n")
+    rows = [["CACHE ID", "SIZE", "CREATED", "LAST USED", "USAGE", "SHARED", "FREES", "STEP"]]
+    for c in usage.cache:
+        rows.append(
+            [
+                c.key[7:19],
+                human_size(c.size),
+                _ago(c.created, now),
+                _ago(c.last_used, now),
+                str(c.use_count),
+                "true" if c.shared else "false",
+                human_size(c.frees),
+                c.instruction[:45],
+            ]
+        )
+    print(_table(rows))
+
+
+def cmd_prune(args: argparse.Namespace, ctx: CliContext) -> int:
+    from lamina.core.prune import PruneRequest
+
+    keep = getattr(args, "keep_storage", None)
+    request = PruneRequest(
+        kind=args.kind,
+        all=args.all,
+        filters=tuple(args.filter),
+        keep_storage=parse_size(keep) if keep is not None else None,
+    )
+    request.checked()  # bad input fails before the store is read
+    engine = ctx.engine
+    plan = engine.plan_prune(request)
+    if args.dry_run:
+        if args.format == "json":
+            print(json.dumps(plan.to_json() | {"dry_run": True}, indent=2, sort_keys=True))
+        else:
+            lines = plan.describe()
+            print("Would remove:" if lines else "Nothing to remove.")
+            for line in lines:
+                print(f"  {line}")
+            print(f"Total reclaimable space: {human_size(plan.reclaimable_bytes)}")
+        return 0
+    if not args.force and not plan.empty:
+        _confirm(plan)
+    result = engine.apply_prune(plan)
+    if args.format == "json":
+        print(json.dumps(result.to_json(), indent=2, sort_keys=True))
+        return 0
+    if result.images:
+        print("Deleted Images:")
+        for tag in result.untagged:
+            print(f"untagged: {tag}")
+        for image_id in result.images:
+            print(f"deleted: {image_id}")
+        print()
+    if result.cache:
+        print("Deleted build cache objects:")
+        for key in result.cache:
+            print(key)
+        print()
+    if result.layers:
+        print(f"Deleted layers: {len(result.layers)}")
+    if result.leftovers:
+        print(f"Swept leftovers: {len(result.leftovers)}")
+    for s in result.skipped:
+        print(f"kept {s.kind} {s.id}: {s.reason}", file=sys.stderr)
+    print(f"Total reclaimed space: {human_size(result.reclaimed_bytes)}")
+    return 0
+
+
+def _confirm(plan: Any) -> None:
+    """Asks on the terminal; refuses when stdin is not one."""
+    if not sys.stdin or not sys.stdin.isatty():
+        raise UsageError("not removing anything without confirmation: stdin is not a terminal (use -f)")
+    print("WARNING! This will remove:")
+    for line in plan.describe():
+        print(f"  - {line}")
+    print(f"and free {human_size(plan.reclaimable_bytes)}.")
+    print("Are you sure you want to continue? [y/N] ", end="", flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        raise UsageError("prune cancelled; nothing was removed")
+
+
+def cmd_fsck(args: argparse.Namespace, ctx: CliContext) -> int:
+    from lamina.core.fsck import fsck
+
+    store = getattr(ctx.engine, "store", None)
+    if store is None:
+        raise UsageError("fsck checks lamina's own store; it does not apply to --engine docker")
+    report = fsck(store, deep=args.deep, repair=args.repair)
+    if args.format == "json":
+        print(json.dumps(report.to_json(), indent=2, sort_keys=True))
+    else:
+        for p in report.problems:
+            mark = " [repaired]" if p.repaired else ""
+            print(f"{p.kind}: {p.message}{mark}")
+        remaining = len(report.remaining)
+        checked = f"{report.layers} layers, {report.images} images, {report.cache} cache entries"
+        if report.ok:
+            print(f"ok: {checked}" + (f"; {len(report.problems)} repaired" if report.problems else ""))
+        else:
+            hint = "" if args.repair else " (--repair fixes what is safe)"
+            print(f"{remaining} problem(s) in {checked}{hint}")
+    return 0 if report.ok else 1
