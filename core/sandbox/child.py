@@ -108,6 +108,9 @@ DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 INIT_DIRS = ("proc", "dev", "sys", "etc")
 INIT_FILES = ("etc/hosts", "etc/resolv.conf", "etc/hostname")
 
+# Filesystems the kernel refuses as an overlay upper (no d_type, xattrs or tmpfile).
+UNFIT_UPPER_FS = frozenset({"overlay", "nfs", "nfs4", "fuse", "9p", "vfat", "exfat", "ecryptfs"})
+
 NONE_HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 
@@ -521,6 +524,10 @@ class Monitor:
         err = _errno_of(exc)
         reason = os.strerror(err) if err else str(exc)
         kind = "unavailable" if err in (errno.ENODEV, errno.EPERM) else "build"
+        fstype = filesystem_of(self.job.upper)
+        if fstype in UNFIT_UPPER_FS:
+            # The kernel only says EINVAL (details go to dmesg); name the usual cause.
+            reason += f"; the upper dir is on {fstype}, which cannot hold an overlay upper layer"
         return SetupError(
             f"mount overlay (upper {self.job.upper}, {len(self.job.lowerdirs)} layers): {reason}",
             kind,
@@ -691,6 +698,24 @@ class Monitor:
         except BaseException as exc:  # noqa: BLE001 - report anything, then exit
             self.ctl.error(f"sandbox exec: {type(exc).__name__}: {exc}")
         os._exit(127)
+
+
+def filesystem_of(path: str, mountinfo: str = "/proc/self/mountinfo") -> str:
+    """The filesystem type holding ``path``, from mountinfo ("" if unknown)."""
+    target = os.path.realpath(path)
+    best, fstype = -1, ""
+    for line in _read_text(mountinfo).splitlines():
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        sep = fields.index("-")
+        if len(fields) <= sep + 1 or len(fields) < 5:
+            continue
+        point = fields[4].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= best:
+            best, fstype = len(point), fields[sep + 1]
+    return fstype
 
 
 def _read_text(path: str) -> str:

@@ -10,6 +10,8 @@ import importlib.util
 import os
 import secrets
 import stat
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -464,3 +466,66 @@ def test_core_sandbox_child_is_stdlib_only() -> None:
     assert "lamina" not in "".join(
         line for line in source.splitlines() if line.startswith(("import ", "from "))
     )
+
+
+@pytest.mark.root
+def test_pid_1_reaps_orphans(box: Sandbox) -> None:
+    status, lines = box.sh("(sh -c 'exit 0' &); (sleep 0.1 &); sleep 0.4; ps -o pid,ppid,stat,comm")
+    assert status == 0
+    header, *rows = lines
+    assert header.split() == ["PID", "PPID", "STAT", "COMMAND"]
+    assert [row.split()[0] for row in rows] == ["1", "2"]  # init and ps: no zombie left
+    assert not any(row.split()[2].startswith("Z") for row in rows)
+
+
+@pytest.mark.root
+def test_the_sandbox_dies_with_lamina(box: Sandbox) -> None:
+    seconds = str(1000 + secrets.randbelow(8000))
+    spec = box.spec(f"sleep {seconds}")
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom lamina.core.sandbox import RunSpec, run\n"
+        f"run(RunSpec(lowerdirs=(Path({str(box.rootfs)!r}),), upper=Path({str(spec.upper)!r}),"
+        f" work=Path({str(spec.work)!r}), argv=('sleep', {seconds!r}), env=({PATH_ENV!r},)))\n"
+    )
+    lamina = subprocess.Popen([sys.executable, "-c", code])
+
+    def sleepers() -> list[psutil.Process]:
+        return [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if (p.info["cmdline"] or [])[-2:] == ["sleep", seconds]
+        ]
+
+    try:
+        deadline = time.monotonic() + 10
+        while not sleepers() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sleepers(), "the command never started"
+    finally:
+        lamina.kill()
+        lamina.wait()
+    deadline = time.monotonic() + 5
+    while sleepers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sleepers() == []
+
+
+@pytest.mark.root
+def test_an_upper_on_overlayfs_is_named_as_the_cause(box: Sandbox, tmp_path: Path) -> None:
+    host = tmp_path / "host-overlay"
+    for name in ("lower", "upper", "work", "merged"):
+        (host / name).mkdir(parents=True)
+    opts = f"lowerdir={host / 'lower'},upperdir={host / 'upper'},workdir={host / 'work'}"
+    subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o", opts, str(host / "merged")], check=True
+    )
+    try:
+        upper, work = host / "merged" / "u", host / "merged" / "w"
+        upper.mkdir()
+        work.mkdir()
+        spec = RunSpec(lowerdirs=(box.rootfs,), upper=upper, work=work, argv=("true",), env=())
+        with pytest.raises(BuildError, match="the upper dir is on overlay, which cannot") as info:
+            run(spec)
+        assert "\n" not in str(info.value)
+    finally:
+        subprocess.run(["umount", str(host / "merged")], check=True)
