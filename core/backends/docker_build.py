@@ -18,6 +18,7 @@ import fnmatch
 import json
 import logging
 import os
+import queue
 import re
 import threading
 import time
@@ -405,13 +406,14 @@ class DockerBuilder:
         error: str | None = None
         try:
             stream = call("starting the build", api.build, **kwargs)
-            for chunk in stream:
-                if cancel is not None and cancel.is_set():
-                    _close(stream)
+            for chunk in _chunks(stream, cancel):
+                if chunk is _CANCELLED:
+                    self._cancel(state)
                     record.update(status="cancelled", error="cancelled", finished=time.time())
                     self.records.save(record)
                     yield BuildFailed(record["id"], "build cancelled", cancelled=True)
                     return
+                assert isinstance(chunk, dict)
                 if "error" in chunk or "errorDetail" in chunk:
                     detail = chunk.get("errorDetail") or {}
                     error = str(detail.get("message") or chunk.get("error") or "build failed")
@@ -448,6 +450,14 @@ class DockerBuilder:
         self.records.save(record)
         yield BuildFinished(record["id"], image_id, tuple(request.tags))
 
+    def _cancel(self, state: _State) -> None:
+        """Stops the step in progress: the classic builder runs RUN in a container."""
+        if state.container:
+            try:
+                self.engine.api.kill(state.container)
+            except Exception:  # noqa: BLE001 - it may have finished already
+                log.debug("killing build container %s failed", state.container, exc_info=True)
+
     def _line(self, line: str, state: _State, record: dict[str, Any]) -> Iterator[BuildEvent]:
         for event in self._parse_line(line, state):
             if isinstance(event, StepFinished):
@@ -483,7 +493,11 @@ class DockerBuilder:
         if line == " ---> Using cache":
             current["hit_seen"] = True
             return
-        if line.startswith(" ---> Running in ") or line.startswith("Removing intermediate container"):
+        if line.startswith(" ---> Running in "):
+            state.container = line[len(" ---> Running in ") :].strip()
+            return
+        if line.startswith("Removing intermediate container"):
+            state.container = None
             return
         id_match = _ID_RE.match(line)
         if id_match:
@@ -507,6 +521,7 @@ class _State:
         self.stage = -1
         self.index = 0
         self.current: dict[str, Any] | None = None
+        self.container: str | None = None  # the RUN container of the step in progress
         self.first_miss: tuple[str, str] | None = None
         self.by_pos = by_pos
         self.prev_build = prev_build
@@ -584,13 +599,42 @@ def context_abs(request: BuildRequest) -> Path:
     return Path(request.context).resolve()
 
 
-def _close(stream: Any) -> None:
-    close = getattr(stream, "close", None)
-    if close is not None:
+_CANCELLED = object()
+_END = object()
+
+
+def _chunks(stream: Any, cancel: threading.Event | None) -> Iterator[object]:
+    """The stream's chunks, read in a thread so a cancel is seen while Docker is silent.
+
+    Yields ``_CANCELLED`` once (and stops) when ``cancel`` is set.
+    """
+    if cancel is None:
+        yield from stream
+        return
+    chunks: queue.Queue[object] = queue.Queue()
+
+    def pump() -> None:
         try:
-            close()
-        except Exception:  # noqa: BLE001 - closing a cancelled stream may fail
-            log.debug("closing the build stream failed", exc_info=True)
+            for chunk in stream:
+                chunks.put(chunk)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            chunks.put(exc)
+        chunks.put(_END)
+
+    threading.Thread(target=pump, name="docker-build-stream", daemon=True).start()
+    while True:
+        if cancel.is_set():
+            yield _CANCELLED
+            return
+        try:
+            item = chunks.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if item is _END:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 __all__ = [
