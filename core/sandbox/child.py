@@ -38,7 +38,7 @@ import stat
 import struct
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 CLONE_NEWNS = 0x00020000
@@ -312,7 +312,6 @@ class Job:
     userns: bool
     uid: int = 0
     gid: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Control:
@@ -412,6 +411,8 @@ class Monitor:
 
     def run(self) -> int:
         job = self.job
+        # Docker's umask, whatever lamina's is: it decides the modes in the layer.
+        os.umask(0o022)
         if job.userns:
             self._enter_userns()
         flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
@@ -436,13 +437,7 @@ class Monitor:
         self.init_pid = pid
         if self.cancelled:
             os.kill(pid, signal.SIGKILL)
-        while True:
-            try:
-                _, status = os.waitpid(pid, 0)
-                break
-            except ChildProcessError:
-                status = 0
-                break
+        _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)
         for target in (self.root, job.scratch):
             try:
@@ -626,13 +621,14 @@ class Monitor:
         os.chdir(self.root)
         try:
             pivot_root(".", ".")
-            # The old root is stacked on "."; detach it so no host path stays reachable.
-            umount2(".", MNT_DETACH)
         except SetupError:
             # pivot_root refuses a rootfs (initramfs) root; moving the mount and
             # chrooting is what runc does there too.
             mount(self.root, "/", None, MS_MOVE)
             os.chroot(".")
+        else:
+            # The old root is stacked on "."; detach it so no host path stays reachable.
+            umount2(".", MNT_DETACH)
         os.chdir("/")
 
     def _spawn_and_reap(self) -> int:

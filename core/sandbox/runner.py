@@ -107,18 +107,7 @@ def availability_problem(proc: Path = Path("/proc"), euid: int | None = None) ->
         A one-line reason, or None when nothing in the settings forbids it.
     """
     uid = os.geteuid() if euid is None else euid
-    filesystems = ""
-    try:
-        filesystems = (proc / "filesystems").read_text()
-    except OSError:
-        pass
-    if (
-        filesystems
-        and "overlay" not in filesystems.split()
-        and not Path("/sys/module/overlay").exists()
-    ):
-        # The module may still load on first mount; the live probe decides.
-        log.debug("overlay not in %s/filesystems yet", proc)
+    # overlayfs itself is left to the live probe: the module may load on first mount.
     if uid == 0:
         return None
     prefix = "RUN needs root or unprivileged user namespaces"

@@ -529,3 +529,15 @@ def test_an_upper_on_overlayfs_is_named_as_the_cause(box: Sandbox, tmp_path: Pat
         assert "\n" not in str(info.value)
     finally:
         subprocess.run(["umount", str(host / "merged")], check=True)
+
+
+@pytest.mark.root
+def test_commands_get_dockers_umask_whatever_laminas_is(box: Sandbox) -> None:
+    old = os.umask(0o077)
+    try:
+        status, lines = box.sh("umask; echo x > /f; mkdir /d")
+    finally:
+        os.umask(old)
+    assert status == 0 and lines == ["0022"]
+    assert stat.S_IMODE(os.lstat(box.upper / "f").st_mode) == 0o644
+    assert stat.S_IMODE(os.lstat(box.upper / "d").st_mode) == 0o755
