@@ -541,3 +541,18 @@ def test_commands_get_dockers_umask_whatever_laminas_is(box: Sandbox) -> None:
     assert status == 0 and lines == ["0022"]
     assert stat.S_IMODE(os.lstat(box.upper / "f").st_mode) == 0o644
     assert stat.S_IMODE(os.lstat(box.upper / "d").st_mode) == 0o755
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("network", ["host", "none"])
+def test_etc_files_come_from_the_host_only_with_host_network(box: Sandbox, network: str) -> None:
+    status, lines = box.sh("cat /etc/resolv.conf; echo --; cat /etc/hosts", network=network)
+    assert status == 0
+    cut = lines.index("--")
+    resolv, hosts = lines[:cut], lines[cut + 1 :]
+    if network == "host":
+        assert resolv == Path("/etc/resolv.conf").read_text().splitlines()
+        assert hosts == Path("/etc/hosts").read_text().splitlines()
+    else:
+        assert resolv == []
+        assert hosts == ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
