@@ -107,6 +107,19 @@ class MainScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.reload()
+        self.focus_view()
+
+    def focus_view(self) -> None:
+        """Puts the focus on the visible view's main widget, so arrows work at once."""
+        target = {
+            "layers": "#layer-tree",
+            "images": "#images-table",
+            "builds": "#builds-table",
+            "disk": "#disk-table",
+            "learn": "LearnView VerticalScroll",
+        }.get(self.active_view)
+        if target:
+            self.query_one(target).focus()
 
     def reload(self) -> None:
         """Asks the engine for everything again (each view reloads its own part)."""
@@ -131,6 +144,7 @@ class MainScreen(Screen[None]):
     @on(TabbedContent.TabActivated)
     def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
         self.refresh_bindings()
+        self.focus_view()
         if self.active_view == "learn":
             self.query_one(LearnView).refresh_explanation()
 

@@ -1,0 +1,103 @@
+"""Stores for the app tests, built for real.
+
+* ``demo_home``: the demo workspace built once per session (RUN steps: needs root);
+  read-only tests share it.
+* ``fresh_demo``: a demo store of the test's own, for tests that rebuild or prune.
+* ``dive_home``: dive's test image loaded with ``load_archive``, with every timestamp
+  pinned, so SVG snapshots are byte-stable.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lamina.core.engine import Engine, open_engine
+
+# A fixed "now" for relative times in snapshots: 2026-01-01T00:00:00Z.
+FIXED_NOW = 1767225600.0
+# Layers of the snapshot store were "committed" an hour before FIXED_NOW.
+FIXED_COMMIT = FIXED_NOW - 3600
+
+
+def fixed_clock() -> float:
+    return FIXED_NOW
+
+
+def open_embedded(home: Path) -> Engine:
+    return open_engine("embedded", home)
+
+
+def _build_demo(home: Path, workspace: Path) -> None:
+    from lamina.core.demo import create_demo
+    from lamina.core.store import Store
+
+    store = Store(home)
+    try:
+        create_demo(store, workspace)
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A demo store shared by read-only tests."""
+    if os.geteuid() != 0:
+        pytest.skip("the demo store needs RUN steps (root)")
+    base = tmp_path_factory.mktemp("demo")
+    _build_demo(base / "store", base / "ws")
+    return base / "store"
+
+
+@pytest.fixture
+def fresh_demo(tmp_path: Path) -> Path:
+    """A demo store this test may change."""
+    if os.geteuid() != 0:
+        pytest.skip("the demo store needs RUN steps (root)")
+    _build_demo(tmp_path / "store", tmp_path / "ws")
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def demo_engine(demo_home: Path) -> Iterator[Engine]:
+    engine = open_embedded(demo_home)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def dive_home(tmp_path_factory: pytest.TempPathFactory, conformance: Path) -> Path:
+    """dive's test image, loaded, with pinned timestamps."""
+    from lamina.core.archive import load_archive
+    from lamina.core.store import Store
+
+    home = tmp_path_factory.mktemp("dive") / "store"
+    store = Store(home)
+    try:
+        load_archive(store, conformance / "images/dive/test-docker-image.tar")
+    finally:
+        store.close()
+    db = sqlite3.connect(home / "index.db")
+    with db:
+        db.execute("UPDATE layers SET created = ?", (FIXED_COMMIT,))
+        db.execute("UPDATE images SET added = ?", (FIXED_COMMIT,))
+    db.close()
+    return home
+
+
+@pytest.fixture
+def dive_engine(dive_home: Path) -> Iterator[Engine]:
+    engine = open_embedded(dive_home)
+    yield engine
+    engine.close()
+
+
+def break_layer(home: Path, chain_id: str) -> None:
+    """Removes a layer's directory behind the index's back (what fsck reports)."""
+    hex_part = chain_id.split(":", 1)[1]
+    shutil.rmtree(home / "layers" / hex_part)
