@@ -58,10 +58,8 @@ class DockerSide:
 
     def import_base(self, rootfs_tar: Path, tag: str) -> str:
         """``docker import`` of a root filesystem tar; returns the image ID."""
-        out = self.run(
-            "import", "--change", 'CMD ["sh"]', str(rootfs_tar), tag,
-            what=f"importing {rootfs_tar} into Docker",
-        )  # fmt: skip
+        # No --change: lamina's import_rootfs sets no CMD either, so both bases match.
+        out = self.run("import", str(rootfs_tar), tag, what=f"importing {rootfs_tar} into Docker")
         return out.output.strip().splitlines()[-1]
 
     def build(self, context: Path, tag: str) -> DockerBuild:

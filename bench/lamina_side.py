@@ -89,10 +89,10 @@ class LaminaSide:
 
         store = Store(self.home)
         try:
-            summary = import_rootfs(store, rootfs_tar, tag, changes=['CMD ["sh"]'])
+            summary = import_rootfs(store, rootfs_tar, tag)
         finally:
             store.close()
-        return str(getattr(summary, "id", summary))
+        return summary.id
 
     def build(self, context: Path, tag: str) -> LaminaBuild:
         """``lamina build -t tag context``; its cache decisions from the build record.

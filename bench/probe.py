@@ -148,7 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Import what the operation needs before timing, so the time is the work itself.
     if args.op == "app":
+        import lamina.core.embedded  # noqa: F401
         import lamina.tui.app  # noqa: F401
+    if args.op == "dry-run":
+        import lamina.core.build.builder  # noqa: F401
+    if args.op in ("df", "prune-plan"):
+        import lamina.core.diskusage  # noqa: F401
+        import lamina.core.prune  # noqa: F401
     import lamina.core.store  # noqa: F401
 
     rss_before = _rss()

@@ -78,7 +78,19 @@ def profile_call(what: str, fn: Callable[[], Any]) -> dict[str, Any]:
             {"function": _name(func), "calls": calls, "tottime": round(tottime, 4),
              "cumtime": round(cumtime, 4)}
         )  # fmt: skip
-    return {"what": what, "seconds": seconds, "top": entries}
+    own = []
+    for func, (_cc, calls, tottime, cumtime, _callers) in sorted(
+        raw.items(), key=lambda kv: kv[1][3], reverse=True
+    ):
+        name = _name(func)
+        if name.startswith(("core/", "tui/")):
+            own.append(
+                {"function": name, "calls": calls, "tottime": round(tottime, 4),
+                 "cumtime": round(cumtime, 4)}
+            )  # fmt: skip
+        if len(own) == TOP:
+            break
+    return {"what": what, "seconds": seconds, "top": entries, "lamina_top": own}
 
 
 def _build(home: Path, context: Path, tag: str) -> Callable[[], None]:
@@ -125,6 +137,8 @@ def _prune(store: Any) -> Any:
 
 
 def _app(home: Path) -> Callable[[], None]:
+    import lamina.tui.app  # noqa: F401
+
     def run() -> None:
         from bench.probe import _app_session
 
@@ -158,6 +172,12 @@ def profile_path(
     Raises:
         BenchError: the path's data is not available in this run.
     """
+    # Imports happen before profiling: start-up is not the path being measured.
+    import lamina.core.build.builder  # noqa: F401
+    import lamina.core.diskusage  # noqa: F401
+    import lamina.core.prune  # noqa: F401
+    import lamina.core.store  # noqa: F401
+
     if path in ("cold-build", "cached-build", "edit-build"):
         if context is None or build_home is None or fresh_build is None:
             raise BenchError(f"cannot profile {path}: the build measurements did not run")

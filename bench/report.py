@@ -200,13 +200,17 @@ def markdown(data: dict[str, Any]) -> str:
         lines += ["", "Failed:", ""]
         lines += [f"- {s['what']}: {s['why']}" for s in data["failed"]]
     for prof in data["profiles"]:
-        lines += ["", f"Profile of {prof['what']} ({prof['seconds']:.2f} s, top by own time):", ""]
-        lines += ["| function | calls | own s | cumulative s |", "| --- | --- | --- | --- |"]
-        for entry in prof["top"]:
-            lines.append(
-                f"| `{entry['function']}` | {entry['calls']} | {entry['tottime']:.3f} | "
-                f"{entry['cumtime']:.3f} |"
-            )
+        for key, order in (("top", "all functions by own time"),
+                           ("lamina_top", "lamina's functions by cumulative time")):  # fmt: skip
+            if not prof.get(key):
+                continue
+            lines += ["", f"Profile of {prof['what']} ({prof['seconds']:.2f} s), {order}:", ""]
+            lines += ["| function | calls | own s | cumulative s |", "| --- | --- | --- | --- |"]
+            for entry in prof[key]:
+                lines.append(
+                    f"| `{_escape(entry['function'])}` | {entry['calls']} | "
+                    f"{entry['tottime']:.3f} | {entry['cumtime']:.3f} |"
+                )
     return "\n".join(lines) + "\n"
 
 
