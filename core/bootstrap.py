@@ -18,7 +18,7 @@ from pathlib import Path
 from lamina.core.errors import BuildError
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
-GROUP = "root:x:0:\nnogroup:x:65534:\n"
+GROUP = "root:x:0:\nnogroup:x:65534:\nnobody:x:65534:\n"
 # A fixed timestamp so the tar is reproducible.
 _MTIME = 946684800  # 2000-01-01T00:00:00Z
 

@@ -106,6 +106,7 @@ class _State:
     id: str | None
     doc: dict[str, Any]
     chain: str | None
+    chain_known: bool = True
 
     @property
     def config(self) -> dict[str, Any]:
@@ -262,7 +263,8 @@ class _Walk:
             result = self.results[idx]
             doc = _copy.deepcopy(result.state.doc)
             known = result.state.id is not None
-            return _State(result.state.id, doc, result.state.chain), result.state.id or "", known
+            base = _State(result.state.id, doc, result.state.chain, result.state.chain_known)
+            return base, result.state.id or "", known
         try:
             image_id = self.store.images.resolve(ref)
             doc = self.store.images.get_config(image_id)
@@ -404,7 +406,17 @@ class _Walk:
                     missed = (label, instruction.original)
                 stage_missed = True
                 if self.dry_run:
-                    state = _State(None, self._dry_doc(state, step), None)
+                    # A metadata miss leaves the filesystem as it was, so a dry run
+                    # still knows the layers (COPY --from this stage can be predicted).
+                    keeps_fs = not step.layer and not self._workdir_creates(
+                        instruction, state, step
+                    )
+                    state = _State(
+                        None,
+                        self._dry_doc(state, step),
+                        state.chain,
+                        state.chain_known and keeps_fs,
+                    )
                     record = StepRecord(stage_no, index, instruction.original, False, reason, 0.0)
                 else:
                     new_state, layer = None, None
@@ -440,6 +452,14 @@ class _Walk:
             return self.store.layers.get(chain).size
         except NotFound:
             return 0
+
+    def _workdir_creates(self, ins: Instruction, state: _State, step: _Step) -> bool:
+        if ins.keyword != "WORKDIR":
+            return False
+        if not state.chain_known:
+            return True
+        workdir = step.new_config.get("WorkingDir") or "/"
+        return workdir != "/" and not self.rootfs(state).is_dir(workdir)
 
     def _dry_doc(self, state: _State, step: _Step) -> dict[str, Any]:
         doc = _copy.deepcopy(state.doc)
@@ -680,9 +700,17 @@ class _Walk:
             )
         checksum = multi_checksum([s.checksum for s in sources]) if sources else "unknown:"
         chown = ins.flag("chown")
+        if chown and state.id is not None:
+            # Resolve names now so an unknown user fails the preflight, not the build.
+            try:
+                parse_chown(self.rootfs(state), chown)
+            except LaminaError as exc:
+                raise ContextError(f"{self.where(ins)}: {kw}: {exc}") from None
         chown_part = f"--chown={chown}" if chown else ""
         comment = f"{kw} {chown_part}{checksum} in {dest} "
-        cmd = shell + ["#(nop) ", comment]
+        # moby's withCmdCommentString: one "#(nop) <comment>" word (metadata steps use
+        # withCmdComment, two words, hence their double space in `docker history`).
+        cmd = shell + ["#(nop) " + comment]
         return _Step(
             " ".join(cmd),
             cmd,
@@ -701,7 +729,7 @@ class _Walk:
             if idx not in self.results:
                 raise self.fail(ins, f"--from={ref}: stage {ref} is not built before this one")
             state = self.results[idx].state
-            if state.id is None:
+            if not state.chain_known:
                 return None
             return self.rootfs(state)
         try:

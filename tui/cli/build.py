@@ -1,9 +1,171 @@
-"""CLI verbs: placeholder module, filled in by its owner."""
+"""``lamina build``: build an image from a Dockerfile, with the cache decision of every
+step and the reason for every miss.
+
+Progress formats:
+
+* ``plain`` (and ``auto``): Docker-like lines, ``---> CACHED`` on hits, the reason on
+  misses, RUN output indented.
+* ``json``: one object per line: ``{"type": "step", "stage", "index", "instruction",
+  "cached", "reason"}`` per instruction in execution order, then ``{"type": "result",
+  "image", "tags"}``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import threading
+from pathlib import Path
+from typing import Any, TextIO
+
+from lamina.core.errors import UsageError
+from lamina.core.events import (
+    BuildEvent,
+    BuildFailed,
+    BuildFinished,
+    BuildStarted,
+    StepFinished,
+    StepOutput,
+    StepStarted,
+)
+from lamina.core.model import BuildRequest
+from lamina.tui.cli.context import CliContext
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Adds this module's verbs (none yet)."""
+    """Adds ``lamina build``."""
+    p = sub.add_parser("build", help="build an image from a Dockerfile")
+    p.add_argument("-t", "--tag", action="append", default=[], help="name:tag for the image")
+    p.add_argument("-f", "--file", help="the Dockerfile (default: CONTEXT/Dockerfile)")
+    p.add_argument(
+        "--build-arg", action="append", default=[], metavar="K=V", help="set a build arg"
+    )
+    p.add_argument("--target", help="build up to this stage")
+    p.add_argument("--no-cache", action="store_true", help="skip cache lookups")
+    p.add_argument(
+        "--dry-run", action="store_true", help="predict hits and misses, build nothing"
+    )
+    p.add_argument("--network", choices=("host", "none"), default="host")
+    p.add_argument("--progress", choices=("auto", "plain", "json"), default="auto")
+    p.add_argument("context", metavar="CONTEXT")
+    p.set_defaults(func=cmd_build)
+
+
+def parse_build_args(items: list[str]) -> dict[str, str]:
+    """``K=V`` strings into a dict; a bare ``K`` takes its value from the environment
+    (like ``docker build --build-arg K``) and is dropped when unset there."""
+    import os
+
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise UsageError(f"invalid --build-arg {item!r} (expected KEY=VALUE)")
+        if sep:
+            out[key] = value
+        elif key in os.environ:
+            out[key] = os.environ[key]
+    return out
+
+
+def request_from_args(args: argparse.Namespace) -> BuildRequest:
+    """The :class:`BuildRequest` a command line asks for (``-f`` relative to the cwd)."""
+    context = Path(args.context)
+    dockerfile = str(Path(args.file).absolute()) if args.file else None
+    return BuildRequest(
+        context=str(context.absolute()),
+        dockerfile=dockerfile,
+        tags=tuple(args.tag),
+        build_args=parse_build_args(args.build_arg),
+        target=args.target,
+        no_cache=args.no_cache,
+        dry_run=args.dry_run,
+        network=args.network,
+    )
+
+
+def _short(digest: str | None) -> str:
+    return (digest or "").split(":", 1)[-1][:12]
+
+
+class _Plain:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.total = 0
+
+    def event(self, ev: BuildEvent) -> None:
+        w = self.out.write
+        if isinstance(ev, BuildStarted):
+            self.total = ev.steps_total
+        elif isinstance(ev, StepStarted):
+            w(f"Step {ev.stage}/{ev.index} : {ev.instruction}\n")
+        elif isinstance(ev, StepOutput):
+            w(f"  | {ev.line}\n")
+        elif isinstance(ev, StepFinished):
+            step = ev.step
+            if step.cached is True:
+                w(" ---> CACHED\n")
+            elif step.cached is False and step.reason is not None:
+                w(f" ---> MISS ({step.reason.get('kind')}): {step.reason.get('message')}\n")
+            if step.layer:
+                w(f" ---> layer {_short(step.layer)}\n")
+        elif isinstance(ev, BuildFinished):
+            if ev.image is None:
+                w("Dry run: nothing was built\n")
+            else:
+                w(f"Successfully built {_short(ev.image)}\n")
+                for tag in ev.tags:
+                    w(f"Successfully tagged {tag}\n")
+        self.out.flush()
+
+
+class _Json:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def emit(self, doc: dict[str, Any]) -> None:
+        self.out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        self.out.flush()
+
+    def event(self, ev: BuildEvent) -> None:
+        if isinstance(ev, StepFinished):
+            s = ev.step
+            self.emit(
+                {
+                    "type": "step",
+                    "stage": s.stage,
+                    "index": s.index,
+                    "instruction": s.instruction,
+                    "cached": s.cached,
+                    "reason": s.reason,
+                }
+            )
+        elif isinstance(ev, BuildFinished):
+            self.emit({"type": "result", "image": ev.image, "tags": list(ev.tags)})
+
+
+def cmd_build(args: argparse.Namespace, ctx: CliContext) -> int:
+    """Runs ``lamina build``; returns the exit code."""
+    request = request_from_args(args)
+    printer: _Plain | _Json = _Json(sys.stdout) if args.progress == "json" else _Plain(sys.stdout)
+    cancel = threading.Event()
+    events = ctx.engine.build(request, cancel)
+    failed: BuildFailed | None = None
+    while True:
+        try:
+            ev = next(events)
+        except StopIteration:
+            break
+        except KeyboardInterrupt:
+            # Let the engine stop the running step and record the build as cancelled.
+            cancel.set()
+            continue
+        if isinstance(ev, BuildFailed):
+            failed = ev
+            continue
+        printer.event(ev)
+    if failed is not None:
+        print(f"lamina: {failed.message}", file=sys.stderr)
+        return 130 if failed.cancelled else 1
+    return 0
