@@ -42,8 +42,9 @@ def _store(ctx: CliContext, verb: str) -> Store:
     return store
 
 
-def cmd_import(args: argparse.Namespace, ctx: CliContext, out: TextIO = sys.stdout) -> int:
+def cmd_import(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina import FILE [REF]``: prints the new image ID."""
+    out = out or sys.stdout
     from lamina.core.archive import import_rootfs
 
     image = import_rootfs(_store(ctx, "import"), Path(args.file), args.ref, args.message)
@@ -51,8 +52,9 @@ def cmd_import(args: argparse.Namespace, ctx: CliContext, out: TextIO = sys.stdo
     return 0
 
 
-def cmd_load(args: argparse.Namespace, ctx: CliContext, out: TextIO = sys.stdout) -> int:
+def cmd_load(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina load -i FILE``: prints ``Loaded image: name:tag`` per tag (or the ID)."""
+    out = out or sys.stdout
     from lamina.core.archive import load_archive
 
     images = load_archive(_store(ctx, "load"), Path(args.input))
@@ -66,8 +68,9 @@ def cmd_load(args: argparse.Namespace, ctx: CliContext, out: TextIO = sys.stdout
     return 0
 
 
-def cmd_save(args: argparse.Namespace, ctx: CliContext, out: TextIO = sys.stdout) -> int:
+def cmd_save(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina save -o FILE IMAGE...``."""
+    out = out or sys.stdout
     from lamina.core.archive import save_archive
 
     save_archive(_store(ctx, "save"), list(args.refs), Path(args.output))

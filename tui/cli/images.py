@@ -127,8 +127,9 @@ def _image_rows(images: list[ImageSummary]) -> list[tuple[str, str, ImageSummary
     return rows
 
 
-def cmd_images(args: argparse.Namespace, ctx: CliContext, out: TextIO = sys.stdout) -> int:
+def cmd_images(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina images``."""
+    out = out or sys.stdout
     images = ctx.engine.images()
     if not args.all:
         # Like Docker, untagged images that others were built FROM are intermediate.
@@ -179,8 +180,9 @@ def _created_by(entry: HistoryEntry, full: bool) -> str:
     return text
 
 
-def cmd_history(args: argparse.Namespace, ctx: CliContext, out: TextIO = sys.stdout) -> int:
+def cmd_history(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina history IMAGE``: newest instruction first."""
+    out = out or sys.stdout
     image = ctx.engine.image(args.ref)
     entries = ctx.engine.history(args.ref)
     ids = [short_id(image.id, args.no_trunc)] + ["<missing>"] * (len(entries) - 1)
@@ -210,8 +212,9 @@ def cmd_history(args: argparse.Namespace, ctx: CliContext, out: TextIO = sys.std
     return 0
 
 
-def cmd_inspect(args: argparse.Namespace, ctx: CliContext, out: TextIO = sys.stdout) -> int:
+def cmd_inspect(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina inspect IMAGE...``: a JSON array, like ``docker image inspect``."""
+    out = out or sys.stdout
     docs: list[dict[str, Any]] = []
     missing: list[str] = []
     for ref in args.refs:
@@ -225,14 +228,16 @@ def cmd_inspect(args: argparse.Namespace, ctx: CliContext, out: TextIO = sys.std
     return 0
 
 
-def cmd_tag(args: argparse.Namespace, ctx: CliContext, out: TextIO = sys.stdout) -> int:
+def cmd_tag(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina tag SOURCE TARGET``."""
+    out = out or sys.stdout
     ctx.engine.tag(args.source, args.target)
     return 0
 
 
-def cmd_rmi(args: argparse.Namespace, ctx: CliContext, out: TextIO = sys.stdout) -> int:
+def cmd_rmi(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina rmi [-f] IMAGE...``: prints ``Untagged:`` / ``Deleted:`` lines."""
+    out = out or sys.stdout
     try:
         lines = ctx.engine.rmi(list(args.refs), force=args.force)
     except LaminaError as exc:

@@ -1,0 +1,140 @@
+"""``lamina images/history/inspect/tag/rmi`` through the real dispatcher and store."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from lamina.tui.cli import main
+from lamina.tui.cli.images import human_duration, human_size
+
+
+@pytest.fixture
+def loaded(lamina_home: Path, conformance: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    assert main(["load", "-i", str(conformance / "images" / "dive" / "test-docker-image.tar")]) == 0
+    assert main(["load", "-i", str(conformance / "images" / "dive" / "test-oci-gzip-image.tar")]) == 0
+    capsys.readouterr()
+    return lamina_home
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_images_table(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "images")
+    assert code == 0
+    lines = out.splitlines()
+    assert re.split(r"\s{2,}", lines[0]) == ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
+    rows = [re.split(r"\s{2,}", line) for line in lines[1:]]
+    assert ["<none>", "<none>", "3eaccc100f86"] == rows[0][:3]  # newest first
+    assert rows[1][:3] == ["dive-test", "latest", "75ae28b8ebf8"]
+    assert rows[1][3].endswith("years ago")
+    assert rows[1][4] == "1.43MB"
+    # Columns line up under the header.
+    assert lines[1].index("3eaccc100f86") == lines[0].index("IMAGE ID")
+
+
+def test_images_quiet_and_json(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "images", "-q")
+    assert out.split() == ["3eaccc100f86", "75ae28b8ebf8"]
+    _, out, _ = run(capsys, "images", "--format", "json")
+    docs = [json.loads(line) for line in out.splitlines()]
+    assert [(d["Repository"], d["Tag"]) for d in docs] == [("<none>", "<none>"), ("dive-test", "latest")]
+    assert docs[1]["SizeBytes"] == 1433600 and docs[1]["Layers"] == 14
+    assert docs[1]["FullID"].startswith("sha256:75ae28b8ebf8")
+
+
+def test_history(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "history", "dive-test")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["IMAGE", "CREATED", "CREATED"]
+    assert lines[1].startswith("75ae28b8ebf8")
+    assert all(line.startswith("<missing>") for line in lines[2:])
+    assert any("…" in line for line in lines)
+    _, full, _ = run(capsys, "history", "--no-trunc", "dive-test")
+    assert "…" not in full and "sha256:75ae28b8ebf8" in full
+    _, js, _ = run(capsys, "history", "--format", "json", "dive-test")
+    docs = [json.loads(line) for line in js.splitlines()]
+    assert len(docs) == len(lines) - 1
+    assert any(d["EmptyLayer"] for d in docs)
+    assert sum(d["SizeBytes"] for d in docs) == 1433600
+
+
+def test_inspect_json(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "inspect", "dive-test", "3eaccc")
+    assert code == 0
+    docs = json.loads(out)
+    assert [d["Id"][:19] for d in docs] == ["sha256:75ae28b8ebf8", "sha256:3eaccc100f86"]
+    assert len(docs[0]["DiffIDs"]) == len(docs[0]["ChainIDs"]) == 14
+    assert docs[0]["ChainIDs"][0] == docs[0]["DiffIDs"][0]
+    code, out, err = run(capsys, "inspect", "dive-test", "nope")
+    assert code == 1 and len(json.loads(out)) == 1
+    assert err == "lamina: no such image: nope\n"
+
+
+def test_tag_and_rmi(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "tag", "dive-test", "registry.local:5000/team/app:v1")[0] == 0
+    _, out, _ = run(capsys, "images")
+    assert "registry.local:5000/team/app   v1" in out
+    code, out, _ = run(capsys, "rmi", "dive-test")
+    assert (code, out) == (0, "Untagged: dive-test:latest\n")
+    code, out, err = run(capsys, "rmi", "75ae28b8ebf8", "3eaccc100f86")
+    assert code == 0
+    assert out.splitlines() == [
+        "Untagged: registry.local:5000/team/app:v1",
+        "Deleted: sha256:75ae28b8ebf89b203319069ddcbecdf5c3838503bbebc0d0d85e4b8589c5de3a",
+        "Deleted: sha256:3eaccc100f866490f00ae82727b459a737af031dcf44c791d8aa714a70f24959",
+    ]
+    _, out, _ = run(capsys, "images", "-q")
+    assert out == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["tag", "dive-test", "Bad:Tag"], 2, "must be lowercase"),
+        (["tag", "dive-test", "x@sha256:" + "a" * 64], 2, "digest reference"),
+        (["rmi", "nope"], 1, "no such image: nope"),
+        (["history", "nope"], 1, "no such image: nope"),
+    ],
+)
+def test_errors_are_one_line(
+    loaded: Path, capsys: pytest.CaptureFixture[str], argv: list[str], code: int, message: str
+) -> None:
+    got, out, err = run(capsys, *argv)
+    assert got == code
+    assert err.startswith("lamina: ") and message in err and err.count("\n") == 1
+
+
+def test_rmi_needs_force_for_several_tags(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run(capsys, "tag", "dive-test", "two")
+    code, _, err = run(capsys, "rmi", "75ae28b8ebf8")
+    assert code == 1 and "must be forced" in err
+    code, out, _ = run(capsys, "rmi", "-f", "75ae28b8ebf8")
+    assert code == 0 and out.splitlines()[-1].startswith("Deleted: sha256:75ae28b8ebf8")
+
+
+@pytest.mark.parametrize(
+    ("n", "text"), [(0, "0B"), (999, "999B"), (1000, "1kB"), (12288, "12.3kB"),
+                    (1433600, "1.43MB"), (5_000_000_000, "5GB")],
+)
+def test_human_size_is_decimal_like_docker(n: int, text: str) -> None:
+    assert human_size(n) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.5, "Less than a second"), (30, "30 seconds"), (61, "About a minute"),
+     (600, "10 minutes"), (3600, "About an hour"), (5 * 3600, "5 hours"),
+     (3 * 86400, "3 days"), (20 * 86400, "2 weeks"), (90 * 86400, "3 months"),
+     (800 * 86400, "2 years")],
+)
+def test_human_duration_like_docker(seconds: float, text: str) -> None:
+    assert human_duration(seconds) == text
