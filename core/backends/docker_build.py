@@ -25,10 +25,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from lamina.core.build import reasons
 from lamina.core.backends.docker_client import call, unreachable
+from lamina.core.backends.docker_context import context_tar
 from lamina.core.digest import chain_ids
 from lamina.core.errors import (
     BuildError,
@@ -71,18 +72,24 @@ def _dockerfile_path(request: BuildRequest) -> Path:
 
 
 def _context(root: Path) -> Any:
-    """The context as the daemon sees it (``.dockerignore`` applied when lamina can)."""
+    """The context as the classic builder's daemon sees it (``<context>/.dockerignore``)."""
     from lamina.core.context.checksum import Context
+    from lamina.core.context.dockerignore import PatternMatcher, read_ignore_file
 
-    excluded = None
+    ignore = root / ".dockerignore"
     try:
-        from lamina.core.context import dockerignore
+        patterns = read_ignore_file(ignore.read_text(encoding="utf-8")) if ignore.is_file() else []
+    except OSError as exc:
+        raise ContextError(f"cannot read {ignore}: {exc.strerror or exc}") from exc
+    if not patterns:
+        return Context(root)
+    matcher = PatternMatcher(patterns)
 
-        excluded = dockerignore.excluder(root)  # type: ignore[attr-defined]
-    except (ImportError, AttributeError):
-        excluded = None
-    except LaminaError:
-        excluded = None
+    def excluded(rel: str, is_dir: bool) -> tuple[bool, bool]:
+        if matcher.included(rel, is_dir):
+            return False, True
+        return True, is_dir and not matcher.can_skip_dir(rel)
+
     return Context(root, excluded)
 
 
@@ -357,10 +364,16 @@ class DockerBuilder:
         if not context.is_dir():
             raise ContextError(f"build context {context} is not a directory")
         planned = plan_inputs(request)
-        return self._run(request, planned, cancel)
+        context_file, dockerfile_name = context_tar(context_abs(request), _dockerfile_path(request))
+        return self._run(request, planned, cancel, context_file, dockerfile_name)
 
     def _run(
-        self, request: BuildRequest, planned: list[dict[str, Any]], cancel: threading.Event | None
+        self,
+        request: BuildRequest,
+        planned: list[dict[str, Any]],
+        cancel: threading.Event | None,
+        context_file: IO[bytes],
+        dockerfile_name: str,
     ) -> Iterator[BuildEvent]:
         dockerfile = _dockerfile_path(request)
         record: dict[str, Any] = {
@@ -389,8 +402,9 @@ class DockerBuilder:
         by_pos = {(s["stage"], s["index"]): s for s in planned}
         api = self.engine.api
         kwargs: dict[str, Any] = {
-            "path": str(context_abs(request)),
-            "dockerfile": str(dockerfile),
+            "fileobj": context_file,
+            "custom_context": True,
+            "dockerfile": dockerfile_name,
             "tag": request.tags[0] if request.tags else None,
             "buildargs": dict(request.build_args) or None,
             "target": request.target,
@@ -429,6 +443,8 @@ class DockerBuilder:
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 - the stream dies with requests' errors
             error = str(unreachable(exc))
+        finally:
+            context_file.close()
         if error is None and buffer.strip():
             yield from self._line(buffer, state, record)
         current = state.current
