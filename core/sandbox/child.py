@@ -447,6 +447,11 @@ class Monitor:
                     umount2(target, MNT_DETACH)
                 except SetupError:
                     pass  # the namespace dies with this process anyway
+        try:
+            # Here too, not only in lamina: if lamina died, nobody else removes it.
+            os.rmdir(job.scratch)
+        except OSError:
+            pass
         return code if code >= 0 else 128 - code
 
     def _on_term(self, signum: int, frame: object) -> None:

@@ -296,6 +296,8 @@ def run(
             log.warning("could not normalize upper dir %s: %s", spec.upper, exc)
         try:
             scratch.rmdir()
+        except FileNotFoundError:
+            pass  # the monitor removed it
         except OSError:
             log.warning("sandbox scratch dir %s left behind", scratch)
     for message in messages:

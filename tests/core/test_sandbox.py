@@ -487,7 +487,11 @@ def test_the_sandbox_dies_with_lamina(box: Sandbox) -> None:
         f"run(RunSpec(lowerdirs=(Path({str(box.rootfs)!r}),), upper=Path({str(spec.upper)!r}),"
         f" work=Path({str(spec.work)!r}), argv=('sleep', {seconds!r}), env=({PATH_ENV!r},)))\n"
     )
-    lamina = subprocess.Popen([sys.executable, "-c", code])
+    tmpdir = box.tmp / "lamina-tmp"
+    tmpdir.mkdir()
+    lamina = subprocess.Popen(
+        [sys.executable, "-c", code], env={**os.environ, "TMPDIR": str(tmpdir)}
+    )
 
     def sleepers() -> list[psutil.Process]:
         return [
@@ -505,9 +509,10 @@ def test_the_sandbox_dies_with_lamina(box: Sandbox) -> None:
         lamina.kill()
         lamina.wait()
     deadline = time.monotonic() + 5
-    while sleepers() and time.monotonic() < deadline:
+    while (sleepers() or any(tmpdir.iterdir())) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert sleepers() == []
+    assert list(tmpdir.iterdir()) == []  # the sandbox's scratch dir went too
 
 
 @pytest.mark.root
