@@ -17,7 +17,6 @@ a bad archive leaves the store exactly as it was.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import logging
 import os
@@ -27,14 +26,15 @@ import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from functools import partial
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from lamina.core.digest import Hasher, chain_ids, hex_of, is_digest, sha256_bytes
-from lamina.core.errors import ArchiveError, LaminaError, NotFound, StoreError
+from lamina.core.errors import ArchiveError, LaminaError, StoreError
 from lamina.core.model import ImageSummary
 from lamina.core.store import Store, normalize_tag
 from lamina.core.store.images import format_created
@@ -85,7 +85,7 @@ def open_decompressed(raw: BinaryIO, where: str) -> Iterator[BinaryIO]:
     if head.startswith(GZIP_MAGIC):
         # GzipFile reads every member, so estargz's trailing TOC member is included.
         with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
-            yield _Translating(gz, where)  # type: ignore[arg-type]
+            yield cast(BinaryIO, _Translating(gz, where))
         return
     if head == ZSTD_MAGIC:
         try:
@@ -94,7 +94,7 @@ def open_decompressed(raw: BinaryIO, where: str) -> Iterator[BinaryIO]:
             raise ArchiveError(f"{where}: zstd layers need the 'zstandard' package") from exc
         reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
         with reader:
-            yield _Translating(reader, where)  # type: ignore[arg-type]
+            yield cast(BinaryIO, _Translating(reader, where))
         return
     yield raw
 
@@ -109,13 +109,14 @@ def _peek(raw: BinaryIO, n: int) -> bytes:
 class _Translating:
     """A reader that turns decompression errors into ``ArchiveError``."""
 
-    def __init__(self, inner: IO[bytes], where: str) -> None:
+    def __init__(self, inner: Any, where: str) -> None:
         self.inner = inner
         self.where = where
 
     def read(self, n: int = -1) -> bytes:
         try:
-            return self.inner.read(n)
+            data: bytes = self.inner.read(n)
+            return data
         except (OSError, EOFError, ValueError) as exc:
             raise ArchiveError(f"{self.where}: corrupt compressed data: {exc}") from exc
         except Exception as exc:  # zstandard.ZstdError
@@ -183,7 +184,7 @@ class _TarSource(_Source):
     def __init__(self, path: Path, label: str) -> None:
         self.label = label
         try:
-            self.tar = tarfile.open(path, mode="r:")
+            self.tar = tarfile.open(path, mode="r:")  # noqa: SIM115 - closed by close()
             self.members: dict[str, tarfile.TarInfo] = {}
             for m in self.tar:
                 self.members[_clean(m.name)] = m
@@ -288,9 +289,8 @@ def _read_blob(src: _Source, desc: dict[str, Any], where: str) -> bytes:
 def _is_attestation(desc: dict[str, Any]) -> bool:
     ann = desc.get("annotations") or {}
     plat = desc.get("platform") or {}
-    return (
-        ann.get("vnd.docker.reference.type") == "attestation-manifest"
-        or (plat.get("os") == "unknown" and plat.get("architecture") == "unknown")
+    return ann.get("vnd.docker.reference.type") == "attestation-manifest" or (
+        plat.get("os") == "unknown" and plat.get("architecture") == "unknown"
     )
 
 
@@ -325,7 +325,11 @@ def _tag_from(desc: dict[str, Any]) -> str | None:
 
 
 def _walk_index(
-    src: _Source, index: Any, where: str, plans: list[_ImagePlan], depth: int,
+    src: _Source,
+    index: Any,
+    where: str,
+    plans: list[_ImagePlan],
+    depth: int,
     inherited_tag: str | None = None,
 ) -> None:
     if depth > 8:
@@ -375,7 +379,7 @@ def _open_source(store: Store, path: Path) -> Iterator[_Source]:
         with store.tmpdir("load") as work, open(path, "rb") as raw:
             plain = work / "archive.tar"
             with open_decompressed(raw, str(path)) as stream, open(plain, "wb") as out:
-                shutil.copyfileobj(stream, out, CHUNK)  # type: ignore[misc]
+                shutil.copyfileobj(stream, out, CHUNK)
             src = _TarSource(plain, str(path))
             try:
                 yield src
@@ -448,12 +452,8 @@ def _load_plans(store: Store, src: _Source, plans: list[_ImagePlan]) -> list[Ima
                 if chain_id in staged or store.layers.exists(chain_id):
                     continue
                 where = f"{plan.where}: layer {i + 1} ({name})"
-                with src.open(name) as raw:
-                    seekable = raw if raw.seekable() else io.BufferedReader(raw)  # type: ignore[arg-type]
-                    with open_decompressed(seekable, where) as stream:  # type: ignore[arg-type]
-                        layer = store.layers.stage_tar(
-                            stream, work / hex_of(chain_id), where  # type: ignore[arg-type]
-                        )
+                with src.open(name) as raw, open_decompressed(raw, where) as stream:
+                    layer = store.layers.stage_tar(stream, work / hex_of(chain_id), where)
                 if layer.diff_id != diff_id:
                     raise ArchiveError(
                         f"{where}: diffID {layer.diff_id} does not match the config's {diff_id}"
@@ -495,34 +495,33 @@ def import_rootfs(store: Store, tar_path: Path, ref: str, message: str = "") -> 
     tag = normalize_tag(ref) if ref else None
     where = str(tar_path)
     try:
-        raw = open(tar_path, "rb")
+        raw = open(tar_path, "rb")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
         raise ArchiveError(f"{tar_path}: {exc.strerror}") from exc
-    with raw, open_decompressed(raw, where) as stream:
-        with store.tmpdir("import") as work:
-            layer = store.layers.stage_tar(stream, work / "layer", where)  # type: ignore[arg-type]
-            now = time.time()
-            created = format_created(now)
-            os_name, arch = host_platform()
-            config = {
-                "architecture": arch,
-                "config": {},
-                "created": created,
-                "history": [
-                    {
-                        "created": created,
-                        "comment": message or f"Imported from {tar_path.name}",
-                    }
-                ],
-                "os": os_name,
-                "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
-            }
-            with store.lock():
-                store.layers.install(layer, None, f"import {tar_path.name}")
-                image_id = store.images.put_config(config)
-                store.images.add_image(image_id)
-                if tag:
-                    store.images.tag(image_id, tag)
+    with raw, open_decompressed(raw, where) as stream, store.tmpdir("import") as work:
+        layer = store.layers.stage_tar(stream, work / "layer", where)
+        now = time.time()
+        created = format_created(now)
+        os_name, arch = host_platform()
+        config = {
+            "architecture": arch,
+            "config": {},
+            "created": created,
+            "history": [
+                {
+                    "created": created,
+                    "comment": message or f"Imported from {tar_path.name}",
+                }
+            ],
+            "os": os_name,
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+        }
+        with store.lock():
+            store.layers.install(layer, None, f"import {tar_path.name}")
+            image_id = store.images.put_config(config)
+            store.images.add_image(image_id)
+            if tag:
+                store.images.tag(image_id, tag)
     return store.images.summary(image_id)
 
 
@@ -557,16 +556,16 @@ class _TarWriter:
         self.out.write(data)
         self.out.write(padding(len(data)))
 
-    def stream(self, name: str, size: int, write: Any) -> int:
-        """Writes an entry whose payload ``write(out)`` produces; returns bytes written."""
+    def stream(self, name: str, size: int, write: Callable[[BinaryIO], None]) -> str:
+        """Writes an entry whose payload ``write(sink)`` produces; returns its sha256."""
         self.mkdirs(name)
         self.out.write(self._info(name, tarfile.REGTYPE, size))
         counter = _Counting(self.out)
-        write(counter)
+        write(counter)  # type: ignore[arg-type]
         if counter.size != size:
             raise StoreError(f"{name}: produced {counter.size} bytes, expected {size}")
         self.out.write(padding(size))
-        return counter.size
+        return counter.hasher.digest()
 
     def close(self) -> None:
         self.out.write(END_OF_ARCHIVE)
@@ -655,14 +654,8 @@ def _write_archive(store: Store, images: dict[str, list[str]], raw: BinaryIO) ->
             name = f"blobs/sha256/{hex_of(diff_id)}"
             size = store.layers.tar_size(chain_id)
             if name not in written:
-                counter_box: list[_Counting] = []
-
-                def produce(counter: _Counting, cid: str = chain_id) -> None:
-                    counter_box.append(counter)
-                    store.layers.write_tar(cid, counter)  # type: ignore[arg-type]
-
-                out.stream(name, size, produce)
-                if counter_box[0].hasher.digest() != diff_id:
+                digest = out.stream(name, size, partial(store.layers.write_tar, chain_id))
+                if digest != diff_id:
                     raise StoreError(
                         f"layer {chain_id}: regenerated tar does not hash to {diff_id}; "
                         "run `lamina fsck`"
@@ -696,10 +689,13 @@ def _write_archive(store: Store, images: dict[str, list[str]], raw: BinaryIO) ->
         if tags:
             for tag in tags:
                 index_entries.append(
-                    dict(desc, annotations={
-                        CONTAINERD_NAME: _full_name(tag),
-                        REF_NAME: tag.rsplit(":", 1)[1],
-                    })
+                    dict(
+                        desc,
+                        annotations={
+                            CONTAINERD_NAME: _full_name(tag),
+                            REF_NAME: tag.rsplit(":", 1)[1],
+                        },
+                    )
                 )
         else:
             index_entries.append(desc)

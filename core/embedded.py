@@ -139,13 +139,17 @@ class EmbeddedEngine:
     def _layer(self, ref: str) -> str:
         if is_digest(ref):
             return ref
-        prefix = ref[len("sha256:") :] if ref.startswith("sha256:") else ref
+        prefix = ref.removeprefix("sha256:")
         matches = [
-            info.chain_id for info in self.store.layers.all() if info.chain_id[7:].startswith(prefix)
+            info.chain_id
+            for info in self.store.layers.all()
+            if info.chain_id[7:].startswith(prefix)
         ]
         if len(matches) == 1 and prefix:
             return matches[0]
-        raise NotFound(f"no such layer: {ref}" if not matches else f"{ref!r} matches {len(matches)} layers")
+        raise NotFound(
+            f"no such layer: {ref}" if not matches else f"{ref!r} matches {len(matches)} layers"
+        )
 
     def tag(self, ref: str, new_tag: str) -> None:
         """Points ``new_tag`` at the image ``ref`` names."""

@@ -27,7 +27,7 @@ from lamina.core.store.lock import StoreLock
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Store", "Index", "LayerStore", "ImageStore", "StoreLock", "normalize_tag"]
+__all__ = ["ImageStore", "Index", "LayerStore", "Store", "StoreLock", "normalize_tag"]
 
 
 class Store:

@@ -37,6 +37,7 @@ _PATH_RE = re.compile(rf"^{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 _HEX_PREFIX_RE = re.compile(r"^[a-f0-9]{1,64}$")
 MAX_NAME_LENGTH = 255
+StrList = list[str]  # ImageStore.list shadows the builtin inside the class body
 DEFAULT_DOMAINS = ("docker.io", "index.docker.io")
 
 
@@ -65,7 +66,9 @@ def normalize_tag(name: str) -> str:
         if not _TAG_RE.fullmatch(tag):
             raise UsageError(f"{name!r}: invalid reference format: invalid tag {tag!r}")
     domain, _, rest = repo.partition("/")
-    if rest and ("." in domain or ":" in domain or domain == "localhost" or domain != domain.lower()):
+    if rest and (
+        "." in domain or ":" in domain or domain == "localhost" or domain != domain.lower()
+    ):
         if not _DOMAIN_RE.fullmatch(domain):
             raise UsageError(f"{name!r}: invalid reference format: invalid registry {domain!r}")
         path = rest
@@ -89,7 +92,9 @@ def parse_created(value: Any) -> float:
     """A config's RFC 3339 ``created`` as unix time (0 when absent or unreadable)."""
     if not isinstance(value, str) or not value:
         return 0.0
-    m = re.match(r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?(Z|z|[+-]\d{2}:\d{2})?$", value)
+    m = re.match(
+        r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?(Z|z|[+-]\d{2}:\d{2})?$", value
+    )
     if not m:
         return 0.0
     date, clock, frac, zone = m.groups()
@@ -309,7 +314,7 @@ class ImageStore:
                 row = conn.execute("SELECT image_id FROM tags WHERE name = ?", (tag,)).fetchone()
                 if row is not None:
                     return str(row[0])
-        prefix = ref[len("sha256:") :] if ref.startswith("sha256:") else ref
+        prefix = ref.removeprefix("sha256:")
         if _HEX_PREFIX_RE.fullmatch(prefix):
             rows = conn.execute(
                 "SELECT id FROM images WHERE substr(id, 8, ?) = ?", (len(prefix), prefix)
@@ -363,7 +368,7 @@ class ImageStore:
         )
         return [self._summary(r) for r in rows]
 
-    def children(self, image_id: str) -> list[str]:
+    def children(self, image_id: str) -> StrList:
         """Images recorded as built FROM ``image_id``."""
         rows = self.index.connection().execute(
             "SELECT id FROM images WHERE parent = ? ORDER BY id", (image_id,)

@@ -119,9 +119,7 @@ class Index:
         try:
             # isolation_level=None: lamina issues BEGIN itself, so a transaction is
             # exactly what transaction() says and never an implicit deferred one.
-            conn = sqlite3.connect(
-                str(self.path), timeout=BUSY_TIMEOUT, isolation_level=None
-            )
+            conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT, isolation_level=None)
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
             conn.execute("PRAGMA foreign_keys = ON")

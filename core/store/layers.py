@@ -12,7 +12,6 @@ without an index row, which is not a layer (nothing reads it) and which GC sweep
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import posixpath
@@ -222,14 +221,14 @@ def dir_to_tar(root: Path, out: Callable[[bytes], None]) -> TarSplit:
             info.devmajor = os.major(st.st_rdev)
             info.devminor = os.minor(st.st_rdev)
         if kind != tarfile.SYMTYPE:
+            pax: dict[str, str] = {}
             for xname in TAR_XATTRS:
                 try:
                     value = os.getxattr(path, xname, follow_symlinks=False)
                 except OSError:
                     continue
-                info.pax_headers["SCHILY.xattr." + xname] = value.decode(
-                    "utf-8", "surrogateescape"
-                )
+                pax["SCHILY.xattr." + xname] = value.decode("utf-8", "surrogateescape")
+            info.pax_headers = pax
         if info.type == tarfile.REGTYPE:
             info.size = st.st_size
             emit_raw(pax_header(info))
@@ -422,7 +421,9 @@ class _Extractor:
         try:
             return self.clean_name(m.linkname)
         except ArchiveError:
-            raise self.fail(m.name, f"hardlink target {m.linkname!r} is outside the layer") from None
+            raise self.fail(
+                m.name, f"hardlink target {m.linkname!r} is outside the layer"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -504,9 +505,7 @@ class LayerStore:
 
     def all(self) -> list[LayerInfo]:
         """Every recorded layer, oldest first."""
-        rows = self.index.connection().execute(
-            "SELECT * FROM layers ORDER BY created, chain_id"
-        )
+        rows = self.index.connection().execute("SELECT * FROM layers ORDER BY created, chain_id")
         return [_info(r) for r in rows]
 
     def tar_size(self, chain_id: str) -> int:

@@ -21,7 +21,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from lamina.core.digest import Hasher
 from lamina.core.errors import ArchiveError, StoreError
@@ -66,7 +66,7 @@ class TarSplit:
         doc = {
             "version": TARSPLIT_VERSION,
             "segments": [
-                ["r", base64.b64encode(s[1]).decode()] if s[0] == "r" else list(s)
+                ["r", base64.b64encode(cast(bytes, s[1])).decode()] if s[0] == "r" else list(s)
                 for s in self.segments
             ],
         }
@@ -266,8 +266,13 @@ class TarReader:
             size = info.size
             padding = (-size) % BLOCK
             type_ = info.type
-            if type_ in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME,
-                         tarfile.GNUTYPE_LONGLINK, b"X"):
+            if type_ in (
+                tarfile.XHDTYPE,
+                tarfile.XGLTYPE,
+                tarfile.GNUTYPE_LONGNAME,
+                tarfile.GNUTYPE_LONGLINK,
+                b"X",
+            ):
                 data = self._r.read(size + padding)
                 if len(data) < size + padding:
                     raise ArchiveError(f"{self.where}: truncated tar (extended header)")
@@ -299,7 +304,9 @@ class TarReader:
             except ValueError as exc:
                 raise ArchiveError(f"{self.where}: {name}: malformed PAX value") from exc
             xattrs = {
-                k[len("SCHILY.xattr.") :]: v for k, v in pax.items() if k.startswith("SCHILY.xattr.")
+                k[len("SCHILY.xattr.") :]: v
+                for k, v in pax.items()
+                if k.startswith("SCHILY.xattr.")
             }
             member = Member(
                 name=name,

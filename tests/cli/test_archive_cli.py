@@ -22,9 +22,13 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 def test_load_prints_tags_and_ids(
     lamina_home: Path, conformance: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = run(capsys, "load", "-i", str(conformance / "images" / "dive" / "test-kaniko-image.tar"))
+    code, out, _ = run(
+        capsys, "load", "-i", str(conformance / "images" / "dive" / "test-kaniko-image.tar")
+    )
     assert (code, out) == (0, "Loaded image: dive-test:kaniko-latest\n")
-    code, out, _ = run(capsys, "load", "-i", str(conformance / "images" / "dive" / "test-oci-zstd-image.tar"))
+    code, out, _ = run(
+        capsys, "load", "-i", str(conformance / "images" / "dive" / "test-oci-zstd-image.tar")
+    )
     assert code == 0 and out.startswith("Loaded image ID: sha256:3eaccc100f86")
 
 
@@ -34,12 +38,17 @@ def test_load_rejects_a_rootfs_tar(
     path = conformance / "images" / "dive" / "test-uncompressed-image.tar"
     code, out, err = run(capsys, "load", "-i", str(path))
     assert code == 1 and out == ""
-    assert err == (f"lamina: {path}: not an image archive (no manifest.json or index.json); "
-                   "use `lamina import` to make an image from a root filesystem tar\n")
+    assert err == (
+        f"lamina: {path}: not an image archive (no manifest.json or index.json); "
+        "use `lamina import` to make an image from a root filesystem tar\n"
+    )
 
 
 def test_import_then_save_then_load(
-    lamina_home: Path, conformance: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    lamina_home: Path,
+    conformance: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     rootfs = conformance / "images" / "dive" / "test-uncompressed-image.tar"
@@ -86,7 +95,8 @@ def test_import_refuses_escaping_symlink(
     path.write_bytes(gzip.compress(buf.getvalue()))
     code, _, err = run(capsys, "import", str(path), "evil")
     assert code == 1
-    assert err == (f"lamina: {path}: etc/link: symlink target '../../../../root' escapes "
-                   "the root\n")
+    assert err == (
+        f"lamina: {path}: etc/link: symlink target '../../../../root' escapes the root\n"
+    )
     _, out, _ = run(capsys, "images", "-q")
     assert out == ""

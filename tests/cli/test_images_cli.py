@@ -15,7 +15,9 @@ from lamina.tui.cli.images import human_duration, human_size
 @pytest.fixture
 def loaded(lamina_home: Path, conformance: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     assert main(["load", "-i", str(conformance / "images" / "dive" / "test-docker-image.tar")]) == 0
-    assert main(["load", "-i", str(conformance / "images" / "dive" / "test-oci-gzip-image.tar")]) == 0
+    assert (
+        main(["load", "-i", str(conformance / "images" / "dive" / "test-oci-gzip-image.tar")]) == 0
+    )
     capsys.readouterr()
     return lamina_home
 
@@ -45,7 +47,10 @@ def test_images_quiet_and_json(loaded: Path, capsys: pytest.CaptureFixture[str])
     assert out.split() == ["3eaccc100f86", "75ae28b8ebf8"]
     _, out, _ = run(capsys, "images", "--format", "json")
     docs = [json.loads(line) for line in out.splitlines()]
-    assert [(d["Repository"], d["Tag"]) for d in docs] == [("<none>", "<none>"), ("dive-test", "latest")]
+    assert [(d["Repository"], d["Tag"]) for d in docs] == [
+        ("<none>", "<none>"),
+        ("dive-test", "latest"),
+    ]
     assert docs[1]["SizeBytes"] == 1433600 and docs[1]["Layers"] == 14
     assert docs[1]["FullID"].startswith("sha256:75ae28b8ebf8")
 
@@ -85,7 +90,7 @@ def test_tag_and_rmi(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "registry.local:5000/team/app   v1" in out
     code, out, _ = run(capsys, "rmi", "dive-test")
     assert (code, out) == (0, "Untagged: dive-test:latest\n")
-    code, out, err = run(capsys, "rmi", "75ae28b8ebf8", "3eaccc100f86")
+    code, out, _ = run(capsys, "rmi", "75ae28b8ebf8", "3eaccc100f86")
     assert code == 0
     assert out.splitlines() == [
         "Untagged: registry.local:5000/team/app:v1",
@@ -108,7 +113,7 @@ def test_tag_and_rmi(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_errors_are_one_line(
     loaded: Path, capsys: pytest.CaptureFixture[str], argv: list[str], code: int, message: str
 ) -> None:
-    got, out, err = run(capsys, *argv)
+    got, _, err = run(capsys, *argv)
     assert got == code
     assert err.startswith("lamina: ") and message in err and err.count("\n") == 1
 
@@ -122,8 +127,15 @@ def test_rmi_needs_force_for_several_tags(loaded: Path, capsys: pytest.CaptureFi
 
 
 @pytest.mark.parametrize(
-    ("n", "text"), [(0, "0B"), (999, "999B"), (1000, "1kB"), (12288, "12.3kB"),
-                    (1433600, "1.43MB"), (5_000_000_000, "5GB")],
+    ("n", "text"),
+    [
+        (0, "0B"),
+        (999, "999B"),
+        (1000, "1kB"),
+        (12288, "12.3kB"),
+        (1433600, "1.43MB"),
+        (5_000_000_000, "5GB"),
+    ],
 )
 def test_human_size_is_decimal_like_docker(n: int, text: str) -> None:
     assert human_size(n) == text
@@ -131,10 +143,18 @@ def test_human_size_is_decimal_like_docker(n: int, text: str) -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0.5, "Less than a second"), (30, "30 seconds"), (61, "About a minute"),
-     (600, "10 minutes"), (3600, "About an hour"), (5 * 3600, "5 hours"),
-     (3 * 86400, "3 days"), (20 * 86400, "2 weeks"), (90 * 86400, "3 months"),
-     (800 * 86400, "2 years")],
+    [
+        (0.5, "Less than a second"),
+        (30, "30 seconds"),
+        (61, "About a minute"),
+        (600, "10 minutes"),
+        (3600, "About an hour"),
+        (5 * 3600, "5 hours"),
+        (3 * 86400, "3 days"),
+        (20 * 86400, "2 weeks"),
+        (90 * 86400, "3 months"),
+        (800 * 86400, "2 years"),
+    ],
 )
 def test_human_duration_like_docker(seconds: float, text: str) -> None:
     assert human_duration(seconds) == text

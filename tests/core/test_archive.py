@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import tarfile
 from pathlib import Path
 
@@ -177,8 +176,13 @@ def test_save_unknown_ref(store: Store, tmp_path: Path) -> None:
 
 def test_gzipped_docker_save_loads(store: Store, conformance: Path, tmp_path: Path) -> None:
     gz = tmp_path / "image.tar.gz"
-    gz.write_bytes(gzip.compress((conformance / "images" / "containers-image" /
-                                  "docker-archive" / "almostempty.tar").read_bytes()))
+    gz.write_bytes(
+        gzip.compress(
+            (
+                conformance / "images" / "containers-image" / "docker-archive" / "almostempty.tar"
+            ).read_bytes()
+        )
+    )
     (image,) = load_archive(store, gz)
     assert image.tags == ("emptyimage:latest",)
 
@@ -186,7 +190,9 @@ def test_gzipped_docker_save_loads(store: Store, conformance: Path, tmp_path: Pa
 # -- building archives by hand ------------------------------------------------------------
 
 
-def _ti(name: str, type_: bytes = tarfile.REGTYPE, size: int = 0, link: str = "") -> tarfile.TarInfo:
+def _ti(
+    name: str, type_: bytes = tarfile.REGTYPE, size: int = 0, link: str = ""
+) -> tarfile.TarInfo:
     ti = tarfile.TarInfo(name)
     ti.type, ti.size, ti.linkname, ti.mode, ti.mtime = type_, size, link, 0o644, 1_500_000_000
     return ti
@@ -200,19 +206,26 @@ def layer_bytes(entries: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
     return buf.getvalue()
 
 
-def docker_archive(path: Path, layers: list[bytes], tag: str = "evil:latest",
-                   diff_ids: list[str] | None = None) -> None:
+def docker_archive(
+    path: Path, layers: list[bytes], tag: str = "evil:latest", diff_ids: list[str] | None = None
+) -> None:
     diff_ids = diff_ids or [sha256_bytes(x) for x in layers]
-    config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "created": "2024-05-01T00:00:00Z",
-                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "created": "2024-05-01T00:00:00Z",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }
+    ).encode()
     files = {"config.json": config}
     names = []
     for i, data in enumerate(layers):
         files[f"l{i}/layer.tar"] = data
         names.append(f"l{i}/layer.tar")
     files["manifest.json"] = json.dumps(
-        [{"Config": "config.json", "RepoTags": [tag], "Layers": names}]).encode()
+        [{"Config": "config.json", "RepoTags": [tag], "Layers": names}]
+    ).encode()
     with tarfile.open(path, "w") as tf:
         for name, data in files.items():
             ti = tarfile.TarInfo(name)
@@ -226,8 +239,9 @@ BAD_LAYERS = {
     "symlink-escape": layer_bytes([(_ti("a", tarfile.SYMTYPE, link="../../../etc/shadow"), b"")]),
     "hardlink-escape": layer_bytes([(_ti("h", tarfile.LNKTYPE, link="../outside"), b"")]),
     "device": layer_bytes([(_ti("dev/sda", tarfile.BLKTYPE), b"")]),
-    "through-symlink": layer_bytes([(_ti("etc", tarfile.SYMTYPE, link="/tmp"), b""),
-                                    (_ti("etc/cron", size=1), b"x")]),
+    "through-symlink": layer_bytes(
+        [(_ti("etc", tarfile.SYMTYPE, link="/tmp"), b""), (_ti("etc/cron", size=1), b"x")]
+    ),
 }
 
 
@@ -235,8 +249,9 @@ BAD_LAYERS = {
 def test_bad_archive_leaves_store_as_it_was(
     store: Store, conformance: Path, tmp_path: Path, case: str
 ) -> None:
-    load_archive(store, conformance / "images" / "containers-image" / "docker-archive" /
-                 "almostempty.tar")
+    load_archive(
+        store, conformance / "images" / "containers-image" / "docker-archive" / "almostempty.tar"
+    )
     before, rows = listing(store.home), index_rows(store)
     path = tmp_path / f"{case}.tar"
     docker_archive(path, [GOOD, BAD_LAYERS[case]])
@@ -280,32 +295,67 @@ def test_nested_oci_index_with_zstd_and_gzip_layers(store: Store, tmp_path: Path
     second = layer_bytes([(_ti("etc/two", size=3), b"two")])
     l1 = put(gzip.compress(GOOD))
     l2 = put(zstandard.ZstdCompressor().compress(second))
-    config = put(json.dumps({"architecture": "amd64", "os": "linux",
-                             "rootfs": {"type": "layers",
-                                        "diff_ids": [sha256_bytes(GOOD), sha256_bytes(second)]}}
-                            ).encode())
-    manifest = put(json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": dict(config, mediaType="application/vnd.oci.image.config.v1+json"),
-        "layers": [dict(l1, mediaType="application/vnd.oci.image.layer.v1.tar+gzip"),
-                   dict(l2, mediaType="application/vnd.oci.image.layer.v1.tar+zstd")],
-    }).encode())
+    config = put(
+        json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "rootfs": {
+                    "type": "layers",
+                    "diff_ids": [sha256_bytes(GOOD), sha256_bytes(second)],
+                },
+            }
+        ).encode()
+    )
+    manifest = put(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": dict(config, mediaType="application/vnd.oci.image.config.v1+json"),
+                "layers": [
+                    dict(l1, mediaType="application/vnd.oci.image.layer.v1.tar+gzip"),
+                    dict(l2, mediaType="application/vnd.oci.image.layer.v1.tar+zstd"),
+                ],
+            }
+        ).encode()
+    )
     os_name, arch = host_platform()
-    inner = put(json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [
-            dict(manifest, mediaType="application/vnd.oci.image.manifest.v1+json",
-                 platform={"os": os_name, "architecture": arch}),
-            dict(manifest, mediaType="application/vnd.oci.image.manifest.v1+json",
-                 platform={"os": "unknown", "architecture": "unknown"}),
-        ],
-    }).encode())
+    inner = put(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": [
+                    dict(
+                        manifest,
+                        mediaType="application/vnd.oci.image.manifest.v1+json",
+                        platform={"os": os_name, "architecture": arch},
+                    ),
+                    dict(
+                        manifest,
+                        mediaType="application/vnd.oci.image.manifest.v1+json",
+                        platform={"os": "unknown", "architecture": "unknown"},
+                    ),
+                ],
+            }
+        ).encode()
+    )
     (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    (layout / "index.json").write_text(json.dumps({
-        "schemaVersion": 2, "manifests": [
-            dict(inner, mediaType="application/vnd.oci.image.index.v1+json",
-                 annotations={"org.opencontainers.image.ref.name": "example.com/app:v2"}),
-        ]}))
+    (layout / "index.json").write_text(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "manifests": [
+                    dict(
+                        inner,
+                        mediaType="application/vnd.oci.image.index.v1+json",
+                        annotations={"org.opencontainers.image.ref.name": "example.com/app:v2"},
+                    ),
+                ],
+            }
+        )
+    )
     (image,) = load_archive(store, layout)
     assert image.tags == ("example.com/app:v2",)
     check_image(store, image.id)
@@ -328,9 +378,13 @@ def test_oci_blob_digest_is_checked(store: Store, tmp_path: Path, conformance: P
 
 
 def test_import_rootfs(store: Store, tmp_path: Path) -> None:
-    rootfs = layer_bytes([(_ti("bin", tarfile.DIRTYPE), b""),
-                          (_ti("bin/sh", tarfile.SYMTYPE, link="/bin/busybox"), b""),
-                          (_ti("etc/hostname", size=5), b"host\n")])
+    rootfs = layer_bytes(
+        [
+            (_ti("bin", tarfile.DIRTYPE), b""),
+            (_ti("bin/sh", tarfile.SYMTYPE, link="/bin/busybox"), b""),
+            (_ti("etc/hostname", size=5), b"host\n"),
+        ]
+    )
     path = tmp_path / "rootfs.tar.gz"
     path.write_bytes(gzip.compress(rootfs))
     image = import_rootfs(store, path, "imported:v1", message="from a test")

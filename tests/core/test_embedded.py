@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -110,7 +109,10 @@ def test_rmi_by_id_with_several_tags_needs_force(engine: EmbeddedEngine, dive: s
         engine.rmi([dive[7:19]])
     assert engine.image(dive).tags == ("dive-test:latest", "other:1")
     assert engine.rmi([dive], force=True) == [
-        "Untagged: dive-test:latest", "Untagged: other:1", f"Deleted: {dive}"]
+        "Untagged: dive-test:latest",
+        "Untagged: other:1",
+        f"Deleted: {dive}",
+    ]
 
 
 def test_rmi_refuses_a_parent_image(engine: EmbeddedEngine, dive: str) -> None:

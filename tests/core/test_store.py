@@ -5,7 +5,6 @@ Everything runs on real directories and real SQLite files under tmp_path.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import stat
@@ -78,9 +77,8 @@ def test_index_is_wal_with_foreign_keys_and_versioned(store: Store) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert store.index.schema_version() == SCHEMA_VERSION == 1
-    with pytest.raises(Exception, match="FOREIGN KEY"):
-        with store.index.transaction() as tx:
-            tx.execute("INSERT INTO tags (name, image_id) VALUES ('x:latest', 'sha256:nope')")
+    with pytest.raises(Exception, match="FOREIGN KEY"), store.index.transaction() as tx:
+        tx.execute("INSERT INTO tags (name, image_id) VALUES ('x:latest', 'sha256:nope')")
     assert conn.execute("SELECT count(*) FROM tags").fetchone()[0] == 0
 
 
@@ -113,10 +111,9 @@ def test_connection_is_per_thread(store: Store) -> None:
 
 
 def test_transaction_rolls_back_on_error(store: Store) -> None:
-    with pytest.raises(RuntimeError):
-        with store.index.transaction() as tx:
-            tx.execute("INSERT INTO stat_cache (path, checksum) VALUES ('a', 'b')")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), store.index.transaction() as tx:
+        tx.execute("INSERT INTO stat_cache (path, checksum) VALUES ('a', 'b')")
+        raise RuntimeError("boom")
     assert store.index.connection().execute("SELECT count(*) FROM stat_cache").fetchone()[0] == 0
 
 
@@ -147,8 +144,11 @@ def test_two_processes_commit_concurrently(tmp_path: Path) -> None:
     home = tmp_path / "h"
     n = 15
     procs = [
-        subprocess.Popen([sys.executable, "-c", _WORKER, str(home), tag, str(n)],
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(home), tag, str(n)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for tag in ("p1", "p2")
     ]
     for p in procs:
@@ -260,8 +260,9 @@ def test_commit_tar_round_trips_into_another_store(store: Store, tmp_path: Path)
     other.close()
 
 
-def _tar(entries: list[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]],
-         fmt: int = tarfile.GNU_FORMAT) -> bytes:
+def _tar(
+    entries: list[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]], fmt: int = tarfile.GNU_FORMAT
+) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
         for e in entries:
@@ -272,8 +273,9 @@ def _tar(entries: list[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]],
     return buf.getvalue()
 
 
-def _ti(name: str, type_: bytes = tarfile.REGTYPE, size: int = 0, link: str = "",
-        mode: int = 0o644) -> tarfile.TarInfo:
+def _ti(
+    name: str, type_: bytes = tarfile.REGTYPE, size: int = 0, link: str = "", mode: int = 0o644
+) -> tarfile.TarInfo:
     ti = tarfile.TarInfo(name)
     ti.type, ti.size, ti.linkname, ti.mode, ti.mtime = type_, size, link, mode, 1_500_000_000
     return ti
@@ -286,9 +288,16 @@ def test_commit_tar_preserves_foreign_tar_bytes(store: Store) -> None:
     ti.uname, ti.uid = "someone", 42
     xt = _ti("x", size=3)
     xt.pax_headers = {"SCHILY.xattr.user.note": "hi"}
-    data = _tar([_ti("dir", tarfile.DIRTYPE, mode=0o755), (ti, b"12345"),
-                 _ti("dir/.wh.old"), _ti("other/.wh..wh..opq"), (xt, b"abc")],
-                fmt=tarfile.PAX_FORMAT)
+    data = _tar(
+        [
+            _ti("dir", tarfile.DIRTYPE, mode=0o755),
+            (ti, b"12345"),
+            _ti("dir/.wh.old"),
+            _ti("other/.wh..wh..opq"),
+            (xt, b"abc"),
+        ],
+        fmt=tarfile.PAX_FORMAT,
+    )
     info = store.layers.commit_tar(io.BytesIO(data), None)
     assert info.diff_id == sha256_bytes(data)
     assert layer_tar(store, info.chain_id) == data
@@ -311,11 +320,21 @@ UNSAFE = [
     ("dotdot", [(_ti("../evil", size=1), b"x")], "../evil: path climbs out"),
     ("absolute", [(_ti("/etc/evil", size=1), b"x")], "/etc/evil: absolute path"),
     ("hardlink-abs", [_ti("l", tarfile.LNKTYPE, link="/etc/passwd")], "l: hardlink to an absolute"),
-    ("hardlink-out", [_ti("l", tarfile.LNKTYPE, link="../x")], "l: hardlink target '../x' is outside"),
-    ("through-symlink", [_ti("s", tarfile.SYMTYPE, link="/etc"), (_ti("s/passwd", size=1), b"x")],
-     "s/passwd: would be written through a symlink"),
-    ("symlink-escape", [_ti("a", tarfile.DIRTYPE), _ti("a/s", tarfile.SYMTYPE, link="../../x")],
-     "a/s: symlink target '../../x' escapes the root"),
+    (
+        "hardlink-out",
+        [_ti("l", tarfile.LNKTYPE, link="../x")],
+        "l: hardlink target '../x' is outside",
+    ),
+    (
+        "through-symlink",
+        [_ti("s", tarfile.SYMTYPE, link="/etc"), (_ti("s/passwd", size=1), b"x")],
+        "s/passwd: would be written through a symlink",
+    ),
+    (
+        "symlink-escape",
+        [_ti("a", tarfile.DIRTYPE), _ti("a/s", tarfile.SYMTYPE, link="../../x")],
+        "a/s: symlink target '../../x' escapes the root",
+    ),
     ("chardev", [_ti("dev/null", tarfile.CHRTYPE)], "dev/null: device nodes"),
     ("blockdev", [_ti("sda", tarfile.BLKTYPE)], "sda: device nodes"),
     ("fifo", [_ti("p", tarfile.FIFOTYPE)], "p: device nodes"),
@@ -342,8 +361,13 @@ def test_commit_tar_refuses_unsafe_members(
 
 
 def test_commit_tar_allows_absolute_and_inner_relative_symlinks(store: Store) -> None:
-    data = _tar([_ti("bin", tarfile.DIRTYPE), _ti("bin/sh", tarfile.SYMTYPE, link="/bin/busybox"),
-                 _ti("bin/up", tarfile.SYMTYPE, link="../etc/x")])
+    data = _tar(
+        [
+            _ti("bin", tarfile.DIRTYPE),
+            _ti("bin/sh", tarfile.SYMTYPE, link="/bin/busybox"),
+            _ti("bin/up", tarfile.SYMTYPE, link="../etc/x"),
+        ]
+    )
     info = store.layers.commit_tar(io.BytesIO(data), None)
     assert os.readlink(store.layers.diff_path(info.chain_id) / "bin" / "up") == "../etc/x"
 
@@ -402,10 +426,17 @@ def test_put_blob_is_atomic_and_refreshes_mtime(store: Store) -> None:
         store.images.get_blob("sha256:" + "1" * 64)
 
 
-def _image(store: Store, diff_ids: list[str], created: str = "2024-01-02T03:04:05.123456789Z") -> str:
-    config = {"architecture": "amd64", "os": "linux", "created": created,
-              "config": {"Labels": {"a": "b"}},
-              "rootfs": {"type": "layers", "diff_ids": diff_ids}, "history": []}
+def _image(
+    store: Store, diff_ids: list[str], created: str = "2024-01-02T03:04:05.123456789Z"
+) -> str:
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": created,
+        "config": {"Labels": {"a": "b"}},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [],
+    }
     return store.images.put_config(config)
 
 

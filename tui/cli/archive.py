@@ -21,8 +21,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("load", help="load images from a docker save archive or OCI layout")
-    p.add_argument("-i", "--input", required=True, metavar="FILE",
-                   help="a tar (optionally compressed) or an OCI layout directory")
+    p.add_argument(
+        "-i",
+        "--input",
+        required=True,
+        metavar="FILE",
+        help="a tar (optionally compressed) or an OCI layout directory",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing")
     p.set_defaults(func=cmd_load)
 
@@ -36,8 +41,7 @@ def _store(ctx: CliContext, verb: str) -> Store:
     store = getattr(ctx.engine, "store", None)
     if not isinstance(store, Store):
         raise UsageError(
-            f"`lamina {verb}` works on the embedded store; with a Docker Engine use "
-            f"`docker {verb}`"
+            f"`lamina {verb}` works on the embedded store; with a Docker Engine use `docker {verb}`"
         )
     return store
 

@@ -152,23 +152,35 @@ def cmd_images(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = N
     rows = _image_rows(images)
     if args.format == "json":
         for repo, tag, image in rows:
-            print(json.dumps({
-                "ID": short_id(image.id, args.no_trunc),
-                "FullID": image.id,
-                "Repository": repo,
-                "Tag": tag,
-                "CreatedAt": iso(image.created),
-                "CreatedSince": since(image.created),
-                "Size": human_size(image.size),
-                "SizeBytes": image.size,
-                "Layers": len(image.layers),
-                "Labels": image.labels,
-            }), file=out)
+            print(
+                json.dumps(
+                    {
+                        "ID": short_id(image.id, args.no_trunc),
+                        "FullID": image.id,
+                        "Repository": repo,
+                        "Tag": tag,
+                        "CreatedAt": iso(image.created),
+                        "CreatedSince": since(image.created),
+                        "Size": human_size(image.size),
+                        "SizeBytes": image.size,
+                        "Layers": len(image.layers),
+                        "Labels": image.labels,
+                    }
+                ),
+                file=out,
+            )
         return 0
     table = [["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]]
     for repo, tag, image in rows:
-        table.append([repo, tag, short_id(image.id, args.no_trunc), since(image.created),
-                      human_size(image.size)])
+        table.append(
+            [
+                repo,
+                tag,
+                short_id(image.id, args.no_trunc),
+                since(image.created),
+                human_size(image.size),
+            ]
+        )
     print_table(table, out)
     return 0
 
@@ -192,22 +204,28 @@ def cmd_history(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = 
         return 0
     if args.format == "json":
         for i, e in zip(ids, entries):
-            print(json.dumps({
-                "ID": i,
-                "CreatedAt": iso(e.created),
-                "CreatedSince": since(e.created),
-                "CreatedBy": e.created_by,
-                "Size": human_size(e.size),
-                "SizeBytes": e.size,
-                "EmptyLayer": e.empty_layer,
-                "ChainID": e.chain_id,
-                "Comment": e.comment,
-            }), file=out)
+            print(
+                json.dumps(
+                    {
+                        "ID": i,
+                        "CreatedAt": iso(e.created),
+                        "CreatedSince": since(e.created),
+                        "CreatedBy": e.created_by,
+                        "Size": human_size(e.size),
+                        "SizeBytes": e.size,
+                        "EmptyLayer": e.empty_layer,
+                        "ChainID": e.chain_id,
+                        "Comment": e.comment,
+                    }
+                ),
+                file=out,
+            )
         return 0
     table = [["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]]
     for i, e in zip(ids, entries):
-        table.append([i, since(e.created), _created_by(e, args.no_trunc), human_size(e.size),
-                      e.comment])
+        table.append(
+            [i, since(e.created), _created_by(e, args.no_trunc), human_size(e.size), e.comment]
+        )
     print_table(table, out)
     return 0
 
