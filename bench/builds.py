@@ -26,9 +26,10 @@ BASE_TAG = "lamina-bench/busybox:latest"
 OUT_TAG = "lamina-bench/app:latest"
 # FROM, RUN, COPY, RUN: the COPY is the third step after FROM (index 2 of 4).
 COPY_STEP = 2
-# A dry run after a one-file edit may read at most this share of the context: the
-# edited file, the Dockerfile and the index, never everything again.
+# A dry run after a one-file edit may read at most this share of the context plus the
+# allowance (the edited file, the Dockerfile, index pages), never everything again.
 REHASH_LIMIT = 0.05
+REHASH_ALLOWANCE = 1_000_000
 
 
 @dataclass
@@ -82,6 +83,27 @@ def run_builds(
     if docker is not None:
         docker.remove(OUT_TAG)
         docker.import_base(rootfs_tar, BASE_TAG)
+    try:
+        _repeats(out, context, spec, rootfs_tar, lamina, docker, repeat)
+    finally:
+        revert_edit(context, spec)
+        if docker is not None:
+            # A daemon shared with other work gets back what it had.
+            docker.remove(OUT_TAG)
+            docker.remove(BASE_TAG)
+            docker.remove_dangling()
+    return out
+
+
+def _repeats(
+    out: BuildSamples,
+    context: Path,
+    spec: ContextSpec,
+    rootfs_tar: Path,
+    lamina: LaminaSide,
+    docker: DockerSide | None,
+    repeat: int,
+) -> None:
     for r in range(repeat):
         revert_edit(context, spec)
 
@@ -135,8 +157,6 @@ def run_builds(
             raise BenchError(f"lamina's dry run failed: {report['failed']}")
         out.dry_run_read.append(int(report["read_bytes"]))
         out.dry_run_seconds.append(float(report["seconds"]))
-    revert_edit(context, spec)
-    return out
 
 
 def _alternate(r: int, own: Callable[[], None], ref: Callable[[], None] | None) -> None:
@@ -175,8 +195,8 @@ def build_rows(samples: BuildSamples, spec: ContextSpec, docker_name: str) -> li
         rows.append(
             Row("Builds", "bytes a dry run reads after a one-file edit",
                 Samples("B", [float(n) for n in samples.dry_run_read]),
-                target_max=spec.total_bytes * REHASH_LIMIT,
-                notes=f"the target is {REHASH_LIMIT:.0%} of the context: a rehash of "
-                "everything would read all of it")
+                target_max=spec.total_bytes * REHASH_LIMIT + REHASH_ALLOWANCE,
+                notes=f"the target is {REHASH_LIMIT:.0%} of the context + 1 MB for the index; "
+                "rehashing everything would read all of it")
         )  # fmt: skip
     return rows

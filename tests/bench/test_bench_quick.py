@@ -1,0 +1,76 @@
+"""``python -m bench --quick`` end to end, so the benchmark cannot rot unnoticed.
+
+The numbers at these sizes mean nothing; what is checked is that every part runs on
+real stores, real builds and (when marked) a real Docker Engine, that each cache
+decision the benchmark relies on was verified, and that the report says what ran.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _bench(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out),
+         "--workdir", str(tmp_path / "work"), *args],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert (out / "results.json").is_file(), proc.stderr[-2000:]
+    return proc.returncode, json.loads((out / "results.json").read_text()), proc.stdout
+
+
+def _rows(data: dict[str, Any], section: str) -> list[dict[str, Any]]:
+    return [row for row in data["rows"] if row["section"] == section]
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_quick_run_without_docker_measures_every_lamina_part(tmp_path: Path) -> None:
+    code, data, stdout = _bench(tmp_path, "--no-docker", "--profile", "cached-build")
+    assert data["failed"] == [], data["failed"]
+    assert code == 0
+    assert [s["what"] for s in data["skipped"]] == ["Docker columns"]
+    builds = _rows(data, "Builds")
+    assert [r["what"].split(" (")[0] for r in builds] == [
+        "cold build", "fully cached rebuild", "rebuild after editing one file",
+        "bytes a dry run reads after a one-file edit",
+    ]  # fmt: skip
+    for row in data["rows"]:
+        assert row["lamina"]["values"] and all(v > 0 for v in row["lamina"]["values"]), row
+    # Without Docker there is no reference, so no speed-up verdict is claimed.
+    assert all(r["reference"] is None and r["met"] is None for r in builds[:3])
+    rehash = builds[3]
+    assert rehash["met"] is True, "a dry run after a one-file edit must not rehash everything"
+    commit = _rows(data, "Layer commit")
+    assert commit and all(r["reference"]["median"] > 0 for r in commit)
+    inspect = {r["what"].split(",")[0] for r in _rows(data, "Inspect at scale")}
+    assert inspect == {"system df", "prune plan (system -a)",
+                       "open the app until the first view shows data", "key press round trip (`down`"}  # fmt: skip
+    assert data["profiles"] and data["profiles"][0]["top"]
+    assert "| Builds | cold build" in stdout and "Skipped:" in stdout
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.docker
+def test_quick_builds_against_docker_compare_side_by_side(tmp_path: Path) -> None:
+    code, data, _ = _bench(tmp_path, "--only", "builds")
+    assert data["failed"] == [], data["failed"]
+    assert code == 0 and data["skipped"] == []
+    assert data["docker"] and "DOCKER_BUILDKIT=0" in data["docker"]
+    builds = _rows(data, "Builds")[:3]
+    assert len(builds) == 3
+    for row in builds:
+        assert row["reference"]["values"] and row["reference"]["median"] > 0, row
+        assert row["reference_name"].startswith("Docker ")
+        assert row["speedup"] is not None
