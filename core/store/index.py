@@ -186,10 +186,8 @@ class Index:
         for conn in conns:
             try:
                 conn.close()
-            except sqlite3.ProgrammingError:
-                # Opened by another thread; CPython refuses to close it from here, and it
-                # goes when that thread's objects are collected.
-                pass
+            except sqlite3.Error as exc:
+                log.debug("%s: closing a connection: %s", self.path, exc)
         self._local.__dict__.pop("conn", None)
 
     def _migrate(self) -> None:

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
+AUFS_META_PREFIX = ".wh..wh."
 OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 # Like Docker's archive package, only this xattr goes into a layer tar made from a
 # directory; overlay's own xattrs are represented by whiteout entries instead.
@@ -247,6 +248,7 @@ def dir_to_tar(root: Path, out: Callable[[bytes], None]) -> TarSplit:
         if kind == tarfile.DIRTYPE and is_opaque(path):
             marker = _base_info(posixpath.join(rel, OPAQUE_MARKER), st)
             marker.type = tarfile.REGTYPE
+            marker.mode = stat.S_IMODE(st.st_mode) & 0o777
             marker.mtime = 0
             emit_raw(pax_header(marker))
     emit_raw(END_OF_ARCHIVE)
@@ -343,6 +345,10 @@ class _Extractor:
         if rel == "":
             if m.type == tarfile.DIRTYPE:
                 self.dirs.append((self.root, m))
+            return
+        parts = rel.split("/")
+        if any(p.startswith(AUFS_META_PREFIX) for p in parts) and parts[-1] != OPAQUE_MARKER:
+            # Other AUFS metadata (.wh..wh.plnk/, .wh..wh.aufs): Docker skips it too.
             return
         self.check_parents(m.name, rel)
         parent_rel, base = posixpath.split(rel)

@@ -35,22 +35,20 @@ TARSPLIT_VERSION = 1
 class TarSplit:
     """The non-payload bytes of a tar and where its payloads live.
 
-    ``segments`` alternates raw bytes (``("r", bytes)``) and payload references
+    ``segments`` alternates raw bytes (``("r", bytearray)``) and payload references
     (``("f", relative_path, size)``).
     """
 
-    segments: list[tuple[str, bytes] | tuple[str, str, int]] = field(default_factory=list)
+    segments: list[tuple[str, bytearray] | tuple[str, str, int]] = field(default_factory=list)
 
     def raw(self, data: bytes) -> None:
-        """Appends raw bytes, merged with a preceding raw segment."""
+        """Appends raw bytes, extending a preceding raw segment in place."""
         if not data:
             return
         if self.segments and self.segments[-1][0] == "r":
-            prev = self.segments[-1][1]
-            assert isinstance(prev, bytes)
-            self.segments[-1] = ("r", prev + data)
+            cast(bytearray, self.segments[-1][1]).extend(data)
         else:
-            self.segments.append(("r", data))
+            self.segments.append(("r", bytearray(data)))
 
     def payload(self, path: str, size: int) -> int:
         """Appends a payload reference; returns its segment index."""
@@ -59,7 +57,7 @@ class TarSplit:
 
     def inline(self, index: int, data: bytes) -> None:
         """Turns payload segment ``index`` into raw bytes (its file is being replaced)."""
-        self.segments[index] = ("r", data)
+        self.segments[index] = ("r", bytearray(data))
 
     def dump(self, path: Path) -> None:
         """Writes the split as gzipped JSON and fsyncs it."""
@@ -90,7 +88,7 @@ class TarSplit:
             split = cls()
             for seg in doc["segments"]:
                 if seg[0] == "r":
-                    split.segments.append(("r", base64.b64decode(seg[1])))
+                    split.segments.append(("r", bytearray(base64.b64decode(seg[1]))))
                 else:
                     split.segments.append(("f", str(seg[1]), int(seg[2])))
             return split
@@ -105,7 +103,7 @@ class TarSplit:
         """
         for seg in self.segments:
             if seg[0] == "r":
-                out.write(seg[1])  # type: ignore[arg-type]
+                out.write(cast(bytearray, seg[1]))
                 continue
             rel, size = str(seg[1]), int(seg[2])  # type: ignore[misc]
             path = root / rel

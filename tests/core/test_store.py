@@ -309,6 +309,20 @@ def test_commit_tar_preserves_foreign_tar_bytes(store: Store) -> None:
     assert os.getxattr(diff / "other", "user.overlay.opaque") == b"y"
 
 
+def test_commit_tar_skips_aufs_metadata(store: Store) -> None:
+    data = _tar(
+        [
+            _ti(".wh..wh.plnk", tarfile.DIRTYPE),
+            (_ti(".wh..wh.plnk/123.45", size=1), b"x"),
+            _ti(".wh..wh.aufs"),
+            (_ti("kept", size=1), b"k"),
+        ]
+    )
+    info = store.layers.commit_tar(io.BytesIO(data), None)
+    assert os.listdir(store.layers.diff_path(info.chain_id)) == ["kept"]
+    assert layer_tar(store, info.chain_id) == data
+
+
 def test_commit_tar_keeps_overwritten_payloads(store: Store) -> None:
     data = _tar([(_ti("f", size=3), b"one"), (_ti("f", size=3), b"two")])
     info = store.layers.commit_tar(io.BytesIO(data), None)
