@@ -611,18 +611,23 @@ def save_archive(store: Store, refs: list[str], out_path: Path) -> None:
             tags.append(tag)
     out_path = Path(out_path)
     out_dir = out_path.parent if str(out_path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", dir=out_dir)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", dir=out_dir)
+    except OSError as exc:
+        raise ArchiveError(f"{out_path}: cannot write: {exc.strerror}") from exc
     try:
         with os.fdopen(fd, "wb") as raw:
             _write_archive(store, images, raw)
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp_name, out_path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp_name)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise ArchiveError(f"{out_path}: cannot write: {exc.strerror or exc}") from exc
         raise
 
 

@@ -324,6 +324,11 @@ class _Extractor:
         if not is_link:
             os.chmod(path, m.mode & 0o7777)
             for xname, value in m.xattrs.items():
+                if ".overlay." in xname:
+                    # overlayfs metadata (redirect, origin, opaque) must come from lamina,
+                    # never from an archive: a forged redirect could expose other paths.
+                    log.warning("%s: ignoring xattr %s from the archive", path, xname)
+                    continue
                 try:
                     os.setxattr(path, xname, value, follow_symlinks=False)
                 except OSError as exc:

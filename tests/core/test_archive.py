@@ -174,6 +174,14 @@ def test_save_unknown_ref(store: Store, tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*x.tar*"))
 
 
+def test_save_into_a_missing_directory(store: Store, conformance: Path, tmp_path: Path) -> None:
+    load_archive(
+        store, conformance / "images" / "containers-image" / "docker-archive" / "almostempty.tar"
+    )
+    with pytest.raises(ArchiveError, match="nodir/x.tar: cannot write"):
+        save_archive(store, ["emptyimage"], tmp_path / "nodir" / "x.tar")
+
+
 def test_gzipped_docker_save_loads(store: Store, conformance: Path, tmp_path: Path) -> None:
     gz = tmp_path / "image.tar.gz"
     gz.write_bytes(

@@ -309,6 +309,19 @@ def test_commit_tar_preserves_foreign_tar_bytes(store: Store) -> None:
     assert os.getxattr(diff / "other", "user.overlay.opaque") == b"y"
 
 
+def test_commit_tar_ignores_overlay_xattrs_from_the_archive(store: Store) -> None:
+    ti = _ti("d", tarfile.DIRTYPE)
+    ti.pax_headers = {
+        "SCHILY.xattr.trusted.overlay.redirect": "/etc",
+        "SCHILY.xattr.user.kept": "1",
+    }
+    data = _tar([ti], fmt=tarfile.PAX_FORMAT)
+    info = store.layers.commit_tar(io.BytesIO(data), None)
+    d = store.layers.diff_path(info.chain_id) / "d"
+    assert os.listxattr(d) == ["user.kept"]
+    assert layer_tar(store, info.chain_id) == data
+
+
 def test_commit_tar_skips_aufs_metadata(store: Store) -> None:
     data = _tar(
         [
