@@ -89,7 +89,7 @@ def load_config(path: Path | None = None) -> Config:
         raise UsageError(f"{path}: {exc}") from exc
     unknown = set(data) - {"cache"}
     if unknown:
-        raise UsageError(f"{path}: unknown section or key {sorted(unknown)[0]!r}")
+        raise UsageError(f"{path}: unknown section or key {min(unknown)!r}")
     return Config(cache=_cache_policy(path, data.get("cache", {})), path=path)
 
 
@@ -98,7 +98,7 @@ def _cache_policy(path: Path, table: Any) -> CachePolicy:
         raise UsageError(f"{path}: [cache] must be a table")
     unknown = set(table) - {"keep_storage", "max_unused_age"}
     if unknown:
-        raise UsageError(f"{path}: unknown key cache.{sorted(unknown)[0]}")
+        raise UsageError(f"{path}: unknown key cache.{min(unknown)}")
     keep: int | None = None
     age: float | None = None
     if "keep_storage" in table:
@@ -111,7 +111,7 @@ def _cache_policy(path: Path, table: Any) -> CachePolicy:
 def _parse(path: Path, key: str, value: Any, parse: Callable[[str], float]) -> float:
     # A bare number is bytes or seconds; TOML integers are the natural way to say "0".
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise UsageError(f"{path}: cache.{key} must be a string such as \"5GB\" or \"30d\"")
+        raise UsageError(f'{path}: cache.{key} must be a string such as "5GB" or "30d"')
     if isinstance(value, (int, float)):
         if value < 0:
             raise UsageError(f"{path}: cache.{key} must not be negative")

@@ -23,10 +23,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
-from lamina.core.errors import NotFound, StoreError
+import psutil  # type: ignore[import-untyped]
 from lamina.core.digest import is_digest
+from lamina.core.errors import NotFound, StoreError
 from lamina.core.gc import (
     CacheRow,
     Liveness,
@@ -183,7 +182,9 @@ class DiskUsage:
         return {
             "home": self.home,
             "categories": [asdict(c) for c in self.categories],
-            "images": [asdict(i) | {"tags": list(i.tags), "dangling": i.dangling} for i in self.images],
+            "images": [
+                asdict(i) | {"tags": list(i.tags), "dangling": i.dangling} for i in self.images
+            ],
             "layers": [
                 asdict(layer) | {"images": list(layer.images), "cache": list(layer.cache)}
                 for layer in self.layers

@@ -151,7 +151,12 @@ def _check_layers(store: Store, graph: RefGraph, deep: bool, problems: list[Prob
     for chain_id, row in sorted(graph.layers.items()):
         if row.parent is not None and row.parent not in graph.layers:
             problems.append(
-                Problem("broken-parent", chain_id, f"layer {chain_id}: parent {row.parent} is not in the index", False)
+                Problem(
+                    "broken-parent",
+                    chain_id,
+                    f"layer {chain_id}: parent {row.parent} is not in the index",
+                    False,
+                )
             )
             bad.add(chain_id)
         try:
@@ -174,7 +179,12 @@ def _check_layers(store: Store, graph: RefGraph, deep: bool, problems: list[Prob
             continue
         if deep and not store.layers.verify(chain_id):
             problems.append(
-                Problem("corrupt-layer", chain_id, f"layer {chain_id}: contents no longer match its diffID", False)
+                Problem(
+                    "corrupt-layer",
+                    chain_id,
+                    f"layer {chain_id}: contents no longer match its diffID",
+                    False,
+                )
             )
             bad.add(chain_id)
     # A layer is unusable when anything below it is.
@@ -188,7 +198,9 @@ def _check_layers(store: Store, graph: RefGraph, deep: bool, problems: list[Prob
     return unusable
 
 
-def _check_images(store: Store, graph: RefGraph, bad_layers: set[str], problems: list[Problem]) -> None:
+def _check_images(
+    store: Store, graph: RefGraph, bad_layers: set[str], problems: list[Problem]
+) -> None:
     for image_id, image in sorted(graph.images.items()):
         try:
             config = store.images.get_config(image_id)
@@ -198,12 +210,21 @@ def _check_images(store: Store, graph: RefGraph, bad_layers: set[str], problems:
             continue
         diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
         if not isinstance(diff_ids, list) or not all(is_digest(d) for d in diff_ids):
-            problems.append(Problem("bad-config", image_id, f"image {image_id}: malformed rootfs.diff_ids", False))
+            problems.append(
+                Problem(
+                    "bad-config", image_id, f"image {image_id}: malformed rootfs.diff_ids", False
+                )
+            )
             continue
         expected = chain_ids(diff_ids)
         if image.top_layer is not None and image.top_layer not in graph.layers:
             problems.append(
-                Problem("missing-layer", image_id, f"image {image_id}: layer {image.top_layer} is not in the index", False)
+                Problem(
+                    "missing-layer",
+                    image_id,
+                    f"image {image_id}: layer {image.top_layer} is not in the index",
+                    False,
+                )
             )
             continue
         try:
@@ -212,17 +233,29 @@ def _check_images(store: Store, graph: RefGraph, bad_layers: set[str], problems:
             continue  # reported with the layer
         if actual != expected:
             problems.append(
-                Problem("chain-mismatch", image_id, f"image {image_id}: its layers do not match its config's diff_ids", False)
+                Problem(
+                    "chain-mismatch",
+                    image_id,
+                    f"image {image_id}: its layers do not match its config's diff_ids",
+                    False,
+                )
             )
             continue
         broken = [c for c in actual if c in bad_layers]
         if broken:
             problems.append(
-                Problem("missing-layer", image_id, f"image {image_id}: layer {broken[0]} is missing or damaged", False)
+                Problem(
+                    "missing-layer",
+                    image_id,
+                    f"image {image_id}: layer {broken[0]} is missing or damaged",
+                    False,
+                )
             )
 
 
-def _check_cache(store: Store, graph: RefGraph, bad_layers: set[str], problems: list[Problem]) -> set[str]:
+def _check_cache(
+    store: Store, graph: RefGraph, bad_layers: set[str], problems: list[Problem]
+) -> set[str]:
     """Cache keys whose layer or configs are gone (safe to drop: a miss rebuilds them)."""
     broken: set[str] = set()
     for key, entry in sorted(graph.cache.items()):
@@ -230,14 +263,24 @@ def _check_cache(store: Store, graph: RefGraph, bad_layers: set[str], problems: 
             entry.top_layer not in graph.layers or entry.top_layer in bad_layers
         ):
             problems.append(
-                Problem("cache-missing-layer", key, f"cache entry {key}: layer {entry.top_layer} is missing or damaged", True)
+                Problem(
+                    "cache-missing-layer",
+                    key,
+                    f"cache entry {key}: layer {entry.top_layer} is missing or damaged",
+                    True,
+                )
             )
             broken.add(key)
             continue
         for digest in (entry.result, entry.parent):
             if is_digest(digest) and not store.images.has_blob(digest):
                 problems.append(
-                    Problem("cache-missing-config", key, f"cache entry {key}: config {digest} is missing", True)
+                    Problem(
+                        "cache-missing-config",
+                        key,
+                        f"cache entry {key}: config {digest} is missing",
+                        True,
+                    )
                 )
                 broken.add(key)
                 break
@@ -247,9 +290,7 @@ def _check_cache(store: Store, graph: RefGraph, bad_layers: set[str], problems: 
 def _interrupted_builds(store: Store) -> list[tuple[int, int | None]]:
     rows = store.index.connection().execute("SELECT id, pid FROM builds WHERE status = 'running'")
     return [
-        (int(r["id"]), r["pid"])
-        for r in rows
-        if r["pid"] is None or not pid_alive(int(r["pid"]))
+        (int(r["id"]), r["pid"]) for r in rows if r["pid"] is None or not pid_alive(int(r["pid"]))
     ]
 
 
@@ -316,7 +357,9 @@ def _repair_rows(
         remaining_cache = [k for k in graph.cache if k not in broken_cache]
         live = Liveness(graph, cache=remaining_cache)
         missing = [
-            p.subject for p in problems if p.kind == "missing-layer-dir" and not live.live(p.subject)
+            p.subject
+            for p in problems
+            if p.kind == "missing-layer-dir" and not live.live(p.subject)
         ]
         children: dict[str, int] = {}
         for row in graph.layers.values():

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from lamina.core.config import load_config
+from lamina.core.digest import hex_of
 from lamina.core.errors import UsageError
 from lamina.core.filters import (
     BUILDER_FILTERS,
@@ -97,7 +98,9 @@ class PruneRequest:
             UsageError: an unknown kind or filter, a malformed value, a negative size.
         """
         if self.kind not in KINDS:
-            raise UsageError(f"unknown prune kind {self.kind!r} (expected image, builder or system)")
+            raise UsageError(
+                f"unknown prune kind {self.kind!r} (expected image, builder or system)"
+            )
         if self.keep_storage is not None:
             if self.kind == "image":
                 raise UsageError("--keep-storage applies to the build cache, not to images")
@@ -267,7 +270,13 @@ class PruneResult:
     def merged(self, other: PruneResult) -> PruneResult:
         """Both results as one (for several prunes in a row)."""
         return PruneResult(
-            *(getattr(self, f) + getattr(other, f) for f in _RESULT_FIELDS),
+            untagged=self.untagged + other.untagged,
+            images=self.images + other.images,
+            cache=self.cache + other.cache,
+            layers=self.layers + other.layers,
+            blobs=self.blobs + other.blobs,
+            leftovers=self.leftovers + other.leftovers,
+            skipped=self.skipped + other.skipped,
             reclaimed_bytes=self.reclaimed_bytes + other.reclaimed_bytes,
         )
 
@@ -565,35 +574,35 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
             )
             layers = _recheck_layers(graph, plan, live, skipped)
             remaining_refs = _blob_refs_without(graph, gone_images, gone_cache)
-            blobs = []
-            for p in plan.blobs:
-                if remaining_refs.get(p.digest, 0) > 0:
-                    skipped.append(Skipped("blob", p.digest, "referenced again since planning"))
-                elif _mtime(store, p.digest) > plan.created:
-                    skipped.append(Skipped("blob", p.digest, "written again since planning"))
+            blobs: list[PlannedBlob] = []
+            for b in plan.blobs:
+                if remaining_refs.get(b.digest, 0) > 0:
+                    skipped.append(Skipped("blob", b.digest, "referenced again since planning"))
+                elif _mtime(store, b.digest) > plan.created:
+                    skipped.append(Skipped("blob", b.digest, "written again since planning"))
                 else:
-                    blobs.append(p)
+                    blobs.append(b)
             untagged: list[str] = []
-            for p in images:
-                untagged += graph.images[p.id].tags
-                conn.execute("DELETE FROM tags WHERE image_id = ?", (p.id,))
-                conn.execute("DELETE FROM images WHERE id = ?", (p.id,))
+            for i in images:
+                untagged += graph.images[i.id].tags
+                conn.execute("DELETE FROM tags WHERE image_id = ?", (i.id,))
+                conn.execute("DELETE FROM images WHERE id = ?", (i.id,))
             now = time.time()
-            for p in cache:
-                entry = graph.cache[p.key]
+            for c in cache:
+                entry = graph.cache[c.key]
                 # A tombstone, so a later miss can say the entry was pruned.
                 conn.execute(
                     "INSERT OR REPLACE INTO pruned_cache (key, parent, instruction, pruned_at)"
                     " VALUES (?, ?, ?, ?)",
                     (entry.key, entry.parent, entry.instruction, now),
                 )
-                conn.execute("DELETE FROM cache WHERE key = ?", (p.key,))
-            for p in layers:
-                conn.execute("DELETE FROM layers WHERE chain_id = ?", (p.chain_id,))
+                conn.execute("DELETE FROM cache WHERE key = ?", (c.key,))
+            for layer in layers:
+                conn.execute("DELETE FROM layers WHERE chain_id = ?", (layer.chain_id,))
         # Committed: the rows are gone. Now the directories, renamed first so that a
         # crash leaves recognisable trash, never a half-deleted layer under its name.
-        for p in layers:
-            moved = to_trash(store, store.home / "layers" / p.chain_id.split(":", 1)[1])
+        for layer in layers:
+            moved = to_trash(store, store.home / "layers" / hex_of(layer.chain_id))
             if moved is not None:
                 trash.append(moved)
         for b in blobs:
@@ -646,7 +655,7 @@ def _recheck_images(graph: RefGraph, plan: PrunePlan, skipped: list[Skipped]) ->
             continue
         new_tags = set(image.tags) - set(p.tags)
         if new_tags:
-            skipped.append(Skipped("image", p.id, f"tagged {sorted(new_tags)[0]} since planning"))
+            skipped.append(Skipped("image", p.id, f"tagged {min(new_tags)} since planning"))
             continue
         if not p.tags and not plan.request.all:
             kept_child = [c for c in children.get(p.id, ()) if c not in planned]

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from lamina.core.store import Store
 from lamina.tui.cli import main
 
@@ -41,7 +40,9 @@ def world(lamina_home: Path) -> dict[str, Any]:
     try:
         base = S.stack(store, [20_000], "base")
         kept = S.image(store, base, tag="app:1")
-        dangling = S.image(store, base + S.stack(store, [30_000], "old", parent=base[0]), nonce="old")
+        dangling = S.image(
+            store, base + S.stack(store, [30_000], "old", parent=base[0]), nonce="old"
+        )
         step = S.stack(store, [10_000], "step", parent=base[0])
         S.cache_entry(store, S.key("step"), step[0], parent=kept)
         return {"kept": kept, "dangling": dangling, "home": lamina_home}
@@ -63,7 +64,9 @@ def image_ids(home: Path) -> set[str]:
         store.close()
 
 
-def test_df_table_and_json_agree_with_the_dry_run(capsys: pytest.CaptureFixture[str], world: dict[str, Any]) -> None:
+def test_df_table_and_json_agree_with_the_dry_run(
+    capsys: pytest.CaptureFixture[str], world: dict[str, Any]
+) -> None:
     code, out, _ = run(capsys, "system", "df")
     assert code == 0
     assert out.splitlines()[0].split() == ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
@@ -98,7 +101,7 @@ def test_prune_without_a_terminal_or_force_refuses(
     capsys: pytest.CaptureFixture[str], world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))
-    code, out, err = run(capsys, "system", "prune")
+    code, _out, err = run(capsys, "system", "prune")
     assert code == 2
     assert err.count("\n") == 1 and "stdin is not a terminal (use -f)" in err
     assert image_ids(world["home"]) == {world["kept"], world["dangling"]}
@@ -136,19 +139,25 @@ def test_prune_asks_on_a_terminal(
 def test_bad_input_is_one_line_exit_2_and_nothing_deleted(
     capsys: pytest.CaptureFixture[str], world: dict[str, Any], argv: tuple[str, ...], message: str
 ) -> None:
-    code, out, err = run(capsys, *argv)
+    code, _out, err = run(capsys, *argv)
     assert code == 2 and message in err and err.count("\n") == 1
     assert image_ids(world["home"]) == {world["kept"], world["dangling"]}
 
 
-def test_builder_prune_all_and_keep_storage(capsys: pytest.CaptureFixture[str], world: dict[str, Any]) -> None:
-    code, out, _ = run(capsys, "builder", "prune", "--keep-storage", "1GB", "-f", "--format", "json")
+def test_builder_prune_all_and_keep_storage(
+    capsys: pytest.CaptureFixture[str], world: dict[str, Any]
+) -> None:
+    code, out, _ = run(
+        capsys, "builder", "prune", "--keep-storage", "1GB", "-f", "--format", "json"
+    )
     assert json.loads(out)["cache"] == []
     code, out, _ = run(capsys, "builder", "prune", "-f")
     assert code == 0 and "Deleted build cache objects:" in out and S.key("step") in out
 
 
-def test_fsck_exit_status_and_repair(capsys: pytest.CaptureFixture[str], world: dict[str, Any]) -> None:
+def test_fsck_exit_status_and_repair(
+    capsys: pytest.CaptureFixture[str], world: dict[str, Any]
+) -> None:
     code, out, _ = run(capsys, "fsck")
     assert code == 0 and out.startswith("ok: ")
     (world["home"] / "tmp" / ".trash-abc-1").mkdir()

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from lamina.core.config import config_path, load_config
 from lamina.core.errors import UsageError
 from lamina.core.prune import apply_retention

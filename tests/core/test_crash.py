@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from lamina.core.build.builder import run_build
 from lamina.core.events import BuildFinished, StepFinished
 from lamina.core.fsck import fsck
@@ -164,9 +163,12 @@ def assert_nothing_unreferenced(store: Store) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("mode", "seed"), [("loop", 1), ("loop", 2), ("loop", 3), ("prune", 4), ("prune", 5), ("prune", 6), ("prune", 7)]
+    ("mode", "seed"),
+    [("loop", 1), ("loop", 2), ("loop", 3), ("prune", 4), ("prune", 5), ("prune", 6), ("prune", 7)],
 )
-def test_kill_9_during_builds_and_prunes_loses_nothing(tmp_path: Path, mode: str, seed: int) -> None:
+def test_kill_9_during_builds_and_prunes_loses_nothing(
+    tmp_path: Path, mode: str, seed: int
+) -> None:
     home, root = tmp_path / "store", tmp_path / "ctx"
     make_contexts(root)
     Store(home).close()
@@ -175,7 +177,9 @@ def test_kill_9_during_builds_and_prunes_loses_nothing(tmp_path: Path, mode: str
     store = Store(home)
     try:
         report = fsck(store, grace=0.0)
-        assert {p.kind for p in report.problems} <= {"leftover", "interrupted-build"}, report.problems
+        assert {p.kind for p in report.problems} <= {"leftover", "interrupted-build"}, (
+            report.problems
+        )
         if seed % 2:
             # The next prune alone removes the leftovers; fsck then only needs the
             # interrupted build record fixed.

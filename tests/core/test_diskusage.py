@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from lamina.core.diskusage import disk_usage, frees
 from lamina.core.errors import NotFound
 from lamina.core.prune import PruneRequest, apply_prune, plan_prune
@@ -53,8 +52,17 @@ def world(store: Store) -> dict[str, Any]:
     S.cache_entry(store, S.key("step"), step[0], parent=img_a, use_count=3)
     S.cache_entry(store, S.key("meta"), a[0], parent=img_a, result=img_a)
     orphan = S.stack(store, [12_000], "orphan")
-    return dict(base=base, a=a, b=b, c=c, step=step, orphan=orphan,
-                img_a=img_a, img_b=img_b, dangling=dangling)
+    return {
+        "base": base,
+        "a": a,
+        "b": b,
+        "c": c,
+        "step": step,
+        "orphan": orphan,
+        "img_a": img_a,
+        "img_b": img_b,
+        "dangling": dangling,
+    }
 
 
 def test_shared_and_unique_sizes_follow_chain_ids(store: Store, world: dict[str, Any]) -> None:
@@ -77,13 +85,19 @@ def test_shared_and_unique_sizes_follow_chain_ids(store: Store, world: dict[str,
 def test_layer_users_and_orphans(store: Store, world: dict[str, Any]) -> None:
     usage = disk_usage(store)
     layers = {u.chain_id: u for u in usage.layers}
-    assert set(layers[world["base"][0]].images) == {world["img_a"], world["img_b"], world["dangling"]}
+    assert set(layers[world["base"][0]].images) == {
+        world["img_a"],
+        world["img_b"],
+        world["dangling"],
+    }
     assert set(layers[world["a"][0]].cache) == {S.key("step"), S.key("meta")}
     assert layers[world["step"][0]].images == ()
     assert usage.orphans == (world["orphan"][0],)
 
 
-def test_cache_entries_report_their_own_layer_and_sharing(store: Store, world: dict[str, Any]) -> None:
+def test_cache_entries_report_their_own_layer_and_sharing(
+    store: Store, world: dict[str, Any]
+) -> None:
     usage = disk_usage(store)
     cache = {c.key: c for c in usage.cache}
     step = cache[S.key("step")]
@@ -104,19 +118,25 @@ def test_reclaimable_equals_the_dry_run_of_each_prune(store: Store, world: dict[
         p.bytes for p in plan_prune(store, PruneRequest("builder")).cache
     )
     assert usage.reclaimable == plan_prune(store, PruneRequest("system")).reclaimable_bytes
-    assert usage.reclaimable_all == plan_prune(
-        store, PruneRequest("system", all=True)
-    ).reclaimable_bytes
+    assert (
+        usage.reclaimable_all
+        == plan_prune(store, PruneRequest("system", all=True)).reclaimable_bytes
+    )
     assert usage.reclaimable <= usage.reclaimable_all
     assert 0 < usage.fs_free <= usage.fs_total
     doc = json.loads(json.dumps(usage.to_json()))
     assert doc["reclaimable_bytes"] == usage.reclaimable
     assert {c["name"] for c in doc["categories"]} == {
-        "images", "build_cache", "orphan_layers", "leftovers"
+        "images",
+        "build_cache",
+        "orphan_layers",
+        "leftovers",
     }
 
 
-def test_frees_predicts_what_removing_each_target_frees(store: Store, world: dict[str, Any]) -> None:
+def test_frees_predicts_what_removing_each_target_frees(
+    store: Store, world: dict[str, Any]
+) -> None:
     # The dangling image: its own layer and config. Measured by removing it for real.
     predicted = frees(store, world["dangling"])
     assert predicted == frees(store, world["dangling"][7:19])  # a unique ID prefix

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from lamina.core.digest import hex_of
 from lamina.core.fsck import fsck
 from lamina.core.store import Store

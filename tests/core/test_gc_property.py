@@ -17,7 +17,6 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from lamina.core.build.builder import run_build
 from lamina.core.events import BuildFinished
 from lamina.core.gc import Liveness, find_leftovers, load_graph
@@ -87,7 +86,9 @@ def check_references(store: Store) -> None:
 
 
 def prune(store: Store, kind: str, all_: bool, keep: int | None) -> None:
-    request = PruneRequest(kind, all=all_, keep_storage=None if kind == "image" else keep, grace=0.0)
+    request = PruneRequest(
+        kind, all=all_, keep_storage=None if kind == "image" else keep, grace=0.0
+    )
     plan = plan_prune(store, request)
     before = S.disk_bytes_of_store(store.home)
     result = apply_prune(store, plan)
@@ -131,15 +132,19 @@ def test_nothing_referenced_is_ever_removed(sequence: list[tuple[Any, Any, Any]]
                     )
                     assert isinstance(events[-1], BuildFinished), events[-1]
                 elif op == "tag":
-                    try:
-                        image_id = store.images.resolve(a)
-                    except Exception:  # noqa: BLE001 - the tag does not exist yet
-                        continue
-                    store.images.tag(image_id, b)
+                    rows = (
+                        store.index.connection()
+                        .execute("SELECT image_id FROM tags WHERE name = ?", (a,))
+                        .fetchall()
+                    )
+                    if rows:  # tagging needs an existing source tag
+                        store.images.tag(rows[0][0], b)
                 elif op == "rmi":
-                    rows = store.index.connection().execute(
-                        "SELECT image_id FROM tags WHERE name = ?", (a,)
-                    ).fetchall()
+                    rows = (
+                        store.index.connection()
+                        .execute("SELECT image_id FROM tags WHERE name = ?", (a,))
+                        .fetchall()
+                    )
                     if not rows:
                         continue
                     image_id = rows[0][0]

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from lamina.core.errors import UsageError
 from lamina.core.prune import PrunePlan, PruneRequest, apply_prune, plan_prune
 from lamina.core.store import Store
@@ -130,8 +129,12 @@ def test_dry_run_plan_equals_apply_with_cache_and_orphans(store: Store) -> None:
     assert {p.key for p in plan.cache} == {S.key(1), S.key(2)}
     reasons = {p.chain_id: p.reason for p in plan.layers}
     assert reasons[orphan[0]] == "referenced by nothing"
-    assert set(reasons) == {orphan[0], cached[0], cached[1], store.images.chain_of(
-        store.images.get_config(dangling))[0]}
+    assert set(reasons) == {
+        orphan[0],
+        cached[0],
+        cached[1],
+        store.images.chain_of(store.images.get_config(dangling))[0],
+    }
     # Children are deleted before their parents (the index's foreign key needs it).
     order = [p.chain_id for p in plan.layers]
     assert order.index(cached[1]) < order.index(cached[0])
@@ -192,7 +195,9 @@ def test_keep_storage_removes_least_recently_then_least_frequently_used(store: S
 
 def test_image_filters_until_and_labels(store: Store) -> None:
     now = time.time()
-    old = S.image(store, S.stack(store, [4_000], "o"), labels={"env": "ci"}, created=now - 10 * 86400)
+    old = S.image(
+        store, S.stack(store, [4_000], "o"), labels={"env": "ci"}, created=now - 10 * 86400
+    )
     new = S.image(store, S.stack(store, [4_000], "n"), labels={"env": "dev"}, created=now - 60)
     bare = S.image(store, S.stack(store, [4_000], "b"), created=now - 10 * 86400)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from lamina.core.errors import UsageError
 from lamina.core.filters import (
     BUILDER_FILTERS,

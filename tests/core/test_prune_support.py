@@ -33,7 +33,9 @@ def load_support() -> ModuleType:
     return sys.modules[name]
 
 
-def layer(store: Store, parent: str | None, files: dict[str, bytes], created_by: str = "RUN x") -> str:
+def layer(
+    store: Store, parent: str | None, files: dict[str, bytes], created_by: str = "RUN x"
+) -> str:
     """Commits a real layer holding ``files``; returns its chainID."""
     with store.tmpdir("test") as work:
         src = work / "upper"
@@ -99,7 +101,9 @@ def cache_entry(
 ) -> str:
     """Records a cache row as the builder does; ``result`` defaults to a stored config."""
     if result is None:
-        result = store.images.put_config({"cache": key, "rootfs": {"type": "layers", "diff_ids": []}})
+        result = store.images.put_config(
+            {"cache": key, "rootfs": {"type": "layers", "diff_ids": []}}
+        )
     now = time.time() if last_used is None else last_used
     with store.index.transaction() as conn:
         conn.execute(

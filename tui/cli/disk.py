@@ -37,7 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     image = _group(sub, "image", "manage images")
     p = image.add_parser("prune", help="remove dangling images (and their unused layers)")
-    p.add_argument("-a", "--all", action="store_true", help="remove all unused images, not only dangling")
+    p.add_argument(
+        "-a", "--all", action="store_true", help="remove all unused images, not only dangling"
+    )
     _prune_options(p, filters=True, keep_storage=False)
     p.set_defaults(func=cmd_prune, kind="image")
 
@@ -76,7 +78,9 @@ def _prune_options(p: argparse.ArgumentParser, filters: bool, keep_storage: bool
         )
     if keep_storage:
         p.add_argument("--keep-storage", metavar="SIZE", help="keep this much cache (e.g. 5GB)")
-    p.add_argument("--dry-run", action="store_true", help="print what would be removed, remove nothing")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print what would be removed, remove nothing"
+    )
     p.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
     p.add_argument("--format", choices=("table", "json"), default="table")
 
@@ -141,8 +145,7 @@ def cmd_df(args: argparse.Namespace, ctx: CliContext) -> int:
     )
     if usage.fs_total:
         print(
-            f"Store {usage.home}: {human_size(usage.fs_free)} free of"
-            f" {human_size(usage.fs_total)}"
+            f"Store {usage.home}: {human_size(usage.fs_free)} free of {human_size(usage.fs_total)}"
         )
     if args.verbose:
         _df_verbose(usage)
@@ -152,7 +155,9 @@ def cmd_df(args: argparse.Namespace, ctx: CliContext) -> int:
 def _df_verbose(usage: Any) -> None:
     now = time.time()
     print("\nImages space usage:\n")
-    rows = [["REPOSITORY:TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "FREES"]]
+    rows = [
+        ["REPOSITORY:TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "FREES"]
+    ]
     for i in usage.images:
         for tag in i.tags or ("<none>:<none>",):
             rows.append(
@@ -252,7 +257,9 @@ def cmd_prune(args: argparse.Namespace, ctx: CliContext) -> int:
 def _confirm(plan: Any) -> None:
     """Asks on the terminal; refuses when stdin is not one."""
     if not sys.stdin or not sys.stdin.isatty():
-        raise UsageError("not removing anything without confirmation: stdin is not a terminal (use -f)")
+        raise UsageError(
+            "not removing anything without confirmation: stdin is not a terminal (use -f)"
+        )
     print("WARNING! This will remove:")
     for line in plan.describe():
         print(f"  - {line}")
@@ -279,7 +286,9 @@ def cmd_fsck(args: argparse.Namespace, ctx: CliContext) -> int:
         remaining = len(report.remaining)
         checked = f"{report.layers} layers, {report.images} images, {report.cache} cache entries"
         if report.ok:
-            print(f"ok: {checked}" + (f"; {len(report.problems)} repaired" if report.problems else ""))
+            print(
+                f"ok: {checked}" + (f"; {len(report.problems)} repaired" if report.problems else "")
+            )
         else:
             hint = "" if args.repair else " (--repair fixes what is safe)"
             print(f"{remaining} problem(s) in {checked}{hint}")
