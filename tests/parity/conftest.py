@@ -1,0 +1,367 @@
+"""The parity harness: one scenario, built on Docker's classic builder and on lamina.
+
+A scenario is a build context, a Dockerfile and a sequence of edits with a build after
+each. Every build runs on a real Docker Engine (``DOCKER_BUILDKIT=0``: the SDK's
+``/build`` endpoint without a BuildKit session is the classic builder) and on a fresh
+embedded store, and the harness asserts that
+
+* both report the same HIT/MISS sequence over the non-FROM steps (and, where the
+  scenario states one, that it is the sequence ``../shared/cache-semantics.md``
+  predicts), and
+* the final images have the same filesystem: paths, types, modes, sizes, content
+  digests and link targets, mtimes and owners ignored.
+
+Both engines get the same busybox base (lamina's reproducible rootfs tar), imported
+under a tag of the scenario's own with a unique label, so Docker's shared cache from
+earlier scenarios or runs can never answer for this one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import stat
+import tarfile
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from lamina.core.archive import import_rootfs
+from lamina.core.backends.docker import DockerEngine
+from lamina.core.backends.docker_save import ChunkReader
+from lamina.core.bootstrap import busybox_rootfs_tar
+from lamina.core.embedded import EmbeddedEngine
+from lamina.core.events import BuildFailed, BuildFinished, StepFinished
+from lamina.core.model import BuildRequest
+
+os.environ.setdefault("DOCKER_BUILDKIT", "0")
+RUN_ID = uuid.uuid4().hex[:8]
+_created_tags: set[str] = set()
+
+# -- scenario steps -------------------------------------------------------------------
+#
+# A step is a tuple: ("build", expect, options) with options among build_args, no_cache,
+# target and dockerfile (relative to the context, may be outside it); ("write", rel,
+# text-or-bytes), ("touch", rel), ("chmod", rel, mode), ("chown", rel, uid, gid),
+# ("rm", rel), ("rename", old, new), ("mkdir", rel), ("symlink", target, rel).
+# "{BASE}" in written text is the scenario's base image.
+
+
+class Workspace:
+    """The scenario's directory: ``ctx/`` is the context, other files live beside it."""
+
+    def __init__(self, root: Path, base: str) -> None:
+        self.root = root
+        self.ctx = root / "ctx"
+        self.base = base
+
+    def path(self, rel: str) -> Path:
+        return self.ctx / rel
+
+    def apply(self, step: tuple[Any, ...]) -> None:
+        """Carries out one edit step."""
+        op, *args = step
+        if op == "write":
+            rel, content = args
+            path = self.path(rel)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content.replace("{BASE}", self.base))
+        elif op == "touch":
+            path = self.path(args[0])
+            st = path.stat()
+            os.utime(path, ns=(st.st_atime_ns + 3600 * 10**9, st.st_mtime_ns + 3600 * 10**9))
+        elif op == "chmod":
+            os.chmod(self.path(args[0]), args[1])
+        elif op == "chown":
+            os.lchown(self.path(args[0]), args[1], args[2])
+        elif op == "rm":
+            path = self.path(args[0])
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        elif op == "rename":
+            self.path(args[1]).parent.mkdir(parents=True, exist_ok=True)
+            os.rename(self.path(args[0]), self.path(args[1]))
+        elif op == "mkdir":
+            self.path(args[0]).mkdir(parents=True)
+        elif op == "symlink":
+            path = self.path(args[1])
+            if path.is_symlink():
+                path.unlink()
+            path.symlink_to(args[0])
+        else:
+            raise AssertionError(f"unknown scenario step {op!r}")
+
+
+# -- image filesystems -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One path of a flattened image (what parity compares)."""
+
+    kind: str
+    mode: int
+    size: int
+    digest: str
+    link: str
+
+
+def _norm(name: str) -> str:
+    while name.startswith("./"):
+        name = name[2:]
+    return "/" + name.strip("/")
+
+
+def apply_layer(fs: dict[str, Entry], layer: IO[bytes]) -> None:
+    """Applies one layer tar (AUFS whiteouts) on top of ``fs``."""
+    pending_links: list[tuple[str, str]] = []
+    with tarfile.open(fileobj=layer, mode="r|") as tar:
+        for info in tar:
+            path = _norm(info.name)
+            parent, _, base = path.rpartition("/")
+            parent = parent or "/"
+            if base == ".wh..wh..opq":
+                prefix = parent.rstrip("/") + "/"
+                for p in [p for p in fs if p.startswith(prefix)]:
+                    del fs[p]
+                continue
+            if base.startswith(".wh."):
+                gone = (parent.rstrip("/") + "/" + base[4:]) if parent != "/" else "/" + base[4:]
+                for p in [p for p in fs if p == gone or p.startswith(gone + "/")]:
+                    del fs[p]
+                continue
+            if path == "/":
+                continue
+            mode = stat.S_IMODE(info.mode)
+            if info.isdir():
+                fs[path] = Entry("dir", mode, 0, "", "")
+            elif info.issym():
+                fs[path] = Entry("symlink", mode, 0, "", info.linkname)
+            elif info.islnk():
+                pending_links.append((path, _norm(info.linkname)))
+            elif info.isreg():
+                member = tar.extractfile(info)
+                digest = hashlib.sha256(member.read() if member else b"").hexdigest()
+                fs[path] = Entry("file", mode, info.size, digest, "")
+            else:
+                fs[path] = Entry("other", mode, 0, "", f"{info.devmajor}:{info.devminor}")
+    # A hard link is its target's content under another name: compare it as a file.
+    for path, target in pending_links:
+        if target in fs:
+            fs[path] = fs[target]
+
+
+def docker_fs(engine: DockerEngine, image_id: str) -> dict[str, Entry]:
+    """Flattens a Docker image from its saved stream (legacy or OCI layout)."""
+    diff_ids = engine.inspect(image_id)["DiffIDs"]
+    layers: dict[str, bytes] = {}
+    stream = ChunkReader(engine.api.get_image(image_id))
+    with tarfile.open(fileobj=stream, mode="r|") as outer:
+        for info in outer:
+            if not info.isreg():
+                continue
+            if not (info.name.endswith("/layer.tar") or info.name.startswith("blobs/sha256/")):
+                continue
+            member = outer.extractfile(info)
+            assert member is not None
+            data = member.read()
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            if digest in diff_ids:
+                layers[digest] = data
+    fs: dict[str, Entry] = {}
+    for diff_id in diff_ids:
+        apply_layer(fs, io.BytesIO(layers[diff_id]))
+    return fs
+
+
+def embedded_fs(engine: EmbeddedEngine, image_id: str) -> dict[str, Entry]:
+    """Flattens an embedded image from its regenerated layer tars."""
+    fs: dict[str, Entry] = {}
+    for chain_id in engine.image(image_id).layers:
+        buf = io.BytesIO()
+        engine.store.layers.write_tar(chain_id, buf)
+        buf.seek(0)
+        apply_layer(fs, buf)
+    return fs
+
+
+def fs_diff(docker: dict[str, Entry], lamina: dict[str, Entry]) -> list[str]:
+    """Human-readable differences, at most 20."""
+    out: list[str] = []
+    for path in sorted(set(docker) | set(lamina)):
+        a, b = docker.get(path), lamina.get(path)
+        if a != b:
+            out.append(f"{path}: docker={a} lamina={b}")
+        if len(out) >= 20:
+            break
+    return out
+
+
+# -- running a scenario ----------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """One engine's result of one build."""
+
+    steps: list[tuple[int, int, str, str]]  # (stage, index, HIT/MISS, instruction)
+    image: str | None
+    error: str | None
+
+    @property
+    def pattern(self) -> str:
+        return "".join("H" if s[2] == "HIT" else "M" for s in self.steps)
+
+
+def outcome(events: Iterable[Any]) -> Outcome:
+    steps: list[tuple[int, int, str, str]] = []
+    image = error = None
+    for event in events:
+        if isinstance(event, StepFinished) and event.step.index > 0:
+            s = event.step
+            steps.append((s.stage, s.index, "HIT" if s.cached else "MISS", s.instruction))
+        elif isinstance(event, BuildFinished):
+            image = event.image
+        elif isinstance(event, BuildFailed):
+            error = event.message
+    return Outcome(steps, image, error)
+
+
+class Parity:
+    """Runs a scenario on both engines and checks that they agree."""
+
+    def __init__(self, docker: DockerEngine, embedded: EmbeddedEngine, ws: Workspace, tag: str) -> None:
+        self.docker = docker
+        self.embedded = embedded
+        self.ws = ws
+        self.tag = tag
+
+    def request(self, options: dict[str, Any]) -> BuildRequest:
+        df = None
+        if options.get("dockerfile") is not None:
+            df = str((self.ws.ctx / options["dockerfile"]).resolve())
+        return BuildRequest(
+            context=str(self.ws.ctx),
+            dockerfile=df,
+            tags=(self.tag,),
+            build_args=dict(options.get("build_args") or {}),
+            target=options.get("target"),
+            no_cache=bool(options.get("no_cache")),
+            network="none",
+        )
+
+    def run(self, name: str, steps: list[tuple[Any, ...]]) -> None:
+        n = 0
+        last: tuple[Outcome, Outcome] | None = None
+        for step in steps:
+            if step[0] != "build":
+                self.ws.apply(step)
+                continue
+            _, expect, options = step
+            n += 1
+            request = self.request(options)
+            theirs = outcome(self.docker.build(request))
+            ours = outcome(self.embedded.build(request))
+            where = f"{name}, build {n}"
+            assert theirs.error is None, f"{where}: Docker failed: {theirs.error}"
+            assert ours.error is None, f"{where}: lamina failed: {ours.error}"
+            docker_seq = [(s[0], s[1], s[2]) for s in theirs.steps]
+            lamina_seq = [(s[0], s[1], s[2]) for s in ours.steps]
+            assert lamina_seq == docker_seq, (
+                f"{where}: HIT/MISS differ\n  docker: {_fmt(theirs)}\n  lamina: {_fmt(ours)}"
+            )
+            if expect is not None:
+                assert theirs.pattern == expect, (
+                    f"{where}: Docker did not behave as cache-semantics.md says "
+                    f"(expected {expect}): {_fmt(theirs)}"
+                )
+            last = (theirs, ours)
+        assert last is not None, f"{name} has no build"
+        theirs, ours = last
+        assert theirs.image is not None and ours.image is not None
+        diff = fs_diff(docker_fs(self.docker, theirs.image), embedded_fs(self.embedded, ours.image))
+        assert not diff, f"{name}: final filesystems differ:\n  " + "\n  ".join(diff)
+
+
+def _fmt(o: Outcome) -> str:
+    return " ".join(f"{s[0]}/{s[1]}:{s[2]}" for s in o.steps) or "(no steps)"
+
+
+@pytest.fixture(scope="session")
+def rootfs_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """lamina's reproducible busybox rootfs, the base of every scenario."""
+    return busybox_rootfs_tar(tmp_path_factory.mktemp("rootfs") / "busybox.tar")
+
+
+@pytest.fixture
+def parity(
+    docker_available: None,
+    isolation: None,
+    rootfs_tar: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[Callable[..., None]]:
+    """``parity(name, files, steps)`` runs the scenario on Docker and on a fresh embedded store."""
+    docker = DockerEngine(home=tmp_path / "lamina-home")
+    embedded = EmbeddedEngine(tmp_path / "store")
+    nonce = uuid.uuid4().hex[:12]
+    base = f"lamina-parity-{RUN_ID}/base-{nonce}:latest"
+    with open(rootfs_tar, "rb") as fh:
+        docker.api.import_image_from_data(
+            fh.read(),
+            repository=base.rsplit(":", 1)[0],
+            tag="latest",
+            changes=[f"LABEL lamina.parity={nonce}"],
+        )
+    _created_tags.add(base)
+    import_rootfs(embedded.store, rootfs_tar, base)
+    tag = f"lamina-parity-{RUN_ID}/result-{nonce}:latest"
+    _created_tags.add(tag)
+
+    def run(name: str, files: dict[str, str | bytes], steps: list[tuple[Any, ...]]) -> None:
+        ws = Workspace(tmp_path / "ws", base)
+        ws.ctx.mkdir(parents=True)
+        for rel, content in files.items():
+            ws.apply(("write", rel, content))
+        Parity(docker, embedded, ws, tag).run(name, steps)
+
+    try:
+        yield run
+    finally:
+        docker.close()
+        embedded.close()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Removes the scenarios' images from Docker (and what they leave dangling)."""
+    if not _created_tags:
+        return
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        client = docker.from_env(version="auto", timeout=120)
+    except Exception:  # noqa: BLE001 - no daemon, nothing to clean
+        return
+    try:
+        prefix = f"lamina-parity-{RUN_ID}/"
+        for image in client.api.images():
+            for tag in image.get("RepoTags") or []:
+                if tag.startswith(prefix):
+                    try:
+                        client.api.remove_image(tag, force=True)
+                    except Exception:  # noqa: BLE001 - best effort cleanup
+                        pass
+        client.api.prune_images(filters={"dangling": True})
+    finally:
+        client.close()
