@@ -136,6 +136,10 @@ class _ShellWord:
                     tmp = self.process_dollar()
                     result.append(tmp)
                     words.add_string(tmp)
+                elif ch == "<":
+                    tmp = self.process_possible_heredoc()
+                    result.append(tmp)
+                    words.add_raw_string(tmp)
                 elif ch in ("'", '"') and not self.lexer.skip_process_quotes:
                     tmp = self.process_single_quote() if ch == "'" else self.process_double_quote()
                     result.append(tmp)
@@ -162,6 +166,20 @@ class _ShellWord:
             return "".join(result), words.get_words()
         finally:
             self.raw_escapes = saved
+
+    def process_possible_heredoc(self) -> str:
+        # "<<" keeps the blanks after it in the same word, so "<<  EOF" stays one
+        # word that the heredoc matcher can recognise.
+        sc = self.scanner
+        sc.next()
+        if sc.peek() != "<":
+            return "<"
+        sc.next()
+        blanks: list[str] = []
+        while (ch := sc.peek()) is not None and ch in " \t\r":
+            blanks.append(ch)
+            sc.next()
+        return "<<" + "".join(blanks)
 
     def process_single_quote(self) -> str:
         # Everything up to the next ' is literal; a ' cannot be escaped inside.
