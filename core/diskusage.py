@@ -33,7 +33,7 @@ from lamina.core.gc import (
     find_leftovers,
     load_graph,
 )
-from lamina.core.prune import PrunePlan, PruneRequest, _Sizer, _store_sizer, build_plan
+from lamina.core.prune import PrunePlan, PruneRequest, Sizer, build_plan, store_sizer
 
 if TYPE_CHECKING:
     from lamina.core.store import Store
@@ -212,7 +212,7 @@ def disk_usage(store: Store, now: float | None = None) -> DiskUsage:
     """
     now = time.time() if now is None else now
     graph = load_graph(store)
-    sizer = _store_sizer(store)
+    sizer = store_sizer(store)
     leftovers = find_leftovers(store, graph, now=now)
     return account(graph, now, sizer, leftovers, store)
 
@@ -220,7 +220,7 @@ def disk_usage(store: Store, now: float | None = None) -> DiskUsage:
 def account(
     graph: RefGraph,
     now: float,
-    sizer: _Sizer,
+    sizer: Sizer,
     leftovers: list[Any],
     store: Store | None = None,
 ) -> DiskUsage:
@@ -379,7 +379,7 @@ def frees(store: Store, target: str) -> int:
         NotFound: if nothing matches ``target``.
     """
     graph = load_graph(store)
-    sizer = _store_sizer(store)
+    sizer = store_sizer(store)
     live = Liveness(graph)
     blob_refs = graph.blob_refs()
     image_id = _resolve_image(store, graph, target)
@@ -408,7 +408,7 @@ def _frees(
     graph: RefGraph,
     live: Liveness,
     blob_refs: dict[str, int],
-    sizer: _Sizer,
+    sizer: Sizer,
     top: str | None,
     configs: set[str],
 ) -> int:

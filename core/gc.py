@@ -34,6 +34,7 @@ from lamina.core.digest import hex_of, is_digest
 from lamina.core.errors import StoreError
 
 if TYPE_CHECKING:
+    from lamina.core.prune import PruneResult
     from lamina.core.store import Store
 
 log = logging.getLogger(__name__)
@@ -539,3 +540,22 @@ def sweep(store: Store, leftovers: Iterable[Leftover]) -> list[Leftover]:
         remove_tree(path)
         done.append(left)
     return done
+
+
+def collect(store: Store, grace: float = DEFAULT_GRACE) -> PruneResult:
+    """Removes what nothing references (after ``rmi``, or on a schedule).
+
+    Orphan layers, unreferenced configs and leftovers of interrupted work, each past the
+    grace period; no image or cache entry is touched. The same plan-then-apply path as
+    prune, so it is as crash-safe and skips anything referenced again meanwhile.
+
+    Args:
+        store: the store.
+        grace: seconds during which fresh unreferenced data is left alone.
+
+    Returns:
+        What was deleted and the bytes freed.
+    """
+    from lamina.core.prune import PruneRequest, apply_prune, plan_prune
+
+    return apply_prune(store, plan_prune(store, PruneRequest("gc", grace=grace)))

@@ -65,10 +65,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KINDS = ("image", "builder", "system")
+KINDS = ("image", "builder", "system", "gc")
 # A config written this recently may be between put_config and add_image in a build.
 BLOB_GRACE = 60.0
-_ALLOWED = {"image": IMAGE_FILTERS, "builder": BUILDER_FILTERS, "system": SYSTEM_FILTERS}
+_ALLOWED = {
+    "image": IMAGE_FILTERS,
+    "builder": BUILDER_FILTERS,
+    "system": SYSTEM_FILTERS,
+    "gc": frozenset[str](),
+}
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,8 @@ class PruneRequest:
     """What to prune.
 
     Attributes:
-        kind: ``image``, ``builder`` or ``system``.
+        kind: ``image``, ``builder``, ``system``, or ``gc`` (only what nothing
+            references: orphan layers, unreferenced configs, leftovers).
         all: ``-a``: every unused image (not only dangling ones) / every cache entry
             (also those shared with images).
         filters: ``key=value`` strings or parsed ``Filter``s (``until``, ``label``,
@@ -299,8 +305,9 @@ _RESULT_FIELDS = ("untagged", "images", "cache", "layers", "blobs", "leftovers",
 
 
 @dataclass
-class _Sizer:
-    """Where bytes come from: the size column plus a few stats, or plain data in tests."""
+class Sizer:
+    """Where bytes and labels come from: the size column plus a few stats for a store,
+    or plain data (everything defaults to 0 / no labels) for a graph built by hand."""
 
     layer_extra: Callable[[str], int] = lambda _c: 0
     blob: Callable[[str], int] = lambda _d: 0
@@ -318,7 +325,7 @@ def build_plan(
     graph: RefGraph,
     request: PruneRequest,
     now: float,
-    sizer: _Sizer | None = None,
+    sizer: Sizer | None = None,
     leftovers: Iterable[Leftover] = (),
     include_orphans: bool = True,
 ) -> PrunePlan:
@@ -339,7 +346,7 @@ def build_plan(
         UsageError: for a bad request.
     """
     filters = request.checked()
-    sizer = sizer or _Sizer()
+    sizer = sizer or Sizer()
     cutoff = until_cutoff(filters, now)
     live = Liveness(graph)
     blob_refs = graph.blob_refs()
@@ -453,7 +460,7 @@ def _images_to_prune(
     all_images: bool,
     cutoff: float | None,
     filters: tuple[Filter, ...],
-    sizer: _Sizer,
+    sizer: Sizer,
 ) -> list[str]:
     need_labels = has_label_filters(filters)
     chosen = {
@@ -510,7 +517,15 @@ def _children_first(graph: RefGraph, layers: list[PlannedLayer]) -> list[Planned
     return sorted(layers, key=lambda p: (-depth_of(p.chain_id), p.chain_id))
 
 
-def _store_sizer(store: Store) -> _Sizer:
+_Sizer = Sizer  # the name other modules imported first
+
+
+def store_sizer(store: Store) -> Sizer:
+    """A ``Sizer`` reading the store: directory overhead, blob sizes, config labels."""
+    return _store_sizer(store)
+
+
+def _store_sizer(store: Store) -> Sizer:
     def labels(image_id: str) -> dict[str, str]:
         try:
             config = store.images.get_config(image_id)
@@ -519,7 +534,7 @@ def _store_sizer(store: Store) -> _Sizer:
         found = (config.get("config") or {}).get("Labels") or {}
         return {str(k): str(v) for k, v in found.items()}
 
-    return _Sizer(
+    return Sizer(
         layer_extra=lambda c: layer_overhead(store, c),
         blob=lambda d: blob_bytes(store, d),
         labels=labels,

@@ -290,3 +290,24 @@ def test_leftovers_of_interrupted_work_are_swept(store: Store) -> None:
     assert live.is_dir() and not dead.exists()
     assert store.images.exists(keep)
     S.assert_tagged_intact(store)
+
+
+def test_gc_collects_only_what_nothing_references(store: Store) -> None:
+    from lamina.core.gc import collect
+
+    base = S.stack(store, [6_000], "base")
+    dangling = S.image(store, base + S.stack(store, [6_000], "d", parent=base[0]), nonce="d")
+    S.cache_entry(store, S.key("c"), S.stack(store, [6_000], "c")[0])
+    gone = S.image(store, S.stack(store, [7_000, 7_000], "gone"), tag="gone:1")
+    store.images.untag("gone:1")
+    store.images.remove(gone)  # what rmi does: the layers are left to GC
+    before = S.disk_bytes_of_store(store.home)
+    result = collect(store, grace=0.0)
+    assert result.images == () and result.cache == ()
+    assert len(result.layers) == 2
+    # Its config was already unreferenced on disk: a leftover blob.
+    assert result.leftovers == (f"blobs/sha256/{gone[7:]}",)
+    assert before - S.disk_bytes_of_store(store.home) == result.reclaimed_bytes
+    assert store.images.exists(dangling)
+    with pytest.raises(UsageError, match="invalid filter"):
+        plan_prune(store, PruneRequest("gc", filters=("until=1h",)))
