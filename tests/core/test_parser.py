@@ -380,3 +380,52 @@ def test_parser_only_raises_dockerfile_error(text: str) -> None:
         return
     assert result.children
     result.dump()
+
+
+def test_cli_debug_parse_prints_dump(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lamina.tui.cli import main
+
+    case = CONFORMANCE / "buildkit-parser" / "flags"
+    assert main(["debug", "parse", str(case / "Dockerfile")]) == 0
+    assert capsys.readouterr().out == _read(case / "result")
+
+
+def test_cli_debug_parse_defaults_to_dockerfile_in_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lamina.tui.cli import main
+
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nCOPY --link a b\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["debug", "parse"]) == 0
+    assert capsys.readouterr().out == '(from "busybox")\n(copy ["--link"] "a" "b")\n'
+
+
+def test_cli_debug_parse_error_names_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lamina.tui.cli import main
+
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM x\n\nENV PATH\n")
+    assert main(["debug", "parse", str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"lamina: {bad}:3: ENV must have two arguments\n"
+    assert main(["debug", "parse", str(tmp_path / "missing")]) == 1
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_cli_debug_parse_reads_stdin() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "lamina.tui", "debug", "parse", "-"],
+        input=b"FROM scratch\nCMD [\"a\", \"\\u00e9\"]\nLABEL x=\xff\n",
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b'(from "scratch")\n(cmd "a" "\xc3\xa9")\n(label "x" "\\xff" "=")\n'
