@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 _STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _ID_RE = re.compile(r"^ ---> ([0-9a-f]{12,64})$")
+_TRIGGERS_RE = re.compile(r"^# Executing (\d+) build triggers?$")
 _SAFE_RE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -486,9 +487,7 @@ class DockerBuilder:
             instruction = match.group(3)
             keyword = instruction.split(None, 1)[0].lower() if instruction.strip() else ""
             if keyword == "from":
-                state.stage += 1
-                state.index = 0
-                state.first_miss = None
+                state.new_stage(instruction)
             elif state.stage < 0:
                 return  # a global ARG: not a step of any stage
             else:
@@ -506,10 +505,18 @@ class DockerBuilder:
         current = state.current
         if current is None:
             return
+        trigger_match = _TRIGGERS_RE.match(line)
+        if trigger_match and current["index"] == 0:
+            state.triggers = self._triggers(state, current["instruction"], int(trigger_match.group(1)))
+            return
         if line == " ---> Using cache":
+            if state.triggers is not None and current["index"] == 0:
+                state.markers.append("hit")
             current["hit_seen"] = True
             return
         if line.startswith(" ---> Running in "):
+            if state.triggers is not None and current["index"] == 0:
+                state.markers.append("run")
             state.container = line[len(" ---> Running in ") :].strip()
             return
         if line.startswith("Removing intermediate container"):
@@ -518,11 +525,28 @@ class DockerBuilder:
         id_match = _ID_RE.match(line)
         if id_match:
             yield from state.finish_step(self.engine, id_match.group(1))
+            if current["index"] == 0 and state.triggers is not None:
+                yield from state.trigger_steps()
             return
         if line.startswith("Successfully built ") or line.startswith("Successfully tagged "):
             return
         if line.strip():
             yield StepOutput(current["stage"], current["index"], line)
+
+
+    def _triggers(self, state: _State, from_instruction: str, count: int) -> list[str]:
+        """The ONBUILD triggers of a FROM's base, as written (placeholders if unknown)."""
+        words = from_instruction.split()
+        ref = words[1] if len(words) > 1 else ""
+        ref = state.stage_images.get(ref.lower(), ref)
+        triggers: list[str] = []
+        try:
+            triggers = list((self.engine.inspect(ref).get("Config") or {}).get("OnBuild") or [])
+        except LaminaError:
+            log.debug("cannot read the ONBUILD triggers of %s", ref)
+        if len(triggers) != count:
+            triggers = [f"(ONBUILD trigger {i + 1})" for i in range(count)]
+        return triggers
 
 
 class _State:
@@ -541,16 +565,68 @@ class _State:
         self.first_miss: tuple[str, str] | None = None
         self.by_pos = by_pos
         self.prev_build = prev_build
+        self.offset = 0  # ONBUILD triggers run as steps 1..n, shifting the stage's steps
+        self.triggers: list[str] | None = None
+        self.markers: list[str] = []
+        self.stage_names: list[str] = []
+        self.stage_images: dict[str, str] = {}  # stage name -> its last image ID
+        self.last_id: str | None = None
         self.request = request
+
+    def new_stage(self, instruction: str) -> None:
+        """A FROM line: the previous stage's result becomes nameable by later stages."""
+        if self.stage >= 0 and self.last_id:
+            self.stage_images[str(self.stage)] = self.last_id
+            if self.stage_names[self.stage]:
+                self.stage_images[self.stage_names[self.stage]] = self.last_id
+        words = instruction.split()
+        self.stage_names.append(words[3].lower() if len(words) >= 4 and words[2].lower() == "as" else "")
+        self.stage += 1
+        self.index = 0
+        self.offset = 0
+        self.first_miss = None
+        self.triggers = None
+        self.markers = []
+
+    def trigger_steps(self) -> Iterator[BuildEvent]:
+        """The FROM's ONBUILD triggers as steps 1..n, hit or miss from Docker's markers.
+
+        The classic builder runs them inside the FROM step: a hit prints ``Using
+        cache``, a missed RUN or metadata step ``Running in``, a missed COPY/ADD
+        nothing; after one miss every later trigger misses too (its parent is new).
+        """
+        triggers, markers = self.triggers or [], list(self.markers)
+        self.triggers, self.markers = None, []
+        missed = False
+        for trigger in triggers:
+            self.index += 1
+            yield StepStarted(self.stage, self.index, trigger)
+            keyword = trigger.split(None, 1)[0].upper() if trigger.strip() else ""
+            hit = False
+            if not missed and markers and markers[0] == "hit":
+                markers.pop(0)
+                hit = True
+            elif keyword not in ("COPY", "ADD") and markers:
+                markers.pop(0)
+            reason = None
+            if not hit:
+                missed = True
+                reason = explain(None, self.prev_build, first_miss=self.first_miss, no_cache=self.request.no_cache)
+                if self.first_miss is None:
+                    self.first_miss = (f"{self.stage}/{self.index}", trigger)
+            yield StepFinished(StepRecord(self.stage, self.index, trigger, hit, reason))
+        self.offset = len(triggers)
 
     def finish_step(self, engine: DockerEngine, short_id: str | None) -> Iterator[BuildEvent]:
         current = self.current
         if current is None:
             return
         self.current = None
+        if short_id:
+            self.last_id = short_id
         # FROM adds no layer of its own; every other step may.
         layer, size = (None, 0) if current["index"] == 0 else _step_layer(engine, short_id)
-        planned = self.by_pos.get((current["stage"], current["index"]))
+        planned = self.by_pos.get((current["stage"], current["index"] - self.offset))
         if current["index"] == 0:
             cached = None
             reason = None

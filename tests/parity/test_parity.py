@@ -473,6 +473,17 @@ SCENARIOS = [
         rule="-f names a Dockerfile outside the context",
     ),
     Scenario(
+        "onbuild-triggers-run-after-from",
+        {
+            "Dockerfile": "FROM {BASE} AS base\nONBUILD RUN echo trig > /trig\n"
+            "ONBUILD COPY a.txt /a\nONBUILD ENV X=1\n"
+            "FROM base\nRUN cat /trig /a > /both\n",
+            "a.txt": "1",
+        },
+        [Build("MMMMMMM"), Build("HHHHHHH"), write("a.txt", "2"), Build("HHHHMMM")],
+        rule="ONBUILD triggers of the base run right after FROM as ordinary cacheable steps",
+    ),
+    Scenario(
         "run-deletes-and-replaces-files",
         {"Dockerfile": "FROM {BASE}\nRUN rm /etc/group && mkdir -p /opt/a && echo 1 > /opt/a/f\n"
          "RUN rm -rf /opt/a && mkdir /opt/a && echo 2 > /opt/a/g && ln -s /opt/a/g /opt/link\n"},
