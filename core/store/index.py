@@ -101,7 +101,9 @@ class Index:
         self.path = path
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._all: list[sqlite3.Connection] = []
+        # Every open connection with the thread that owns it, so connections of
+        # finished threads (the app runs each job in a fresh worker thread) get closed.
+        self._all: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._closed = False
         self._migrate()
 
@@ -119,7 +121,14 @@ class Index:
         try:
             # isolation_level=None: lamina issues BEGIN itself, so a transaction is
             # exactly what transaction() says and never an implicit deferred one.
-            conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT, isolation_level=None)
+            # check_same_thread=False only so that finished threads' connections can be
+            # closed from elsewhere; each connection is still used by its own thread alone.
+            conn = sqlite3.connect(
+                str(self.path),
+                timeout=BUSY_TIMEOUT,
+                isolation_level=None,
+                check_same_thread=False,
+            )
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
             conn.execute("PRAGMA foreign_keys = ON")
@@ -132,7 +141,14 @@ class Index:
         self._local.conn = conn
         self._local.depth = 0
         with self._lock:
-            self._all.append(conn)
+            alive = []
+            for thread, other in self._all:
+                if thread.is_alive():
+                    alive.append((thread, other))
+                else:
+                    other.close()
+            alive.append((threading.current_thread(), conn))
+            self._all = alive
         return conn
 
     @contextmanager
@@ -183,7 +199,7 @@ class Index:
         self._closed = True
         with self._lock:
             conns, self._all = self._all, []
-        for conn in conns:
+        for _thread, conn in conns:
             try:
                 conn.close()
             except sqlite3.Error as exc:

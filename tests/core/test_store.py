@@ -110,6 +110,22 @@ def test_connection_is_per_thread(store: Store) -> None:
     assert seen[0] is not store.index.connection()
 
 
+def test_connections_of_finished_threads_are_closed(store: Store) -> None:
+    import sqlite3
+    import threading
+
+    seen: list[sqlite3.Connection] = []
+    for _ in range(5):
+        t = threading.Thread(target=lambda: seen.append(store.index.connection()))
+        t.start()
+        t.join()
+    store.index.connection()  # a new connection sweeps the dead threads' ones
+    for conn in seen[:-1]:
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.execute("SELECT 1")
+    assert len(store.index._all) <= 2
+
+
 def test_transaction_rolls_back_on_error(store: Store) -> None:
     with pytest.raises(RuntimeError), store.index.transaction() as tx:
         tx.execute("INSERT INTO stat_cache (path, checksum) VALUES ('a', 'b')")
