@@ -116,9 +116,9 @@ class BuildsView(Widget):
                            ("context", "context")):
             table.add_column(title, key=key)
         steps = self.query_one("#steps-table", DataTable)
-        for key, title, width in (("n", "step", 5), ("instruction", "instruction", 34),
-                                  ("cache", "cache", 5), ("why", "why it missed", None),
-                                  ("duration", "time", 6), ("size", "size", 9)):
+        for key, title, width in (("n", "step", 4), ("instruction", "instruction", 34),
+                                  ("cache", "cache", 4), ("duration", "time", 6),
+                                  ("size", "size", 8), ("why", "why it missed", None)):
             steps.add_column(title, key=key, width=width)
         self.query_one("#build-log", Log).display = False
 
@@ -178,9 +178,9 @@ class BuildsView(Widget):
                 f"{step.stage}/{step.index}" if step.stage else str(step.index),
                 escape(" ".join(step.instruction.split())),
                 fmt.themed(self.app, verdict(step)),
-                escape(fmt.describe_reason(step.reason)),
                 fmt.seconds(step.duration) if step.duration else "",
                 fmt.size(step.size) if step.layer else "",
+                escape(fmt.describe_reason(step.reason)),
                 key=str(i),
             )
         if steps:

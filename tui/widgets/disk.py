@@ -40,6 +40,12 @@ def usage_rows(usage: DiskUsage) -> list[tuple[str, int | None, int, int]]:
     shared = sum(layer.size for layer in usage.layers if len(layer.images) > 1)
     unique = sum(layer.size for layer in usage.layers if len(layer.images) == 1)
     dangling = [i for i in usage.images if i.dangling]
+    tagged_layers = {la.chain_id for la in usage.layers
+                     if any(i in tagged_ids for i in la.images)} if (
+        tagged_ids := {i.id for i in usage.images if not i.dangling}) else set()
+    dangling_ids = {i.id for i in dangling}
+    dangling_only = [la for la in usage.layers
+                     if la.chain_id not in tagged_layers and set(la.images) & dangling_ids]
     for category in usage.categories:
         name = category.name.replace("_", " ")
         rows.append((name, category.count, category.size, category.reclaimable))
@@ -48,7 +54,8 @@ def usage_rows(usage: DiskUsage) -> list[tuple[str, int | None, int, int]]:
                          shared, 0))
             rows.append(("  unique layers", sum(1 for la in usage.layers if len(la.images) == 1),
                          unique, 0))
-            rows.append(("  dangling images", len(dangling), sum(i.size for i in dangling),
+            # Layers only dangling images use: what they hold on to beyond the tagged ones.
+            rows.append(("  dangling images", len(dangling), sum(la.size for la in dangling_only),
                          sum(i.frees for i in dangling)))
     return rows
 
@@ -100,7 +107,7 @@ class DiskView(Widget):
 
     def compose(self) -> ComposeResult:
         yield Static("Computing disk usage…", id="disk-summary")
-        table: DataTable[str] = DataTable(id="disk-table", cursor_type="row", zebra_stripes=True)
+        table: DataTable[str] = DataTable(id="disk-table", cursor_type="none", zebra_stripes=True)
         yield table
         yield Static("", id="disk-prune")
 

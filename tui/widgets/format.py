@@ -107,3 +107,20 @@ def themed(app: App[Any], markup: str) -> str:
         return value.split()[0] if value else "default"
 
     return _VAR.sub(swap, markup)
+
+
+_LONG_HEX = re.compile(r"\b([a-f0-9]{12})[a-f0-9]{52}\b")
+
+
+def instruction(created_by: str) -> str:
+    """An instruction as Docker history records it, made readable on one line.
+
+    ``/bin/sh -c #(nop) `` prefixes go, ``/bin/sh -c`` becomes ``RUN``, whitespace runs
+    collapse and 64-hex checksums (``COPY file:<hex> in /app``) shrink to 12 characters.
+    """
+    text = " ".join(created_by.split())
+    if text.startswith("/bin/sh -c #(nop) "):
+        text = text[len("/bin/sh -c #(nop) ") :]
+    elif text.startswith("/bin/sh -c "):
+        text = "RUN " + text[len("/bin/sh -c ") :]
+    return _LONG_HEX.sub(r"\1…", text)

@@ -196,9 +196,4 @@ class ImagesView(Widget):
 
 
 def _instruction(created_by: str) -> str:
-    text = " ".join(created_by.split())
-    if text.startswith("/bin/sh -c #(nop) "):
-        return text[len("/bin/sh -c #(nop) ") :]
-    if text.startswith("/bin/sh -c "):
-        return "RUN " + text[len("/bin/sh -c ") :]
-    return text or "(missing)"
+    return fmt.instruction(created_by) or "(missing)"

@@ -93,23 +93,12 @@ class LayersView(Widget):
         return fmt.themed(self.app, label)
 
     def _add_children(self, node: TreeNode[str], parent: str | None) -> None:
-        """Adds the layers on top of ``parent`` under ``node``.
-
-        A layer with exactly one child is followed by that child at the same depth (the
-        guide line shows the stack), so a 40-layer image reads top to bottom instead of
-        marching off the right edge; the tree only indents where layers branch.
-        """
+        """Adds the layers directly on top of ``parent`` under ``node`` (children lazily)."""
         graph = self.graph
         assert graph is not None
         for chain_id in graph.children.get(parent, ()):
-            current = chain_id
-            while True:
-                kids = graph.children.get(current, [])
-                item = node.add(self._label(current), data=current, allow_expand=len(kids) > 1)
-                if len(kids) != 1:
-                    break
-                current = kids[0]
-            del item
+            node.add(self._label(chain_id), data=chain_id,
+                     allow_expand=bool(graph.children.get(chain_id)))
 
     def watch_graph(self, graph: LayerGraph | None) -> None:
         if graph is None:
@@ -228,7 +217,7 @@ class LayersView(Widget):
         for i, change in enumerate(rows):
             path = change.path + ("/" if change.kind == "dir" else "")
             if change.link_target:
-                path += (" ⇒ " if change.kind == "hardlink" else " → ") + change.link_target
+                path += " → " + change.link_target + (" (hard link)" if change.kind == "hardlink" else "")
             table.add_row(
                 fmt.themed(self.app, CHANGE_MARK.get(change.change, "?")),
                 escape(path),
@@ -253,9 +242,4 @@ class LayersView(Widget):
 
 
 def _one_line(text: str) -> str:
-    text = " ".join(text.split())
-    for prefix in ("/bin/sh -c #(nop) ", "/bin/sh -c "):
-        if text.startswith(prefix):
-            rest = text[len(prefix) :]
-            return rest if prefix.endswith("#(nop) ") else "RUN " + rest
-    return text
+    return fmt.instruction(text)

@@ -30,9 +30,10 @@ class TourStop:
 TOUR = (
     TourStop(
         "1. Change a line: the cascade",
-        "The demo's second build edits one RUN line. That step misses because its instruction "
-        "changed, and every later step of the stage misses too: each runs on a parent state "
-        "that never existed before. One edited line near the top rebuilds everything below it.",
+        "A rebuild after editing one RUN line: that step misses because its instruction "
+        "changed, and every later step of the stage misses too, since each runs on a parent "
+        "state that never existed before. One edited line near the top rebuilds everything "
+        "below it.",
         ("instruction_changed",),
     ),
     TourStop(
@@ -78,20 +79,24 @@ class LearnView(Widget):
         self.refresh_explanation()
 
     def move_tour(self, delta: int) -> None:
-        """Goes to the next (1) or previous (-1) tour stop."""
+        """Goes to the next (1) or previous (-1) tour stop and explains its example step."""
         self.tour_index = (self.tour_index + delta) % len(TOUR)
+        example = self.example_for(TOUR[self.tour_index])
+        if example is not None:
+            self.build, self.step = example
 
     def set_builds(self, builds: list[BuildRecord]) -> None:
         self.builds = builds
         self.refresh_explanation()
 
     def example_for(self, stop: TourStop) -> tuple[BuildRecord, StepRecord] | None:
-        """A recorded step that illustrates ``stop`` (oldest build first)."""
+        """A recorded step that illustrates ``stop``: in a rebuild (a build with hits), oldest first."""
         for build in reversed(self.builds):
+            if not any(s.cached for s in build.steps):
+                continue  # a first build misses everywhere and illustrates nothing
             for s in build.steps:
                 if stop.want_hit:
-                    if s.cached is True and s.instruction.split()[:1] in (["COPY"], ["ADD"]) \
-                            and build.id != min(b.id for b in self.builds):
+                    if s.cached is True and s.instruction.split()[:1] in (["COPY"], ["ADD"]):
                         return build, s
                 elif s.cached is False and (s.reason or {}).get("kind") in stop.kinds:
                     return build, s
@@ -131,6 +136,10 @@ class LearnView(Widget):
                          f"[i]{escape(' '.join(s.instruction.split()))}[/i] → {verdict(s)}")
             if s.cached is False:
                 lines.append(f"  {escape(fmt.describe_reason(s.reason))}")
+                after = build.steps[build.steps.index(s) + 1 :]
+                cascade = sum(1 for x in after if (x.reason or {}).get("kind") == "parent_missed")
+                if cascade:
+                    lines.append(f"  …and the {cascade} step(s) after it missed because it did.")
         else:
             lines.append("\n[dim]No build in this store shows it yet: run `lamina demo` to "
                          "create one that does.[/]")
