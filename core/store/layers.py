@@ -266,7 +266,6 @@ class _Extractor:
         self.split = TarSplit()
         self.file_segments: dict[str, int] = {}
         self.dirs: list[tuple[Path, Member]] = []
-        self.root_fd_path = str(self.root)
 
     def fail(self, name: str, why: str) -> ArchiveError:
         return ArchiveError(f"{self.where}: {name}: {why}")
@@ -306,7 +305,7 @@ class _Extractor:
             size = int(seg[2])  # type: ignore[misc]
             with open(self.root / key, "rb") as f:
                 data = f.read(size)
-            self.split.inline(index, data + b"")
+            self.split.inline(index, data)
         try:
             st = os.lstat(path)
         except FileNotFoundError:
