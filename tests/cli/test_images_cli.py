@@ -55,6 +55,34 @@ def test_images_quiet_and_json(loaded: Path, capsys: pytest.CaptureFixture[str])
     assert docs[1]["FullID"].startswith("sha256:75ae28b8ebf8")
 
 
+def test_images_filtered_by_repository(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run(capsys, "tag", "dive-test", "dive-test:v2")
+    run(capsys, "tag", "dive-test", "other:v2")
+    _, out, _ = run(capsys, "images", "dive-test")
+    rows = [re.split(r"\s{2,}", line)[:2] for line in out.splitlines()[1:]]
+    assert rows == [["dive-test", "latest"], ["dive-test", "v2"]]
+    _, out, _ = run(capsys, "images", "dive-test:v2")
+    assert [re.split(r"\s{2,}", line)[:2] for line in out.splitlines()[1:]] == [["dive-test", "v2"]]
+    _, out, _ = run(capsys, "images", "-q", "nothing")
+    assert out == ""
+
+
+def test_intermediate_images_need_all(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lamina.core.store import Store
+
+    store = Store(loaded)
+    parent = store.images.resolve("3eaccc")
+    config = store.images.get_config(parent)
+    child = store.images.put_config(dict(config, created="2031-01-01T00:00:00Z"))
+    store.images.add_image(child, parent=parent)
+    store.images.tag(child, "child")
+    store.close()
+    _, out, _ = run(capsys, "images", "-q")
+    assert out.split() == [child[7:19], "75ae28b8ebf8"]
+    _, out, _ = run(capsys, "images", "-q", "-a")
+    assert out.split() == [child[7:19], "3eaccc100f86", "75ae28b8ebf8"]
+
+
 def test_history(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "history", "dive-test")
     assert code == 0

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -31,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--no-trunc", action="store_true", help="full image IDs")
+    p.add_argument("repository", metavar="REPOSITORY[:TAG]", nargs="?", help="only these")
     p.set_defaults(func=cmd_images)
 
     p = sub.add_parser("history", help="show an image's instructions and layer sizes")
@@ -116,6 +118,32 @@ def print_table(rows: list[list[str]], out: TextIO) -> None:
         print("   ".join(cells).rstrip(), file=out)
 
 
+def _parents(ctx: CliContext) -> set[str]:
+    """IDs of images another image was built FROM (only the embedded store records it)."""
+    store = getattr(ctx.engine, "store", None)
+    if store is None:
+        return set()
+    rows = store.index.connection().execute(
+        "SELECT DISTINCT parent FROM images WHERE parent IS NOT NULL"
+    )
+    return {str(r[0]) for r in rows}
+
+
+def _matching(images: list[ImageSummary], ref: str) -> list[ImageSummary]:
+    """Images with a tag in repository ``ref`` (``repo`` or ``repo:tag``), tags narrowed."""
+    repo, colon, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "")
+    out = []
+    for image in images:
+        tags = tuple(
+            t
+            for t in image.tags
+            if t.rpartition(":")[0] == repo and (not colon or t.rpartition(":")[2] == tag)
+        )
+        if tags:
+            out.append(replace(image, tags=tags))
+    return out
+
+
 def _image_rows(images: list[ImageSummary]) -> list[tuple[str, str, ImageSummary]]:
     rows = []
     for image in images:
@@ -133,15 +161,10 @@ def cmd_images(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = N
     images = ctx.engine.images()
     if not args.all:
         # Like Docker, untagged images that others were built FROM are intermediate.
-        parents = set()
-        for image in images:
-            try:
-                parent = ctx.engine.inspect(image.id).get("Parent")
-            except LaminaError:
-                parent = None
-            if parent:
-                parents.add(parent)
+        parents = _parents(ctx)
         images = [i for i in images if i.tags or i.id not in parents]
+    if args.repository:
+        images = _matching(images, args.repository)
     if args.quiet:
         seen: set[str] = set()
         for image in images:
