@@ -418,17 +418,27 @@ class DockerEngine:
 
     # -- disk usage and prune --------------------------------------------------------
 
+    @property
+    def differences(self) -> tuple[str, ...]:
+        """Where Docker's own disk and prune numbers differ from lamina's, and why."""
+        from lamina.core.backends.docker_prune import DIFFERENCES
+
+        return DIFFERENCES
+
     def disk_usage(self) -> DiskUsage:
+        """``system df`` through lamina's accounting (see ``docker_prune``)."""
         from lamina.core.backends.docker_prune import disk_usage
 
         return disk_usage(self)
 
     def plan_prune(self, request: PruneRequest) -> PrunePlan:
+        """What Docker's prune will remove and the bytes it frees (a dry run)."""
         from lamina.core.backends.docker_prune import plan_prune
 
         return plan_prune(self, request)
 
     def apply_prune(self, plan: PrunePlan) -> PruneResult:
+        """Runs Docker's prune endpoint for the plan's request."""
         from lamina.core.backends.docker_prune import apply_prune
 
         return apply_prune(self, plan)

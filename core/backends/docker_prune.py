@@ -244,7 +244,8 @@ def _plan(refs: DockerRefs, request: PruneRequest, now: float) -> PrunePlan:
         p if p.id in refs.top else replace(p, reason="intermediate image (classic build cache)")
         for p in plan.images
     )
-    return replace(plan, images=images)
+    # Docker deletes an image's config with the image; it is not a separate object there.
+    return replace(plan, images=images, blobs=())
 
 
 def _raw_plan(refs: DockerRefs, request: PruneRequest, now: float) -> PrunePlan:

@@ -362,6 +362,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                         client.api.remove_image(tag, force=True)
                     except Exception:  # noqa: BLE001 - best effort cleanup
                         pass
-        client.api.prune_images(filters={"dangling": True})
+        # One prune frees parents that the previous one left childless.
+        for _ in range(5):
+            if not client.api.prune_images(filters={"dangling": True}).get("ImagesDeleted"):
+                break
     finally:
         client.close()
