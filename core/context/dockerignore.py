@@ -24,18 +24,18 @@ from pathlib import Path
 from lamina.core.errors import ContextError
 
 __all__ = [
+    "SKIP_DIR",
     "BadPattern",
     "DirFS",
-    "MemoryFS",
-    "SKIP_DIR",
-    "load_ignore_patterns",
     "FilterFS",
     "MatchInfo",
+    "MemoryFS",
     "Pattern",
     "PatternMatcher",
     "clean_path",
     "filepath_match",
     "ignore_file_for",
+    "load_ignore_patterns",
     "matches",
     "read_ignore_file",
     "walk_context",
@@ -247,8 +247,7 @@ class Pattern:
         reg = "^"
         detected = _EXACT
         pattern = self.cleaned
-        if pattern.startswith("\ufeff"):
-            pattern = pattern[1:]
+        pattern = pattern.removeprefix("\ufeff")
         n = len(pattern)
         pos = 0
         i = 0
@@ -487,8 +486,7 @@ _PATTERN_CHARS = "*[]?^\\"
 def _without_trailing_glob(pattern: Pattern) -> str:
     text = pattern.cleaned
     for suffix in ("/**", "/*"):
-        if text.endswith(suffix):
-            text = text[: -len(suffix)]
+        text = text.removesuffix(suffix)
     return text
 
 
@@ -517,8 +515,7 @@ def read_ignore_file(text: str | None) -> list[str]:
     for number, line in enumerate(text.split("\n")):
         if number == 0 and line.startswith("\ufeff"):
             line = line[1:]
-        if line.endswith("\r"):
-            line = line[:-1]
+        line = line.removesuffix("\r")
         if line.startswith("#"):
             continue
         pattern = line.strip()
@@ -547,7 +544,9 @@ def ignore_file_for(context_dir: str | Path, dockerfile_path: str | Path | None)
         dockerfile = Path(dockerfile_path)
         if not dockerfile.is_absolute():
             candidate_df = Path(context_dir) / dockerfile
-            dockerfile = candidate_df if candidate_df.exists() or not dockerfile.exists() else dockerfile
+            dockerfile = (
+                candidate_df if candidate_df.exists() or not dockerfile.exists() else dockerfile
+            )
         specific = dockerfile.with_name(dockerfile.name + ".dockerignore")
         if specific.is_file():
             return specific
@@ -590,7 +589,7 @@ class DirFS:
         base = os.path.join(self.root, rel) if rel else self.root
         try:
             with os.scandir(base) as it:
-                entries = sorted(((e.name, e.is_dir(follow_symlinks=False)) for e in it))
+                entries = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in it)
         except OSError as exc:
             raise ContextError(f"{base}: cannot list: {exc.strerror}") from exc
         for name, is_dir in entries:

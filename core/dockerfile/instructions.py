@@ -326,7 +326,7 @@ def parse_duration(text: str) -> int:
             raise ValueError(f'time: invalid duration "{text}"')
         total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
         pos = match.end()
-    return sign * int(round(total))
+    return sign * round(total)
 
 
 _MIN_INTERVAL_NS = 1_000_000  # 1ms

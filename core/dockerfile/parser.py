@@ -47,11 +47,13 @@ DEFAULT_ESCAPE_TOKEN = "\\"
 MAX_LINE_BYTES = 65536
 
 _VALID_DIRECTIVES = frozenset({"syntax", "escape", "check"})
-_DIRECTIVE_RE = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z", re.S)
+_DIRECTIVE_RE = re.compile(
+    r"([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z", re.DOTALL
+)
 # Go's regexp \s and \d are ASCII-only; spell the classes out.
 _WHITESPACE_RE = re.compile(r"[\t\v\f\r ]+")
-_HEREDOC_RE = re.compile(r"([0-9]*)<<(-?)[\t\n\f\r ]*([^<]*)\Z", re.S)
-_LEADING_TABS_RE = re.compile(r"^\t+", re.M)
+_HEREDOC_RE = re.compile(r"([0-9]*)<<(-?)[\t\n\f\r ]*([^<]*)\Z", re.DOTALL)
+_LEADING_TABS_RE = re.compile(r"^\t+", re.MULTILINE)
 
 _HEREDOC_INSTRUCTIONS = frozenset({"add", "copy", "run"})
 _HEREDOC_COMPOUND = frozenset({"onbuild"})
@@ -273,13 +275,13 @@ class _DirectiveParser:
 
 
 def _discard_bom(text: str) -> str:
-    return text[1:] if text.startswith("\ufeff") else text
+    return text.removeprefix("\ufeff")
 
 
 def _parse_directive(key: str, text: str, any_format: bool) -> tuple[str, str, int] | None:
     text = _discard_bom(text)
     line = 0
-    first, sep, rest = text.partition("\n")
+    first, _, rest = text.partition("\n")
     if first.startswith("#!"):
         text = rest
         line = 1
@@ -720,7 +722,7 @@ def _physical_lines(text: str) -> Iterator[str]:
 
 
 def _too_long(raw: str) -> bool:
-    body = raw[:-1] if raw.endswith("\n") else raw
+    body = raw.removesuffix("\n")
     # A character is at most 4 UTF-8 bytes, so short lines need no encoding.
     if len(body) * 4 < MAX_LINE_BYTES:
         return False

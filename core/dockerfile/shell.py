@@ -92,8 +92,7 @@ class _Scanner:
 
     def __init__(self, text: str) -> None:
         # text/scanner drops a byte-order mark at the very start.
-        if text.startswith("\ufeff"):
-            text = text[1:]
+        text = text.removeprefix("\ufeff")
         self.text = text
         self.pos = 0
 
@@ -160,9 +159,7 @@ class _ShellWord:
                         words.add_char(ch)
                     result.append(ch)
             if stop is not None:
-                raise _LexError(
-                    f"unexpected end of statement while looking for matching {stop}"
-                )
+                raise _LexError(f"unexpected end of statement while looking for matching {stop}")
             return "".join(result), words.get_words()
         finally:
             self.raw_escapes = saved
@@ -191,7 +188,9 @@ class _ShellWord:
         while True:
             ch = sc.next()
             if ch is None:
-                raise _LexError("unexpected end of statement while looking for matching single-quote")
+                raise _LexError(
+                    "unexpected end of statement while looking for matching single-quote"
+                )
             if ch == "'":
                 if self.lexer.raw_quotes:
                     result.append(ch)
@@ -208,7 +207,9 @@ class _ShellWord:
         while True:
             peek = sc.peek()
             if peek is None:
-                raise _LexError("unexpected end of statement while looking for matching double-quote")
+                raise _LexError(
+                    "unexpected end of statement while looking for matching double-quote"
+                )
             if peek == '"':
                 ch = sc.next()
                 if self.lexer.raw_quotes and ch is not None:
@@ -378,7 +379,9 @@ def _shell_pattern_to_regex(pattern: str, greedy: bool, anchored: bool) -> re.Pa
                 continue
             if nxt not in ("*", "?", "\\"):
                 shown = nxt if nxt is not None else "\ufffd"
-                raise _LexError(f"invalid pattern ({pattern}) in substitution: invalid escape '\\{shown}'")
+                raise _LexError(
+                    f"invalid pattern ({pattern}) in substitution: invalid escape '\\{shown}'"
+                )
             i += 1
             out.append("\\" + nxt)
             continue

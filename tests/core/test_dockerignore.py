@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from lamina.core.context.dockerignore import (
     BadPattern,
     FilterFS,
@@ -25,8 +24,11 @@ from lamina.core.context.dockerignore import (
 )
 from lamina.core.errors import ContextError
 
-CASES_FILE = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / (
-    "dockerignore-cases.json"
+CASES_FILE = (
+    Path(__file__).resolve().parents[2].parent
+    / "shared"
+    / "conformance"
+    / ("dockerignore-cases.json")
 )
 
 
@@ -90,7 +92,9 @@ def test_matches_table(case: dict[str, Any]) -> None:
         assert pm.matches_using_parent_result(path, _ancestor_bool(pm, path)) is expected
 
 
-@pytest.mark.parametrize("case", GROUPS.get("patternmatcher.matches_simple", []), ids=lambda c: c["name"])
+@pytest.mark.parametrize(
+    "case", GROUPS.get("patternmatcher.matches_simple", []), ids=lambda c: c["name"]
+)
 def test_matches_simple(case: dict[str, Any]) -> None:
     expect = case["expect"]
     if expect.get("error"):
@@ -116,7 +120,9 @@ def test_filepath_match_compat(case: dict[str, Any]) -> None:
         assert matches(case["path"], [case["pattern"]]) is case["expected"]
 
 
-@pytest.mark.parametrize("case", GROUPS.get("patternmatcher.compile", []), ids=lambda c: c["pattern"])
+@pytest.mark.parametrize(
+    "case", GROUPS.get("patternmatcher.compile", []), ids=lambda c: c["pattern"]
+)
 def test_compile(case: dict[str, Any]) -> None:
     pattern = PatternMatcher([case["pattern"]]).patterns[0]
     pattern.compile()
@@ -222,7 +228,10 @@ def _write_context(root: Path, files: dict[str, str]) -> None:
 def test_buildkit_context_cases(case: dict[str, Any], tmp_path: Path) -> None:
     _write_context(tmp_path, case["context_files"])
     builds = case.get("builds") or [
-        {"dockerfile": case.get("build", {}).get("dockerfile", "Dockerfile"), "expect": case["expect"]}
+        {
+            "dockerfile": case.get("build", {}).get("dockerfile", "Dockerfile"),
+            "expect": case["expect"],
+        }
     ]
     for build in builds:
         expect = build["expect"]

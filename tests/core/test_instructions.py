@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from lamina.core.dockerfile.instructions import (
     BFlags,
     Instruction,
@@ -22,8 +21,11 @@ from lamina.core.dockerfile.instructions import (
 from lamina.core.dockerfile.parser import Node, parse
 from lamina.core.errors import DockerfileError
 
-CASES_FILE = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / (
-    "buildkit-parser-cases.json"
+CASES_FILE = (
+    Path(__file__).resolve().parents[2].parent
+    / "shared"
+    / "conformance"
+    / ("buildkit-parser-cases.json")
 )
 
 
@@ -80,7 +82,9 @@ def test_error_cases(case: dict[str, Any]) -> None:
     ids=lambda c: c["node_original"],
 )
 def test_hand_built_key_value_nodes(case: dict[str, Any]) -> None:
-    node = Node(value=case["node_value"], args=list(case["node_values"]), original=case["node_original"])
+    node = Node(
+        value=case["node_value"], args=list(case["node_values"]), original=case["node_original"]
+    )
     with pytest.raises(DockerfileError) as info:
         instruction_from_node(node)
     assert info.value.reason == case["expect"]["instruction_error_equals"]
@@ -96,7 +100,7 @@ def test_healthcheck_shell_form(case: dict[str, Any]) -> None:
 
 def test_healthcheck_options_and_none() -> None:
     df = load_dockerfile(
-        "FROM x\nHEALTHCHECK --interval=5s --retries=3 CMD [\"/check\", \"-q\"]\nHEALTHCHECK NONE\n"
+        'FROM x\nHEALTHCHECK --interval=5s --retries=3 CMD ["/check", "-q"]\nHEALTHCHECK NONE\n'
     )
     check, none = df.stages[0].instructions
     config = health_config(check)
@@ -110,7 +114,9 @@ def test_healthcheck_options_and_none() -> None:
         load_dockerfile("FROM x\nHEALTHCHECK CONNECT TCP 7000\n")
 
 
-@pytest.mark.parametrize("case", _cases("instructions.parse_opt_interval"), ids=lambda c: c["input"])
+@pytest.mark.parametrize(
+    "case", _cases("instructions.parse_opt_interval"), ids=lambda c: c["input"]
+)
 def test_parse_opt_interval(case: dict[str, Any]) -> None:
     expect = case["expect"]
     if "error_contains" in expect:
@@ -122,7 +128,13 @@ def test_parse_opt_interval(case: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     ("text", "nanos"),
-    [("0", 0), ("1ms", 1_000_000), ("1m30s", 90_000_000_000), ("1.5h", 5_400_000_000_000), ("-2s", -2_000_000_000)],
+    [
+        ("0", 0),
+        ("1ms", 1_000_000),
+        ("1m30s", 90_000_000_000),
+        ("1.5h", 5_400_000_000_000),
+        ("-2s", -2_000_000_000),
+    ],
 )
 def test_parse_duration(text: str, nanos: int) -> None:
     assert parse_duration(text) == nanos
@@ -188,7 +200,9 @@ def _bflags(case: dict[str, Any]) -> BFlags:
     return flags
 
 
-@pytest.mark.parametrize("case", _cases("instructions.builder_flags"), ids=lambda c: " ".join(c["args"]) or "none")
+@pytest.mark.parametrize(
+    "case", _cases("instructions.builder_flags"), ids=lambda c: " ".join(c["args"]) or "none"
+)
 def test_builder_flags(case: dict[str, Any]) -> None:
     expect = case["expect"]
     flags = _bflags(case)
@@ -216,7 +230,7 @@ def test_load_dockerfile_stages() -> None:
         "ARG BASE=alpine\n"
         "FROM --platform=linux/amd64 ${BASE} AS Build\n"
         "COPY --from=other --link a b\n"
-        "ENV A=1 B=\"two words\"\n"
+        'ENV A=1 B="two words"\n'
         "ENV OLD value with spaces\n"
         "ARG X Y=2\n"
         "FROM scratch\n"
@@ -272,7 +286,11 @@ def test_instruction_is_frozen() -> None:
         run.keyword = "CMD"  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("case", sorted((CASES_FILE.parent / "real-dockerfiles").glob("*/Dockerfile")), ids=lambda p: p.parent.name)
+@pytest.mark.parametrize(
+    "case",
+    sorted((CASES_FILE.parent / "real-dockerfiles").glob("*/Dockerfile")),
+    ids=lambda p: p.parent.name,
+)
 def test_real_dockerfiles_load(case: Path) -> None:
     df = load_dockerfile(case.read_text(), str(case))
     assert df.stages

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
+from lamina.core.dockerfile import parser as parser_module
 from lamina.core.dockerfile.parser import (
     Heredoc,
     chomp_heredoc_content,
@@ -23,7 +23,6 @@ from lamina.core.dockerfile.parser import (
     parse_name_val,
     parse_words,
 )
-from lamina.core.dockerfile import parser as parser_module
 from lamina.core.errors import DockerfileError
 
 CONFORMANCE = Path(__file__).resolve().parents[2].parent / "shared" / "conformance"
@@ -422,7 +421,7 @@ def test_cli_debug_parse_reads_stdin() -> None:
 
     proc = subprocess.run(
         [sys.executable, "-m", "lamina.tui", "debug", "parse", "-"],
-        input=b"FROM scratch\nCMD [\"a\", \"\\u00e9\"]\nLABEL x=\xff\n",
+        input=b'FROM scratch\nCMD ["a", "\\u00e9"]\nLABEL x=\xff\n',
         capture_output=True,
         check=False,
         timeout=60,

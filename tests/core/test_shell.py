@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from lamina.core.dockerfile.shell import Lexer
 from lamina.core.errors import DockerfileError
 
@@ -15,7 +14,9 @@ ENV_VAR_ENV = ["PWD=/home", "SHELL=bash", "KOREAN=한국어", "NULL="]
 
 
 def _env_var_cases() -> list[tuple[int, str, str, str]]:
-    cases = []
+    cases: list[tuple[int, str, str, str]] = []
+    if not SHELL_DIR.is_dir():
+        return cases
     for number, line in enumerate((SHELL_DIR / "envVarTest").read_text().splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
@@ -27,6 +28,8 @@ def _env_var_cases() -> list[tuple[int, str, str, str]]:
 def _words_cases() -> list[tuple[int, str, str | list[str], list[str]]]:
     """(line, input, expected words or "error", environment at that line)."""
     cases: list[tuple[int, str, str | list[str], list[str]]] = []
+    if not SHELL_DIR.is_dir():
+        return cases
     env: list[str] = []
     for number, line in enumerate((SHELL_DIR / "wordsTest").read_text().splitlines(), 1):
         if line.startswith("#") or not line.strip():
@@ -48,7 +51,8 @@ WORDS_CASES = _words_cases()
 WINDOWS_ONLY = [c for c in ENV_VAR_CASES if c[1] == "W"]
 
 
-def test_tables_are_present() -> None:
+def test_tables_are_present(conformance: Path) -> None:
+    assert SHELL_DIR == conformance / "buildkit-shell"
     assert len(ENV_VAR_CASES) > 200
     assert len(WORDS_CASES) > 20
     assert {c[1] for c in ENV_VAR_CASES} == {"A", "U", "W"}
