@@ -297,9 +297,12 @@ def account(
     def plan(kind: str, all_: bool) -> PrunePlan:
         return build_plan(graph, PruneRequest(kind, all=all_), now, sizer, leftovers)
 
-    image_plan, image_plan_all = plan("image", False), plan("image", True)
-    cache_plan, cache_plan_all = plan("builder", False), plan("builder", True)
+    # A system prune removes images first, exactly as an image prune would, so its
+    # image rows are the image prune's; the cache rows depend on the order, so the
+    # build cache gets plans of its own.
     system_plan, system_plan_all = plan("system", False), plan("system", True)
+    image_plan, image_plan_all = system_plan, system_plan_all
+    cache_plan, cache_plan_all = plan("builder", False), plan("builder", True)
 
     def attributed(p: PrunePlan, what: str) -> int:
         rows = p.images if what == "images" else p.cache

@@ -339,9 +339,10 @@ def layer_overhead(store: Store, chain_id: str) -> int:
     tar-split are a few more blocks that deleting the layer frees too. Three stats, not
     a walk.
     """
-    root = store.home / "layers" / hex_of(chain_id)
+    # Plain strings: this runs once per reclaimable layer in `system df`.
+    root = f"{store.home}/layers/{hex_of(chain_id)}"
     total = 0
-    for path in (root, root / "diff", root / TARSPLIT_NAME):
+    for path in (root, root + "/diff", root + "/" + TARSPLIT_NAME):
         try:
             total += os.lstat(path).st_blocks * 512
         except OSError:
@@ -356,10 +357,16 @@ def blob_path(store: Store, digest: str) -> Path:
 
 def blob_bytes(store: Store, digest: str) -> int:
     """Bytes the blob occupies, 0 when it is missing."""
+    return blob_stat(store, digest)[0]
+
+
+def blob_stat(store: Store, digest: str) -> tuple[int, float]:
+    """(bytes on disk, mtime) of a blob; (0, 0.0) when it is missing."""
     try:
-        return os.lstat(blob_path(store, digest)).st_blocks * 512
+        st = os.lstat(f"{store.home}/blobs/sha256/{hex_of(digest)}")
     except OSError:
-        return 0
+        return 0, 0.0
+    return st.st_blocks * 512, st.st_mtime
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,8 @@ from lamina.core.gc import (
     Leftover,
     Liveness,
     RefGraph,
-    blob_bytes,
     blob_path,
+    blob_stat,
     find_leftovers,
     layer_overhead,
     load_graph,
@@ -534,11 +534,18 @@ def _store_sizer(store: Store) -> Sizer:
         found = (config.get("config") or {}).get("Labels") or {}
         return {str(k): str(v) for k, v in found.items()}
 
+    stats: dict[str, tuple[int, float]] = {}
+
+    def stat(digest: str) -> tuple[int, float]:
+        if digest not in stats:
+            stats[digest] = blob_stat(store, digest)
+        return stats[digest]
+
     return Sizer(
         layer_extra=lambda c: layer_overhead(store, c),
-        blob=lambda d: blob_bytes(store, d),
+        blob=lambda d: stat(d)[0],
         labels=labels,
-        blob_mtime=lambda d: _mtime(store, d),
+        blob_mtime=lambda d: stat(d)[1],
     )
 
 
