@@ -1,0 +1,67 @@
+"""The app opens on a real Docker Engine and draws the layer graph of images sharing a base."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.widgets import Tree
+
+from lamina.core.backends.docker import DockerEngine
+from lamina.core.events import BuildFinished
+from lamina.core.model import BuildRequest
+from lamina.tui.app import LaminaApp, make_app
+from lamina.tui.screens.main import MainScreen
+from lamina.tui.widgets.layers import LayersView
+
+pytestmark = pytest.mark.docker
+
+
+def _build(engine: DockerEngine, ctx: Path, tag: str) -> str:
+    events = list(engine.build(BuildRequest(context=str(ctx), tags=(tag,))))
+    assert isinstance(events[-1], BuildFinished), events[-1]
+    assert events[-1].image is not None
+    return events[-1].image
+
+
+async def test_app_shows_shared_base_layers_from_docker(
+    docker_engine: DockerEngine,
+    docker_base: str,
+    docker_tag: Callable[[str], str],
+    tmp_path: Path,
+    tree: Any,
+) -> None:
+    token = os.urandom(6).hex()
+    a = tree(tmp_path / "a", {"Dockerfile": f"FROM {docker_base}\nRUN echo {token} a > /a\n"})
+    b = tree(tmp_path / "b", {"Dockerfile": f"FROM {docker_base}\nRUN echo {token} b > /b\n"})
+    tag_a, tag_b = docker_tag("app-a"), docker_tag("app-b")
+    id_a, id_b = _build(docker_engine, a, tag_a), _build(docker_engine, b, tag_b)
+    base_layer = docker_engine.image(docker_base).layers[0]
+    top_a = docker_engine.image(id_a).layers[-1]
+
+    app: LaminaApp = make_app(docker_engine, clock=lambda: 1_800_000_000.0)
+    async with app.run_test(size=(120, 36)) as pilot:
+        for _ in range(3):
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+        screen = next(s for s in app.screen_stack if isinstance(s, MainScreen))
+        view = screen.query_one(LayersView)
+        graph = view.graph
+        assert graph is not None
+        # One node for the base layer, used by the base image and both builds.
+        assert graph.share_count(base_layer) >= 3
+        assert {i.id for i in graph.images_using[base_layer]} >= {id_a, id_b}
+        tree_widget = view.query_one("#layer-tree", Tree)
+        labels = [str(tree_widget.get_node_at_line(i).label) for i in range(tree_widget.last_line + 1)]
+        assert any(tag_a in label for label in labels)
+        assert any(tag_b in label for label in labels)
+        # Opening a layer reads its files lazily from Docker's saved image.
+        view.selected = top_a
+        for _ in range(3):
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+        assert view.changes_for == top_a
+        assert [c.path for c in view.changes] == ["/a"]
