@@ -169,3 +169,18 @@ def test_fsck_exit_status_and_repair(
     assert code == 0 and "[repaired]" in out
     code, out, _ = run(capsys, "fsck", "--deep")
     assert code == 0
+
+
+def test_df_frees_names_what_removing_a_target_frees(
+    capsys: pytest.CaptureFixture[str], world: dict[str, Any]
+) -> None:
+    code, out, _ = run(
+        capsys, "system", "df", "--frees", "app:1", "--frees", world["dangling"], "--format", "json"
+    )
+    answers = json.loads(out)["frees"]
+    assert code == 0 and answers[world["dangling"]] > 30_000
+    # app:1's only layer is shared with the dangling image and the cache, and its config
+    # is the parent state of the cache entry: removing it frees nothing.
+    assert answers["app:1"] == 0
+    code, out, err = run(capsys, "system", "df", "--frees", "nosuch:tag")
+    assert code == 1 and out == "" and "no such image, tag or cache entry: nosuch:tag" in err

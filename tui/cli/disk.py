@@ -27,6 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     system = _group(sub, "system", "disk usage and pruning of the whole store")
     p = system.add_parser("df", help="show disk usage and what pruning would reclaim")
     p.add_argument("-v", "--verbose", action="store_true", help="per image, layer and cache entry")
+    p.add_argument(
+        "--frees",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="bytes removing this image, tag or cache entry would free (repeatable)",
+    )
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_df)
 
@@ -116,6 +123,8 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def cmd_df(args: argparse.Namespace, ctx: CliContext) -> int:
+    if args.frees:
+        return _frees(args, ctx)
     usage = ctx.engine.disk_usage()
     if args.format == "json":
         print(json.dumps(usage.to_json(), indent=2, sort_keys=True))
@@ -149,6 +158,22 @@ def cmd_df(args: argparse.Namespace, ctx: CliContext) -> int:
         )
     if args.verbose:
         _df_verbose(usage)
+    return 0
+
+
+def _frees(args: argparse.Namespace, ctx: CliContext) -> int:
+    from lamina.core.diskusage import frees
+
+    store = getattr(ctx.engine, "store", None)
+    if store is None:
+        raise UsageError("--frees needs lamina's own store; it does not apply to --engine docker")
+    # Resolve every ref first: a missing one fails before anything is printed.
+    answers = {ref: frees(store, ref) for ref in args.frees}
+    if args.format == "json":
+        print(json.dumps({"frees": answers}, indent=2, sort_keys=True))
+    else:
+        for ref, n in answers.items():
+            print(f"{ref}: removing it frees {human_size(n)} ({n} bytes)")
     return 0
 
 
