@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from lamina.core.digest import chain_ids
 from lamina.core.embedded import EmbeddedEngine, RmiError
 from lamina.core.engine import Engine, open_engine
 from lamina.core.errors import InUse, NotFound
+from lamina.core.store import Store
 
 
 @pytest.fixture
@@ -21,10 +24,25 @@ def engine(tmp_path: Path) -> EmbeddedEngine:
     e.close()
 
 
-@pytest.fixture
-def dive(engine: EmbeddedEngine, conformance: Path) -> str:
+@pytest.fixture(scope="module")
+def dive_template(conformance: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A store holding the dive image, loaded once and copied per test."""
+    home = tmp_path_factory.mktemp("template") / "home"
+    engine = EmbeddedEngine(home)
     (image,) = load_archive(engine.store, conformance / "images" / "dive" / "test-docker-image.tar")
-    return image.id
+    engine.close()
+    return home, image.id
+
+
+@pytest.fixture
+def dive(engine: EmbeddedEngine, dive_template: tuple[Path, str]) -> str:
+    home, image_id = dive_template
+    engine.close()
+    shutil.rmtree(engine.home)
+    # cp -a keeps whiteout devices, xattrs and hardlinks, which copytree would not.
+    subprocess.run(["cp", "-a", str(home), str(engine.home)], check=True)
+    engine.store = Store(engine.home)
+    return image_id
 
 
 def child_image(engine: EmbeddedEngine, parent: str, created: str) -> str:
