@@ -23,7 +23,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -31,14 +31,7 @@ from lamina.core.build import reasons
 from lamina.core.backends.docker_client import call, unreachable
 from lamina.core.backends.docker_context import context_tar
 from lamina.core.digest import chain_ids
-from lamina.core.errors import (
-    BuildError,
-    ContextError,
-    DockerfileError,
-    LaminaError,
-    NotFound,
-    UsageError,
-)
+from lamina.core.errors import ContextError, LaminaError, NotFound, UsageError
 from lamina.core.events import (
     BuildEvent,
     BuildFailed,
@@ -364,9 +357,31 @@ class DockerBuilder:
         context = Path(request.context)
         if not context.is_dir():
             raise ContextError(f"build context {context} is not a directory")
+        from lamina.core.backends.docker import _split_tag
+
+        tags = tuple(":".join(_split_tag(t)) for t in request.tags)
+        request = replace(request, tags=tags)
         planned = plan_inputs(request)
         context_file, dockerfile_name = context_tar(context_abs(request), _dockerfile_path(request))
-        return self._run(request, planned, cancel, context_file, dockerfile_name)
+        return self._guarded(request, planned, cancel, context_file, dockerfile_name)
+
+    def _guarded(
+        self,
+        request: BuildRequest,
+        planned: list[dict[str, Any]],
+        cancel: threading.Event | None,
+        context_file: IO[bytes],
+        dockerfile_name: str,
+    ) -> Iterator[BuildEvent]:
+        """``_run``, recording a build its consumer abandoned as cancelled."""
+        record: dict[str, Any] = {}
+        try:
+            yield from self._run(request, planned, cancel, context_file, dockerfile_name, record)
+        finally:
+            context_file.close()
+            if record.get("status") == "running":
+                record.update(status="cancelled", error="abandoned", finished=time.time())
+                self.records.save(record)
 
     def _run(
         self,
@@ -375,9 +390,10 @@ class DockerBuilder:
         cancel: threading.Event | None,
         context_file: IO[bytes],
         dockerfile_name: str,
+        record: dict[str, Any],
     ) -> Iterator[BuildEvent]:
         dockerfile = _dockerfile_path(request)
-        record: dict[str, Any] = {
+        record.update({
             "id": self.records.next_id(),
             "started": time.time(),
             "finished": None,
@@ -391,7 +407,7 @@ class DockerBuilder:
             "error": None,
             "steps": [],
             "inputs": planned,
-        }
+        })
         self.records.save(record)
         prev_build = self.records.previous(record)
         yield BuildStarted(
@@ -444,8 +460,6 @@ class DockerBuilder:
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 - the stream dies with requests' errors
             error = str(unreachable(exc))
-        finally:
-            context_file.close()
         if error is None and buffer.strip():
             yield from self._line(buffer, state, record)
         current = state.current
@@ -729,11 +743,4 @@ def _chunks(stream: Any, cancel: threading.Event | None) -> Iterator[object]:
         yield item
 
 
-__all__ = [
-    "BuildRecords",
-    "DockerBuilder",
-    "explain",
-    "plan_inputs",
-    "BuildError",
-    "DockerfileError",
-]
+__all__ = ["BuildRecords", "DockerBuilder", "context_abs", "explain", "plan_inputs"]
