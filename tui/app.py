@@ -40,6 +40,9 @@ from lamina.tui.widgets.format import Clock
 
 log = logging.getLogger(__name__)
 
+# Above this many images, the layer tree does not read histories for missing instructions.
+HISTORY_LOOKUP_LIMIT = 200
+
 # What a failed worker of each group was doing, for the one-line error.
 GROUP_ACTIONS = {
     "snapshot": "reading images and layers",
@@ -134,7 +137,21 @@ class LaminaApp(App[None]):
         """Reads every image and layer."""
         images = self.engine.images()
         layers = self.engine.layers()
-        target.post_message(SnapshotLoaded(images, layers))
+        # Layers loaded from archives may not record their instruction; image histories do.
+        # Reading every history is cheap for a small store only, so large ones skip it.
+        instructions: dict[str, str] = {}
+        missing = sum(1 for layer in layers if not layer.created_by)
+        if missing and len(images) <= HISTORY_LOOKUP_LIMIT:
+            for image in images:
+                try:
+                    history = self.engine.history(image.id)
+                except LaminaError as exc:
+                    log.info("no history for %s: %s", image.id, exc)
+                    continue
+                for entry in history:
+                    if entry.chain_id and entry.created_by:
+                        instructions.setdefault(entry.chain_id, entry.created_by)
+        target.post_message(SnapshotLoaded(images, layers, instructions))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="builds")
     def load_builds(self, target: MessagePump) -> None:

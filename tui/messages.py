@@ -21,6 +21,7 @@ class SnapshotLoaded(Message):
 
     images: list[ImageSummary]
     layers: list[LayerInfo]
+    instructions: dict[str, str]  # chainID -> instruction from image histories
 
 
 @dataclass

@@ -15,6 +15,7 @@ from lamina.tui.screens.help import HelpScreen
 from lamina.tui.screens.main import MainScreen
 from lamina.tui.widgets.builds import BuildsView
 from lamina.tui.widgets.disk import DiskView
+from lamina.tui.widgets.format import instruction
 from lamina.tui.widgets.images import ImagesView
 from lamina.tui.widgets.layers import LayersView
 from lamina.tui.widgets.learn import LearnView
@@ -73,8 +74,8 @@ async def test_layers_tree_shows_shared_layers_tags_and_files(demo_engine: Engin
         layer = graph.by_id[view.selected]
         assert layer.parent is not None
         assert view.changes_for == view.selected
-        assert layer.created_by.split()[0] in static_text(app, "#layer-info") or \
-            "RUN" in static_text(app, "#layer-info")
+        made_by = instruction(graph.created_by(view.selected))
+        assert made_by and made_by[:30] in static_text(app, "#layer-info")
 
         # Full digests on demand.
         assert layer.chain_id not in static_text(app, "#layer-info")
@@ -155,6 +156,12 @@ async def test_images_analysis_matches_dive(dive_engine: Engine, conformance: Pa
         assert "98.4421 %" in text and "32,025 bytes" in text
         wasted = view.query_one("#wasted-table", DataTable)
         assert wasted.row_count == 3
+        # Loaded layers record no instruction; the tree takes it from the image's history.
+        tree = main_screen(app).query_one(LayersView).query_one("#layer-tree", Tree)
+        labels = [str(tree.get_node_at_line(i).label) for i in range(tree.last_line + 1)]
+        assert len(labels) == 14
+        assert any("RUN mkdir -p /root/example/really/nested" in label for label in labels)
+        assert not any("no instruction recorded" in label for label in labels)
 
 
 # ------------------------------------------------------------------- Builds

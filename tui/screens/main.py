@@ -246,7 +246,7 @@ class MainScreen(Screen[None]):
         self.app.push_screen(WhatIfScreen(event.build, event.steps, event.ok, event.message), answered)
 
     def on_snapshot_loaded(self, event: SnapshotLoaded) -> None:
-        graph = LayerGraph(event.images, event.layers)
+        graph = LayerGraph(event.images, event.layers, event.instructions)
         self.query_one(LayersView).graph = graph
         self.query_one(ImagesView).graph = graph
         self.query_one(LearnView).graph = graph

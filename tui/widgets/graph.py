@@ -27,6 +27,7 @@ class LayerGraph:
 
     images: list[ImageSummary]
     layers: list[LayerInfo]
+    instructions: dict[str, str] = field(default_factory=dict)
     by_id: dict[str, LayerInfo] = field(init=False)
     children: dict[str | None, list[str]] = field(init=False)
     images_at: dict[str, list[ImageSummary]] = field(init=False)
@@ -52,6 +53,11 @@ class LayerGraph:
     def roots(self) -> list[str]:
         """Base layers (no parent in the store), oldest first."""
         return self.children.get(None, [])
+
+    def created_by(self, chain_id: str) -> str:
+        """The instruction that made the layer: its own record, else an image's history."""
+        layer = self.by_id.get(chain_id)
+        return (layer.created_by if layer else "") or self.instructions.get(chain_id, "")
 
     def share_count(self, chain_id: str) -> int:
         """How many images use the layer."""

@@ -80,16 +80,18 @@ class LayersView(Widget):
         assert graph is not None
         layer = graph.by_id[chain_id]
         shared = graph.share_count(chain_id)
-        created_by = escape(_one_line(layer.created_by) or "(no instruction recorded)")
-        label = f"[dim]{fmt.digest(chain_id)[:12]}[/] {fmt.size(layer.size):>8} {created_by}"
+        created_by = escape(_one_line(graph.created_by(chain_id)) or "(no instruction recorded)")
+        label = f"[dim]{fmt.digest(chain_id)[:12]}[/] {fmt.size(layer.size):>8} "
         if shared > 1:
             label = f"[b $accent]×{shared}[/] " + label
+        # Tags first, so a narrow terminal cuts the instruction, not where an image ends.
         tags = [t for image in graph.images_at.get(chain_id, ()) for t in image.tags]
         dangling = [i for i in graph.images_at.get(chain_id, ()) if not i.tags]
         if tags:
-            label += "  " + " ".join(f"[b $success]◆ {escape(t)}[/]" for t in sorted(tags))
+            label += " ".join(f"[b $success]◆ {escape(t)}[/]" for t in sorted(tags)) + " "
         if dangling:
-            label += "  " + " ".join(f"[$warning]◇ <none> {fmt.digest(i.id)}[/]" for i in dangling)
+            label += " ".join(f"[$warning]◇ <none> {fmt.digest(i.id)}[/]" for i in dangling) + " "
+        label += created_by
         return fmt.themed(self.app, label)
 
     def _add_children(self, node: TreeNode[str], parent: str | None) -> None:
@@ -178,7 +180,7 @@ class LayersView(Widget):
             if s.layer == chain_id
         ]
         lines = [
-            f"[b]{escape(_one_line(layer.created_by) or '(no instruction recorded)')}[/b]",
+            f"[b]{escape(_one_line(graph.created_by(chain_id)) or '(no instruction recorded)')}[/b]",
             f"chainID  {show(layer.chain_id)}",
             f"diffID   {show(layer.diff_id)}",
             f"parent   {show(layer.parent) if layer.parent else '(base layer)'}",
