@@ -181,6 +181,34 @@ def test_two_processes_commit_concurrently(tmp_path: Path) -> None:
     s.close()
 
 
+def test_processes_opening_a_fresh_store_at_once_migrate_once(tmp_path: Path) -> None:
+    home = tmp_path / "fresh"
+    code = (
+        "import sys; from pathlib import Path; from lamina.core.store import Store\n"
+        "s = Store(Path(sys.argv[1]))\n"
+        "with s.index.transaction() as tx:\n"
+        "    tx.execute('INSERT INTO stat_cache (path, checksum) VALUES (?, ?)', (sys.argv[2], 'x'))\n"
+        "print(s.index.schema_version())\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(home), f"p{i}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        assert out.strip() == str(SCHEMA_VERSION)
+    s = Store(home)
+    paths = [r[0] for r in s.index.connection().execute("SELECT path FROM stat_cache ORDER BY 1")]
+    assert paths == ["p0", "p1", "p2", "p3"]
+    s.close()
+
+
 # -- layers ----------------------------------------------------------------------------
 
 
