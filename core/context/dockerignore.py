@@ -37,6 +37,7 @@ __all__ = [
     "ignore_file_for",
     "load_ignore_patterns",
     "matches",
+    "matches_or_parent_matches",
     "read_ignore_file",
     "walk_context",
 ]
@@ -479,6 +480,10 @@ class PatternMatcher:
         dir_slash = clean_path(rel_dir) + "/"
         return not any(p.startswith(dir_slash) for p in self._prefix_exceptions)
 
+    def may_include_below(self, rel_dir: str) -> bool:
+        """Whether an excluded directory may still hold re-included paths (must be walked)."""
+        return not self.can_skip_dir(rel_dir)
+
 
 _PATTERN_CHARS = "*[]?^\\"
 
@@ -497,6 +502,19 @@ def matches(path: str, patterns: Sequence[str]) -> bool:
     if path == ".":
         return False
     return pm.matches_single_parent(path)
+
+
+def matches_or_parent_matches(path: str, patterns: Sequence[str]) -> bool:
+    """patternmatcher's top-level ``MatchesOrParentMatches``; ``.`` never matches.
+
+    This is what docker/cli uses to decide whether the Dockerfile or
+    ``.dockerignore`` is excluded.
+    """
+    pm = PatternMatcher(patterns)
+    path = clean_path(path)
+    if path == ".":
+        return False
+    return pm.matches_or_parent_matches(path)
 
 
 # --- .dockerignore files ----------------------------------------------------------

@@ -9,6 +9,7 @@ when it knows the build arguments and environment.
 
 from __future__ import annotations
 
+import csv
 import re
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ from lamina.core.errors import DockerfileError
 
 __all__ = [
     "BFlags",
+    "Device",
     "Dockerfile",
     "HealthConfig",
     "Instruction",
@@ -33,6 +35,7 @@ __all__ = [
     "health_config",
     "instruction_from_node",
     "load_dockerfile",
+    "parse_device",
     "parse_duration",
     "parse_opt_interval",
     "sources_and_dest",
@@ -450,6 +453,56 @@ def _sources_and_dest(
     return paths, contents, dest
 
 
+@dataclass(frozen=True)
+class Device:
+    """A ``RUN --device=`` request (a CDI device name)."""
+
+    name: str
+    required: bool = False
+
+
+_GO_BOOLS = {
+    "1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
+    "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False,
+}  # fmt: skip
+
+
+def parse_device(value: str) -> Device:
+    """Parse a ``RUN --device`` value like BuildKit's ``ParseDevice``.
+
+    ``vendor.com/dev=foo,required`` and ``name=vendor.com/dev=foo,required=false``
+    are both accepted.
+
+    Raises:
+        DockerfileError: malformed CSV, a second name, or a bad ``required`` value.
+    """
+    try:
+        fields = next(csv.reader([value], skipinitialspace=False, strict=True), [])
+    except csv.Error as exc:
+        raise DockerfileError(f"failed to parse csv input: {exc}") from None
+    name = ""
+    required = False
+    for item in fields:
+        key, eq, val = item.partition("=")
+        lowered = key.lower()
+        if lowered == "name":
+            if name:
+                raise DockerfileError(f"device name already set to {name}")
+            name = val
+        elif lowered == "required":
+            if eq:
+                if val not in _GO_BOOLS:
+                    raise DockerfileError(f"invalid value for {key}: {val}")
+                required = _GO_BOOLS[val]
+            else:
+                required = True
+        else:
+            if name:
+                raise DockerfileError(f"device name already set to {name}")
+            name = item
+    return Device(name=name, required=required)
+
+
 def _heredoc_word(word: str) -> Heredoc | None:
     try:
         return parse_heredoc(word)
@@ -586,6 +639,12 @@ def _instruction(node: Node, path: str | None) -> Instruction:
     )
     if keyword == "HEALTHCHECK":
         _health_config(instruction)
+    if keyword == "RUN":
+        for device in flags.get("device", ()):
+            try:
+                parse_device(device)
+            except DockerfileError as exc:
+                raise _InstructionError(exc.reason) from None
     if keyword in ("ADD", "COPY"):
         _sources_and_dest(instruction)
     return instruction

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lamina.core.context.dockerignore import (
     BadPattern,
     FilterFS,
@@ -19,6 +21,7 @@ from lamina.core.context.dockerignore import (
     ignore_file_for,
     load_ignore_patterns,
     matches,
+    matches_or_parent_matches,
     read_ignore_file,
     walk_context,
 )
@@ -314,3 +317,29 @@ def test_walk_large_context_prunes_ignored_directories(tmp_path: Path) -> None:
     assert not any(p.startswith("node_modules") for p, _ in entries)
     # Pruning means the ignored 19,000 files are never listed.
     assert elapsed < 5, elapsed
+
+
+def test_matches_or_parent_matches_helper_and_walk_protocol() -> None:
+    assert matches_or_parent_matches("docker/sub/Dockerfile", ["docker"])
+    assert not matches_or_parent_matches(".", ["*"])
+    pm = PatternMatcher(["build", "!build/keep"])
+    assert pm.may_include_below("build")
+    assert not PatternMatcher(["build"]).may_include_below("build")
+
+
+_PATTERN_ALPHABET = st.sampled_from(list("ab/*?[]^-!\\. \n#") + ["**", "\\*"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(_PATTERN_ALPHABET, max_size=40).map("".join),
+    st.lists(_PATTERN_ALPHABET, max_size=20).map("".join),
+)
+def test_matcher_only_raises_bad_pattern(ignore_text: str, path: str) -> None:
+    try:
+        pm = PatternMatcher(read_ignore_file(ignore_text))
+        result = pm.matches(path)
+    except BadPattern:
+        return
+    # The walk-time API agrees with the one-shot one.
+    assert pm.matches_using_parent_results(path, MatchInfo())[0] is result

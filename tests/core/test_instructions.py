@@ -14,6 +14,7 @@ from lamina.core.dockerfile.instructions import (
     health_config,
     instruction_from_node,
     load_dockerfile,
+    parse_device,
     parse_duration,
     parse_opt_interval,
     sources_and_dest,
@@ -295,3 +296,20 @@ def test_real_dockerfiles_load(case: Path) -> None:
     df = load_dockerfile(case.read_text(), str(case))
     assert df.stages
     assert all(stage.base for stage in df.stages)
+
+
+@pytest.mark.parametrize("case", _cases("instructions.parse_device"), ids=lambda c: c["input"])
+def test_parse_device(case: dict[str, Any]) -> None:
+    expect = case["expect"]
+    if "error_equals" in expect:
+        with pytest.raises(DockerfileError) as info:
+            parse_device(case["input"])
+        assert info.value.reason == expect["error_equals"]
+        return
+    device = parse_device(case["input"])
+    assert {"Name": device.name, "Required": device.required} == expect["device"]
+
+
+def test_bad_device_flag_is_rejected_at_load() -> None:
+    with pytest.raises(DockerfileError, match="invalid value for required: maybe"):
+        load_dockerfile("FROM x\nRUN --device=a,required=maybe true\n", "Dockerfile")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lamina.core.dockerfile.shell import Lexer
 from lamina.core.errors import DockerfileError
 
@@ -116,3 +118,17 @@ def test_matches_report_used_and_missing_names() -> None:
     _, matched, unmatched = Lexer().process_word_with_matches("$A $B", {"A": "1"})
     assert matched == {"A"}
     assert unmatched == {"B"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(list("ab $\\`{}:-+?#%/'\"\t<") + ["${", "}"]), max_size=40).map(
+        "".join
+    )
+)
+def test_lexer_only_raises_dockerfile_error(word: str) -> None:
+    for lexer in (Lexer("\\"), Lexer("`"), Lexer(raw_quotes=True, raw_escapes=True)):
+        try:
+            lexer.process_words(word, {"a": "x y"})
+        except DockerfileError:
+            continue
