@@ -628,10 +628,13 @@ class LayerStore:
                     f"{self.home / 'tmp'}"
                 ) from exc
             hasher = Hasher()
-            split = dir_to_tar(diff, hasher.update)
-            split.dump(stage / TARSPLIT_NAME)
-            _fsync_tree(stage)
-            return self._install(stage, hasher.digest(), hasher.size, parent, created_by)
+            try:
+                split = dir_to_tar(diff, hasher.update)
+                split.dump(stage / TARSPLIT_NAME)
+                _fsync_tree(stage)
+                return self._install(stage, hasher.digest(), hasher.size, parent, created_by)
+            except OSError as exc:
+                raise StoreError(f"{src}: cannot commit as a layer: {exc}") from exc
 
     def commit_tar(
         self, stream: BinaryIO, parent: str | None, created_by: str = "", where: str = "layer"
@@ -679,9 +682,9 @@ class LayerStore:
         extractor = _Extractor(diff, where)
         try:
             extractor.extract(reader)
+            extractor.split.dump(dest / TARSPLIT_NAME)
         except OSError as exc:
             raise ArchiveError(f"{where}: cannot extract: {exc}") from exc
-        extractor.split.dump(dest / TARSPLIT_NAME)
         return StagedLayer(dest, reader.digest, reader.size)
 
     def install(self, staged: StagedLayer, parent: str | None, created_by: str = "") -> LayerInfo:
@@ -694,8 +697,11 @@ class LayerStore:
             NotFound: if ``parent`` is not a layer.
         """
         self._check_parent(parent)
-        _fsync_tree(staged.path)
-        return self._install(staged.path, staged.diff_id, staged.tar_size, parent, created_by)
+        try:
+            _fsync_tree(staged.path)
+            return self._install(staged.path, staged.diff_id, staged.tar_size, parent, created_by)
+        except OSError as exc:
+            raise StoreError(f"{staged.path}: cannot install the layer: {exc}") from exc
 
     def _check_parent(self, parent: str | None) -> None:
         if parent is None:

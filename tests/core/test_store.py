@@ -100,6 +100,22 @@ def test_index_refuses_a_newer_schema(tmp_path: Path) -> None:
         Store(tmp_path / "h")
 
 
+def test_a_corrupt_index_is_a_store_error(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    Store(home).close()
+    for name in ("index.db-wal", "index.db-shm"):
+        (home / name).unlink(missing_ok=True)
+    (home / "index.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="index.db"):
+        Store(home)
+
+
+def test_commit_dir_of_a_missing_directory_is_a_store_error(store: Store, tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="missing: cannot move into the store"):
+        store.layers.commit_dir(tmp_path / "missing", None)
+    assert store.layers.all() == []
+
+
 def test_connection_is_per_thread(store: Store) -> None:
     import threading
 
