@@ -17,6 +17,7 @@ spurious change to them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -86,6 +87,7 @@ def has_wildcards(pattern: str) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=256)
 def _go_pattern(pattern: str) -> re.Pattern[str]:
     out = []
     i = 0

@@ -1,0 +1,255 @@
+"""COPY and ADD semantics, checked in the layers they produce, and the layer-chain
+reader COPY relies on."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import os
+import stat
+import tarfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lamina.core.archive import import_rootfs
+from lamina.core.bootstrap import busybox_rootfs_tar
+from lamina.core.build.builder import run_build
+from lamina.core.build.copy import go_match, has_wildcards
+from lamina.core.build.rootfs import RootFS, join
+from lamina.core.events import BuildFailed, BuildFinished, StepFinished
+from lamina.core.model import BuildRequest
+from lamina.core.store import Store
+from lamina.core.store.layers import set_opaque
+
+
+@pytest.fixture(scope="session")
+def busybox_tar(tmp_path_factory: pytest.TempPathFactory, busybox: str) -> Path:
+    return busybox_rootfs_tar(tmp_path_factory.mktemp("rootfs") / "busybox.tar", busybox)
+
+
+@pytest.fixture
+def store(tmp_path: Path, busybox_tar: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "store")
+    import_rootfs(s, busybox_tar, "busybox:latest")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Path:
+    d = tmp_path / "ctx"
+    d.mkdir()
+    return d
+
+
+def build(store: Store, ctx: Path, text: str, **kw: Any) -> tuple[str, list[Any]]:
+    (ctx / "Dockerfile").write_text(text)
+    events = list(run_build(store, BuildRequest(context=str(ctx), **kw)))
+    end = events[-1]
+    assert isinstance(end, BuildFinished), end
+    assert end.image is not None
+    return end.image, [e.step for e in events if isinstance(e, StepFinished)]
+
+
+def image_root(store: Store, image: str) -> RootFS:
+    layers = store.images.summary(image).layers
+    return RootFS([store.layers.diff_path(c) for c in reversed(layers)])
+
+
+def last_layer(store: Store, steps: list[Any]) -> Path:
+    layer = [s.layer for s in steps if s.layer][-1]
+    return store.layers.diff_path(layer)
+
+
+def tree(root: Path) -> dict[str, tuple[str, int, int, int]]:
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            kind = "d" if stat.S_ISDIR(st.st_mode) else "l" if stat.S_ISLNK(st.st_mode) else "f"
+            out[str(p.relative_to(root))] = (kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+    return out
+
+
+def test_directory_contents_are_copied_and_parents_created(store: Store, ctx: Path) -> None:
+    (ctx / "src" / "sub").mkdir(parents=True)
+    (ctx / "src" / "sub" / "x.txt").write_text("x")
+    os.chmod(ctx / "src" / "sub", 0o700)
+    os.chown(ctx / "src" / "sub" / "x.txt", 1000, 1000)
+    _, steps = build(store, ctx, "FROM busybox\nCOPY src /opt/deep/app\n")
+    assert tree(last_layer(store, steps)) == {
+        "opt": ("d", 0o755, 0, 0),
+        "opt/deep": ("d", 0o755, 0, 0),
+        "opt/deep/app": ("d", 0o755, 0, 0),
+        "opt/deep/app/sub": ("d", 0o700, 0, 0),
+        "opt/deep/app/sub/x.txt": ("f", 0o644, 0, 0),
+    }
+
+
+def test_file_destinations(store: Store, ctx: Path) -> None:
+    (ctx / "a.txt").write_text("a")
+    text = (
+        "FROM busybox\nWORKDIR /w\nCOPY a.txt rel.txt\nCOPY a.txt sub/\nCOPY a.txt /tmp\n"
+        "COPY a.txt /abs/name\n"
+    )
+    image, _ = build(store, ctx, text)
+    root = image_root(store, image)
+    for path in ("/w/rel.txt", "/w/sub/a.txt", "/tmp/a.txt", "/abs/name"):
+        assert root.read_file(path) == b"a", path
+    # /tmp kept its 1777 mode in the layer that recreated it as a parent.
+    hit = root.stat("/tmp")
+    assert hit is not None and stat.S_IMODE(hit[1].st_mode) == 0o1777
+
+
+def test_wildcards_follow_go_filepath_match(store: Store, ctx: Path) -> None:
+    for name in ("a1.txt", "a2.txt", "b1.txt", "notes.md"):
+        (ctx / name).write_text(name)
+    (ctx / "d").mkdir()
+    (ctx / "d" / "a3.txt").write_text("nested")
+    image, steps = build(store, ctx, "FROM busybox\nCOPY a?.txt [bc]*.txt /w/\n")
+    assert sorted(os.listdir(last_layer(store, steps) / "w")) == ["a1.txt", "a2.txt", "b1.txt"]
+    assert go_match("*.txt", "a.txt") and not go_match("*.txt", "d/a.txt")
+    assert go_match("[^a]x", "bx") and not go_match("[^a]x", "ax")
+    assert has_wildcards("a*") and not has_wildcards("a\\*")
+
+
+def test_several_sources_need_a_directory_destination(store: Store, ctx: Path) -> None:
+    (ctx / "a").write_text("a")
+    (ctx / "b").write_text("b")
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY a b /dest\n")
+    end = list(run_build(store, BuildRequest(context=str(ctx))))[-1]
+    assert isinstance(end, BuildFailed)
+    assert "Dockerfile:2: COPY: with more than one source the destination must end with '/'" in end.message
+
+
+def test_chown_and_chmod(store: Store, ctx: Path) -> None:
+    (ctx / "d").mkdir()
+    (ctx / "d" / "f").write_text("f")
+    _, steps = build(store, ctx, "FROM busybox\nCOPY --chown=nobody:root --chmod=640 d /x/\n")
+    t = tree(last_layer(store, steps))
+    assert t["x"] == ("d", 0o755, 65534, 0)
+    assert t["x/f"] == ("f", 0o640, 65534, 0)
+
+
+def test_add_extracts_local_archives(store: Store, ctx: Path) -> None:
+    for name, mode in (("plain.tar", "w"), ("gz.tar.gz", "w:gz"), ("bz.tbz", "w:bz2"), ("xz.txz", "w:xz")):
+        with tarfile.open(ctx / name, mode) as tar:
+            data = name.encode()
+            info = tarfile.TarInfo(f"inner/{name}.txt")
+            info.size = len(data)
+            info.mode = 0o4755
+            tar.addfile(info, io.BytesIO(data))
+    image, _ = build(
+        store, ctx, "FROM busybox\nADD plain.tar gz.tar.gz bz.tbz xz.txz /unpacked/\nCOPY plain.tar /copied/\n"
+    )
+    root = image_root(store, image)
+    for name in ("plain.tar", "gz.tar.gz", "bz.tbz", "xz.txz"):
+        assert root.read_file(f"/unpacked/inner/{name}.txt") == name.encode()
+    hit = root.stat("/unpacked/inner/plain.tar.txt")
+    assert hit is not None and stat.S_IMODE(hit[1].st_mode) == 0o4755
+    assert root.stat("/copied/plain.tar") is not None  # COPY never extracts
+
+
+def test_add_refuses_an_escaping_archive(store: Store, ctx: Path) -> None:
+    with tarfile.open(ctx / "evil.tar", "w") as tar:
+        info = tarfile.TarInfo("../../outside")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    (ctx / "Dockerfile").write_text("FROM busybox\nADD evil.tar /x/\n")
+    end = list(run_build(store, BuildRequest(context=str(ctx))))[-1]
+    assert isinstance(end, BuildFailed)
+    assert "Dockerfile:2: ADD: cannot extract evil.tar" in end.message
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    served = tmp_path / "www"
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", served
+    server.shutdown()
+    server.server_close()
+
+
+def test_add_url_downloads_and_hashes_the_bytes(
+    store: Store, ctx: Path, http_server: tuple[str, Path]
+) -> None:
+    url, served = http_server
+    (served / "tool.sh").write_text("v1")
+    text = f"FROM busybox\nADD {url}/tool.sh /opt/\n"
+    image, _ = build(store, ctx, text)
+    assert image_root(store, image).read_file("/opt/tool.sh") == b"v1"
+    _, again = build(store, ctx, text)
+    assert again[1].cached is True
+    (served / "tool.sh").write_text("v2")
+    _, changed = build(store, ctx, text)
+    assert changed[1].cached is False
+    assert changed[1].reason["kind"] == "sources_changed"
+
+
+def test_copy_heredoc(store: Store, ctx: Path) -> None:
+    text = "FROM busybox\nARG WHO=world\nCOPY <<EOF /greeting.txt\nhello $WHO\nEOF\n"
+    image, _ = build(store, ctx, text)
+    assert image_root(store, image).read_file("/greeting.txt") == b"hello world\n"
+    _, again = build(store, ctx, text, build_args={"WHO": "lamina"})
+    assert again[-1].cached is False
+    assert again[-1].reason["kind"] == "sources_changed"
+
+
+def test_workdir_creates_the_directory(store: Store, ctx: Path) -> None:
+    image, steps = build(store, ctx, "FROM busybox\nWORKDIR /srv/app\nWORKDIR /tmp\n")
+    root = image_root(store, image)
+    assert root.is_dir("/srv/app")
+    history = store.images.get_config(image)["history"]
+    assert [h.get("empty_layer", False) for h in history[-2:]] == [False, True]
+
+
+# -- the layer-chain reader ----------------------------------------------------------
+
+
+def test_rootfs_honours_whiteouts_opaque_dirs_and_symlinks(tmp_path: Path) -> None:
+    low, mid, top = (tmp_path / n for n in ("low", "mid", "top"))
+    for layer in (low, mid, top):
+        layer.mkdir()
+    (low / "etc").mkdir()
+    (low / "etc" / "passwd").write_text("root:x:0:0::/root:/bin/sh\nme:x:7:8::/:/bin/sh\n")
+    (low / "etc" / "gone").write_text("x")
+    (low / "opt").mkdir()
+    (low / "opt" / "old").write_text("old")
+    (low / "usr" / "lib").mkdir(parents=True)
+    (low / "usr" / "lib" / "libc").write_text("c")
+    os.symlink("usr/lib", low / "lib")
+    (mid / "etc").mkdir()
+    os.mknod(mid / "etc" / "gone", stat.S_IFCHR | 0o000, 0)
+    (mid / "opt").mkdir()
+    set_opaque(mid / "opt")
+    (mid / "opt" / "new").write_text("new")
+    (top / "etc").mkdir()
+    (top / "etc" / "group").write_text("root:x:0:\n")
+    root = RootFS([top, mid, low])
+    assert root.listdir("/etc") == ["group", "passwd"]
+    assert not root.exists("/etc/gone")
+    assert root.listdir("/opt") == ["new"]
+    assert root.read_file("/lib/libc") == b"c"
+    assert root.is_dir("/lib") and root.lstat("/lib") is not None
+    from lamina.core.build.rootfs import lookup_group, lookup_user
+
+    assert lookup_user(root, "me") == (7, 8)
+    assert lookup_group(root, "root") == 0
+    assert [p for p, _, _ in root.walk("/opt")] == ["new"]
+
+
+def test_join_resolves_against_workdir() -> None:
+    assert join("/app", "x") == "/app/x"
+    assert join("/app", "x/") == "/app/x/"
+    assert join("/app", ".") == "/app/"
+    assert join("/app", "/abs/../y") == "/y"
