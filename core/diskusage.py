@@ -258,7 +258,7 @@ def account(
         )
     images.sort(key=lambda i: (-i.created, i.id))
 
-    image_live = Liveness(graph, cache=())
+    image_live = Liveness(graph, cache=(), busy=False)
     state_tops: dict[str, str | None] = {i.id: i.top_layer for i in graph.images.values()}
     for e in graph.cache.values():
         state_tops.setdefault(e.result, e.top_layer)

@@ -94,6 +94,12 @@ class RefGraph:
         cache: by cache key.
         live_build_start: start time of the oldest build that is still running in a
             live process, or None.
+        busy_layers: layers a running build has produced or stands on (from its
+            recorded steps); they count as references.
+        busy_cache: cache entries a running build has used or recorded.
+        busy_images: images a running build stands on (the parents of its entries).
+        busy_unknown_base: a running build has not recorded a step yet, so the image
+            it builds FROM is unknown and no image may go.
         loaded_at: when the graph was read.
     """
 
@@ -101,7 +107,15 @@ class RefGraph:
     images: dict[str, ImageRow]
     cache: dict[str, CacheRow]
     live_build_start: float | None = None
+    busy_layers: frozenset[str] = frozenset()
+    busy_cache: frozenset[str] = frozenset()
+    busy_images: frozenset[str] = frozenset()
+    busy_unknown_base: bool = False
     loaded_at: float = field(default_factory=time.time)
+
+    def image_busy(self, image_id: str) -> bool:
+        """Whether a running build may be standing on this image."""
+        return self.busy_unknown_base or image_id in self.busy_images
 
     def chain(self, top: str | None) -> list[str]:
         """``top`` and the layers below it, top first (stops at a missing layer).
@@ -182,12 +196,40 @@ def load_graph(store: Store) -> RefGraph:
             " use_count FROM cache"
         )
     }
-    starts = [
-        float(r["started"])
-        for r in conn.execute("SELECT started, pid FROM builds WHERE status = 'running'")
+    live_builds = {
+        int(r["id"]): float(r["started"])
+        for r in conn.execute("SELECT id, started, pid FROM builds WHERE status = 'running'")
         if r["pid"] is not None and pid_alive(int(r["pid"]))
-    ]
-    return RefGraph(layers, images, cache, min(starts) if starts else None)
+    }
+    busy_layers: set[str] = set()
+    busy_cache: set[str] = set()
+    unknown_base = False
+    for build_id in live_builds:
+        steps = conn.execute(
+            "SELECT layer, cache_key FROM build_steps WHERE build_id = ?", (build_id,)
+        ).fetchall()
+        keys = [r["cache_key"] for r in steps if r["cache_key"]]
+        if not keys:
+            unknown_base = True
+        busy_cache.update(keys)
+        busy_layers.update(r["layer"] for r in steps if r["layer"])
+    busy_images: set[str] = set()
+    for key in busy_cache:
+        entry = cache.get(key)
+        if entry is not None:
+            busy_images.add(entry.parent)
+            if entry.top_layer:
+                busy_layers.add(entry.top_layer)
+    return RefGraph(
+        layers,
+        images,
+        cache,
+        min(live_builds.values()) if live_builds else None,
+        frozenset(busy_layers),
+        frozenset(busy_cache),
+        frozenset(busy_images & set(images)),
+        unknown_base,
+    )
 
 
 class Liveness:
@@ -202,6 +244,7 @@ class Liveness:
         graph: the references.
         images: image IDs that count as roots (default: every image).
         cache: cache keys that count as roots (default: every entry).
+        busy: whether the layers running builds use count as roots too.
     """
 
     def __init__(
@@ -209,6 +252,7 @@ class Liveness:
         graph: RefGraph,
         images: Iterable[str] | None = None,
         cache: Iterable[str] | None = None,
+        busy: bool = True,
     ) -> None:
         self.graph = graph
         self.count: dict[str, int] = {}
@@ -216,6 +260,8 @@ class Liveness:
         cache_keys = graph.cache if cache is None else cache
         tops = [graph.images[i].top_layer for i in image_ids]
         tops += [graph.cache[k].top_layer for k in cache_keys]
+        if busy:
+            tops += sorted(graph.busy_layers)
         for top in tops:
             self._acquire(top)
 

@@ -392,11 +392,14 @@ def build_plan(
 
     cache: list[PlannedCache] = []
     if request.kind in ("builder", "system"):
-        image_live = Liveness(graph, images=set(graph.images) - {p.id for p in images}, cache=())
+        image_live = Liveness(
+            graph, images=set(graph.images) - {p.id for p in images}, cache=(), busy=False
+        )
         candidates = [
             entry
             for entry in graph.cache.values()
-            if (request.all or not _shared(entry.top_layer, image_live))
+            if entry.key not in graph.busy_cache
+            and (request.all or not _shared(entry.top_layer, image_live))
             and (cutoff is None or entry.last_used < cutoff)
         ]
         # Least recently used first, then least frequently used (keep-storage order).
@@ -466,7 +469,8 @@ def _images_to_prune(
     chosen = {
         image.id
         for image in graph.images.values()
-        if (all_images or not image.tags)
+        if not graph.image_busy(image.id)
+        and (all_images or not image.tags)
         and (cutoff is None or image.created < cutoff)
         and (not need_labels or labels_match(filters, sizer.labels(image.id)))
     }
@@ -675,6 +679,9 @@ def _recheck_images(graph: RefGraph, plan: PrunePlan, skipped: list[Skipped]) ->
         if image is None:
             skipped.append(Skipped("image", p.id, "already gone"))
             continue
+        if graph.image_busy(p.id):
+            skipped.append(Skipped("image", p.id, "a running build may stand on it"))
+            continue
         new_tags = set(image.tags) - set(p.tags)
         if new_tags:
             skipped.append(Skipped("image", p.id, f"tagged {min(new_tags)} since planning"))
@@ -696,6 +703,8 @@ def _recheck_cache(graph: RefGraph, plan: PrunePlan, skipped: list[Skipped]) -> 
             skipped.append(Skipped("cache", p.key, "already gone"))
         elif entry.last_used != p.last_used:
             skipped.append(Skipped("cache", p.key, "used since planning"))
+        elif p.key in graph.busy_cache:
+            skipped.append(Skipped("cache", p.key, "in use by a running build"))
         else:
             out.append(p)
     return out

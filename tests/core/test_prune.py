@@ -311,3 +311,47 @@ def test_gc_collects_only_what_nothing_references(store: Store) -> None:
     assert store.images.exists(dangling)
     with pytest.raises(UsageError, match="invalid filter"):
         plan_prune(store, PruneRequest("gc", filters=("until=1h",)))
+
+
+def _running_build(store: Store, steps: list[tuple[str | None, str | None]]) -> None:
+    """Records a build of this (live) process with the given (layer, cache_key) steps."""
+    import os
+
+    with store.index.transaction() as conn:
+        cur = conn.execute(
+            "INSERT INTO builds (started, dockerfile, context, tags, build_args, status, pid)"
+            " VALUES (?, 'Dockerfile', '.', '[]', '{}', 'running', ?)",
+            (time.time() - 5, os.getpid()),
+        )
+        for seq, (layer_id, key) in enumerate(steps, 1):
+            conn.execute(
+                "INSERT INTO build_steps (build_id, seq, stage, idx, instruction, layer, cache_key)"
+                " VALUES (?, ?, 0, ?, 'X', ?, ?)",
+                (cur.lastrowid, seq, seq - 1, layer_id, key),
+            )
+
+
+def test_a_running_build_keeps_its_base_its_cache_and_its_layers(store: Store) -> None:
+    base = S.stack(store, [6_000], "base")
+    base_image = S.image(store, base, tag="base:1")
+    other = S.image(store, S.stack(store, [6_000], "other"), tag="other:1")
+    step = S.stack(store, [6_000], "step", parent=base[0])
+    S.cache_entry(store, S.key("step"), step[0], parent=base_image)
+    # Committed by the build, not yet in any cache row.
+    fresh = S.stack(store, [6_000], "fresh", parent=step[0])
+    _running_build(store, [(None, None), (step[0], S.key("step")), (fresh[0], None)])
+    plan = plan_prune(store, req("system", all=True))
+    assert {p.id for p in plan.images} == {other}
+    assert plan.cache == ()
+    gone = {p.chain_id for p in plan.layers}
+    assert gone.isdisjoint(base + step + fresh)
+    apply_prune(store, plan)
+    assert layer_ids(store) >= set(base + step + fresh)
+
+
+def test_a_running_build_without_steps_yet_keeps_every_image(store: Store) -> None:
+    S.image(store, S.stack(store, [6_000], "a"), tag="a:1")
+    S.image(store, S.stack(store, [6_000], "b"), nonce="dangling")
+    _running_build(store, [(None, None)])
+    plan = plan_prune(store, req("system", all=True))
+    assert plan.images == ()
