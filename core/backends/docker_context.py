@@ -34,6 +34,18 @@ def _zero_owner(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
+def _capability(path: Path, info: tarfile.TarInfo) -> None:
+    """Carries ``security.capability``, the one xattr the CLI reads into the context tar."""
+    if not (info.isreg() or info.isdir()):
+        return
+    try:
+        value = os.getxattr(path, "security.capability", follow_symlinks=False)
+    except OSError:
+        return  # no such attribute, or a filesystem without xattrs
+    # Go's archive/tar writes xattrs as SCHILY.xattr.* PAX records; values are raw bytes.
+    info.pax_headers["SCHILY.xattr.security.capability"] = value.decode("utf-8", "surrogateescape")
+
+
 def context_tar(context_dir: Path, dockerfile: Path) -> tuple[IO[bytes], str]:
     """Writes the context as the CLI would send it.
 
@@ -84,6 +96,7 @@ def context_tar(context_dir: Path, dockerfile: Path) -> tuple[IO[bytes], str]:
                 if info is None:
                     continue  # a socket: the CLI skips those too
                 _zero_owner(info)
+                _capability(full, info)
                 if info.isreg():
                     try:
                         with open(full, "rb") as fh:

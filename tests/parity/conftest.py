@@ -49,7 +49,8 @@ _created_tags: set[str] = set()
 # A step is a tuple: ("build", expect, options) with options among build_args, no_cache,
 # target and dockerfile (relative to the context, may be outside it); ("write", rel,
 # text-or-bytes), ("touch", rel), ("chmod", rel, mode), ("chown", rel, uid, gid),
-# ("rm", rel), ("rename", old, new), ("mkdir", rel), ("symlink", target, rel).
+# ("rm", rel), ("rename", old, new), ("mkdir", rel), ("symlink", target, rel),
+# ("xattr", rel, name, value).
 # "{BASE}" in written text is the scenario's base image.
 
 
@@ -92,6 +93,8 @@ class Workspace:
         elif op == "rename":
             self.path(args[1]).parent.mkdir(parents=True, exist_ok=True)
             os.rename(self.path(args[0]), self.path(args[1]))
+        elif op == "xattr":
+            os.setxattr(self.path(args[0]), args[1], args[2], follow_symlinks=False)
         elif op == "mkdir":
             self.path(args[0]).mkdir(parents=True)
         elif op == "symlink":

@@ -9,6 +9,7 @@ the same files. A disagreement is a bug in lamina unless listed in ``DELIBERATE`
 from __future__ import annotations
 
 import io
+import struct
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,6 +69,11 @@ def mkdir(rel: str) -> Step:
 
 def symlink(target: str, rel: str) -> Step:
     return ("symlink", target, rel)
+
+
+def setcap(rel: str) -> Step:
+    """Gives a file a file capability (cap_net_bind_service, permitted)."""
+    return ("xattr", rel, "security.capability", struct.pack("<IIIII", 0x02000000, 1 << 10, 0, 0, 0))
 
 
 pytestmark = [pytest.mark.docker, pytest.mark.root, pytest.mark.slow]
@@ -482,6 +488,18 @@ SCENARIOS = [
         },
         [Build("MMMMMMM"), Build("HHHHHHH"), write("a.txt", "2"), Build("HHHHMMM")],
         rule="ONBUILD triggers of the base run right after FROM as ordinary cacheable steps",
+    ),
+    Scenario(
+        "copy-capability-xattr-counts",
+        {"Dockerfile": "FROM {BASE}\nCOPY tool /tool\n", "tool": "#!/bin/sh\n"},
+        [Build("M"), setcap("tool"), Build("M"), Build("H")],
+        rule="the tarsum covers security.capability, the one xattr read from disk",
+    ),
+    Scenario(
+        "copy-from-image",
+        {"Dockerfile": "FROM {BASE}\nCOPY --from={BASE} /etc/passwd /copied/passwd\nRUN wc -l /copied/passwd > /n\n"},
+        [Build("MM"), Build("HH")],
+        rule="COPY --from=<image> hashes the files as they are in that image",
     ),
     Scenario(
         "run-deletes-and-replaces-files",
