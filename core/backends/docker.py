@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -105,7 +106,7 @@ class DockerEngine:
         self,
         client: Any | None = None,
         min_api: str = docker_client.MIN_API_VERSION,
-        home: Any | None = None,
+        home: Path | None = None,
     ) -> None:
         self._client = client if client is not None else docker_client.connect(min_api=min_api)
         self._lock = threading.Lock()
