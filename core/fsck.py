@@ -20,6 +20,7 @@ deletes an image's data; such problems stay reported and make the exit status 1.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -337,6 +338,21 @@ def _repair_rows(
     now: float,
 ) -> set[str]:
     """Drops the rows that point at nothing, in one transaction; returns dropped layers."""
+    try:
+        return _drop_rows(store, problems, broken_cache, bad_layers, builds, fixed, now)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{store.index.path}: repair rolled back: {exc}") from exc
+
+
+def _drop_rows(
+    store: Store,
+    problems: list[Problem],
+    broken_cache: set[str],
+    bad_layers: set[str],
+    builds: list[tuple[int, int | None]],
+    fixed: set[tuple[str, str]],
+    now: float,
+) -> set[str]:
     with store.index.transaction() as conn:
         graph = load_graph(store)
         for key in sorted(broken_cache):

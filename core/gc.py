@@ -23,6 +23,7 @@ import logging
 import os
 import secrets
 import shutil
+import sqlite3
 import stat
 import time
 from collections.abc import Iterable, Iterator
@@ -158,7 +159,17 @@ def load_graph(store: Store) -> RefGraph:
     """Reads every reference from the index in a few queries (no filesystem access).
 
     Call inside ``store.index.transaction()`` for a view that cannot change underneath.
+
+    Raises:
+        StoreError: if the index cannot be read.
     """
+    try:
+        return _load_graph(store)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{store.index.path}: cannot read references: {exc}") from exc
+
+
+def _load_graph(store: Store) -> RefGraph:
     conn = store.index.connection()
     layers = {
         r["chain_id"]: LayerRow(

@@ -27,14 +27,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from lamina.core.config import load_config
 from lamina.core.digest import hex_of
-from lamina.core.errors import UsageError
+from lamina.core.errors import StoreError, UsageError
 from lamina.core.filters import (
     BUILDER_FILTERS,
     IMAGE_FILTERS,
@@ -587,7 +589,7 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
     skipped: list[Skipped] = []
     trash: list[Any] = []
     with store.lock():
-        with store.index.transaction() as conn:
+        with _index_errors(store), store.index.transaction() as conn:
             graph = load_graph(store)
             images = _recheck_images(graph, plan, skipped)
             cache = _recheck_cache(graph, plan, skipped)
@@ -636,6 +638,9 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
                 os.unlink(blob_path(store, b.digest))
             except FileNotFoundError:
                 pass
+            except OSError as exc:
+                # Its references are gone; an undeletable file is a leftover for later.
+                log.warning("%s: cannot remove (%s)", blob_path(store, b.digest), exc.strerror)
     for path in trash:
         remove_tree(path)
     swept = sweep(store, plan.leftovers) if plan.leftovers else []
@@ -668,6 +673,15 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
         reclaimed,
     )
     return result
+
+
+@contextmanager
+def _index_errors(store: Store) -> Iterator[None]:
+    """Turns an SQLite failure inside a prune into one line naming the index."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StoreError(f"{store.index.path}: prune rolled back: {exc}") from exc
 
 
 def _recheck_images(graph: RefGraph, plan: PrunePlan, skipped: list[Skipped]) -> list[PlannedImage]:
