@@ -27,9 +27,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from lamina.core.build import reasons
 from lamina.core.backends.docker_client import call, unreachable
 from lamina.core.backends.docker_context import context_tar
+from lamina.core.build import reasons
 from lamina.core.digest import chain_ids
 from lamina.core.errors import ContextError, LaminaError, NotFound, UsageError
 from lamina.core.events import (

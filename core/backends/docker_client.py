@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from lamina.core.errors import EngineUnavailable, LaminaError, NotFound, InUse
+from lamina.core.errors import EngineUnavailable, InUse, LaminaError, NotFound
 
 log = logging.getLogger(__name__)
 

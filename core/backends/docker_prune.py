@@ -28,8 +28,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from lamina.core.backends.docker_client import call, docker_host
-from lamina.core.diskusage import CategoryUsage, DiskUsage, account
 from lamina.core.digest import chain_ids
+from lamina.core.diskusage import CategoryUsage, DiskUsage, account
 from lamina.core.errors import LaminaError, NotFound
 from lamina.core.filters import Filter
 from lamina.core.gc import CacheRow, ImageRow, LayerRow, RefGraph
