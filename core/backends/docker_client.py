@@ -162,7 +162,7 @@ def call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         InUse: the daemon answered 409 (conflict: in use by a container or image).
         EngineUnavailable: the daemon went away or answered with another error.
     """
-    import docker
+    import docker  # type: ignore[import-untyped]
 
     try:
         return fn(*args, **kwargs)
