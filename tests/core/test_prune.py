@@ -355,3 +355,42 @@ def test_a_running_build_without_steps_yet_keeps_every_image(store: Store) -> No
     _running_build(store, [(None, None)])
     plan = plan_prune(store, req("system", all=True))
     assert plan.images == ()
+
+
+def test_hardlinked_files_are_counted_once(store: Store) -> None:
+    import os
+
+    with store.tmpdir("test") as work:
+        src = work / "upper"
+        (src / "bin").mkdir(parents=True)
+        (src / "bin" / "tool").write_bytes(os.urandom(60_000))
+        for name in ("alias1", "alias2", "alias3"):
+            os.link(src / "bin" / "tool", src / "bin" / name)
+        chain_id = store.layers.commit_dir(src, None, "RUN install").chain_id
+    assert 60_000 <= store.layers.get(chain_id).size < 2 * 60_000
+    dangling = S.image(store, [chain_id], nonce="links")
+    plan = plan_prune(store, req("image"))
+    assert [p.id for p in plan.images] == [dangling]
+    assert plan.reclaimable_bytes < 2 * 60_000
+    assert applied(store, plan) == plan.reclaimable_bytes
+
+
+def test_system_prune_all_leaves_an_empty_store_and_until_limits_both_halves(
+    store: Store,
+) -> None:
+    now = time.time()
+    old = S.image(store, S.stack(store, [5_000], "old"), tag="old:1", created=now - 5 * 86400)
+    new = S.image(store, S.stack(store, [5_000], "new"), tag="new:1", created=now - 60)
+    S.cache_entry(store, S.key("old"), S.stack(store, [5_000], "c1")[0], last_used=now - 5 * 86400)
+    S.cache_entry(store, S.key("new"), S.stack(store, [5_000], "c2")[0], last_used=now - 60)
+    plan = plan_prune(store, req("system", all=True, filters=("until=48h",)))
+    assert [p.id for p in plan.images] == [old]
+    assert [p.key for p in plan.cache] == [S.key("old")]
+    assert applied(store, plan) == plan.reclaimable_bytes
+    assert store.images.exists(new)
+    plan = plan_prune(store, req("system", all=True))
+    assert applied(store, plan) == plan.reclaimable_bytes
+    assert layer_ids(store) == set()
+    assert store.images.list() == []
+    assert not any((store.home / "blobs" / "sha256").iterdir())
+    assert not any((store.home / "layers").iterdir())
