@@ -91,14 +91,18 @@ def _dry_run(home: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _first_view_ready(app: Any) -> bool:
-    """Whether the first view shows the store's data (the layer tree has nodes)."""
+    """Whether the view on screen shows the store's data.
+
+    A tree with nodes or a table with rows that has a place on the screen (a non-empty
+    region: laid out and visible, not in a hidden tab) counts.
+    """
     from textual.widgets import DataTable, Tree
 
     for tree in app.screen.query(Tree):
-        if tree.display and len(tree.root.children) > 0:
+        if tree.region.area > 0 and len(tree.root.children) > 0:
             return True
     for table in app.screen.query(DataTable):
-        if table.display and table.row_count > 0:
+        if table.region.area > 0 and table.row_count > 0:
             return True
     return False
 
@@ -113,21 +117,24 @@ async def _app_session(home: Path, presses: int) -> dict[str, Any]:
         start = time.perf_counter()
         async with app.run_test(size=(120, 36)) as pilot:
             deadline = start + 120
-            while True:
-                await app.workers.wait_for_complete()
-                await pilot.pause()
-                if _first_view_ready(app):
-                    break
+            # Poll rather than wait for every worker: the other views (builds, disk)
+            # load in the background and are timed separately as "all views loaded".
+            while not _first_view_ready(app):
                 if time.perf_counter() > deadline:
                     raise RuntimeError("the app showed no data within 120 s")
+                await pilot.pause(0.005)
             opened = time.perf_counter() - start
             rss_open = _rss()
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            loaded = time.perf_counter() - start
             keys: list[float] = []
             for _ in range(presses):
                 t = time.perf_counter()
                 await pilot.press("down")
                 keys.append(time.perf_counter() - t)
-        return {"open_seconds": opened, "key_seconds": keys, "rss_open": rss_open}
+        return {"open_seconds": opened, "loaded_seconds": loaded, "key_seconds": keys,
+                "rss_open": rss_open}  # fmt: skip
     finally:
         engine.close()
 

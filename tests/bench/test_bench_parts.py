@@ -122,9 +122,12 @@ def test_docker_side_skips_with_a_reason_without_docker(monkeypatch: pytest.Monk
 def test_synthetic_store_is_exactly_the_size_asked_for(tmp_path: Path) -> None:
     from lamina.core.store import Store
 
+    from bench.synthetic_store import fsck
+
     spec = StoreSpec(images=12, layers=60, images_per_family=4)
     made = generate_store(tmp_path / "store", spec)
     assert (made.images, made.layers) == (12, 60)
+    assert fsck(tmp_path / "store") == []
     store = Store(tmp_path / "store")
     try:
         conn = store.index.connection()
@@ -147,3 +150,8 @@ def test_synthetic_store_is_exactly_the_size_asked_for(tmp_path: Path) -> None:
         store.close()
     again = generate_store(tmp_path / "store", spec)
     assert again.seconds == 0.0, "a second run with the same spec reuses the store"
+    # The consistency check is real: a layer directory gone is reported.
+    import shutil
+
+    shutil.rmtree(store.layers.diff_path(images[0].layers[-1]))
+    assert fsck(tmp_path / "store") != []
