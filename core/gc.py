@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -574,6 +575,7 @@ def sweep(store: Store, leftovers: Iterable[Leftover]) -> list[Leftover]:
     """
     done: list[Leftover] = []
     doomed: list[tuple[Leftover, Path]] = []
+    mounts = mount_points()
     with store.lock(), store.index.transaction():
         graph = load_graph(store)
         indexed = {hex_of(c) for c in graph.layers if is_digest(c)}
@@ -594,6 +596,10 @@ def sweep(store: Store, leftovers: Iterable[Leftover]) -> list[Leftover]:
                 owner = _owner_pid(path)
                 if owner is not None and pid_alive(owner):
                     continue
+            if has_mount_below(path, mounts):
+                # rmtree would follow a mount into data that is not ours to delete.
+                log.warning("%s: something is mounted inside; left alone", path)
+                continue
             if left.kind == "trash":
                 doomed.append((left, path))
                 continue
@@ -604,6 +610,28 @@ def sweep(store: Store, leftovers: Iterable[Leftover]) -> list[Leftover]:
         remove_tree(path)
         done.append(left)
     return done
+
+
+def mount_points() -> list[str]:
+    """Every mount point this process sees (from ``/proc/self/mountinfo``)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            lines = f.readlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) > 4:
+            # Spaces and other specials are written as octal escapes (\040).
+            out.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
+    return out
+
+
+def has_mount_below(path: Path, mounts: list[str]) -> bool:
+    """Whether ``path`` is, or contains, a mount point."""
+    real = os.path.realpath(path)
+    return any(m == real or m.startswith(real + "/") for m in mounts)
 
 
 def collect(store: Store, grace: float = DEFAULT_GRACE) -> PruneResult:
