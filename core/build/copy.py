@@ -350,6 +350,9 @@ class LayerWriter:
         self.below = below
         self.owner = owner
         self.chmod = chmod
+        # Directories known to exist in the layer, so a 20,000-file copy does not
+        # re-check every parent of every file.
+        self._made: set[tuple[str, ...]] = set()
 
     def ensure_dir(self, parts: list[str], *, own: bool = False) -> Path:
         """Makes ``parts`` exist as a directory in the layer, parents included.
@@ -357,10 +360,15 @@ class LayerWriter:
         Directories that exist below keep their metadata; new parents are 0755 root;
         ``own`` gives a new final directory the copy's owner.
         """
+        if tuple(parts) in self._made:
+            return self.out.joinpath(*parts)
         cur = self.out
         for i, part in enumerate(parts):
             cur = cur / part
+            if tuple(parts[: i + 1]) in self._made:
+                continue
             if cur.is_dir() and not cur.is_symlink():
+                self._made.add(tuple(parts[: i + 1]))
                 continue
             if cur.exists() or cur.is_symlink():
                 cur.unlink()
@@ -376,6 +384,7 @@ class LayerWriter:
                 uid, gid = self.owner if (own and last) else (0, 0)
                 os.chown(cur, uid, gid)
                 os.chmod(cur, 0o755)
+            self._made.add(tuple(parts[: i + 1]))
         return cur
 
     def put(self, parts: list[str], disk: Path, st: os.stat_result) -> None:
@@ -386,6 +395,8 @@ class LayerWriter:
             target.unlink()
         elif target.is_dir() and not stat.S_ISDIR(st.st_mode):
             shutil.rmtree(target)
+            prefix = tuple(parts)
+            self._made = {m for m in self._made if m[: len(prefix)] != prefix}
         mode = stat.S_IMODE(st.st_mode) if self.chmod is None else self.chmod
         uid, gid = self.owner
         try:
