@@ -25,6 +25,8 @@ from bench.report import Results
 log = logging.getLogger("bench")
 
 PARTS = ("builds", "commit", "inspect", "profile")
+# Git-ignored; the README's table is copied from here by hand after a full run.
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,9 @@ def make_parser() -> argparse.ArgumentParser:
         "--profile", help="profile this path instead of the slowest one "
         "(cold-build, cached-build, edit-build, df, prune-plan, app, none)",
     )  # fmt: skip
-    parser.add_argument("--out", type=Path, default=Path("bench/results"), help="where results go")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="where results go (default: bench/results/)"
+    )
     parser.add_argument(
         "--workdir", type=Path,
         help="contexts and stores, reused across runs (default: $TMPDIR/lamina-bench[-quick])",

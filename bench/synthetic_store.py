@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -118,8 +119,16 @@ def generate(home: Path, spec: StoreSpec, seed: int = 2000) -> SyntheticStore:
     wanted = {**asdict(spec), "seed": seed}
     if manifest.is_file() and json.loads(manifest.read_text()).get("spec") == wanted:
         done = json.loads(manifest.read_text())
-        log.info("reusing synthetic store %s", home)
-        return SyntheticStore(home, done["images"], done["layers"], done["tagged"], done["cache"], 0.0)
+        problems = fsck(home)
+        if not problems:
+            log.info("reusing synthetic store %s", home)
+            return SyntheticStore(
+                home, done["images"], done["layers"], done["tagged"], done["cache"], 0.0
+            )
+        # Made by an older lamina, or damaged: it is ours (the manifest says so), redo it.
+        log.warning("synthetic store %s fails fsck (%s); making it again", home, problems[0])
+        manifest.unlink()
+        shutil.rmtree(home)
     if home.exists() and any(home.iterdir()):
         raise BenchError(f"{home}: not empty and not a synthetic store of this size; remove it")
 
