@@ -72,9 +72,7 @@ class BuildArgs:
         """The sorted ``K=V`` args the classic builder prepends to a RUN's cache key
         (builtin proxy args only when declared)."""
         taken = self._env_names(env)
-        items = [
-            f"{k}={v}" for k, v in self.declared.items() if v is not None and k not in taken
-        ]
+        items = [f"{k}={v}" for k, v in self.declared.items() if v is not None and k not in taken]
         return sorted(items)
 
     def expansion_env(self, env: list[str]) -> dict[str, str]:

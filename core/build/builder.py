@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -251,7 +251,9 @@ class _Walk:
         for stage_no in self.stages_to_build():
             yield from self.run_stage(stage_no, self.df.stages[stage_no], meta)
 
-    def resolve_base(self, stage_no: int, stage: Stage, meta: dict[str, str | None]) -> tuple[_State, str, bool]:
+    def resolve_base(
+        self, stage_no: int, stage: Stage, meta: dict[str, str | None]
+    ) -> tuple[_State, str, bool]:
         """The stage's base state, what it resolved to (for reasons), and whether a dry
         run knows it."""
         env = {k: v for k, v in meta.items() if v is not None}
@@ -278,7 +280,9 @@ class _Walk:
         chain_list = self.store.images.chain_of(doc)
         return _State(image_id, doc, chain_list[-1] if chain_list else None), image_id, True
 
-    def run_stage(self, stage_no: int, stage: Stage, meta: dict[str, str | None]) -> Iterator[BuildEvent]:
+    def run_stage(
+        self, stage_no: int, stage: Stage, meta: dict[str, str | None]
+    ) -> Iterator[BuildEvent]:
         state, base_id, known = self.resolve_base(stage_no, stage, meta)
         from_stage = self.stage_index(stage.base, stage_no) is not None
         base_image = base_id if base_id.startswith("sha256:") and not from_stage else None
@@ -490,7 +494,12 @@ class _Walk:
             )
 
     def record_cache(
-        self, key: str | None, parent: _State, instruction: Instruction, inputs: dict[str, Any], result: _State
+        self,
+        key: str | None,
+        parent: _State,
+        instruction: Instruction,
+        inputs: dict[str, Any],
+        result: _State,
     ) -> None:
         if key is None or result.id is None:
             return
@@ -592,16 +601,16 @@ class _Walk:
             comment = "VOLUME [" + " ".join(vols) + "]"
         elif kw in ("CMD", "ENTRYPOINT"):
             command = ins.command()
-            value = command if ins.json_form else shell + command
+            argv: list[str] = command if ins.json_form else shell + command
             if ins.json_form and not ins.args:
-                value = []
-            cfg["Cmd" if kw == "CMD" else "Entrypoint"] = value
+                argv = []
+            cfg["Cmd" if kw == "CMD" else "Entrypoint"] = argv
             if kw == "CMD":
                 self.cmd_set = True
             elif not self.cmd_set:
                 # Docker: ENTRYPOINT drops a CMD inherited from the base image.
                 cfg["Cmd"] = None
-            comment = f"{kw} [" + " ".join(go_quote(c) for c in value) + "]"
+            comment = f"{kw} [" + " ".join(go_quote(c) for c in argv) + "]"
         elif kw == "SHELL":
             cfg["Shell"] = list(ins.args)
             comment = "SHELL [" + " ".join(ins.args) + "]"
@@ -682,7 +691,7 @@ class _Walk:
             else:
                 for p in paths:
                     src = self.expand(ins, p, env)
-                    if kw == "ADD" and (src.startswith("http://") or src.startswith("https://")):
+                    if kw == "ADD" and src.startswith(("http://", "https://")):
                         sources.append(self.url_source(src, dest))
                     else:
                         sources.extend(context_sources(self.ctx, src, add=kw == "ADD"))
@@ -761,13 +770,18 @@ class _Walk:
     # -- executing a miss ---------------------------------------------------------
 
     def execute(
-        self, stage_no: int, index: int, ins: Instruction, state: _State, step: _Step, args: BuildArgs
+        self,
+        stage_no: int,
+        index: int,
+        ins: Instruction,
+        state: _State,
+        step: _Step,
+        args: BuildArgs,
     ) -> Iterator[StepOutput | tuple[_State, str | None]]:
         kw = ins.keyword
-        layer = None
+        layer: str | None = None
         if kw == "RUN":
-            layer_info = yield from self.execute_run(stage_no, index, ins, state, step, args)
-            layer = layer_info
+            layer = yield from self.execute_run(stage_no, index, ins, state, step, args)
         elif kw in ("COPY", "ADD"):
             layer = self.execute_copy(ins, state, step)
         elif kw == "WORKDIR":
@@ -842,13 +856,23 @@ class _Walk:
         return info.chain_id
 
     def execute_run(
-        self, stage_no: int, index: int, ins: Instruction, state: _State, step: _Step, args: BuildArgs
-    ) -> Iterator[StepOutput]:
+        self,
+        stage_no: int,
+        index: int,
+        ins: Instruction,
+        state: _State,
+        step: _Step,
+        args: BuildArgs,
+    ) -> Generator[StepOutput, None, str]:
         from lamina.core.sandbox.runner import RunSpec, run
 
         env_list = list(state.config.get("Env") or [])
         run_env = env_list + [f"{k}={v}" for k, v in sorted(args.active(env_list).items())]
-        argv = step.cmd[1 + int(step.cmd[0][1:]) :] if step.cmd and step.cmd[0].startswith("|") else step.cmd
+        argv = (
+            step.cmd[1 + int(step.cmd[0][1:]) :]
+            if step.cmd and step.cmd[0].startswith("|")
+            else step.cmd
+        )
         below = self.rootfs(state)
         lowers = tuple(below.layers)
         lines: list[str] = []
@@ -903,7 +927,7 @@ class _Walk:
                     lines[-10:],
                 )
             info = self.store.layers.commit_dir(upper, state.chain, step.created_by)
-        return info.chain_id  # type: ignore[return-value]
+        return info.chain_id
 
 
 # -- entry points -----------------------------------------------------------------
@@ -991,13 +1015,19 @@ def run_build(
     context.stat_cache.flush(store.index.transaction)
     build_id = _start_record(store, request, df_path)
     walk = _Walk(
-        store, request, dockerfile, df_path, context, dry_run=False, cancel=cancel, build_id=build_id
+        store,
+        request,
+        dockerfile,
+        df_path,
+        context,
+        dry_run=False,
+        cancel=cancel,
+        build_id=build_id,
     )
     walk.scratch_dir = preflight.scratch_dir
     yield BuildStarted(build_id, str(df_path), str(Path(request.context)), steps_total)
     try:
-        for event in walk.run():
-            yield event
+        yield from walk.run()
         final = walk.last_state
         assert final is not None and final.id is not None
         image_id = final.id
@@ -1015,7 +1045,9 @@ def run_build(
         cancelled = cancel is not None and cancel.is_set()
         status = "cancelled" if cancelled else "failed"
         _finish_record(store, build_id, status, None, str(exc))
-        yield BuildFailed(build_id, "build cancelled" if cancelled else str(exc), cancelled=cancelled)
+        yield BuildFailed(
+            build_id, "build cancelled" if cancelled else str(exc), cancelled=cancelled
+        )
     finally:
         walk.cleanup()
 
@@ -1039,7 +1071,9 @@ def _start_record(store: Store, request: BuildRequest, df_path: Path) -> int:
         return int(cur.lastrowid or 0)
 
 
-def _finish_record(store: Store, build_id: int, status: str, image: str | None, error: str | None) -> None:
+def _finish_record(
+    store: Store, build_id: int, status: str, image: str | None, error: str | None
+) -> None:
     with store.index.transaction() as conn:
         conn.execute(
             "UPDATE builds SET finished = ?, status = ?, image = ?, error = ? WHERE id = ?",
@@ -1091,4 +1125,4 @@ def list_builds(store: Store, limit: int = 50) -> list[BuildRecord]:
     return out
 
 
-__all__ = ["run_build", "list_builds"]
+__all__ = ["list_builds", "run_build"]

@@ -141,7 +141,7 @@ def go_match(pattern: str, name: str) -> bool:
 
 
 def _clean_context_path(src: str) -> str:
-    parts = []
+    parts: list[str] = []
     for part in src.split("/"):
         if part in ("", "."):
             continue
@@ -172,7 +172,9 @@ def context_sources(ctx: Context, src: str, *, add: bool) -> list[Source]:
                 if ctx.is_dir(path):
                     skip_below.append(path)
         if not matches:
-            raise ContextError(f"no source files were specified: {src} matches nothing in the context")
+            raise ContextError(
+                f"no source files were specified: {src} matches nothing in the context"
+            )
         rels = matches
     else:
         if not ctx.exists(rel):
@@ -225,9 +227,7 @@ def rootfs_sources(root: RootFS, src: str) -> list[Source]:
         name = path.lstrip("/")
         entries = [(name, disk, st)]
         if stat.S_ISDIR(st.st_mode):
-            entries += [
-                (f"{name}/{rel}" if name else rel, d, s) for rel, d, s in root.walk(path)
-            ]
+            entries += [(f"{name}/{rel}" if name else rel, d, s) for rel, d, s in root.walk(path)]
         sums = []
         manifest = []
         for entry_name, d, s in entries:

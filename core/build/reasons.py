@@ -202,12 +202,13 @@ def explain_miss(
             prev = json.loads(row[0])
             if prev.get("from") == inputs.get("from") and prev.get("base") != inputs.get("base"):
                 old, new = prev.get("base"), inputs.get("base")
-                new_word = short(new) if new and new.startswith("sha256:") else (new or "a new image")
+                new_word = (
+                    short(new) if new and new.startswith("sha256:") else (new or "a new image")
+                )
                 old_word = short(old) if old and old.startswith("sha256:") else str(old)
                 return {
                     "kind": "base_changed",
-                    "message": f"{inputs.get('from')} now resolves to {new_word}"
-                    f" (was {old_word})",
+                    "message": f"{inputs.get('from')} now resolves to {new_word} (was {old_word})",
                     "old": old,
                     "new": new,
                 }

@@ -248,7 +248,7 @@ def _entries(root: RootFS, path: str) -> list[list[str]]:
 
 def join(workdir: str, path: str) -> str:
     """An in-container path made absolute against ``workdir`` (a trailing ``/`` kept)."""
-    trailing = path.endswith("/") or path.endswith("/.") or path == "."
+    trailing = path.endswith(("/", "/.")) or path == "."
     full = str(PurePosixPath("/") / workdir / path) if not path.startswith("/") else path
     parts = split(full)
     out = "/" + "/".join(parts)

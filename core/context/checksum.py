@@ -382,8 +382,8 @@ class Context:
                 except OSError as exc:
                     raise ContextError(f"cannot stat {rel}: {exc.strerror or exc}") from exc
                 is_dir = stat.S_ISDIR(st.st_mode)
-                skip, descend = (False, True) if self._excluded is None else self._excluded(
-                    rel, is_dir
+                skip, descend = (
+                    (False, True) if self._excluded is None else self._excluded(rel, is_dir)
                 )
                 if not skip:
                     yield rel, st

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from lamina.core.archive import import_rootfs
 from lamina.core.bootstrap import busybox_rootfs_tar
 from lamina.core.store import Store
@@ -35,6 +34,7 @@ def lamina(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[s
         cwd=cwd,
         env=os.environ.copy(),
         timeout=300,
+        check=False,
     )
 
 
@@ -88,7 +88,13 @@ def test_plain_progress_dry_run_and_file_relative_to_cwd(home: Path, tmp_path: P
     assert "Successfully tagged plain:1" in built.stdout
     (ctx / "a.txt").write_text("changed")
     dry = lamina(
-        "build", "--dry-run", "--progress", "json", "-f", "dockerfiles/Custom.Dockerfile", "ctx",
+        "build",
+        "--dry-run",
+        "--progress",
+        "json",
+        "-f",
+        "dockerfiles/Custom.Dockerfile",
+        "ctx",
         cwd=tmp_path,
     )
     assert dry.returncode == 0, dry.stderr
@@ -99,9 +105,7 @@ def test_plain_progress_dry_run_and_file_relative_to_cwd(home: Path, tmp_path: P
         (False, "parent_missed"),
     ]
     assert docs[-1] == {"type": "result", "image": None, "tags": []}
-    again = lamina(
-        "build", "-f", "dockerfiles/Custom.Dockerfile", "ctx", cwd=tmp_path
-    )
+    again = lamina("build", "-f", "dockerfiles/Custom.Dockerfile", "ctx", cwd=tmp_path)
     assert again.stdout.count("---> CACHED") == 0
     assert "a.txt (content)" in again.stdout
 

@@ -6,14 +6,12 @@ rootfs tar, context files on disk, RUN steps in the sandbox (marked ``root``).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-
 from lamina.core.archive import import_rootfs
 from lamina.core.bootstrap import busybox_rootfs_tar
 from lamina.core.build.builder import list_builds, run_build
@@ -261,7 +259,7 @@ def test_arg_default_change_misses_at_the_arg(store: Store, ctx: Path) -> None:
 
 def test_env_and_label_changes_cascade(store: Store, ctx: Path) -> None:
     write(ctx / "a.txt", "a")
-    text = "FROM busybox\nENV MODE=dev\nLABEL team=core\nCOPY a.txt /a\nCMD [\"sh\"]\n"
+    text = 'FROM busybox\nENV MODE=dev\nLABEL team=core\nCOPY a.txt /a\nCMD ["sh"]\n'
     build(store, ctx, text)
     second = build(store, ctx, text.replace("MODE=dev", "MODE=prod"))
     assert second.kinds() == [
@@ -357,15 +355,15 @@ def test_target_builds_stages_up_to_it_in_order(store: Store, ctx: Path) -> None
     assert store.images.get_config(result.image)["config"]["Labels"] == {"stage": "two"}
     full = build(store, ctx)
     assert full.cached() == [None, True, None, True, None, False]
-    assert store.images.get_config(full.image)["config"]["Labels"] == {
-        "stage": "three"
-    }
+    assert store.images.get_config(full.image)["config"]["Labels"] == {"stage": "three"}
 
 
 # -- reasons that need more than one build ------------------------------------------
 
 
-def test_base_changed_when_from_resolves_elsewhere(store: Store, ctx: Path, busybox_tar: Path) -> None:
+def test_base_changed_when_from_resolves_elsewhere(
+    store: Store, ctx: Path, busybox_tar: Path
+) -> None:
     write(ctx / "a.txt", "a")
     build(store, ctx, "FROM base\nCOPY a.txt /a\n".replace("base", "busybox"))
     old = store.images.resolve("busybox")
@@ -439,7 +437,7 @@ def test_hello_example_cached_then_only_copy_and_after(store: Store, tmp_path: P
 def test_run_output_env_user_and_workdir(store: Store, ctx: Path) -> None:
     text = (
         "FROM busybox\nARG GREETING=hi\nENV WHO=world\nWORKDIR /work/dir\n"
-        "RUN echo \"$GREETING $WHO from $(pwd)\" && id -u\nUSER nobody\nRUN id -u > /tmp/uid\n"
+        'RUN echo "$GREETING $WHO from $(pwd)" && id -u\nUSER nobody\nRUN id -u > /tmp/uid\n'
     )
     result = build(store, ctx, text)
     lines = [e.line for e in result.events if type(e).__name__ == "StepOutput"]
@@ -461,9 +459,11 @@ def test_builds_are_recorded(store: Store, ctx: Path) -> None:
     assert [r.status for r in records] == ["ok", "ok"]
     assert [s.cached for s in records[0].steps] == [None, True, True]
     assert records[1].steps[1].reason["kind"] == "first_build"
-    row = store.index.connection().execute(
-        "SELECT use_count FROM cache WHERE instruction = 'COPY a.txt /a.txt'"
-    ).fetchone()
+    row = (
+        store.index.connection()
+        .execute("SELECT use_count FROM cache WHERE instruction = 'COPY a.txt /a.txt'")
+        .fetchone()
+    )
     assert row[0] == 1
 
 
@@ -477,7 +477,9 @@ def _store_snapshot(store: Store) -> tuple[list[tuple[str, int]], list[str]]:
             p = Path(root) / name
             if p.name in ("index.db-wal", "index.db-shm"):
                 continue
-            listing.append((str(p.relative_to(store.home)), p.lstat().st_size if p.is_file() else 0))
+            listing.append(
+                (str(p.relative_to(store.home)), p.lstat().st_size if p.is_file() else 0)
+            )
     dump = list(store.index.connection().iterdump())
     return sorted(listing), dump
 
@@ -487,7 +489,7 @@ def test_dry_run_predicts_the_real_decisions_and_writes_nothing(store: Store, ct
     write(ctx / "b.txt", "b")
     text = (
         "FROM busybox AS base\nARG V=1\nCOPY a.txt /a\nLABEL v=$V\n"
-        "FROM busybox\nCOPY --from=base /a /a\nCOPY b.txt /b\nCMD [\"x\"]\n"
+        'FROM busybox\nCOPY --from=base /a /a\nCOPY b.txt /b\nCMD ["x"]\n'
     )
     build(store, ctx, text)
     write(ctx / "b.txt", "b2")

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from lamina.core.archive import import_rootfs
 from lamina.core.bootstrap import busybox_rootfs_tar
 from lamina.core.build.builder import run_build
@@ -112,7 +111,7 @@ def test_wildcards_follow_go_filepath_match(store: Store, ctx: Path) -> None:
         (ctx / name).write_text(name)
     (ctx / "d").mkdir()
     (ctx / "d" / "a3.txt").write_text("nested")
-    image, steps = build(store, ctx, "FROM busybox\nCOPY a?.txt [bc]*.txt /w/\n")
+    _, steps = build(store, ctx, "FROM busybox\nCOPY a?.txt [bc]*.txt /w/\n")
     assert sorted(os.listdir(last_layer(store, steps) / "w")) == ["a1.txt", "a2.txt", "b1.txt"]
     assert go_match("*.txt", "a.txt") and not go_match("*.txt", "d/a.txt")
     assert go_match("[^a]x", "bx") and not go_match("[^a]x", "ax")
@@ -125,7 +124,10 @@ def test_several_sources_need_a_directory_destination(store: Store, ctx: Path) -
     (ctx / "Dockerfile").write_text("FROM busybox\nCOPY a b /dest\n")
     end = list(run_build(store, BuildRequest(context=str(ctx))))[-1]
     assert isinstance(end, BuildFailed)
-    assert "Dockerfile:2: COPY: with more than one source the destination must end with '/'" in end.message
+    assert (
+        "Dockerfile:2: COPY: with more than one source the destination must end with '/'"
+        in end.message
+    )
 
 
 def test_chown_and_chmod(store: Store, ctx: Path) -> None:
@@ -138,7 +140,12 @@ def test_chown_and_chmod(store: Store, ctx: Path) -> None:
 
 
 def test_add_extracts_local_archives(store: Store, ctx: Path) -> None:
-    for name, mode in (("plain.tar", "w"), ("gz.tar.gz", "w:gz"), ("bz.tbz", "w:bz2"), ("xz.txz", "w:xz")):
+    for name, mode in (
+        ("plain.tar", "w"),
+        ("gz.tar.gz", "w:gz"),
+        ("bz.tbz", "w:bz2"),
+        ("xz.txz", "w:xz"),
+    ):
         with tarfile.open(ctx / name, mode) as tar:
             data = name.encode()
             info = tarfile.TarInfo(f"inner/{name}.txt")
@@ -146,7 +153,9 @@ def test_add_extracts_local_archives(store: Store, ctx: Path) -> None:
             info.mode = 0o4755
             tar.addfile(info, io.BytesIO(data))
     image, _ = build(
-        store, ctx, "FROM busybox\nADD plain.tar gz.tar.gz bz.tbz xz.txz /unpacked/\nCOPY plain.tar /copied/\n"
+        store,
+        ctx,
+        "FROM busybox\nADD plain.tar gz.tar.gz bz.tbz xz.txz /unpacked/\nCOPY plain.tar /copied/\n",
     )
     root = image_root(store, image)
     for name in ("plain.tar", "gz.tar.gz", "bz.tbz", "xz.txz"):
@@ -206,7 +215,7 @@ def test_copy_heredoc(store: Store, ctx: Path) -> None:
 
 
 def test_workdir_creates_the_directory(store: Store, ctx: Path) -> None:
-    image, steps = build(store, ctx, "FROM busybox\nWORKDIR /srv/app\nWORKDIR /tmp\n")
+    image, _ = build(store, ctx, "FROM busybox\nWORKDIR /srv/app\nWORKDIR /tmp\n")
     root = image_root(store, image)
     assert root.is_dir("/srv/app")
     history = store.images.get_config(image)["history"]

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from lamina.core.archive import import_rootfs
 from lamina.core.bootstrap import busybox_rootfs_tar
 from lamina.core.build.builder import list_builds, run_build
+from lamina.core.errors import NotFound
 from lamina.core.events import BuildFailed, BuildFinished, StepOutput
 from lamina.core.model import BuildRequest
 from lamina.core.store import Store
@@ -153,6 +153,7 @@ def test_unreadable_file_fails_the_preflight(busybox_tar: Path) -> None:
             capture_output=True,
             text=True,
             timeout=120,
+            check=False,
         )
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.splitlines() == [
@@ -198,7 +199,7 @@ def test_cancel_stops_the_running_step(store: Store, ctx: Path) -> None:
     end = events[-1]
     assert isinstance(end, BuildFailed) and end.cancelled
     assert list_builds(store, 1)[0].status == "cancelled"
-    with pytest.raises(Exception):
+    with pytest.raises(NotFound):
         store.images.resolve("never")
 
 

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from lamina.core.context.checksum import (
     Context,
     StatCache,
@@ -54,16 +53,23 @@ def test_directory_symlink_and_owner_fields(tmp_path: Path) -> None:
     link = tmp_path / "l"
     os.symlink("target/x", link)
     os.chown(d, 1000, 1000)
-    assert tarsum_file(d, "d")[0] == hashlib.sha256(
-        header(name="d/", mode="488", typeflag="5")
-    ).hexdigest()
+    assert (
+        tarsum_file(d, "d")[0]
+        == hashlib.sha256(header(name="d/", mode="488", typeflag="5")).hexdigest()
+    )
     # A file copied from a stage keeps its real owner in the hash.
-    assert tarsum_file(d, "d", real_owner=True)[0] == hashlib.sha256(
-        header(name="d/", mode="488", typeflag="5", uid="1000", gid="1000")
-    ).hexdigest()
-    assert tarsum_file(link, "l")[0] == hashlib.sha256(
-        header(name="l", mode="511", typeflag="2", linkname="target/x")
-    ).hexdigest()
+    assert (
+        tarsum_file(d, "d", real_owner=True)[0]
+        == hashlib.sha256(
+            header(name="d/", mode="488", typeflag="5", uid="1000", gid="1000")
+        ).hexdigest()
+    )
+    assert (
+        tarsum_file(link, "l")[0]
+        == hashlib.sha256(
+            header(name="l", mode="511", typeflag="2", linkname="target/x")
+        ).hexdigest()
+    )
 
 
 def test_capability_xattr_is_hashed(tmp_path: Path) -> None:

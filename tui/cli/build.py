@@ -43,9 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--target", help="build up to this stage")
     p.add_argument("--no-cache", action="store_true", help="skip cache lookups")
-    p.add_argument(
-        "--dry-run", action="store_true", help="predict hits and misses, build nothing"
-    )
+    p.add_argument("--dry-run", action="store_true", help="predict hits and misses, build nothing")
     p.add_argument("--network", choices=("host", "none"), default="host")
     p.add_argument("--progress", choices=("auto", "plain", "json"), default="auto")
     p.add_argument("context", metavar="CONTEXT")
