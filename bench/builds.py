@@ -16,7 +16,7 @@ from pathlib import Path
 from bench.context import ContextSpec, edit_one_file, revert_edit
 from bench.docker_side import DockerBuild, DockerSide
 from bench.inspect_scale import probe
-from bench.lamina_side import LaminaBuild, LaminaSide
+from bench.lamina_side import LaminaSide
 from bench.measure import BenchError, Samples, human_bytes
 from bench.report import Row
 
@@ -47,12 +47,20 @@ class BuildSamples:
         table.setdefault(kind, Samples("s")).add(seconds)
 
 
-def _check_lamina(build: LaminaBuild, kind: str) -> None:
-    decisions = [c for c in build.cached if c is not None]
+def check_decisions(cached: tuple[bool | None, ...], kind: str) -> None:
+    """Raises BenchError unless lamina's per-step decisions are what ``kind`` implies.
+
+    Args:
+        cached: each step's decision (None for FROM).
+        kind: ``cold`` (all miss), ``cached`` (all hit) or ``edit`` (hit up to the COPY).
+    """
+    decisions = [c for c in cached if c is not None]
+    if not decisions:
+        raise BenchError("lamina reported no step decisions")
     if kind == "cold" and any(decisions):
-        raise BenchError(f"lamina's cold build hit the cache: {build.cached}")
+        raise BenchError(f"lamina's cold build hit the cache: {cached}")
     if kind == "cached" and not all(decisions):
-        raise BenchError(f"lamina's cached rebuild missed: {build.cached}")
+        raise BenchError(f"lamina's cached rebuild missed: {cached}")
     if kind == "edit":
         want = [True] * (COPY_STEP - 1) + [False] * (len(decisions) - COPY_STEP + 1)
         if decisions != want:
@@ -111,7 +119,7 @@ def _repeats(
             lamina.reset()
             lamina.import_base(rootfs_tar, BASE_TAG)
             build = lamina.build(context, OUT_TAG)
-            _check_lamina(build, "cold")
+            check_decisions(build.cached, "cold")
             out.add("lamina", "cold", build.result.seconds)
             out.max_rss.append(build.result.max_rss)
 
@@ -127,7 +135,7 @@ def _repeats(
         def lamina_build(kind: str) -> Callable[[], None]:
             def run() -> None:
                 build = lamina.build(context, OUT_TAG)
-                _check_lamina(build, kind)
+                check_decisions(build.cached, kind)
                 out.add("lamina", kind, build.result.seconds)
 
             return run
@@ -155,6 +163,8 @@ def _repeats(
         report = probe("dry-run", lamina.home, "--context", str(context))
         if report.get("failed"):
             raise BenchError(f"lamina's dry run failed: {report['failed']}")
+        # It must have seen the edit, or reading little would prove nothing.
+        check_decisions(tuple(report["cached"]), "edit")
         out.dry_run_read.append(int(report["read_bytes"]))
         out.dry_run_seconds.append(float(report["seconds"]))
 

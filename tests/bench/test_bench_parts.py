@@ -155,3 +155,27 @@ def test_synthetic_store_is_exactly_the_size_asked_for(tmp_path: Path) -> None:
 
     shutil.rmtree(store.layers.diff_path(images[0].layers[-1]))
     assert fsck(tmp_path / "store") != []
+
+
+@pytest.mark.parametrize(
+    ("cached", "kind", "ok"),
+    [
+        ((None, False, False, False), "cold", True),
+        ((None, True, False, False), "cold", False),
+        ((None, True, True, True), "cached", True),
+        ((None, True, False, True), "cached", False),
+        ((None, True, False, False), "edit", True),
+        ((None, True, True, True), "edit", False),  # the edit went unnoticed
+        ((None, False, False, False), "edit", False),
+        ((None,), "cached", False),  # no decisions at all proves nothing
+    ],
+)
+def test_build_decisions_are_checked(cached: tuple[bool | None, ...], kind: str, ok: bool) -> None:
+    from bench.builds import check_decisions
+    from bench.measure import BenchError
+
+    if ok:
+        check_decisions(cached, kind)
+    else:
+        with pytest.raises(BenchError):
+            check_decisions(cached, kind)
