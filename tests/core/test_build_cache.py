@@ -68,12 +68,18 @@ class Result:
         return [s.cached for s in self.steps]
 
 
-def build(store: Store, context: Path, dockerfile: str | None = None, **kw: Any) -> Result:
+def build(
+    store: Store,
+    context: Path,
+    dockerfile: str | None = None,
+    expect_failure: bool = False,
+    **kw: Any,
+) -> Result:
     if dockerfile is not None:
         (context / "Dockerfile").write_text(dockerfile)
     events = list(run_build(store, BuildRequest(context=str(context), **kw)))
     result = Result(events)
-    if not kw.get("expect_failure"):
+    if not expect_failure:
         assert result.failed is None, result.failed
     return result
 
@@ -500,3 +506,69 @@ def test_dry_run_predicts_the_real_decisions_and_writes_nothing(store: Store, ct
     real = build(store, ctx, build_args={"V": "2"})
     assert predicted.decisions() == real.decisions()
     assert [s.reason for s in predicted.steps] == [s.reason for s in real.steps]
+
+
+# -- instructions --------------------------------------------------------------------
+
+
+def test_meta_args_reach_from_and_redeclared_args(store: Store, ctx: Path) -> None:
+    store.images.tag(store.images.resolve("busybox"), "base:v1")
+    text = "ARG TAG=v1\nARG OTHER=meta\nFROM base:$TAG\nARG OTHER\nLABEL other=$OTHER tag=${TAG:-unset}\n"
+    result = build(store, ctx, text)
+    labels = store.images.get_config(result.image)["config"]["Labels"]
+    # TAG was not re-declared in the stage, so it is not visible there.
+    assert labels == {"other": "meta", "tag": "unset"}
+    missing = build(store, ctx, build_args={"TAG": "v2"}, expect_failure=True)
+    assert missing.failed is not None
+    assert "Dockerfile:3: FROM base:v2: no such image" in missing.failed.message
+
+
+def test_metadata_instructions_shape_the_config(store: Store, ctx: Path) -> None:
+    text = (
+        'FROM busybox\nENV A=1 B="two words"\nLABEL org.example.x="y z"\nEXPOSE 80 53/udp\n'
+        "VOLUME /data\nUSER nobody\nWORKDIR /srv\nSTOPSIGNAL SIGINT\n"
+        'HEALTHCHECK --interval=5s CMD ["true"]\nSHELL ["/bin/sh", "-ec"]\n'
+        'ENTRYPOINT ["/bin/echo"]\nCMD hello\nONBUILD RUN echo child\n'
+    )
+    result = build(store, ctx, text)
+    config = store.images.get_config(result.image)["config"]
+    assert config["Env"][-2:] == ["A=1", "B=two words"]
+    assert config["Labels"] == {"org.example.x": "y z"}
+    assert config["ExposedPorts"] == {"80/tcp": {}, "53/udp": {}}
+    assert config["Volumes"] == {"/data": {}}
+    assert (config["User"], config["WorkingDir"], config["StopSignal"]) == (
+        "nobody",
+        "/srv",
+        "SIGINT",
+    )
+    assert config["Healthcheck"]["Test"] == ["CMD", "true"]
+    assert config["Healthcheck"]["Interval"] == 5_000_000_000
+    assert config["Shell"] == ["/bin/sh", "-ec"]
+    assert config["Entrypoint"] == ["/bin/echo"]
+    assert config["Cmd"] == ["/bin/sh", "-ec", "hello"]
+    assert config["OnBuild"] == ["RUN echo child"]
+    history = store.images.get_config(result.image)["history"]
+    assert history[-1]["created_by"] == "/bin/sh -ec #(nop)  ONBUILD RUN echo child"
+    assert history[3]["created_by"] == "/bin/sh -c #(nop)  EXPOSE 80 53/udp"
+
+
+@pytest.mark.root
+def test_shell_heredoc_and_proxy_args(store: Store, ctx: Path) -> None:
+    text = (
+        'FROM busybox\nSHELL ["/bin/sh", "-ec"]\nRUN <<EOF\necho "one $HTTP_PROXY"\n'
+        "echo two > /two\nEOF\n"
+    )
+    first = build(store, ctx, text)
+    lines = [e.line for e in first.events if type(e).__name__ == "StepOutput"]
+    assert lines == ["one "]
+    # An undeclared proxy arg reaches RUN but not the cache key, as in Docker.
+    second = build(store, ctx, build_args={"HTTP_PROXY": "http://proxy:3128"})
+    assert second.cached() == [None, True, True]
+    third = build(
+        store,
+        ctx,
+        text.replace("FROM busybox\n", "FROM busybox\nARG HTTP_PROXY\n"),
+        build_args={"HTTP_PROXY": "http://proxy:3128"},
+    )
+    lines = [e.line for e in third.events if type(e).__name__ == "StepOutput"]
+    assert lines == ["one http://proxy:3128"]
