@@ -363,7 +363,15 @@ class _Walk:
                     row = self.conn.execute(
                         "SELECT result, top_layer FROM cache WHERE key = ?", (key,)
                     ).fetchone()
-                if row is not None:
+                if row is not None and not self._usable(str(row[0]), row[1]):
+                    # The entry survived but what it points at was removed (a partial
+                    # prune or GC): run the step again.
+                    row = None
+                    reason = {
+                        "kind": "pruned",
+                        "message": "this step was cached, but its result is no longer in the store",
+                    }
+                elif row is not None:
                     reason = None
                 elif step.unknown_sources is not None:
                     reason = {
@@ -448,6 +456,11 @@ class _Walk:
         self.results[stage_no] = _StageResult(state, stage_missed)
         self.last_state = state
         self.last_base_image = base_image
+
+    def _usable(self, result: str, top_layer: str | None) -> bool:
+        if not self.store.images.has_blob(result):
+            return False
+        return top_layer is None or self.store.layers.exists(top_layer)
 
     def _layer_size(self, chain: str | None) -> int:
         if not chain:

@@ -572,3 +572,26 @@ def test_shell_heredoc_and_proxy_args(store: Store, ctx: Path) -> None:
     )
     lines = [e.line for e in third.events if type(e).__name__ == "StepOutput"]
     assert lines == ["one http://proxy:3128"]
+
+
+def test_entry_whose_result_was_removed_runs_again(store: Store, ctx: Path) -> None:
+    write(ctx / "a.txt", "a")
+    first = build(store, ctx, COPY_A)
+    label_result = (
+        store.index.connection()
+        .execute("SELECT result FROM cache WHERE instruction = 'LABEL after=copy'")
+        .fetchone()[0]
+    )
+    store.images.remove(first.image)
+    (store.home / "blobs" / "sha256" / label_result.split(":", 1)[1]).unlink()
+    again = build(store, ctx)
+    assert again.cached() == [None, True, False]
+    assert again.steps[2].reason["kind"] == "pruned"
+
+
+def test_copy_from_an_image_hashes_its_real_owner(store: Store, ctx: Path) -> None:
+    text = "FROM scratch\nCOPY --from=busybox /etc/passwd /etc/group /etc/\n"
+    result = build(store, ctx, text)
+    root = store.layers.diff_path(result.steps[1].layer)
+    assert (root / "etc" / "passwd").read_text().startswith("root:x:0:0:")
+    assert build(store, ctx).cached() == [None, True]
