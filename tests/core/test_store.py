@@ -37,7 +37,15 @@ def make_tree(root: Path) -> None:
     (root / "opq").mkdir()
     os.setxattr(root / "opq", "trusted.overlay.opaque", b"y")
     os.chown(root / "etc" / "a", 1000, 1001)
+    freeze(root)
     os.utime(root / "etc" / "a", (1_600_000_000.7, 1_600_000_000.7))
+
+
+def freeze(root: Path, when: float = 1_500_000_000) -> None:
+    """Fixed mtimes everywhere, so two trees built seconds apart hash alike."""
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for name in dirnames + filenames:
+            os.utime(os.path.join(dirpath, name), (when, when), follow_symlinks=False)
 
 
 def commit_tree(store: Store, build, parent: str | None = None):  # type: ignore[no-untyped-def]
