@@ -257,6 +257,7 @@ class Liveness:
         images: image IDs that count as roots (default: every image).
         cache: cache keys that count as roots (default: every entry).
         busy: whether the layers running builds use count as roots too.
+        extra: more layers to count as roots (fresh ones inside the grace period).
     """
 
     def __init__(
@@ -265,6 +266,7 @@ class Liveness:
         images: Iterable[str] | None = None,
         cache: Iterable[str] | None = None,
         busy: bool = True,
+        extra: Iterable[str] = (),
     ) -> None:
         self.graph = graph
         self.count: dict[str, int] = {}
@@ -274,6 +276,7 @@ class Liveness:
         tops += [graph.cache[k].top_layer for k in cache_keys]
         if busy:
             tops += sorted(graph.busy_layers)
+        tops += list(extra)
         for top in tops:
             self._acquire(top)
 

@@ -350,7 +350,7 @@ def build_plan(
     filters = request.checked()
     sizer = sizer or Sizer()
     cutoff = until_cutoff(filters, now)
-    live = Liveness(graph)
+    live, orphans = _liveness(graph, now, request.grace)
     blob_refs = graph.blob_refs()
     layers: list[PlannedLayer] = []
     blobs: list[PlannedBlob] = []
@@ -378,8 +378,6 @@ def build_plan(
             freed += size
             content += graph.layers[chain_id].size
         return freed, content
-
-    orphans = _orphans(graph, live, now, request.grace)
 
     images: list[PlannedImage] = []
     if request.kind in ("image", "system"):
@@ -430,18 +428,22 @@ def build_plan(
                 )
             )
 
-    if include_orphans:
-        for chain_id in orphans:
-            layers.append(
-                PlannedLayer(chain_id, "referenced by nothing", sizer.layer(graph, chain_id))
-            )
+    # Orphans first (children before parents among them), then the released layers in
+    # the order they died: a layer dies only after every live child died before it, so
+    # the whole sequence deletes children before parents (the FK on layers.parent).
+    planned_orphans = [
+        PlannedLayer(chain_id, "referenced by nothing", sizer.layer(graph, chain_id))
+        for chain_id in orphans
+    ]
+    if not include_orphans:
+        planned_orphans = []
 
     return PrunePlan(
         request=replace(request, filters=filters),
         created=now,
         images=tuple(images),
         cache=tuple(cache),
-        layers=tuple(_children_first(graph, layers)),
+        layers=tuple(planned_orphans + layers),
         blobs=tuple(blobs),
         leftovers=tuple(leftovers),
     )
@@ -490,22 +492,28 @@ def _images_to_prune(
     return sorted(chosen, key=lambda i: (graph.images[i].added, i))
 
 
-def _orphans(graph: RefGraph, live: Liveness, now: float, grace: float) -> list[str]:
-    """Layers nothing references, minus fresh ones (and what they stand on)."""
-    orphans = [c for c in graph.layers if not live.live(c)]
+def _liveness(graph: RefGraph, now: float, grace: float) -> tuple[Liveness, list[str]]:
+    """References, with fresh unreferenced layers counted as roots; and the orphans.
+
+    A layer younger than the grace period (or committed since a still-running build
+    started) may be waiting for its cache row or image: it stays, and so does what it
+    stands on. The orphans come children first.
+    """
+    live = Liveness(graph)
     protect_after = now - grace
     if graph.live_build_start is not None:
-        # A running build's layers are unreferenced until it records them.
         protect_after = min(protect_after, graph.live_build_start - 1.0)
-    protected: set[str] = set()
-    for chain_id in orphans:
-        if graph.layers[chain_id].created > protect_after:
-            protected.update(graph.chain(chain_id))
-    return [c for c in orphans if c not in protected]
+    fresh = [
+        c for c, row in graph.layers.items() if row.created > protect_after and not live.live(c)
+    ]
+    if fresh:
+        live = Liveness(graph, extra=fresh)
+    orphans = [c for c in graph.layers if not live.live(c)]
+    return live, _children_first(graph, orphans)
 
 
-def _children_first(graph: RefGraph, layers: list[PlannedLayer]) -> list[PlannedLayer]:
-    """Orders layers so a child is deleted before its parent (the FK on layers.parent)."""
+def _children_first(graph: RefGraph, chain_ids: list[str]) -> list[str]:
+    """Orders layers so a child comes before its parent."""
     depth: dict[str, int] = {}
 
     def depth_of(chain_id: str) -> int:
@@ -520,7 +528,7 @@ def _children_first(graph: RefGraph, layers: list[PlannedLayer]) -> list[Planned
             depth[c] = base
         return depth[chain_id]
 
-    return sorted(layers, key=lambda p: (-depth_of(p.chain_id), p.chain_id))
+    return sorted(chain_ids, key=lambda c: (-depth_of(c), c))
 
 
 _Sizer = Sizer  # the name other modules imported first

@@ -394,3 +394,19 @@ def test_system_prune_all_leaves_an_empty_store_and_until_limits_both_halves(
     assert store.images.list() == []
     assert not any((store.home / "blobs" / "sha256").iterdir())
     assert not any((store.home / "layers").iterdir())
+
+
+def test_a_fresh_unreferenced_layer_keeps_the_layers_below_it(store: Store) -> None:
+    base = S.stack(store, [5_000, 5_000], "base")
+    dangling = S.image(store, base, nonce="d")
+    # A build just committed this on top of the dangling image and has not recorded it.
+    fresh = S.stack(store, [5_000], "fresh", parent=base[1])
+    plan = plan_prune(store, PruneRequest("image", grace=600.0))
+    assert [p.id for p in plan.images] == [dangling]
+    assert plan.layers == ()  # base stays: fresh stands on it
+    result = apply_prune(store, plan)
+    assert result.skipped == () and layer_ids(store) == set(base + fresh)
+    # Past the grace period all three go, children first.
+    plan = plan_prune(store, req("gc"))
+    assert [p.chain_id for p in plan.layers] == [fresh[0], base[1], base[0]]
+    assert applied(store, plan) == plan.reclaimable_bytes
