@@ -361,6 +361,25 @@ SCENARIOS = [
         rule="files matched by .dockerignore never reach the checksum",
     ),
     Scenario(
+        "dockerignore-exception-reincludes",
+        {
+            "Dockerfile": "FROM {BASE}\nCOPY . /ctx\n",
+            ".dockerignore": "docs\n!docs/README.md\n*.tmp\n",
+            "docs/README.md": "r",
+            "docs/other.md": "o",
+            "x.tmp": "t",
+        },
+        [
+            Build("M"),
+            write("docs/other.md", "o2"),
+            write("x.tmp", "t2"),
+            Build("H"),
+            write("docs/README.md", "r2"),
+            Build("M"),
+        ],
+        rule="a !pattern re-includes a path inside an excluded directory",
+    ),
+    Scenario(
         "dockerignore-excludes-dockerfile-and-itself",
         {
             "Dockerfile": "FROM {BASE}\nCOPY . /ctx\n",
