@@ -127,13 +127,17 @@ class RefGraph:
         """
         out: list[str] = []
         cur = top
-        seen: set[str] = set()
-        while cur is not None and cur in self.layers:
-            if cur in seen:
-                raise StoreError(f"index.db: layer parent links loop at {cur}")
-            seen.add(cur)
+        layers = self.layers
+        # A chain longer than the whole table can only be a loop.
+        limit = len(layers)
+        while cur is not None:
+            row = layers.get(cur)
+            if row is None:
+                break
             out.append(cur)
-            cur = self.layers[cur].parent
+            if len(out) > limit:
+                raise StoreError(f"index.db: layer parent links loop at {cur}")
+            cur = row.parent
         return out
 
     def blob_refs(self) -> dict[str, int]:
