@@ -186,7 +186,12 @@ class DiskUsage:
                 asdict(i) | {"tags": list(i.tags), "dangling": i.dangling} for i in self.images
             ],
             "layers": [
-                asdict(layer) | {"images": list(layer.images), "cache": list(layer.cache)}
+                asdict(layer)
+                | {
+                    "images": list(layer.images),
+                    "cache": list(layer.cache),
+                    "orphan": layer.orphan,
+                }
                 for layer in self.layers
             ],
             "cache": [asdict(c) for c in self.cache],

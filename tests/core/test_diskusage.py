@@ -126,6 +126,7 @@ def test_reclaimable_equals_the_dry_run_of_each_prune(store: Store, world: dict[
     assert 0 < usage.fs_free <= usage.fs_total
     doc = json.loads(json.dumps(usage.to_json()))
     assert doc["reclaimable_bytes"] == usage.reclaimable
+    assert [layer["chain_id"] for layer in doc["layers"] if layer["orphan"]] == list(usage.orphans)
     assert {c["name"] for c in doc["categories"]} == {
         "images",
         "build_cache",
