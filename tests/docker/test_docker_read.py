@@ -174,3 +174,41 @@ def test_tag_and_rmi(
         docker_engine.image(extra)
     with pytest.raises(NotFound):
         docker_engine.rmi([extra])
+
+
+def _saved_config(engine: DockerEngine, ref: str) -> dict[str, Any]:
+    """The image config exactly as Docker stores it, from ``docker save``."""
+    import io
+    import tarfile
+
+    data = b"".join(engine.api.get_image(ref))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+        return json.load(tar.extractfile(manifest[0]["Config"]))  # type: ignore[arg-type]
+
+
+def test_empty_layers_match_the_stored_config_for_buildkit_images(
+    docker_engine: DockerEngine, docker_base: str, docker_tag: Callable[[str], str], tmp_path: Path, tree: Any
+) -> None:
+    """BuildKit images have no local intermediates: empty layers come from the history text."""
+    exe = "/usr/bin/docker"
+    if not os.path.exists(exe):
+        pytest.fail("Debian's docker.io CLI (/usr/bin/docker) is needed to build with BuildKit")
+    ctx = tree(
+        tmp_path / "bk",
+        {
+            "Dockerfile": f"FROM {docker_base}\nENV A=1\nWORKDIR /work\nCOPY f /work/f\n"
+            f"RUN echo {os.urandom(4).hex()} > /r\nLABEL l=1\nRUN true\nCMD [\"sh\"]\n",
+            "f": "x",
+        },
+    )
+    tag = docker_tag("buildkit")
+    env = dict(os.environ, DOCKER_BUILDKIT="1")
+    env.pop("DOCKER_API_VERSION", None)
+    subprocess.run([exe, "build", "--network", "none", "-q", "-t", tag, str(ctx)], check=True, env=env, capture_output=True)
+    config = _saved_config(docker_engine, tag)
+    truth = [bool(h.get("empty_layer")) for h in config["history"]]
+    ours = [e.empty_layer for e in reversed(docker_engine.history(tag))]
+    assert ours == truth
+    chains = chain_ids(config["rootfs"]["diff_ids"])
+    assert [e.chain_id for e in reversed(docker_engine.history(tag)) if not e.empty_layer] == chains
