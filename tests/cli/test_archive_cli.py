@@ -100,3 +100,32 @@ def test_import_refuses_escaping_symlink(
     )
     _, out, _ = run(capsys, "images", "-q")
     assert out == ""
+
+
+def test_load_and_import_from_stdin(lamina_home: Path, conformance: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    archive = conformance / "images" / "containers-image" / "docker-archive" / "almostempty.tar"
+    cli = [sys.executable, "-m", "lamina.tui"]
+    with open(archive, "rb") as f:
+        done = subprocess.run(
+            [*cli, "load"], stdin=f, capture_output=True, text=True, timeout=120, check=False
+        )
+    assert (done.returncode, done.stdout, done.stderr) == (
+        0,
+        "Loaded image: emptyimage:latest\n",
+        "",
+    )
+    rootfs = conformance / "images" / "dive" / "test-uncompressed-image.tar"
+    with open(rootfs, "rb") as f:
+        done = subprocess.run(
+            [*cli, "import", "-", "piped:1"],
+            stdin=f,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 0 and done.stdout.startswith("sha256:"), done.stderr
+    assert not [p for p in (lamina_home / "tmp").iterdir()]

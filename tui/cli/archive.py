@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -16,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Adds ``import``, ``load`` and ``save``."""
     p = sub.add_parser("import", help="make a one-layer image from a root filesystem tar")
     p.add_argument("-m", "--message", default="", help="history comment for the image")
-    p.add_argument("file", metavar="FILE", help="a tar, optionally gzip or zstd compressed")
+    p.add_argument(
+        "file", metavar="FILE", help="a tar, optionally gzip or zstd compressed ('-' for stdin)"
+    )
     p.add_argument("ref", metavar="REPOSITORY[:TAG]", nargs="?", default="")
     p.set_defaults(func=cmd_import)
 
@@ -24,9 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "-i",
         "--input",
-        required=True,
+        default="-",
         metavar="FILE",
-        help="a tar (optionally compressed) or an OCI layout directory",
+        help="a tar (optionally compressed) or an OCI layout directory (default: stdin)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing")
     p.set_defaults(func=cmd_load)
@@ -46,12 +51,29 @@ def _store(ctx: CliContext, verb: str) -> Store:
     return store
 
 
+@contextmanager
+def _input_path(store: Store, name: str) -> Iterator[Path]:
+    """``name`` as a path; ``-`` spools stdin into the store's tmp (tars need seeking)."""
+    if name != "-":
+        yield Path(name)
+        return
+    if sys.stdin.isatty():
+        raise UsageError("no input: give a file, or pipe an archive into stdin")
+    with store.tmpdir("stdin") as work:
+        path = work / "stdin.tar"
+        with open(path, "wb") as f:
+            shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+        yield path
+
+
 def cmd_import(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina import FILE [REF]``: prints the new image ID."""
     out = out or sys.stdout
     from lamina.core.archive import import_rootfs
 
-    image = import_rootfs(_store(ctx, "import"), Path(args.file), args.ref, args.message)
+    store = _store(ctx, "import")
+    with _input_path(store, args.file) as path:
+        image = import_rootfs(store, path, args.ref, args.message)
     print(image.id, file=out)
     return 0
 
@@ -61,7 +83,9 @@ def cmd_load(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = Non
     out = out or sys.stdout
     from lamina.core.archive import load_archive
 
-    images = load_archive(_store(ctx, "load"), Path(args.input))
+    store = _store(ctx, "load")
+    with _input_path(store, args.input) as path:
+        images = load_archive(store, path)
     if not args.quiet:
         for image in images:
             if image.tags:
