@@ -183,6 +183,7 @@ class _Walk:
         self.last_state: _State | None = None
         self.base_image: str | None = None
         self.scratch_dir: Path | None = None
+        self.downloads: dict[str, tuple[Path, str]] = {}
         self.cmd_set = False
         self.last_base_image: str | None = None
 
@@ -773,7 +774,10 @@ class _Walk:
         return file_source(path, name, 0o644)
 
     def url_source(self, url: str, dest: str) -> Source:
-        path, name = download(url, self._scratch())
+        # The preflight's download is reused by the build, so both hash the same bytes.
+        if url not in self.downloads:
+            self.downloads[url] = download(url, self._scratch())
+        path, name = self.downloads[url]
         return file_source(path, name, 0o600)
 
     def cleanup(self) -> None:
@@ -1038,6 +1042,7 @@ def run_build(
         build_id=build_id,
     )
     walk.scratch_dir = preflight.scratch_dir
+    walk.downloads = preflight.downloads
     yield BuildStarted(build_id, str(df_path), str(Path(request.context)), steps_total)
     try:
         yield from walk.run()

@@ -182,7 +182,8 @@ def context_sources(ctx: Context, src: str, *, add: bool) -> list[Source]:
         rels = [rel]
     out = []
     for r in rels:
-        ctx.check_readable(r)
+        # Hashing reads every file (or trusts the stat cache, whose signature holds the
+        # mode and ctime), so an unreadable file fails here, naming itself.
         is_dir = ctx.is_dir(r)
         archive = add and not is_dir and is_archive(ctx.root / r)
         out.append(
