@@ -66,8 +66,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts")
     parser.add_argument("--no-docker", action="store_true", help="skip the Docker columns")
     parser.add_argument(
-        "--profile", help="profile this path instead of the slowest one "
-        "(cold-build, cached-build, edit-build, df, prune-plan, app, none)",
+        "--profile", help="profile these paths (comma-separated) instead of the one furthest "
+        "from its target: cold-build, cached-build, edit-build, df, prune-plan, app; or none",
     )  # fmt: skip
     parser.add_argument(
         "--out", type=Path, default=RESULTS, help="where results go (default: bench/results/)"
@@ -239,14 +239,17 @@ def _run_inspect(state: _State, results: Results) -> None:
 
 def _run_profile(state: _State, results: Results, wanted: str | None) -> None:
     from bench.builds import BASE_TAG, OUT_TAG
+    from bench.context import revert_edit
     from bench.lamina_side import LaminaSide
     from bench.profiling import pick, profile_path
 
-    path = wanted or pick(results.rows)
-    if path is None:
-        results.skip("profile", "no measurement with a target ran")
-        return
-    _say(f"bench: profiling {path}")
+    paths = [p.strip() for p in wanted.split(",") if p.strip()] if wanted else []
+    if not paths:
+        slowest = pick(results.rows)
+        if slowest is None:
+            results.skip("profile", "no measurement with a target ran")
+            return
+        paths = [slowest]
 
     def fresh_build() -> Path:
         assert state.rootfs is not None
@@ -259,22 +262,22 @@ def _run_profile(state: _State, results: Results, wanted: str | None) -> None:
         assert state.context is not None and state.spec is not None
         edit_one_file(state.context, state.spec, 5000)
 
-    try:
-        report = profile_path(
-            path, build_home=state.build_home, context=state.context,
-            fresh_build=fresh_build if state.rootfs else None, edit=edit,
-            synthetic=state.synthetic, tag=OUT_TAG,
-        )  # fmt: skip
-    except (BenchError, ImportError) as exc:
-        results.skip(f"profile of {path}", str(exc))
-        return
-    finally:
-        shutil.rmtree(state.work / "profile-store", ignore_errors=True)
-        if state.context is not None and state.spec is not None:
-            from bench.context import revert_edit
-
-            revert_edit(state.context, state.spec)
-    results.profiles.append(report)
+    for path in paths:
+        _say(f"bench: profiling {path}")
+        try:
+            report = profile_path(
+                path, build_home=state.build_home, context=state.context,
+                fresh_build=fresh_build if state.rootfs else None, edit=edit,
+                synthetic=state.synthetic, tag=OUT_TAG,
+            )  # fmt: skip
+        except (BenchError, ImportError) as exc:
+            results.skip(f"profile of {path}", str(exc))
+            continue
+        finally:
+            shutil.rmtree(state.work / "profile-store", ignore_errors=True)
+            if state.context is not None and state.spec is not None:
+                revert_edit(state.context, state.spec)
+        results.profiles.append(report)
 
 
 if __name__ == "__main__":
