@@ -168,8 +168,17 @@ def load_graph(store: Store) -> RefGraph:
     Raises:
         StoreError: if the index cannot be read.
     """
+    conn = store.index.connection()
     try:
-        return _load_graph(store)
+        if conn.in_transaction:
+            return _load_graph(store)
+        # One read transaction: every query sees the same snapshot (WAL), so a commit
+        # landing between two queries cannot make the graph disagree with itself.
+        conn.execute("BEGIN")
+        try:
+            return _load_graph(store)
+        finally:
+            conn.execute("COMMIT")
     except sqlite3.Error as exc:
         raise StoreError(f"{store.index.path}: cannot read references: {exc}") from exc
 
