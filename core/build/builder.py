@@ -555,7 +555,9 @@ class _Walk:
             else:
                 command = shell + [self._run_text(ins)]
             keyed = args.keyed(env_list)
-            cmd = ([f"|{len(keyed)}"] + keyed + command) if keyed else command
+            # moby prefixes "|N K=V..." whenever any build arg reaches the RUN, even
+            # when only undeclared proxy args do (which are left out: "|0 ...").
+            cmd = [f"|{len(keyed)}", *keyed, *command] if args.active(env_list) else command
             return _Step(" ".join(cmd), cmd, cfg, layer=True)
         if kw in ("COPY", "ADD"):
             return self.prepare_copy(stage_no, ins, state, cfg, env, shell)
@@ -730,7 +732,9 @@ class _Walk:
             except LaminaError as exc:
                 raise ContextError(f"{self.where(ins)}: {kw}: {exc}") from None
         chown_part = f"--chown={chown}" if chown else ""
-        comment = f"{kw} {chown_part}{checksum} in {dest} "
+        # The destination as written (expanded), not joined with WORKDIR: moby's
+        # performCopy comments inst.dest. A WORKDIR change is in the parent state anyway.
+        comment = f"{kw} {chown_part}{checksum} in {dest_word} "
         # moby's withCmdCommentString: one "#(nop) <comment>" word (metadata steps use
         # withCmdComment, two words, hence their double space in `docker history`).
         cmd = shell + ["#(nop) " + comment]

@@ -561,9 +561,15 @@ def test_shell_heredoc_and_proxy_args(store: Store, ctx: Path) -> None:
     first = build(store, ctx, text)
     lines = [e.line for e in first.events if type(e).__name__ == "StepOutput"]
     assert lines == ["one "]
-    # An undeclared proxy arg reaches RUN but not the cache key, as in Docker.
+    # An undeclared proxy arg reaches RUN; its value stays out of the key, but, as in
+    # moby's prependEnvOnCmd, its presence adds an empty "|0" build-arg prefix.
     second = build(store, ctx, build_args={"HTTP_PROXY": "http://proxy:3128"})
-    assert second.cached() == [None, True, True]
+    assert second.cached() == [None, True, False]
+    assert second.steps[2].reason["kind"] == "build_arg_changed"
+    history = store.images.get_config(second.image)["history"]
+    assert history[-1]["created_by"].startswith("|0 /bin/sh -ec ")
+    other_proxy = build(store, ctx, build_args={"HTTP_PROXY": "http://other:8080"})
+    assert other_proxy.cached() == [None, True, True]
     third = build(
         store,
         ctx,

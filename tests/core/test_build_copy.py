@@ -262,3 +262,18 @@ def test_join_resolves_against_workdir() -> None:
     assert join("/app", "x/") == "/app/x/"
     assert join("/app", ".") == "/app/"
     assert join("/app", "/abs/../y") == "/y"
+
+
+def test_copy_history_names_the_checksum_and_destination_as_written(
+    store: Store, ctx: Path
+) -> None:
+    (ctx / "a.txt").write_text("a")
+    (ctx / "b.txt").write_text("b")
+    image, _ = build(
+        store, ctx, "FROM busybox\nWORKDIR /w\nCOPY --chown=nobody a.txt rel\nCOPY *.txt ./\n"
+    )
+    created = [h["created_by"] for h in store.images.get_config(image)["history"][-2:]]
+    assert created[0].startswith("/bin/sh -c #(nop) COPY --chown=nobodyfile:")
+    assert created[0].endswith(" in rel ")
+    assert created[1].startswith("/bin/sh -c #(nop) COPY multi:")
+    assert created[1].endswith(" in ./ ")
