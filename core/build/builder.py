@@ -94,6 +94,16 @@ METADATA = frozenset(
 )  # fmt: skip
 
 
+# Flags the classic builder accepts (COPY --link is accepted as a no-op: lamina's layers
+# are content-addressed either way).
+SUPPORTED_FLAGS: dict[str, set[str]] = {
+    "COPY": {"from", "chown", "chmod", "link"},
+    "ADD": {"chown", "chmod", "link"},
+    "FROM": {"platform"},
+    "HEALTHCHECK": {"interval", "timeout", "start-period", "start-interval", "retries"},
+}
+
+
 class _Cancelled(Exception):
     pass
 
@@ -545,6 +555,13 @@ class _Walk:
         env = args.expansion_env(env_list)
         shell = list(cfg.get("Shell") or DEFAULT_SHELL)
         kw = ins.keyword
+        unsupported = sorted(set(ins.flags) - SUPPORTED_FLAGS.get(kw, set()))
+        if unsupported:
+            # BuildKit-only flags: ignoring them would build something else silently.
+            raise BuildError(
+                f"{self.where(ins)}: {kw}: --{unsupported[0]} needs BuildKit; lamina builds"
+                " like the classic builder"
+            )
 
         def nop(comment: str) -> list[str]:
             return shell + ["#(nop) ", comment]

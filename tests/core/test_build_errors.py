@@ -100,6 +100,14 @@ def seeded(store: Store, ctx: Path) -> None:
             "FROM busybox\nRUN true\nCOPY missing/ /m/\nRUN false\n",
             "Dockerfile:3: COPY: missing/: no such file",
         ),
+        (
+            "FROM busybox\nRUN --mount=type=cache,target=/c true\n",
+            "Dockerfile:2: RUN: --mount needs BuildKit",
+        ),
+        (
+            "FROM busybox\nCOPY --exclude=*.log a.txt /x/\n",
+            "Dockerfile:2: COPY: --exclude needs BuildKit",
+        ),
     ],
 )
 def test_preflight_failures_leave_the_store_untouched(
