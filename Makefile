@@ -21,9 +21,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# The tools read sources from the filesystem, so they get a `lamina/` view of core/ and tui/.
 lint: $(STAMP)
-	$(BIN)/lint-imports
-	$(BIN)/python -m mypy
+	rm -rf .lint && mkdir -p .lint/lamina && ln -s ../../core .lint/lamina/core && ln -s ../../tui .lint/lamina/tui
+	cd .lint && PYTHONPATH=. ../$(BIN)/lint-imports --config ../pyproject.toml
+	MYPYPATH=.lint $(BIN)/python -m mypy -p lamina.core
 
 screenshots: $(STAMP)
 	$(BIN)/python screenshots/generate.py
