@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +49,7 @@ _METADATA = (
 )  # fmt: skip
 
 
-def parse_time(value: str | int | float | None) -> float:
+def parse_time(value: str | float | None) -> float:
     """Docker's RFC 3339 timestamps (nanoseconds, ``Z``) or unix seconds as unix time."""
     if value is None or value == "":
         return 0.0
@@ -133,7 +133,9 @@ class DockerEngine:
             cached = self._inspect_cache.get(image_id)
         if cached is not None:
             return cached
-        data: dict[str, Any] = call(f"inspecting image {image_id}", self.api.inspect_image, image_id)
+        data: dict[str, Any] = call(
+            f"inspecting image {image_id}", self.api.inspect_image, image_id
+        )
         with self._lock:
             self._inspect_cache[data["Id"]] = data
         return data
@@ -180,7 +182,9 @@ class DockerEngine:
             empty.append(None if count is None or previous is None else count == previous)
             previous = count
         guess = [
-            e if e is not None else _looks_empty(str(r.get("CreatedBy") or ""), int(r.get("Size") or 0))
+            e
+            if e is not None
+            else _looks_empty(str(r.get("CreatedBy") or ""), int(r.get("Size") or 0))
             for e, r in zip(empty, rows)
         ]
         non_empty = guess.count(False)
@@ -237,7 +241,9 @@ class DockerEngine:
                 )
         infos = []
         for i, (diff_id, chain) in enumerate(zip(diff_ids, chains)):
-            size, created, created_by = by_chain.get(chain, (0, parse_time(data.get("Created")), ""))
+            size, created, created_by = by_chain.get(
+                chain, (0, parse_time(data.get("Created")), "")
+            )
             infos.append(
                 LayerInfo(
                     chain_id=chain,
@@ -300,8 +306,9 @@ class DockerEngine:
         data["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
         history = []
         for row, empty, _chain in self._layer_rows(data):
+            created = datetime.fromtimestamp(float(row.get("Created") or 0), timezone.utc)
             entry: dict[str, Any] = {
-                "created": datetime.fromtimestamp(float(row.get("Created") or 0)).astimezone().isoformat(),
+                "created": created.isoformat().replace("+00:00", "Z"),
                 "created_by": str(row.get("CreatedBy") or ""),
             }
             if row.get("Comment"):
@@ -374,7 +381,7 @@ class DockerEngine:
         listings = call(f"reading image {holder['Id']}", read_layers, ChunkReader(stream), wanted)
         missing = wanted - set(listings)
         if missing:
-            raise NotFound(f"layer {chain_id}: Docker's saved image lacks {sorted(missing)[0]}")
+            raise NotFound(f"layer {chain_id}: Docker's saved image lacks {min(missing)}")
         lower = [listings[d] for d in diff_ids[:index]]
         result = changes(lower, listings[diff_ids[index]])
         with self._lock:
@@ -448,7 +455,7 @@ class DockerEngine:
         """Closes the connection."""
         try:
             self._client.close()
-        except Exception:  # noqa: BLE001 - closing a dead connection is not an error
+        except Exception:
             log.debug("closing the Docker client failed", exc_info=True)
 
 

@@ -150,8 +150,17 @@ def plan_inputs(request: BuildRequest) -> list[dict[str, Any]]:
             index = 0
             declared, env = {}, set()
             args = node.args
-            stage_names.append(args[2].lower() if len(args) >= 3 and args[1].lower() == "as" else "")
-            steps.append({"stage": stage, "index": 0, "instruction": node.original, "from": args[0] if args else ""})
+            stage_names.append(
+                args[2].lower() if len(args) >= 3 and args[1].lower() == "as" else ""
+            )
+            steps.append(
+                {
+                    "stage": stage,
+                    "index": 0,
+                    "instruction": node.original,
+                    "from": args[0] if args else "",
+                }
+            )
             continue
         if stage < 0:
             if keyword == "arg":
@@ -240,9 +249,10 @@ class BuildRecords:
             if record["tags"]:
                 if set(old.get("tags", ())) & set(record["tags"]):
                     return old
-            elif old.get("dockerfile") == record["dockerfile"] and old.get("context") == record[
-                "context"
-            ]:
+            elif (
+                old.get("dockerfile") == record["dockerfile"]
+                and old.get("context") == record["context"]
+            ):
                 return old
         return None
 
@@ -345,7 +355,9 @@ class DockerBuilder:
         """Recorded builds, newest first, each with its steps."""
         return [_to_record(r) for r in self.records.load_all(limit)]
 
-    def build(self, request: BuildRequest, cancel: threading.Event | None = None) -> Iterator[BuildEvent]:
+    def build(
+        self, request: BuildRequest, cancel: threading.Event | None = None
+    ) -> Iterator[BuildEvent]:
         """Build and yield progress events (see ``Engine.build``).
 
         Raises:
@@ -393,21 +405,23 @@ class DockerBuilder:
         record: dict[str, Any],
     ) -> Iterator[BuildEvent]:
         dockerfile = _dockerfile_path(request)
-        record.update({
-            "id": self.records.next_id(),
-            "started": time.time(),
-            "finished": None,
-            "dockerfile": str(dockerfile),
-            "context": str(Path(request.context).resolve()),
-            "tags": list(request.tags),
-            "build_args": dict(request.build_args),
-            "target": request.target,
-            "image": None,
-            "status": "running",
-            "error": None,
-            "steps": [],
-            "inputs": planned,
-        })
+        record.update(
+            {
+                "id": self.records.next_id(),
+                "started": time.time(),
+                "finished": None,
+                "dockerfile": str(dockerfile),
+                "context": str(Path(request.context).resolve()),
+                "tags": list(request.tags),
+                "build_args": dict(request.build_args),
+                "target": request.target,
+                "image": None,
+                "status": "running",
+                "error": None,
+                "steps": [],
+                "inputs": planned,
+            }
+        )
         self.records.save(record)
         prev_build = self.records.previous(record)
         yield BuildStarted(
@@ -486,7 +500,7 @@ class DockerBuilder:
         if state.container:
             try:
                 self.engine.api.kill(state.container)
-            except Exception:  # noqa: BLE001 - it may have finished already
+            except Exception:
                 log.debug("killing build container %s failed", state.container, exc_info=True)
 
     def _line(self, line: str, state: _State, record: dict[str, Any]) -> Iterator[BuildEvent]:
@@ -521,7 +535,9 @@ class DockerBuilder:
             return
         trigger_match = _TRIGGERS_RE.match(line)
         if trigger_match and current["index"] == 0:
-            state.triggers = self._triggers(state, current["instruction"], int(trigger_match.group(1)))
+            state.triggers = self._triggers(
+                state, current["instruction"], int(trigger_match.group(1))
+            )
             return
         if line == " ---> Using cache":
             if state.triggers is not None and current["index"] == 0:
@@ -542,11 +558,10 @@ class DockerBuilder:
             if current["index"] == 0 and state.triggers is not None:
                 yield from state.trigger_steps()
             return
-        if line.startswith("Successfully built ") or line.startswith("Successfully tagged "):
+        if line.startswith(("Successfully built ", "Successfully tagged ")):
             return
         if line.strip():
             yield StepOutput(current["stage"], current["index"], line)
-
 
     def _triggers(self, state: _State, from_instruction: str, count: int) -> list[str]:
         """The ONBUILD triggers of a FROM's base, as written (placeholders if unknown)."""
@@ -594,7 +609,9 @@ class _State:
             if self.stage_names[self.stage]:
                 self.stage_images[self.stage_names[self.stage]] = self.last_id
         words = instruction.split()
-        self.stage_names.append(words[3].lower() if len(words) >= 4 and words[2].lower() == "as" else "")
+        self.stage_names.append(
+            words[3].lower() if len(words) >= 4 and words[2].lower() == "as" else ""
+        )
         self.stage += 1
         self.index = 0
         self.offset = 0
@@ -625,13 +642,18 @@ class _State:
             reason = None
             if not hit:
                 missed = True
-                reason = explain(None, self.prev_build, first_miss=self.first_miss, no_cache=self.request.no_cache)
+                reason = explain(
+                    None,
+                    self.prev_build,
+                    first_miss=self.first_miss,
+                    no_cache=self.request.no_cache,
+                )
                 if self.first_miss is None:
                     self.first_miss = (f"{self.stage}/{self.index}", trigger)
             yield StepFinished(StepRecord(self.stage, self.index, trigger, hit, reason))
         self.offset = len(triggers)
 
-    def finish_step(self, engine: DockerEngine, short_id: str | None) -> Iterator[BuildEvent]:
+    def finish_step(self, engine: DockerEngine, short_id: str) -> Iterator[BuildEvent]:
         current = self.current
         if current is None:
             return
@@ -661,7 +683,10 @@ class _State:
                     no_cache=self.request.no_cache,
                 )
                 if self.first_miss is None:
-                    self.first_miss = (f"{current['stage']}/{current['index']}", current["instruction"])
+                    self.first_miss = (
+                        f"{current['stage']}/{current['index']}",
+                        current["instruction"],
+                    )
         step = StepRecord(
             stage=current["stage"],
             index=current["index"],

@@ -90,9 +90,10 @@ def unreachable(exc: BaseException, host: str | None = None) -> EngineUnavailabl
             f"permission denied on the Docker socket ({host}): run as a member of the "
             "'docker' group or point DOCKER_HOST at a socket you may use"
         )
-    if _search_chain(exc, FileNotFoundError) is not None or _search_chain(
-        exc, ConnectionRefusedError
-    ) is not None:
+    if (
+        _search_chain(exc, FileNotFoundError) is not None
+        or _search_chain(exc, ConnectionRefusedError) is not None
+    ):
         return EngineUnavailable(
             f"cannot reach the Docker Engine at {host}: is dockerd running? "
             "(set DOCKER_HOST to use another daemon)"
@@ -132,7 +133,7 @@ def connect(timeout: int = 60, min_api: str = MIN_API_VERSION) -> Any:
         client.ping()
     except docker.errors.TLSParameterError as exc:
         raise EngineUnavailable(f"bad Docker TLS settings for {host}: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - every SDK failure here means "unusable"
+    except Exception as exc:
         raise unreachable(exc, host) from exc
     api = str(client.api.api_version)
     if _version_tuple(api) < _version_tuple(min_api):
@@ -162,7 +163,7 @@ def call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         InUse: the daemon answered 409 (conflict: in use by a container or image).
         EngineUnavailable: the daemon went away or answered with another error.
     """
-    import docker  # type: ignore[import-untyped]
+    import docker
 
     try:
         return fn(*args, **kwargs)

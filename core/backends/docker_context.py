@@ -43,7 +43,8 @@ def _capability(path: Path, info: tarfile.TarInfo) -> None:
     except OSError:
         return  # no such attribute, or a filesystem without xattrs
     # Go's archive/tar writes xattrs as SCHILY.xattr.* PAX records; values are raw bytes.
-    info.pax_headers["SCHILY.xattr.security.capability"] = value.decode("utf-8", "surrogateescape")
+    key = "SCHILY.xattr.security.capability"
+    info.pax_headers = {**info.pax_headers, key: value.decode("utf-8", "surrogateescape")}
 
 
 def context_tar(context_dir: Path, dockerfile: Path) -> tuple[IO[bytes], str]:
@@ -82,7 +83,8 @@ def context_tar(context_dir: Path, dockerfile: Path) -> tuple[IO[bytes], str]:
         walk_excludes.append("!.dockerignore")
     if excludes and not outside and matches(rel_df, excludes):
         walk_excludes.append("!" + rel_df)
-    out = tempfile.TemporaryFile(prefix="lamina-context-")
+    # Returned open: the build streams it to Docker and closes it.
+    out = tempfile.TemporaryFile(prefix="lamina-context-")  # noqa: SIM115
     try:
         with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for rel, _is_dir in walk_context(root, exclude=walk_excludes or None):
@@ -92,7 +94,9 @@ def context_tar(context_dir: Path, dockerfile: Path) -> tuple[IO[bytes], str]:
                 try:
                     info = tar.gettarinfo(str(full), arcname=rel)
                 except OSError as exc:
-                    raise ContextError(f"cannot read context file {rel}: {exc.strerror or exc}") from exc
+                    raise ContextError(
+                        f"cannot read context file {rel}: {exc.strerror or exc}"
+                    ) from exc
                 if info is None:
                     continue  # a socket: the CLI skips those too
                 _zero_owner(info)
@@ -121,7 +125,9 @@ def context_tar(context_dir: Path, dockerfile: Path) -> tuple[IO[bytes], str]:
         raise
     except OSError as exc:
         out.close()
-        raise ContextError(f"cannot write the build context for {root}: {exc.strerror or exc}") from exc
+        raise ContextError(
+            f"cannot write the build context for {root}: {exc.strerror or exc}"
+        ) from exc
     out.seek(0)
     log.debug("context %s sent with Dockerfile %s", root, rel_df)
     return out, rel_df

@@ -43,19 +43,29 @@ log = logging.getLogger(__name__)
 BUILDKIT_PREFIX = "buildkit:"
 
 DIFFERENCES: tuple[str, ...] = (
-    "Sizes are Docker's per-layer DiffSize (what its SpaceReclaimed sums); the disk blocks "
-    "around each layer directory and the image configs are not counted, so the real "
-    "free space grows slightly more.",
-    "docker system df counts intermediate images (the classic builder's cache) in its "
-    "images SIZE and leaves them out of the count; lamina lists them as build cache.",
-    "docker system df's RECLAIMABLE for images counts every image without a container; "
-    "lamina's counts what `image prune` (dangling only) would free.",
-    "BuildKit cache records are sized by Docker and may share storage with image layers "
-    "(Shared); lamina cannot see that overlap, and plans --keep-storage from these sizes. "
-    "BuildKit's SpaceReclaimed re-measures the snapshots when it deletes them and can "
-    "differ by a few bytes from the sizes system df reported.",
-    "With until=, Docker applies the filter to dangling images and then deletes their "
-    "untagged parents whatever their age; lamina plans each intermediate by its own age.",
+    (
+        "Sizes are Docker's per-layer DiffSize (what its SpaceReclaimed sums); the disk blocks "
+        "around each layer directory and the image configs are not counted, so the real "
+        "free space grows slightly more."
+    ),
+    (
+        "docker system df counts intermediate images (the classic builder's cache) in its "
+        "images SIZE and leaves them out of the count; lamina lists them as build cache."
+    ),
+    (
+        "docker system df's RECLAIMABLE for images counts every image without a container; "
+        "lamina's counts what `image prune` (dangling only) would free."
+    ),
+    (
+        "BuildKit cache records are sized by Docker and may share storage with image layers "
+        "(Shared); lamina cannot see that overlap, and plans --keep-storage from these sizes. "
+        "BuildKit's SpaceReclaimed re-measures the snapshots when it deletes them and can "
+        "differ by a few bytes from the sizes system df reported."
+    ),
+    (
+        "With until=, Docker applies the filter to dangling images and then deletes their "
+        "untagged parents whatever their age; lamina plans each intermediate by its own age."
+    ),
 )
 
 
@@ -107,9 +117,11 @@ def load_refs(engine: DockerEngine) -> DockerRefs:
     for ctr in call("listing containers", api.containers, all=True):
         containers.setdefault(str(ctr.get("ImageID") or ""), []).append(str(ctr["Id"]))
     df: dict[str, Any] = call("reading Docker's disk usage", api.df)
-    info: dict[str, Any] = call("reading Docker's info", api.info)
+    daemon: dict[str, Any] = call("reading Docker's info", api.info)
     cache = [
-        dict(rec, _created=parse_time(rec.get("CreatedAt")), _last=parse_time(rec.get("LastUsedAt")))
+        dict(
+            rec, _created=parse_time(rec.get("CreatedAt")), _last=parse_time(rec.get("LastUsedAt"))
+        )
         for rec in df.get("BuildCache") or []
     ]
     return DockerRefs(
@@ -119,7 +131,7 @@ def load_refs(engine: DockerEngine) -> DockerRefs:
         containers=containers,
         build_cache=cache,
         layers_size=int(df.get("LayersSize") or 0),
-        root_dir=str(info.get("DockerRootDir") or ""),
+        root_dir=str(daemon.get("DockerRootDir") or ""),
     )
 
 
@@ -168,7 +180,11 @@ def _buildkit(graph: RefGraph, refs: DockerRefs, keep_shared: bool) -> None:
             continue  # Docker never prunes these (without --all, not shared ones either)
         chain = BUILDKIT_PREFIX + str(rec["ID"])
         graph.layers[chain] = LayerRow(
-            chain, None, int(rec.get("Size") or 0), rec["_created"], str(rec.get("Description") or "")
+            chain,
+            None,
+            int(rec.get("Size") or 0),
+            rec["_created"],
+            str(rec.get("Description") or ""),
         )
         graph.cache[chain] = CacheRow(
             key=chain,
@@ -213,7 +229,16 @@ def image_prune_graph(refs: DockerRefs) -> RefGraph:
         row = _image_row(data)
         if image_id in protected:
             key = f"container-image:{image_id}"
-            graph.cache[key] = CacheRow(key, "container", "in use by a container", image_id, row.top_layer, row.created, time.time(), 0)
+            graph.cache[key] = CacheRow(
+                key,
+                "container",
+                "in use by a container",
+                image_id,
+                row.top_layer,
+                row.created,
+                time.time(),
+                0,
+            )
         else:
             graph.images[image_id] = row
     return graph
@@ -253,7 +278,9 @@ def _raw_plan(refs: DockerRefs, request: PruneRequest, now: float) -> PrunePlan:
     if request.kind == "image":
         return build_plan(image_prune_graph(refs), request, now, sizer, include_orphans=False)
     if request.kind == "builder":
-        return build_plan(builder_prune_graph(refs, request), request, now, sizer, include_orphans=False)
+        return build_plan(
+            builder_prune_graph(refs, request), request, now, sizer, include_orphans=False
+        )
     image_part = build_plan(
         image_prune_graph(refs),
         replace(request, kind="image", keep_storage=None),
@@ -330,7 +357,9 @@ def apply_prune(engine: DockerEngine, plan: PrunePlan) -> PruneResult:
     cache: list[str] = []
     reclaimed = 0
     if request.kind in ("image", "system"):
-        out = call("pruning images", engine.api.prune_images, filters=_docker_filters(request, True))
+        out = call(
+            "pruning images", engine.api.prune_images, filters=_docker_filters(request, True)
+        )
         planned_images = {p.id for p in plan.images}
         planned_layers = {p.chain_id for p in plan.layers}
         for row in out.get("ImagesDeleted") or []:
@@ -363,7 +392,9 @@ def apply_prune(engine: DockerEngine, plan: PrunePlan) -> PruneResult:
     ] + [Skipped("cache", p.key, "Docker kept it") for p in plan.cache if p.key not in cache]
     extra = (set(images) - {p.id for p in plan.images}) | (set(cache) - {p.key for p in plan.cache})
     if extra:
-        log.warning("Docker removed %d objects beyond lamina's plan (made since planning?)", len(extra))
+        log.warning(
+            "Docker removed %d objects beyond lamina's plan (made since planning?)", len(extra)
+        )
     with engine._lock:
         engine._inspect_cache.clear()
         engine._history_cache.clear()
@@ -397,14 +428,18 @@ def disk_usage(engine: DockerEngine, now: float | None = None) -> DiskUsage:
     categories: list[CategoryUsage] = []
     for cat in usage.categories:
         if cat.name == "images":
-            cat = replace(cat, reclaimable=freed("image", False), reclaimable_all=freed("image", True))
+            cat = replace(
+                cat, reclaimable=freed("image", False), reclaimable_all=freed("image", True)
+            )
         elif cat.name == "build_cache":
-            cat = replace(cat, reclaimable=freed("builder", False), reclaimable_all=freed("builder", True))
+            cat = replace(
+                cat, reclaimable=freed("builder", False), reclaimable_all=freed("builder", True)
+            )
         categories.append(cat)
     fs_free = fs_total = 0
     if refs.root_dir and docker_host().startswith("unix://"):
         try:
-            import psutil
+            import psutil  # type: ignore[import-untyped]
 
             fs = psutil.disk_usage(refs.root_dir)
             fs_free, fs_total = int(fs.free), int(fs.total)

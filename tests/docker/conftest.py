@@ -7,13 +7,13 @@ per-session prefix and removed at the end of the session.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from lamina.core.backends.docker import DockerEngine
 from lamina.core.bootstrap import busybox_rootfs_tar
 
@@ -81,10 +81,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for image in client.api.images(name=None):
             tags = [t for t in image.get("RepoTags") or [] if t.startswith(PREFIX + "/")]
             for tag in tags:
-                try:
+                with contextlib.suppress(Exception):  # best effort cleanup
                     client.api.remove_image(tag, force=True)
-                except Exception:  # noqa: BLE001 - best effort cleanup
-                    pass
         # One prune frees parents that the previous one left childless.
         for _ in range(5):
             if not client.api.prune_images(filters={"dangling": True}).get("ImagesDeleted"):

@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import Tree
-
 from lamina.core.backends.docker import DockerEngine
 from lamina.core.events import BuildFinished
 from lamina.core.model import BuildRequest
 from lamina.tui.app import LaminaApp, make_app
 from lamina.tui.screens.main import MainScreen
 from lamina.tui.widgets.layers import LayersView
+from textual.widgets import Tree
 
 pytestmark = pytest.mark.docker
 
@@ -55,7 +54,9 @@ async def test_app_shows_shared_base_layers_from_docker(
         assert graph.share_count(base_layer) >= 3
         assert {i.id for i in graph.images_using[base_layer]} >= {id_a, id_b}
         tree_widget = view.query_one("#layer-tree", Tree)
-        labels = [str(tree_widget.get_node_at_line(i).label) for i in range(tree_widget.last_line + 1)]
+        labels = [
+            str(tree_widget.get_node_at_line(i).label) for i in range(tree_widget.last_line + 1)
+        ]
         assert any(tag_a in label for label in labels)
         assert any(tag_b in label for label in labels)
         # Opening a layer reads its files lazily from Docker's saved image.

@@ -9,10 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from lamina.core.backends.docker import DockerEngine
 from lamina.core.errors import UsageError
-from lamina.core.events import BuildFailed, BuildFinished, BuildStarted, StepFinished, StepOutput, StepStarted
+from lamina.core.events import (
+    BuildFailed,
+    BuildFinished,
+    BuildStarted,
+    StepFinished,
+    StepOutput,
+    StepStarted,
+)
 from lamina.core.model import BuildRequest, StepRecord
 
 pytestmark = pytest.mark.docker
@@ -42,7 +48,7 @@ def ctx(tmp_path: Path, tree: Any, docker_base: str) -> Path:
             "ARG FLAVOUR=plain\n"
             "RUN echo $FLAVOUR > /flavour\n"
             "COPY app /app\n"
-            "CMD [\"cat\", \"/flavour\"]\n",
+            'CMD ["cat", "/flavour"]\n',
             "app/main.txt": "v1\n",
             "app/lib/util.txt": "util\n",
         },
@@ -106,7 +112,11 @@ def test_reasons_for_build_arg_and_instruction(
         "old": "plain",
         "new": "spicy",
     }
-    text = (ctx / "Dockerfile").read_text().replace('CMD ["cat", "/flavour"]', 'CMD ["cat", "/app/main.txt"]')
+    text = (
+        (ctx / "Dockerfile")
+        .read_text()
+        .replace('CMD ["cat", "/flavour"]', 'CMD ["cat", "/app/main.txt"]')
+    )
     (ctx / "Dockerfile").write_text(text)
     events = run(docker_engine, ctx, tag, build_args={"FLAVOUR": "spicy"})
     assert hm(events) == ["HIT", "HIT", "HIT", "HIT", "MISS"]
@@ -141,7 +151,11 @@ def test_failed_run_is_one_line_naming_the_step(
 
 
 def test_dockerfile_outside_context_and_target(
-    docker_engine: DockerEngine, tmp_path: Path, tree: Any, docker_base: str, docker_tag: Callable[[str], str]
+    docker_engine: DockerEngine,
+    tmp_path: Path,
+    tree: Any,
+    docker_base: str,
+    docker_tag: Callable[[str], str],
 ) -> None:
     context = tree(tmp_path / "c", {"data.txt": "d"})
     dockerfile = tmp_path / "elsewhere" / "build.Dockerfile"
@@ -178,7 +192,9 @@ def test_cancel_ends_with_a_cancelled_event(
 ) -> None:
     slow = tree(
         tmp_path / "slow",
-        {"Dockerfile": f"FROM {docker_base}\nRUN echo {os.urandom(4).hex()} && sleep 2\nRUN sleep 30\n"},
+        {
+            "Dockerfile": f"FROM {docker_base}\nRUN echo {os.urandom(4).hex()} && sleep 2\nRUN sleep 30\n"
+        },
     )
     cancel = threading.Event()
     events = []

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from lamina.core.backends.docker import DockerEngine, _split_tag, parse_time
 from lamina.core.engine import open_engine
 from lamina.core.errors import EngineUnavailable, UsageError
@@ -52,7 +51,9 @@ def test_tcp_port_nobody_listens_on(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{port}")
     with pytest.raises(EngineUnavailable) as info:
         DockerEngine()
-    assert _one_line(info.value).startswith(f"cannot reach the Docker Engine at tcp://127.0.0.1:{port}")
+    assert _one_line(info.value).startswith(
+        f"cannot reach the Docker Engine at tcp://127.0.0.1:{port}"
+    )
 
 
 def test_cli_prints_one_line_without_traceback(tmp_path: Path) -> None:
@@ -67,10 +68,14 @@ def test_cli_prints_one_line_without_traceback(tmp_path: Path) -> None:
         "except Exception as exc:\n"
         "    print(f'lamina: {exc}', file=sys.stderr); sys.exit(getattr(exc, 'exit_code', 99))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("lamina: cannot reach the Docker Engine at unix://")
+    assert len(lines) == 1 and lines[0].startswith(
+        "lamina: cannot reach the Docker Engine at unix://"
+    )
 
 
 @pytest.mark.docker
@@ -103,6 +108,7 @@ def test_socket_without_permission(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         cwd=tmp_path,
+        check=False,
     )
     assert proc.stderr == ""
     assert proc.stdout.strip() == (

@@ -11,7 +11,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from lamina.core.backends.docker_build import BuildRecords, explain, plan_inputs
 from lamina.core.backends.docker_context import context_tar
 from lamina.core.backends.docker_save import ChunkReader, changes, read_layers
@@ -49,17 +48,36 @@ def saved_image(layers: list[bytes], oci: bool = False) -> bytes:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
         config = json.dumps({"rootfs": {"diff_ids": []}}).encode()
-        info = tarfile.TarInfo("blobs/sha256/" + hashlib.sha256(config).hexdigest() if oci else "c.json")
+        info = tarfile.TarInfo(
+            "blobs/sha256/" + hashlib.sha256(config).hexdigest() if oci else "c.json"
+        )
         info.size = len(config)
         tar.addfile(info, io.BytesIO(config))
     return buf.getvalue()
 
 
-BASE = layer_tar([("etc/", "dir", b""), ("etc/group", "file", "g"), ("etc/passwd", "file", "p"),
-                  ("opt/", "dir", b""), ("opt/old", "file", "o"), (".hidden", "file", "h")])
-TOP = layer_tar([("etc/", "dir", b""), ("etc/.wh.group", "file", b""), ("etc/passwd", "file", "p2"),
-                 ("opt/", "dir", b""), ("opt/.wh..wh..opq", "file", b""), ("opt/new", "file", "n"),
-                 ("app/", "dir", b""), ("app/link", "symlink", "/etc/passwd")])
+BASE = layer_tar(
+    [
+        ("etc/", "dir", b""),
+        ("etc/group", "file", "g"),
+        ("etc/passwd", "file", "p"),
+        ("opt/", "dir", b""),
+        ("opt/old", "file", "o"),
+        (".hidden", "file", "h"),
+    ]
+)
+TOP = layer_tar(
+    [
+        ("etc/", "dir", b""),
+        ("etc/.wh.group", "file", b""),
+        ("etc/passwd", "file", "p2"),
+        ("opt/", "dir", b""),
+        ("opt/.wh..wh..opq", "file", b""),
+        ("opt/new", "file", "n"),
+        ("app/", "dir", b""),
+        ("app/link", "symlink", "/etc/passwd"),
+    ]
+)
 
 
 def diff_id(data: bytes) -> str:
@@ -133,7 +151,16 @@ def test_plan_inputs_scopes_build_args_and_checksums_sources(tmp_path: Path) -> 
         "FROM base AS two\nRUN true\n"
     )
     steps = plan_inputs(BuildRequest(context=str(ctx), build_args={"G": "2"}))
-    assert [(s["stage"], s["index"]) for s in steps] == [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4), (0, 5), (1, 0), (1, 1)]
+    assert [(s["stage"], s["index"]) for s in steps] == [
+        (0, 0),
+        (0, 1),
+        (0, 2),
+        (0, 3),
+        (0, 4),
+        (0, 5),
+        (1, 0),
+        (1, 1),
+    ]
     run = steps[5]
     assert run["args"] == {"G": "2"}  # L is overridden by ENV, G has the --build-arg value
     copy = steps[4]
@@ -147,10 +174,12 @@ def test_plan_inputs_scopes_build_args_and_checksums_sources(tmp_path: Path) -> 
 
 
 def test_explain_compares_with_the_previous_build() -> None:
-    prev = {"inputs": [
-        {"stage": 0, "index": 0, "instruction": "FROM b", "base": "sha256:" + "a" * 64},
-        {"stage": 0, "index": 1, "instruction": "RUN x", "args": {"V": "1"}},
-    ]}
+    prev = {
+        "inputs": [
+            {"stage": 0, "index": 0, "instruction": "FROM b", "base": "sha256:" + "a" * 64},
+            {"stage": 0, "index": 1, "instruction": "RUN x", "args": {"V": "1"}},
+        ]
+    }
     same = {"stage": 0, "index": 1, "instruction": "RUN x", "args": {"V": "1"}}
     assert explain(same, prev, first_miss=None, no_cache=False)["kind"] == "pruned"
     changed = dict(same, args={"V": "2"})
@@ -160,7 +189,9 @@ def test_explain_compares_with_the_previous_build() -> None:
     moved = dict(same, _base="sha256:" + "b" * 64)
     assert explain(moved, prev, first_miss=None, no_cache=False)["kind"] == "base_changed"
     assert explain(same, None, first_miss=None, no_cache=False)["kind"] == "first_build"
-    assert explain(same, prev, first_miss=("0/1", "RUN x"), no_cache=False)["kind"] == "parent_missed"
+    assert (
+        explain(same, prev, first_miss=("0/1", "RUN x"), no_cache=False)["kind"] == "parent_missed"
+    )
     assert explain(same, prev, first_miss=None, no_cache=True)["kind"] == "no_cache"
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from lamina.core.backends.docker import DockerEngine
 from lamina.core.backends.docker_prune import BUILDKIT_PREFIX, DIFFERENCES
 from lamina.core.errors import UsageError
@@ -31,7 +30,11 @@ def build(engine: DockerEngine, context: Path, tag: str) -> str:
 
 @pytest.fixture
 def dangling(
-    docker_engine: DockerEngine, docker_base: str, docker_tag: Callable[[str], str], tmp_path: Path, tree: Any
+    docker_engine: DockerEngine,
+    docker_base: str,
+    docker_tag: Callable[[str], str],
+    tmp_path: Path,
+    tree: Any,
 ) -> tuple[str, str, str]:
     """A tag rebuilt once: (tag, the old now-dangling image, the new image)."""
     token = os.urandom(8).hex()
@@ -53,7 +56,9 @@ def dangling(
     return tag, old, new
 
 
-def test_system_df_matches_docker(docker_engine: DockerEngine, dangling: tuple[str, str, str]) -> None:
+def test_system_df_matches_docker(
+    docker_engine: DockerEngine, dangling: tuple[str, str, str]
+) -> None:
     tag, old, new = dangling
     usage = docker_engine.disk_usage()
     df = docker_engine.api.df()
@@ -132,7 +137,12 @@ def _buildkit_docker() -> str:
     """A docker CLI that can build with BuildKit without buildx (Debian's 20.10)."""
     for candidate in ("/usr/bin/docker", shutil.which("docker") or ""):
         if candidate and os.path.exists(candidate):
-            out = subprocess.run([candidate, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True)
+            out = subprocess.run(
+                [candidate, "version", "--format", "{{.Client.Version}}"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if out.returncode == 0 and out.stdout.startswith("20."):
                 return candidate
     pytest.fail("a docker 20.10 CLI (Debian's docker.io) is needed to make BuildKit cache records")
@@ -145,11 +155,18 @@ def test_builder_prune_plan_matches_docker(
     token = os.urandom(8).hex()
     ctx = tree(
         tmp_path / "bk",
-        {"Dockerfile": f"FROM {docker_base}\nRUN echo {token} > /t && head -c 30000 /dev/zero > /z\n"},
+        {
+            "Dockerfile": f"FROM {docker_base}\nRUN echo {token} > /t && head -c 30000 /dev/zero > /z\n"
+        },
     )
     env = dict(os.environ, DOCKER_BUILDKIT="1")
     env.pop("DOCKER_API_VERSION", None)
-    subprocess.run([exe, "build", "--network", "none", "-q", str(ctx)], check=True, env=env, capture_output=True)
+    subprocess.run(
+        [exe, "build", "--network", "none", "-q", str(ctx)],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     records = docker_engine.api.df()["BuildCache"] or []
     assert records, "BuildKit left no cache records"
     plan = docker_engine.plan_prune(PruneRequest("builder", all=True))
@@ -161,7 +178,9 @@ def test_builder_prune_plan_matches_docker(
     assert set(result.cache) == planned
     # BuildKit's SpaceReclaimed re-measures the snapshots and may differ by a few bytes
     # from the sizes system df reported (a documented difference).
-    assert abs(result.reclaimed_bytes - plan.reclaimable_bytes) <= max(4096, plan.reclaimable_bytes // 100)
+    assert abs(result.reclaimed_bytes - plan.reclaimable_bytes) <= max(
+        4096, plan.reclaimable_bytes // 100
+    )
     assert not result.skipped
     assert not [r for r in docker_engine.api.df()["BuildCache"] or [] if not r.get("InUse")]
     assert docker_engine.plan_prune(PruneRequest("builder", all=True)).cache == ()

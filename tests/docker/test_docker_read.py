@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from lamina.core.backends.docker import DockerEngine
 from lamina.core.digest import chain_ids
 from lamina.core.errors import NotFound
@@ -41,13 +40,15 @@ def docker_cli(*args: str) -> str:
 
 @pytest.fixture
 def two_images(
-    docker_engine: DockerEngine, docker_base: str, docker_tag: Callable[[str], str], tmp_path: Path, tree: Any
+    docker_engine: DockerEngine,
+    docker_base: str,
+    docker_tag: Callable[[str], str],
+    tmp_path: Path,
+    tree: Any,
 ) -> tuple[str, str, str, str]:
     """Two images on one base sharing their first two layers."""
     shared = (
-        f"FROM {docker_base}\n"
-        "RUN mkdir -p /app && echo shared > /app/shared.txt\n"
-        "ENV MODE=prod\n"
+        f"FROM {docker_base}\nRUN mkdir -p /app && echo shared > /app/shared.txt\nENV MODE=prod\n"
     )
     a = tree(
         tmp_path / "a",
@@ -57,7 +58,9 @@ def two_images(
             + "LABEL which=a\n",
         },
     )
-    b = tree(tmp_path / "b", {"Dockerfile": shared + "COPY data /data\n", "data/x.bin": b"x" * 5000})
+    b = tree(
+        tmp_path / "b", {"Dockerfile": shared + "COPY data /data\n", "data/x.bin": b"x" * 5000}
+    )
     tag_a, tag_b = docker_tag("a"), docker_tag("b")
     id_a, _ = build(docker_engine, a, tag_a)
     id_b, _ = build(docker_engine, b, tag_b)
@@ -147,7 +150,11 @@ def test_layer_changes_read_lazily_from_saved_stream(
 
 
 def test_rebuilt_tag_leaves_a_dangling_image(
-    docker_engine: DockerEngine, docker_base: str, docker_tag: Callable[[str], str], tmp_path: Path, tree: Any
+    docker_engine: DockerEngine,
+    docker_base: str,
+    docker_tag: Callable[[str], str],
+    tmp_path: Path,
+    tree: Any,
 ) -> None:
     ctx = tree(tmp_path / "c", {"Dockerfile": f"FROM {docker_base}\nRUN echo 1 > /v\n"})
     tag = docker_tag("moved")
@@ -157,12 +164,16 @@ def test_rebuilt_tag_leaves_a_dangling_image(
     images = {i.id: i for i in docker_engine.images()}
     assert images[second].tags == (tag,)
     assert images[first].dangling
-    dangling = docker_cli("images", "--no-trunc", "--filter", "dangling=true", "--format", "{{.ID}}")
+    dangling = docker_cli(
+        "images", "--no-trunc", "--filter", "dangling=true", "--format", "{{.ID}}"
+    )
     assert first in dangling.splitlines()
 
 
 def test_tag_and_rmi(
-    docker_engine: DockerEngine, two_images: tuple[str, str, str, str], docker_tag: Callable[[str], str]
+    docker_engine: DockerEngine,
+    two_images: tuple[str, str, str, str],
+    docker_tag: Callable[[str], str],
 ) -> None:
     _, id_a, _, _ = two_images
     extra = docker_tag("extra")
@@ -188,7 +199,11 @@ def _saved_config(engine: DockerEngine, ref: str) -> dict[str, Any]:
 
 
 def test_empty_layers_match_the_stored_config_for_buildkit_images(
-    docker_engine: DockerEngine, docker_base: str, docker_tag: Callable[[str], str], tmp_path: Path, tree: Any
+    docker_engine: DockerEngine,
+    docker_base: str,
+    docker_tag: Callable[[str], str],
+    tmp_path: Path,
+    tree: Any,
 ) -> None:
     """BuildKit images have no local intermediates: empty layers come from the history text."""
     exe = "/usr/bin/docker"
@@ -198,14 +213,19 @@ def test_empty_layers_match_the_stored_config_for_buildkit_images(
         tmp_path / "bk",
         {
             "Dockerfile": f"FROM {docker_base}\nENV A=1\nWORKDIR /work\nCOPY f /work/f\n"
-            f"RUN echo {os.urandom(4).hex()} > /r\nLABEL l=1\nRUN true\nCMD [\"sh\"]\n",
+            f'RUN echo {os.urandom(4).hex()} > /r\nLABEL l=1\nRUN true\nCMD ["sh"]\n',
             "f": "x",
         },
     )
     tag = docker_tag("buildkit")
     env = dict(os.environ, DOCKER_BUILDKIT="1")
     env.pop("DOCKER_API_VERSION", None)
-    subprocess.run([exe, "build", "--network", "none", "-q", "-t", tag, str(ctx)], check=True, env=env, capture_output=True)
+    subprocess.run(
+        [exe, "build", "--network", "none", "-q", "-t", tag, str(ctx)],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     config = _saved_config(docker_engine, tag)
     truth = [bool(h.get("empty_layer")) for h in config["history"]]
     ours = [e.empty_layer for e in reversed(docker_engine.history(tag))]

@@ -18,6 +18,7 @@ earlier scenarios or runs can never answer for this one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -31,7 +32,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-
 from lamina.core.archive import import_rootfs
 from lamina.core.backends.docker import DockerEngine
 from lamina.core.backends.docker_save import ChunkReader
@@ -244,7 +244,9 @@ def outcome(events: Iterable[Any]) -> Outcome:
 class Parity:
     """Runs a scenario on both engines and checks that they agree."""
 
-    def __init__(self, docker: DockerEngine, embedded: EmbeddedEngine, ws: Workspace, tag: str) -> None:
+    def __init__(
+        self, docker: DockerEngine, embedded: EmbeddedEngine, ws: Workspace, tag: str
+    ) -> None:
         self.docker = docker
         self.embedded = embedded
         self.ws = ws
@@ -361,10 +363,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for image in client.api.images():
             for tag in image.get("RepoTags") or []:
                 if tag.startswith(prefix):
-                    try:
+                    with contextlib.suppress(Exception):  # best effort cleanup
                         client.api.remove_image(tag, force=True)
-                    except Exception:  # noqa: BLE001 - best effort cleanup
-                        pass
         # One prune frees parents that the previous one left childless.
         for _ in range(5):
             if not client.api.prune_images(filters={"dangling": True}).get("ImagesDeleted"):

@@ -30,7 +30,7 @@ class Scenario:
     rule: str = ""
 
 
-def Build(expect: str | None = None, **options: Any) -> Step:  # noqa: N802 - reads as a step
+def Build(expect: str | None = None, **options: Any) -> Step:
     """A build on both engines; ``expect`` is Docker's predicted H/M over non-FROM steps."""
     return ("build", expect, options)
 
@@ -73,7 +73,12 @@ def symlink(target: str, rel: str) -> Step:
 
 def setcap(rel: str) -> Step:
     """Gives a file a file capability (cap_net_bind_service, permitted)."""
-    return ("xattr", rel, "security.capability", struct.pack("<IIIII", 0x02000000, 1 << 10, 0, 0, 0))
+    return (
+        "xattr",
+        rel,
+        "security.capability",
+        struct.pack("<IIIII", 0x02000000, 1 << 10, 0, 0, 0),
+    )
 
 
 pytestmark = [pytest.mark.docker, pytest.mark.root, pytest.mark.slow]
@@ -186,13 +191,13 @@ SCENARIOS = [
     Scenario(
         "metadata-steps-expose-cmd-stopsignal",
         {
-            "Dockerfile": "FROM {BASE}\nEXPOSE 80\nCMD [\"sh\"]\nSTOPSIGNAL SIGTERM\n"
+            "Dockerfile": 'FROM {BASE}\nEXPOSE 80\nCMD ["sh"]\nSTOPSIGNAL SIGTERM\n'
             "HEALTHCHECK NONE\nRUN echo z > /z\n"
         },
         [
             Build("MMMMM"),
             dockerfile(
-                "FROM {BASE}\nEXPOSE 80\nCMD [\"sh\"]\nSTOPSIGNAL SIGINT\nHEALTHCHECK NONE\n"
+                'FROM {BASE}\nEXPOSE 80\nCMD ["sh"]\nSTOPSIGNAL SIGINT\nHEALTHCHECK NONE\n'
                 "RUN echo z > /z\n"
             ),
             Build("HHMMM"),
@@ -207,10 +212,10 @@ SCENARIOS = [
     ),
     Scenario(
         "shell-change-misses-run",
-        {"Dockerfile": "FROM {BASE}\nSHELL [\"/bin/sh\", \"-c\"]\nRUN echo s > /s\n"},
+        {"Dockerfile": 'FROM {BASE}\nSHELL ["/bin/sh", "-c"]\nRUN echo s > /s\n'},
         [
             Build("MM"),
-            dockerfile("FROM {BASE}\nSHELL [\"/bin/sh\", \"-ec\"]\nRUN echo s > /s\n"),
+            dockerfile('FROM {BASE}\nSHELL ["/bin/sh", "-ec"]\nRUN echo s > /s\n'),
             Build("MM"),
         ],
         rule="RUN's key holds the SHELL",
@@ -324,7 +329,11 @@ SCENARIOS = [
     ),
     Scenario(
         "copy-dir-removed-file",
-        {"Dockerfile": "FROM {BASE}\nCOPY dir /d\nRUN ls -R /d > /listing\n", "dir/a": "a", "dir/b": "b"},
+        {
+            "Dockerfile": "FROM {BASE}\nCOPY dir /d\nRUN ls -R /d > /listing\n",
+            "dir/a": "a",
+            "dir/b": "b",
+        },
         [Build("MM"), rm("dir/b"), Build("MM")],
         rule="a removed file changes the dir: checksum",
     ),
@@ -516,14 +525,18 @@ SCENARIOS = [
     ),
     Scenario(
         "copy-from-image",
-        {"Dockerfile": "FROM {BASE}\nCOPY --from={BASE} /etc/passwd /copied/passwd\nRUN wc -l /copied/passwd > /n\n"},
+        {
+            "Dockerfile": "FROM {BASE}\nCOPY --from={BASE} /etc/passwd /copied/passwd\nRUN wc -l /copied/passwd > /n\n"
+        },
         [Build("MM"), Build("HH")],
         rule="COPY --from=<image> hashes the files as they are in that image",
     ),
     Scenario(
         "run-deletes-and-replaces-files",
-        {"Dockerfile": "FROM {BASE}\nRUN rm /etc/group && mkdir -p /opt/a && echo 1 > /opt/a/f\n"
-         "RUN rm -rf /opt/a && mkdir /opt/a && echo 2 > /opt/a/g && ln -s /opt/a/g /opt/link\n"},
+        {
+            "Dockerfile": "FROM {BASE}\nRUN rm /etc/group && mkdir -p /opt/a && echo 1 > /opt/a/f\n"
+            "RUN rm -rf /opt/a && mkdir /opt/a && echo 2 > /opt/a/g && ln -s /opt/a/g /opt/link\n"
+        },
         [Build("MM"), Build("HH")],
         rule="whiteouts and opaque directories in RUN layers",
     ),
