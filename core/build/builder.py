@@ -1120,6 +1120,18 @@ def _finish_record(
         )
 
 
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def list_builds(store: Store, limit: int = 50) -> list[BuildRecord]:
     """Recorded builds, newest first, each with its steps.
 
@@ -1145,6 +1157,11 @@ def list_builds(store: Store, limit: int = 50) -> list[BuildRecord]:
                 "SELECT * FROM build_steps WHERE build_id = ? ORDER BY seq", (row["id"],)
             )
         )
+        status, error = row["status"], row["error"]
+        if status == "running" and not _alive(row["pid"]):
+            # The process died mid-build (killed, power loss): say so instead of
+            # showing a build that runs forever.
+            status, error = "failed", error or "interrupted: the building process is gone"
         out.append(
             BuildRecord(
                 id=row["id"],
@@ -1156,8 +1173,8 @@ def list_builds(store: Store, limit: int = 50) -> list[BuildRecord]:
                 build_args=json.loads(row["build_args"] or "{}"),
                 target=row["target"],
                 image=row["image"],
-                status=row["status"],
-                error=row["error"],
+                status=status,
+                error=error,
                 steps=steps,
             )
         )

@@ -251,3 +251,22 @@ def test_concurrent_builds_from_two_processes(store: Store, tmp_path: Path) -> N
         assert s.images.resolve("img1") == results[1][1]
     finally:
         s.close()
+
+
+def test_a_build_whose_process_died_is_listed_as_failed(store: Store, ctx: Path) -> None:
+    seeded(store, ctx)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    with store.index.transaction() as conn:
+        conn.execute(
+            "INSERT INTO builds (started, dockerfile, context, tags, build_args, status, pid)"
+            " VALUES (1, 'Dockerfile', '.', '[]', '{}', 'running', ?)",
+            (int(dead),),
+        )
+    newest = list_builds(store, 1)[0]
+    assert (newest.status, newest.error) == ("failed", "interrupted: the building process is gone")
+    assert list_builds(store)[1].status == "ok"
