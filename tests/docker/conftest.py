@@ -8,7 +8,6 @@ per-session prefix and removed at the end of the session.
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,6 +107,3 @@ def write_tree(root: Path, files: dict[str, str | bytes]) -> Path:
 def tree() -> object:
     """``tree(root, {path: content})`` writes a build context."""
     return write_tree
-
-
-os.environ.setdefault("DOCKER_BUILDKIT", "0")

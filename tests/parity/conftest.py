@@ -40,7 +40,6 @@ from lamina.core.embedded import EmbeddedEngine
 from lamina.core.events import BuildFailed, BuildFinished, StepFinished
 from lamina.core.model import BuildRequest
 
-os.environ.setdefault("DOCKER_BUILDKIT", "0")
 RUN_ID = uuid.uuid4().hex[:8]
 _created_tags: set[str] = set()
 
