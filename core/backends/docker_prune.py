@@ -445,8 +445,13 @@ def disk_usage(engine: DockerEngine, now: float | None = None) -> DiskUsage:
             fs_free, fs_total = int(fs.free), int(fs.total)
         except (OSError, LaminaError):
             pass  # a daemon in another mount namespace: its disk is not ours to stat
+    # BuildKit records stand on layer rows of their own only for the planning; they are
+    # build cache, not image layers, and Docker's LayersSize leaves them out too.
+    layers = tuple(u for u in usage.layers if not u.chain_id.startswith(BUILDKIT_PREFIX))
     return replace(
         usage,
+        layers=layers,
+        layers_size=sum(u.size for u in layers),
         categories=tuple(categories),
         reclaimable=freed("system", False),
         reclaimable_all=freed("system", True),
