@@ -964,8 +964,30 @@ class _Walk:
                     status,
                     lines[-10:],
                 )
+            self._volume_mountpoints(upper, below, state)
             info = self.store.layers.commit_dir(upper, state.chain, step.created_by)
         return info.chain_id
+
+    def _volume_mountpoints(self, upper: Path, below: RootFS, state: _State) -> None:
+        """What Docker's RUN container leaves for each VOLUME: the mount point exists in
+        the layer, and whatever the command wrote inside the volume is gone (it went to
+        the volume, which the build discards)."""
+        from lamina.core.build.copy import LayerWriter
+
+        writer = LayerWriter(upper, below)
+        for volume in sorted(state.config.get("Volumes") or {}):
+            parts = split(volume)
+            if not parts:
+                continue
+            inside = upper.joinpath(*parts)
+            if inside.is_dir() and not inside.is_symlink():
+                for child in list(inside.iterdir()):
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child)
+                    else:
+                        child.unlink()
+            elif not below.is_dir(volume):
+                writer.ensure_dir(parts)
 
 
 # -- entry points -----------------------------------------------------------------

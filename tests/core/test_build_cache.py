@@ -601,3 +601,21 @@ def test_copy_from_an_image_hashes_its_real_owner(store: Store, ctx: Path) -> No
     root = store.layers.diff_path(result.steps[1].layer)
     assert (root / "etc" / "passwd").read_text().startswith("root:x:0:0:")
     assert build(store, ctx).cached() == [None, True]
+
+
+@pytest.mark.root
+def test_run_after_volume_commits_the_mount_point_and_drops_writes_inside(
+    store: Store, ctx: Path
+) -> None:
+    """As a Docker classic build does (checked on Engine 20.10+): the RUN layer holds
+    the empty mount point; what the command wrote into the volume is gone."""
+    text = (
+        "FROM busybox\nVOLUME /data\nRUN echo z > /data/x && echo y > /y\nVOLUME /opt/v\nRUN true\n"
+    )
+    result = build(store, ctx, text)
+    first_run = store.layers.diff_path(result.steps[2].layer)
+    assert sorted(os.listdir(first_run)) == ["data", "y"]
+    assert os.listdir(first_run / "data") == []
+    second_run = store.layers.diff_path(result.steps[4].layer)
+    assert sorted(os.listdir(second_run)) == ["opt"]
+    assert os.listdir(second_run / "opt") == ["v"]
