@@ -56,26 +56,27 @@ def test_tcp_port_nobody_listens_on(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-def test_cli_prints_one_line_without_traceback(tmp_path: Path) -> None:
-    env = dict(os.environ, DOCKER_HOST=f"unix://{tmp_path}/nothing.sock", LAMINA_HOME=str(tmp_path))
-    code = (
-        "import sys\n"
-        "from lamina.tui.cli import main\n"
-        "from lamina.tui.cli.context import CliContext\n"
-        "ctx = CliContext(engine_kind='docker')\n"
-        "try:\n"
-        "    ctx.engine\n"
-        "except Exception as exc:\n"
-        "    print(f'lamina: {exc}', file=sys.stderr); sys.exit(getattr(exc, 'exit_code', 99))\n"
-    )
+@pytest.mark.parametrize(
+    "verb",
+    [["images"], ["history", "busybox"], ["system", "df"], ["image", "prune", "--dry-run"]],
+    ids=lambda v: " ".join(v),
+)
+def test_cli_prints_one_line_without_traceback(tmp_path: Path, verb: list[str]) -> None:
+    host = f"unix://{tmp_path}/nothing.sock"
+    env = dict(os.environ, DOCKER_HOST=host, LAMINA_HOME=str(tmp_path))
     proc = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "lamina.tui", "--engine", "docker", *verb],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 1
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(
-        "lamina: cannot reach the Docker Engine at unix://"
-    )
+    assert proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        f"lamina: cannot reach the Docker Engine at {host}: is dockerd running? "
+        "(set DOCKER_HOST to use another daemon)"
+    ]
 
 
 @pytest.mark.docker
