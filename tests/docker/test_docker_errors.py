@@ -73,10 +73,11 @@ def test_cli_prints_one_line_without_traceback(tmp_path: Path, verb: list[str]) 
     )
     assert proc.returncode == 1
     assert proc.stdout == ""
-    assert proc.stderr.splitlines() == [
+    expected = (
         f"lamina: cannot reach the Docker Engine at {host}: is dockerd running? "
         "(set DOCKER_HOST to use another daemon)"
-    ]
+    )
+    assert proc.stderr.splitlines() == [expected]
 
 
 @pytest.mark.docker
