@@ -925,8 +925,9 @@ class _Walk:
             scratch = work / "work"
             upper.mkdir()
             scratch.mkdir()
+            mounts = self._volume_layer(work / "volumes", below, state)
             spec = RunSpec(
-                lowerdirs=lowers,
+                lowerdirs=((mounts,) if mounts else ()) + lowers,
                 upper=upper,
                 work=scratch,
                 argv=tuple(argv),
@@ -967,6 +968,20 @@ class _Walk:
             self._volume_mountpoints(upper, below, state)
             info = self.store.layers.commit_dir(upper, state.chain, step.created_by)
         return info.chain_id
+
+    def _volume_layer(self, path: Path, below: RootFS, state: _State) -> Path | None:
+        """A layer with the VOLUME mount points the image lacks, put on top of the
+        lower layers so the command finds them (Docker mounts a volume there)."""
+        from lamina.core.build.copy import LayerWriter
+
+        missing = [v for v in state.config.get("Volumes") or {} if not below.is_dir(v)]
+        if not missing:
+            return None
+        path.mkdir()
+        writer = LayerWriter(path, below)
+        for volume in missing:
+            writer.ensure_dir(split(volume))
+        return path
 
     def _volume_mountpoints(self, upper: Path, below: RootFS, state: _State) -> None:
         """What Docker's RUN container leaves for each VOLUME: the mount point exists in
