@@ -19,6 +19,10 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 FILES_PER_DIR = 100
+# Generated files get an old mtime, like a checkout's files that nobody touched today.
+# A stat cache rightly distrusts files modified within the last moments (git's "racy"
+# entries), so fresh mtimes would make every build rehash the whole context.
+OLD_MTIME = 1_600_000_000
 MANIFEST = ".bench-context.json"
 
 # A RUN before the COPY (a layer from the base), the COPY of the whole context, and a
@@ -73,6 +77,7 @@ def write_files(root: Path, spec: ContextSpec) -> None:
         if index % FILES_PER_DIR == 0:
             path.parent.mkdir()
         path.write_bytes(rng.randbytes(size))
+        os.utime(path, (OLD_MTIME, OLD_MTIME))
 
 
 def generate(root: Path, spec: ContextSpec, base: str) -> Path:
@@ -138,6 +143,7 @@ def revert_edit(root: Path, spec: ContextSpec) -> None:
             path = root / file_path(index)
             if path.read_bytes() != data:
                 path.write_bytes(data)
+            os.utime(path, (OLD_MTIME, OLD_MTIME))
             return
 
 

@@ -179,3 +179,17 @@ def test_build_decisions_are_checked(cached: tuple[bool | None, ...], kind: str,
     else:
         with pytest.raises(BenchError):
             check_decisions(cached, kind)
+
+
+def test_generated_files_are_old_and_an_edit_is_new(tmp_path: Path) -> None:
+    import time
+
+    from bench.context import OLD_MTIME, file_path
+
+    spec = ContextSpec(files=30, total_bytes=30_000)
+    root = generate(tmp_path / "ctx", spec, base="x")
+    assert {int(p.stat().st_mtime) for p in root.rglob("*.bin")} == {OLD_MTIME}
+    rel = edit_one_file(root, spec, 1)
+    assert (root / rel).stat().st_mtime > time.time() - 60
+    revert_edit(root, spec)
+    assert int((root / file_path(spec.files // 2)).stat().st_mtime) == OLD_MTIME
