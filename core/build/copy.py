@@ -184,12 +184,13 @@ def context_sources(ctx: Context, src: str, *, add: bool) -> list[Source]:
     for r in rels:
         # Hashing reads every file (or trusts the stat cache, whose signature holds the
         # mode and ctime), so an unreadable file fails here, naming itself.
+        target = ctx.resolve(r)  # a symlinked source is followed, as by Docker
         is_dir = ctx.is_dir(r)
-        archive = add and not is_dir and is_archive(ctx.root / r)
+        archive = add and not is_dir and is_archive(ctx.root / target)
         out.append(
             Source(
                 origin="context",
-                path=r,
+                path=target,
                 name=r.rsplit("/", 1)[-1] if r else ".",
                 is_dir=is_dir,
                 archive=archive,
@@ -521,8 +522,11 @@ def _walk_source(
         base = src.path
         out = []
         for p in context.below(base):
+            st = context.entries.get(p)
+            if st is None:
+                continue  # a directory only created to hold re-included paths
             rel = p[len(base) + 1 :] if base else p
-            out.append((rel, context.root / p, context.entries[p]))
+            out.append((rel, context.root / p, st))
         return out
     assert from_root is not None
     return list(from_root.walk(src.path))

@@ -236,7 +236,12 @@ def diff_manifests(
                 what.append("mode")
             if o[4] != n[4]:
                 what.append("link target")
-            if o[2] != n[2] or o[3] != n[3]:
+            if o[0] == "symlink":
+                # A link's digest is what it points at: name it only when the link
+                # itself still points at the same place.
+                if o[4] == n[4] and o[3] != n[3]:
+                    what.append("content")
+            elif o[2] != n[2] or o[3] != n[3]:
                 what.append("content")
             if o[5:7] != n[5:7]:
                 what.append("owner")
@@ -351,6 +356,7 @@ class Context:
         self._excluded = excluded
         self.stat_cache = stat_cache or StatCache(None)
         self._entries: dict[str, os.stat_result] | None = None
+        self.implicit: set[str] = set()
         self._sums: dict[str, tuple[str, str]] = {}
 
     # -- the walk -----------------------------------------------------------------
@@ -360,6 +366,15 @@ class Context:
         """Every included path (relative, ``/``-separated) with its ``lstat``."""
         if self._entries is None:
             self._entries = dict(self._walk())
+            # Excluded directories that hold re-included paths still exist in the
+            # daemon's copy of the context (untar creates them), without a sum.
+            implicit: set[str] = set()
+            for path in self._entries:
+                parent = path.rpartition("/")[0]
+                while parent and parent not in self._entries and parent not in implicit:
+                    implicit.add(parent)
+                    parent = parent.rpartition("/")[0]
+            self.implicit = implicit
         return self._entries
 
     def _walk(self) -> Iterator[tuple[str, os.stat_result]]:
@@ -392,26 +407,64 @@ class Context:
 
     # -- lookups ------------------------------------------------------------------
 
+    def _present(self, rel: str) -> bool:
+        return rel in ("", ".") or rel in self.entries or rel in self.implicit
+
+    def resolve(self, rel: str) -> str:
+        """``rel`` with symlinks followed inside the context, as moby's
+        ``FollowSymlinkInScope`` does: ``..`` and absolute targets never leave the root,
+        a missing component ends the walk (the rest is joined as written)."""
+        parts = [p for p in rel.split("/") if p not in ("", ".")]
+        done: list[str] = []
+        hops = 0
+        while parts:
+            part = parts.pop(0)
+            if part == "..":
+                if done:
+                    done.pop()
+                continue
+            candidate = "/".join([*done, part])
+            if not self._present(candidate):
+                rest = "/".join([*done, part, *parts])
+                return "/".join(p for p in rest.split("/") if p)
+            st = self.entries.get(candidate)
+            if st is not None and stat.S_ISLNK(st.st_mode):
+                hops += 1
+                if hops > 255:
+                    raise ContextError(f"{rel}: too many levels of symbolic links")
+                target = os.readlink(self.root / candidate)
+                if target.startswith("/"):
+                    done = []
+                parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+                continue
+            done.append(part)
+        return "/".join(done)
+
     def exists(self, rel: str) -> bool:
-        """Whether ``rel`` (normalised, relative) reaches the builder."""
-        return rel in ("", ".") or rel in self.entries
+        """Whether ``rel`` (normalised, relative; symlinks followed) reaches the builder."""
+        return self._present(self.resolve(rel))
 
     def is_dir(self, rel: str) -> bool:
-        """Whether ``rel`` is a directory in the context (the root is one)."""
-        if rel in ("", "."):
+        """Whether ``rel`` is a directory in the context, symlinks followed (the root is one)."""
+        target = self.resolve(rel)
+        if target in ("", "."):
             return True
-        st = self.entries.get(rel)
+        if target in self.implicit:
+            return True
+        st = self.entries.get(target)
         return st is not None and stat.S_ISDIR(st.st_mode)
 
     def below(self, rel: str) -> list[str]:
-        """Included paths strictly below directory ``rel``, sorted."""
+        """Paths strictly below directory ``rel`` (no symlinks followed), sorted."""
+        self.entries  # noqa: B018 - the walk fills ``implicit`` too
+        every = list(self.entries) + list(self.implicit)
         if rel in ("", "."):
-            return sorted(self.entries)
+            return sorted(every)
         prefix = rel + "/"
-        return sorted(p for p in self.entries if p.startswith(prefix))
+        return sorted(p for p in every if p.startswith(prefix))
 
     def file_sum(self, rel: str) -> str:
-        """The tarsum of one included path."""
+        """The tarsum of one included path (its own entry, symlinks not followed)."""
         return self._both(rel)[0]
 
     def _both(self, rel: str) -> tuple[str, str]:
@@ -420,37 +473,57 @@ class Context:
             self._sums[rel] = self.stat_cache.tarsum(self.root / rel, rel, st)
         return self._sums[rel]
 
+    def entry_hash(self, rel: str) -> str:
+        """What moby's ``Hash(rel)`` gives for one walked path: the sum of the path the
+        symlinks lead to, or ``rel`` itself when that has no sum (a broken link, an
+        excluded target, a directory created only to hold re-included paths)."""
+        target = self.resolve(rel)
+        if target in self.entries:
+            return self.file_sum(target)
+        return rel
+
     def checksum(self, rel: str) -> str:
-        """``file:<hex>`` or ``dir:<hex>`` of one source path, as moby computes it."""
-        if rel in ("", "."):
-            return hash_string_slice("dir", sorted(self.file_sum(p) for p in self.below(rel)))
-        st = self.entries[rel]
-        if stat.S_ISDIR(st.st_mode):
-            sums = [self.file_sum(rel)] + [self.file_sum(p) for p in self.below(rel)]
-            return hash_string_slice("dir", sorted(sums))
-        return "file:" + self.file_sum(rel)
+        """``file:<hex>`` or ``dir:<hex>`` of one source path, as moby computes it (a
+        symlinked source is followed)."""
+        target = self.resolve(rel)
+        if self.is_dir(target):
+            walked = ([target] if target else []) + self.below(target)
+            return hash_string_slice("dir", sorted(self.entry_hash(p) for p in walked))
+        return "file:" + self.entry_hash(rel)
 
     def manifest(self, rel: str) -> list[ManifestEntry]:
-        """Every entry a source contributes, with the facts a reason can name."""
-        paths = [] if rel in ("", ".") else [rel]
-        if self.is_dir(rel):
-            paths += self.below(rel)
+        """Every entry a source contributes, with the facts a reason can name.
+
+        A symlink's ``digest`` is the hash it contributes (its target's), so a change
+        behind a link shows as a content change of the link.
+        """
+        target = self.resolve(rel)
+        paths = [target] if target else []
+        if self.is_dir(target):
+            paths += self.below(target)
         out = []
         for p in paths:
-            st = self.entries[p]
+            st = self.entries.get(p)
+            if st is None:  # an implicit directory
+                out.append(ManifestEntry(path=p, type="dir", mode=0o755, size=0, digest=""))
+                continue
             link = ""
+            digest = ""
             if stat.S_ISLNK(st.st_mode):
                 try:
                     link = os.readlink(self.root / p)
                 except OSError as exc:
                     raise ContextError(f"cannot read link {p}: {exc.strerror or exc}") from exc
+                digest = self.entry_hash(p)
+            else:
+                digest = self._both(p)[1]
             out.append(
                 ManifestEntry(
                     path=p,
                     type=entry_type(st.st_mode),
                     mode=stat.S_IMODE(st.st_mode),
                     size=st.st_size if stat.S_ISREG(st.st_mode) else 0,
-                    digest=self._both(p)[1],
+                    digest=digest,
                     link=link,
                 )
             )

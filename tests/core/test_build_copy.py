@@ -277,3 +277,22 @@ def test_copy_history_names_the_checksum_and_destination_as_written(
     assert created[0].endswith(" in rel ")
     assert created[1].startswith("/bin/sh -c #(nop) COPY multi:")
     assert created[1].endswith(" in ./ ")
+
+
+def test_symlinked_sources_are_followed_at_the_top_and_kept_inside(store: Store, ctx: Path) -> None:
+    (ctx / "real.txt").write_text("real")
+    os.symlink("real.txt", ctx / "top")
+    (ctx / "d").mkdir()
+    os.symlink("../real.txt", ctx / "d" / "inner")
+    image, _ = build(store, ctx, "FROM busybox\nCOPY top /top\nCOPY d /d\n")
+    root = image_root(store, image)
+    hit = root.lstat("/top")
+    assert hit is not None and stat.S_ISREG(hit[1].st_mode)
+    assert root.read_file("/top") == b"real"
+    inner = root.lstat("/d/inner")
+    assert inner is not None and stat.S_ISLNK(inner[1].st_mode)
+    # The link's target changed content: Docker's hash of d follows the link.
+    (ctx / "real.txt").write_text("new!")
+    _, steps = build(store, ctx, "FROM busybox\nCOPY top /top\nCOPY d /d\n")
+    assert steps[1].reason["changed"] == [{"path": "real.txt", "what": ["content"]}]
+    assert steps[2].reason["kind"] == "parent_missed"

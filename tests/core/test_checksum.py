@@ -220,3 +220,52 @@ def test_manifest_round_trip(tmp_path: Path) -> None:
     assert doc["f"][:3] == ["file", os.stat(tmp_path / "f").st_mode & 0o7777, 3]
     assert doc["f"][3] == hashlib.sha256(b"abc").hexdigest()
     assert doc["l"][0] == "symlink" and doc["l"][4] == "f"
+
+
+# Checksums Docker Engine's classic builder printed (`docker history`, DOCKER_BUILDKIT=0)
+# for these exact contexts; modes and contents are fixed, mtimes and owners are not.
+DOCKER_OBSERVED = {
+    "first": {
+        "f": "file:8582af4daeaf0680f84231b3cb3c1b3f178576b5a6a8982837583d5676f28428",
+        "d1": "dir:94fee713bfa162448909b547b365f2fe08cd783d4218fcfd81c09d81946d2f30",
+        "d2": "dir:1985aa912f9cc4f102da8f444fe06548e18cb19f65e8551cca7643bee4320c6e",
+        "d3": "dir:95c3e71b21900012b97d05da5021449734cd400960c450c231ce562fa04228e7",
+    },
+    "second": {
+        "d4": "dir:912837dcd6ed876d71a26e5d241bb0576df3c8033a271266e8a8cea3f3c09a1f",
+        "d5": "dir:7951b13d59f0eed6f200441f90926a934a35c55e250e417fa3164a8f88279ca9",
+        "top": "file:cf3ad9b798754bdfe1139c67c9e2f9a1f57fe8d8f6f0c6b9288db6e7c65cd8f6",
+        "d6": "dir:01fbabd8c26f5bd291207c0e56020f98537a942bba3e7414d9f906d074ae1adb",
+    },
+}
+
+
+def _make(root: Path, files: dict[str, str], dirs: tuple[str, ...], links: dict[str, str]) -> None:
+    for d in dirs:
+        (root / d).mkdir(parents=True, exist_ok=True)
+        os.chmod(root / d, 0o755)
+    for rel, text in files.items():
+        (root / rel).write_text(text)
+        os.chmod(root / rel, 0o644)
+    for rel, target in links.items():
+        os.symlink(target, root / rel)
+
+
+def test_checksums_equal_what_docker_printed(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    first.mkdir()
+    # d3/l dangles: Docker hashes a broken link as its own path.
+    _make(first, {"f": "hi\n", "d1/x": "x\n"}, ("d1", "d2", "d3"), {"d3/l": "../nowhere"})
+    second = tmp_path / "second"
+    second.mkdir()
+    # Links are followed inside the context: d4/l and top hash as f, d6/dl as d5's entry.
+    _make(
+        second,
+        {"f": "f\n", "d5/x": "x\n"},
+        ("d4", "d5", "d6"),
+        {"d4/l": "../f", "d5/l": "x", "top": "f", "d6/dl": "../d5"},
+    )
+    for name, root in (("first", first), ("second", second)):
+        ctx = Context(root)
+        got = {source: ctx.checksum(source) for source in DOCKER_OBSERVED[name]}
+        assert got == DOCKER_OBSERVED[name]
