@@ -87,10 +87,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.root, pytest.mark.slow]
 DELIBERATE: dict[str, str] = {}
 # Disagreements found by this harness and not fixed yet: bugs in lamina's builder. They
 # run as strict xfails, so a fix turns them into failures that ask for removal here.
-KNOWN_BUGS: dict[str, str] = {
-    "volume-mountpoint-in-later-run-layer": "lamina's RUN layer lacks the VOLUME mount point "
-    "directory (/data) that Docker's RUN container creates and commits",
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 def _tar(files: dict[str, bytes]) -> bytes:
@@ -206,9 +203,10 @@ SCENARIOS = [
     ),
     Scenario(
         "volume-mountpoint-in-later-run-layer",
-        {"Dockerfile": "FROM {BASE}\nVOLUME /data\nRUN echo z > /z\n"},
+        {"Dockerfile": "FROM {BASE}\nVOLUME /data\nRUN echo z > /z && echo inside > /data/f\n"},
         [Build("MM"), Build("HH")],
-        rule="a RUN after VOLUME runs with the volume mounted: its layer holds the mount point",
+        rule="a RUN after VOLUME runs with the volume mounted: its layer holds the mount point "
+        "but not what the command wrote inside the volume",
     ),
     Scenario(
         "shell-change-misses-run",
