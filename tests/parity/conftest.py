@@ -19,12 +19,15 @@ earlier scenarios or runs can never answer for this one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import http.server
 import io
 import os
 import shutil
 import stat
 import tarfile
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -50,16 +53,18 @@ _created_tags: set[str] = set()
 # text-or-bytes), ("touch", rel), ("chmod", rel, mode), ("chown", rel, uid, gid),
 # ("rm", rel), ("rename", old, new), ("mkdir", rel), ("symlink", target, rel),
 # ("xattr", rel, name, value).
-# "{BASE}" in written text is the scenario's base image.
+# "{BASE}" in written text is the scenario's base image, "{URL}" the address of an HTTP
+# server on 127.0.0.1 serving the workspace's www/ directory ("../www/<name>").
 
 
 class Workspace:
     """The scenario's directory: ``ctx/`` is the context, other files live beside it."""
 
-    def __init__(self, root: Path, base: str) -> None:
+    def __init__(self, root: Path, base: str, url: str = "") -> None:
         self.root = root
         self.ctx = root / "ctx"
         self.base = base
+        self.url = url  # an HTTP server on 127.0.0.1 serving root/www (for ADD <url>)
 
     def path(self, rel: str) -> Path:
         return self.ctx / rel
@@ -74,7 +79,7 @@ class Workspace:
             if isinstance(content, bytes):
                 path.write_bytes(content)
             else:
-                path.write_text(content.replace("{BASE}", self.base))
+                path.write_text(content.replace("{BASE}", self.base).replace("{URL}", self.url))
         elif op == "touch":
             path = self.path(args[0])
             st = path.stat()
@@ -302,6 +307,13 @@ def _fmt(o: Outcome) -> str:
     return " ".join(f"{s[0]}/{s[1]}:{s[2]}" for s in o.steps) or "(no steps)"
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the scenario's www/ directory for ADD <url>, without request logs."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 @pytest.fixture(scope="session")
 def rootfs_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """lamina's reproducible busybox rootfs, the base of every scenario."""
@@ -333,8 +345,15 @@ def parity(
     tag = f"lamina-parity-{RUN_ID}/result-{nonce}:latest"
     _created_tags.add(tag)
 
+    www = tmp_path / "ws" / "www"
+    www.mkdir(parents=True)
+    handler = functools.partial(_QuietHandler, directory=str(www))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, name="parity-http", daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+
     def run(name: str, files: dict[str, str | bytes], steps: list[tuple[Any, ...]]) -> None:
-        ws = Workspace(tmp_path / "ws", base)
+        ws = Workspace(tmp_path / "ws", base, url)
         ws.ctx.mkdir(parents=True)
         for rel, content in files.items():
             ws.apply(("write", rel, content))
@@ -343,6 +362,8 @@ def parity(
     try:
         yield run
     finally:
+        server.shutdown()
+        server.server_close()
         docker.close()
         embedded.close()
 

@@ -209,6 +209,24 @@ SCENARIOS = [
         "but not what the command wrote inside the volume",
     ),
     Scenario(
+        "entrypoint-and-healthcheck-change",
+        {
+            "Dockerfile": 'FROM {BASE}\nENTRYPOINT ["sh"]\nHEALTHCHECK CMD true\nRUN echo h > /h\n',
+        },
+        [
+            Build("MMM"),
+            dockerfile(
+                'FROM {BASE}\nENTRYPOINT ["sh"]\nHEALTHCHECK --interval=5s CMD true\nRUN echo h > /h\n'
+            ),
+            Build("HMM"),
+            dockerfile(
+                'FROM {BASE}\nENTRYPOINT ["sh", "-c"]\nHEALTHCHECK CMD true\nRUN echo h > /h\n'
+            ),
+            Build("MMM"),
+        ],
+        rule="Entrypoint and Healthcheck are part of the accumulated config",
+    ),
+    Scenario(
         "shell-change-misses-run",
         {"Dockerfile": 'FROM {BASE}\nSHELL ["/bin/sh", "-c"]\nRUN echo s > /s\n'},
         [
@@ -458,6 +476,22 @@ SCENARIOS = [
             Build("M"),
         ],
         rule="ADD of a local tar archive extracts it",
+    ),
+    Scenario(
+        "add-url-hashes-the-downloaded-bytes",
+        {
+            "Dockerfile": "FROM {BASE}\nADD {URL}/payload.txt /payload.txt\nRUN cat /payload.txt > /c\n",
+            "../www/payload.txt": "one",
+        },
+        [
+            Build("MM"),
+            Build("HH"),
+            write("../www/payload.txt", "two"),
+            Build("MM"),
+            write("../www/payload.txt", "one"),
+            Build("HH"),
+        ],
+        rule="ADD of a URL downloads and hashes the bytes (a new Last-Modified alone hits)",
     ),
     Scenario(
         "copy-from-stage-unchanged-output-hits",
