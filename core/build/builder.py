@@ -611,8 +611,9 @@ class _Walk:
             path = self.expand(ins, ins.args[0], env)
             workdir = join(cfg.get("WorkingDir") or "/", path).rstrip("/") or "/"
             cfg["WorkingDir"] = workdir
-            comment = "WORKDIR " + workdir
-            return _Step(" ".join(nop(comment)), nop(comment), cfg)
+            # moby's dispatchWorkdir uses withCmdCommentString: one "#(nop) ..." word.
+            cmd = [*shell, "#(nop) WORKDIR " + workdir]
+            return _Step(" ".join(cmd), cmd, cfg)
         if kw == "USER":
             cfg["User"] = self.expand(ins, ins.args[0], env)
             comment = "USER " + cfg["User"]

@@ -220,6 +220,8 @@ def test_workdir_creates_the_directory(store: Store, ctx: Path) -> None:
     assert root.is_dir("/srv/app")
     history = store.images.get_config(image)["history"]
     assert [h.get("empty_layer", False) for h in history[-2:]] == [False, True]
+    # As `docker history` shows it for the classic builder (one space after #(nop)).
+    assert history[-2]["created_by"] == "/bin/sh -c #(nop) WORKDIR /srv/app"
 
 
 # -- the layer-chain reader ----------------------------------------------------------
