@@ -657,15 +657,15 @@ class _Walk:
                 cfg["Healthcheck"] = {"Test": ["NONE"]}
             else:
                 check: dict[str, Any] = {"Test": list(hc.test)}
-                for name, value in (
+                for field_name, amount in (
                     ("Interval", hc.interval),
                     ("Timeout", hc.timeout),
                     ("StartPeriod", hc.start_period),
                     ("StartInterval", hc.start_interval),
                     ("Retries", hc.retries),
                 ):
-                    if value:
-                        check[name] = value
+                    if amount:
+                        check[field_name] = amount
                 cfg["Healthcheck"] = check
             comment = "HEALTHCHECK " + json.dumps(cfg["Healthcheck"], sort_keys=True)
         elif kw == "ONBUILD":
