@@ -96,6 +96,7 @@ async def _shoot(home: Path, out: Path, name: str, size: tuple[int, int],
     engine = open_engine("embedded", home)
     try:
         app = make_app(engine)
+        app.settle_delay = 0  # every detail pane filled before the shot
         async with app.run_test(size=size) as pilot:
             await _settle(app, pilot)
             await steps(app, pilot)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from textual import work
@@ -18,6 +18,8 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message_pump import MessagePump
 from textual.screen import Screen
+from textual.timer import Timer
+from textual.widget import Widget
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from lamina.core.engine import Engine
@@ -90,6 +92,16 @@ class LaminaApp(App[None]):
         self.engine = engine
         self.clock: Clock = clock or time.time
         self.building = threading.Event()
+        # Seconds the cursor must rest on a row before its files or analysis are read,
+        # so holding an arrow key does not start a walk per row; 0 reads at once (tests).
+        self.settle_delay = 0.12
+
+    def after_settling(self, widget: Widget, callback: Callable[[], None]) -> Timer | None:
+        """Calls ``callback`` once the cursor has rested ``settle_delay`` seconds."""
+        if self.settle_delay <= 0:
+            callback()
+            return None
+        return widget.set_timer(self.settle_delay, callback)
 
     def on_mount(self) -> None:
         from lamina.tui.screens.main import MainScreen
@@ -135,8 +147,10 @@ class LaminaApp(App[None]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="snapshot")
     def load_snapshot(self, target: MessagePump) -> None:
         """Reads every image and layer."""
-        images = self.engine.images()
+        # Layers first: the tree can show them while the (slower) image list is read.
         layers = self.engine.layers()
+        target.post_message(SnapshotLoaded([], layers, {}, partial=True))
+        images = self.engine.images()
         # Layers loaded from archives may not record their instruction; image histories do.
         # Reading every history is cheap for a small store only, so large ones skip it.
         instructions: dict[str, str] = {}

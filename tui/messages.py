@@ -22,6 +22,7 @@ class SnapshotLoaded(Message):
     images: list[ImageSummary]
     layers: list[LayerInfo]
     instructions: dict[str, str]  # chainID -> instruction from image histories
+    partial: bool = False  # layers only; the images follow in a second message
 
 
 @dataclass

@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from textual.worker import WorkerFailed
 from textual.widgets import DataTable, Input, Static, TabbedContent, Tree
 
 from lamina.core.engine import Engine
@@ -25,10 +26,20 @@ from .conftest import break_layer, fixed_clock, open_embedded
 SIZE = (120, 36)
 
 
+def new_app(engine: Engine) -> LaminaApp:
+    """The app with a fixed clock, reading details at once instead of after a rest."""
+    app = make_app(engine, clock=fixed_clock)
+    app.settle_delay = 0
+    return app
+
+
 async def settle(app: LaminaApp, pilot: object) -> None:
     """Waits for every worker and for the messages they posted."""
     for _ in range(3):
-        await app.workers.wait_for_complete()
+        try:
+            await app.workers.wait_for_complete()
+        except WorkerFailed:
+            pass  # the app reports it (the error tests assert on that), not the test harness
         await pilot.pause()  # type: ignore[attr-defined]
 
 
@@ -46,7 +57,7 @@ def static_text(app: LaminaApp, selector: str) -> str:
 
 @pytest.mark.root
 async def test_layers_tree_shows_shared_layers_tags_and_files(demo_engine: Engine) -> None:
-    app = make_app(demo_engine, clock=fixed_clock)
+    app = new_app(demo_engine)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         view = main_screen(app).query_one(LayersView)
@@ -85,7 +96,7 @@ async def test_layers_tree_shows_shared_layers_tags_and_files(demo_engine: Engin
 
 @pytest.mark.root
 async def test_layer_file_filter(demo_engine: Engine) -> None:
-    app = make_app(demo_engine, clock=fixed_clock)
+    app = new_app(demo_engine)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         view = main_screen(app).query_one(LayersView)
@@ -106,7 +117,7 @@ async def test_layer_file_filter(demo_engine: Engine) -> None:
 
 @pytest.mark.root
 async def test_images_table_sorts_and_shows_history_and_analysis(demo_engine: Engine) -> None:
-    app = make_app(demo_engine, clock=fixed_clock)
+    app = new_app(demo_engine)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.press("2")
@@ -143,7 +154,7 @@ async def test_images_analysis_matches_dive(dive_engine: Engine, conformance: Pa
     expected = json.loads(
         (conformance / "images/dive/expected/test-docker-image.analysis.json").read_text()
     )["analysis"]
-    app = make_app(dive_engine, clock=fixed_clock)
+    app = new_app(dive_engine)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.press("2")
@@ -169,7 +180,7 @@ async def test_images_analysis_matches_dive(dive_engine: Engine, conformance: Pa
 
 @pytest.mark.root
 async def test_builds_show_hits_misses_and_reasons(demo_engine: Engine) -> None:
-    app = make_app(demo_engine, clock=fixed_clock)
+    app = new_app(demo_engine)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.press("3")
@@ -201,7 +212,7 @@ async def test_builds_show_hits_misses_and_reasons(demo_engine: Engine) -> None:
 async def test_rebuild_hits_every_step(fresh_demo: Path) -> None:
     engine = open_embedded(fresh_demo)
     try:
-        app = make_app(engine, clock=fixed_clock)
+        app = new_app(engine)
         async with app.run_test(size=SIZE) as pilot:
             await settle(app, pilot)
             await pilot.press("3")
@@ -231,7 +242,7 @@ async def test_what_if_predicts_then_cancel_builds_nothing(fresh_demo: Path) -> 
     workspace = fresh_demo.parent / "ws"
     engine = open_embedded(fresh_demo)
     try:
-        app = make_app(engine, clock=fixed_clock)
+        app = new_app(engine)
         async with app.run_test(size=SIZE) as pilot:
             await settle(app, pilot)
             await pilot.press("3")
@@ -271,7 +282,7 @@ async def test_prune_dangling_cancel_then_confirm(fresh_demo: Path) -> None:
     try:
         dangling_before = [i.id for i in engine.images() if i.dangling]
         assert dangling_before
-        app = make_app(engine, clock=fixed_clock)
+        app = new_app(engine)
         async with app.run_test(size=SIZE) as pilot:
             await settle(app, pilot)
             await pilot.press("4")
@@ -319,7 +330,7 @@ async def test_prune_dangling_cancel_then_confirm(fresh_demo: Path) -> None:
 
 @pytest.mark.root
 async def test_learn_follows_the_selected_step_and_tours(demo_engine: Engine) -> None:
-    app = make_app(demo_engine, clock=fixed_clock)
+    app = new_app(demo_engine)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.press("3")
@@ -361,7 +372,7 @@ async def test_learn_follows_the_selected_step_and_tours(demo_engine: Engine) ->
 
 
 async def test_help_opens_and_closes(dive_engine: Engine) -> None:
-    app = make_app(dive_engine, clock=fixed_clock)
+    app = new_app(dive_engine)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.press("question_mark")
@@ -376,7 +387,7 @@ async def test_help_opens_and_closes(dive_engine: Engine) -> None:
 
 
 async def test_footer_keys_follow_the_view(dive_engine: Engine) -> None:
-    app = make_app(dive_engine, clock=fixed_clock)
+    app = new_app(dive_engine)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         screen = main_screen(app)
@@ -392,7 +403,7 @@ async def test_footer_keys_follow_the_view(dive_engine: Engine) -> None:
 
 
 async def test_palette_offers_lamina_commands(dive_engine: Engine) -> None:
-    app = make_app(dive_engine, clock=fixed_clock)
+    app = new_app(dive_engine)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         titles = [c.title for c in app.get_system_commands(app.screen)]
@@ -418,7 +429,7 @@ async def test_a_broken_layer_shows_an_error_instead_of_crashing(
     try:
         base = next(layer for layer in engine.layers() if layer.parent is None)
         break_layer(home, base.chain_id)
-        app = make_app(engine, clock=fixed_clock)
+        app = new_app(engine)
         async with app.run_test(size=SIZE) as pilot:
             await settle(app, pilot)
             screen = main_screen(app)
@@ -444,7 +455,7 @@ async def test_a_corrupt_index_shows_an_error(tmp_path: Path) -> None:
         db.execute("DROP TABLE tags")
         db.commit()
         db.close()
-        app = make_app(engine, clock=fixed_clock)
+        app = new_app(engine)
         async with app.run_test(size=SIZE) as pilot:
             await settle(app, pilot)
             assert main_screen(app).query_one("#error-bar").display
@@ -456,7 +467,7 @@ async def test_a_corrupt_index_shows_an_error(tmp_path: Path) -> None:
 @pytest.mark.root
 @pytest.mark.parametrize("view", ["1", "2", "3", "4", "5"])
 async def test_every_view_fits_80x24(demo_engine: Engine, view: str) -> None:
-    app = make_app(demo_engine, clock=fixed_clock)
+    app = new_app(demo_engine)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
         await pilot.press(view)

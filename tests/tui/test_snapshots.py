@@ -47,6 +47,7 @@ def test_view_snapshot(
     size: tuple[int, int],
 ) -> None:
     app = make_app(dive_engine, clock=fixed_clock)
+    app.settle_delay = 0
 
     async def run_before(pilot: Pilot[Any]) -> None:
         await _settled(pilot)

@@ -150,20 +150,25 @@ def cmd_build(args: argparse.Namespace, ctx: CliContext) -> int:
     cancel = threading.Event()
     events = ctx.engine.build(request, cancel)
     failed: BuildFailed | None = None
+    interrupted = False
     while True:
+        # SIGINT may land anywhere in this loop: while the engine works or while a line
+        # is printed. Either way the engine is asked to stop and its events drained.
         try:
             ev = next(events)
+            if isinstance(ev, BuildFailed):
+                failed = ev
+            else:
+                printer.event(ev)
         except StopIteration:
             break
         except KeyboardInterrupt:
-            # Let the engine stop the running step and record the build as cancelled.
             cancel.set()
-            continue
-        if isinstance(ev, BuildFailed):
-            failed = ev
-            continue
-        printer.event(ev)
+            interrupted = True
     if failed is not None:
         print(f"lamina: {failed.message}", file=sys.stderr)
         return 130 if failed.cancelled else 1
+    if interrupted:
+        print("lamina: build cancelled", file=sys.stderr)
+        return 130
     return 0

@@ -125,9 +125,9 @@ class MainScreen(Screen[None]):
         """Asks the engine for everything again (each view reloads its own part)."""
         self.query_one("#error-bar").display = False
         app = self.lamina
+        self._disk_pending = True  # read once the snapshot is in, so it does not slow it
         app.load_snapshot(self)
         app.load_builds(self.query_one(BuildsView))
-        app.load_disk(self.query_one(DiskView))
 
     @property
     def active_view(self) -> str:
@@ -145,6 +145,8 @@ class MainScreen(Screen[None]):
     def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
         self.refresh_bindings()
         self.focus_view()
+        if self.active_view == "images":
+            self.query_one(ImagesView).render_if_stale()
         if self.active_view == "learn":
             self.query_one(LearnView).refresh_explanation()
 
@@ -248,5 +250,10 @@ class MainScreen(Screen[None]):
     def on_snapshot_loaded(self, event: SnapshotLoaded) -> None:
         graph = LayerGraph(event.images, event.layers, event.instructions)
         self.query_one(LayersView).graph = graph
+        if event.partial:
+            return
         self.query_one(ImagesView).graph = graph
         self.query_one(LearnView).graph = graph
+        if getattr(self, "_disk_pending", False):
+            self._disk_pending = False
+            self.lamina.load_disk(self.query_one(DiskView))

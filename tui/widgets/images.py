@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.markup import escape
 from textual.reactive import reactive
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
@@ -38,6 +39,8 @@ class ImagesView(Widget):
         self.rows: dict[str, tuple[ImageSummary, dict[str, Any]]] = {}
         self.analysis: Any | None = None
         self.history_for: str | None = None
+        self._stale = False
+        self._details_timer: Timer | None = None
 
     @property
     def lamina(self) -> LaminaApp:
@@ -71,7 +74,13 @@ class ImagesView(Widget):
         wasted = self.query_one("#wasted-table", DataTable)
         wasted.add_column("count", key="count", width=5)
         wasted.add_column("total", key="total", width=9)
-        wasted.add_column("path", key="path")
+        wasted.add_column("path", key="path", width=56)
+
+    def render_if_stale(self) -> None:
+        """Renders the table if a snapshot arrived while the view was hidden."""
+        if self._stale:
+            self._stale = False
+            self._render_table(force=True)
 
     def watch_graph(self, graph: LayerGraph | None) -> None:
         if graph is None:
@@ -121,8 +130,12 @@ class ImagesView(Widget):
 
         return [i for i, _ in sorted(self.rows.items(), key=value, reverse=self.sort_reverse)]
 
-    def _render_table(self) -> None:
+    def _render_table(self, force: bool = False) -> None:
         if not self.is_mounted:
+            return
+        if not force and not self.is_on_screen:
+            # 2,000 rows cost ~0.5 s to lay out; do it when the view is first shown.
+            self._stale = True
             return
         table = self.query_one("#images-table", DataTable)
         previous = self.selected
@@ -161,7 +174,20 @@ class ImagesView(Widget):
         if image_id is None or not self.is_mounted:
             return
         self.query_one("#analysis", Static).update("Analysing layers…")
-        self.lamina.load_image_details(image_id, self)
+        # Reading every layer tar is heavy: wait until the cursor rests on an image.
+        if self._details_timer is not None:
+            self._details_timer.stop()
+        self._details_timer = self.lamina.after_settling(self, self._load_details)
+
+    def _load_details(self) -> None:
+        self._details_timer = None
+        if self.selected is not None:
+            self.lamina.load_image_details(self.selected, self)
+
+    @property
+    def details_pending(self) -> bool:
+        """True while a selection waits for its details to be requested."""
+        return self._details_timer is not None
 
     def on_image_details_loaded(self, event: ImageDetailsLoaded) -> None:
         event.stop()

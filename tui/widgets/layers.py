@@ -10,6 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.markup import escape
 from textual.reactive import reactive
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static, Tree
 from textual.widgets.tree import TreeNode
@@ -43,6 +44,7 @@ class LayersView(Widget):
         self.changes: list[FileChange] = []
         self.changes_for: str | None = None
         self.builds: list[BuildRecord] = []
+        self._changes_timer: Timer | None = None
 
     @property
     def lamina(self) -> LaminaApp:
@@ -69,7 +71,8 @@ class LayersView(Widget):
     def on_mount(self) -> None:
         table = self.query_one("#file-changes", DataTable)
         table.add_column("", key="change", width=1)
-        table.add_column("path", key="path")
+        # Fixed widths: auto widths would depend on which rows arrived before the first layout.
+        table.add_column("path", key="path", width=56)
         table.add_column("size", key="size", width=9)
         table.add_column("mode", key="mode", width=10)
 
@@ -152,10 +155,22 @@ class LayersView(Widget):
         self._render_info()
         if chain_id is None:
             return
-        self.changes, self.changes_for = [], None
-        self._render_changes()
+        # The old rows stay until the new ones arrive: clearing per key press is wasted work.
         self.query_one("#file-summary", Static).update("Reading files…")
-        self.lamina.load_layer_changes(chain_id, self)
+        # Holding an arrow key should not start a directory walk per layer passed.
+        if self._changes_timer is not None:
+            self._changes_timer.stop()
+        self._changes_timer = self.lamina.after_settling(self, self._load_changes)
+
+    def _load_changes(self) -> None:
+        self._changes_timer = None
+        if self.selected is not None:
+            self.lamina.load_layer_changes(self.selected, self)
+
+    @property
+    def changes_pending(self) -> bool:
+        """True while a selection waits for its files to be requested."""
+        return self._changes_timer is not None
 
     def watch_full_digests(self) -> None:
         self._render_info()
