@@ -949,10 +949,17 @@ class _Walk:
             # generator yield them as they come.
             thread = threading.Thread(target=target, name="lamina-run", daemon=True)
             thread.start()
-            while thread.is_alive() or pending:
-                thread.join(0.05)
-                while pending:
-                    yield StepOutput(stage_no, index, pending.pop(0))
+            try:
+                while thread.is_alive() or pending:
+                    thread.join(0.05)
+                    while pending:
+                        yield StepOutput(stage_no, index, pending.pop(0))
+            except KeyboardInterrupt:
+                # Ctrl-C in the caller: stop the sandbox before the work dir goes away.
+                if self.cancel is not None:
+                    self.cancel.set()
+                thread.join()
+                raise
             if "error" in result:
                 raise result["error"]
             status = int(result["status"])
@@ -1056,6 +1063,8 @@ def run_build(
         ``BuildStarted``, then per instruction ``StepStarted``, ``StepOutput``...,
         ``StepFinished``, then ``BuildFinished`` or ``BuildFailed``.
     """
+    # Always an event, so an interrupted caller can stop a running RUN.
+    cancel = cancel if cancel is not None else threading.Event()
     preflight: _Walk | None = None
     try:
         dockerfile, df_path, context = _load(request)
@@ -1115,7 +1124,8 @@ def run_build(
             store.images.tag(image_id, tag)
         _finish_record(store, build_id, "ok", image_id, None)
         yield BuildFinished(build_id, image_id, tags)
-    except _Cancelled:
+    except (_Cancelled, KeyboardInterrupt):
+        cancel.set()
         _finish_record(store, build_id, "cancelled", None, "build cancelled")
         yield BuildFailed(build_id, "build cancelled", cancelled=True)
     except LaminaError as exc:

@@ -121,3 +121,41 @@ def test_errors_are_one_line_with_exit_code_1(home: Path, tmp_path: Path) -> Non
     bad_arg = lamina("build", "--build-arg", "=x", str(ctx))
     assert bad_arg.returncode == 2
     assert bad_arg.stderr.startswith("lamina: invalid --build-arg")
+
+
+@pytest.mark.root
+def test_ctrl_c_cancels_the_running_step(home: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo started && sleep 60\n")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lamina.tui",
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "never",
+            str(ctx),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "started" in line:
+            break
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - started < 30
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == "lamina: build cancelled"
+    listed = lamina("images")
+    assert "never" not in listed.stdout
