@@ -42,6 +42,7 @@ async def test_app_shows_shared_base_layers_from_docker(
     top_a = docker_engine.image(id_a).layers[-1]
 
     app: LaminaApp = make_app(docker_engine, clock=lambda: 1_800_000_000.0)
+    app.settle_delay = 0  # read a selected layer's files at once, not after the cursor rests
     async with app.run_test(size=(120, 36)) as pilot:
         for _ in range(3):
             await app.workers.wait_for_complete()
