@@ -68,7 +68,7 @@ class ImagesView(Widget):
                            ("dangling", "dangling")):
             table.add_column(title, key=key)
         history = self.query_one("#history-table", DataTable)
-        history.add_column("instruction", key="created_by", width=44)
+        history.add_column("instruction", key="created_by", width=38)
         history.add_column("size", key="size", width=9)
         history.add_column("layer", key="layer", width=12)
         wasted = self.query_one("#wasted-table", DataTable)
@@ -198,7 +198,8 @@ class ImagesView(Widget):
         history.clear()
         # The engine gives newest first, as `docker history` does; read top-down as built.
         for i, entry in enumerate(reversed(event.history)):
-            text = escape(_instruction(entry.created_by))
+            text = escape(_instruction(entry.created_by) if entry.created_by else
+                          (f"import: {entry.comment}" if entry.comment else "(missing)"))
             if entry.empty_layer:
                 history.add_row(f"[dim]{text}[/]", "[dim]empty[/]", "", key=str(i))
             else:
