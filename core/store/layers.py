@@ -12,6 +12,9 @@ without an index row, which is not a layer (nothing reads it) and which GC sweep
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import logging
 import os
 import posixpath
@@ -130,11 +133,40 @@ def disk_size(root: Path) -> int:
 
 
 def _fsync_tree(root: Path) -> None:
-    """fsyncs every regular file and directory below and including ``root``."""
+    """Makes everything below and including ``root`` durable.
+
+    One ``syncfs(2)`` of the store's filesystem costs about as much as a single fsync,
+    where an fsync per file of a 20,000-file COPY layer costs most of the build; the
+    per-file walk remains as the fallback where syncfs is unavailable.
+    """
+    if _syncfs(root):
+        return
     for rel, st in walk_sorted(root):
         if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
             _fsync_path(root / rel)
     _fsync_path(root)
+
+
+def _syncfs(path: Path) -> bool:
+    """Flushes the filesystem holding ``path``; False when the call is unavailable."""
+    libc = _libc()
+    if libc is None:
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return bool(libc.syncfs(fd) == 0)
+    finally:
+        os.close(fd)
+
+
+@functools.lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.syncfs.argtypes = [ctypes.c_int]
+        return libc
+    except (OSError, AttributeError):
+        return None
 
 
 def _fsync_path(path: Path) -> None:
