@@ -83,7 +83,7 @@ def test_plain_progress_dry_run_and_file_relative_to_cwd(home: Path, tmp_path: P
         "build", "-f", "dockerfiles/Custom.Dockerfile", "-t", "plain:1", "ctx", cwd=tmp_path
     )
     assert built.returncode == 0, built.stderr
-    assert "Step 0/1 : COPY a.txt /a" in built.stdout
+    assert "Step 2/3 : COPY a.txt /a" in built.stdout
     assert "MISS (first_build)" in built.stdout
     assert "Successfully tagged plain:1" in built.stdout
     (ctx / "a.txt").write_text("changed")

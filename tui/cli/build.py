@@ -91,13 +91,16 @@ class _Plain:
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.total = 0
+        self.count = 0
 
     def event(self, ev: BuildEvent) -> None:
         w = self.out.write
         if isinstance(ev, BuildStarted):
             self.total = ev.steps_total
         elif isinstance(ev, StepStarted):
-            w(f"Step {ev.stage}/{ev.index} : {ev.instruction}\n")
+            # Numbered like `docker build`: 1-based over every step of every stage.
+            self.count += 1
+            w(f"Step {self.count}/{self.total} : {ev.instruction}\n")
         elif isinstance(ev, StepOutput):
             w(f"  | {ev.line}\n")
         elif isinstance(ev, StepFinished):
