@@ -1123,6 +1123,7 @@ def run_build(
         for tag in tags:
             store.images.tag(image_id, tag)
         _finish_record(store, build_id, "ok", image_id, None)
+        _apply_retention(store)
         yield BuildFinished(build_id, image_id, tags)
     except (_Cancelled, KeyboardInterrupt):
         cancel.set()
@@ -1178,6 +1179,22 @@ def _alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _apply_retention(store: Store) -> None:
+    """Applies the cache policy of config.toml after a successful build.
+
+    A broken config file must not fail a build that succeeded: it is logged instead.
+    """
+    from lamina.core.prune import apply_retention
+
+    try:
+        result = apply_retention(store)
+    except LaminaError as exc:
+        log.warning("cache retention policy not applied: %s", exc)
+        return
+    if result is not None and result.reclaimed_bytes:
+        log.info("cache retention policy reclaimed %d bytes", result.reclaimed_bytes)
 
 
 def list_builds(store: Store, limit: int = 50) -> list[BuildRecord]:
