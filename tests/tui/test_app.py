@@ -74,6 +74,8 @@ async def test_layers_tree_shows_shared_layers_tags_and_files(demo_engine: Engin
         # The first layer is selected and its files are listed.
         assert view.selected == base
         assert "(base layer)" in static_text(app, "#layer-info")
+        # Disk accounting says how many cache entries keep the layer (the demo has some).
+        assert "build cache entries keep it" in static_text(app, "#layer-info")
         table = view.query_one("#file-changes", DataTable)
         assert table.row_count == len(view.changes) > 10
         assert all(c.change == "added" for c in view.changes)

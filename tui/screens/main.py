@@ -16,7 +16,7 @@ from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
-from lamina.tui.messages import BuildsLoaded, EngineCallFailed, SnapshotLoaded
+from lamina.tui.messages import BuildsLoaded, DiskUsageLoaded, EngineCallFailed, SnapshotLoaded
 from lamina.tui.widgets.graph import LayerGraph
 from lamina.tui.widgets.builds import BuildsView
 from lamina.tui.widgets.disk import DiskView
@@ -246,6 +246,12 @@ class MainScreen(Screen[None]):
             self.refresh_bindings()
 
         self.app.push_screen(WhatIfScreen(event.build, event.steps, event.ok, event.message), answered)
+
+    def on_disk_usage_loaded(self, event: DiskUsageLoaded) -> None:
+        # Disk accounting knows which cache entries keep each layer; the Layers view shows it.
+        layers = self.query_one(LayersView)
+        layers.cache_users = {u.chain_id: len(u.cache) for u in event.usage.layers}
+        layers.refresh_info()
 
     def on_snapshot_loaded(self, event: SnapshotLoaded) -> None:
         graph = LayerGraph(event.images, event.layers, event.instructions)

@@ -118,7 +118,6 @@ class DiskView(Widget):
             table.add_column(title, key=key)
 
     def on_disk_usage_loaded(self, event: DiskUsageLoaded) -> None:
-        event.stop()
         usage: DiskUsage = event.usage
         self.usage, self.dangling_plan = usage, event.dangling_plan
         rows = usage_rows(usage)

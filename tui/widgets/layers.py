@@ -44,6 +44,7 @@ class LayersView(Widget):
         self.changes: list[FileChange] = []
         self.changes_for: str | None = None
         self.builds: list[BuildRecord] = []
+        self.cache_users: dict[str, int] = {}  # chainID -> cache entries keeping it
         self._changes_timer: Timer | None = None
 
     @property
@@ -175,6 +176,10 @@ class LayersView(Widget):
     def watch_full_digests(self) -> None:
         self._render_info()
 
+    def refresh_info(self) -> None:
+        """Redraws the selected layer's details (after new accounting arrived)."""
+        self._render_info()
+
     # ---------------------------------------------------------------- detail
 
     def _render_info(self) -> None:
@@ -202,8 +207,13 @@ class LayersView(Widget):
             f"size     {fmt.size(layer.size)}    created {fmt.ago(layer.created, self.lamina.clock)}",
             f"used by  {len(users)} image(s): {names or '(none: kept by build cache or unused)'}",
         ]
-        if steps:
-            lines.append(f"built by {', '.join(steps[:6])}")
+        cache = self.cache_users.get(chain_id)
+        built = f"built by {', '.join(steps[:4])}" if steps else ""
+        if cache is not None:
+            lines.append(f"cache    {cache} build cache entr{'y' if cache == 1 else 'ies'} keep it"
+                         + (f"; {built}" if built else ""))
+        elif built:
+            lines.append(built)
         info.update("\n".join(lines))
 
     def on_layer_changes_loaded(self, event: LayerChangesLoaded) -> None:
