@@ -150,6 +150,30 @@ async def test_images_table_sorts_and_shows_history_and_analysis(demo_engine: En
         assert "efficiency" in str(view.query_one("#analysis", Static).render())
 
 
+@pytest.mark.root
+async def test_clicking_a_header_sorts_by_it(demo_engine: Engine) -> None:
+    app = new_app(demo_engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2")
+        await settle(app, pilot)
+        view = main_screen(app).query_one(ImagesView)
+        table = view.query_one("#images-table", DataTable)
+        x = 0
+        for key, column in table.columns.items():
+            if key.value == "created":
+                break
+            x += column.get_render_width(table)
+        await pilot.click("#images-table", offset=(x + 2, 0))
+        await pilot.pause()
+        assert view.sort_key == "created"
+        created = [view.rows[i][1]["created"] for i in view.sorted_ids()]
+        assert created == sorted(created, reverse=True)
+        await pilot.click("#images-table", offset=(x + 2, 0))
+        await pilot.pause()
+        assert not view.sort_reverse
+
+
 async def test_images_analysis_matches_dive(dive_engine: Engine, conformance: Path) -> None:
     import json
 
@@ -271,6 +295,19 @@ async def test_what_if_predicts_then_cancel_builds_nothing(fresh_demo: Path) -> 
             await settle(app, pilot)
             assert isinstance(app.screen, MainScreen)
             assert [b.id for b in engine.builds()] == before
+
+            # Ask again and confirm: the prediction becomes a real build that misses there.
+            await pilot.press("w")
+            await settle(app, pilot)
+            assert isinstance(app.screen, WhatIfScreen)
+            await pilot.press("y")
+            await settle(app, pilot)
+            builds = engine.builds()
+            assert len(builds) == len(before) + 1
+            built = builds[0]
+            assert built.status == "ok"
+            assert [s.cached for s in built.steps] == [s.cached for s in predicted]
+            assert view.selected_id == built.id
     finally:
         engine.close()
 
