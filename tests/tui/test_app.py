@@ -517,3 +517,26 @@ async def test_every_view_fits_80x24(demo_engine: Engine, view: str) -> None:
         assert pane.region.width == 80
         assert pane.region.height > 10
         assert not screen.query_one("#error-bar").display
+
+
+@pytest.mark.docker
+async def test_the_app_over_a_docker_engine(tmp_path: Path) -> None:
+    from lamina.core.backends.docker import DockerEngine
+
+    engine = DockerEngine(home=tmp_path / "docker-records")
+    try:
+        app = new_app(engine)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot)
+            await pilot.press("2")
+            await settle(app, pilot)
+            images = engine.images()
+            view = main_screen(app).query_one(ImagesView)
+            assert view.query_one("#images-table", DataTable).row_count == len(images)
+            graph = main_screen(app).query_one(LayersView).graph
+            assert graph is not None and len(graph.layers) == len(engine.layers())
+            if images:
+                # dive's analysis needs layer tars, which the Docker backend does not expose.
+                assert "No efficiency analysis" in str(view.query_one("#analysis", Static).render())
+    finally:
+        engine.close()
