@@ -187,3 +187,15 @@ def test_builder_prune_agrees_with_docker(
     remaining = docker("system", "df", "--format", "{{json .}}")
     build_cache = next(r for r in json_lines(remaining) if r["Type"] == "Build Cache")
     assert build_cache["Size"] == "0B"
+
+
+def test_system_df_and_dry_run_state_where_docker_differs(
+    capsys: pytest.CaptureFixture[str], built: tuple[str, Path]
+) -> None:
+    from lamina.core.backends.docker_prune import DIFFERENCES
+
+    for args in (("system", "df"), ("image", "prune", "--dry-run")):
+        code, out, _ = lamina(capsys, *args)
+        assert code == 0
+        assert "Where Docker's own numbers differ from lamina's:" in out, args
+        assert all(line in out for line in DIFFERENCES), args

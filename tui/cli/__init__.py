@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -60,6 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lamina: interrupted", file=sys.stderr)
         code = 130
+    except BrokenPipeError:
+        # The reader went away (`lamina images | head`): stop quietly, like docker does.
+        # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 141
     except LaminaError as exc:
         print(f"lamina: {exc}", file=sys.stderr)
         code = exc.exit_code
@@ -68,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(code or 0)
 
 
-__all__ = ["main", "make_parser", "UsageError"]
+__all__ = ["UsageError", "main", "make_parser"]
 
 
 def run() -> None:

@@ -158,7 +158,17 @@ def cmd_df(args: argparse.Namespace, ctx: CliContext) -> int:
         )
     if args.verbose:
         _df_verbose(usage)
+    _print_differences(ctx)
     return 0
+
+
+def _print_differences(ctx: CliContext) -> None:
+    """Where the engine's own numbers differ from lamina's (the Docker backend says why)."""
+    differences = getattr(ctx.engine, "differences", ())
+    if differences:
+        print("\nWhere Docker's own numbers differ from lamina's:")
+        for line in differences:
+            print(f"  - {line}")
 
 
 def _frees(args: argparse.Namespace, ctx: CliContext) -> int:
@@ -250,6 +260,7 @@ def cmd_prune(args: argparse.Namespace, ctx: CliContext) -> int:
             for line in lines:
                 print(f"  {line}")
             print(f"Total reclaimable space: {human_size(plan.reclaimable_bytes)}")
+            _print_differences(ctx)
         return 0
     if not args.force and not plan.empty:
         _confirm(plan)
