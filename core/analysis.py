@@ -83,7 +83,7 @@ class Analysis:
 class _Node:
     """A node of one layer's file tree (dive's FileNode, reduced to what the score needs)."""
 
-    __slots__ = ("name", "parent", "children", "size", "is_dir")
+    __slots__ = ("children", "is_dir", "name", "parent", "size")
 
     def __init__(self, name: str, parent: _Node | None, size: int = 0, is_dir: bool = False):
         self.name = name
@@ -279,15 +279,13 @@ def analyze_layer_tars(streams: Iterable[IO[bytes]], image: str = "") -> Analysi
     Raises:
         ArchiveError: a stream is not a tar.
     """
-    trees = [
-        read_layer_tree(s, f"{image or 'image'} layer {i}") for i, s in enumerate(streams)
-    ]
+    trees = [read_layer_tree(s, f"{image or 'image'} layer {i}") for i, s in enumerate(streams)]
     return analyze_trees(trees, image)
 
 
 def _store_of(source: Any) -> Store | None:
     """The store behind ``source``: a Store itself, or an engine exposing one."""
-    if hasattr(source, "layers") and hasattr(getattr(source, "layers"), "write_tar"):
+    if hasattr(source, "layers") and hasattr(source.layers, "write_tar"):
         return source  # type: ignore[no-any-return]
     store = getattr(source, "store", None)
     if store is not None and hasattr(getattr(store, "layers", None), "write_tar"):
@@ -321,7 +319,9 @@ def analyze(source: Any, image_ref: str) -> Analysis:
     summary = store.images.summary(image_id)
     trees: list[_Tree] = []
     for i, chain_id in enumerate(summary.layers):
-        with tempfile.TemporaryFile(dir=store.home / "tmp" if (store.home / "tmp").is_dir() else None) as spool:
+        with tempfile.TemporaryFile(
+            dir=store.home / "tmp" if (store.home / "tmp").is_dir() else None
+        ) as spool:
             try:
                 store.layers.write_tar(chain_id, spool)
             except LaminaError:

@@ -44,10 +44,12 @@ WEB_TAG = "demo-web:latest"
 TOOLS_TAG = "demo-tools:latest"
 TAGS = (APP_TAG, WEB_TAG, TOOLS_TAG)
 
-APP_SH = "#!/bin/sh\n. /etc/demo.conf\necho \"$greeting from the lamina demo\"\n"
+APP_SH = '#!/bin/sh\n. /etc/demo.conf\necho "$greeting from the lamina demo"\n'
 RUN_SH = "#!/bin/sh\ncat /app/data/words.txt\n"
 WORDS = "layer\ncache\nhit\nmiss\nprune\n"
-INDEX_HTML = "<!doctype html>\n<title>lamina demo</title>\n<p>Served from a shared base layer.</p>\n"
+INDEX_HTML = (
+    "<!doctype html>\n<title>lamina demo</title>\n<p>Served from a shared base layer.</p>\n"
+)
 TOOL_SH = "#!/bin/sh\nls -l /app\n"
 
 
@@ -68,7 +70,11 @@ def _web_dockerfile(base: str, with_run: bool) -> str:
     lines = [f"FROM {base}"]
     if with_run:
         lines.append("RUN mkdir -p /srv/www")
-    lines += ["COPY index.html /srv/www/index.html", "EXPOSE 8080", 'CMD ["httpd", "-f", "-h", "/srv/www"]']
+    lines += [
+        "COPY index.html /srv/www/index.html",
+        "EXPOSE 8080",
+        'CMD ["httpd", "-f", "-h", "/srv/www"]',
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -122,14 +128,12 @@ class DemoResult:
         else:
             lines = [f"demo workspace: {self.workspace}"]
             for b in self.builds:
-                lines.append(
-                    f"  build #{b.build_id} {b.name}: {b.hits} hit, {b.misses} miss"
-                )
+                lines.append(f"  build #{b.build_id} {b.name}: {b.hits} hit, {b.misses} miss")
         return lines + [f"note: {n}" for n in self.notes]
 
 
 def _store_of(source: Any) -> Any:
-    if hasattr(source, "images") and hasattr(getattr(source, "images"), "resolve"):
+    if hasattr(source, "images") and hasattr(source.images, "resolve"):
         return source
     store = getattr(source, "store", None)
     if store is not None and hasattr(getattr(store, "images", None), "resolve"):
@@ -207,8 +211,12 @@ class _Builder:
         return run_build(self.store, request, threading.Event())
 
     def build(self, name: str, context: Path, tag: str) -> DemoBuild:
-        request = BuildRequest(context=str(context), dockerfile=str(context / "Dockerfile"),
-                               tags=(tag,), network="none")
+        request = BuildRequest(
+            context=str(context),
+            dockerfile=str(context / "Dockerfile"),
+            tags=(tag,),
+            network="none",
+        )
         steps: list[StepRecord] = []
         build_id, image = 0, None
         for event in self.events(request):
@@ -252,8 +260,12 @@ def create_demo(source: Any, workspace: Path) -> DemoResult:
     marker = ws / MARKER
     if marker.is_file() and all(_has_tag(store, t) for t in TAGS):
         info = json.loads(marker.read_text())
-        return DemoResult(ws, created=False, with_run=bool(info.get("with_run")),
-                          notes=list(info.get("notes", [])))
+        return DemoResult(
+            ws,
+            created=False,
+            with_run=bool(info.get("with_run")),
+            notes=list(info.get("notes", [])),
+        )
     ws.mkdir(parents=True, exist_ok=True)
     busybox = find_busybox()
     why_not = _why_no_run(busybox)
@@ -277,18 +289,24 @@ def create_demo(source: Any, workspace: Path) -> DemoResult:
     stat = (app / "app.sh").stat()
     os.utime(app / "app.sh", ns=(stat.st_atime_ns, stat.st_mtime_ns + 60_000_000_000))
     os.chmod(app / "data" / "run.sh", 0o755)
-    result.builds.append(builder.build("demo-app (touched app.sh, chmod +x data/run.sh)", app,
-                                       APP_TAG))
+    result.builds.append(
+        builder.build("demo-app (touched app.sh, chmod +x data/run.sh)", app, APP_TAG)
+    )
 
     # Change a line: the edited step misses and every step after it follows.
     if with_run:
         _write(app / "Dockerfile", _app_dockerfile(base, "hi", with_run))
     else:
-        _write(app / "Dockerfile", _app_dockerfile(base, "hello", with_run).replace(
-            'LABEL org.lamina.demo="app"', 'LABEL org.lamina.demo="app, edited"'))
+        _write(
+            app / "Dockerfile",
+            _app_dockerfile(base, "hello", with_run).replace(
+                'LABEL org.lamina.demo="app"', 'LABEL org.lamina.demo="app, edited"'
+            ),
+        )
     result.builds.append(builder.build("demo-app (edited a line)", app, APP_TAG))
     result.builds.append(builder.build("demo-tools", tools, TOOLS_TAG))
 
-    marker.write_text(json.dumps({"version": DEMO_VERSION, "with_run": with_run, "notes": notes},
-                                 indent=2) + "\n")
+    marker.write_text(
+        json.dumps({"version": DEMO_VERSION, "with_run": with_run, "notes": notes}, indent=2) + "\n"
+    )
     return result

@@ -31,9 +31,8 @@ async def _settle(app: Any, pilot: Any) -> None:
 
 async def _select_build_with(app: Any, pilot: Any, kind: str) -> None:
     """Highlights the first build and step whose miss reason is ``kind``."""
-    from textual.widgets import DataTable
-
     from lamina.tui.widgets.builds import BuildsView
+    from textual.widgets import DataTable
 
     view = app.screen.query_one(BuildsView)
     for build in view.builds:
@@ -88,8 +87,13 @@ SHOTS: list[Shot] = [
 ]
 
 
-async def _shoot(home: Path, out: Path, name: str, size: tuple[int, int],
-                 steps: Callable[[Any, Any], Awaitable[None]]) -> Path:
+async def _shoot(
+    home: Path,
+    out: Path,
+    name: str,
+    size: tuple[int, int],
+    steps: Callable[[Any, Any], Awaitable[None]],
+) -> Path:
     from lamina.core.engine import open_engine
     from lamina.tui.app import make_app
 

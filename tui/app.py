@@ -11,16 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
-
-from textual import work
-from textual.app import App, SystemCommand
-from textual.binding import Binding
-from textual.message_pump import MessagePump
-from textual.screen import Screen
-from textual.timer import Timer
-from textual.widget import Widget
-from textual.worker import Worker, WorkerState, get_current_worker
+from typing import Any, ClassVar
 
 from lamina.core.engine import Engine
 from lamina.core.errors import LaminaError
@@ -39,6 +30,14 @@ from lamina.tui.messages import (
     SnapshotLoaded,
 )
 from lamina.tui.widgets.format import Clock
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.message_pump import MessagePump
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widget import Widget
+from textual.worker import Worker, WorkerState, get_current_worker
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +74,17 @@ class LaminaApp(App[None]):
     TITLE = "lamina"
     SUB_TITLE = "container image layers"
 
-    BINDINGS = [
-        Binding("question_mark", "help", "Help", tooltip="Show every key and what it does", id="help"),
-        Binding("ctrl+r", "refresh", "Refresh", tooltip="Reload everything from the engine", id="refresh"),
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "question_mark", "help", "Help", tooltip="Show every key and what it does", id="help"
+        ),
+        Binding(
+            "ctrl+r",
+            "refresh",
+            "Refresh",
+            tooltip="Reload everything from the engine",
+            id="refresh",
+        ),
         Binding("q", "quit", "Quit", tooltip="Leave lamina", id="quit"),
     ]
 
@@ -137,7 +144,9 @@ class LaminaApp(App[None]):
                 )
             yield SystemCommand("Rebuild", "Rerun the selected build", main.action_rebuild)
             yield SystemCommand("What if", "Predict the selected build's hits", main.action_what_if)
-            yield SystemCommand("Prune dangling", "Preview and prune dangling images", main.action_prune)
+            yield SystemCommand(
+                "Prune dangling", "Preview and prune dangling images", main.action_prune
+            )
             yield SystemCommand("Refresh", "Reload everything from the engine", self.action_refresh)
             yield SystemCommand("Help", "Show every key", self.action_help)
         yield from super().get_system_commands(screen)

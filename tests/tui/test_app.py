@@ -6,9 +6,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from textual.worker import WorkerFailed
-from textual.widgets import DataTable, Input, Static, TabbedContent, Tree
-
 from lamina.core.engine import Engine
 from lamina.tui.app import LaminaApp, make_app
 from lamina.tui.screens.confirm import ConfirmPruneScreen, WhatIfScreen
@@ -20,6 +17,8 @@ from lamina.tui.widgets.format import instruction
 from lamina.tui.widgets.images import ImagesView
 from lamina.tui.widgets.layers import LayersView
 from lamina.tui.widgets.learn import LearnView
+from textual.widgets import DataTable, Input, Static, TabbedContent, Tree
+from textual.worker import WorkerFailed
 
 from .conftest import break_layer, fixed_clock, open_embedded
 
@@ -218,7 +217,8 @@ async def test_builds_show_hits_misses_and_reasons(demo_engine: Engine) -> None:
         assert table.row_count == len(builds)
         # Select the "edited a line" build: its steps say why they missed.
         edited = next(
-            b for b in builds
+            b
+            for b in builds
             if any((s.reason or {}).get("kind") == "instruction_changed" for s in b.steps)
             and b.steps[0].instruction.startswith("FROM lamina-demo")
             and any(s.cached for s in b.steps)
@@ -376,7 +376,8 @@ async def test_learn_follows_the_selected_step_and_tours(demo_engine: Engine) ->
         await settle(app, pilot)
         view = main_screen(app).query_one(BuildsView)
         mode_build = next(
-            b for b in view.builds
+            b
+            for b in view.builds
             if any((s.reason or {}).get("kind") == "sources_changed" for s in b.steps)
         )
         table = view.query_one("#builds-table", DataTable)
@@ -384,7 +385,8 @@ async def test_learn_follows_the_selected_step_and_tours(demo_engine: Engine) ->
         await pilot.pause()
         steps = view.query_one("#steps-table", DataTable)
         index = next(
-            i for i, s in enumerate(mode_build.steps)
+            i
+            for i, s in enumerate(mode_build.steps)
             if (s.reason or {}).get("kind") == "sources_changed"
         )
         steps.move_cursor(row=index)

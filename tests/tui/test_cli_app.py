@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from lamina.core.engine import open_engine
 
 
@@ -16,7 +15,12 @@ def _lamina(args: list[str], env_home: Path, tmp_path: Path) -> subprocess.Compl
     env = dict(os.environ, LAMINA_HOME=str(env_home), XDG_CONFIG_HOME=str(tmp_path / "cfg"))
     return subprocess.run(
         [sys.executable, "-m", "lamina.tui", *args],
-        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=300,
+        capture_output=True,
+        check=False,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
     )
 
 
@@ -56,9 +60,23 @@ def test_demo_on_the_docker_engine_is_refused_in_one_line(tmp_path: Path) -> Non
     env_home = tmp_path / "store"
     env = dict(os.environ, LAMINA_HOME=str(env_home), DOCKER_HOST="unix:///nonexistent.sock")
     result = subprocess.run(
-        [sys.executable, "-m", "lamina.tui", "--engine", "docker", "demo", "--no-open",
-         "--workspace", str(tmp_path / "ws")],
-        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "lamina.tui",
+            "--engine",
+            "docker",
+            "demo",
+            "--no-open",
+            "--workspace",
+            str(tmp_path / "ws"),
+        ],
+        capture_output=True,
+        check=False,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
     )
     assert result.returncode == 1
     assert result.stderr.startswith("lamina: ") and result.stderr.count("\n") == 1

@@ -10,11 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from textual.pilot import Pilot
-from textual.widgets import Input
-
 from lamina.core.engine import Engine
 from lamina.tui.app import make_app
+from textual.pilot import Pilot
+from textual.widgets import Input
 
 from .conftest import fixed_clock
 

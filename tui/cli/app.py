@@ -15,8 +15,11 @@ from lamina.tui.cli.context import CliContext
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Adds ``lamina app`` and ``lamina demo``."""
-    app = sub.add_parser("app", help="open the terminal app on the store",
-                         description="Open the terminal app (also what `lamina` alone does).")
+    app = sub.add_parser(
+        "app",
+        help="open the terminal app on the store",
+        description="Open the terminal app (also what `lamina` alone does).",
+    )
     app.set_defaults(func=open_app)
 
     demo = sub.add_parser(
@@ -28,11 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "cache. Safe to run twice."
         ),
     )
-    demo.add_argument("--workspace", type=Path, default=None,
-                      help="where to write the demo's Dockerfiles and context "
-                           "(default: <store>/../lamina-demo)")
-    demo.add_argument("--no-open", action="store_true",
-                      help="create the demo and print what was built, without opening the app")
+    demo.add_argument(
+        "--workspace",
+        type=Path,
+        default=None,
+        help="where to write the demo's Dockerfiles and context (default: <store>/../lamina-demo)",
+    )
+    demo.add_argument(
+        "--no-open",
+        action="store_true",
+        help="create the demo and print what was built, without opening the app",
+    )
     demo.set_defaults(func=run_demo)
 
 
@@ -47,8 +56,10 @@ def _run_app(ctx: CliContext) -> int:
 def open_app(args: argparse.Namespace, ctx: CliContext) -> int:
     """Opens the app on the selected engine (``--engine``, ``$LAMINA_ENGINE``)."""
     if not sys.stdout.isatty():
-        print("lamina: the app needs a terminal; use `lamina --help` for the commands",
-              file=sys.stderr)
+        print(
+            "lamina: the app needs a terminal; use `lamina --help` for the commands",
+            file=sys.stderr,
+        )
         return 2
     return _run_app(ctx)
 
@@ -64,7 +75,9 @@ def run_demo(args: argparse.Namespace, ctx: CliContext) -> int:
     if args.no_open:
         return 0
     if not sys.stdout.isatty():
-        print("lamina: not a terminal, so the app was not opened (use --no-open to silence this)",
-              file=sys.stderr)
+        print(
+            "lamina: not a terminal, so the app was not opened (use --no-open to silence this)",
+            file=sys.stderr,
+        )
         return 0
     return _run_app(ctx)

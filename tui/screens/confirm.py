@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.markup import escape
-from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+from typing import Any, ClassVar
 
 from lamina.core.model import BuildRecord, StepRecord
 from lamina.tui.widgets import format as fmt
 from lamina.tui.widgets.builds import verdict
 from lamina.tui.widgets.disk import plan_lines
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.markup import escape
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
 
 
 class _Confirm(ModalScreen[bool]):
     """A yes/no dialog; ``y``/Enter confirms, ``n``/Escape cancels."""
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer(True)", "Confirm", tooltip="Go ahead", id="confirm.yes"),
         Binding("n,escape", "answer(False)", "Cancel", tooltip="Do nothing", id="confirm.no"),
     ]
@@ -86,6 +85,8 @@ class WhatIfScreen(_Confirm):
         rows = [f"Build #{self.build.id} would have {hits} HIT and {misses} MISS:"]
         for s in self.steps:
             reason = fmt.describe_reason(s.reason)
-            rows.append(f"  {verdict(s):<4} {escape(' '.join(s.instruction.split()))}"
-                        + (f"\n        [dim]{escape(reason)}[/]" if reason else ""))
+            rows.append(
+                f"  {verdict(s):<4} {escape(' '.join(s.instruction.split()))}"
+                + (f"\n        [dim]{escape(reason)}[/]" if reason else "")
+            )
         return "\n".join(rows)

@@ -2,34 +2,62 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
 VIEW_HELP = (
-    ("1 Layers", "The layer graph: base layers at the root, each layer under its parent, "
-     "◆ tags where images end, ×N on layers N images share. The right side shows the selected "
-     "layer and its added/modified/deleted files."),
-    ("2 Images", "Every image with size, shared and unique bytes; its history and dive's "
-     "efficiency score and wasted space."),
-    ("3 Builds", "Recorded builds: HIT or MISS per step and why each miss happened; rebuild "
-     "with live progress, or ask what-if first."),
-    ("4 Disk", "Bytes per category, what is reclaimable, and a one-key prune of dangling "
-     "images with a confirmation listing exactly what goes."),
-    ("5 Learn", "Why the selected step hit or missed and what would make it hit; a short "
-     "guided tour of the cache."),
+    (
+        "1 Layers",
+        (
+            "The layer graph: base layers at the root, each layer under its parent, "
+            "◆ tags where images end, ×N on layers N images share. The right side shows the selected "
+            "layer and its added/modified/deleted files."
+        ),
+    ),
+    (
+        "2 Images",
+        (
+            "Every image with size, shared and unique bytes; its history and dive's "
+            "efficiency score and wasted space."
+        ),
+    ),
+    (
+        "3 Builds",
+        (
+            "Recorded builds: HIT or MISS per step and why each miss happened; rebuild "
+            "with live progress, or ask what-if first."
+        ),
+    ),
+    (
+        "4 Disk",
+        (
+            "Bytes per category, what is reclaimable, and a one-key prune of dangling "
+            "images with a confirmation listing exactly what goes."
+        ),
+    ),
+    (
+        "5 Learn",
+        (
+            "Why the selected step hit or missed and what would make it hit; a short "
+            "guided tour of the cache."
+        ),
+    ),
 )
 
 
 class HelpScreen(ModalScreen[None]):
     """Every view and key; Escape or ? closes it."""
 
-    BINDINGS = [
-        Binding("escape,question_mark,q", "dismiss", "Close", tooltip="Close the help",
-                id="help.close"),
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "escape,question_mark,q", "dismiss", "Close", tooltip="Close the help", id="help.close"
+        ),
     ]
 
     def compose(self) -> ComposeResult:
@@ -44,12 +72,16 @@ class HelpScreen(ModalScreen[None]):
         for binding in [*MainScreen.BINDINGS, *LaminaApp.BINDINGS]:
             if isinstance(binding, Binding):
                 key = binding.key.replace("question_mark", "?").replace("slash", "/")
-                lines.append(f"  [b]{escape(key):<8}[/b] {escape(binding.tooltip or binding.description)}")
-        lines += ["  [b]ctrl+p  [/b] command palette: every lamina command by name",
-                  "", "[dim]Mouse: click tabs, rows, headers (to sort) and tree nodes.[/]"]
-        with Vertical(id="help-dialog"):
-            with VerticalScroll():
-                yield Static("\n".join(lines), id="help-text")
+                lines.append(
+                    f"  [b]{escape(key):<8}[/b] {escape(binding.tooltip or binding.description)}"
+                )
+        lines += [
+            "  [b]ctrl+p  [/b] command palette: every lamina command by name",
+            "",
+            "[dim]Mouse: click tabs, rows, headers (to sort) and tree nodes.[/]",
+        ]
+        with Vertical(id="help-dialog"), VerticalScroll():
+            yield Static("\n".join(lines), id="help-text")
 
     async def action_dismiss(self, result: None = None) -> None:
         self.dismiss(None)

@@ -6,23 +6,22 @@ apply to the visible view (``check_action``) wherever the focus is.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
+from lamina.tui.messages import BuildsLoaded, DiskUsageLoaded, EngineCallFailed, SnapshotLoaded
+from lamina.tui.widgets.builds import BuildsView
+from lamina.tui.widgets.disk import DiskView
+from lamina.tui.widgets.graph import LayerGraph
+from lamina.tui.widgets.images import ImagesView
+from lamina.tui.widgets.layers import LayersView
+from lamina.tui.widgets.learn import LearnView
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
-
-from lamina.tui.messages import BuildsLoaded, DiskUsageLoaded, EngineCallFailed, SnapshotLoaded
-from lamina.tui.widgets.graph import LayerGraph
-from lamina.tui.widgets.builds import BuildsView
-from lamina.tui.widgets.disk import DiskView
-from lamina.tui.widgets.images import ImagesView
-from lamina.tui.widgets.layers import LayersView
-from lamina.tui.widgets.learn import LearnView
 
 if TYPE_CHECKING:
     from lamina.tui.app import LaminaApp
@@ -54,31 +53,68 @@ VIEW_ACTIONS = {
 class MainScreen(Screen[None]):
     """The tabbed views over one engine."""
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         *[
-            Binding(key, f"show_view('{vid}')", title, show=False, id=f"view.{vid}",
-                    tooltip=f"Show the {title} view")
+            Binding(
+                key,
+                f"show_view('{vid}')",
+                title,
+                show=False,
+                id=f"view.{vid}",
+                tooltip=f"Show the {title} view",
+            )
             for vid, title, key in VIEWS
         ],
-        Binding("f", "toggle_digests", "Full digests", tooltip="Show full or short digests",
-                id="layers.digests"),
-        Binding("slash", "filter_files", "Filter files", tooltip="Filter the layer's file changes",
-                id="layers.filter"),
+        Binding(
+            "f",
+            "toggle_digests",
+            "Full digests",
+            tooltip="Show full or short digests",
+            id="layers.digests",
+        ),
+        Binding(
+            "slash",
+            "filter_files",
+            "Filter files",
+            tooltip="Filter the layer's file changes",
+            id="layers.filter",
+        ),
         Binding("s", "sort_images", "Sort", tooltip="Sort by the next column", id="images.sort"),
-        Binding("S", "reverse_sort", "Reverse", tooltip="Reverse the sort order",
-                id="images.reverse"),
-        Binding("r", "rebuild", "Rebuild", tooltip="Rerun the selected build from its Dockerfile",
-                id="builds.rebuild"),
-        Binding("w", "what_if", "What if", tooltip="Predict each step's hit or miss without building",
-                id="builds.what_if"),
-        Binding("x", "cancel_build", "Cancel build", tooltip="Stop the running build",
-                id="builds.cancel"),
-        Binding("p", "prune", "Prune dangling",
-                tooltip="Preview, confirm and prune dangling images and their layers",
-                id="disk.prune"),
+        Binding(
+            "S", "reverse_sort", "Reverse", tooltip="Reverse the sort order", id="images.reverse"
+        ),
+        Binding(
+            "r",
+            "rebuild",
+            "Rebuild",
+            tooltip="Rerun the selected build from its Dockerfile",
+            id="builds.rebuild",
+        ),
+        Binding(
+            "w",
+            "what_if",
+            "What if",
+            tooltip="Predict each step's hit or miss without building",
+            id="builds.what_if",
+        ),
+        Binding(
+            "x",
+            "cancel_build",
+            "Cancel build",
+            tooltip="Stop the running build",
+            id="builds.cancel",
+        ),
+        Binding(
+            "p",
+            "prune",
+            "Prune dangling",
+            tooltip="Preview, confirm and prune dangling images and their layers",
+            id="disk.prune",
+        ),
         Binding("n", "tour_next", "Next", tooltip="Next step of the guided tour", id="learn.next"),
-        Binding("b", "tour_back", "Back", tooltip="Previous step of the guided tour",
-                id="learn.back"),
+        Binding(
+            "b", "tour_back", "Back", tooltip="Previous step of the guided tour", id="learn.back"
+        ),
     ]
 
     @property
@@ -158,7 +194,9 @@ class MainScreen(Screen[None]):
             return False  # keys of other views are hidden, not greyed out
         builds = self.query_one(BuildsView)
         if action in ("rebuild", "what_if"):
-            return None if (self.lamina.building.is_set() or builds.selected_build is None) else True
+            return (
+                None if (self.lamina.building.is_set() or builds.selected_build is None) else True
+            )
         if action == "cancel_build":
             return True if self.lamina.building.is_set() else None
         if action == "prune":
@@ -245,7 +283,9 @@ class MainScreen(Screen[None]):
                 builds.start(dry_run=False)
             self.refresh_bindings()
 
-        self.app.push_screen(WhatIfScreen(event.build, event.steps, event.ok, event.message), answered)
+        self.app.push_screen(
+            WhatIfScreen(event.build, event.steps, event.ok, event.message), answered
+        )
 
     def on_disk_usage_loaded(self, event: DiskUsageLoaded) -> None:
         # Disk accounting knows which cache entries keep each layer; the Layers view shows it.

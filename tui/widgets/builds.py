@@ -5,14 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from textual import on
-from textual.app import ComposeResult
-from textual.markup import escape
-from textual.message import Message
-from textual.reactive import reactive
-from textual.widget import Widget
-from textual.widgets import DataTable, Log, Static
-
 from lamina.core.events import (
     BuildFailed,
     BuildFinished,
@@ -24,6 +16,13 @@ from lamina.core.events import (
 from lamina.core.model import BuildRecord, BuildRequest, StepRecord
 from lamina.tui.messages import BuildEnded, BuildProgressed, BuildsLoaded
 from lamina.tui.widgets import format as fmt
+from textual import on
+from textual.app import ComposeResult
+from textual.markup import escape
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
+from textual.widgets import DataTable, Log, Static
 
 if TYPE_CHECKING:
     from lamina.tui.app import LaminaApp
@@ -111,14 +110,25 @@ class BuildsView(Widget):
 
     def on_mount(self) -> None:
         table = self.query_one("#builds-table", DataTable)
-        for key, title in (("id", "#"), ("started", "started"), ("tags", "tags"),
-                           ("status", "status"), ("hits", "hits"), ("misses", "misses"),
-                           ("context", "context")):
+        for key, title in (
+            ("id", "#"),
+            ("started", "started"),
+            ("tags", "tags"),
+            ("status", "status"),
+            ("hits", "hits"),
+            ("misses", "misses"),
+            ("context", "context"),
+        ):
             table.add_column(title, key=key)
         steps = self.query_one("#steps-table", DataTable)
-        for key, title, width in (("n", "step", 4), ("instruction", "instruction", 34),
-                                  ("cache", "cache", 4), ("duration", "time", 6),
-                                  ("size", "size", 8), ("why", "why it missed", None)):
+        for key, title, width in (
+            ("n", "step", 4),
+            ("instruction", "instruction", 34),
+            ("cache", "cache", 4),
+            ("duration", "time", 6),
+            ("size", "size", 8),
+            ("why", "why it missed", None),
+        ):
             steps.add_column(title, key=key, width=width)
         self.query_one("#build-log", Log).display = False
 
@@ -139,9 +149,14 @@ class BuildsView(Widget):
                 build.status, escape(build.status)
             )
             table.add_row(
-                str(build.id), fmt.ago(build.started, clock),
-                escape(", ".join(build.tags) or "-"), fmt.themed(self.app, status),
-                str(hits), str(misses), escape(build.context), key=str(build.id),
+                str(build.id),
+                fmt.ago(build.started, clock),
+                escape(", ".join(build.tags) or "-"),
+                fmt.themed(self.app, status),
+                str(hits),
+                str(misses),
+                escape(build.context),
+                key=str(build.id),
             )
         if not builds:
             self.query_one("#steps-title", Static).update(
@@ -163,8 +178,7 @@ class BuildsView(Widget):
         build = self.selected_build
         if build is None or self.showing_live:
             return
-        title = (f"Build #{build.id} of {escape(build.dockerfile)}"
-                 f" [dim](r: rebuild, w: what-if)[/]")
+        title = f"Build #{build.id} of {escape(build.dockerfile)} [dim](r: rebuild, w: what-if)[/]"
         self._show_steps(title, list(build.steps))
         self.post_message(self.StateChanged(self.lamina.building.is_set()))
 
@@ -255,8 +269,9 @@ class BuildsView(Widget):
         build = self.live_for
         if message.dry_run:
             if build is not None:
-                self.post_message(self.Predicted(build, list(self.live_steps), message.ok,
-                                                 message.message))
+                self.post_message(
+                    self.Predicted(build, list(self.live_steps), message.ok, message.message)
+                )
             return
         self.showing_live = False
         self.selected_id = None  # the new build, newest first, is selected once loaded

@@ -6,14 +6,13 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from lamina.tui.messages import DiskUsageLoaded, PruneApplied, PrunePlanned
+from lamina.tui.widgets import format as fmt
 from textual.app import ComposeResult
 from textual.markup import escape
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
-
-from lamina.tui.messages import DiskUsageLoaded, PruneApplied, PrunePlanned
-from lamina.tui.widgets import format as fmt
 
 if TYPE_CHECKING:
     from lamina.core.diskusage import DiskUsage
@@ -40,23 +39,36 @@ def usage_rows(usage: DiskUsage) -> list[tuple[str, int | None, int, int]]:
     shared = sum(layer.size for layer in usage.layers if len(layer.images) > 1)
     unique = sum(layer.size for layer in usage.layers if len(layer.images) == 1)
     dangling = [i for i in usage.images if i.dangling]
-    tagged_layers = {la.chain_id for la in usage.layers
-                     if any(i in tagged_ids for i in la.images)} if (
-        tagged_ids := {i.id for i in usage.images if not i.dangling}) else set()
+    tagged_layers = (
+        {la.chain_id for la in usage.layers if any(i in tagged_ids for i in la.images)}
+        if (tagged_ids := {i.id for i in usage.images if not i.dangling})
+        else set()
+    )
     dangling_ids = {i.id for i in dangling}
-    dangling_only = [la for la in usage.layers
-                     if la.chain_id not in tagged_layers and set(la.images) & dangling_ids]
+    dangling_only = [
+        la
+        for la in usage.layers
+        if la.chain_id not in tagged_layers and set(la.images) & dangling_ids
+    ]
     for category in usage.categories:
         name = category.name.replace("_", " ")
         rows.append((name, category.count, category.size, category.reclaimable))
         if category.name == "images":
-            rows.append(("  shared layers", sum(1 for la in usage.layers if len(la.images) > 1),
-                         shared, 0))
-            rows.append(("  unique layers", sum(1 for la in usage.layers if len(la.images) == 1),
-                         unique, 0))
+            rows.append(
+                ("  shared layers", sum(1 for la in usage.layers if len(la.images) > 1), shared, 0)
+            )
+            rows.append(
+                ("  unique layers", sum(1 for la in usage.layers if len(la.images) == 1), unique, 0)
+            )
             # Layers only dangling images use: what they hold on to beyond the tagged ones.
-            rows.append(("  dangling images", len(dangling), sum(la.size for la in dangling_only),
-                         sum(i.frees for i in dangling)))
+            rows.append(
+                (
+                    "  dangling images",
+                    len(dangling),
+                    sum(la.size for la in dangling_only),
+                    sum(i.frees for i in dangling),
+                )
+            )
     return rows
 
 
@@ -65,9 +77,11 @@ def prune_rows(usage: DiskUsage, dangling_plan: PrunePlan | None) -> list[tuple[
     rows = []
     if dangling_plan is not None:
         rows.append(("image prune (dangling)  [key p]", dangling_plan.reclaimable_bytes))
-    for label, name, attr in (("image prune -a", "images", "reclaimable_all"),
-                              ("builder prune", "build_cache", "reclaimable"),
-                              ("builder prune --all", "build_cache", "reclaimable_all")):
+    for label, name, attr in (
+        ("image prune -a", "images", "reclaimable_all"),
+        ("builder prune", "build_cache", "reclaimable"),
+        ("builder prune --all", "build_cache", "reclaimable_all"),
+    ):
         try:
             rows.append((label, int(getattr(usage.category(name), attr))))
         except KeyError:
@@ -113,8 +127,13 @@ class DiskView(Widget):
 
     def on_mount(self) -> None:
         table = self.query_one("#disk-table", DataTable)
-        for key, title in (("category", "category"), ("count", "count"), ("size", "size"),
-                           ("reclaimable", "reclaimable"), ("bar", "share of total")):
+        for key, title in (
+            ("category", "category"),
+            ("count", "count"),
+            ("size", "size"),
+            ("reclaimable", "reclaimable"),
+            ("bar", "share of total"),
+        ):
             table.add_column(title, key=key)
 
     def on_disk_usage_loaded(self, event: DiskUsageLoaded) -> None:
@@ -126,7 +145,9 @@ class DiskView(Widget):
         table.clear()
         for name, count, size, reclaim in rows:
             table.add_row(
-                escape(name), "" if count is None else str(count), fmt.size(size),
+                escape(name),
+                "" if count is None else str(count),
+                fmt.size(size),
                 fmt.size(reclaim) if reclaim else "",
                 fmt.themed(self.app, f"[$primary]{bar(size, total)}[/]"),
                 key=name,
@@ -147,15 +168,22 @@ class DiskView(Widget):
             prune.update("[dim]No prune preview available.[/]")
             return
         lines, freed = plan_lines(self.dangling_plan)
-        text = "[b]What each prune would free now[/b]\n" + "\n".join(
-            f"  {escape(label):<34} {fmt.size(n):>9}"
-            for label, n in prune_rows(self.usage, self.dangling_plan)
-        ) if self.usage is not None else ""
+        text = (
+            "[b]What each prune would free now[/b]\n"
+            + "\n".join(
+                f"  {escape(label):<34} {fmt.size(n):>9}"
+                for label, n in prune_rows(self.usage, self.dangling_plan)
+            )
+            if self.usage is not None
+            else ""
+        )
         if not lines:
             text += "\n[dim]Nothing dangling to prune.[/]"
         else:
-            text += (f"\n[b]p[/b] prunes the dangling images and their layers: "
-                     f"{len(lines)} item(s), {fmt.size(freed)}")
+            text += (
+                f"\n[b]p[/b] prunes the dangling images and their layers: "
+                f"{len(lines)} item(s), {fmt.size(freed)}"
+            )
         if self.last_result is not None:
             text += f"\n[$success]Last prune: {escape(_result_text(self.last_result))}[/]"
         prune.update(text)
@@ -187,5 +215,7 @@ class DiskView(Widget):
 
 
 def _result_text(result: Any) -> str:
-    return (f"removed {len(result.images)} image(s), {len(result.layers)} layer(s); "
-            f"reclaimed {fmt.size(result.reclaimed_bytes)}")
+    return (
+        f"removed {len(result.images)} image(s), {len(result.layers)} layer(s); "
+        f"reclaimed {fmt.size(result.reclaimed_bytes)}"
+    )

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import humanize
-
 from lamina.core.digest import short
 
 if TYPE_CHECKING:
@@ -17,7 +16,7 @@ if TYPE_CHECKING:
 Clock = Callable[[], float]
 
 
-def size(n: int | float | None) -> str:
+def size(n: float | None) -> str:
     """Bytes as dive and docker show them (decimal units)."""
     if n is None:
         return "-"
@@ -82,8 +81,11 @@ def explain_reason(reason: dict[str, Any] | None) -> str:
         "pruned": "The step was cached once but its entry was pruned; it is cached again now.",
         "base_changed": "FROM resolved to another image than last time; pin the base by digest "
         "to keep the cache.",
-    }.get(kind, "Make the step's inputs (parent state, instruction, files, args) match a cached "
-                "run to hit.")
+    }.get(
+        kind,
+        "Make the step's inputs (parent state, instruction, files, args) match a cached "
+        "run to hit.",
+    )
 
 
 _VAR = re.compile(r"\$([a-z][a-z0-9-]*)")

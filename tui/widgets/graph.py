@@ -77,7 +77,9 @@ class LayerGraph:
                 shared += n
         if not self.by_id:
             total = image.size
-        return ImageSizes(size=total or image.size, shared=shared, unique=(total or image.size) - shared)
+        return ImageSizes(
+            size=total or image.size, shared=shared, unique=(total or image.size) - shared
+        )
 
     def subtree_count(self, chain_id: str) -> int:
         """Layers below (and including) this one."""

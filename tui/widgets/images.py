@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from lamina.core.model import ImageSummary
+from lamina.tui.messages import ImageDetailsLoaded
+from lamina.tui.widgets import format as fmt
+from lamina.tui.widgets.graph import LayerGraph
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -13,17 +17,18 @@ from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
-from lamina.core.model import ImageSummary
-from lamina.tui.messages import ImageDetailsLoaded
-from lamina.tui.widgets import format as fmt
-from lamina.tui.widgets.graph import LayerGraph
-
 if TYPE_CHECKING:
     from lamina.tui.app import LaminaApp
 
 # (column key, title) in the order `s` cycles through them.
-SORTS = (("size", "size"), ("shared", "shared"), ("unique", "unique"), ("created", "created"),
-         ("dangling", "dangling"), ("name", "name"))
+SORTS = (
+    ("size", "size"),
+    ("shared", "shared"),
+    ("unique", "unique"),
+    ("created", "created"),
+    ("dangling", "dangling"),
+    ("name", "name"),
+)
 
 
 class ImagesView(Widget):
@@ -63,9 +68,15 @@ class ImagesView(Widget):
 
     def on_mount(self) -> None:
         table = self.query_one("#images-table", DataTable)
-        for key, title in (("name", "image"), ("id", "id"), ("size", "size"),
-                           ("shared", "shared"), ("unique", "unique"), ("created", "created"),
-                           ("dangling", "dangling")):
+        for key, title in (
+            ("name", "image"),
+            ("id", "id"),
+            ("size", "size"),
+            ("shared", "shared"),
+            ("unique", "unique"),
+            ("created", "created"),
+            ("dangling", "dangling"),
+        ):
             table.add_column(title, key=key)
         history = self.query_one("#history-table", DataTable)
         history.add_column("instruction", key="created_by", width=38)
@@ -88,14 +99,17 @@ class ImagesView(Widget):
         self.rows = {}
         for image in graph.images:
             sizes = graph.sizes(image)
-            self.rows[image.id] = (image, {
-                "name": ", ".join(image.tags) or "<none>",
-                "size": sizes.size,
-                "shared": sizes.shared,
-                "unique": sizes.unique,
-                "created": image.created,
-                "dangling": image.dangling,
-            })
+            self.rows[image.id] = (
+                image,
+                {
+                    "name": ", ".join(image.tags) or "<none>",
+                    "size": sizes.size,
+                    "shared": sizes.shared,
+                    "unique": sizes.unique,
+                    "created": image.created,
+                    "dangling": image.dangling,
+                },
+            )
         self._render_table()
 
     def watch_sort_key(self) -> None:
@@ -124,6 +138,7 @@ class ImagesView(Widget):
 
     def sorted_ids(self) -> list[str]:
         """Image IDs in the table's current order."""
+
         def value(item: tuple[str, tuple[ImageSummary, dict[str, Any]]]) -> Any:
             image_id, (_image, row) = item
             return (row[self.sort_key], image_id)
@@ -198,8 +213,11 @@ class ImagesView(Widget):
         history.clear()
         # The engine gives newest first, as `docker history` does; read top-down as built.
         for i, entry in enumerate(reversed(event.history)):
-            text = escape(_instruction(entry.created_by) if entry.created_by else
-                          (f"import: {entry.comment}" if entry.comment else "(missing)"))
+            text = escape(
+                _instruction(entry.created_by)
+                if entry.created_by
+                else (f"import: {entry.comment}" if entry.comment else "(missing)")
+            )
             if entry.empty_layer:
                 history.add_row(f"[dim]{text}[/]", "[dim]empty[/]", "", key=str(i))
             else:

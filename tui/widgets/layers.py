@@ -5,6 +5,10 @@ from __future__ import annotations
 import stat
 from typing import TYPE_CHECKING
 
+from lamina.core.model import BuildRecord, FileChange
+from lamina.tui.messages import LayerChangesLoaded
+from lamina.tui.widgets import format as fmt
+from lamina.tui.widgets.graph import LayerGraph
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -14,11 +18,6 @@ from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static, Tree
 from textual.widgets.tree import TreeNode
-
-from lamina.core.model import BuildRecord, FileChange
-from lamina.tui.messages import LayerChangesLoaded
-from lamina.tui.widgets import format as fmt
-from lamina.tui.widgets.graph import LayerGraph
 
 if TYPE_CHECKING:
     from lamina.tui.app import LaminaApp
@@ -62,11 +61,13 @@ class LayersView(Widget):
             yield tree
             with Vertical(id="layer-detail"):
                 yield Static("Loading layers…", id="layer-info")
-                yield Input(placeholder="filter files (path, or added/modified/deleted)",
-                            id="file-filter")
+                yield Input(
+                    placeholder="filter files (path, or added/modified/deleted)", id="file-filter"
+                )
                 yield Static("", id="file-summary")
-                table: DataTable[str] = DataTable(id="file-changes", cursor_type="row",
-                                                  zebra_stripes=True)
+                table: DataTable[str] = DataTable(
+                    id="file-changes", cursor_type="row", zebra_stripes=True
+                )
                 yield table
 
     def on_mount(self) -> None:
@@ -103,8 +104,11 @@ class LayersView(Widget):
         graph = self.graph
         assert graph is not None
         for chain_id in graph.children.get(parent, ()):
-            node.add(self._label(chain_id), data=chain_id,
-                     allow_expand=bool(graph.children.get(chain_id)))
+            node.add(
+                self._label(chain_id),
+                data=chain_id,
+                allow_expand=bool(graph.children.get(chain_id)),
+            )
 
     def watch_graph(self, graph: LayerGraph | None) -> None:
         if graph is None:
@@ -210,8 +214,10 @@ class LayersView(Widget):
         cache = self.cache_users.get(chain_id)
         built = f"built by {', '.join(steps[:4])}" if steps else ""
         if cache is not None:
-            lines.append(f"cache    {cache} build cache entr{'y' if cache == 1 else 'ies'} keep it"
-                         + (f"; {built}" if built else ""))
+            lines.append(
+                f"cache    {cache} build cache entr{'y' if cache == 1 else 'ies'} keep it"
+                + (f"; {built}" if built else "")
+            )
         elif built:
             lines.append(built)
         info.update("\n".join(lines))
@@ -244,7 +250,11 @@ class LayersView(Widget):
         for i, change in enumerate(rows):
             path = change.path + ("/" if change.kind == "dir" else "")
             if change.link_target:
-                path += " → " + change.link_target + (" (hard link)" if change.kind == "hardlink" else "")
+                path += (
+                    " → "
+                    + change.link_target
+                    + (" (hard link)" if change.kind == "hardlink" else "")
+                )
             table.add_row(
                 fmt.themed(self.app, CHANGE_MARK.get(change.change, "?")),
                 escape(path),

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lamina.core.model import BuildRecord, StepRecord
+from lamina.tui.widgets import format as fmt
+from lamina.tui.widgets.builds import verdict
+from lamina.tui.widgets.graph import LayerGraph
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.markup import escape
 from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Static
-
-from lamina.core.model import BuildRecord, StepRecord
-from lamina.tui.widgets import format as fmt
-from lamina.tui.widgets.builds import verdict
-from lamina.tui.widgets.graph import LayerGraph
 
 
 @dataclass(frozen=True)
@@ -105,22 +104,32 @@ class LearnView(Widget):
     def explanation(self, build: BuildRecord | None, step: StepRecord | None) -> str:
         """Plain words on why ``step`` hit or missed and what would make it hit."""
         if step is None:
-            return ("[b]Why did it hit or miss?[/b]\nSelect a step in the Builds view (3) and "
-                    "this panel explains its cache decision.")
+            return (
+                "[b]Why did it hit or miss?[/b]\nSelect a step in the Builds view (3) and "
+                "this panel explains its cache decision."
+            )
         where = f"build #{build.id}, " if build else ""
-        head = (f"[b]{escape(' '.join(step.instruction.split()))}[/b]\n"
-                f"{where}stage {step.stage} step {step.index}: {verdict(step)}\n")
+        head = (
+            f"[b]{escape(' '.join(step.instruction.split()))}[/b]\n"
+            f"{where}stage {step.stage} step {step.index}: {verdict(step)}\n"
+        )
         if step.cached is None:
-            return head + ("FROM starts a stage: it picks the base image, and every later key "
-                           "chains on that image's config. A different base misses everything.")
+            return head + (
+                "FROM starts a stage: it picks the base image, and every later key "
+                "chains on that image's config. A different base misses everything."
+            )
         if step.cached:
-            return head + ("A cache entry exists with the same parent state and the same step "
-                           "configuration (instruction, build args in scope, config, and for "
-                           "COPY/ADD a checksum of the files), so its result was reused and "
-                           "nothing ran.")
+            return head + (
+                "A cache entry exists with the same parent state and the same step "
+                "configuration (instruction, build args in scope, config, and for "
+                "COPY/ADD a checksum of the files), so its result was reused and "
+                "nothing ran."
+            )
         reason = fmt.describe_reason(step.reason)
-        return (head + f"[b]Why:[/b] {escape(reason)}\n"
-                f"[b]To hit:[/b] {escape(fmt.explain_reason(step.reason))}")
+        return (
+            head + f"[b]Why:[/b] {escape(reason)}\n"
+            f"[b]To hit:[/b] {escape(fmt.explain_reason(step.reason))}"
+        )
 
     def refresh_explanation(self) -> None:
         if not self.is_mounted:
@@ -128,12 +137,17 @@ class LearnView(Widget):
         self.query_one("#explain", Static).update(self.explanation(self.build, self.step))
         stop = TOUR[self.tour_index]
         example = self.example_for(stop)
-        lines = [f"[b]Guided tour[/b] [dim](n: next, b: back)[/]  {self.tour_index + 1}/{len(TOUR)}",
-                 f"[b $accent]{escape(stop.title)}[/]", escape(stop.story)]
+        lines = [
+            f"[b]Guided tour[/b] [dim](n: next, b: back)[/]  {self.tour_index + 1}/{len(TOUR)}",
+            f"[b $accent]{escape(stop.title)}[/]",
+            escape(stop.story),
+        ]
         if example is not None:
             build, s = example
-            lines.append(f"\nIn this store: build #{build.id}, step {s.stage}/{s.index} "
-                         f"[i]{escape(' '.join(s.instruction.split()))}[/i] → {verdict(s)}")
+            lines.append(
+                f"\nIn this store: build #{build.id}, step {s.stage}/{s.index} "
+                f"[i]{escape(' '.join(s.instruction.split()))}[/i] → {verdict(s)}"
+            )
             if s.cached is False:
                 lines.append(f"  {escape(fmt.describe_reason(s.reason))}")
                 after = build.steps[build.steps.index(s) + 1 :]
@@ -141,6 +155,8 @@ class LearnView(Widget):
                 if cascade:
                     lines.append(f"  …and the {cascade} step(s) after it missed because it did.")
         else:
-            lines.append("\n[dim]No build in this store shows it yet: run `lamina demo` to "
-                         "create one that does.[/]")
+            lines.append(
+                "\n[dim]No build in this store shows it yet: run `lamina demo` to "
+                "create one that does.[/]"
+            )
         self.query_one("#tour", Static).update("\n".join(lines))
