@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+import prune_support
 import pytest
 from lamina.core.store import Store
 from lamina.tui.cli import main
 
-
-def _load_support() -> Any:
-    name = "lamina_prune_support"
-    if name not in sys.modules:
-        path = Path(__file__).parents[1] / "core" / "test_prune_support.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-S = _load_support()
+S = prune_support
 
 
 class _Tty(io.StringIO):

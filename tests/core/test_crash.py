@@ -15,7 +15,6 @@ a random delay (several seeds, bounded time) and then checks what the issue prom
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
 import signal
@@ -24,8 +23,8 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
 
+import prune_support
 import pytest
 from lamina.core.build.builder import run_build
 from lamina.core.events import BuildFinished, StepFinished
@@ -35,21 +34,7 @@ from lamina.core.model import BuildRequest
 from lamina.core.prune import PruneRequest, apply_prune, plan_prune
 from lamina.core.store import Store
 
-
-def _load_support() -> Any:
-    name = "lamina_prune_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("test_prune_support.py")
-        )
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-S = _load_support()
+S = prune_support
 CONTEXTS = 3
 DOCKERFILE = "FROM scratch\nCOPY base /base\nLABEL k=v\nCOPY many /many\nCOPY top /top\n"
 

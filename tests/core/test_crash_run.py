@@ -6,7 +6,6 @@ imported into the store.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -14,8 +13,8 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
 
+import prune_support
 import pytest
 from lamina.core.archive import import_rootfs
 from lamina.core.bootstrap import busybox_rootfs_tar
@@ -27,21 +26,7 @@ from lamina.core.model import BuildRequest
 from lamina.core.prune import PruneRequest, apply_prune, plan_prune
 from lamina.core.store import Store
 
-
-def _load_support() -> Any:
-    name = "lamina_prune_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("test_prune_support.py")
-        )
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-S = _load_support()
+S = prune_support
 
 DOCKERFILE = (
     "FROM busybox\n"

@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+import prune_support
 import pytest
 from lamina.core.diskusage import disk_usage, frees
 from lamina.core.errors import NotFound
 from lamina.core.prune import PruneRequest, apply_prune, plan_prune
 from lamina.core.store import Store
 
-
-def _load_support() -> Any:
-    name = "lamina_prune_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("test_prune_support.py")
-        )
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-S = _load_support()
+S = prune_support
 
 
 @pytest.fixture

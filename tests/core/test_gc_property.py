@@ -9,12 +9,11 @@ plan, and the store directory shrinks by exactly the bytes the plan predicted.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import prune_support
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lamina.core.build.builder import run_build
@@ -24,21 +23,7 @@ from lamina.core.model import BuildRequest
 from lamina.core.prune import PruneRequest, apply_prune, plan_prune
 from lamina.core.store import Store
 
-
-def _load_support() -> Any:
-    name = "lamina_prune_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("test_prune_support.py")
-        )
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-S = _load_support()
+S = prune_support
 TAGS = ("app:a", "app:b", "app:c")
 VARIANTS = 4
 

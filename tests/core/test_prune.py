@@ -11,30 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import prune_support
 import pytest
 from lamina.core.errors import UsageError
 from lamina.core.prune import PrunePlan, PruneRequest, apply_prune, plan_prune
 from lamina.core.store import Store
 
-S: Any = None
-
-
-@pytest.fixture(autouse=True)
-def _support() -> None:
-    global S
-    import importlib.util
-    import sys
-
-    name = "lamina_prune_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("test_prune_support.py")
-        )
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    S = sys.modules[name]
+S = prune_support
 
 
 @pytest.fixture

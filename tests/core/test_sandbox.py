@@ -6,7 +6,6 @@ laptop and fail in CI without it (see tests/conftest.py).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import secrets
 import stat
@@ -15,27 +14,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import ModuleType
 
 import psutil
 import pytest
+import sandbox_rootfs
 from lamina.core.errors import BuildError
 from lamina.core.sandbox import RunSpec, check_available, run
 from lamina.core.sandbox.child import SetupError, resolve_user
 from lamina.core.sandbox.runner import availability_problem
-
-
-def _helpers() -> ModuleType:
-    path = Path(__file__).with_name("sandbox_rootfs.py")
-    spec = importlib.util.spec_from_file_location("lamina_sandbox_rootfs_loader", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    loaded: ModuleType = module.load_rootfs_helpers()
-    return loaded
-
-
-rootfs_helpers = _helpers()
 
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ALLOWED_MOUNTS = ("/", "/proc", "/dev", "/sys", "/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
@@ -44,7 +30,7 @@ ALLOWED_MOUNTS = ("/", "/proc", "/dev", "/sys", "/etc/hosts", "/etc/resolv.conf"
 @pytest.fixture(scope="module")
 def rootfs(tmp_path_factory: pytest.TempPathFactory, busybox: str) -> Path:
     """One read-only busybox lower layer shared by the module's tests."""
-    return rootfs_helpers.make_busybox_rootfs(tmp_path_factory.mktemp("lower") / "rootfs", busybox)
+    return sandbox_rootfs.make_busybox_rootfs(tmp_path_factory.mktemp("lower") / "rootfs", busybox)
 
 
 class Sandbox:

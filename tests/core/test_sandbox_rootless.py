@@ -6,7 +6,6 @@ Python interpreter that ``nobody`` may execute, and skips saying so otherwise.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -17,10 +16,10 @@ import sysconfig
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+import sandbox_rootfs
 
 NOBODY = 65534
 PATH_ENV = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
@@ -46,14 +45,6 @@ except LaminaError as exc:
 """
 
 
-def _helpers() -> ModuleType:
-    path = Path(__file__).with_name("sandbox_rootfs.py")
-    spec = importlib.util.spec_from_file_location("lamina_sandbox_rootfs_loader2", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    loaded: ModuleType = module.load_rootfs_helpers()
-    return loaded
 
 
 def _as_nobody(python: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -101,7 +92,7 @@ def rootless(busybox: str) -> Iterator[tuple[str, Path, Path]]:
     workspace = Path(tempfile.mkdtemp(prefix="lamina-rootless-", dir="/tmp"))
     try:
         os.chmod(workspace, 0o755)
-        rootfs = _helpers().make_busybox_rootfs(
+        rootfs = sandbox_rootfs.make_busybox_rootfs(
             workspace / "rootfs", busybox, owner=(NOBODY, NOBODY)
         )
         yield python, rootfs, workspace

@@ -2,35 +2,18 @@
 
 Everything goes through the store API (``commit_dir``, ``put_config``, ``add_image``,
 ``tag``) and, for cache rows, through ``index.transaction()`` as the builder records
-them. Other test files load this module with ``load_support()`` (pytest's importlib
-mode does not put test folders on ``sys.path``). Its own tests check the helpers.
+them. Tests import it as ``prune_support`` (``tests/support`` is on pytest's ``pythonpath``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import stat
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from lamina.core.store import Store
-
-
-def load_support() -> ModuleType:
-    """This module, imported once under a stable name."""
-    name = "lamina_prune_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def layer(
@@ -142,22 +125,3 @@ def assert_tagged_intact(store: Store) -> None:
         for chain_id in store.images.chain_of(config):
             assert store.layers.diff_path(chain_id).is_dir(), chain_id
             assert store.layers.verify(chain_id), chain_id
-
-
-# -- the helpers' own checks --------------------------------------------------------------
-
-
-def test_stack_makes_real_layers_of_the_requested_size(tmp_path: Path) -> None:
-    store = Store(tmp_path / "home")
-    try:
-        chain = stack(store, [10_000, 50_000], "s")
-        sizes = [store.layers.get(c).size for c in chain]
-        assert sizes[0] >= 8192 and sizes[1] >= 49_152
-        assert store.layers.get(chain[1]).parent == chain[0]
-        image_id = image(store, chain, tag="s:1")
-        assert store.images.resolve("s:1") == image_id
-        assert_tagged_intact(store)
-        assert disk_bytes_of_store(store.home) > sum(sizes)
-        assert stat.S_ISDIR(os.lstat(store.layers.diff_path(chain[0])).st_mode)
-    finally:
-        store.close()

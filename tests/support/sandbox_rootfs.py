@@ -1,18 +1,15 @@
 """A busybox root filesystem for sandbox and RUN tests.
 
-Load it with ``load_rootfs_helpers()`` (pytest's importlib mode does not put test
-folders on ``sys.path``), then ``make_busybox_rootfs(dest, busybox)``.
+Tests import it as ``sandbox_rootfs`` (``tests/support`` is on pytest's ``pythonpath``)
+and call ``make_busybox_rootfs(dest, busybox)``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 
 PASSWD = (
     "root:x:0:0:root:/root:/bin/sh\n"
@@ -23,17 +20,6 @@ GROUP = (
     "root:x:0:\nwheel:x:10:root,builder\nbuilder:x:1000:\nstaff:x:50:builder\nnogroup:x:65534:\n"
 )
 
-
-def load_rootfs_helpers() -> ModuleType:
-    """This module, imported once under a stable name."""
-    name = "lamina_sandbox_rootfs"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def make_busybox_rootfs(dest: Path, busybox: str, owner: tuple[int, int] | None = None) -> Path:
