@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import sys
 import threading
@@ -75,6 +76,17 @@ def _dry_run(home: Path, args: argparse.Namespace) -> dict[str, Any]:
     from lamina.core.model import BuildRequest
     from lamina.core.store import Store
 
+    root = os.path.realpath(args.context)
+    opened: set[str] = set()
+
+    def audit(event: str, event_args: tuple[Any, ...]) -> None:
+        # Every open(2) of a context file, whoever makes it: the files a rehash reads.
+        if event == "open" and isinstance(event_args[0], str):
+            path = os.path.realpath(event_args[0])
+            if path.startswith(root + os.sep):
+                opened.add(path)
+
+    sys.addaudithook(audit)
     store = Store(home)
     steps: list[bool | None] = []
     failed = None
@@ -87,7 +99,15 @@ def _dry_run(home: Path, args: argparse.Namespace) -> dict[str, Any]:
                 failed = event.message
     finally:
         store.close()
-    return {"cached": steps, "failed": failed}
+    # The Dockerfile and .dockerignore are read on every build by design.
+    read_always = {os.path.join(root, n) for n in ("Dockerfile", ".dockerignore")}
+    files = sorted(p for p in opened - read_always if os.path.isfile(p))
+    return {
+        "cached": steps,
+        "failed": failed,
+        "context_files_opened": [os.path.relpath(p, root) for p in files],
+        "context_bytes_opened": sum(os.path.getsize(p) for p in files),
+    }
 
 
 def _first_view_ready(app: Any) -> bool:

@@ -145,6 +145,8 @@ def _fmt(value: float, unit: str) -> str:
         return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
     if unit == "B":
         return human_bytes(value)
+    if unit == "files":
+        return f"{value:,.0f} file" + ("" if value == 1 else "s")
     return f"{value:,.0f} {unit}" if value >= 100 else f"{value:.1f} {unit}"
 
 

@@ -43,14 +43,16 @@ def test_quick_run_without_docker_measures_every_lamina_part(tmp_path: Path) -> 
     builds = _rows(data, "Builds")
     assert [r["what"].split(" (")[0] for r in builds] == [
         "cold build", "fully cached rebuild", "rebuild after editing one file",
-        "bytes a dry run reads after a one-file edit",
+        "context files a dry run opens after a one-file edit",
+        "bytes the dry run reads in all",
     ]  # fmt: skip
     for row in data["rows"]:
         assert row["lamina"]["values"] and all(v > 0 for v in row["lamina"]["values"]), row
     # Without Docker there is no reference, so no speed-up verdict is claimed.
     assert all(r["reference"] is None and r["met"] is None for r in builds[:3])
-    rehash = builds[3]
-    assert rehash["met"] is True, "a dry run after a one-file edit must not rehash everything"
+    opened, read = builds[3], builds[4]
+    assert opened["lamina"]["values"] == [1.0], "a dry run after a one-file edit opens that file only"
+    assert opened["met"] is True and read["met"] is True
     commit = _rows(data, "Layer commit")
     assert commit and all(r["reference"]["median"] > 0 for r in commit)
     inspect = {r["what"].split(",")[0] for r in _rows(data, "Inspect at scale")}
