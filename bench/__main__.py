@@ -43,10 +43,26 @@ class Sizes:
     presses: int
 
 
-FULL = Sizes(files=20_000, context_mb=500, images=2_000, layers=20_000, commit_files=2_000,
-             commit_mb=1_000, repeat=3, presses=50)  # fmt: skip
-QUICK = Sizes(files=200, context_mb=2, images=20, layers=200, commit_files=50, commit_mb=5,
-              repeat=1, presses=5)  # fmt: skip
+FULL = Sizes(
+    files=20_000,
+    context_mb=500,
+    images=2_000,
+    layers=20_000,
+    commit_files=2_000,
+    commit_mb=1_000,
+    repeat=3,
+    presses=50,
+)
+QUICK = Sizes(
+    files=200,
+    context_mb=2,
+    images=20,
+    layers=200,
+    commit_files=50,
+    commit_mb=5,
+    repeat=1,
+    presses=5,
+)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -54,7 +70,9 @@ def make_parser() -> argparse.ArgumentParser:
         prog="python -m bench",
         description="Benchmark lamina against the Docker Engine's classic builder, side by side.",
     )
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds), for smoke tests")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes (seconds), for smoke tests"
+    )
     parser.add_argument("--files", type=int, help="files in the build context (20000)")
     parser.add_argument("--context-mb", type=int, help="MB in the build context (500)")
     parser.add_argument("--images", type=int, help="images in the synthetic store (2000)")
@@ -66,28 +84,39 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts")
     parser.add_argument("--no-docker", action="store_true", help="skip the Docker columns")
     parser.add_argument(
-        "--profile", help="profile these paths (comma-separated) instead of the one furthest "
+        "--profile",
+        help="profile these paths (comma-separated) instead of the one furthest "
         "from its target: cold-build, cached-build, edit-build, df, prune-plan, app; or none",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--out", type=Path, default=RESULTS, help="where results go (default: bench/results/)"
     )
     parser.add_argument(
-        "--workdir", type=Path,
+        "--workdir",
+        type=Path,
         help="contexts and stores, reused across runs (default: $TMPDIR/lamina-bench[-quick])",
-    )  # fmt: skip
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
     return parser
 
 
 def sizes_from(args: argparse.Namespace) -> Sizes:
     base = QUICK if args.quick else FULL
-    pick = lambda name: getattr(args, name) if getattr(args, name) is not None else getattr(base, name)  # noqa: E731
+
+    def pick(name: str) -> int:
+        value = getattr(args, name)
+        return int(getattr(base, name) if value is None else value)
+
     sizes = Sizes(
-        files=pick("files"), context_mb=pick("context_mb"), images=pick("images"),
-        layers=pick("layers"), commit_files=pick("commit_files"), commit_mb=pick("commit_mb"),
-        repeat=pick("repeat"), presses=pick("presses"),
-    )  # fmt: skip
+        files=pick("files"),
+        context_mb=pick("context_mb"),
+        images=pick("images"),
+        layers=pick("layers"),
+        commit_files=pick("commit_files"),
+        commit_mb=pick("commit_mb"),
+        repeat=pick("repeat"),
+        presses=pick("presses"),
+    )
     for name, value in vars(sizes).items():
         if value < 1:
             raise SystemExit(f"bench: --{name.replace('_', '-')} must be at least 1")
@@ -108,10 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     default_dir = "lamina-bench-quick" if args.quick else "lamina-bench"
     work = (args.workdir or Path(tempfile.gettempdir()) / default_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    command = "python -m bench" + ("" if argv is None and len(sys.argv) < 2 else " ") + shlex.join(
-        sys.argv[1:] if argv is None else argv
+    command = (
+        "python -m bench"
+        + ("" if argv is None and len(sys.argv) < 2 else " ")
+        + shlex.join(sys.argv[1:] if argv is None else argv)
     )
-    results = Results(command=command.strip(), config={**vars(sizes), "parts": list(parts), "workdir": str(work)})
+    results = Results(
+        command=command.strip(), config={**vars(sizes), "parts": list(parts), "workdir": str(work)}
+    )
     _say(f"bench: working in {work}")
 
     state = _State(work=work, sizes=sizes)
@@ -167,8 +200,8 @@ def _run_builds(state: _State, results: Results, stack: ExitStack, no_docker: bo
     if no_docker:
         results.skip("Docker columns", "--no-docker")
     else:
-        from bench.dockerd import docker_daemon
         from bench.docker_side import DockerSide
+        from bench.dockerd import docker_daemon
 
         try:
             daemon = stack.enter_context(docker_daemon())
@@ -178,7 +211,9 @@ def _run_builds(state: _State, results: Results, stack: ExitStack, no_docker: bo
             docker = DockerSide(daemon)
             docker_name = f"Docker {daemon.version}"
             where = "a private dockerd" if daemon.private else daemon.host
-            results.docker = f"{daemon.version} ({daemon.storage_driver}, {where}, DOCKER_BUILDKIT=0)"
+            results.docker = (
+                f"{daemon.version} ({daemon.storage_driver}, {where}, DOCKER_BUILDKIT=0)"
+            )
     lamina = LaminaSide(state.work / "build-store")
     _say(f"bench: builds x{sizes.repeat} (lamina" + (" and Docker)" if docker else ")"))
     try:
@@ -209,7 +244,8 @@ def _run_commit(state: _State, results: Results) -> None:
 
 def _run_inspect(state: _State, results: Results) -> None:
     from bench.inspect_scale import measure_inspect
-    from bench.synthetic_store import StoreSpec, generate as generate_store
+    from bench.synthetic_store import StoreSpec
+    from bench.synthetic_store import generate as generate_store
 
     sizes = state.sizes
     spec = StoreSpec(sizes.images, sizes.layers)
@@ -266,10 +302,14 @@ def _run_profile(state: _State, results: Results, wanted: str | None) -> None:
         _say(f"bench: profiling {path}")
         try:
             report = profile_path(
-                path, build_home=state.build_home, context=state.context,
-                fresh_build=fresh_build if state.rootfs else None, edit=edit,
-                synthetic=state.synthetic, tag=OUT_TAG,
-            )  # fmt: skip
+                path,
+                build_home=state.build_home,
+                context=state.context,
+                fresh_build=fresh_build if state.rootfs else None,
+                edit=edit,
+                synthetic=state.synthetic,
+                tag=OUT_TAG,
+            )
         except (BenchError, ImportError) as exc:
             results.skip(f"profile of {path}", str(exc))
             continue

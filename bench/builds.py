@@ -73,7 +73,9 @@ def _check_docker(build: DockerBuild, kind: str) -> None:
     # Docker prints "Using cache" once per hit; FROM is step 1 and never "cached".
     expect = {"cold": 0, "cached": build.steps - 1, "edit": COPY_STEP - 1}[kind]
     if build.cached != expect:
-        raise BenchError(f"Docker's {kind} build hit the cache {build.cached} times, expected {expect}")
+        raise BenchError(
+            f"Docker's {kind} build hit the cache {build.cached} times, expected {expect}"
+        )
 
 
 def run_builds(
@@ -204,25 +206,39 @@ def build_rows(samples: BuildSamples, spec: ContextSpec, docker_name: str) -> li
                 "context"
             )
         rows.append(
-            Row("Builds", what, samples.lamina[kind], samples.docker.get(kind), docker_name,
-                target_speedup=target, notes=notes, profile=f"{kind}-build")
-        )  # fmt: skip
+            Row(
+                "Builds",
+                what,
+                samples.lamina[kind],
+                samples.docker.get(kind),
+                docker_name,
+                target_speedup=target,
+                notes=notes,
+                profile=f"{kind}-build",
+            )
+        )
     if samples.dry_run_opened:
         most = max(samples.dry_run_opened, key=len)
         rows.append(
-            Row("Builds", "context files a dry run opens after a one-file edit",
+            Row(
+                "Builds",
+                "context files a dry run opens after a one-file edit",
                 Samples("files", [float(len(o)) for o in samples.dry_run_opened]),
                 target_max=2,
                 notes=f"of {spec.files:,}: {', '.join(most[:3])}"
                 f" ({human_bytes(max(samples.dry_run_opened_bytes))}); the Dockerfile and "
-                ".dockerignore, read on every build, are not counted")
-        )  # fmt: skip
+                ".dockerignore, read on every build, are not counted",
+            )
+        )
     if samples.dry_run_read:
         rows.append(
-            Row("Builds", "bytes the dry run reads in all (index and SQLite temp files too)",
+            Row(
+                "Builds",
+                "bytes the dry run reads in all (index and SQLite temp files too)",
                 Samples("B", [float(n) for n in samples.dry_run_read]),
                 target_max=spec.total_bytes * REHASH_LIMIT + REHASH_ALLOWANCE,
                 notes=f"the target is {REHASH_LIMIT:.0%} of the context + 1 MB for the index; "
-                "rehashing everything would read all of it")
-        )  # fmt: skip
+                "rehashing everything would read all of it",
+            )
+        )
     return rows

@@ -69,6 +69,7 @@ def _probe(host: str) -> tuple[str, str] | None:
         out = subprocess.run(
             [docker, "info", "--format", "{{.ServerVersion}} {{.Driver}}"],
             env=env,
+            check=False,
             capture_output=True,
             text=True,
             timeout=15,
@@ -108,27 +109,37 @@ def _daemon(config_dir: str) -> Iterator[DockerDaemon]:
         log.warning("no Docker Engine answers at DOCKER_HOST=%s; starting a private one", host)
     dockerd = shutil.which("dockerd")
     if dockerd is None:
-        raise Skipped("dockerd is not installed (apt-get install docker.io) and DOCKER_HOST is unset")
+        raise Skipped(
+            "dockerd is not installed (apt-get install docker.io) and DOCKER_HOST is unset"
+        )
     tmp = Path(tempfile.mkdtemp(prefix="lamina-bench-dockerd-"))
     sock = tmp / "docker.sock"
     pidfile = tmp / "dockerd.pid"
     log_path = tmp / "dockerd.log"
     argv = [
         dockerd,
-        "--data-root", str(tmp / "data"),
-        "--exec-root", str(tmp / "exec"),
-        "--pidfile", str(pidfile),
-        "--host", f"unix://{sock}",
+        "--data-root",
+        str(tmp / "data"),
+        "--exec-root",
+        str(tmp / "exec"),
+        "--pidfile",
+        str(pidfile),
+        "--host",
+        f"unix://{sock}",
         "--iptables=false",
         "--ip-masq=false",
         "--bridge=none",
-        "--storage-driver", "overlay2",
-    ]  # fmt: skip
+        "--storage-driver",
+        "overlay2",
+    ]
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            argv,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
-        )  # fmt: skip
+        )
     host = f"unix://{sock}"
     try:
         deadline = time.monotonic() + START_TIMEOUT

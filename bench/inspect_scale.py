@@ -27,7 +27,9 @@ def probe(op: str, home: Path, *extra: str) -> dict[str, Any]:
     Raises:
         BenchError: the probe failed (its one-line error is in the message).
     """
-    result = run_child([sys.executable, "-m", "bench.probe", op, "--home", str(home), *extra], cwd=REPO)
+    result = run_child(
+        [sys.executable, "-m", "bench.probe", op, "--home", str(home), *extra], cwd=REPO
+    )
     lines = [line for line in result.output.strip().splitlines() if line.startswith("{")]
     if not lines:
         tail = result.output.strip().splitlines()[-1:] or ["no output"]
@@ -41,10 +43,14 @@ def probe(op: str, home: Path, *extra: str) -> dict[str, Any]:
 def _memory_note(reports: list[dict[str, Any]], peak_key: str = "max_rss") -> str:
     peak = max(r[peak_key] for r in reports)
     before = min(r["rss_before"] for r in reports)
-    return f"peak RSS {human_bytes(peak)} ({human_bytes(before)} of it resident before the operation)"
+    return (
+        f"peak RSS {human_bytes(peak)} ({human_bytes(before)} of it resident before the operation)"
+    )
 
 
-def measure_inspect(home: Path, scale: str, repeat: int, presses: int) -> tuple[list[Row], list[str]]:
+def measure_inspect(
+    home: Path, scale: str, repeat: int, presses: int
+) -> tuple[list[Row], list[str]]:
     """Times df, a prune plan and the app ``repeat`` times each on the store at ``home``.
 
     Args:
@@ -65,11 +71,21 @@ def measure_inspect(home: Path, scale: str, repeat: int, presses: int) -> tuple[
             problems.append(f"{what}: {exc}")
             continue
         samples = Samples("s", [r["seconds"] for r in reports])
-        found = {k: v for k, v in reports[0].items() if k not in ("seconds", "rss_before", "max_rss", "read_bytes")}
+        found = {
+            k: v
+            for k, v in reports[0].items()
+            if k not in ("seconds", "rss_before", "max_rss", "read_bytes")
+        }
         rows.append(
-            Row("Inspect at scale", f"{what}, {scale}", samples, target_max=1.0,
-                notes=f"{_memory_note(reports)}; found {found}", profile=op)
-        )  # fmt: skip
+            Row(
+                "Inspect at scale",
+                f"{what}, {scale}",
+                samples,
+                target_max=1.0,
+                notes=f"{_memory_note(reports)}; found {found}",
+                profile=op,
+            )
+        )
     try:
         reports = [probe("app", home, "--presses", str(presses)) for _ in range(repeat)]
     except BenchError as exc:
@@ -79,14 +95,23 @@ def measure_inspect(home: Path, scale: str, repeat: int, presses: int) -> tuple[
     keys = Samples("s", [k for r in reports for k in r["key_seconds"]])
     loaded = Samples("s", [r["loaded_seconds"] for r in reports])
     rows.append(
-        Row("Inspect at scale", f"open the app until the first view shows data, {scale}", opened,
-            target_max=1.0, profile="app",
+        Row(
+            "Inspect at scale",
+            f"open the app until the first view shows data, {scale}",
+            opened,
+            target_max=1.0,
+            profile="app",
             notes=_memory_note(reports, "rss_open") + " when the first view showed; every view "
             f"(builds, disk usage and prune preview too) loaded after {loaded.median:.2f} s "
-            f"({loaded.low:.2f}–{loaded.high:.2f})")
-    )  # fmt: skip
+            f"({loaded.low:.2f}–{loaded.high:.2f})",
+        )
+    )
     rows.append(
-        Row("Inspect at scale", f"key press round trip (`down`, {presses} per session)", keys,
-            notes=f"{len(keys.values)} presses; {_memory_note(reports)} over the session")
-    )  # fmt: skip
+        Row(
+            "Inspect at scale",
+            f"key press round trip (`down`, {presses} per session)",
+            keys,
+            notes=f"{len(keys.values)} presses; {_memory_note(reports)} over the session",
+        )
+    )
     return rows, problems

@@ -61,7 +61,7 @@ def check_builder() -> None:
         raise Skipped(f"lamina's RUN sandbox is not importable here ({exc})") from exc
     try:
         check_available()
-    except Exception as exc:  # noqa: BLE001 - SandboxUnavailable says why in one line
+    except Exception as exc:
         raise Skipped(f"RUN cannot be sandboxed here: {exc}") from exc
 
 

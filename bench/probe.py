@@ -153,8 +153,12 @@ async def _app_session(home: Path, presses: int) -> dict[str, Any]:
                 t = time.perf_counter()
                 await pilot.press("down")
                 keys.append(time.perf_counter() - t)
-        return {"open_seconds": opened, "loaded_seconds": loaded, "key_seconds": keys,
-                "rss_open": rss_open}  # fmt: skip
+        return {
+            "open_seconds": opened,
+            "loaded_seconds": loaded,
+            "key_seconds": keys,
+            "rss_open": rss_open,
+        }
     finally:
         engine.close()
 
@@ -175,13 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Import what the operation needs before timing, so the time is the work itself.
     if args.op == "app":
-        import lamina.core.embedded  # noqa: F401
-        import lamina.tui.app  # noqa: F401
+        import lamina.core.embedded
+        import lamina.tui.app
     if args.op == "dry-run":
-        import lamina.core.build.builder  # noqa: F401
+        import lamina.core.build.builder
     if args.op in ("df", "prune-plan"):
-        import lamina.core.diskusage  # noqa: F401
-        import lamina.core.prune  # noqa: F401
+        import lamina.core.diskusage
+        import lamina.core.prune
     import lamina.core.store  # noqa: F401
 
     rss_before = _rss()

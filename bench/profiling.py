@@ -75,9 +75,13 @@ def profile_call(what: str, fn: Callable[[], Any]) -> dict[str, Any]:
         raw.items(), key=lambda kv: kv[1][2], reverse=True
     )[:TOP]:
         entries.append(
-            {"function": _name(func), "calls": calls, "tottime": round(tottime, 4),
-             "cumtime": round(cumtime, 4)}
-        )  # fmt: skip
+            {
+                "function": _name(func),
+                "calls": calls,
+                "tottime": round(tottime, 4),
+                "cumtime": round(cumtime, 4),
+            }
+        )
     own = []
     for func, (_cc, calls, tottime, cumtime, _callers) in sorted(
         raw.items(), key=lambda kv: kv[1][3], reverse=True
@@ -85,9 +89,13 @@ def profile_call(what: str, fn: Callable[[], Any]) -> dict[str, Any]:
         name = _name(func)
         if name.startswith(("core/", "tui/")):
             own.append(
-                {"function": name, "calls": calls, "tottime": round(tottime, 4),
-                 "cumtime": round(cumtime, 4)}
-            )  # fmt: skip
+                {
+                    "function": name,
+                    "calls": calls,
+                    "tottime": round(tottime, 4),
+                    "cumtime": round(cumtime, 4),
+                }
+            )
         if len(own) == TOP:
             break
     return {"what": what, "seconds": seconds, "top": entries, "lamina_top": own}
@@ -102,7 +110,9 @@ def _build(home: Path, context: Path, tag: str) -> Callable[[], None]:
 
         store = Store(home)
         try:
-            for event in run_build(store, BuildRequest(str(context), tags=(tag,)), threading.Event()):
+            for event in run_build(
+                store, BuildRequest(str(context), tags=(tag,)), threading.Event()
+            ):
                 if isinstance(event, BuildFailed):
                     raise BenchError(f"profiled build failed: {event.message}")
         finally:
@@ -173,16 +183,18 @@ def profile_path(
         BenchError: the path's data is not available in this run.
     """
     # Imports happen before profiling: start-up is not the path being measured.
-    import lamina.core.build.builder  # noqa: F401
-    import lamina.core.diskusage  # noqa: F401
-    import lamina.core.prune  # noqa: F401
+    import lamina.core.build.builder
+    import lamina.core.diskusage
+    import lamina.core.prune
     import lamina.core.store  # noqa: F401
 
     if path in ("cold-build", "cached-build", "edit-build"):
         if context is None or build_home is None or fresh_build is None:
             raise BenchError(f"cannot profile {path}: the build measurements did not run")
         if path == "cold-build":
-            return profile_call("a cold build (in-process run_build)", _build(fresh_build(), context, tag))
+            return profile_call(
+                "a cold build (in-process run_build)", _build(fresh_build(), context, tag)
+            )
         _build(build_home, context, tag)()  # make sure the cache is warm for this context
         if path == "edit-build" and edit is not None:
             edit()
@@ -190,7 +202,9 @@ def profile_path(
                 "a rebuild after a one-file edit (in-process run_build)",
                 _build(build_home, context, tag),
             )
-        return profile_call("a fully cached rebuild (in-process run_build)", _build(build_home, context, tag))
+        return profile_call(
+            "a fully cached rebuild (in-process run_build)", _build(build_home, context, tag)
+        )
     if synthetic is None:
         raise BenchError(f"cannot profile {path}: the synthetic store was not made")
     if path == "df":

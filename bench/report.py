@@ -176,8 +176,10 @@ def markdown(data: dict[str, Any]) -> str:
         + (f", against Docker Engine {data['docker']}" if data["docker"] else "")
         + f", lamina at `{data['git_commit']}`.",
         "",
-        f"Command: `{data['command']}`. Medians over the repeats, (min–max) in brackets; "
-        "lamina and the reference alternate within each repeat.",
+        (
+            f"Command: `{data['command']}`. Medians over the repeats, (min–max) in brackets; "
+            "lamina and the reference alternate within each repeat."
+        ),
         "",
         "| | measurement | lamina | reference | speed-up | target | met |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -202,8 +204,10 @@ def markdown(data: dict[str, Any]) -> str:
         lines += ["", "Failed:", ""]
         lines += [f"- {s['what']}: {s['why']}" for s in data["failed"]]
     for prof in data["profiles"]:
-        for key, order in (("top", "all functions by own time"),
-                           ("lamina_top", "lamina's functions by cumulative time")):  # fmt: skip
+        for key, order in (
+            ("top", "all functions by own time"),
+            ("lamina_top", "lamina's functions by cumulative time"),
+        ):
             if not prof.get(key):
                 continue
             lines += ["", f"Profile of {prof['what']} ({prof['seconds']:.2f} s), {order}:", ""]
@@ -246,6 +250,7 @@ def _git_commit() -> str:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
             cwd=Path(__file__).resolve().parents[1],
+            check=False,
             capture_output=True,
             text=True,
             timeout=10,

@@ -94,9 +94,15 @@ def _config(diff_ids: list[str], created: float, labels: dict[str, str]) -> dict
         "architecture": "amd64",
         "os": "linux",
         "created": stamp,
-        "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin"], "Cmd": ["/bin/sh"], "Labels": labels},
+        "config": {
+            "Env": ["PATH=/usr/local/bin:/usr/bin:/bin"],
+            "Cmd": ["/bin/sh"],
+            "Labels": labels,
+        },
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": [{"created": stamp, "created_by": f"RUN step {n}"} for n in range(len(diff_ids))],
+        "history": [
+            {"created": stamp, "created_by": f"RUN step {n}"} for n in range(len(diff_ids))
+        ],
     }
 
 
@@ -169,8 +175,17 @@ def generate(home: Path, spec: StoreSpec, seed: int = 2000) -> SyntheticStore:
                 store.images.tag(image_id, f"synthetic/app{fam}:v{i}")
             used = created + rng.uniform(0, now - created)
             key = step_key(parent_state, {"instruction": "RUN", "synthetic": i})
-            return (key, parent_state, f"RUN make app{i}", json.dumps({"synthetic": i}), image_id,
-                    chain[-1], created, used, rng.randint(1, 50))  # fmt: skip
+            return (
+                key,
+                parent_state,
+                f"RUN make app{i}",
+                json.dumps({"synthetic": i}),
+                image_id,
+                chain[-1],
+                created,
+                used,
+                rng.randint(1, 50),
+            )
 
         with ThreadPoolExecutor(WORKERS) as pool:
             cache_rows = list(pool.map(image, range(spec.images)))
@@ -197,7 +212,15 @@ def generate(home: Path, spec: StoreSpec, seed: int = 2000) -> SyntheticStore:
     if problems:
         raise BenchError(f"{home}: fsck found {len(problems)} problems, first: {problems[0]}")
     manifest.write_text(
-        json.dumps({"spec": wanted, "images": n_images, "layers": n_layers, "tagged": tagged, "cache": cache})
+        json.dumps(
+            {
+                "spec": wanted,
+                "images": n_images,
+                "layers": n_layers,
+                "tagged": tagged,
+                "cache": cache,
+            }
+        )
     )
     log.info("generated synthetic store %s in %.1fs", home, seconds)
     return SyntheticStore(home, n_images, n_layers, tagged, cache, seconds)

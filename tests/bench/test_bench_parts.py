@@ -68,11 +68,22 @@ def test_samples_report_median_and_spread() -> None:
     ],
 )
 def test_row_speedup_and_verdict(
-    own: list[float], ref: list[float] | None, higher: bool, target: float,
-    speedup: float | None, met: bool | None,
-) -> None:  # fmt: skip
-    row = Row("Builds", "x", Samples("s", own), Samples("s", ref) if ref else None, "Docker",
-              higher_is_better=higher, target_speedup=target)  # fmt: skip
+    own: list[float],
+    ref: list[float] | None,
+    higher: bool,
+    target: float,
+    speedup: float | None,
+    met: bool | None,
+) -> None:
+    row = Row(
+        "Builds",
+        "x",
+        Samples("s", own),
+        Samples("s", ref) if ref else None,
+        "Docker",
+        higher_is_better=higher,
+        target_speedup=target,
+    )
     assert row.speedup == speedup
     assert row.met is met
 
@@ -85,9 +96,15 @@ def test_row_absolute_ceiling() -> None:
 def test_markdown_escapes_pipes_and_lists_skips(tmp_path: Path) -> None:
     results = Results(command="python -m bench --quick", config={})
     results.rows.append(
-        Row("Layer commit", "commit vs `tar | sha256sum`", Samples("MB/s", [500.0]),
-            Samples("MB/s", [250.0]), "tar | sha256sum", higher_is_better=True)
-    )  # fmt: skip
+        Row(
+            "Layer commit",
+            "commit vs `tar | sha256sum`",
+            Samples("MB/s", [500.0]),
+            Samples("MB/s", [250.0]),
+            "tar | sha256sum",
+            higher_is_better=True,
+        )
+    )
     results.skip("Docker columns", "dockerd is not installed")
     json_path, md_path = results.write(tmp_path)
     text = md_path.read_text()
@@ -109,20 +126,20 @@ def test_run_child_reports_status_output_and_peak_memory() -> None:
         bad.check("failing step")
 
 
-def test_docker_side_skips_with_a_reason_without_docker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_docker_side_skips_with_a_reason_without_docker(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from bench.dockerd import docker_daemon
 
     monkeypatch.setenv("PATH", str(tmp_path))  # neither docker nor dockerd on it
     monkeypatch.delenv("DOCKER_HOST", raising=False)
-    with pytest.raises(Skipped, match="docker CLI is not installed"):
-        with docker_daemon():
-            pass
+    with pytest.raises(Skipped, match="docker CLI is not installed"), docker_daemon():
+        pass
 
 
 def test_synthetic_store_is_exactly_the_size_asked_for(tmp_path: Path) -> None:
-    from lamina.core.store import Store
-
     from bench.synthetic_store import fsck
+    from lamina.core.store import Store
 
     spec = StoreSpec(images=12, layers=60, images_per_family=4)
     made = generate_store(tmp_path / "store", spec)

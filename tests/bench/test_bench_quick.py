@@ -21,10 +21,23 @@ REPO = Path(__file__).resolve().parents[2]
 def _bench(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
     out = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(out),
-         "--workdir", str(tmp_path / "work"), *args],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--out",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
+            *args,
+        ],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert (out / "results.json").is_file(), proc.stderr[-2000:]
     return proc.returncode, json.loads((out / "results.json").read_text()), proc.stdout
 
@@ -42,22 +55,30 @@ def test_quick_run_without_docker_measures_every_lamina_part(tmp_path: Path) -> 
     assert [s["what"] for s in data["skipped"]] == ["Docker columns"]
     builds = _rows(data, "Builds")
     assert [r["what"].split(" (")[0] for r in builds] == [
-        "cold build", "fully cached rebuild", "rebuild after editing one file",
+        "cold build",
+        "fully cached rebuild",
+        "rebuild after editing one file",
         "context files a dry run opens after a one-file edit",
         "bytes the dry run reads in all",
-    ]  # fmt: skip
+    ]
     for row in data["rows"]:
         assert row["lamina"]["values"] and all(v > 0 for v in row["lamina"]["values"]), row
     # Without Docker there is no reference, so no speed-up verdict is claimed.
     assert all(r["reference"] is None and r["met"] is None for r in builds[:3])
     opened, read = builds[3], builds[4]
-    assert opened["lamina"]["values"] == [1.0], "a dry run after a one-file edit opens that file only"
+    assert opened["lamina"]["values"] == [1.0], (
+        "a dry run after a one-file edit opens that file only"
+    )
     assert opened["met"] is True and read["met"] is True
     commit = _rows(data, "Layer commit")
     assert commit and all(r["reference"]["median"] > 0 for r in commit)
     inspect = {r["what"].split(",")[0] for r in _rows(data, "Inspect at scale")}
-    assert inspect == {"system df", "prune plan (system -a)",
-                       "open the app until the first view shows data", "key press round trip (`down`"}  # fmt: skip
+    assert inspect == {
+        "system df",
+        "prune plan (system -a)",
+        "open the app until the first view shows data",
+        "key press round trip (`down`",
+    }
     assert data["profiles"] and data["profiles"][0]["top"]
     assert "| Builds | cold build" in stdout and "Skipped:" in stdout
 
