@@ -106,6 +106,8 @@ class Results:
     profiles: list[dict[str, Any]] = field(default_factory=list)
     docker: str | None = None
     started: float = field(default_factory=time.time)
+    # Taken when the run starts: what was measured, even if the tree moves meanwhile.
+    commit: str = field(default_factory=lambda: _git_commit())
 
     def skip(self, what: str, why: str) -> None:
         """Records a measurement that could not run here."""
@@ -120,7 +122,7 @@ class Results:
             "command": self.command,
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
             "machine": machine(),
-            "git_commit": _git_commit(),
+            "git_commit": self.commit,
             "docker": self.docker,
             "config": self.config,
             "rows": [row.to_json() for row in self.rows],
@@ -246,6 +248,13 @@ def machine() -> dict[str, Any]:
 
 
 def _git_commit() -> str:
+    """The lamina commit being measured.
+
+    ``$LAMINA_BENCH_COMMIT`` when set (a run from an exported tree, which has no .git),
+    else ``git rev-parse`` of this checkout, with ``-dirty`` when core/ or tui/ differ.
+    """
+    if os.environ.get("LAMINA_BENCH_COMMIT"):
+        return os.environ["LAMINA_BENCH_COMMIT"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -257,4 +266,13 @@ def _git_commit() -> str:
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return out.stdout.strip() or "unknown"
+    commit = out.stdout.strip()
+    if not commit:
+        return "unknown"
+    dirty = subprocess.run(
+        ["git", "diff", "--quiet", "HEAD", "--", "core", "tui"],
+        cwd=Path(__file__).resolve().parents[1],
+        check=False,
+        capture_output=True,
+    )
+    return commit + ("-dirty" if dirty.returncode == 1 else "")
