@@ -31,8 +31,9 @@ async def _settle(app: Any, pilot: Any) -> None:
 
 async def _select_build_with(app: Any, pilot: Any, kind: str) -> None:
     """Highlights the first build and step whose miss reason is ``kind``."""
-    from lamina.tui.widgets.builds import BuildsView
     from textual.widgets import DataTable
+
+    from lamina.tui.widgets.builds import BuildsView
 
     view = app.screen.query_one(BuildsView)
     for build in view.builds:

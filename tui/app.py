@@ -13,6 +13,15 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.message_pump import MessagePump
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widget import Widget
+from textual.worker import Worker, WorkerState, get_current_worker
+
 from lamina.core.engine import Engine
 from lamina.core.errors import LaminaError
 from lamina.core.events import BuildFailed, BuildFinished
@@ -30,14 +39,6 @@ from lamina.tui.messages import (
     SnapshotLoaded,
 )
 from lamina.tui.widgets.format import Clock
-from textual import work
-from textual.app import App, SystemCommand
-from textual.binding import Binding, BindingType
-from textual.message_pump import MessagePump
-from textual.screen import Screen
-from textual.timer import Timer
-from textual.widget import Widget
-from textual.worker import Worker, WorkerState, get_current_worker
 
 log = logging.getLogger(__name__)
 

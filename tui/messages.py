@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from textual.message import Message
+
 from lamina.core.events import BuildEvent
 from lamina.core.model import BuildRecord, FileChange, HistoryEntry, ImageSummary, LayerInfo
-from textual.message import Message
 
 
 @dataclass

@@ -22,7 +22,7 @@ def test_demo_shows_hits_misses_sharing_and_dangling(
     try:
         result = demo.create_demo(store, tmp_path / "ws")
         assert result.created and result.with_run, result.notes
-        first, web, touched, edited, tools = result.builds
+        first, _web, touched, edited, _tools = result.builds
         assert first.hits == 0 and first.misses == len(first.steps) - 1
         # touched app.sh (mtime only) still hits; chmod +x data/run.sh misses on sources.
         by_text = {s.instruction: s for s in touched.steps}

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from lamina.core.engine import Engine, open_engine
 
 # A fixed "now" for relative times in snapshots: 2026-01-01T00:00:00Z.

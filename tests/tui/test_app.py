@@ -6,6 +6,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from textual.widgets import DataTable, Input, Static, TabbedContent, Tree
+from textual.worker import WorkerFailed
+
 from lamina.core.engine import Engine
 from lamina.tui.app import LaminaApp, make_app
 from lamina.tui.screens.confirm import ConfirmPruneScreen, WhatIfScreen
@@ -17,8 +20,6 @@ from lamina.tui.widgets.format import instruction
 from lamina.tui.widgets.images import ImagesView
 from lamina.tui.widgets.layers import LayersView
 from lamina.tui.widgets.learn import LearnView
-from textual.widgets import DataTable, Input, Static, TabbedContent, Tree
-from textual.worker import WorkerFailed
 
 from .conftest import break_layer, fixed_clock, open_embedded
 

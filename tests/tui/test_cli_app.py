@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from lamina.core.engine import open_engine
 
 

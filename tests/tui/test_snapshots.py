@@ -10,10 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from lamina.core.engine import Engine
-from lamina.tui.app import make_app
 from textual.pilot import Pilot
 from textual.widgets import Input
+
+from lamina.core.engine import Engine
+from lamina.tui.app import make_app
 
 from .conftest import fixed_clock
 

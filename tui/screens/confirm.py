@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from lamina.core.model import BuildRecord, StepRecord
-from lamina.tui.widgets import format as fmt
-from lamina.tui.widgets.builds import verdict
-from lamina.tui.widgets.disk import plan_lines
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
+
+from lamina.core.model import BuildRecord, StepRecord
+from lamina.tui.widgets import format as fmt
+from lamina.tui.widgets.builds import verdict
+from lamina.tui.widgets.disk import plan_lines
 
 
 class _Confirm(ModalScreen[bool]):

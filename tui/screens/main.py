@@ -8,13 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from lamina.tui.messages import BuildsLoaded, DiskUsageLoaded, EngineCallFailed, SnapshotLoaded
-from lamina.tui.widgets.builds import BuildsView
-from lamina.tui.widgets.disk import DiskView
-from lamina.tui.widgets.graph import LayerGraph
-from lamina.tui.widgets.images import ImagesView
-from lamina.tui.widgets.layers import LayersView
-from lamina.tui.widgets.learn import LearnView
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -22,6 +15,14 @@ from textual.containers import Horizontal
 from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
+
+from lamina.tui.messages import BuildsLoaded, DiskUsageLoaded, EngineCallFailed, SnapshotLoaded
+from lamina.tui.widgets.builds import BuildsView
+from lamina.tui.widgets.disk import DiskView
+from lamina.tui.widgets.graph import LayerGraph
+from lamina.tui.widgets.images import ImagesView
+from lamina.tui.widgets.layers import LayersView
+from lamina.tui.widgets.learn import LearnView
 
 if TYPE_CHECKING:
     from lamina.tui.app import LaminaApp

@@ -5,6 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from textual import on
+from textual.app import ComposeResult
+from textual.markup import escape
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
+from textual.widgets import DataTable, Log, Static
+
 from lamina.core.events import (
     BuildFailed,
     BuildFinished,
@@ -16,13 +24,6 @@ from lamina.core.events import (
 from lamina.core.model import BuildRecord, BuildRequest, StepRecord
 from lamina.tui.messages import BuildEnded, BuildProgressed, BuildsLoaded
 from lamina.tui.widgets import format as fmt
-from textual import on
-from textual.app import ComposeResult
-from textual.markup import escape
-from textual.message import Message
-from textual.reactive import reactive
-from textual.widget import Widget
-from textual.widgets import DataTable, Log, Static
 
 if TYPE_CHECKING:
     from lamina.tui.app import LaminaApp
@@ -110,21 +111,23 @@ class BuildsView(Widget):
 
     def on_mount(self) -> None:
         table = self.query_one("#builds-table", DataTable)
-        for key, title in (
-            ("id", "#"),
-            ("started", "started"),
-            ("tags", "tags"),
-            ("status", "status"),
-            ("hits", "hits"),
-            ("misses", "misses"),
-            ("context", "context"),
+        # Fixed widths: auto widths follow whichever rows were there first ("now" vs
+        # "23 seconds ago") and would cut later ones.
+        for key, title, width in (
+            ("id", "#", 4),
+            ("started", "started", 16),
+            ("tags", "tags", 24),
+            ("status", "status", 9),
+            ("hits", "hits", 4),
+            ("misses", "misses", 6),
+            ("context", "context", None),
         ):
-            table.add_column(title, key=key)
+            table.add_column(title, key=key, width=width)
         steps = self.query_one("#steps-table", DataTable)
         for key, title, width in (
             ("n", "step", 4),
             ("instruction", "instruction", 34),
-            ("cache", "cache", 4),
+            ("cache", "cache", 5),
             ("duration", "time", 6),
             ("size", "size", 8),
             ("why", "why it missed", None),

@@ -6,13 +6,14 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lamina.tui.messages import DiskUsageLoaded, PruneApplied, PrunePlanned
-from lamina.tui.widgets import format as fmt
 from textual.app import ComposeResult
 from textual.markup import escape
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
+
+from lamina.tui.messages import DiskUsageLoaded, PruneApplied, PrunePlanned
+from lamina.tui.widgets import format as fmt
 
 if TYPE_CHECKING:
     from lamina.core.diskusage import DiskUsage

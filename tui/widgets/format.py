@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import humanize
+
 from lamina.core.digest import short
 
 if TYPE_CHECKING:

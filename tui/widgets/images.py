@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lamina.core.model import ImageSummary
-from lamina.tui.messages import ImageDetailsLoaded
-from lamina.tui.widgets import format as fmt
-from lamina.tui.widgets.graph import LayerGraph
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -16,6 +12,11 @@ from textual.reactive import reactive
 from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
+
+from lamina.core.model import ImageSummary
+from lamina.tui.messages import ImageDetailsLoaded
+from lamina.tui.widgets import format as fmt
+from lamina.tui.widgets.graph import LayerGraph
 
 if TYPE_CHECKING:
     from lamina.tui.app import LaminaApp

@@ -5,10 +5,6 @@ from __future__ import annotations
 import stat
 from typing import TYPE_CHECKING
 
-from lamina.core.model import BuildRecord, FileChange
-from lamina.tui.messages import LayerChangesLoaded
-from lamina.tui.widgets import format as fmt
-from lamina.tui.widgets.graph import LayerGraph
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -18,6 +14,11 @@ from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static, Tree
 from textual.widgets.tree import TreeNode
+
+from lamina.core.model import BuildRecord, FileChange
+from lamina.tui.messages import LayerChangesLoaded
+from lamina.tui.widgets import format as fmt
+from lamina.tui.widgets.graph import LayerGraph
 
 if TYPE_CHECKING:
     from lamina.tui.app import LaminaApp

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lamina.core.model import BuildRecord, StepRecord
-from lamina.tui.widgets import format as fmt
-from lamina.tui.widgets.builds import verdict
-from lamina.tui.widgets.graph import LayerGraph
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.markup import escape
 from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Static
+
+from lamina.core.model import BuildRecord, StepRecord
+from lamina.tui.widgets import format as fmt
+from lamina.tui.widgets.builds import verdict
+from lamina.tui.widgets.graph import LayerGraph
 
 
 @dataclass(frozen=True)
