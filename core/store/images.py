@@ -340,9 +340,18 @@ class ImageStore:
             raise NotFound(f"no such image: {image_id}")
         return self._summary(row)
 
-    def _summary(self, row: sqlite3.Row) -> ImageSummary:
+    def _summary(
+        self,
+        row: sqlite3.Row,
+        chain: list[tuple[str, int]] | None = None,
+        tags: list[str] | None = None,
+    ) -> ImageSummary:
+        """One image's summary; ``chain`` ((chainID, size), base first) and ``tags`` may
+        be given by a caller that loaded them in bulk."""
         image_id = row["id"]
-        layers = self._layers.chain(row["top_layer"]) if row["top_layer"] else []
+        if chain is None:
+            infos = self._layers.chain(row["top_layer"]) if row["top_layer"] else []
+            chain = [(info.chain_id, info.size) for info in infos]
         labels: dict[str, str] = {}
         try:
             cfg = (self.get_config(image_id).get("config") or {}).get("Labels") or {}
@@ -352,21 +361,50 @@ class ImageStore:
             log.warning("image %s: config blob is missing", image_id)
         return ImageSummary(
             id=image_id,
-            tags=tuple(self.tags_of(image_id)),
+            tags=tuple(self.tags_of(image_id) if tags is None else tags),
             created=float(row["created"]),
-            size=sum(layer.size for layer in layers),
-            layers=tuple(layer.chain_id for layer in layers),
+            size=sum(size for _, size in chain),
+            layers=tuple(chain_id for chain_id, _ in chain),
             labels=labels,
         )
 
     def list(self) -> list[ImageSummary]:
-        """Every image, tagged and dangling, newest first."""
-        rows = (
-            self.index.connection()
-            .execute("SELECT * FROM images ORDER BY created DESC, added DESC, id")
-            .fetchall()
-        )
-        return [self._summary(r) for r in rows]
+        """Every image, tagged and dangling, newest first.
+
+        Layers and tags are read in one query each and chains are shared between images
+        with a common prefix, so listing costs O(images + layers), not a query per layer.
+        """
+        conn = self.index.connection()
+        rows = conn.execute("SELECT * FROM images ORDER BY created DESC, added DESC, id").fetchall()
+        layers = {
+            r[0]: (r[1], int(r[2])) for r in conn.execute("SELECT chain_id, parent, size FROM layers")
+        }
+        tags: dict[str, list[str]] = {}
+        for name, image_id in conn.execute("SELECT name, image_id FROM tags ORDER BY name"):
+            tags.setdefault(image_id, []).append(name)
+        chains: dict[str, list[tuple[str, int]]] = {}
+
+        def chain_of(top: str) -> list[tuple[str, int]]:
+            # Walk down to a chain already known (or the base), then build upwards.
+            pending: list[str] = []
+            cur: str | None = top
+            while cur is not None and cur not in chains:
+                if cur not in layers:
+                    raise NotFound(f"layer {cur} of an image is not in the store")
+                pending.append(cur)
+                cur = layers[cur][0]
+            base = chains[cur] if cur is not None else []
+            for chain_id in reversed(pending):
+                base = [*base, (chain_id, layers[chain_id][1])]
+                chains[chain_id] = base
+            return chains[top]
+
+        return [
+            self._summary(
+                r, chain_of(r["top_layer"]) if r["top_layer"] else [], tags.get(r["id"], [])
+            )
+            for r in rows
+        ]
 
     def children(self, image_id: str) -> StrList:
         """Images recorded as built FROM ``image_id``."""
