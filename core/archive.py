@@ -444,9 +444,10 @@ def _load_plans(store: Store, src: _Source, plans: list[_ImagePlan]) -> list[Ima
     with store.tmpdir("load") as work:
         # Stage every missing layer first; nothing is recorded until all check out.
         staged: dict[str, StagedLayer] = {}
-        order: list[tuple[str, str | None]] = []
+        order: list[tuple[str, str | None, str]] = []
         for plan, diff_ids, _tags in prepared:
             chain = chain_ids(diff_ids)
+            created_by = _layer_created_by(_parse_json(plan.config, plan.where), len(chain))
             for i, (chain_id, diff_id, name) in enumerate(zip(chain, diff_ids, plan.layers)):
                 parent = chain[i - 1] if i else None
                 if chain_id in staged or store.layers.exists(chain_id):
@@ -459,11 +460,11 @@ def _load_plans(store: Store, src: _Source, plans: list[_ImagePlan]) -> list[Ima
                         f"{where}: diffID {layer.diff_id} does not match the config's {diff_id}"
                     )
                 staged[chain_id] = layer
-                order.append((chain_id, parent))
+                order.append((chain_id, parent, created_by[i]))
         results = []
         with store.lock():
-            for chain_id, parent in order:
-                store.layers.install(staged[chain_id], parent, "")
+            for chain_id, parent, created_by_text in order:
+                store.layers.install(staged[chain_id], parent, created_by_text)
             for plan, _diff_ids, tags in prepared:
                 image_id = store.images.put_blob(plan.config)
                 store.images.add_image(image_id)
@@ -721,3 +722,17 @@ def _full_name(tag: str) -> str:
     if "/" not in name:
         return f"docker.io/library/{tag}"
     return f"docker.io/{tag}"
+
+
+def _layer_created_by(config: Any, count: int) -> list[str]:
+    """Each layer's ``created_by`` from the config's history (entries that are not
+    ``empty_layer`` map to the layers in order); "" where the history does not say."""
+    out: list[str] = []
+    history = config.get("history") if isinstance(config, dict) else None
+    for entry in history if isinstance(history, list) else []:
+        if isinstance(entry, dict) and not entry.get("empty_layer"):
+            out.append(str(entry.get("created_by") or ""))
+    if len(out) != count:
+        # A history that does not line up with the layers names none of them.
+        return [""] * count
+    return out

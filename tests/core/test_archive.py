@@ -413,3 +413,21 @@ def test_import_refuses_unsafe_rootfs(store: Store, tmp_path: Path) -> None:
     with pytest.raises(ArchiveError, match=r"bad.tar: \.\./\.\./escape: path climbs out"):
         import_rootfs(store, path, "bad")
     assert listing(store.home) == before
+
+
+def test_loaded_layers_carry_the_instruction_from_the_history(
+    tmp_path: Path, conformance: Path
+) -> None:
+    from lamina.core.archive import load_archive
+    from lamina.core.store import Store
+
+    store = Store(tmp_path / "home")
+    try:
+        (image,) = load_archive(store, conformance / "images/dive/test-docker-image.tar")
+        config = store.images.get_config(image.id)
+        expected = [h["created_by"] for h in config["history"] if not h.get("empty_layer")]
+        got = [store.layers.get(c).created_by for c in image.layers]
+        assert got == expected
+        assert any("ADD" in g or "COPY" in g or "RUN" in g or "/bin/sh" in g for g in got)
+    finally:
+        store.close()
