@@ -26,10 +26,10 @@ import shutil
 import tarfile
 import tempfile
 import time
-from functools import partial
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
