@@ -293,6 +293,29 @@ def _store_of(source: Any) -> Store | None:
     return None
 
 
+def analyze_entries(
+    layers: Iterable[Iterable[tuple[str, int, bool]]], image: str = ""
+) -> Analysis:
+    """dive's analysis from layer listings already read elsewhere (the Docker backend).
+
+    Args:
+        layers: per layer, base first, its tar entries as ``(path, size, is_dir)`` with
+            AUFS whiteouts (``.wh.*``) kept as entries.
+        image: a name for the result.
+    """
+    trees: list[_Tree] = []
+    for entries in layers:
+        tree = _Tree()
+        for path, size, is_dir in entries:
+            norm = posixpath.normpath(path)
+            if norm in (".", "/"):
+                continue
+            tree.file_size += size
+            tree.add(norm, size, is_dir)
+        trees.append(tree)
+    return analyze_trees(trees, image)
+
+
 def analyze(source: Any, image_ref: str) -> Analysis:
     """dive's analysis of one image in a lamina store.
 

@@ -23,6 +23,7 @@ from lamina.core.store import Store, normalize_tag
 from lamina.core.store.images import parse_created
 
 if TYPE_CHECKING:
+    from lamina.core.analysis import Analysis
     from lamina.core.diskusage import DiskUsage
     from lamina.core.prune import PrunePlan, PruneRequest, PruneResult
 
@@ -150,6 +151,12 @@ class EmbeddedEngine:
         raise NotFound(
             f"no such layer: {ref}" if not matches else f"{ref!r} matches {len(matches)} layers"
         )
+
+    def analyze(self, ref: str) -> Analysis:
+        """dive's analysis over the layer tars regenerated from the store."""
+        from lamina.core.analysis import analyze
+
+        return analyze(self.store, ref)
 
     def tag(self, ref: str, new_tag: str) -> None:
         """Points ``new_tag`` at the image ``ref`` names."""

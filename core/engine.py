@@ -26,6 +26,7 @@ from lamina.core.model import (
 )
 
 if TYPE_CHECKING:
+    from lamina.core.analysis import Analysis
     from lamina.core.diskusage import DiskUsage
     from lamina.core.prune import PrunePlan, PruneRequest, PruneResult
 
@@ -57,6 +58,10 @@ class Engine(Protocol):
 
     def layer_changes(self, chain_id: str) -> list[FileChange]:
         """What the layer adds, modifies and deletes relative to its parent."""
+        ...
+
+    def analyze(self, ref: str) -> Analysis:
+        """dive's efficiency score and wasted space for one image."""
         ...
 
     def tag(self, ref: str, new_tag: str) -> None: ...

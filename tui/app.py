@@ -202,14 +202,12 @@ class LaminaApp(App[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="image-details")
     def load_image_details(self, ref: str, target: MessagePump) -> None:
-        """Reads an image's history and its dive analysis (when layer tars are available)."""
-        from lamina.core.analysis import analyze
-
+        """Reads an image's history and its dive analysis."""
         history = self.engine.history(ref)
         analysis = None
         analysis_error = None
         try:
-            analysis = analyze(self.engine, ref)
+            analysis = self.engine.analyze(ref)
         except LaminaError as exc:
             analysis_error = str(exc)
         target.post_message(ImageDetailsLoaded(ref, history, analysis, analysis_error))

@@ -36,6 +36,7 @@ from lamina.core.model import (
 )
 
 if TYPE_CHECKING:
+    from lamina.core.analysis import Analysis
     from lamina.core.diskusage import DiskUsage
     from lamina.core.prune import PrunePlan, PruneRequest, PruneResult
 
@@ -387,6 +388,23 @@ class DockerEngine:
         with self._lock:
             self._changes_cache[chain_id] = result
         return result
+
+    def analyze(self, ref: str) -> Analysis:
+        """dive's analysis of an image, from one pass over Docker's saved stream."""
+        from lamina.core.analysis import analyze_entries
+
+        data = self._resolve(ref)
+        diff_ids = list(data.get("RootFS", {}).get("Layers") or [])
+        stream = call(f"saving image {data['Id']}", self.api.get_image, data["Id"])
+        listings = call(
+            f"reading image {data['Id']}", read_layers, ChunkReader(stream), set(diff_ids)
+        )
+        missing = set(diff_ids) - set(listings)
+        if missing:
+            raise NotFound(f"{ref}: Docker's saved image lacks layer {min(missing)}")
+        return analyze_entries(
+            ([(e.path, e.size, e.kind == "dir") for e in listings[d]] for d in diff_ids), ref
+        )
 
     # -- tags and removal ------------------------------------------------------------
 
