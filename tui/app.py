@@ -89,15 +89,20 @@ class LaminaApp(App[None]):
         Binding("q", "quit", "Quit", tooltip="Leave lamina", id="quit"),
     ]
 
-    def __init__(self, engine: Engine, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, engine: Engine | None, *, clock: Clock | None = None, engine_error: str = ""
+    ) -> None:
         """Creates the app over ``engine``.
 
         Args:
-            engine: the engine every view reads from and acts through.
+            engine: the engine every view reads from and acts through; None when it
+                could not be opened.
             clock: returns "now" for relative times (fixed in tests and screenshots).
+            engine_error: why the engine could not be opened (shown instead of the views).
         """
         super().__init__()
-        self.engine = engine
+        self._engine = engine
+        self.engine_error = engine_error
         self.clock: Clock = clock or time.time
         self.building = threading.Event()
         # Seconds the cursor must rest on a row before its files or analysis are read,
@@ -111,7 +116,24 @@ class LaminaApp(App[None]):
             return None
         return widget.set_timer(self.settle_delay, callback)
 
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("the app has no engine: " + self.engine_error)
+        return self._engine
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Without an engine there is nothing to refresh."""
+        if action == "refresh" and self._engine is None:
+            return None
+        return True
+
     def on_mount(self) -> None:
+        if self._engine is None:
+            from lamina.tui.screens.unavailable import EngineUnavailableScreen
+
+            self.push_screen(EngineUnavailableScreen(self.engine_error or "no engine"))
+            return
         from lamina.tui.screens.main import MainScreen
 
         self.push_screen(MainScreen())
@@ -257,14 +279,18 @@ class LaminaApp(App[None]):
                 screen.post_message(EngineCallFailed(action, message))
 
 
-def make_app(engine: Engine, *, clock: Clock | None = None) -> LaminaApp:
+def make_app(
+    engine: Engine | None, *, clock: Clock | None = None, engine_error: str = ""
+) -> LaminaApp:
     """The app over ``engine``.
 
     Args:
-        engine: any ``lamina.core.engine.Engine`` (embedded store or Docker).
+        engine: any ``lamina.core.engine.Engine`` (embedded store or Docker), or None
+            when opening it failed.
         clock: returns "now" for relative times; fixed for reproducible screenshots.
+        engine_error: with ``engine=None``, the one-line reason, shown in an error view.
 
     Returns:
         A ready-to-run ``LaminaApp``.
     """
-    return LaminaApp(engine, clock=clock)
+    return LaminaApp(engine, clock=clock, engine_error=engine_error)

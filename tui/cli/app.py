@@ -46,9 +46,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _run_app(ctx: CliContext) -> int:
+    from lamina.core.errors import EngineUnavailable
     from lamina.tui.app import make_app
 
-    app = make_app(ctx.engine)
+    try:
+        engine = ctx.engine
+    except EngineUnavailable as exc:
+        # One line in the terminal, and an error view rather than no app at all.
+        print(f"lamina: {exc}", file=sys.stderr)
+        make_app(None, engine_error=str(exc)).run()
+        return 1
+    app = make_app(engine)
     app.run()
     return int(app.return_code or 0)
 
