@@ -57,7 +57,10 @@ def parent_missed(step: str, instruction: str) -> dict[str, Any]:
     """
     return {
         "kind": "parent_missed",
-        "message": f"step {step} ({_clip(instruction)}) ran again, so this step runs on a new state",
+        "message": (
+            f"the earlier step {_clip(instruction)!r} was not cached, "
+            "so this step runs on a new state"
+        ),
         "step": step,
         "instruction": instruction,
     }
