@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import psutil  # type: ignore[import-untyped]
+
 from lamina.core.digest import is_digest
 from lamina.core.errors import NotFound, StoreError
 from lamina.core.gc import (

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from lamina.core.archive import import_rootfs
 from lamina.core.bootstrap import busybox_rootfs_tar
 from lamina.core.store import Store

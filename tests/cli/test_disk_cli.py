@@ -10,6 +10,7 @@ from typing import Any
 
 import prune_support
 import pytest
+
 from lamina.core.store import Store
 from lamina.tui.cli import main
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from lamina.core.cache.keys import KEY_VERSION, canonical_json, compared_config, step_key
 
 json_values = st.recursive(

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from lamina.core.context.checksum import (
     Context,
     StatCache,

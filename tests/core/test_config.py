@@ -7,6 +7,7 @@ from pathlib import Path
 
 import prune_support
 import pytest
+
 from lamina.core.config import config_path, load_config
 from lamina.core.errors import UsageError
 from lamina.core.prune import apply_retention

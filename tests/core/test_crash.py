@@ -26,6 +26,7 @@ from pathlib import Path
 
 import prune_support
 import pytest
+
 from lamina.core.build.builder import run_build
 from lamina.core.events import BuildFinished, StepFinished
 from lamina.core.fsck import fsck

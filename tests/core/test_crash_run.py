@@ -16,6 +16,7 @@ from pathlib import Path
 
 import prune_support
 import pytest
+
 from lamina.core.archive import import_rootfs
 from lamina.core.bootstrap import busybox_rootfs_tar
 from lamina.core.build.builder import run_build

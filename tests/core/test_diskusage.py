@@ -8,6 +8,7 @@ from typing import Any
 
 import prune_support
 import pytest
+
 from lamina.core.diskusage import disk_usage, frees
 from lamina.core.errors import NotFound
 from lamina.core.prune import PruneRequest, apply_prune, plan_prune

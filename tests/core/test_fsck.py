@@ -9,6 +9,7 @@ from typing import Any
 
 import prune_support
 import pytest
+
 from lamina.core.digest import hex_of
 from lamina.core.fsck import fsck
 from lamina.core.store import Store

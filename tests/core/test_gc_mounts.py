@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from lamina.core.gc import collect, has_mount_below, mount_points
 from lamina.core.store import Store
 

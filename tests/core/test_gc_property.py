@@ -16,6 +16,7 @@ from typing import Any
 import prune_support
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from lamina.core.build.builder import run_build
 from lamina.core.events import BuildFinished
 from lamina.core.gc import Liveness, find_leftovers, load_graph

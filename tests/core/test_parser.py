@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from lamina.core.dockerfile import parser as parser_module
 from lamina.core.dockerfile.parser import (
     Heredoc,

@@ -13,6 +13,7 @@ from typing import Any
 
 import prune_support
 import pytest
+
 from lamina.core.errors import UsageError
 from lamina.core.prune import PrunePlan, PruneRequest, apply_prune, plan_prune
 from lamina.core.store import Store

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from lamina.core.errors import UsageError
 from lamina.core.filters import (
     BUILDER_FILTERS,

@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 import sandbox_rootfs
+
 from lamina.core.errors import BuildError
 from lamina.core.sandbox import RunSpec, check_available, run
 from lamina.core.sandbox.child import SetupError, resolve_user

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from lamina.core.dockerfile.shell import Lexer
 from lamina.core.errors import DockerfileError
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from lamina.core.backends.docker import DockerEngine
 from lamina.core.bootstrap import busybox_rootfs_tar
 

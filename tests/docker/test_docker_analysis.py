@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from lamina.core.backends.docker import DockerEngine
 
 pytestmark = pytest.mark.docker

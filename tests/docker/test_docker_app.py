@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.widgets import Tree
+
 from lamina.core.backends.docker import DockerEngine
 from lamina.core.events import BuildFinished
 from lamina.core.model import BuildRequest
 from lamina.tui.app import LaminaApp, make_app
 from lamina.tui.screens.main import MainScreen
 from lamina.tui.widgets.layers import LayersView
-from textual.widgets import Tree
 
 pytestmark = pytest.mark.docker
 

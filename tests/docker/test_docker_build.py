@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from lamina.core.backends.docker import DockerEngine
 from lamina.core.errors import UsageError
 from lamina.core.events import (

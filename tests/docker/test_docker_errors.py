@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from lamina.core.backends.docker import DockerEngine, _split_tag, parse_time
 from lamina.core.engine import open_engine
 from lamina.core.errors import EngineUnavailable, UsageError

@@ -11,6 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from lamina.core.backends.docker_build import BuildRecords, explain, plan_inputs
 from lamina.core.backends.docker_context import context_tar
 from lamina.core.backends.docker_save import ChunkReader, changes, read_layers

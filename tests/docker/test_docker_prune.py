@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from lamina.core.backends.docker import DockerEngine
 from lamina.core.backends.docker_prune import BUILDKIT_PREFIX, DIFFERENCES
 from lamina.core.errors import UsageError

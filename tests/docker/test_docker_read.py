@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from lamina.core.backends.docker import DockerEngine
 from lamina.core.digest import chain_ids
 from lamina.core.errors import NotFound

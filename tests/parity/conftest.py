@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+
 from lamina.core.archive import import_rootfs
 from lamina.core.backends.docker import DockerEngine
 from lamina.core.backends.docker_save import ChunkReader

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from textual.widgets import Static
+
 from lamina.core.engine import open_engine
 from lamina.core.errors import EngineUnavailable
 from lamina.tui.app import make_app
-from textual.widgets import Static
 
 
 async def test_unreachable_docker_shows_an_error_view(

@@ -11,8 +11,8 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TextIO
 
 import humanize
