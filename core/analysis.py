@@ -293,9 +293,7 @@ def _store_of(source: Any) -> Store | None:
     return None
 
 
-def analyze_entries(
-    layers: Iterable[Iterable[tuple[str, int, bool]]], image: str = ""
-) -> Analysis:
+def analyze_entries(layers: Iterable[Iterable[tuple[str, int, bool]]], image: str = "") -> Analysis:
     """dive's analysis from layer listings already read elsewhere (the Docker backend).
 
     Args:

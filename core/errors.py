@@ -84,7 +84,9 @@ class RunFailed(BuildError):
         output_tail: the last lines the command printed.
     """
 
-    def __init__(self, message: str, exit_status: int, output_tail: list[str] | None = None) -> None:
+    def __init__(
+        self, message: str, exit_status: int, output_tail: list[str] | None = None
+    ) -> None:
         super().__init__(message)
         self.exit_status = exit_status
         self.output_tail = output_tail or []

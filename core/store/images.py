@@ -377,7 +377,8 @@ class ImageStore:
         conn = self.index.connection()
         rows = conn.execute("SELECT * FROM images ORDER BY created DESC, added DESC, id").fetchall()
         layers = {
-            r[0]: (r[1], int(r[2])) for r in conn.execute("SELECT chain_id, parent, size FROM layers")
+            r[0]: (r[1], int(r[2]))
+            for r in conn.execute("SELECT chain_id, parent, size FROM layers")
         }
         tags: dict[str, list[str]] = {}
         for name, image_id in conn.execute("SELECT name, image_id FROM tags ORDER BY name"):

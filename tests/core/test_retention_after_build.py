@@ -33,7 +33,9 @@ def _context(root: Path, name: str, content: str) -> Path:
     return ctx
 
 
-def test_keep_storage_prunes_unshared_cache_after_a_build(lamina_home: Path, tmp_path: Path) -> None:
+def test_keep_storage_prunes_unshared_cache_after_a_build(
+    lamina_home: Path, tmp_path: Path
+) -> None:
     engine = EmbeddedEngine(lamina_home)
     try:
         _build(engine, _context(tmp_path, "a", "a"), "a:1")

@@ -45,8 +45,6 @@ except LaminaError as exc:
 """
 
 
-
-
 def _as_nobody(python: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", python, *args],

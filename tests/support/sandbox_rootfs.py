@@ -21,7 +21,6 @@ GROUP = (
 )
 
 
-
 def make_busybox_rootfs(dest: Path, busybox: str, owner: tuple[int, int] | None = None) -> Path:
     """Write a minimal busybox root filesystem at ``dest``.
 
