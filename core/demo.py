@@ -8,7 +8,9 @@ real builder on a busybox base made from the machine's static busybox:
 2. ``demo-app`` again after touching ``app.sh`` (mtime only: the COPY still hits) and
    making ``data/run.sh`` executable (a mode change: that COPY misses);
 3. ``demo-app`` again after editing its first RUN line (a miss that cascades);
-4. ``demo-tools`` FROM the final ``demo-app`` (shares all of its layers).
+4. ``demo-tools`` FROM the final ``demo-app`` (shares all of its layers);
+5. ``demo-release`` imported twice (``lamina import``): the first release is left
+   dangling, and since no build cache holds its layer, pruning dangling images frees it.
 
 Each rebuild moves the ``demo-app`` tag, so the earlier images become dangling, and
 every step leaves build cache. Without a busybox binary (or without a sandbox for RUN),
@@ -20,10 +22,12 @@ demo is complete, and nothing is rebuilt.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import shutil
+import tarfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,7 +46,8 @@ BASE_TAG = "lamina-demo/busybox:latest"
 APP_TAG = "demo-app:latest"
 WEB_TAG = "demo-web:latest"
 TOOLS_TAG = "demo-tools:latest"
-TAGS = (APP_TAG, WEB_TAG, TOOLS_TAG)
+RELEASE_TAG = "demo-release:latest"
+TAGS = (APP_TAG, WEB_TAG, TOOLS_TAG, RELEASE_TAG)
 
 APP_SH = '#!/bin/sh\n. /etc/demo.conf\necho "$greeting from the lamina demo"\n'
 RUN_SH = "#!/bin/sh\ncat /app/data/words.txt\n"
@@ -241,6 +246,27 @@ def _import_base(store: Any, ws: Path, busybox: str) -> None:
         rootfs.unlink(missing_ok=True)
 
 
+def _import_releases(store: Any, ws: Path) -> None:
+    """Imports two releases under one tag; the first is then dangling and prunable."""
+    from lamina.core.archive import import_rootfs
+
+    for version in (1, 2):
+        tar = ws / f"release-{version}.tar"
+        with tarfile.open(tar, "w") as out:
+            for name, data in (
+                ("release/VERSION", f"{version}\n".encode()),
+                # Sized so that the prune's bytes are visible next to the rest of the demo.
+                ("release/payload.bin", bytes([version]) * 200_000),
+            ):
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = len(data), 0o644, 1_700_000_000
+                out.addfile(info, io.BytesIO(data))
+        try:
+            import_rootfs(store, tar, RELEASE_TAG, message=f"demo release {version}")
+        finally:
+            tar.unlink(missing_ok=True)
+
+
 def create_demo(source: Any, workspace: Path) -> DemoResult:
     """Creates the demo workspace and builds it into the engine's store, offline.
 
@@ -305,6 +331,7 @@ def create_demo(source: Any, workspace: Path) -> DemoResult:
         )
     result.builds.append(builder.build("demo-app (edited a line)", app, APP_TAG))
     result.builds.append(builder.build("demo-tools", tools, TOOLS_TAG))
+    _import_releases(store, ws)
 
     marker.write_text(
         json.dumps({"version": DEMO_VERSION, "with_run": with_run, "notes": notes}, indent=2) + "\n"

@@ -39,10 +39,20 @@ def test_demo_shows_hits_misses_sharing_and_dangling(
         images = store.images.list()
         tagged = {t for i in images for t in i.tags}
         assert {demo.APP_TAG, demo.WEB_TAG, demo.TOOLS_TAG, demo.BASE_TAG} <= tagged
-        assert sum(1 for i in images if i.dangling) == 2
-        # every image stands on the same busybox base layer.
-        bases = {i.layers[0] for i in images}
+        assert demo.RELEASE_TAG in tagged
+        # two rebuilt demo-app images and the first imported release.
+        assert sum(1 for i in images if i.dangling) == 3
+        # every built image stands on the same busybox base layer.
+        releases = {store.images.resolve(demo.RELEASE_TAG)} | {
+            i.id for i in images if i.dangling and len(i.layers) == 1
+        }
+        bases = {i.layers[0] for i in images if i.id not in releases}
         assert len(bases) == 1
+        # Pruning dangling images frees the old release's layer (no cache holds it).
+        from lamina.core.prune import PruneRequest, plan_prune
+
+        plan = plan_prune(store, PruneRequest())
+        assert plan.reclaimable_bytes >= 200_000
         # demo-tools shares every layer of demo-app.
         app = store.images.summary(store.images.resolve(demo.APP_TAG))
         tools_image = store.images.summary(store.images.resolve(demo.TOOLS_TAG))

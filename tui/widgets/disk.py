@@ -67,7 +67,9 @@ def usage_rows(usage: DiskUsage) -> list[tuple[str, int | None, int, int]]:
                     "  dangling images",
                     len(dangling),
                     sum(la.size for la in dangling_only),
-                    sum(i.frees for i in dangling),
+                    # What `image prune` frees: the dangling images together (their
+                    # exclusive closures summed would count shared configs twice).
+                    category.reclaimable,
                 )
             )
     return rows
