@@ -358,10 +358,6 @@ class _Walk:
                 inputs["step"]["sources"] = step.source_checksum
                 if instruction.flag("chmod"):
                     inputs["step"]["chmod"] = instruction.flag("chmod")
-                manifest: dict[str, Any] = {}
-                for src in step.sources:
-                    manifest.update(manifest_to_json(src.manifest))
-                inputs["sources"] = {"checksum": step.source_checksum, "manifest": manifest}
             key = step_key(state.id or "", inputs["step"]) if state.id else None
             reason: dict[str, Any] | None
             row = None
@@ -395,6 +391,7 @@ class _Walk:
                         "unknown": True,
                     }
                 else:
+                    _add_source_manifest(inputs, step)
                     reason = reasons.explain_miss(
                         self.conn,
                         key or "",
@@ -450,6 +447,7 @@ class _Walk:
                         else:
                             new_state, layer = item
                     assert new_state is not None
+                    _add_source_manifest(inputs, step)
                     self.record_cache(key, state, instruction, inputs, new_state)
                     state = new_state
                     record = StepRecord(
@@ -1179,6 +1177,20 @@ def _alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _add_source_manifest(inputs: dict[str, Any], step: Any) -> None:
+    """Adds the per-path manifest of a COPY/ADD's sources to ``inputs``.
+
+    Only a miss needs it (to explain itself, and to be recorded for the next miss to
+    compare with), so a cached rebuild of a large context never builds it.
+    """
+    if step.source_checksum is None or "sources" in inputs:
+        return
+    manifest: dict[str, Any] = {}
+    for src in step.sources:
+        manifest.update(manifest_to_json(src.entries()))
+    inputs["sources"] = {"checksum": step.source_checksum, "manifest": manifest}
 
 
 def _apply_retention(store: Store) -> None:

@@ -27,6 +27,7 @@ import stat
 import tarfile
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,14 @@ class Source:
     archive: bool = False
     checksum: str = ""
     manifest: list[ManifestEntry] = field(default_factory=list)
+    # For context sources the manifest is built on demand: only a miss needs it.
+    manifest_of: Callable[[], list[ManifestEntry]] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def entries(self) -> list[ManifestEntry]:
+        """Every entry the source contributes (``manifest``, built now if deferred)."""
+        return self.manifest_of() if self.manifest_of is not None else self.manifest
 
 
 # -- Go's filepath.Match --------------------------------------------------------------
@@ -195,7 +204,7 @@ def context_sources(ctx: Context, src: str, *, add: bool) -> list[Source]:
                 is_dir=is_dir,
                 archive=archive,
                 checksum=ctx.checksum(r),
-                manifest=ctx.manifest(r),
+                manifest_of=functools.partial(ctx.manifest, r),
             )
         )
     return out
