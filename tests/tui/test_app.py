@@ -315,6 +315,56 @@ async def test_what_if_predicts_then_cancel_builds_nothing(fresh_demo: Path) -> 
         engine.close()
 
 
+@pytest.mark.root
+async def test_cancel_stops_a_running_rebuild(fresh_demo: Path) -> None:
+    import time
+
+    workspace = fresh_demo.parent / "ws"
+    engine = open_embedded(fresh_demo)
+    try:
+        image_before = engine.image("demo-app:latest").id
+        app = new_app(engine)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot)
+            await pilot.press("3")
+            await settle(app, pilot)
+            view = main_screen(app).query_one(BuildsView)
+            app_build = next(b for b in view.builds if "demo-app:latest" in b.tags)
+            table = view.query_one("#builds-table", DataTable)
+            table.move_cursor(row=table.get_row_index(str(app_build.id)))
+            await pilot.pause()
+            # A step that would run for a minute, so there is something to cancel.
+            dockerfile = workspace / "app" / "Dockerfile"
+            dockerfile.write_text(
+                dockerfile.read_text().replace(
+                    'RUN echo "greeting=hi"', 'RUN sleep 60; echo "greeting=hi"'
+                )
+            )
+            started = time.monotonic()
+            await pilot.press("r")
+            # Wait (bounded) until the RUN step is under way.
+            for _ in range(600):
+                running = engine.builds(limit=1)[0]
+                if running.status == "running" and any(s for s in running.steps):
+                    break
+                await pilot.pause(0.05)
+            assert app.building.is_set()
+            await pilot.press("x")
+            # A cancelled thread worker counts as done at once; its thread winds the
+            # build down (kills the sandbox, records the cancellation) right after.
+            while app.building.is_set() and time.monotonic() - started < 45:
+                await pilot.pause(0.05)
+            await settle(app, pilot)
+            assert not app.building.is_set(), "cancel did not stop the sleeping step"
+            newest = engine.builds(limit=1)[0]
+            assert newest.status == "cancelled"
+            assert "cancelled" in " ".join(view.query_one("#build-log").lines)  # type: ignore[attr-defined]
+            # No image, no tag moved.
+            assert engine.image("demo-app:latest").id == image_before
+    finally:
+        engine.close()
+
+
 # --------------------------------------------------------------------- Disk
 
 
