@@ -70,7 +70,7 @@ def entry_type(mode: int) -> str:
     return "other"
 
 
-def _read_capability(path: Path) -> bytes | None:
+def _read_capability(path: str | Path) -> bytes | None:
     try:
         return os.getxattr(path, "security.capability", follow_symlinks=False)
     except OSError:
