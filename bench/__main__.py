@@ -236,6 +236,18 @@ def _run_builds(state: _State, results: Results, stack: ExitStack, no_docker: bo
     state.build_home = lamina.home
     results.rows += build_rows(samples, spec, docker_name)
 
+    from bench.df_compare import measure_df
+
+    # `system df -v` side by side on images built in both (issue: disk usage).
+    df_images = max(2, sizes.images // 50)
+    _say(f"bench: system df -v on {df_images} images built in both")
+    try:
+        results.rows += measure_df(
+            state.work, state.rootfs, docker, df_images, sizes.repeat, docker_name
+        )
+    except (BenchError, OSError) as exc:
+        results.fail("system df comparison", str(exc))
+
 
 def _run_commit(state: _State, results: Results) -> None:
     from bench.throughput import ThroughputSpec, measure_commit

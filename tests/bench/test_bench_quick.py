@@ -74,6 +74,7 @@ def test_quick_run_without_docker_measures_every_lamina_part(tmp_path: Path) -> 
     assert commit and all(r["reference"]["median"] > 0 for r in commit)
     inspect = {r["what"].split(",")[0] for r in _rows(data, "Inspect at scale")}
     assert inspect == {
+        "`system df -v` CLI",
         "system df",
         "prune plan (system -a)",
         "open the app until the first view shows data",
@@ -97,3 +98,7 @@ def test_quick_builds_against_docker_compare_side_by_side(tmp_path: Path) -> Non
         assert row["reference"]["values"] and row["reference"]["median"] > 0, row
         assert row["reference_name"].startswith("Docker ")
         assert row["speedup"] is not None
+    # `system df -v` timed on both sides over the same images built in both.
+    (df,) = [r for r in _rows(data, "Inspect at scale") if r["what"].startswith("`system df -v`")]
+    assert df["lamina"]["median"] > 0 and df["reference"]["median"] > 0
+    assert "ms per image" in df["notes"] and "Docker" in df["notes"]
