@@ -77,6 +77,14 @@ def busybox() -> str:
     return path
 
 
+@pytest.fixture(scope="session")
+def busybox_tar(tmp_path_factory: pytest.TempPathFactory, busybox: str) -> Path:
+    """lamina's busybox rootfs tar (``lamina.core.bootstrap``), made once per session."""
+    from lamina.core.bootstrap import busybox_rootfs_tar
+
+    return busybox_rootfs_tar(tmp_path_factory.mktemp("rootfs") / "busybox.tar", busybox)
+
+
 @pytest.fixture
 def isolation() -> None:
     """Gate for tests that run RUN steps in a sandbox."""

@@ -14,18 +14,12 @@ from typing import Any
 import pytest
 
 from lamina.core.archive import import_rootfs
-from lamina.core.bootstrap import busybox_rootfs_tar
 from lamina.core.build.builder import list_builds, run_build
 from lamina.core.events import BuildFailed, BuildFinished, StepFinished
 from lamina.core.model import BuildRequest, StepRecord
 from lamina.core.store import Store
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-@pytest.fixture(scope="session")
-def busybox_tar(tmp_path_factory: pytest.TempPathFactory, busybox: str) -> Path:
-    return busybox_rootfs_tar(tmp_path_factory.mktemp("rootfs") / "busybox.tar", busybox)
 
 
 @pytest.fixture

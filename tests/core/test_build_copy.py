@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from lamina.core.archive import import_rootfs
-from lamina.core.bootstrap import busybox_rootfs_tar
 from lamina.core.build.builder import run_build
 from lamina.core.build.copy import go_match, has_wildcards
 from lamina.core.build.rootfs import RootFS, join
@@ -25,11 +24,6 @@ from lamina.core.events import BuildFailed, BuildFinished, StepFinished
 from lamina.core.model import BuildRequest
 from lamina.core.store import Store
 from lamina.core.store.layers import set_opaque
-
-
-@pytest.fixture(scope="session")
-def busybox_tar(tmp_path_factory: pytest.TempPathFactory, busybox: str) -> Path:
-    return busybox_rootfs_tar(tmp_path_factory.mktemp("rootfs") / "busybox.tar", busybox)
 
 
 @pytest.fixture

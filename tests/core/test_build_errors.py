@@ -21,17 +21,11 @@ from typing import Any
 import pytest
 
 from lamina.core.archive import import_rootfs
-from lamina.core.bootstrap import busybox_rootfs_tar
 from lamina.core.build.builder import list_builds, run_build
 from lamina.core.errors import NotFound
 from lamina.core.events import BuildFailed, BuildFinished, StepOutput
 from lamina.core.model import BuildRequest
 from lamina.core.store import Store
-
-
-@pytest.fixture(scope="session")
-def busybox_tar(tmp_path_factory: pytest.TempPathFactory, busybox: str) -> Path:
-    return busybox_rootfs_tar(tmp_path_factory.mktemp("rootfs") / "busybox.tar", busybox)
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import prune_support
 import pytest
 
 from lamina.core.archive import import_rootfs
-from lamina.core.bootstrap import busybox_rootfs_tar
 from lamina.core.build.builder import run_build
 from lamina.core.events import BuildFinished, StepFinished
 from lamina.core.fsck import fsck
@@ -49,11 +48,6 @@ BUILDER = textwrap.dedent(
         print(type(event).__name__, getattr(event, "message", ""), flush=True)
     """
 )
-
-
-@pytest.fixture(scope="module")
-def busybox_tar(tmp_path_factory: pytest.TempPathFactory, busybox: str) -> Path:
-    return busybox_rootfs_tar(tmp_path_factory.mktemp("rootfs") / "busybox.tar", busybox)
 
 
 @pytest.fixture
