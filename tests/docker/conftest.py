@@ -7,12 +7,12 @@ per-session prefix and removed at the end of the session.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from docker_cleanup import remove_images_tagged
 
 from lamina.core.backends.docker import DockerEngine
 from lamina.core.bootstrap import busybox_rootfs_tar
@@ -69,26 +69,8 @@ def docker_tag() -> Iterator[object]:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Removes the session's images (and the intermediates they leave dangling)."""
-    if not _created:
-        return
-    try:
-        import docker  # type: ignore[import-untyped]
-
-        client = docker.from_env(version="auto", timeout=60)
-    except Exception:  # noqa: BLE001 - no daemon, nothing to clean
-        return
-    try:
-        for image in client.api.images(name=None):
-            tags = [t for t in image.get("RepoTags") or [] if t.startswith(PREFIX + "/")]
-            for tag in tags:
-                with contextlib.suppress(Exception):  # best effort cleanup
-                    client.api.remove_image(tag, force=True)
-        # One prune frees parents that the previous one left childless.
-        for _ in range(5):
-            if not client.api.prune_images(filters={"dangling": True}).get("ImagesDeleted"):
-                break
-    finally:
-        client.close()
+    if _created:
+        remove_images_tagged(PREFIX + "/", timeout=60)
 
 
 def write_tree(root: Path, files: dict[str, str | bytes]) -> Path:

@@ -14,6 +14,7 @@ pytestmark = pytest.mark.docker
 
 def test_analysis_of_the_dive_image_loaded_into_docker(conformance: Path) -> None:
     engine = DockerEngine()
+    image_id = None
     try:
         archive = conformance / "images/dive/test-docker-image.tar"
         with archive.open("rb") as f:
@@ -28,4 +29,6 @@ def test_analysis_of_the_dive_image_loaded_into_docker(conformance: Path) -> Non
         assert result.user_size_bytes == expected["userSizeBytes"]
         assert result.wasted_bytes == expected["wastedBytes"]
     finally:
+        if image_id is not None:
+            engine.client.images.remove(image_id, force=True)
         engine.close()

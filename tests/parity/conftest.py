@@ -18,7 +18,6 @@ earlier scenarios or runs can never answer for this one.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import http.server
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from docker_cleanup import remove_images_tagged
 
 from lamina.core.archive import import_rootfs
 from lamina.core.backends.docker import DockerEngine
@@ -371,24 +371,5 @@ def parity(
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Removes the scenarios' images from Docker (and what they leave dangling)."""
-    if not _created_tags:
-        return
-    try:
-        import docker  # type: ignore[import-untyped]
-
-        client = docker.from_env(version="auto", timeout=120)
-    except Exception:  # noqa: BLE001 - no daemon, nothing to clean
-        return
-    try:
-        prefix = f"lamina-parity-{RUN_ID}/"
-        for image in client.api.images():
-            for tag in image.get("RepoTags") or []:
-                if tag.startswith(prefix):
-                    with contextlib.suppress(Exception):  # best effort cleanup
-                        client.api.remove_image(tag, force=True)
-        # One prune frees parents that the previous one left childless.
-        for _ in range(5):
-            if not client.api.prune_images(filters={"dangling": True}).get("ImagesDeleted"):
-                break
-    finally:
-        client.close()
+    if _created_tags:
+        remove_images_tagged(f"lamina-parity-{RUN_ID}/")
