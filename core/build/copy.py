@@ -21,6 +21,7 @@ import functools
 import hashlib
 import logging
 import os
+import posixpath
 import re
 import shutil
 import stat
@@ -40,6 +41,7 @@ from lamina.core.context.checksum import (
     tarsum_file,
 )
 from lamina.core.errors import BuildError, ContextError
+from lamina.core.store import beneath
 
 log = logging.getLogger(__name__)
 
@@ -436,22 +438,111 @@ class LayerWriter:
             raise BuildError(f"cannot copy {parts[-1]}: {exc.strerror or exc}") from exc
 
     def extract(self, parts: list[str], archive: Path) -> None:
-        """ADD of a local archive: extracts it into directory ``parts``."""
+        """ADD of a local archive: extracts it into directory ``parts``.
+
+        Names are taken relative to the destination (a leading ``/`` included, as
+        Docker does); ``..`` out of it, a hardlink to outside it, and writing through a
+        symlink are refused. Every write goes through directory fds (``beneath``), so
+        no entry, however the archive orders them, can reach outside the layer.
+        """
         dest = self.ensure_dir(parts, own=True)
-
-        def keep_mode(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
-            # tar_filter refuses absolute names and escapes; the original mode is kept.
-            checked = tarfile.tar_filter(member, path)
-            changes: dict[str, object] = {"mode": member.mode}
-            if self.owner != (0, 0):
-                changes.update(uid=self.owner[0], gid=self.owner[1], uname="", gname="")
-            return checked.replace(**changes, deep=False)  # type: ignore[arg-type]
-
         try:
             with tarfile.open(archive, "r:*") as tar:
-                tar.extractall(dest, filter=keep_mode)
+                _extract_into(tar, dest, None if self.owner == (0, 0) else self.owner)
+        except beneath.EscapeRefused as exc:
+            raise BuildError(f"cannot extract {archive.name}: {exc}") from exc
         except (OSError, tarfile.TarError, EOFError) as exc:
             raise BuildError(f"cannot extract {archive.name}: {exc}") from exc
+
+
+def _extract_into(tar: tarfile.TarFile, dest: Path, owner: tuple[int, int] | None) -> None:
+    root_fd = beneath.open_root(dest)
+    dirs: dict[str, beneath.Meta] = {}
+    try:
+        for member in tar:
+            _extract_member(tar, member, root_fd, dirs, owner)
+        for rel in sorted(dirs, key=lambda r: (-r.count("/"), r)):
+            beneath.apply_dir(root_fd, rel, dirs[rel])
+    finally:
+        os.close(root_fd)
+
+
+def _archive_rel(name: str) -> str:
+    """A member name relative to the destination, cleaned as Go's ``filepath.Clean``."""
+    clean = posixpath.normpath(name)
+    if clean.startswith("/"):
+        clean = clean.lstrip("/")  # "/../x" is "/x": rooted names stay inside
+    elif clean == ".." or clean.startswith("../"):
+        raise beneath.EscapeRefused(f"{name}: path climbs out of the destination ('..')")
+    return "" if clean == "." else clean
+
+
+def _extract_member(
+    tar: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    root_fd: int,
+    dirs: dict[str, beneath.Meta],
+    owner: tuple[int, int] | None,
+) -> None:
+    rel = _archive_rel(member.name)
+    uid, gid = owner if owner is not None else (member.uid, member.gid)
+    meta = beneath.Meta(uid, gid, member.mode, float(member.mtime))
+    if rel == "":
+        if member.isdir():
+            dirs[""] = meta
+        return
+    parent, base = posixpath.split(rel)
+    pfd = beneath.open_dir(root_fd, parent, create=True)
+    try:
+        try:
+            existing: os.stat_result | None = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            existing = None
+        if member.isdir():
+            if existing is not None and not stat.S_ISDIR(existing.st_mode):
+                os.unlink(base, dir_fd=pfd)
+                existing = None
+            if existing is None:
+                os.mkdir(base, 0o700, dir_fd=pfd)
+            dirs[rel] = meta
+            return
+        if existing is not None:
+            beneath.remove_at(pfd, base)
+            for key in [k for k in dirs if k == rel or k.startswith(rel + "/")]:
+                del dirs[key]
+        if member.isreg():
+            src = tar.extractfile(member)
+            assert src is not None
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(base, flags, 0o600, dir_fd=pfd)
+            with os.fdopen(fd, "wb") as f:
+                shutil.copyfileobj(src, f)
+                f.flush()
+                beneath.apply_fd(f.fileno(), meta, rel)
+        elif member.issym():
+            os.symlink(member.linkname, base, dir_fd=pfd)
+            beneath.apply_link(pfd, base, meta)
+        elif member.islnk():
+            target = _archive_rel(member.linkname)
+            tparent, tbase = posixpath.split(target)
+            tfd = beneath.open_dir(root_fd, tparent)
+            try:
+                os.link(tbase, base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+            finally:
+                os.close(tfd)
+        elif member.ischr() or member.isblk() or member.isfifo():
+            kind = {
+                tarfile.CHRTYPE: stat.S_IFCHR,
+                tarfile.BLKTYPE: stat.S_IFBLK,
+                tarfile.FIFOTYPE: stat.S_IFIFO,
+            }[member.type]
+            device = os.makedev(member.devmajor, member.devminor)
+            os.mknod(base, kind | (member.mode & 0o777), device, dir_fd=pfd)
+            os.chown(base, uid, gid, dir_fd=pfd, follow_symlinks=False)
+        else:
+            log.debug("%s: skipping tar entry of type %r", member.name, member.type)
+    finally:
+        os.close(pfd)
 
 
 def dest_is_dir(dest: str, below: RootFS) -> bool:

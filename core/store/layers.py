@@ -31,6 +31,7 @@ from typing import BinaryIO
 from lamina.core.digest import Hasher, chain_ids, hex_of, is_digest
 from lamina.core.errors import ArchiveError, NotFound, StoreError
 from lamina.core.model import FileChange, LayerInfo
+from lamina.core.store import beneath
 from lamina.core.store.index import Index
 from lamina.core.store.lock import StoreLock
 from lamina.core.store.tarsplit import (
@@ -297,7 +298,9 @@ class _Extractor:
     def __post_init__(self) -> None:
         self.split = TarSplit()
         self.file_segments: dict[str, int] = {}
-        self.dirs: list[tuple[Path, Member]] = []
+        # Directory metadata to apply at the end, by relative path: the last entry of a
+        # path wins, and a path that stops being a directory drops out.
+        self.dirs: dict[str, Member] = {}
 
     def fail(self, name: str, why: str) -> ArchiveError:
         return ArchiveError(f"{self.where}: {name}: {why}")
@@ -331,6 +334,8 @@ class _Extractor:
     def remove(self, path: Path) -> None:
         """Removes whatever is at ``path``, first keeping payloads the split refers to."""
         rel = str(path.relative_to(self.root))
+        for key in [k for k in self.dirs if k == rel or k.startswith(rel + "/")]:
+            del self.dirs[key]
         for key in [k for k in self.file_segments if k == rel or k.startswith(rel + "/")]:
             index = self.file_segments.pop(key)
             seg = self.split.segments[index]
@@ -343,28 +348,9 @@ class _Extractor:
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(path)
+            beneath.remove_path(path)
         else:
             os.unlink(path)
-
-    def apply_meta(self, path: Path, m: Member, is_link: bool = False) -> None:
-        try:
-            os.lchown(path, m.uid, m.gid)
-        except PermissionError:
-            log.debug("%s: cannot chown to %d:%d (not root)", path, m.uid, m.gid)
-        if not is_link:
-            os.chmod(path, m.mode & 0o7777)
-            for xname, value in m.xattrs.items():
-                if ".overlay." in xname:
-                    # overlayfs metadata (redirect, origin, opaque) must come from lamina,
-                    # never from an archive: a forged redirect could expose other paths.
-                    log.warning("%s: ignoring xattr %s from the archive", path, xname)
-                    continue
-                try:
-                    os.setxattr(path, xname, value, follow_symlinks=False)
-                except OSError as exc:
-                    log.warning("%s: cannot set xattr %s: %s", path, xname, exc.strerror)
-        os.utime(path, (m.mtime, m.mtime), follow_symlinks=False)
 
     def extract(self, reader: TarReader) -> None:
         for m in reader:
@@ -372,15 +358,22 @@ class _Extractor:
             self.member(reader, m)
             self.split.raw(reader.skip_payload())
         self.split.raw(reader.trailer)
-        # Directory metadata last: adding children changes a directory's mtime.
-        for path, m in reversed(self.dirs):
-            self.apply_meta(path, m)
+        # Directory metadata last (adding children changes a directory's mtime), deepest
+        # first (a non-root owner may lose write access), and only through directory
+        # fds: by now a later entry may have replaced any of these paths by a symlink.
+        root_fd = beneath.open_root(self.root)
+        try:
+            for rel in sorted(self.dirs, key=lambda r: (-r.count("/"), r)):
+                if not beneath.apply_dir(root_fd, rel, _meta(self.dirs[rel])):
+                    log.debug("%s: %s is no longer a directory", self.where, rel)
+        finally:
+            os.close(root_fd)
 
     def member(self, reader: TarReader, m: Member) -> None:
         rel = self.clean_name(m.name)
         if rel == "":
             if m.type == tarfile.DIRTYPE:
-                self.dirs.append((self.root, m))
+                self.dirs[""] = m
             return
         parts = rel.split("/")
         if any(p.startswith(AUFS_META_PREFIX) for p in parts) and parts[-1] != OPAQUE_MARKER:
@@ -408,19 +401,22 @@ class _Extractor:
                     os.mkdir(path, 0o700)
             except FileNotFoundError:
                 os.mkdir(path, 0o700)
-            self.dirs.append((path, m))
+            self.dirs[rel] = m
             return
         if m.type in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE):
             self.remove(path)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            fd = os.open(
+                path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
             with os.fdopen(fd, "wb") as f:
                 left = m.size
                 while left:
                     chunk = reader.read_payload(CHUNK)
                     f.write(chunk)
                     left -= len(chunk)
+                f.flush()
+                beneath.apply_fd(f.fileno(), _meta(m), f"{self.where}: {m.name}")
             self.file_segments[rel] = self.split.payload(rel, m.size)
-            self.apply_meta(path, m)
             return
         if m.type == tarfile.LNKTYPE:
             if m.linkname.startswith("/"):
@@ -453,11 +449,22 @@ class _Extractor:
                         depth += 1
             self.remove(path)
             os.symlink(m.linkname, path)
-            self.apply_meta(path, m, is_link=True)
+            self.apply_link(parent_rel, base, m)
             return
         if m.type in (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE):
             raise self.fail(m.name, "device nodes and FIFOs are not allowed in layers")
         raise self.fail(m.name, f"unsupported tar entry type {m.type!r}")
+
+    def apply_link(self, parent_rel: str, base: str, m: Member) -> None:
+        root_fd = beneath.open_root(self.root)
+        try:
+            parent_fd = beneath.open_dir(root_fd, parent_rel)
+        finally:
+            os.close(root_fd)
+        try:
+            beneath.apply_link(parent_fd, base, _meta(m))
+        finally:
+            os.close(parent_fd)
 
     def clean_name_link(self, m: Member) -> str:
         try:
@@ -466,6 +473,28 @@ class _Extractor:
             raise self.fail(
                 m.name, f"hardlink target {m.linkname!r} is outside the layer"
             ) from None
+
+
+class _HashSink:
+    """A write-only stream that hashes what it is given."""
+
+    def __init__(self) -> None:
+        self.hasher = Hasher()
+
+    def write(self, data: bytes) -> int:
+        self.hasher.update(data)
+        return len(data)
+
+
+def regenerated_digest(layer_dir: Path) -> tuple[str, int]:
+    """The sha256 and size of the tar a layer directory regenerates (its diffID).
+
+    Raises:
+        StoreError: if its files or tar-split are damaged.
+    """
+    sink = _HashSink()
+    TarSplit.load(layer_dir / TARSPLIT_NAME).write(layer_dir / "diff", sink)  # type: ignore[arg-type]
+    return sink.hasher.digest(), sink.hasher.size
 
 
 @dataclass(frozen=True)
@@ -575,19 +604,12 @@ class LayerStore:
     def verify(self, chain_id: str) -> bool:
         """Whether the regenerated tar still hashes to the recorded diffID."""
         info = self.get(chain_id)
-        hasher = Hasher()
-
-        class _Sink:
-            def write(self, data: bytes) -> int:
-                hasher.update(data)
-                return len(data)
-
         try:
-            self.write_tar(chain_id, _Sink())  # type: ignore[arg-type]
+            digest, _size = regenerated_digest(self.root / hex_of(chain_id))
         except StoreError as exc:
             log.info("%s: %s", chain_id, exc)
             return False
-        return hasher.digest() == info.diff_id
+        return digest == info.diff_id
 
     def changes(self, chain_id: str) -> list[FileChange]:
         """What the layer adds, modifies and deletes relative to the union of its parents.
@@ -784,6 +806,10 @@ def _discard(dest: Path, stage: Path) -> None:
         os.rename(dest, stage)
     except OSError:
         pass
+
+
+def _meta(m: Member) -> beneath.Meta:
+    return beneath.Meta(m.uid, m.gid, m.mode, m.mtime, m.xattrs)
 
 
 def _info(row: object) -> LayerInfo:
