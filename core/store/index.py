@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -95,10 +96,13 @@ class Index:
 
     Args:
         path: the database file; created and migrated on first use.
+        check_fresh: called with the index before a version-0 database is migrated;
+            raises to refuse (the store uses it to tell a lost index from a new store).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, check_fresh: Callable[[Index], None] | None = None) -> None:
         self.path = path
+        self._check_fresh = check_fresh
         self._local = threading.local()
         self._lock = threading.Lock()
         # Every open connection with the thread that owns it, so connections of
@@ -132,9 +136,7 @@ class Index:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
             conn.execute("PRAGMA foreign_keys = ON")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                log.warning("%s: journal_mode is %s, not wal", self.path, mode)
+            _use_wal(conn, self.path)
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open the index: {exc}") from exc
@@ -217,6 +219,9 @@ class Index:
                 )
             if version == SCHEMA_VERSION:
                 return
+            if version == 0 and self._check_fresh is not None:
+                # An unmigrated index is a new store only if nothing is stored yet.
+                self._check_fresh(self)
             with self.transaction():
                 # Re-read under the write lock: another process may have migrated.
                 version = self.schema_version()
@@ -227,6 +232,28 @@ class Index:
                     conn.execute(f"PRAGMA user_version = {step + 1}")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: not a usable index: {exc}") from exc
+
+
+def _use_wal(conn: sqlite3.Connection, path: Path) -> None:
+    """Puts the database in WAL mode (persistent, so usually already done).
+
+    Switching needs an exclusive lock, and SQLite answers ``database is locked`` at once,
+    without its busy handler, while another process holds the database open during the
+    switch; so the switch is retried within the busy timeout.
+    """
+    mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while mode != "wal":
+        try:
+            mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+            continue
+        if mode != "wal":
+            log.warning("%s: journal_mode is %s, not wal", path, mode)
+            return
 
 
 def _statements(script: str) -> list[str]:
