@@ -38,6 +38,7 @@ from lamina.core.gc import (
     remove_tree,
     sweep,
     to_trash,
+    unindexed_layer_dirs,
 )
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ class Problem:
         kind: a stable word (``missing-layer-dir``, ``corrupt-layer``, ``missing-config``,
             ``bad-config``, ``chain-mismatch``, ``missing-layer``, ``broken-parent``,
             ``cache-missing-layer``, ``cache-missing-config``, ``leftover``,
-            ``interrupted-build``).
+            ``unindexed-layer``, ``interrupted-build``).
         subject: the image ID, chainID, cache key, path or build ID concerned.
         message: one line for a user.
         repairable: whether ``--repair`` may fix it.
@@ -123,6 +124,16 @@ def fsck(
     for left in leftovers:
         problems.append(
             Problem("leftover", left.path, f"{left.path}: {left.reason} ({left.bytes} bytes)", True)
+        )
+    for name in unindexed_layer_dirs(store)[1]:
+        problems.append(
+            Problem(
+                "unindexed-layer",
+                f"layers/{name}",
+                f"layers/{name} has no index row but an image config stands on it "
+                "(`lamina fsck --rebuild-index` recovers it)",
+                False,
+            )
         )
     builds = _interrupted_builds(store)
     for build_id, pid in builds:

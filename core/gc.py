@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from lamina.core.digest import hex_of, is_digest
 from lamina.core.errors import StoreError
+from lamina.core.store.recover import chains_named_by_configs
 
 if TYPE_CHECKING:
     from lamina.core.prune import PruneResult
@@ -499,12 +500,9 @@ def find_leftovers(
         else:
             why = "work without an owner"
         out.append(Leftover(rel, "tmp", disk_bytes(path), why))
-    # Commits rename into layers/ and insert the row under the store lock, so under the
-    # lock a directory without a row is never work in progress: no grace needed.
-    with store.lock():
-        rows = store.index.connection().execute("SELECT chain_id FROM layers")
-        indexed = {hex_of(r[0]) for r in rows if is_digest(r[0])}
-        names = [e.name for e in _scandir(home / "layers") if e.name not in indexed]
+    names, named = unindexed_layer_dirs(store)
+    for name in named:
+        log.warning("layers/%s has no index row but an image config names it; kept", name)
     for name in names:
         path = home / "layers" / name
         out.append(Leftover(f"layers/{name}", "layer-dir", disk_bytes(path), "no index row"))
@@ -522,6 +520,25 @@ def find_leftovers(
         out.append(Leftover(f"blobs/sha256/{entry.name}", "blob", disk_bytes(path), why, mtime))
     out.sort(key=lambda left: left.path)
     return out
+
+
+def unindexed_layer_dirs(store: Store) -> tuple[list[str], list[str]]:
+    """Names under ``layers/`` without an index row: (debris, named by an image config).
+
+    Commits rename into ``layers/`` and insert the row under the store lock, so under
+    the lock a directory without a row is never work in progress. It is debris (a crash
+    between rename and commit) unless an image config on disk stands on it: then it is
+    data the index lost, which only ``fsck --rebuild-index`` may adopt, and nothing
+    deletes it.
+    """
+    with store.lock():
+        rows = store.index.connection().execute("SELECT chain_id FROM layers")
+        indexed = {hex_of(r[0]) for r in rows if is_digest(r[0])}
+        names = [e.name for e in _scandir(store.home / "layers") if e.name not in indexed]
+    if not names:
+        return [], []
+    wanted = {hex_of(c) for c in chains_named_by_configs(store.home)}
+    return [n for n in names if n not in wanted], [n for n in names if n in wanted]
 
 
 def _scandir(path: Path) -> list[os.DirEntry[str]]:

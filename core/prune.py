@@ -635,6 +635,8 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
                 conn.execute("DELETE FROM cache WHERE key = ?", (c.key,))
             for layer in layers:
                 conn.execute("DELETE FROM layers WHERE chain_id = ?", (layer.chain_id,))
+        if untagged:
+            store.images.save_tag_file()
         # Committed: the rows are gone. Now the directories, renamed first so that a
         # crash leaves recognisable trash, never a half-deleted layer under its name.
         for layer in layers:

@@ -27,7 +27,15 @@ from lamina.core.store.lock import StoreLock
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ImageStore", "Index", "LayerStore", "Store", "StoreLock", "normalize_tag"]
+__all__ = [
+    "ImageStore",
+    "Index",
+    "LayerStore",
+    "Store",
+    "StoreLock",
+    "normalize_tag",
+    "stored_data",
+]
 
 
 class Store:
@@ -36,20 +44,36 @@ class Store:
     Args:
         home: the store directory; created with its layout if missing, and its index
             migrated to the current schema.
+        adopt_unindexed: open even when layers or blobs exist but the index is missing
+            or empty (only ``recover.rebuild_index`` does this; anyone else would see
+            an empty store and could prune all its data).
+        lock: the store lock object to share (one per process and store: a second
+            ``flock`` of the same file in one process would wait on the first).
 
     Raises:
         StoreError: if the directory cannot be created or the index is unusable.
     """
 
-    def __init__(self, home: Path) -> None:
+    def __init__(
+        self, home: Path, *, adopt_unindexed: bool = False, lock: StoreLock | None = None
+    ) -> None:
         self.home = Path(home)
+        db = self.home / "index.db"
+        if not adopt_unindexed:
+            _refuse_lost_index(self.home, db)
         try:
             for sub in ("blobs/sha256", "layers", "tmp"):
                 (self.home / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"{self.home}: cannot create the store: {exc.strerror}") from exc
-        self._lock = StoreLock(self.home / "lock")
-        self.index = Index(self.home / "index.db")
+        self._lock = lock or StoreLock(self.home / "lock")
+
+        def check_fresh(index: Index) -> None:
+            # Re-read first: another process may have just created and filled the store.
+            if not adopt_unindexed and index.schema_version() == 0:
+                _refuse_lost_index(self.home, db, "has no tables")
+
+        self.index = Index(db, check_fresh)
         self.layers = LayerStore(self.home, self.index, self._lock, self.tmpdir)
         self.images = ImageStore(self.home, self.index, self._lock, self.layers)
 
@@ -81,3 +105,44 @@ class Store:
     def close(self) -> None:
         """Closes the index connections."""
         self.index.close()
+
+
+def stored_data(home: Path) -> tuple[int, int]:
+    """How many layer directories and blobs a store holds on disk (index or not)."""
+
+    def count(path: Path) -> int:
+        try:
+            with os.scandir(path) as entries:
+                return sum(1 for _ in entries)
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot list: {exc.strerror}") from exc
+
+    return count(home / "layers"), count(home / "blobs" / "sha256")
+
+
+def _refuse_lost_index(home: Path, db: Path, state: str | None = None) -> None:
+    """Refuses a store whose index is missing, empty or unmigrated next to stored data.
+
+    Treating such a store as empty would make every layer look like a leftover, and a
+    prune or ``fsck --repair`` would delete them all.
+    """
+    if state is None:
+        try:
+            size = db.stat().st_size
+        except FileNotFoundError:
+            state = "is missing"
+        except OSError as exc:
+            raise StoreError(f"{db}: cannot read the index: {exc.strerror}") from exc
+        else:
+            if size > 0:
+                return
+            state = "is empty"
+    layers, blobs = stored_data(home)
+    if layers == 0 and blobs == 0:
+        return
+    raise StoreError(
+        f"{db} {state} but {layers} layer(s) and {blobs} blob(s) exist; "
+        "`lamina fsck --rebuild-index` recovers what the layers and blobs allow"
+    )

@@ -37,6 +37,8 @@ _PATH_RE = re.compile(rf"^{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 _HEX_PREFIX_RE = re.compile(r"^[a-f0-9]{1,64}$")
 MAX_NAME_LENGTH = 255
+# A copy of the tags outside the index (``ImageStore.save_tag_file``).
+TAG_FILE = "repositories.json"
 StrList = list[str]  # ImageStore.list shadows the builtin inside the class body
 DEFAULT_DOMAINS = ("docker.io", "index.docker.io")
 
@@ -274,6 +276,7 @@ class ImageStore:
                 " ON CONFLICT(name) DO UPDATE SET image_id = excluded.image_id",
                 (tag, image_id),
             )
+        self.save_tag_file()
 
     def untag(self, name: str) -> None:
         """Removes tag ``name``.
@@ -286,6 +289,7 @@ class ImageStore:
             cur = conn.execute("DELETE FROM tags WHERE name = ?", (tag,))
             if cur.rowcount == 0:
                 raise NotFound(f"no such tag: {tag}")
+        self.save_tag_file()
 
     def tags_of(self, image_id: str) -> list[str]:
         """The image's tags, sorted."""
@@ -425,3 +429,41 @@ class ImageStore:
             cur = conn.execute("DELETE FROM images WHERE id = ?", (image_id,))
             if cur.rowcount == 0:
                 raise NotFound(f"no such image: {image_id}")
+        self.save_tag_file()
+
+    def save_tag_file(self) -> None:
+        """Writes every tag to ``repositories.json`` (atomically), for index recovery.
+
+        The index is the truth; this copy, like Docker's ``repositories.json``, is what
+        lets ``fsck --rebuild-index`` give recovered images their names back. A failure
+        to write it is logged, never fatal: the next tag change writes it again.
+        """
+        with self._lock.hold():
+            rows = self.index.connection().execute("SELECT name, image_id FROM tags ORDER BY name")
+            doc = {"version": 1, "tags": {name: image_id for name, image_id in rows}}
+            path = self.home / TAG_FILE
+            tmp = path.with_name(f".{TAG_FILE}.tmp")
+            try:
+                with open(tmp, "w", encoding="utf-8") as f:
+                    json.dump(doc, f, indent=1, sort_keys=True)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except OSError as exc:
+                log.warning("%s: cannot write the tag file: %s", path, exc.strerror)
+
+
+def read_tag_file(home: Path) -> dict[str, str]:
+    """The tags saved by ``save_tag_file`` (empty when absent or unreadable)."""
+    try:
+        doc = json.loads((home / TAG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    tags = doc.get("tags") if isinstance(doc, dict) else None
+    if not isinstance(tags, dict):
+        return {}
+    return {
+        str(name): image_id
+        for name, image_id in tags.items()
+        if isinstance(image_id, str) and is_digest(image_id)
+    }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -59,6 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("fsck", help="check the store's consistency (and repair what is safe)")
     p.add_argument("--deep", action="store_true", help="also rehash every layer's contents")
     p.add_argument("--repair", action="store_true", help="sweep leftovers, drop dangling rows")
+    p.add_argument(
+        "--rebuild-index",
+        action="store_true",
+        help="move a lost or damaged index aside and rebuild it from the layers and configs",
+    )
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_fsck)
 
@@ -309,6 +315,8 @@ def _confirm(plan: Any) -> None:
 def cmd_fsck(args: argparse.Namespace, ctx: CliContext) -> int:
     from lamina.core.fsck import fsck
 
+    if args.rebuild_index:
+        return _rebuild_index(args, ctx)
     store = getattr(ctx.engine, "store", None)
     if store is None:
         raise UsageError("fsck checks lamina's own store; it does not apply to --engine docker")
@@ -329,3 +337,26 @@ def cmd_fsck(args: argparse.Namespace, ctx: CliContext) -> int:
             hint = "" if args.repair else " (--repair fixes what is safe)"
             print(f"{remaining} problem(s) in {checked}{hint}")
     return 0 if report.ok else 1
+
+
+def _rebuild_index(args: argparse.Namespace, ctx: CliContext) -> int:
+    from lamina.core.engine import default_home
+    from lamina.core.store.recover import rebuild_index
+
+    if (ctx.engine_kind or os.environ.get("LAMINA_ENGINE")) == "docker":
+        raise UsageError("fsck checks lamina's own store; it does not apply to --engine docker")
+    if args.repair or args.deep:
+        raise UsageError("--rebuild-index cannot be combined with --repair or --deep")
+    report = rebuild_index(default_home())
+    if args.format == "json":
+        print(json.dumps(report.to_json(), indent=2, sort_keys=True))
+        return 0
+    if report.kept_index:
+        print(f"the previous index was kept as {report.kept_index}")
+    for path, reason in report.unplaced:
+        print(f"not recovered: {path}: {reason}")
+    print(
+        f"rebuilt the index: {report.layers} layers, {report.images} images, "
+        f"{report.tags} tags (build cache and build history are not recoverable)"
+    )
+    return 0
