@@ -51,7 +51,7 @@ dockerd_start() {
 dockerd_import_busybox() {
     local dir="$1" tar="$1/busybox-rootfs.tar"
     local py="$_repo_dir/.venv/bin/python"
-    if [ -x "$py" ] && "$py" -c "import sys; from pathlib import Path; from lamina.core.bootstrap import busybox_rootfs_tar; busybox_rootfs_tar(Path(sys.argv[1]))" "$tar" 2>/dev/null; then
+    if [ -x "$py" ] && "$py" -c "import sys; from pathlib import Path; from lamina.core.demo.busybox import busybox_rootfs_tar; busybox_rootfs_tar(Path(sys.argv[1]))" "$tar" 2>/dev/null; then
         :
     else
         local root="$dir/busybox-root"

@@ -200,7 +200,7 @@ def _run_builds(state: _State, results: Results, stack: ExitStack, no_docker: bo
     except Skipped as exc:
         results.skip("builds (cold, cached, one-file edit)", str(exc))
         return
-    from lamina.core.bootstrap import busybox_rootfs_tar
+    from lamina.core.demo.busybox import busybox_rootfs_tar
 
     spec = ContextSpec(sizes.files, sizes.context_mb * 1_000_000)
     state.rootfs = busybox_rootfs_tar(state.work / "busybox-rootfs.tar")

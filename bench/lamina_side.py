@@ -52,11 +52,11 @@ def lamina_command() -> list[str]:
 def check_builder() -> None:
     """Raises Skipped when this checkout cannot build yet (no builder, no sandbox)."""
     try:
-        from lamina.core.build import builder  # noqa: F401
+        from lamina.core.embedded.builder import walk  # noqa: F401
     except ImportError as exc:
         raise Skipped(f"lamina's builder is not importable here ({exc})") from exc
     try:
-        from lamina.core.sandbox.runner import check_available
+        from lamina.core.embedded.sandbox.runner import check_available
     except ImportError as exc:
         raise Skipped(f"lamina's RUN sandbox is not importable here ({exc})") from exc
     try:
@@ -84,8 +84,8 @@ class LaminaSide:
 
     def import_base(self, rootfs_tar: Path, tag: str) -> str:
         """Imports a root filesystem tar as ``tag``; returns the image ID."""
-        from lamina.core.archive import import_rootfs
-        from lamina.core.store import Store
+        from lamina.core.embedded.archive import import_rootfs
+        from lamina.core.embedded.store import Store
 
         store = Store(self.home)
         try:
@@ -107,8 +107,8 @@ class LaminaSide:
 
     def last_decisions(self) -> tuple[bool | None, ...]:
         """Each step's cache decision in the newest recorded build."""
-        from lamina.core.build.builder import list_builds
-        from lamina.core.store import Store
+        from lamina.core.embedded.builder.walk import list_builds
+        from lamina.core.embedded.store import Store
 
         store = Store(self.home)
         try:

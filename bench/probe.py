@@ -42,8 +42,8 @@ def _rchar() -> int:
 
 
 def _df(home: Path, _args: argparse.Namespace) -> dict[str, Any]:
-    from lamina.core.diskusage import disk_usage
-    from lamina.core.store import Store
+    from lamina.core.accounting.usage import disk_usage
+    from lamina.core.embedded.store import Store
 
     store = Store(home)
     try:
@@ -55,8 +55,8 @@ def _df(home: Path, _args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _prune_plan(home: Path, _args: argparse.Namespace) -> dict[str, Any]:
-    from lamina.core.prune import PruneRequest, plan_prune
-    from lamina.core.store import Store
+    from lamina.core.embedded.prune import PruneRequest, plan_prune
+    from lamina.core.embedded.store import Store
 
     store = Store(home)
     try:
@@ -71,10 +71,10 @@ def _prune_plan(home: Path, _args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _dry_run(home: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from lamina.core.build.builder import run_build
+    from lamina.core.embedded.builder.walk import run_build
     from lamina.core.events import BuildFailed, StepFinished
     from lamina.core.model import BuildRequest
-    from lamina.core.store import Store
+    from lamina.core.embedded.store import Store
 
     root = os.path.realpath(args.context)
     opened: set[str] = set()
@@ -179,14 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Import what the operation needs before timing, so the time is the work itself.
     if args.op == "app":
-        import lamina.core.embedded
+        import lamina.core.embedded.engine
         import lamina.tui.app
     if args.op == "dry-run":
-        import lamina.core.build.builder
+        import lamina.core.embedded.builder.walk
     if args.op in ("df", "prune-plan"):
-        import lamina.core.diskusage
-        import lamina.core.prune
-    import lamina.core.store  # noqa: F401
+        import lamina.core.accounting.usage
+        import lamina.core.embedded.prune
+    import lamina.core.embedded.store  # noqa: F401
 
     rss_before = _rss()
     rchar_before = _rchar()

@@ -103,10 +103,10 @@ def profile_call(what: str, fn: Callable[[], Any]) -> dict[str, Any]:
 
 def _build(home: Path, context: Path, tag: str) -> Callable[[], None]:
     def run() -> None:
-        from lamina.core.build.builder import run_build
+        from lamina.core.embedded.builder.walk import run_build
         from lamina.core.events import BuildFailed
         from lamina.core.model import BuildRequest
-        from lamina.core.store import Store
+        from lamina.core.embedded.store import Store
 
         store = Store(home)
         try:
@@ -123,7 +123,7 @@ def _build(home: Path, context: Path, tag: str) -> Callable[[], None]:
 
 def _store_call(home: Path, call: Callable[[Any], Any]) -> Callable[[], None]:
     def run() -> None:
-        from lamina.core.store import Store
+        from lamina.core.embedded.store import Store
 
         store = Store(home)
         try:
@@ -135,13 +135,13 @@ def _store_call(home: Path, call: Callable[[Any], Any]) -> Callable[[], None]:
 
 
 def _df(store: Any) -> Any:
-    from lamina.core.diskusage import disk_usage
+    from lamina.core.accounting.usage import disk_usage
 
     return disk_usage(store)
 
 
 def _prune(store: Any) -> Any:
-    from lamina.core.prune import PruneRequest, plan_prune
+    from lamina.core.embedded.prune import PruneRequest, plan_prune
 
     return plan_prune(store, PruneRequest("system", all=True))
 
@@ -183,10 +183,10 @@ def profile_path(
         BenchError: the path's data is not available in this run.
     """
     # Imports happen before profiling: start-up is not the path being measured.
-    import lamina.core.build.builder
-    import lamina.core.diskusage
-    import lamina.core.prune
-    import lamina.core.store  # noqa: F401
+    import lamina.core.embedded.builder.walk
+    import lamina.core.accounting.usage
+    import lamina.core.embedded.prune
+    import lamina.core.embedded.store  # noqa: F401
 
     if path in ("cold-build", "cached-build", "edit-build"):
         if context is None or build_home is None or fresh_build is None:

@@ -117,8 +117,8 @@ def generate(home: Path, spec: StoreSpec, seed: int = 2000) -> SyntheticStore:
     Raises:
         BenchError: the store does not hold what was asked for afterwards.
     """
-    from lamina.core.cache.keys import step_key
-    from lamina.core.store import Store
+    from lamina.core.embedded.builder.keys import step_key
+    from lamina.core.embedded.store import Store
 
     # Next to the store, not in it: a store holds only what lamina put there.
     manifest = home.parent / f"{home.name}.{MANIFEST}"
@@ -227,9 +227,9 @@ def generate(home: Path, spec: StoreSpec, seed: int = 2000) -> SyntheticStore:
 
 
 def fsck(home: Path) -> list[str]:
-    """Problems ``lamina.core.fsck`` finds in the store (empty when consistent)."""
-    from lamina.core.fsck import fsck as check
-    from lamina.core.store import Store
+    """Problems ``lamina.core.embedded.fsck`` finds in the store (empty when consistent)."""
+    from lamina.core.embedded.fsck import fsck as check
+    from lamina.core.embedded.store import Store
 
     store = Store(home)
     try:

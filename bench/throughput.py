@@ -59,7 +59,7 @@ def measure_commit(work: Path, spec: ThroughputSpec) -> list[Row]:
     for tool in ("sha256sum", "tar", "cp", "sync"):
         if shutil.which(tool) is None:
             raise Skipped(f"{tool} is not installed")
-    from lamina.core.store import Store
+    from lamina.core.embedded.store import Store
 
     pristine = work / "layer-data"
     if not pristine.is_dir():

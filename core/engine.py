@@ -1,8 +1,8 @@
 """The engine interface every front end talks to.
 
-Two implementations: the embedded engine (``lamina.core.embedded.EmbeddedEngine``, the
+Two implementations: the embedded engine (``lamina.core.embedded.engine.EmbeddedEngine``, the
 default, over a store in ``$LAMINA_HOME``) and the Docker Engine backend
-(``lamina.core.backends.docker.DockerEngine``). The app and the CLI use only this
+(``lamina.core.docker.engine.DockerEngine``). The app and the CLI use only this
 Protocol and the records in ``lamina.core.model``; they never reach into a store.
 """
 
@@ -26,9 +26,9 @@ from lamina.core.model import (
 )
 
 if TYPE_CHECKING:
-    from lamina.core.analysis import Analysis
-    from lamina.core.diskusage import DiskUsage
-    from lamina.core.prune import PrunePlan, PruneRequest, PruneResult
+    from lamina.core.accounting.dive import Analysis
+    from lamina.core.accounting.usage import DiskUsage
+    from lamina.core.embedded.prune import PrunePlan, PruneRequest, PruneResult
 
 
 class Engine(Protocol):
@@ -101,11 +101,11 @@ def open_engine(kind: str | None = None, home: Path | None = None) -> Engine:
     """Open the engine named by ``kind`` (or ``$LAMINA_ENGINE``, default ``embedded``)."""
     kind = kind or os.environ.get("LAMINA_ENGINE") or "embedded"
     if kind == "embedded":
-        from lamina.core.embedded import EmbeddedEngine
+        from lamina.core.embedded.engine import EmbeddedEngine
 
         return EmbeddedEngine(home or default_home())
     if kind == "docker":
-        from lamina.core.backends.docker import DockerEngine
+        from lamina.core.docker.engine import DockerEngine
 
         return DockerEngine()
     raise UsageError(f"unknown engine {kind!r} (expected 'embedded' or 'docker')")

@@ -2,7 +2,7 @@
 
     python screenshots/generate.py [--out screenshots] [--size 120x36]
 
-Builds the demo (``lamina.core.demo``) in a temporary store, opens every view in a
+Builds the demo (``lamina.core.demo.workspace``) in a temporary store, opens every view in a
 Pilot run, saves each as SVG with ``app.save_screenshot`` and converts it to PNG with
 cairosvg. Also saves the Layers and Builds views at 80x24, the smallest supported size.
 """
@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    from lamina.core.demo import create_demo
-    from lamina.core.store import Store
+    from lamina.core.demo.workspace import create_demo
+    from lamina.core.embedded.store import Store
 
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="lamina-screens-") as tmp:

@@ -79,8 +79,8 @@ def busybox() -> str:
 
 @pytest.fixture(scope="session")
 def busybox_tar(tmp_path_factory: pytest.TempPathFactory, busybox: str) -> Path:
-    """lamina's busybox rootfs tar (``lamina.core.bootstrap``), made once per session."""
-    from lamina.core.bootstrap import busybox_rootfs_tar
+    """lamina's busybox rootfs tar (``lamina.core.demo.busybox``), made once per session."""
+    from lamina.core.demo.busybox import busybox_rootfs_tar
 
     return busybox_rootfs_tar(tmp_path_factory.mktemp("rootfs") / "busybox.tar", busybox)
 

@@ -36,8 +36,8 @@ class BuildsLoaded(Message):
 class DiskUsageLoaded(Message):
     """Disk accounting and the dangling-prune preview were computed."""
 
-    usage: Any  # lamina.core.diskusage.DiskUsage
-    dangling_plan: Any | None  # lamina.core.prune.PrunePlan, or None if planning failed
+    usage: Any  # lamina.core.accounting.usage.DiskUsage
+    dangling_plan: Any | None  # lamina.core.embedded.prune.PrunePlan, or None if planning failed
 
 
 @dataclass
@@ -54,7 +54,7 @@ class ImageDetailsLoaded(Message):
 
     ref: str
     history: list[HistoryEntry]
-    analysis: Any | None  # lamina.core.analysis.Analysis
+    analysis: Any | None  # lamina.core.accounting.dive.Analysis
     analysis_error: str | None
 
 
@@ -62,14 +62,14 @@ class ImageDetailsLoaded(Message):
 class PrunePlanned(Message):
     """A dry-run prune plan is ready for confirmation."""
 
-    plan: Any  # lamina.core.prune.PrunePlan
+    plan: Any  # lamina.core.embedded.prune.PrunePlan
 
 
 @dataclass
 class PruneApplied(Message):
     """A confirmed prune plan was applied."""
 
-    result: Any  # lamina.core.prune.PruneResult
+    result: Any  # lamina.core.embedded.prune.PruneResult
 
 
 @dataclass

@@ -139,7 +139,7 @@ def test_docker_side_skips_with_a_reason_without_docker(
 
 def test_synthetic_store_is_exactly_the_size_asked_for(tmp_path: Path) -> None:
     from bench.synthetic_store import fsck
-    from lamina.core.store import Store
+    from lamina.core.embedded.store import Store
 
     spec = StoreSpec(images=12, layers=60, images_per_family=4)
     made = generate_store(tmp_path / "store", spec)

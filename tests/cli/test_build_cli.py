@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lamina.core.archive import import_rootfs
-from lamina.core.bootstrap import busybox_rootfs_tar
-from lamina.core.store import Store
+from lamina.core.embedded.archive import import_rootfs
+from lamina.core.demo.busybox import busybox_rootfs_tar
+from lamina.core.embedded.store import Store
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

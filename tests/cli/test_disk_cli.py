@@ -11,7 +11,7 @@ from typing import Any
 import prune_support
 import pytest
 
-from lamina.core.store import Store
+from lamina.core.embedded.store import Store
 from lamina.tui.cli import main
 
 S = prune_support

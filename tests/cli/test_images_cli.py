@@ -68,7 +68,7 @@ def test_images_filtered_by_repository(loaded: Path, capsys: pytest.CaptureFixtu
 
 
 def test_intermediate_images_need_all(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from lamina.core.store import Store
+    from lamina.core.embedded.store import Store
 
     store = Store(loaded)
     parent = store.images.resolve("3eaccc")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from lamina.core.analysis import Analysis, analyze, analyze_layer_tars
+from lamina.core.accounting.dive import Analysis, analyze, analyze_layer_tars
 from lamina.core.errors import ArchiveError
 
 
@@ -54,8 +54,8 @@ def test_layer_tars_match_dive(conformance: Path) -> None:
 
 
 def test_store_analysis_matches_dive(conformance: Path, lamina_home: Path) -> None:
-    archive = pytest.importorskip("lamina.core.archive", reason="lamina.core.archive not built yet")
-    from lamina.core.store import Store
+    archive = pytest.importorskip("lamina.core.embedded.archive", reason="lamina.core.embedded.archive not built yet")
+    from lamina.core.embedded.store import Store
 
     load_archive = archive.load_archive
 

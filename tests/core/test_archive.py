@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from lamina.core.archive import host_platform, import_rootfs, load_archive, save_archive
+from lamina.core.embedded.archive import host_platform, import_rootfs, load_archive, save_archive
 from lamina.core.digest import chain_ids, sha256_bytes
 from lamina.core.errors import ArchiveError, NotFound
-from lamina.core.store import Store
+from lamina.core.embedded.store import Store
 
 
 @pytest.fixture
@@ -418,8 +418,8 @@ def test_import_refuses_unsafe_rootfs(store: Store, tmp_path: Path) -> None:
 def test_loaded_layers_carry_the_instruction_from_the_history(
     tmp_path: Path, conformance: Path
 ) -> None:
-    from lamina.core.archive import load_archive
-    from lamina.core.store import Store
+    from lamina.core.embedded.archive import load_archive
+    from lamina.core.embedded.store import Store
 
     store = Store(tmp_path / "home")
     try:

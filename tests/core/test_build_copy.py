@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
-from lamina.core.archive import import_rootfs
-from lamina.core.build.builder import run_build
-from lamina.core.build.copy import go_match, has_wildcards
-from lamina.core.build.rootfs import RootFS, join
+from lamina.core.embedded.archive import import_rootfs
+from lamina.core.embedded.builder.walk import run_build
+from lamina.core.embedded.builder.copy import go_match, has_wildcards
+from lamina.core.embedded.builder.rootfs import RootFS, join
 from lamina.core.events import BuildFailed, BuildFinished, StepFinished
 from lamina.core.model import BuildRequest
-from lamina.core.store import Store
-from lamina.core.store.layers import set_opaque
+from lamina.core.embedded.store import Store
+from lamina.core.embedded.store.layers import set_opaque
 
 
 @pytest.fixture
@@ -247,7 +247,7 @@ def test_rootfs_honours_whiteouts_opaque_dirs_and_symlinks(tmp_path: Path) -> No
     assert root.listdir("/opt") == ["new"]
     assert root.read_file("/lib/libc") == b"c"
     assert root.is_dir("/lib") and root.lstat("/lib") is not None
-    from lamina.core.build.rootfs import lookup_group, lookup_user
+    from lamina.core.embedded.builder.rootfs import lookup_group, lookup_user
 
     assert lookup_user(root, "me") == (7, 8)
     assert lookup_group(root, "root") == 0

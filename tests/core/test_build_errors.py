@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 
-from lamina.core.archive import import_rootfs
-from lamina.core.build.builder import list_builds, run_build
+from lamina.core.embedded.archive import import_rootfs
+from lamina.core.embedded.builder.walk import list_builds, run_build
 from lamina.core.errors import NotFound
 from lamina.core.events import BuildFailed, BuildFinished, StepOutput
 from lamina.core.model import BuildRequest
-from lamina.core.store import Store
+from lamina.core.embedded.store import Store
 
 
 @pytest.fixture
@@ -142,10 +142,10 @@ def test_unreadable_file_fails_the_preflight(busybox_tar: Path) -> None:
         code = (
             "import os, sys\n"
             "from pathlib import Path\n"
-            "from lamina.core.store import Store\n"
-            "from lamina.core.build.builder import run_build\n"
+            "from lamina.core.embedded.store import Store\n"
+            "from lamina.core.embedded.builder.walk import run_build\n"
             "from lamina.core.model import BuildRequest\n"
-            "import lamina.core.build.copy, lamina.core.context.dockerignore\n"
+            "import lamina.core.embedded.builder.copy, lamina.core.context.dockerignore\n"
             "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
             "s = Store(Path(sys.argv[1]))\n"
             "for e in run_build(s, BuildRequest(context=sys.argv[2])):\n"
@@ -221,8 +221,8 @@ def test_concurrent_builds_from_two_processes(store: Store, tmp_path: Path) -> N
     code = (
         "import sys, json\n"
         "from pathlib import Path\n"
-        "from lamina.core.store import Store\n"
-        "from lamina.core.build.builder import run_build\n"
+        "from lamina.core.embedded.store import Store\n"
+        "from lamina.core.embedded.builder.walk import run_build\n"
         "from lamina.core.model import BuildRequest\n"
         "s = Store(Path(sys.argv[1]))\n"
         "end = list(run_build(s, BuildRequest(context=sys.argv[2], tags=(sys.argv[3],))))[-1]\n"

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lamina.core.cache.keys import KEY_VERSION, canonical_json, compared_config, step_key
+from lamina.core.embedded.builder.keys import KEY_VERSION, canonical_json, compared_config, step_key
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),

@@ -21,7 +21,7 @@ from lamina.core.context.checksum import (
 )
 from lamina.core.context.dockerignore import PatternMatcher, read_ignore_file
 from lamina.core.errors import ContextError
-from lamina.core.store import Store
+from lamina.core.embedded.store import Store
 
 
 def header(**fields: str) -> bytes:

@@ -27,13 +27,13 @@ from pathlib import Path
 import prune_support
 import pytest
 
-from lamina.core.build.builder import run_build
+from lamina.core.embedded.builder.walk import run_build
 from lamina.core.events import BuildFinished, StepFinished
-from lamina.core.fsck import fsck
-from lamina.core.gc import Liveness, find_leftovers, load_graph
+from lamina.core.embedded.fsck import fsck
+from lamina.core.embedded.trash import Liveness, find_leftovers, load_graph
 from lamina.core.model import BuildRequest
-from lamina.core.prune import PruneRequest, apply_prune, plan_prune
-from lamina.core.store import Store
+from lamina.core.embedded.prune import PruneRequest, apply_prune, plan_prune
+from lamina.core.embedded.store import Store
 
 S = prune_support
 CONTEXTS = 3
@@ -43,10 +43,10 @@ WORKER = textwrap.dedent(
     """
     import random, sys, time
     from pathlib import Path
-    from lamina.core.build.builder import run_build
+    from lamina.core.embedded.builder.walk import run_build
     from lamina.core.model import BuildRequest
-    from lamina.core.prune import PruneRequest, apply_prune, plan_prune
-    from lamina.core.store import Store
+    from lamina.core.embedded.prune import PruneRequest, apply_prune, plan_prune
+    from lamina.core.embedded.store import Store
 
     home, root, seed, mode = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     rng = random.Random(seed)

@@ -17,14 +17,14 @@ from pathlib import Path
 import prune_support
 import pytest
 
-from lamina.core.archive import import_rootfs
-from lamina.core.build.builder import run_build
+from lamina.core.embedded.archive import import_rootfs
+from lamina.core.embedded.builder.walk import run_build
 from lamina.core.events import BuildFinished, StepFinished
-from lamina.core.fsck import fsck
-from lamina.core.gc import Liveness, collect, find_leftovers, load_graph
+from lamina.core.embedded.fsck import fsck
+from lamina.core.embedded.trash import Liveness, collect, find_leftovers, load_graph
 from lamina.core.model import BuildRequest
-from lamina.core.prune import PruneRequest, apply_prune, plan_prune
-from lamina.core.store import Store
+from lamina.core.embedded.prune import PruneRequest, apply_prune, plan_prune
+from lamina.core.embedded.store import Store
 
 S = prune_support
 
@@ -39,9 +39,9 @@ BUILDER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from lamina.core.build.builder import run_build
+    from lamina.core.embedded.builder.walk import run_build
     from lamina.core.model import BuildRequest
-    from lamina.core.store import Store
+    from lamina.core.embedded.store import Store
 
     store = Store(Path(sys.argv[1]))
     for event in run_build(store, BuildRequest(context=sys.argv[2], tags=("app:1",))):

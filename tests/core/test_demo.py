@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lamina.core import demo
-from lamina.core.store import Store
+from lamina.core.demo import workspace as demo
+from lamina.core.embedded.store import Store
 
 
 def _kinds(build: demo.DemoBuild) -> list[str | None]:
@@ -49,7 +49,7 @@ def test_demo_shows_hits_misses_sharing_and_dangling(
         bases = {i.layers[0] for i in images if i.id not in releases}
         assert len(bases) == 1
         # Pruning dangling images frees the old release's layer (no cache holds it).
-        from lamina.core.prune import PruneRequest, plan_prune
+        from lamina.core.embedded.prune import PruneRequest, plan_prune
 
         plan = plan_prune(store, PruneRequest())
         assert plan.reclaimable_bytes >= 200_000

@@ -9,10 +9,10 @@ from typing import Any
 import prune_support
 import pytest
 
-from lamina.core.diskusage import disk_usage, frees
+from lamina.core.accounting.usage import disk_usage, frees
 from lamina.core.errors import NotFound
-from lamina.core.prune import PruneRequest, apply_prune, plan_prune
-from lamina.core.store import Store
+from lamina.core.embedded.prune import PruneRequest, apply_prune, plan_prune
+from lamina.core.embedded.store import Store
 
 S = prune_support
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from lamina.core.archive import load_archive
+from lamina.core.embedded.archive import load_archive
 from lamina.core.digest import chain_ids
-from lamina.core.embedded import EmbeddedEngine, RmiError
+from lamina.core.embedded.engine import EmbeddedEngine, RmiError
 from lamina.core.engine import Engine, open_engine
 from lamina.core.errors import InUse, NotFound
-from lamina.core.store import Store
+from lamina.core.embedded.store import Store
 
 
 @pytest.fixture

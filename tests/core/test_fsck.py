@@ -11,8 +11,8 @@ import prune_support
 import pytest
 
 from lamina.core.digest import hex_of
-from lamina.core.fsck import fsck
-from lamina.core.store import Store
+from lamina.core.embedded.fsck import fsck
+from lamina.core.embedded.store import Store
 
 S = prune_support
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lamina.core.gc import collect, has_mount_below, mount_points
-from lamina.core.store import Store
+from lamina.core.embedded.trash import collect, has_mount_below, mount_points
+from lamina.core.embedded.store import Store
 
 
 @pytest.mark.root

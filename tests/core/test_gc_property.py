@@ -17,12 +17,12 @@ import prune_support
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lamina.core.build.builder import run_build
+from lamina.core.embedded.builder.walk import run_build
 from lamina.core.events import BuildFinished
-from lamina.core.gc import Liveness, find_leftovers, load_graph
+from lamina.core.embedded.trash import Liveness, find_leftovers, load_graph
 from lamina.core.model import BuildRequest
-from lamina.core.prune import PruneRequest, apply_prune, plan_prune
-from lamina.core.store import Store
+from lamina.core.embedded.prune import PruneRequest, apply_prune, plan_prune
+from lamina.core.embedded.store import Store
 
 S = prune_support
 TAGS = ("app:a", "app:b", "app:c")

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from lamina.core.archive import import_rootfs, load_archive
+from lamina.core.embedded.archive import import_rootfs, load_archive
 from lamina.core.errors import ArchiveError
-from lamina.core.store import Store
+from lamina.core.embedded.store import Store
 
 
 @pytest.fixture
@@ -185,7 +185,7 @@ def test_add_of_a_hostile_archive_touches_nothing_outside_the_store(
     tmp_path: Path,
     make: Callable[[Sentinels], bytes],
 ) -> None:
-    from lamina.core.build.builder import run_build
+    from lamina.core.embedded.builder.walk import run_build
     from lamina.core.events import BuildFinished
     from lamina.core.model import BuildRequest
 

@@ -15,8 +15,8 @@ import prune_support
 import pytest
 
 from lamina.core.errors import UsageError
-from lamina.core.prune import PrunePlan, PruneRequest, apply_prune, plan_prune
-from lamina.core.store import Store
+from lamina.core.embedded.prune import PrunePlan, PruneRequest, apply_prune, plan_prune
+from lamina.core.embedded.store import Store
 
 S = prune_support
 
@@ -277,7 +277,7 @@ def test_leftovers_of_interrupted_work_are_swept(store: Store) -> None:
 
 
 def test_gc_collects_only_what_nothing_references(store: Store) -> None:
-    from lamina.core.gc import collect
+    from lamina.core.embedded.trash import collect
 
     base = S.stack(store, [6_000], "base")
     dangling = S.image(store, base + S.stack(store, [6_000], "d", parent=base[0]), nonce="d")

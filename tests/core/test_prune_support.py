@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prune_support import assert_tagged_intact, disk_bytes_of_store, image, stack
 
-from lamina.core.store import Store
+from lamina.core.embedded.store import Store
 
 
 def test_stack_makes_real_layers_of_the_requested_size(tmp_path: Path) -> None:

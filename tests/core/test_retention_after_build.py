@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lamina.core.build.builder import run_build
-from lamina.core.config import config_path
-from lamina.core.embedded import EmbeddedEngine
+from lamina.core.embedded.builder.walk import run_build
+from lamina.core.settings import config_path
+from lamina.core.embedded.engine import EmbeddedEngine
 from lamina.core.events import BuildFailed, BuildFinished
 from lamina.core.model import BuildRequest
 

@@ -20,9 +20,9 @@ import pytest
 import sandbox_rootfs
 
 from lamina.core.errors import BuildError
-from lamina.core.sandbox import RunSpec, check_available, run
-from lamina.core.sandbox.child import SetupError, resolve_user
-from lamina.core.sandbox.runner import availability_problem
+from lamina.core.embedded.sandbox import RunSpec, check_available, run
+from lamina.core.embedded.sandbox.child import SetupError, resolve_user
+from lamina.core.embedded.sandbox.runner import availability_problem
 
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ALLOWED_MOUNTS = ("/", "/proc", "/dev", "/sys", "/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
@@ -449,7 +449,7 @@ def test_resolve_user_errors(spec: str, message: str) -> None:
 
 def test_core_sandbox_child_is_stdlib_only() -> None:
     # child.py runs as `python -I -S child.py` and after pivot_root cannot import.
-    source = (Path(__file__).resolve().parents[2] / "core" / "sandbox" / "child.py").read_text()
+    source = (Path(__file__).resolve().parents[2] / "core" / "embedded" / "sandbox" / "child.py").read_text()
     assert "lamina" not in "".join(
         line for line in source.splitlines() if line.startswith(("import ", "from "))
     )
@@ -470,7 +470,7 @@ def test_the_sandbox_dies_with_lamina(box: Sandbox) -> None:
     seconds = str(1000 + secrets.randbelow(8000))
     spec = box.spec(f"sleep {seconds}")
     code = (
-        "import sys\nfrom pathlib import Path\nfrom lamina.core.sandbox import RunSpec, run\n"
+        "import sys\nfrom pathlib import Path\nfrom lamina.core.embedded.sandbox import RunSpec, run\n"
         f"run(RunSpec(lowerdirs=(Path({str(box.rootfs)!r}),), upper=Path({str(spec.upper)!r}),"
         f" work=Path({str(spec.work)!r}), argv=('sleep', {seconds!r}), env=({PATH_ENV!r},)))\n"
     )

@@ -29,7 +29,7 @@ import json, site, sys
 site.addsitedir(sys.argv[1])
 from pathlib import Path
 from lamina.core.errors import LaminaError
-from lamina.core.sandbox import RunSpec, check_available, run
+from lamina.core.embedded.sandbox import RunSpec, check_available, run
 job = json.loads(sys.argv[2])
 lines = []
 try:

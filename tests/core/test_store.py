@@ -17,8 +17,8 @@ import pytest
 
 from lamina.core.digest import chain_ids, sha256_bytes
 from lamina.core.errors import NotFound, StoreError, UsageError
-from lamina.core.store import Store, normalize_tag
-from lamina.core.store.index import SCHEMA_VERSION
+from lamina.core.embedded.store import Store, normalize_tag
+from lamina.core.embedded.store.index import SCHEMA_VERSION
 
 
 @pytest.fixture
@@ -160,7 +160,7 @@ def test_transaction_rolls_back_on_error(store: Store) -> None:
 _WORKER = r"""
 import os, sys
 from pathlib import Path
-from lamina.core.store import Store
+from lamina.core.embedded.store import Store
 home, tag, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 s = Store(home)
 for i in range(n):
@@ -208,7 +208,7 @@ def test_two_processes_commit_concurrently(tmp_path: Path) -> None:
 def test_processes_opening_a_fresh_store_at_once_migrate_once(tmp_path: Path) -> None:
     home = tmp_path / "fresh"
     code = (
-        "import sys; from pathlib import Path; from lamina.core.store import Store\n"
+        "import sys; from pathlib import Path; from lamina.core.embedded.store import Store\n"
         "s = Store(Path(sys.argv[1]))\n"
         "with s.index.transaction() as tx:\n"
         "    tx.execute('INSERT INTO stat_cache (path, checksum) VALUES (?, ?)', (sys.argv[2], 'x'))\n"
@@ -616,7 +616,7 @@ def test_tag_requires_existing_image(store: Store) -> None:
 _COMMITTER = r"""
 import os, sys
 from pathlib import Path
-from lamina.core.store import Store
+from lamina.core.embedded.store import Store
 s = Store(Path(sys.argv[1]))
 i = 0
 while True:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lamina.core.backends.docker import DockerEngine
+from lamina.core.docker.engine import DockerEngine
 
 pytestmark = pytest.mark.docker
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from textual.widgets import Tree
 
-from lamina.core.backends.docker import DockerEngine
+from lamina.core.docker.engine import DockerEngine
 from lamina.core.events import BuildFinished
 from lamina.core.model import BuildRequest
 from lamina.tui.app import LaminaApp, make_app

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from lamina.core.backends.docker import DockerEngine
+from lamina.core.docker.engine import DockerEngine
 from lamina.core.errors import UsageError
 from lamina.core.events import (
     BuildFailed,

@@ -193,7 +193,7 @@ def test_builder_prune_agrees_with_docker(
 def test_system_df_and_dry_run_state_where_docker_differs(
     capsys: pytest.CaptureFixture[str], built: tuple[str, Path]
 ) -> None:
-    from lamina.core.backends.docker_prune import DIFFERENCES
+    from lamina.core.docker.prune import DIFFERENCES
 
     for args in (("system", "df"), ("image", "prune", "--dry-run")):
         code, out, _ = lamina(capsys, *args)

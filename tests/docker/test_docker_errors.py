@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lamina.core.backends.docker import DockerEngine, _split_tag, parse_time
+from lamina.core.docker.engine import DockerEngine, _split_tag, parse_time
 from lamina.core.engine import open_engine
 from lamina.core.errors import EngineUnavailable, UsageError
 
@@ -98,7 +98,7 @@ def test_socket_without_permission(tmp_path: Path) -> None:
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to act as an unprivileged user")
     code = (
-        "from lamina.core.backends.docker import DockerEngine\n"
+        "from lamina.core.docker.engine import DockerEngine\n"
         "from lamina.core.errors import EngineUnavailable\n"
         "try:\n"
         "    DockerEngine()\n"

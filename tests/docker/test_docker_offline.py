@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lamina.core.backends.docker_build import BuildRecords, explain, plan_inputs
-from lamina.core.backends.docker_context import context_tar
-from lamina.core.backends.docker_save import ChunkReader, changes, read_layers
+from lamina.core.docker.build import BuildRecords, explain, plan_inputs
+from lamina.core.docker.context import context_tar
+from lamina.core.docker.save import ChunkReader, changes, read_layers
 from lamina.core.errors import ArchiveError, UsageError
 from lamina.core.model import BuildRequest
 

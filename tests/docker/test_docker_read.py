@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from lamina.core.backends.docker import DockerEngine
+from lamina.core.docker.engine import DockerEngine
 from lamina.core.digest import chain_ids
 from lamina.core.errors import NotFound
 from lamina.core.events import BuildFinished, StepFinished

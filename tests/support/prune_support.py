@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lamina.core.store import Store
+from lamina.core.embedded.store import Store
 
 
 def layer(

@@ -34,8 +34,8 @@ def open_embedded(home: Path) -> Engine:
 
 
 def _build_demo(home: Path, workspace: Path) -> None:
-    from lamina.core.demo import create_demo
-    from lamina.core.store import Store
+    from lamina.core.demo.workspace import create_demo
+    from lamina.core.embedded.store import Store
 
     store = Store(home)
     try:
@@ -73,8 +73,8 @@ def demo_engine(demo_home: Path) -> Iterator[Engine]:
 @pytest.fixture(scope="session")
 def dive_home(tmp_path_factory: pytest.TempPathFactory, conformance: Path) -> Path:
     """dive's test image, loaded, with pinned timestamps."""
-    from lamina.core.archive import load_archive
-    from lamina.core.store import Store
+    from lamina.core.embedded.archive import load_archive
+    from lamina.core.embedded.store import Store
 
     home = tmp_path_factory.mktemp("dive") / "store"
     store = Store(home)

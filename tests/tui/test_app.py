@@ -512,8 +512,8 @@ async def test_palette_offers_lamina_commands(dive_engine: Engine) -> None:
 async def test_a_broken_layer_shows_an_error_instead_of_crashing(
     conformance: Path, tmp_path: Path
 ) -> None:
-    from lamina.core.archive import load_archive
-    from lamina.core.store import Store
+    from lamina.core.embedded.archive import load_archive
+    from lamina.core.embedded.store import Store
 
     home = tmp_path / "store"
     store = Store(home)
@@ -576,7 +576,7 @@ async def test_every_view_fits_80x24(demo_engine: Engine, view: str) -> None:
 
 @pytest.mark.docker
 async def test_the_app_over_a_docker_engine(tmp_path: Path) -> None:
-    from lamina.core.backends.docker import DockerEngine
+    from lamina.core.docker.engine import DockerEngine
 
     engine = DockerEngine(home=tmp_path / "docker-records")
     try:

@@ -74,7 +74,7 @@ def open_app(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def run_demo(args: argparse.Namespace, ctx: CliContext) -> int:
     """Creates (or reuses) the demo in the embedded store, then opens the app."""
-    from lamina.core.demo import create_demo
+    from lamina.core.demo.workspace import create_demo
 
     workspace = args.workspace or default_home().parent / "lamina-demo"
     result = create_demo(ctx.engine, workspace)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 from lamina.core.errors import UsageError
-from lamina.core.store import Store
+from lamina.core.embedded.store import Store
 from lamina.tui.cli.context import CliContext
 
 
@@ -69,7 +69,7 @@ def _input_path(store: Store, name: str) -> Iterator[Path]:
 def cmd_import(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina import FILE [REF]``: prints the new image ID."""
     out = out or sys.stdout
-    from lamina.core.archive import import_rootfs
+    from lamina.core.embedded.archive import import_rootfs
 
     store = _store(ctx, "import")
     with _input_path(store, args.file) as path:
@@ -81,7 +81,7 @@ def cmd_import(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = N
 def cmd_load(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina load -i FILE``: prints ``Loaded image: name:tag`` per tag (or the ID)."""
     out = out or sys.stdout
-    from lamina.core.archive import load_archive
+    from lamina.core.embedded.archive import load_archive
 
     store = _store(ctx, "load")
     with _input_path(store, args.input) as path:
@@ -99,7 +99,7 @@ def cmd_load(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = Non
 def cmd_save(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina save -o FILE IMAGE...``."""
     out = out or sys.stdout
-    from lamina.core.archive import save_archive
+    from lamina.core.embedded.archive import save_archive
 
     save_archive(_store(ctx, "save"), list(args.refs), Path(args.output))
     return 0

@@ -162,7 +162,7 @@ def _why_no_run(busybox: str | None) -> str | None:
     if busybox is None:
         return "no busybox binary found (install busybox-static): the demo uses COPY-only steps on scratch"
     try:
-        from lamina.core.sandbox.runner import check_available
+        from lamina.core.embedded.sandbox.runner import check_available
 
         check_available()
     except LaminaError as exc:
@@ -211,7 +211,7 @@ class _Builder:
     def events(self, request: BuildRequest) -> Iterator[BuildEvent]:
         if hasattr(self.source, "build") and self.source is not self.store:
             return iter(self.source.build(request, cancel=threading.Event()))
-        from lamina.core.build.builder import run_build
+        from lamina.core.embedded.builder.walk import run_build
 
         return run_build(self.store, request, threading.Event())
 
@@ -236,8 +236,8 @@ class _Builder:
 
 
 def _import_base(store: Any, ws: Path, busybox: str) -> None:
-    from lamina.core.archive import import_rootfs
-    from lamina.core.bootstrap import busybox_rootfs_tar
+    from lamina.core.embedded.archive import import_rootfs
+    from lamina.core.demo.busybox import busybox_rootfs_tar
 
     rootfs = busybox_rootfs_tar(ws / "busybox-rootfs.tar", busybox)
     try:
@@ -248,7 +248,7 @@ def _import_base(store: Any, ws: Path, busybox: str) -> None:
 
 def _import_releases(store: Any, ws: Path) -> None:
     """Imports two releases under one tag; the first is then dangling and prunable."""
-    from lamina.core.archive import import_rootfs
+    from lamina.core.embedded.archive import import_rootfs
 
     for version in (1, 2):
         tar = ws / f"release-{version}.tar"
@@ -271,7 +271,7 @@ def create_demo(source: Any, workspace: Path) -> DemoResult:
     """Creates the demo workspace and builds it into the engine's store, offline.
 
     Args:
-        source: the embedded engine (or a ``lamina.core.store.Store``).
+        source: the embedded engine (or a ``lamina.core.embedded.store.Store``).
         workspace: where to write the build contexts (created if missing).
 
     Returns:

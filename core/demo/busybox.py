@@ -1,7 +1,7 @@
 """A busybox root filesystem, built offline, for a ``busybox:latest`` base image.
 
 Tests, the demo and CI have no registry to pull from, so they import this tar with
-``lamina.core.archive.import_rootfs``. It holds a static busybox, one symlink per
+``lamina.core.embedded.archive.import_rootfs``. It holds a static busybox, one symlink per
 applet (from ``busybox --list-full``), ``/etc/passwd`` with root and nobody,
 ``/etc/group``, ``/tmp`` (1777) and ``/root``. Entries are written in a fixed order
 with fixed times, so the same busybox always gives the same tar (and diffID).

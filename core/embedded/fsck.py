@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from lamina.core.digest import chain_ids, hex_of, is_digest
 from lamina.core.errors import LaminaError, StoreError
-from lamina.core.gc import (
+from lamina.core.embedded.trash import (
     DEFAULT_GRACE,
     Leftover,
     Liveness,
@@ -42,7 +42,7 @@ from lamina.core.gc import (
 )
 
 if TYPE_CHECKING:
-    from lamina.core.store import Store
+    from lamina.core.embedded.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -63,7 +63,7 @@ def step_key(parent: str, step: dict[str, Any]) -> str:
     Args:
         parent: the state the step runs on (``sha256:<hex>`` config digest, or
             ``"scratch"``).
-        step: the step's configuration (see :func:`lamina.core.build.builder` for what
+        step: the step's configuration (see :func:`lamina.core.embedded.builder.walk` for what
             each instruction puts in it).
 
     Returns:

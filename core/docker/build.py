@@ -6,7 +6,7 @@ engine yields. Docker says nothing about *why* a step missed (moby/buildkit#2567
 before each build lamina records the build's own inputs per step (the instruction as
 written, a checksum and manifest of COPY/ADD sources in the context, the build args in
 scope, the base image) and on a miss compares them with the previous build of the same
-tag, using the embedded engine's reason vocabulary (``lamina.core.build.reasons``).
+tag, using the embedded engine's reason vocabulary (``lamina.core.accounting.reasons``).
 
 Records are JSON files under ``$LAMINA_HOME/docker/<daemon-id>/builds/``, one per
 build, so builds on different daemons never explain each other.
@@ -27,9 +27,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from lamina.core.backends.docker_client import call, unreachable
-from lamina.core.backends.docker_context import context_tar
-from lamina.core.build import reasons
+from lamina.core.docker.client import call, unreachable
+from lamina.core.docker.context import context_tar
+from lamina.core.accounting import reasons
 from lamina.core.digest import chain_ids
 from lamina.core.errors import ContextError, LaminaError, NotFound, UsageError
 from lamina.core.events import (
@@ -44,7 +44,7 @@ from lamina.core.events import (
 from lamina.core.model import BuildRecord, BuildRequest, StepRecord
 
 if TYPE_CHECKING:
-    from lamina.core.backends.docker import DockerEngine
+    from lamina.core.docker.engine import DockerEngine
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ def explain(
         no_cache: the build ran with ``--no-cache``.
 
     Returns:
-        A reason dict (``lamina.core.build.reasons`` vocabulary).
+        A reason dict (``lamina.core.accounting.reasons`` vocabulary).
     """
     if no_cache:
         return reasons.no_cache()
@@ -369,7 +369,7 @@ class DockerBuilder:
         context = Path(request.context)
         if not context.is_dir():
             raise ContextError(f"build context {context} is not a directory")
-        from lamina.core.backends.docker import _split_tag
+        from lamina.core.docker.engine import _split_tag
 
         tags = tuple(":".join(_split_tag(t)) for t in request.tags)
         request = replace(request, tags=tags)

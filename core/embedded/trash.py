@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING
 
 from lamina.core.digest import hex_of, is_digest
 from lamina.core.errors import StoreError
-from lamina.core.store.recover import chains_named_by_configs
+from lamina.core.embedded.store.recover import chains_named_by_configs
 
 if TYPE_CHECKING:
-    from lamina.core.prune import PruneResult
-    from lamina.core.store import Store
+    from lamina.core.embedded.prune import PruneResult
+    from lamina.core.embedded.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -681,6 +681,6 @@ def collect(store: Store, grace: float = DEFAULT_GRACE) -> PruneResult:
     Returns:
         What was deleted and the bytes freed.
     """
-    from lamina.core.prune import PruneRequest, apply_prune, plan_prune
+    from lamina.core.embedded.prune import PruneRequest, apply_prune, plan_prune
 
     return apply_prune(store, plan_prune(store, PruneRequest("gc", grace=grace)))

@@ -29,10 +29,10 @@ from typing import Any
 
 from lamina.core.digest import chain_ids, hex_of, is_digest, sha256_bytes
 from lamina.core.errors import StoreError
-from lamina.core.store import Store
-from lamina.core.store.images import parse_created, read_tag_file
-from lamina.core.store.layers import disk_size, regenerated_digest
-from lamina.core.store.lock import StoreLock
+from lamina.core.embedded.store import Store
+from lamina.core.embedded.store.images import parse_created, read_tag_file
+from lamina.core.embedded.store.layers import disk_size, regenerated_digest
+from lamina.core.embedded.store.lock import StoreLock
 
 log = logging.getLogger(__name__)
 

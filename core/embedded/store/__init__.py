@@ -2,10 +2,10 @@
 
 Layout (see docs/architecture.md)::
 
-    index.db                    the SQLite index (core/store/index.py)
-    lock                        flock'd by writers (core/store/lock.py)
-    blobs/sha256/<hex>          configs and other JSON documents (core/store/images.py)
-    layers/<chain-hex>/         diff/ + tar-split.json.gz (core/store/layers.py)
+    index.db                    the SQLite index (core/embedded/store/index.py)
+    lock                        flock'd by writers (core/embedded/store/lock.py)
+    blobs/sha256/<hex>          configs and other JSON documents (core/embedded/store/images.py)
+    layers/<chain-hex>/         diff/ + tar-split.json.gz (core/embedded/store/layers.py)
     tmp/<prefix>-<random>/      work in progress, with a pid file
 """
 
@@ -20,10 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lamina.core.errors import StoreError
-from lamina.core.store.images import ImageStore, normalize_tag
-from lamina.core.store.index import Index
-from lamina.core.store.layers import LayerStore
-from lamina.core.store.lock import StoreLock
+from lamina.core.embedded.store.images import ImageStore, normalize_tag
+from lamina.core.embedded.store.index import Index
+from lamina.core.embedded.store.layers import LayerStore
+from lamina.core.embedded.store.lock import StoreLock
 
 log = logging.getLogger(__name__)
 

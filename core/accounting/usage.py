@@ -27,17 +27,17 @@ import psutil  # type: ignore[import-untyped]
 
 from lamina.core.digest import is_digest
 from lamina.core.errors import NotFound, StoreError
-from lamina.core.gc import (
+from lamina.core.embedded.trash import (
     CacheRow,
     Liveness,
     RefGraph,
     find_leftovers,
     load_graph,
 )
-from lamina.core.prune import PrunePlan, PruneRequest, Sizer, build_plan, store_sizer
+from lamina.core.embedded.prune import PrunePlan, PruneRequest, Sizer, build_plan, store_sizer
 
 if TYPE_CHECKING:
-    from lamina.core.store import Store
+    from lamina.core.embedded.store import Store
 
 
 @dataclass(frozen=True)

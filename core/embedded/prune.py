@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from lamina.core.config import load_config
+from lamina.core.settings import load_config
 from lamina.core.digest import hex_of
 from lamina.core.errors import StoreError, UsageError
 from lamina.core.filters import (
@@ -47,7 +47,7 @@ from lamina.core.filters import (
     parse_filters,
     until_cutoff,
 )
-from lamina.core.gc import (
+from lamina.core.embedded.trash import (
     DEFAULT_GRACE,
     Leftover,
     Liveness,
@@ -63,7 +63,7 @@ from lamina.core.gc import (
 )
 
 if TYPE_CHECKING:
-    from lamina.core.store import Store
+    from lamina.core.embedded.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lamina.core.backends import docker_client
-from lamina.core.backends.docker_client import call
-from lamina.core.backends.docker_save import ChunkReader, changes, read_layers
+from lamina.core.docker import client as docker_client
+from lamina.core.docker.client import call
+from lamina.core.docker.save import ChunkReader, changes, read_layers
 from lamina.core.digest import chain_ids, is_digest
 from lamina.core.errors import NotFound, UsageError
 from lamina.core.events import BuildEvent
@@ -36,9 +36,9 @@ from lamina.core.model import (
 )
 
 if TYPE_CHECKING:
-    from lamina.core.analysis import Analysis
-    from lamina.core.diskusage import DiskUsage
-    from lamina.core.prune import PrunePlan, PruneRequest, PruneResult
+    from lamina.core.accounting.dive import Analysis
+    from lamina.core.accounting.usage import DiskUsage
+    from lamina.core.embedded.prune import PrunePlan, PruneRequest, PruneResult
 
 log = logging.getLogger(__name__)
 
@@ -391,7 +391,7 @@ class DockerEngine:
 
     def analyze(self, ref: str) -> Analysis:
         """dive's analysis of an image, from one pass over Docker's saved stream."""
-        from lamina.core.analysis import analyze_entries
+        from lamina.core.accounting.dive import analyze_entries
 
         data = self._resolve(ref)
         diff_ids = list(data.get("RootFS", {}).get("Layers") or [])
@@ -432,13 +432,13 @@ class DockerEngine:
         self, request: BuildRequest, cancel: threading.Event | None = None
     ) -> Iterator[BuildEvent]:
         """Build with Docker's classic builder, yielding the same events as the embedded engine."""
-        from lamina.core.backends.docker_build import DockerBuilder
+        from lamina.core.docker.build import DockerBuilder
 
         return DockerBuilder(self, self._home).build(request, cancel)
 
     def builds(self, limit: int = 50) -> list[BuildRecord]:
         """Builds lamina ran on this Docker Engine, newest first."""
-        from lamina.core.backends.docker_build import DockerBuilder
+        from lamina.core.docker.build import DockerBuilder
 
         return DockerBuilder(self, self._home).list_builds(limit)
 
@@ -447,25 +447,25 @@ class DockerEngine:
     @property
     def differences(self) -> tuple[str, ...]:
         """Where Docker's own disk and prune numbers differ from lamina's, and why."""
-        from lamina.core.backends.docker_prune import DIFFERENCES
+        from lamina.core.docker.prune import DIFFERENCES
 
         return DIFFERENCES
 
     def disk_usage(self) -> DiskUsage:
         """``system df`` through lamina's accounting (see ``docker_prune``)."""
-        from lamina.core.backends.docker_prune import disk_usage
+        from lamina.core.docker.prune import disk_usage
 
         return disk_usage(self)
 
     def plan_prune(self, request: PruneRequest) -> PrunePlan:
         """What Docker's prune will remove and the bytes it frees (a dry run)."""
-        from lamina.core.backends.docker_prune import plan_prune
+        from lamina.core.docker.prune import plan_prune
 
         return plan_prune(self, request)
 
     def apply_prune(self, plan: PrunePlan) -> PruneResult:
         """Runs Docker's prune endpoint for the plan's request."""
-        from lamina.core.backends.docker_prune import apply_prune
+        from lamina.core.docker.prune import apply_prune
 
         return apply_prune(self, plan)
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lamina.core.build.rootfs import RootFS, lookup_group, lookup_user, split
+from lamina.core.embedded.builder.rootfs import RootFS, lookup_group, lookup_user, split
 from lamina.core.context.checksum import (
     Context,
     ManifestEntry,
@@ -41,7 +41,7 @@ from lamina.core.context.checksum import (
     tarsum_file,
 )
 from lamina.core.errors import BuildError, ContextError
-from lamina.core.store import beneath
+from lamina.core.embedded.store import beneath
 
 log = logging.getLogger(__name__)
 

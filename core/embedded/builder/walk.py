@@ -4,7 +4,7 @@ builder, executes misses, and records builds.
 A *state* is an OCI image config (``rootfs.diff_ids``, ``history``, ``config``) stored
 as a blob; its digest is the parent id the next step's cache key chains on. A hit reuses
 the stored result state, so a fully cached rebuild yields the same image ID. A step's
-key holds what the classic builder compares (see :mod:`lamina.core.cache.keys`): the
+key holds what the classic builder compares (see :mod:`lamina.core.embedded.builder.keys`): the
 parent state, the step's command line as Docker records it (``/bin/sh -c ...`` with
 ``|N K=V`` build args for RUN, ``#(nop) COPY file:<sum> in <dest>`` for COPY/ADD,
 ``#(nop) ENV ...`` for metadata) and the resulting config's compared fields.
@@ -33,9 +33,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lamina.core.build import reasons
-from lamina.core.build.args import BuildArgs
-from lamina.core.build.copy import (
+from lamina.core.accounting import reasons
+from lamina.core.embedded.builder.args import BuildArgs
+from lamina.core.embedded.builder.copy import (
     Source,
     apply_copy,
     context_sources,
@@ -45,8 +45,8 @@ from lamina.core.build.copy import (
     parse_chown,
     rootfs_sources,
 )
-from lamina.core.build.rootfs import RootFS, join, split
-from lamina.core.cache.keys import compared_config, step_key
+from lamina.core.embedded.builder.rootfs import RootFS, join, split
+from lamina.core.embedded.builder.keys import compared_config, step_key
 from lamina.core.context.checksum import Context, StatCache, manifest_to_json, multi_checksum
 from lamina.core.context.dockerignore import PatternMatcher, load_ignore_patterns
 from lamina.core.dockerfile.instructions import (
@@ -78,7 +78,7 @@ from lamina.core.events import (
     StepStarted,
 )
 from lamina.core.model import BuildRecord, BuildRequest, StepRecord
-from lamina.core.store import Store
+from lamina.core.embedded.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -881,7 +881,7 @@ class _Walk:
         below = self.rootfs(state)
         if below.is_dir(workdir) or workdir == "/":
             return None
-        from lamina.core.build.copy import LayerWriter
+        from lamina.core.embedded.builder.copy import LayerWriter
 
         with self.store.tmpdir("workdir") as work:
             out = work / "layer"
@@ -901,7 +901,7 @@ class _Walk:
         step: _Step,
         args: BuildArgs,
     ) -> Generator[StepOutput, None, str]:
-        from lamina.core.sandbox.runner import RunSpec, run
+        from lamina.core.embedded.sandbox.runner import RunSpec, run
 
         env_list = list(state.config.get("Env") or [])
         run_env = env_list + [f"{k}={v}" for k, v in sorted(args.active(env_list).items())]
@@ -978,7 +978,7 @@ class _Walk:
     def _volume_layer(self, path: Path, below: RootFS, state: _State) -> Path | None:
         """A layer with the VOLUME mount points the image lacks, put on top of the
         lower layers so the command finds them (Docker mounts a volume there)."""
-        from lamina.core.build.copy import LayerWriter
+        from lamina.core.embedded.builder.copy import LayerWriter
 
         missing = [v for v in state.config.get("Volumes") or {} if not below.is_dir(v)]
         if not missing:
@@ -993,7 +993,7 @@ class _Walk:
         """What Docker's RUN container leaves for each VOLUME: the mount point exists in
         the layer, and whatever the command wrote inside the volume is gone (it went to
         the volume, which the build discards)."""
-        from lamina.core.build.copy import LayerWriter
+        from lamina.core.embedded.builder.copy import LayerWriter
 
         writer = LayerWriter(upper, below)
         for volume in sorted(state.config.get("Volumes") or {}):
@@ -1087,7 +1087,7 @@ def run_build(
         yield BuildFinished(0, None, tuple(request.tags))
         return
     # Checks that cannot wait until the image is made: bad tags are usage errors.
-    from lamina.core.store import normalize_tag
+    from lamina.core.embedded.store import normalize_tag
 
     try:
         tags = tuple(normalize_tag(t) for t in request.tags)
@@ -1198,7 +1198,7 @@ def _apply_retention(store: Store) -> None:
 
     A broken config file must not fail a build that succeeded: it is logged instead.
     """
-    from lamina.core.prune import apply_retention
+    from lamina.core.embedded.prune import apply_retention
 
     try:
         result = apply_retention(store)

@@ -19,13 +19,13 @@ from lamina.core.model import (
     ImageSummary,
     LayerInfo,
 )
-from lamina.core.store import Store, normalize_tag
-from lamina.core.store.images import parse_created
+from lamina.core.embedded.store import Store, normalize_tag
+from lamina.core.embedded.store.images import parse_created
 
 if TYPE_CHECKING:
-    from lamina.core.analysis import Analysis
-    from lamina.core.diskusage import DiskUsage
-    from lamina.core.prune import PrunePlan, PruneRequest, PruneResult
+    from lamina.core.accounting.dive import Analysis
+    from lamina.core.accounting.usage import DiskUsage
+    from lamina.core.embedded.prune import PrunePlan, PruneRequest, PruneResult
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class EmbeddedEngine:
 
     def analyze(self, ref: str) -> Analysis:
         """dive's analysis over the layer tars regenerated from the store."""
-        from lamina.core.analysis import analyze
+        from lamina.core.accounting.dive import analyze
 
         return analyze(self.store, ref)
 
@@ -232,31 +232,31 @@ class EmbeddedEngine:
         self, request: BuildRequest, cancel: threading.Event | None = None
     ) -> Iterator[BuildEvent]:
         """Builds (or predicts, with ``request.dry_run``) and yields progress events."""
-        from lamina.core.build.builder import run_build
+        from lamina.core.embedded.builder.walk import run_build
 
         return run_build(self.store, request, cancel)
 
     def builds(self, limit: int = 50) -> list[BuildRecord]:
         """Recorded builds, newest first."""
-        from lamina.core.build.builder import list_builds
+        from lamina.core.embedded.builder.walk import list_builds
 
         return list_builds(self.store, limit)
 
     def disk_usage(self) -> DiskUsage:
         """Sizes, sharing and what is reclaimable."""
-        from lamina.core.diskusage import disk_usage
+        from lamina.core.accounting.usage import disk_usage
 
         return disk_usage(self.store)
 
     def plan_prune(self, request: PruneRequest) -> PrunePlan:
         """What a prune would remove (nothing is changed)."""
-        from lamina.core.prune import plan_prune
+        from lamina.core.embedded.prune import plan_prune
 
         return plan_prune(self.store, request)
 
     def apply_prune(self, plan: PrunePlan) -> PruneResult:
         """Carries out a prune plan."""
-        from lamina.core.prune import apply_prune
+        from lamina.core.embedded.prune import apply_prune
 
         return apply_prune(self.store, plan)
 

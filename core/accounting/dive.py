@@ -32,7 +32,7 @@ from typing import IO, TYPE_CHECKING, Any
 from lamina.core.errors import ArchiveError, LaminaError, UsageError
 
 if TYPE_CHECKING:
-    from lamina.core.store import Store
+    from lamina.core.embedded.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +318,7 @@ def analyze(source: Any, image_ref: str) -> Analysis:
     """dive's analysis of one image in a lamina store.
 
     Args:
-        source: a ``lamina.core.store.Store``, or an engine that exposes its store as
+        source: a ``lamina.core.embedded.store.Store``, or an engine that exposes its store as
             ``.store`` (the embedded engine).
         image_ref: tag, full ID or unique ID prefix.
 

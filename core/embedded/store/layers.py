@@ -31,10 +31,10 @@ from typing import BinaryIO
 from lamina.core.digest import Hasher, chain_ids, hex_of, is_digest
 from lamina.core.errors import ArchiveError, NotFound, StoreError
 from lamina.core.model import FileChange, LayerInfo
-from lamina.core.store import beneath
-from lamina.core.store.index import Index
-from lamina.core.store.lock import StoreLock
-from lamina.core.store.tarsplit import (
+from lamina.core.embedded.store import beneath
+from lamina.core.embedded.store.index import Index
+from lamina.core.embedded.store.lock import StoreLock
+from lamina.core.embedded.store.tarsplit import (
     CHUNK,
     END_OF_ARCHIVE,
     Member,

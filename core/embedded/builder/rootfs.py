@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from lamina.core.errors import BuildError
-from lamina.core.store.layers import is_opaque, is_whiteout
+from lamina.core.embedded.store.layers import is_opaque, is_whiteout
 
 _MAX_LINKS = 40
 

@@ -1,9 +1,9 @@
 """Disk usage and prune plans for a Docker Engine, from lamina's own accounting.
 
 Docker's images, layers and BuildKit cache records are loaded into the same reference
-graph (``lamina.core.gc.RefGraph``) the embedded store uses, so ``system df`` numbers
-and the dry-run plan come from ``lamina.core.diskusage.account`` and
-``lamina.core.prune.build_plan``: one code path for both engines. Layer sizes are the
+graph (``lamina.core.embedded.trash.RefGraph``) the embedded store uses, so ``system df`` numbers
+and the dry-run plan come from ``lamina.core.accounting.usage.account`` and
+``lamina.core.embedded.prune.build_plan``: one code path for both engines. Layer sizes are the
 ``DiffSize`` Docker reports per layer, which is also what Docker sums into its
 ``SpaceReclaimed``. Applying a plan goes through Docker's own prune endpoints
 (``images/prune``, ``build/prune``) with Docker's filters.
@@ -27,16 +27,16 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from lamina.core.backends.docker_client import call, docker_host
+from lamina.core.docker.client import call, docker_host
 from lamina.core.digest import chain_ids
-from lamina.core.diskusage import CategoryUsage, DiskUsage, account
+from lamina.core.accounting.usage import CategoryUsage, DiskUsage, account
 from lamina.core.errors import LaminaError, NotFound
 from lamina.core.filters import Filter
-from lamina.core.gc import CacheRow, ImageRow, LayerRow, RefGraph
-from lamina.core.prune import PrunePlan, PruneRequest, PruneResult, Skipped, _Sizer, build_plan
+from lamina.core.embedded.trash import CacheRow, ImageRow, LayerRow, RefGraph
+from lamina.core.embedded.prune import PrunePlan, PruneRequest, PruneResult, Skipped, _Sizer, build_plan
 
 if TYPE_CHECKING:
-    from lamina.core.backends.docker import DockerEngine
+    from lamina.core.docker.engine import DockerEngine
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class DockerRefs:
 
 def load_refs(engine: DockerEngine) -> DockerRefs:
     """Reads images, layers, containers and build cache from the daemon."""
-    from lamina.core.backends.docker import parse_time
+    from lamina.core.docker.engine import parse_time
 
     api = engine.api
     top_rows: list[dict[str, Any]] = call("listing images", api.images)
@@ -141,7 +141,7 @@ def _top_layer(data: dict[str, Any]) -> str | None:
 
 
 def _image_row(data: dict[str, Any]) -> ImageRow:
-    from lamina.core.backends.docker import parse_time
+    from lamina.core.docker.engine import parse_time
 
     created = parse_time(data.get("Created"))
     parent = data.get("Parent") or None
@@ -156,7 +156,7 @@ def _image_row(data: dict[str, Any]) -> ImageRow:
 
 
 def _intermediate_row(refs: DockerRefs, data: dict[str, Any], engine: DockerEngine) -> CacheRow:
-    from lamina.core.backends.docker import parse_time
+    from lamina.core.docker.engine import parse_time
 
     created = parse_time(data.get("Created"))
     rows = engine._raw_history(data["Id"])

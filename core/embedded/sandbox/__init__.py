@@ -6,6 +6,6 @@ sandbox is built and ``child`` for the code that runs inside the new namespaces.
 
 from __future__ import annotations
 
-from lamina.core.sandbox.runner import RunSpec, check_available, normalize_upper, run
+from lamina.core.embedded.sandbox.runner import RunSpec, check_available, normalize_upper, run
 
 __all__ = ["RunSpec", "check_available", "normalize_upper", "run"]

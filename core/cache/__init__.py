@@ -1,1 +1,0 @@
-"""Build cache: how a step's key is made (``keys``)."""
