@@ -42,8 +42,8 @@ def _rchar() -> int:
 
 
 def _df(home: Path, _args: argparse.Namespace) -> dict[str, Any]:
-    from lamina.core.accounting.usage import disk_usage
     from lamina.core.embedded.store import Store
+    from lamina.core.embedded.usage import disk_usage
 
     store = Store(home)
     try:
@@ -55,7 +55,8 @@ def _df(home: Path, _args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _prune_plan(home: Path, _args: argparse.Namespace) -> dict[str, Any]:
-    from lamina.core.embedded.prune import PruneRequest, plan_prune
+    from lamina.core.accounting.plans import PruneRequest
+    from lamina.core.embedded.prune import plan_prune
     from lamina.core.embedded.store import Store
 
     store = Store(home)
@@ -72,9 +73,9 @@ def _prune_plan(home: Path, _args: argparse.Namespace) -> dict[str, Any]:
 
 def _dry_run(home: Path, args: argparse.Namespace) -> dict[str, Any]:
     from lamina.core.embedded.builder.walk import run_build
+    from lamina.core.embedded.store import Store
     from lamina.core.events import BuildFailed, StepFinished
     from lamina.core.model import BuildRequest
-    from lamina.core.embedded.store import Store
 
     root = os.path.realpath(args.context)
     opened: set[str] = set()
@@ -128,7 +129,7 @@ def _first_view_ready(app: Any) -> bool:
 
 
 async def _app_session(home: Path, presses: int) -> dict[str, Any]:
-    from lamina.core.engine import open_engine
+    from lamina.core.open import open_engine
     from lamina.tui.app import make_app
 
     engine = open_engine("embedded", home)

@@ -104,9 +104,9 @@ def profile_call(what: str, fn: Callable[[], Any]) -> dict[str, Any]:
 def _build(home: Path, context: Path, tag: str) -> Callable[[], None]:
     def run() -> None:
         from lamina.core.embedded.builder.walk import run_build
+        from lamina.core.embedded.store import Store
         from lamina.core.events import BuildFailed
         from lamina.core.model import BuildRequest
-        from lamina.core.embedded.store import Store
 
         store = Store(home)
         try:
@@ -135,13 +135,14 @@ def _store_call(home: Path, call: Callable[[Any], Any]) -> Callable[[], None]:
 
 
 def _df(store: Any) -> Any:
-    from lamina.core.accounting.usage import disk_usage
+    from lamina.core.embedded.usage import disk_usage
 
     return disk_usage(store)
 
 
 def _prune(store: Any) -> Any:
-    from lamina.core.embedded.prune import PruneRequest, plan_prune
+    from lamina.core.accounting.plans import PruneRequest
+    from lamina.core.embedded.prune import plan_prune
 
     return plan_prune(store, PruneRequest("system", all=True))
 
@@ -183,8 +184,8 @@ def profile_path(
         BenchError: the path's data is not available in this run.
     """
     # Imports happen before profiling: start-up is not the path being measured.
-    import lamina.core.embedded.builder.walk
     import lamina.core.accounting.usage
+    import lamina.core.embedded.builder.walk
     import lamina.core.embedded.prune
     import lamina.core.embedded.store  # noqa: F401
 

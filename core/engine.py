@@ -8,13 +8,10 @@ Protocol and the records in ``lamina.core.model``; they never reach into a store
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from lamina.core.errors import UsageError
 from lamina.core.events import BuildEvent
 from lamina.core.model import (
     BuildRecord,
@@ -27,8 +24,12 @@ from lamina.core.model import (
 
 if TYPE_CHECKING:
     from lamina.core.accounting.dive import Analysis
+    from lamina.core.accounting.plans import (
+        PrunePlan,
+        PruneRequest,
+        PruneResult,
+    )
     from lamina.core.accounting.usage import DiskUsage
-    from lamina.core.embedded.prune import PrunePlan, PruneRequest, PruneResult
 
 
 class Engine(Protocol):
@@ -89,23 +90,3 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-def default_home() -> Path:
-    """The store location: ``$LAMINA_HOME``, else ``$XDG_DATA_HOME/lamina``."""
-    if os.environ.get("LAMINA_HOME"):
-        return Path(os.environ["LAMINA_HOME"]).expanduser()
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data) / "lamina"
-
-
-def open_engine(kind: str | None = None, home: Path | None = None) -> Engine:
-    """Open the engine named by ``kind`` (or ``$LAMINA_ENGINE``, default ``embedded``)."""
-    kind = kind or os.environ.get("LAMINA_ENGINE") or "embedded"
-    if kind == "embedded":
-        from lamina.core.embedded.engine import EmbeddedEngine
-
-        return EmbeddedEngine(home or default_home())
-    if kind == "docker":
-        from lamina.core.docker.engine import DockerEngine
-
-        return DockerEngine()
-    raise UsageError(f"unknown engine {kind!r} (expected 'embedded' or 'docker')")

@@ -95,7 +95,7 @@ async def _shoot(
     size: tuple[int, int],
     steps: Callable[[Any, Any], Awaitable[None]],
 ) -> Path:
-    from lamina.core.engine import open_engine
+    from lamina.core.open import open_engine
     from lamina.tui.app import make_app
 
     engine = open_engine("embedded", home)

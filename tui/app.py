@@ -207,7 +207,7 @@ class LaminaApp(App[None]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="disk")
     def load_disk(self, target: MessagePump) -> None:
         """Computes disk usage and what pruning dangling images would free."""
-        from lamina.core.embedded.prune import PruneRequest
+        from lamina.core.accounting.plans import PruneRequest
 
         usage = self.engine.disk_usage()
         try:

@@ -37,7 +37,7 @@ class DiskUsageLoaded(Message):
     """Disk accounting and the dangling-prune preview were computed."""
 
     usage: Any  # lamina.core.accounting.usage.DiskUsage
-    dangling_plan: Any | None  # lamina.core.embedded.prune.PrunePlan, or None if planning failed
+    dangling_plan: Any | None  # lamina.core.accounting.plans.PrunePlan, or None if planning failed
 
 
 @dataclass
@@ -62,14 +62,14 @@ class ImageDetailsLoaded(Message):
 class PrunePlanned(Message):
     """A dry-run prune plan is ready for confirmation."""
 
-    plan: Any  # lamina.core.embedded.prune.PrunePlan
+    plan: Any  # lamina.core.accounting.plans.PrunePlan
 
 
 @dataclass
 class PruneApplied(Message):
     """A confirmed prune plan was applied."""
 
-    result: Any  # lamina.core.embedded.prune.PruneResult
+    result: Any  # lamina.core.accounting.plans.PruneResult
 
 
 @dataclass

@@ -24,15 +24,14 @@ from __future__ import annotations
 import logging
 import posixpath
 import tarfile
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
-from lamina.core.errors import ArchiveError, LaminaError, UsageError
+from lamina.core.errors import ArchiveError
 
 if TYPE_CHECKING:
-    from lamina.core.embedded.store import Store
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +124,7 @@ class _Node:
         return twin
 
 
-class _Tree:
+class Tree:
     """One layer's file tree, as dive builds it from the tar headers."""
 
     def __init__(self) -> None:
@@ -163,7 +162,7 @@ class _Tree:
         if node is not None and node.parent is not None:
             del node.parent.children[node.name]
 
-    def stack(self, upper: _Tree) -> None:
+    def stack(self, upper: Tree) -> None:
         """Applies ``upper`` on top of this tree (dive's FileTree.Stack)."""
         for node in upper.root.walk_child_first():
             if node.is_whiteout():
@@ -171,20 +170,20 @@ class _Tree:
             else:
                 self.add(node.path(), node.size, node.is_dir)
 
-    def copy(self) -> _Tree:
-        twin = _Tree()
+    def copy(self) -> Tree:
+        twin = Tree()
         twin.root = self.root.copy()
         twin.file_size = self.file_size
         return twin
 
 
-def read_layer_tree(stream: IO[bytes], name: str = "layer") -> _Tree:
+def read_layer_tree(stream: IO[bytes], name: str = "layer") -> Tree:
     """Reads one uncompressed layer tar into dive's file tree.
 
     Raises:
         ArchiveError: the stream is not a readable tar (names ``name``).
     """
-    tree = _Tree()
+    tree = Tree()
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
@@ -205,11 +204,11 @@ class _PathData:
     count: int = 0
 
 
-def analyze_trees(trees: list[_Tree], image: str = "") -> Analysis:
+def analyze_trees(trees: list[Tree], image: str = "") -> Analysis:
     """dive's efficiency over layer trees, base first (see the module docstring)."""
     data: dict[str, _PathData] = {}
     inefficient: list[tuple[str, _PathData]] = []
-    stacked: _Tree | None = None
+    stacked: Tree | None = None
     for idx, tree in enumerate(trees):
         # The stack of layers 0..idx-1, as dive's StackTreeRange(trees, 0, idx-1) builds it
         # (it starts from a copy of layer 0, so layer 0 is applied twice: harmless).
@@ -283,16 +282,6 @@ def analyze_layer_tars(streams: Iterable[IO[bytes]], image: str = "") -> Analysi
     return analyze_trees(trees, image)
 
 
-def _store_of(source: Any) -> Store | None:
-    """The store behind ``source``: a Store itself, or an engine exposing one."""
-    if hasattr(source, "layers") and hasattr(source.layers, "write_tar"):
-        return source  # type: ignore[no-any-return]
-    store = getattr(source, "store", None)
-    if store is not None and hasattr(getattr(store, "layers", None), "write_tar"):
-        return store  # type: ignore[no-any-return]
-    return None
-
-
 def analyze_entries(layers: Iterable[Iterable[tuple[str, int, bool]]], image: str = "") -> Analysis:
     """dive's analysis from layer listings already read elsewhere (the Docker backend).
 
@@ -301,9 +290,9 @@ def analyze_entries(layers: Iterable[Iterable[tuple[str, int, bool]]], image: st
             AUFS whiteouts (``.wh.*``) kept as entries.
         image: a name for the result.
     """
-    trees: list[_Tree] = []
+    trees: list[Tree] = []
     for entries in layers:
-        tree = _Tree()
+        tree = Tree()
         for path, size, is_dir in entries:
             norm = posixpath.normpath(path)
             if norm in (".", "/"):
@@ -314,43 +303,3 @@ def analyze_entries(layers: Iterable[Iterable[tuple[str, int, bool]]], image: st
     return analyze_trees(trees, image)
 
 
-def analyze(source: Any, image_ref: str) -> Analysis:
-    """dive's analysis of one image in a lamina store.
-
-    Args:
-        source: a ``lamina.core.embedded.store.Store``, or an engine that exposes its store as
-            ``.store`` (the embedded engine).
-        image_ref: tag, full ID or unique ID prefix.
-
-    Returns:
-        The analysis, with every layer's tar regenerated from the store.
-
-    Raises:
-        UsageError: ``source`` has no layer tars to read (e.g. the Docker backend).
-        NotFound: no such image.
-        ArchiveError: a layer cannot be regenerated as a tar.
-    """
-    store = _store_of(source)
-    if store is None:
-        raise UsageError(
-            f"image analysis needs layer tars, which the {getattr(source, 'name', '?')} "
-            "engine does not provide"
-        )
-    image_id = store.images.resolve(image_ref)
-    summary = store.images.summary(image_id)
-    trees: list[_Tree] = []
-    for i, chain_id in enumerate(summary.layers):
-        with tempfile.TemporaryFile(
-            dir=store.home / "tmp" if (store.home / "tmp").is_dir() else None
-        ) as spool:
-            try:
-                store.layers.write_tar(chain_id, spool)
-            except LaminaError:
-                raise
-            except OSError as exc:
-                raise ArchiveError(
-                    f"{image_ref}: layer {i} ({chain_id}) cannot be read: {exc}"
-                ) from exc
-            spool.seek(0)
-            trees.append(read_layer_tree(spool, f"{image_ref} layer {i} ({chain_id})"))
-    return analyze_trees(trees, image_ref)

@@ -19,25 +19,25 @@ Numbers mean one thing each:
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 
-from lamina.core.digest import is_digest
-from lamina.core.errors import NotFound, StoreError
-from lamina.core.embedded.trash import (
+from lamina.core.accounting.graph import (
     CacheRow,
     Liveness,
     RefGraph,
-    find_leftovers,
-    load_graph,
 )
-from lamina.core.embedded.prune import PrunePlan, PruneRequest, Sizer, build_plan, store_sizer
-
-if TYPE_CHECKING:
-    from lamina.core.embedded.store import Store
+from lamina.core.accounting.plans import (
+    PrunePlan,
+    PruneRequest,
+    Sizer,
+    build_plan,
+)
+from lamina.core.digest import is_digest
+from lamina.core.errors import StoreError
 
 
 @dataclass(frozen=True)
@@ -206,31 +206,22 @@ class DiskUsage:
         }
 
 
-def disk_usage(store: Store, now: float | None = None) -> DiskUsage:
-    """Accounts for every byte the store's index knows about.
-
-    A handful of queries, one pass over the reference graph per question, and stats
-    only of what a prune would delete; no walk of layer directories.
-
-    Args:
-        store: the store.
-        now: the clock (for tests).
-    """
-    now = time.time() if now is None else now
-    graph = load_graph(store)
-    sizer = store_sizer(store)
-    leftovers = find_leftovers(store, graph, now=now)
-    return account(graph, now, sizer, leftovers, store)
-
-
 def account(
     graph: RefGraph,
     now: float,
     sizer: Sizer,
     leftovers: list[Any],
-    store: Store | None = None,
+    home: Path | None = None,
 ) -> DiskUsage:
-    """``disk_usage`` over loaded references (pure apart from ``sizer``)."""
+    """Accounting over loaded references (pure apart from ``sizer``).
+
+    Args:
+        graph: the references.
+        now: the clock.
+        sizer: where bytes and labels come from.
+        leftovers: debris found on disk (the embedded store's; none for Docker).
+        home: the store directory whose filesystem's free space to report, if any.
+    """
     image_chains = {i: graph.chain(img.top_layer) for i, img in graph.images.items()}
     cache_chains = {k: graph.chain(e.top_layer) for k, e in graph.cache.items()}
     users_images: dict[str, list[str]] = {}
@@ -258,7 +249,7 @@ def account(
                 size,
                 shared,
                 size - shared,
-                _frees(graph, live, blob_refs, sizer, image.top_layer, {image.id}),
+                bytes_freed(graph, live, blob_refs, sizer, image.top_layer, {image.id}),
                 len(chain),
             )
         )
@@ -281,7 +272,7 @@ def account(
                 e.last_used,
                 e.use_count,
                 e.top_layer is not None and image_live.live(e.top_layer),
-                _frees(graph, live, blob_refs, sizer, e.top_layer, _entry_configs(e)),
+                bytes_freed(graph, live, blob_refs, sizer, e.top_layer, entry_configs(e)),
                 e.top_layer,
             )
         )
@@ -348,12 +339,12 @@ def account(
         ),
     )
     fs_free = fs_total = 0
-    if store is not None:
+    if home is not None:
         try:
-            fs = psutil.disk_usage(str(store.home))
+            fs = psutil.disk_usage(str(home))
             fs_free, fs_total = int(fs.free), int(fs.total)
         except OSError as exc:
-            raise StoreError(f"{store.home}: cannot read free space: {exc.strerror}") from exc
+            raise StoreError(f"{home}: cannot read free space: {exc.strerror}") from exc
     return DiskUsage(
         images=tuple(images),
         layers=layers,
@@ -366,7 +357,7 @@ def account(
         reclaimable_all=system_plan_all.reclaimable_bytes,
         fs_free=fs_free,
         fs_total=fs_total,
-        home=str(store.home) if store is not None else "",
+        home=str(home) if home is not None else "",
     )
 
 
@@ -376,44 +367,11 @@ def _parent_layer(graph: RefGraph, top: str | None) -> str | None:
     return graph.layers[top].parent
 
 
-def frees(store: Store, target: str) -> int:
-    """Exact bytes that removing ``target`` would free now.
-
-    Args:
-        store: the store.
-        target: an image ID (or unique prefix), a tag, or a cache key (or unique prefix).
-            Removing a tag that other tags share only untags, which frees nothing.
-
-    Raises:
-        NotFound: if nothing matches ``target``.
-    """
-    graph = load_graph(store)
-    sizer = store_sizer(store)
-    live = Liveness(graph)
-    blob_refs = graph.blob_refs()
-    image_id = _resolve_image(store, graph, target)
-    if image_id is not None:
-        image = graph.images[image_id]
-        by_tag = target in image.tags or _looks_like_tag(target, image.tags)
-        if by_tag and len(image.tags) > 1:
-            return 0
-        return _frees(graph, live, blob_refs, sizer, image.top_layer, {image.id})
-    entry = graph.cache.get(target) or _unique_prefix(graph.cache, target, "cache entry")
-    if entry is None:
-        raise NotFound(f"no such image, tag or cache entry: {target}")
-    return _frees(graph, live, blob_refs, sizer, entry.top_layer, _entry_configs(entry))
-
-
-def _looks_like_tag(ref: str, tags: tuple[str, ...]) -> bool:
-    # "busybox" names "busybox:latest"; an ID or prefix never contains ":" but "sha256:".
-    return not ref.startswith("sha256:") and any(t == ref or t == ref + ":latest" for t in tags)
-
-
-def _entry_configs(entry: CacheRow) -> set[str]:
+def entry_configs(entry: CacheRow) -> set[str]:
     return {d for d in (entry.result, entry.parent) if is_digest(d)}
 
 
-def _frees(
+def bytes_freed(
     graph: RefGraph,
     live: Liveness,
     blob_refs: dict[str, int],
@@ -424,25 +382,3 @@ def _frees(
     """Bytes of the layers only ``top`` keeps, plus configs only this object references."""
     total = sum(sizer.layer(graph, c) for c in live.would_free([top]))
     return total + sum(sizer.blob(d) for d in configs if blob_refs.get(d, 0) == 1)
-
-
-def _resolve_image(store: Store, graph: RefGraph, ref: str) -> str | None:
-    if ref in graph.images:
-        return ref
-    try:
-        image_id = store.images.resolve(ref)
-    except NotFound:
-        return None
-    except StoreError:
-        return None
-    return image_id if image_id in graph.images else None
-
-
-def _unique_prefix(table: dict[str, Any], ref: str, what: str) -> Any:
-    prefix = ref if ref.startswith("sha256:") else "sha256:" + ref
-    if len(prefix) < len("sha256:") + 4:
-        return None
-    hits = [k for k in table if k.startswith(prefix)]
-    if len(hits) > 1:
-        raise NotFound(f"{what} prefix {ref} is ambiguous ({len(hits)} matches)")
-    return table[hits[0]] if hits else None

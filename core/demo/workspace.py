@@ -236,8 +236,8 @@ class _Builder:
 
 
 def _import_base(store: Any, ws: Path, busybox: str) -> None:
-    from lamina.core.embedded.archive import import_rootfs
     from lamina.core.demo.busybox import busybox_rootfs_tar
+    from lamina.core.embedded.archive import import_rootfs
 
     rootfs = busybox_rootfs_tar(ws / "busybox-rootfs.tar", busybox)
     try:

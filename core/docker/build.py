@@ -27,10 +27,10 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from lamina.core.docker.client import call, unreachable
-from lamina.core.docker.context import context_tar
 from lamina.core.accounting import reasons
 from lamina.core.digest import chain_ids
+from lamina.core.docker.client import call, unreachable
+from lamina.core.docker.context import context_tar
 from lamina.core.errors import ContextError, LaminaError, NotFound, UsageError
 from lamina.core.events import (
     BuildEvent,
@@ -344,7 +344,7 @@ class DockerBuilder:
     def __init__(self, engine: DockerEngine, home: Path | None = None) -> None:
         self.engine = engine
         if home is None:
-            from lamina.core.engine import default_home
+            from lamina.core.open import default_home
 
             home = default_home()
         info = call("reading Docker's info", engine.api.info)

@@ -20,10 +20,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lamina.core.digest import chain_ids, is_digest
 from lamina.core.docker import client as docker_client
 from lamina.core.docker.client import call
 from lamina.core.docker.save import ChunkReader, changes, read_layers
-from lamina.core.digest import chain_ids, is_digest
 from lamina.core.errors import NotFound, UsageError
 from lamina.core.events import BuildEvent
 from lamina.core.model import (
@@ -37,8 +37,12 @@ from lamina.core.model import (
 
 if TYPE_CHECKING:
     from lamina.core.accounting.dive import Analysis
+    from lamina.core.accounting.plans import (
+        PrunePlan,
+        PruneRequest,
+        PruneResult,
+    )
     from lamina.core.accounting.usage import DiskUsage
-    from lamina.core.embedded.prune import PrunePlan, PruneRequest, PruneResult
 
 log = logging.getLogger(__name__)
 

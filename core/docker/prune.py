@@ -1,9 +1,9 @@
 """Disk usage and prune plans for a Docker Engine, from lamina's own accounting.
 
 Docker's images, layers and BuildKit cache records are loaded into the same reference
-graph (``lamina.core.embedded.trash.RefGraph``) the embedded store uses, so ``system df`` numbers
+graph (``lamina.core.accounting.graph.RefGraph``) the embedded store uses, so ``system df`` numbers
 and the dry-run plan come from ``lamina.core.accounting.usage.account`` and
-``lamina.core.embedded.prune.build_plan``: one code path for both engines. Layer sizes are the
+``lamina.core.accounting.plans.build_plan``: one code path for both engines. Layer sizes are the
 ``DiffSize`` Docker reports per layer, which is also what Docker sums into its
 ``SpaceReclaimed``. Applying a plan goes through Docker's own prune endpoints
 (``images/prune``, ``build/prune``) with Docker's filters.
@@ -27,13 +27,29 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from lamina.core.docker.client import call, docker_host
+from lamina.core.accounting.graph import (
+    CacheRow,
+    ImageRow,
+    LayerRow,
+    RefGraph,
+)
+from lamina.core.accounting.plans import (
+    PrunePlan,
+    PruneRequest,
+    PruneResult,
+    Sizer,
+    Skipped,
+    build_plan,
+)
+from lamina.core.accounting.usage import (
+    CategoryUsage,
+    DiskUsage,
+    account,
+)
 from lamina.core.digest import chain_ids
-from lamina.core.accounting.usage import CategoryUsage, DiskUsage, account
+from lamina.core.docker.client import call, docker_host
 from lamina.core.errors import LaminaError, NotFound
 from lamina.core.filters import Filter
-from lamina.core.embedded.trash import CacheRow, ImageRow, LayerRow, RefGraph
-from lamina.core.embedded.prune import PrunePlan, PruneRequest, PruneResult, Skipped, _Sizer, build_plan
 
 if TYPE_CHECKING:
     from lamina.core.docker.engine import DockerEngine
@@ -254,12 +270,12 @@ def builder_prune_graph(refs: DockerRefs, request: PruneRequest) -> RefGraph:
     return graph
 
 
-def _sizer(refs: DockerRefs) -> _Sizer:
+def _sizer(refs: DockerRefs) -> Sizer:
     def labels(image_id: str) -> dict[str, str]:
         data = refs.images.get(image_id) or {}
         return dict((data.get("Config") or {}).get("Labels") or {})
 
-    return _Sizer(labels=labels)
+    return Sizer(labels=labels)
 
 
 def _plan(refs: DockerRefs, request: PruneRequest, now: float) -> PrunePlan:

@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from lamina.core.dockerfile.quote import go_quote
 from lamina.core.dockerfile.shell import Lexer, go_isspace
 from lamina.core.errors import DockerfileError
 
@@ -32,7 +33,6 @@ __all__ = [
     "ParseResult",
     "chomp_heredoc_content",
     "detect_syntax",
-    "go_quote",
     "heredocs_from_line",
     "parse",
     "parse_directive",
@@ -151,48 +151,6 @@ class ParseResult:
 
 
 # --- Go-compatible string helpers -------------------------------------------------
-
-_GO_ESCAPES = {
-    "\a": "\\a",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\v": "\\v",
-    '"': '\\"',
-    "\\": "\\\\",
-}
-
-
-def go_quote(text: str) -> str:
-    """Quote ``text`` like Go's ``strconv.Quote``.
-
-    Surrogate-escaped bytes (from ``errors="surrogateescape"``) become ``\\xHH`` as
-    Go writes invalid UTF-8 bytes.
-    """
-    out = ['"']
-    for ch in text:
-        esc = _GO_ESCAPES.get(ch)
-        if esc is not None:
-            out.append(esc)
-            continue
-        code = ord(ch)
-        if 0xDC80 <= code <= 0xDCFF:
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif 0xD800 <= code <= 0xDFFF:
-            # Go never holds a lone surrogate; decoding would have given U+FFFD.
-            out.append("\ufffd")
-        elif ch.isprintable():
-            out.append(ch)
-        elif code < 0x80:
-            out.append(f"\\x{code:02x}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
 
 
 def go_lower(text: str) -> str:

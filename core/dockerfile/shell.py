@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from lamina.core.dockerfile.quote import go_quote
 from lamina.core.errors import DockerfileError
 
 __all__ = ["Lexer", "build_envs", "go_isspace"]
@@ -455,7 +456,7 @@ class Lexer:
         try:
             result, words = sw.process_stop_on(None, sw.raw_escapes)
         except (_LexError, re.error) as exc:
-            raise DockerfileError(f"failed to process {_go_quote(word)}: {exc}") from None
+            raise DockerfileError(f"failed to process {go_quote(word)}: {exc}") from None
         return result, words, sw.matches, sw.nonmatches
 
     def process_word(self, word: str, env: Mapping[str, str] | Iterable[str]) -> str:
@@ -487,10 +488,3 @@ class Lexer:
         """Like :meth:`process_word`, also returning the variable names found and not found."""
         result, _, matched, unmatched = self._process(word, env)
         return result, matched, unmatched
-
-
-def _go_quote(text: str) -> str:
-    # Imported lazily to keep shell.py free of parser imports at module level.
-    from lamina.core.dockerfile.parser import go_quote
-
-    return go_quote(text)

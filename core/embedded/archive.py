@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from lamina.core.digest import Hasher, chain_ids, hex_of, is_digest, sha256_bytes
-from lamina.core.errors import ArchiveError, LaminaError, StoreError
-from lamina.core.model import ImageSummary
 from lamina.core.embedded.store import Store, normalize_tag
 from lamina.core.embedded.store.images import format_created
 from lamina.core.embedded.store.layers import StagedLayer
 from lamina.core.embedded.store.tarsplit import CHUNK, END_OF_ARCHIVE, padding, pax_header
+from lamina.core.errors import ArchiveError, LaminaError, StoreError
+from lamina.core.model import ImageSummary
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lamina.core.digest import chain_ids, is_digest
+from lamina.core.embedded.store import Store, normalize_tag
+from lamina.core.embedded.store.images import parse_created
 from lamina.core.errors import InUse, LaminaError, NotFound, UsageError
 from lamina.core.events import BuildEvent
 from lamina.core.model import (
@@ -19,13 +21,15 @@ from lamina.core.model import (
     ImageSummary,
     LayerInfo,
 )
-from lamina.core.embedded.store import Store, normalize_tag
-from lamina.core.embedded.store.images import parse_created
 
 if TYPE_CHECKING:
     from lamina.core.accounting.dive import Analysis
+    from lamina.core.accounting.plans import (
+        PrunePlan,
+        PruneRequest,
+        PruneResult,
+    )
     from lamina.core.accounting.usage import DiskUsage
-    from lamina.core.embedded.prune import PrunePlan, PruneRequest, PruneResult
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +158,7 @@ class EmbeddedEngine:
 
     def analyze(self, ref: str) -> Analysis:
         """dive's analysis over the layer tars regenerated from the store."""
-        from lamina.core.accounting.dive import analyze
+        from lamina.core.embedded.analysis import analyze
 
         return analyze(self.store, ref)
 
@@ -244,7 +248,7 @@ class EmbeddedEngine:
 
     def disk_usage(self) -> DiskUsage:
         """Sizes, sharing and what is reclaimable."""
-        from lamina.core.accounting.usage import disk_usage
+        from lamina.core.embedded.usage import disk_usage
 
         return disk_usage(self.store)
 

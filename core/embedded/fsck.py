@@ -25,21 +25,25 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from lamina.core.digest import chain_ids, hex_of, is_digest
-from lamina.core.errors import LaminaError, StoreError
-from lamina.core.embedded.trash import (
-    DEFAULT_GRACE,
-    Leftover,
+from lamina.core.accounting.graph import (
     Liveness,
     RefGraph,
+)
+from lamina.core.accounting.plans import (
+    DEFAULT_GRACE,
+    Leftover,
+)
+from lamina.core.digest import chain_ids, hex_of, is_digest
+from lamina.core.embedded.store.graph import load_graph
+from lamina.core.embedded.store.process import pid_alive
+from lamina.core.embedded.trash import (
     find_leftovers,
-    load_graph,
-    pid_alive,
     remove_tree,
     sweep,
     to_trash,
     unindexed_layer_dirs,
 )
+from lamina.core.errors import LaminaError, StoreError
 
 if TYPE_CHECKING:
     from lamina.core.embedded.store import Store

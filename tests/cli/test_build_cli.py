@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lamina.core.embedded.archive import import_rootfs
 from lamina.core.demo.busybox import busybox_rootfs_tar
+from lamina.core.embedded.archive import import_rootfs
 from lamina.core.embedded.store import Store
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

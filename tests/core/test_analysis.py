@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from lamina.core.accounting.dive import Analysis, analyze, analyze_layer_tars
+from lamina.core.accounting.dive import Analysis, analyze_layer_tars
+from lamina.core.embedded.analysis import analyze
 from lamina.core.errors import ArchiveError
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from lamina.core.embedded.archive import host_platform, import_rootfs, load_archive, save_archive
 from lamina.core.digest import chain_ids, sha256_bytes
-from lamina.core.errors import ArchiveError, NotFound
+from lamina.core.embedded.archive import host_platform, import_rootfs, load_archive, save_archive
 from lamina.core.embedded.store import Store
+from lamina.core.errors import ArchiveError, NotFound
 
 
 @pytest.fixture

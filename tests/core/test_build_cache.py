@@ -15,9 +15,9 @@ import pytest
 
 from lamina.core.embedded.archive import import_rootfs
 from lamina.core.embedded.builder.walk import list_builds, run_build
+from lamina.core.embedded.store import Store
 from lamina.core.events import BuildFailed, BuildFinished, StepFinished
 from lamina.core.model import BuildRequest, StepRecord
-from lamina.core.embedded.store import Store
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -377,7 +377,11 @@ def test_base_changed_when_from_resolves_elsewhere(
 
 
 def test_pruned_entry_is_reported(store: Store, ctx: Path) -> None:
-    from lamina.core.embedded.prune import PruneRequest, apply_prune, plan_prune
+    from lamina.core.accounting.plans import PruneRequest
+    from lamina.core.embedded.prune import (
+        apply_prune,
+        plan_prune,
+    )
 
     write(ctx / "a.txt", "a")
     build(store, ctx, "FROM busybox\nCOPY a.txt /a\n")

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 
 from lamina.core.embedded.archive import import_rootfs
-from lamina.core.embedded.builder.walk import run_build
 from lamina.core.embedded.builder.copy import go_match, has_wildcards
 from lamina.core.embedded.builder.rootfs import RootFS, join
-from lamina.core.events import BuildFailed, BuildFinished, StepFinished
-from lamina.core.model import BuildRequest
+from lamina.core.embedded.builder.walk import run_build
 from lamina.core.embedded.store import Store
 from lamina.core.embedded.store.layers import set_opaque
+from lamina.core.events import BuildFailed, BuildFinished, StepFinished
+from lamina.core.model import BuildRequest
 
 
 @pytest.fixture

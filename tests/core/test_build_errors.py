@@ -22,10 +22,10 @@ import pytest
 
 from lamina.core.embedded.archive import import_rootfs
 from lamina.core.embedded.builder.walk import list_builds, run_build
+from lamina.core.embedded.store import Store
 from lamina.core.errors import NotFound
 from lamina.core.events import BuildFailed, BuildFinished, StepOutput
 from lamina.core.model import BuildRequest
-from lamina.core.embedded.store import Store
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from lamina.core.context.checksum import (
     tarsum_file,
 )
 from lamina.core.context.dockerignore import PatternMatcher, read_ignore_file
-from lamina.core.errors import ContextError
 from lamina.core.embedded.store import Store
+from lamina.core.errors import ContextError
 
 
 def header(**fields: str) -> bytes:

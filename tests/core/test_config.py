@@ -8,10 +8,10 @@ from pathlib import Path
 import prune_support
 import pytest
 
-from lamina.core.settings import config_path, load_config
-from lamina.core.errors import UsageError
 from lamina.core.embedded.prune import apply_retention
 from lamina.core.embedded.store import Store
+from lamina.core.errors import UsageError
+from lamina.core.settings import config_path, load_config
 
 S = prune_support
 

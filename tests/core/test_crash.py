@@ -27,13 +27,19 @@ from pathlib import Path
 import prune_support
 import pytest
 
+from lamina.core.accounting.graph import Liveness
+from lamina.core.accounting.plans import PruneRequest
 from lamina.core.embedded.builder.walk import run_build
-from lamina.core.events import BuildFinished, StepFinished
 from lamina.core.embedded.fsck import fsck
-from lamina.core.embedded.trash import Liveness, find_leftovers, load_graph
-from lamina.core.model import BuildRequest
-from lamina.core.embedded.prune import PruneRequest, apply_prune, plan_prune
+from lamina.core.embedded.prune import (
+    apply_prune,
+    plan_prune,
+)
 from lamina.core.embedded.store import Store
+from lamina.core.embedded.store.graph import load_graph
+from lamina.core.embedded.trash import find_leftovers
+from lamina.core.events import BuildFinished, StepFinished
+from lamina.core.model import BuildRequest
 
 S = prune_support
 CONTEXTS = 3
@@ -45,7 +51,11 @@ WORKER = textwrap.dedent(
     from pathlib import Path
     from lamina.core.embedded.builder.walk import run_build
     from lamina.core.model import BuildRequest
-    from lamina.core.embedded.prune import PruneRequest, apply_prune, plan_prune
+    from lamina.core.accounting.plans import PruneRequest
+    from lamina.core.embedded.prune import (
+        apply_prune,
+        plan_prune,
+    )
     from lamina.core.embedded.store import Store
 
     home, root, seed, mode = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]

@@ -49,7 +49,8 @@ def test_demo_shows_hits_misses_sharing_and_dangling(
         bases = {i.layers[0] for i in images if i.id not in releases}
         assert len(bases) == 1
         # Pruning dangling images frees the old release's layer (no cache holds it).
-        from lamina.core.embedded.prune import PruneRequest, plan_prune
+        from lamina.core.accounting.plans import PruneRequest
+        from lamina.core.embedded.prune import plan_prune
 
         plan = plan_prune(store, PruneRequest())
         assert plan.reclaimable_bytes >= 200_000

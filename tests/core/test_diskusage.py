@@ -9,10 +9,17 @@ from typing import Any
 import prune_support
 import pytest
 
-from lamina.core.accounting.usage import disk_usage, frees
-from lamina.core.errors import NotFound
-from lamina.core.embedded.prune import PruneRequest, apply_prune, plan_prune
+from lamina.core.accounting.plans import PruneRequest
+from lamina.core.embedded.prune import (
+    apply_prune,
+    plan_prune,
+)
 from lamina.core.embedded.store import Store
+from lamina.core.embedded.usage import (
+    disk_usage,
+    frees,
+)
+from lamina.core.errors import NotFound
 
 S = prune_support
 

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from lamina.core.embedded.archive import load_archive
 from lamina.core.digest import chain_ids
+from lamina.core.embedded.archive import load_archive
 from lamina.core.embedded.engine import EmbeddedEngine, RmiError
-from lamina.core.engine import Engine, open_engine
-from lamina.core.errors import InUse, NotFound
 from lamina.core.embedded.store import Store
+from lamina.core.engine import Engine
+from lamina.core.errors import InUse, NotFound
+from lamina.core.open import open_engine
 
 
 @pytest.fixture

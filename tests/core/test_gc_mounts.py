@@ -7,8 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from lamina.core.embedded.trash import collect, has_mount_below, mount_points
+from lamina.core.embedded.prune import collect
 from lamina.core.embedded.store import Store
+from lamina.core.embedded.trash import (
+    has_mount_below,
+    mount_points,
+)
 
 
 @pytest.mark.root

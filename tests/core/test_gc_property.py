@@ -17,12 +17,18 @@ import prune_support
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lamina.core.accounting.graph import Liveness
+from lamina.core.accounting.plans import PruneRequest
 from lamina.core.embedded.builder.walk import run_build
-from lamina.core.events import BuildFinished
-from lamina.core.embedded.trash import Liveness, find_leftovers, load_graph
-from lamina.core.model import BuildRequest
-from lamina.core.embedded.prune import PruneRequest, apply_prune, plan_prune
+from lamina.core.embedded.prune import (
+    apply_prune,
+    plan_prune,
+)
 from lamina.core.embedded.store import Store
+from lamina.core.embedded.store.graph import load_graph
+from lamina.core.embedded.trash import find_leftovers
+from lamina.core.events import BuildFinished
+from lamina.core.model import BuildRequest
 
 S = prune_support
 TAGS = ("app:a", "app:b", "app:c")

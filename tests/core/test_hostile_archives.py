@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from lamina.core.embedded.archive import import_rootfs, load_archive
-from lamina.core.errors import ArchiveError
 from lamina.core.embedded.store import Store
+from lamina.core.errors import ArchiveError
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from lamina.core.dockerfile.parser import (
     Heredoc,
     chomp_heredoc_content,
     detect_syntax,
-    go_quote,
     heredocs_from_line,
     parse,
     parse_directive,
@@ -24,6 +23,7 @@ from lamina.core.dockerfile.parser import (
     parse_name_val,
     parse_words,
 )
+from lamina.core.dockerfile.quote import go_quote
 from lamina.core.errors import DockerfileError
 
 CONFORMANCE = Path(__file__).resolve().parents[2].parent / "shared" / "conformance"

@@ -14,9 +14,16 @@ from typing import Any
 import prune_support
 import pytest
 
-from lamina.core.errors import UsageError
-from lamina.core.embedded.prune import PrunePlan, PruneRequest, apply_prune, plan_prune
+from lamina.core.accounting.plans import (
+    PrunePlan,
+    PruneRequest,
+)
+from lamina.core.embedded.prune import (
+    apply_prune,
+    plan_prune,
+)
 from lamina.core.embedded.store import Store
+from lamina.core.errors import UsageError
 
 S = prune_support
 
@@ -277,7 +284,7 @@ def test_leftovers_of_interrupted_work_are_swept(store: Store) -> None:
 
 
 def test_gc_collects_only_what_nothing_references(store: Store) -> None:
-    from lamina.core.embedded.trash import collect
+    from lamina.core.embedded.prune import collect
 
     base = S.stack(store, [6_000], "base")
     dangling = S.image(store, base + S.stack(store, [6_000], "d", parent=base[0]), nonce="d")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from lamina.core.embedded.builder.walk import run_build
-from lamina.core.settings import config_path
 from lamina.core.embedded.engine import EmbeddedEngine
 from lamina.core.events import BuildFailed, BuildFinished
 from lamina.core.model import BuildRequest
+from lamina.core.settings import config_path
 
 
 def _build(engine: EmbeddedEngine, context: Path, tag: str) -> str:

@@ -19,10 +19,10 @@ import psutil
 import pytest
 import sandbox_rootfs
 
-from lamina.core.errors import BuildError
 from lamina.core.embedded.sandbox import RunSpec, check_available, run
 from lamina.core.embedded.sandbox.child import SetupError, resolve_user
 from lamina.core.embedded.sandbox.runner import availability_problem
+from lamina.core.errors import BuildError
 
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ALLOWED_MOUNTS = ("/", "/proc", "/dev", "/sys", "/etc/hosts", "/etc/resolv.conf", "/etc/hostname")

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from lamina.core.digest import chain_ids, sha256_bytes
-from lamina.core.errors import NotFound, StoreError, UsageError
 from lamina.core.embedded.store import Store, normalize_tag
 from lamina.core.embedded.store.index import SCHEMA_VERSION
+from lamina.core.errors import NotFound, StoreError, UsageError
 
 
 @pytest.fixture

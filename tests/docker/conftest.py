@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from docker_cleanup import remove_images_tagged
 
-from lamina.core.docker.engine import DockerEngine
 from lamina.core.demo.busybox import busybox_rootfs_tar
+from lamina.core.docker.engine import DockerEngine
 
 SESSION = uuid.uuid4().hex[:8]
 PREFIX = f"lamina-test-{SESSION}"

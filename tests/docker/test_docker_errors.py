@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from lamina.core.docker.engine import DockerEngine, _split_tag, parse_time
-from lamina.core.engine import open_engine
 from lamina.core.errors import EngineUnavailable, UsageError
+from lamina.core.open import open_engine
 
 
 def _one_line(exc: BaseException) -> str:

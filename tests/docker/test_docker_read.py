@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from lamina.core.docker.engine import DockerEngine
 from lamina.core.digest import chain_ids
+from lamina.core.docker.engine import DockerEngine
 from lamina.core.errors import NotFound
 from lamina.core.events import BuildFinished, StepFinished
 from lamina.core.model import BuildRequest

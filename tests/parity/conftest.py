@@ -36,10 +36,10 @@ from typing import IO, Any
 import pytest
 from docker_cleanup import remove_images_tagged
 
-from lamina.core.embedded.archive import import_rootfs
+from lamina.core.demo.busybox import busybox_rootfs_tar
 from lamina.core.docker.engine import DockerEngine
 from lamina.core.docker.save import ChunkReader
-from lamina.core.demo.busybox import busybox_rootfs_tar
+from lamina.core.embedded.archive import import_rootfs
 from lamina.core.embedded.engine import EmbeddedEngine
 from lamina.core.events import BuildFailed, BuildFinished, StepFinished
 from lamina.core.model import BuildRequest

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from lamina.core.engine import Engine, open_engine
+from lamina.core.engine import Engine
+from lamina.core.open import open_engine
 
 # A fixed "now" for relative times in snapshots: 2026-01-01T00:00:00Z.
 FIXED_NOW = 1767225600.0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lamina.core.engine import open_engine
+from lamina.core.open import open_engine
 
 
 def _lamina(args: list[str], env_home: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from textual.widgets import Static
 
-from lamina.core.engine import open_engine
 from lamina.core.errors import EngineUnavailable
+from lamina.core.open import open_engine
 from lamina.tui.app import make_app
 
 

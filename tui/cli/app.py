@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lamina.core.engine import default_home
+from lamina.core.open import default_home
 from lamina.tui.cli.context import CliContext
 
 

@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from lamina.core.errors import UsageError
 from lamina.core.embedded.store import Store
+from lamina.core.errors import UsageError
 from lamina.tui.cli.context import CliContext
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lamina.core.engine import Engine, open_engine
+from lamina.core.engine import Engine
+from lamina.core.open import open_engine
 
 
 @dataclass

@@ -178,7 +178,7 @@ def _print_differences(ctx: CliContext) -> None:
 
 
 def _frees(args: argparse.Namespace, ctx: CliContext) -> int:
-    from lamina.core.accounting.usage import frees
+    from lamina.core.embedded.usage import frees
 
     store = getattr(ctx.engine, "store", None)
     if store is None:
@@ -245,7 +245,7 @@ def _df_verbose(usage: Any) -> None:
 
 
 def cmd_prune(args: argparse.Namespace, ctx: CliContext) -> int:
-    from lamina.core.embedded.prune import PruneRequest
+    from lamina.core.accounting.plans import PruneRequest
 
     keep = getattr(args, "keep_storage", None)
     request = PruneRequest(
@@ -340,8 +340,8 @@ def cmd_fsck(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def _rebuild_index(args: argparse.Namespace, ctx: CliContext) -> int:
-    from lamina.core.engine import default_home
     from lamina.core.embedded.store.recover import rebuild_index
+    from lamina.core.open import default_home
 
     if (ctx.engine_kind or os.environ.get("LAMINA_ENGINE")) == "docker":
         raise UsageError("fsck checks lamina's own store; it does not apply to --engine docker")

@@ -16,8 +16,8 @@ from lamina.tui.messages import DiskUsageLoaded, PruneApplied, PrunePlanned
 from lamina.tui.widgets import format as fmt
 
 if TYPE_CHECKING:
+    from lamina.core.accounting.plans import PrunePlan
     from lamina.core.accounting.usage import DiskUsage
-    from lamina.core.embedded.prune import PrunePlan
     from lamina.tui.app import LaminaApp
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
@@ -193,7 +193,7 @@ class DiskView(Widget):
 
     def request_prune(self) -> None:
         """Plans a dangling prune; the confirmation follows when the plan arrives."""
-        from lamina.core.embedded.prune import PruneRequest
+        from lamina.core.accounting.plans import PruneRequest
 
         self.lamina.plan_prune(PruneRequest(), self)
 

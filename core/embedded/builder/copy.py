@@ -32,7 +32,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lamina.core.embedded.builder.rootfs import RootFS, lookup_group, lookup_user, split
 from lamina.core.context.checksum import (
     Context,
     ManifestEntry,
@@ -40,8 +39,9 @@ from lamina.core.context.checksum import (
     hash_string_slice,
     tarsum_file,
 )
-from lamina.core.errors import BuildError, ContextError
+from lamina.core.embedded.builder.rootfs import RootFS, lookup_group, lookup_user, split
 from lamina.core.embedded.store import beneath
+from lamina.core.errors import BuildError, ContextError
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from lamina.core.errors import BuildError
 from lamina.core.embedded.store.layers import is_opaque, is_whiteout
+from lamina.core.errors import BuildError
 
 _MAX_LINKS = 40
 

@@ -34,6 +34,18 @@ from pathlib import Path
 from typing import Any
 
 from lamina.core.accounting import reasons
+from lamina.core.context.checksum import Context, StatCache, manifest_to_json, multi_checksum
+from lamina.core.context.dockerignore import PatternMatcher, load_ignore_patterns
+from lamina.core.dockerfile.instructions import (
+    Dockerfile,
+    Instruction,
+    Stage,
+    health_config,
+    load_dockerfile,
+    sources_and_dest,
+)
+from lamina.core.dockerfile.quote import go_quote
+from lamina.core.dockerfile.shell import Lexer
 from lamina.core.embedded.builder.args import BuildArgs
 from lamina.core.embedded.builder.copy import (
     Source,
@@ -45,20 +57,9 @@ from lamina.core.embedded.builder.copy import (
     parse_chown,
     rootfs_sources,
 )
-from lamina.core.embedded.builder.rootfs import RootFS, join, split
 from lamina.core.embedded.builder.keys import compared_config, step_key
-from lamina.core.context.checksum import Context, StatCache, manifest_to_json, multi_checksum
-from lamina.core.context.dockerignore import PatternMatcher, load_ignore_patterns
-from lamina.core.dockerfile.instructions import (
-    Dockerfile,
-    Instruction,
-    Stage,
-    health_config,
-    load_dockerfile,
-    sources_and_dest,
-)
-from lamina.core.dockerfile.parser import go_quote
-from lamina.core.dockerfile.shell import Lexer
+from lamina.core.embedded.builder.rootfs import RootFS, join, split
+from lamina.core.embedded.store import Store
 from lamina.core.errors import (
     BuildError,
     ContextError,
@@ -78,7 +79,6 @@ from lamina.core.events import (
     StepStarted,
 )
 from lamina.core.model import BuildRecord, BuildRequest, StepRecord
-from lamina.core.embedded.store import Store
 
 log = logging.getLogger(__name__)
 

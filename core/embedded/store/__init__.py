@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lamina.core.errors import StoreError
 from lamina.core.embedded.store.images import ImageStore, normalize_tag
 from lamina.core.embedded.store.index import Index
 from lamina.core.embedded.store.layers import LayerStore
 from lamina.core.embedded.store.lock import StoreLock
+from lamina.core.errors import StoreError
 
 log = logging.getLogger(__name__)
 

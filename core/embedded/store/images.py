@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from lamina.core.digest import chain_ids, hex_of, is_digest, sha256_bytes
-from lamina.core.errors import NotFound, StoreError, UsageError
-from lamina.core.model import ImageSummary
 from lamina.core.embedded.store.index import Index
 from lamina.core.embedded.store.layers import LayerStore
 from lamina.core.embedded.store.lock import StoreLock
+from lamina.core.errors import NotFound, StoreError, UsageError
+from lamina.core.model import ImageSummary
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 from lamina.core.digest import Hasher, chain_ids, hex_of, is_digest
-from lamina.core.errors import ArchiveError, NotFound, StoreError
-from lamina.core.model import FileChange, LayerInfo
 from lamina.core.embedded.store import beneath
 from lamina.core.embedded.store.index import Index
 from lamina.core.embedded.store.lock import StoreLock
@@ -43,6 +41,8 @@ from lamina.core.embedded.store.tarsplit import (
     padding,
     pax_header,
 )
+from lamina.core.errors import ArchiveError, NotFound, StoreError
+from lamina.core.model import FileChange, LayerInfo
 
 log = logging.getLogger(__name__)
 

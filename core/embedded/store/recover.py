@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from lamina.core.digest import chain_ids, hex_of, is_digest, sha256_bytes
-from lamina.core.errors import StoreError
 from lamina.core.embedded.store import Store
 from lamina.core.embedded.store.images import parse_created, read_tag_file
 from lamina.core.embedded.store.layers import disk_size, regenerated_digest
 from lamina.core.embedded.store.lock import StoreLock
+from lamina.core.errors import StoreError
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,531 @@
+"""Prune plans, pure: what a request would remove from a reference graph, and why.
+
+``build_plan`` turns a ``RefGraph`` and a ``PruneRequest`` into a ``PrunePlan`` (images,
+cache entries, layers, config blobs, leftovers), each with its reason and the bytes it
+frees. Both engines plan with it; applying a plan belongs to each engine
+(``embedded/prune.py``, ``docker/prune.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from lamina.core.accounting.graph import Liveness, RefGraph
+from lamina.core.errors import UsageError
+from lamina.core.filters import (
+    BUILDER_FILTERS,
+    IMAGE_FILTERS,
+    SYSTEM_FILTERS,
+    Filter,
+    has_label_filters,
+    labels_match,
+    parse_filters,
+    until_cutoff,
+)
+
+# Unreferenced data younger than this may belong to work that has not recorded its
+# reference yet (a build between committing a layer and inserting its cache row).
+DEFAULT_GRACE = 15 * 60.0
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """Debris on disk that no index row describes.
+
+    Attributes:
+        path: relative to the store home.
+        kind: ``trash`` (a deletion interrupted), ``layer-dir`` (a layer directory
+            without a row: a commit or prune interrupted), ``tmp`` (work of a process
+            that is gone), or ``blob`` (a config nothing references).
+        bytes: what removing it frees.
+        reason: plain words.
+        mtime: its modification time when found (a blob refreshed since is kept).
+    """
+
+    path: str
+    kind: str
+    bytes: int
+    reason: str
+    mtime: float = 0.0
+
+
+KINDS = ("image", "builder", "system", "gc")
+
+
+# A config written this recently may be between put_config and add_image in a build.
+BLOB_GRACE = 60.0
+
+
+_ALLOWED = {
+    "image": IMAGE_FILTERS,
+    "builder": BUILDER_FILTERS,
+    "system": SYSTEM_FILTERS,
+    "gc": frozenset[str](),
+}
+
+
+@dataclass(frozen=True)
+class PruneRequest:
+    """What to prune.
+
+    Attributes:
+        kind: ``image``, ``builder``, ``system``, or ``gc`` (only what nothing
+            references: orphan layers, unreferenced configs, leftovers).
+        all: ``-a``: every unused image (not only dangling ones) / every cache entry
+            (also those shared with images).
+        filters: ``key=value`` strings or parsed ``Filter``s (``until``, ``label``,
+            ``label!``; builder takes only ``until``).
+        keep_storage: ``--keep-storage`` in bytes (builder and system), or None.
+        grace: seconds during which unreferenced fresh data is left alone.
+    """
+
+    kind: str = "image"
+    all: bool = False
+    filters: tuple[str | Filter, ...] = ()
+    keep_storage: int | None = None
+    grace: float = DEFAULT_GRACE
+
+    def checked(self) -> tuple[Filter, ...]:
+        """Validates the request; returns its parsed filters.
+
+        Raises:
+            UsageError: an unknown kind or filter, a malformed value, a negative size.
+        """
+        if self.kind not in KINDS:
+            raise UsageError(
+                f"unknown prune kind {self.kind!r} (expected image, builder or system)"
+            )
+        if self.keep_storage is not None:
+            if self.kind == "image":
+                raise UsageError("--keep-storage applies to the build cache, not to images")
+            if self.keep_storage < 0:
+                raise UsageError("--keep-storage must not be negative")
+        return parse_filters(self.filters, _ALLOWED[self.kind])
+
+
+@dataclass(frozen=True)
+class PlannedImage:
+    """An image the plan removes.
+
+    Attributes:
+        id: image ID.
+        tags: tags removed with it (only with ``all``).
+        reason: why it goes.
+        bytes: what removing it frees: the layers only it kept and its config.
+    """
+
+    id: str
+    tags: tuple[str, ...]
+    reason: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class PlannedCache:
+    """A build cache entry the plan removes.
+
+    Attributes:
+        key: its cache key.
+        instruction: the step it caches.
+        last_used: when it was last hit (apply skips it if that changed).
+        use_count: how often it was hit.
+        reason: why it goes.
+        bytes: what removing it frees.
+    """
+
+    key: str
+    instruction: str
+    last_used: float
+    use_count: int
+    reason: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class PlannedLayer:
+    """A layer directory the plan removes (listed upper layers first).
+
+    Attributes:
+        chain_id: the layer.
+        reason: which removal frees it, or that nothing referenced it.
+        bytes: its directory on disk (``size`` plus the directory, ``diff/`` and tar-split).
+    """
+
+    chain_id: str
+    reason: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class PlannedBlob:
+    """A config blob the plan removes."""
+
+    digest: str
+    reason: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    """Exactly what ``apply_prune`` will delete, and why.
+
+    Attributes:
+        request: what was asked.
+        created: when the plan was made.
+        images, cache, layers, blobs, leftovers: what goes.
+    """
+
+    request: PruneRequest
+    created: float
+    images: tuple[PlannedImage, ...] = ()
+    cache: tuple[PlannedCache, ...] = ()
+    layers: tuple[PlannedLayer, ...] = ()
+    blobs: tuple[PlannedBlob, ...] = ()
+    leftovers: tuple[Leftover, ...] = ()
+
+    @property
+    def reclaimable_bytes(self) -> int:
+        """Bytes applying the plan frees (layers, blobs and leftovers, each once)."""
+        return (
+            sum(p.bytes for p in self.layers)
+            + sum(p.bytes for p in self.blobs)
+            + sum(p.bytes for p in self.leftovers)
+        )
+
+    @property
+    def reclaimable(self) -> int:
+        """Same as ``reclaimable_bytes``."""
+        return self.reclaimable_bytes
+
+    @property
+    def empty(self) -> bool:
+        return not (self.images or self.cache or self.layers or self.blobs or self.leftovers)
+
+    def describe(self) -> list[str]:
+        """One line per item, in deletion order, for a dry run or a confirmation."""
+        lines = [f"image {p.id}{_tags(p.tags)}: {p.reason}" for p in self.images]
+        lines += [f"cache {p.key} ({p.instruction}): {p.reason}" for p in self.cache]
+        lines += [f"layer {p.chain_id} ({p.bytes} bytes): {p.reason}" for p in self.layers]
+        lines += [f"config {p.digest} ({p.bytes} bytes): {p.reason}" for p in self.blobs]
+        lines += [f"leftover {p.path} ({p.bytes} bytes): {p.reason}" for p in self.leftovers]
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict, with ``reclaimable_bytes``."""
+        return {
+            "kind": self.request.kind,
+            "all": self.request.all,
+            "filters": [str(f) for f in self.request.filters],
+            "keep_storage": self.request.keep_storage,
+            "created": self.created,
+            "images": [asdict(p) | {"tags": list(p.tags)} for p in self.images],
+            "cache": [asdict(p) for p in self.cache],
+            "layers": [asdict(p) for p in self.layers],
+            "blobs": [asdict(p) for p in self.blobs],
+            "leftovers": [asdict(p) for p in self.leftovers],
+            "reclaimable_bytes": self.reclaimable_bytes,
+        }
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Something planned that apply kept, and why (it became referenced, or is gone)."""
+
+    kind: str  # "image" | "cache" | "layer" | "blob" | "leftover"
+    id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What ``apply_prune`` deleted.
+
+    Attributes:
+        untagged: tags removed.
+        images, cache, layers, blobs, leftovers: what was deleted (IDs, keys, paths).
+        skipped: planned items kept because they changed since planning.
+        reclaimed_bytes: bytes freed.
+    """
+
+    untagged: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()
+    cache: tuple[str, ...] = ()
+    layers: tuple[str, ...] = ()
+    blobs: tuple[str, ...] = ()
+    leftovers: tuple[str, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    reclaimed_bytes: int = 0
+
+    @property
+    def reclaimed(self) -> int:
+        """Same as ``reclaimed_bytes``."""
+        return self.reclaimed_bytes
+
+    def merged(self, other: PruneResult) -> PruneResult:
+        """Both results as one (for several prunes in a row)."""
+        return PruneResult(
+            untagged=self.untagged + other.untagged,
+            images=self.images + other.images,
+            cache=self.cache + other.cache,
+            layers=self.layers + other.layers,
+            blobs=self.blobs + other.blobs,
+            leftovers=self.leftovers + other.leftovers,
+            skipped=self.skipped + other.skipped,
+            reclaimed_bytes=self.reclaimed_bytes + other.reclaimed_bytes,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict, with ``reclaimed_bytes``."""
+        out: dict[str, Any] = {f: list(getattr(self, f)) for f in _RESULT_FIELDS}
+        out["skipped"] = [asdict(s) for s in self.skipped]
+        out["reclaimed_bytes"] = self.reclaimed_bytes
+        return out
+
+
+def _tags(tags: tuple[str, ...]) -> str:
+    return f" ({', '.join(tags)})" if tags else ""
+
+
+_RESULT_FIELDS = ("untagged", "images", "cache", "layers", "blobs", "leftovers", "skipped")
+
+
+@dataclass
+class Sizer:
+    """Where bytes and labels come from: the size column plus a few stats for a store,
+    or plain data (everything defaults to 0 / no labels) for a graph built by hand."""
+
+    layer_extra: Callable[[str], int] = lambda _c: 0
+    blob: Callable[[str], int] = lambda _d: 0
+    labels: Callable[[str], dict[str, str]] = lambda _i: {}
+    blob_mtime: Callable[[str], float] = lambda _d: 0.0
+    cache: dict[str, int] = field(default_factory=dict)
+
+    def layer(self, graph: RefGraph, chain_id: str) -> int:
+        if chain_id not in self.cache:
+            self.cache[chain_id] = graph.layers[chain_id].size + self.layer_extra(chain_id)
+        return self.cache[chain_id]
+
+
+def build_plan(
+    graph: RefGraph,
+    request: PruneRequest,
+    now: float,
+    sizer: Sizer | None = None,
+    leftovers: Iterable[Leftover] = (),
+    include_orphans: bool = True,
+) -> PrunePlan:
+    """The pure planning step over loaded references.
+
+    Args:
+        graph: the store's references.
+        request: what to prune (validated here).
+        now: the clock, for ``until=`` and the grace period.
+        sizer: byte and label sources (the size column alone when None).
+        leftovers: debris found on disk, passed through.
+        include_orphans: also plan layers that nothing references.
+
+    Returns:
+        The plan.
+
+    Raises:
+        UsageError: for a bad request.
+    """
+    filters = request.checked()
+    sizer = sizer or Sizer()
+    cutoff = until_cutoff(filters, now)
+    live, orphans = _liveness(graph, now, request.grace)
+    blob_refs = graph.blob_refs()
+    layers: list[PlannedLayer] = []
+    blobs: list[PlannedBlob] = []
+
+    def release_blob(digest: str, owner: str) -> int:
+        if digest not in blob_refs:
+            return 0
+        blob_refs[digest] -= 1
+        if blob_refs[digest] > 0:
+            return 0
+        if sizer.blob_mtime(digest) > now - min(request.grace, BLOB_GRACE):
+            # Re-added moments ago (put_blob refreshes the mtime): a build may be about
+            # to record an image or cache entry for it. The next prune takes it.
+            return 0
+        size = sizer.blob(digest)
+        blobs.append(PlannedBlob(digest, f"config of {owner}", size))
+        return size
+
+    def release_layers(top: str | None, owner: str) -> tuple[int, int]:
+        """(bytes freed on disk, of which the layers' ``size``)."""
+        freed = content = 0
+        for chain_id in live.release(top):
+            size = sizer.layer(graph, chain_id)
+            layers.append(PlannedLayer(chain_id, f"only used by {owner}", size))
+            freed += size
+            content += graph.layers[chain_id].size
+        return freed, content
+
+    images: list[PlannedImage] = []
+    if request.kind in ("image", "system"):
+        for image_id in _images_to_prune(graph, request.all, cutoff, filters, sizer):
+            image = graph.images[image_id]
+            reason = "unused image" if request.all and image.tags else "dangling image"
+            if cutoff is not None:
+                reason += " created before the until filter"
+            owner = f"image {image_id}"
+            freed = release_layers(image.top_layer, owner)[0] + release_blob(image.id, owner)
+            images.append(PlannedImage(image_id, image.tags if request.all else (), reason, freed))
+
+    cache: list[PlannedCache] = []
+    if request.kind in ("builder", "system"):
+        image_live = Liveness(
+            graph, images=set(graph.images) - {p.id for p in images}, cache=(), busy=False
+        )
+        candidates = [
+            entry
+            for entry in graph.cache.values()
+            if entry.key not in graph.busy_cache
+            and (request.all or not _shared(entry.top_layer, image_live))
+            and (cutoff is None or entry.last_used < cutoff)
+        ]
+        # Least recently used first, then least frequently used (keep-storage order).
+        candidates.sort(key=lambda e: (e.last_used, e.use_count, e.key))
+        # The cache's storage, as ``system df`` reports it: the size of layers that
+        # only cache entries keep.
+        storage: int | None = None
+        if request.keep_storage is not None:
+            storage = sum(
+                graph.layers[c].size for c in live.count if live.live(c) and not image_live.live(c)
+            )
+        for entry in candidates:
+            if storage is not None and storage <= request.keep_storage:  # type: ignore[operator]
+                break
+            owner = f"cache entry {entry.key}"
+            freed, content = release_layers(entry.top_layer, owner)
+            freed += release_blob(entry.result, owner)
+            if entry.parent != entry.result:
+                freed += release_blob(entry.parent, owner)
+            if storage is not None:
+                storage -= content
+            reason = _cache_reason(request, cutoff, storage is not None)
+            cache.append(
+                PlannedCache(
+                    entry.key, entry.instruction, entry.last_used, entry.use_count, reason, freed
+                )
+            )
+
+    # Orphans first (children before parents among them), then the released layers in
+    # the order they died: a layer dies only after every live child died before it, so
+    # the whole sequence deletes children before parents (the FK on layers.parent).
+    planned_orphans = [
+        PlannedLayer(chain_id, "referenced by nothing", sizer.layer(graph, chain_id))
+        for chain_id in orphans
+    ]
+    if not include_orphans:
+        planned_orphans = []
+
+    return PrunePlan(
+        request=replace(request, filters=filters),
+        created=now,
+        images=tuple(images),
+        cache=tuple(cache),
+        layers=tuple(planned_orphans + layers),
+        blobs=tuple(blobs),
+        leftovers=tuple(leftovers),
+    )
+
+
+def _cache_reason(request: PruneRequest, cutoff: float | None, keep: bool) -> str:
+    parts = ["build cache"]
+    if cutoff is not None:
+        parts.append("unused since the until filter")
+    if keep:
+        parts.append("least recently used beyond --keep-storage")
+    return ", ".join(parts)
+
+
+def _shared(top: str | None, image_live: Liveness) -> bool:
+    return top is not None and image_live.live(top)
+
+
+def _images_to_prune(
+    graph: RefGraph,
+    all_images: bool,
+    cutoff: float | None,
+    filters: tuple[Filter, ...],
+    sizer: Sizer,
+) -> list[str]:
+    need_labels = has_label_filters(filters)
+    chosen = {
+        image.id
+        for image in graph.images.values()
+        if not graph.image_busy(image.id)
+        and (all_images or not image.tags)
+        and (cutoff is None or image.created < cutoff)
+        and (not need_labels or labels_match(filters, sizer.labels(image.id)))
+    }
+    if not all_images:
+        # A dangling image that a kept image was built FROM is still needed by it.
+        for image in graph.images.values():
+            if image.id in chosen:
+                continue
+            cur = image.parent
+            seen: set[str] = set()
+            while cur is not None and cur in graph.images and cur not in seen:
+                seen.add(cur)
+                chosen.discard(cur)
+                cur = graph.images[cur].parent
+    return sorted(chosen, key=lambda i: (graph.images[i].added, i))
+
+
+def _liveness(graph: RefGraph, now: float, grace: float) -> tuple[Liveness, list[str]]:
+    """References, with fresh unreferenced layers counted as roots; and the orphans.
+
+    A layer younger than the grace period (or committed since a still-running build
+    started) may be waiting for its cache row or image: it stays, and so does what it
+    stands on. The orphans come children first.
+    """
+    live = Liveness(graph)
+    protect_after = now - grace
+    if graph.live_build_start is not None:
+        protect_after = min(protect_after, graph.live_build_start - 1.0)
+    fresh = [
+        c for c, row in graph.layers.items() if row.created > protect_after and not live.live(c)
+    ]
+    if fresh:
+        live = Liveness(graph, extra=fresh)
+    orphans = [c for c in graph.layers if not live.live(c)]
+    return live, _children_first(graph, orphans)
+
+
+def _children_first(graph: RefGraph, chain_ids: list[str]) -> list[str]:
+    """Orders layers so a child comes before its parent."""
+    depth: dict[str, int] = {}
+
+    def depth_of(chain_id: str) -> int:
+        path: list[str] = []
+        cur: str | None = chain_id
+        while cur is not None and cur in graph.layers and cur not in depth:
+            path.append(cur)
+            cur = graph.layers[cur].parent
+        base = depth.get(cur, 0) if cur is not None else 0
+        for c in reversed(path):
+            base += 1
+            depth[c] = base
+        return depth[chain_id]
+
+    return sorted(chain_ids, key=lambda c: (-depth_of(c), c))
+
+
+def plan_summary(plan: PrunePlan) -> str:
+    """One line: counts and bytes (for logs and confirmations)."""
+    return (
+        f"{len(plan.images)} images, {len(plan.cache)} cache entries, {len(plan.layers)} layers,"
+        f" {len(plan.blobs)} configs, {len(plan.leftovers)} leftovers:"
+        f" {plan.reclaimable_bytes} bytes"
+    )
+
+
+def dumps(data: dict[str, Any]) -> str:
+    """JSON text for ``--format json`` (stable key order)."""
+    return json.dumps(data, indent=2, sort_keys=True)
