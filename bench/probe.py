@@ -122,10 +122,9 @@ def _first_view_ready(app: Any) -> bool:
     for tree in app.screen.query(Tree):
         if tree.region.area > 0 and len(tree.root.children) > 0:
             return True
-    for table in app.screen.query(DataTable):
-        if table.region.area > 0 and table.row_count > 0:
-            return True
-    return False
+    return any(
+        table.region.area > 0 and table.row_count > 0 for table in app.screen.query(DataTable)
+    )
 
 
 async def _app_session(home: Path, presses: int) -> dict[str, Any]:

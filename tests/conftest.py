@@ -48,7 +48,7 @@ def _docker_reason() -> str | None:
         client.ping()
         client.close()
         return None
-    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+    except Exception as exc:
         return f"no Docker Engine reachable ({type(exc).__name__}: {exc})"
 
 

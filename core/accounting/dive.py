@@ -301,5 +301,3 @@ def analyze_entries(layers: Iterable[Iterable[tuple[str, int, bool]]], image: st
             tree.add(norm, size, is_dir)
         trees.append(tree)
     return analyze_trees(trees, image)
-
-

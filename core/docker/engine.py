@@ -190,7 +190,7 @@ class DockerEngine:
             e
             if e is not None
             else _looks_empty(str(r.get("CreatedBy") or ""), int(r.get("Size") or 0))
-            for e, r in zip(empty, rows)
+            for e, r in zip(empty, rows, strict=False)
         ]
         non_empty = guess.count(False)
         if non_empty != n_layers:
@@ -224,7 +224,7 @@ class DockerEngine:
         empties = self._empty_layers(data["Id"], rows, len(diff_ids))
         out: list[tuple[dict[str, Any], bool, str | None]] = []
         layer = 0
-        for row, empty in zip(rows, empties):
+        for row, empty in zip(rows, empties, strict=False):
             chain: str | None = None
             if not empty and layer < len(chains):
                 chain = chains[layer]
@@ -245,7 +245,7 @@ class DockerEngine:
                     str(row.get("CreatedBy") or ""),
                 )
         infos = []
-        for i, (diff_id, chain) in enumerate(zip(diff_ids, chains)):
+        for i, (diff_id, chain) in enumerate(zip(diff_ids, chains, strict=False)):
             size, created, created_by = by_chain.get(
                 chain, (0, parse_time(data.get("Created")), "")
             )

@@ -448,7 +448,9 @@ def _load_plans(store: Store, src: _Source, plans: list[_ImagePlan]) -> list[Ima
         for plan, diff_ids, _tags in prepared:
             chain = chain_ids(diff_ids)
             created_by = _layer_created_by(_parse_json(plan.config, plan.where), len(chain))
-            for i, (chain_id, diff_id, name) in enumerate(zip(chain, diff_ids, plan.layers)):
+            for i, (chain_id, diff_id, name) in enumerate(
+                zip(chain, diff_ids, plan.layers, strict=False)
+            ):
                 parent = chain[i - 1] if i else None
                 if chain_id in staged or store.layers.exists(chain_id):
                     continue
@@ -656,7 +658,7 @@ def _write_archive(store: Store, images: dict[str, list[str]], raw: BinaryIO) ->
         chain = chain_ids(diff_ids)
         layer_names: list[str] = []
         layer_descs: list[dict[str, Any]] = []
-        for chain_id, diff_id in zip(chain, diff_ids):
+        for chain_id, diff_id in zip(chain, diff_ids, strict=False):
             name = f"blobs/sha256/{hex_of(diff_id)}"
             size = store.layers.tar_size(chain_id)
             if name not in written:

@@ -75,8 +75,6 @@ log = logging.getLogger(__name__)
 # -- planning ---------------------------------------------------------------------------
 
 
-
-
 def store_sizer(store: Store) -> Sizer:
     """A ``Sizer`` reading the store: directory overhead, blob sizes, config labels."""
     return _store_sizer(store)

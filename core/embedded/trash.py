@@ -322,5 +322,3 @@ def has_mount_below(path: Path, mounts: list[str]) -> bool:
     """Whether ``path`` is, or contains, a mount point."""
     real = os.path.realpath(path)
     return any(m == real or m.startswith(real + "/") for m in mounts)
-
-

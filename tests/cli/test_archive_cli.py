@@ -128,4 +128,4 @@ def test_load_and_import_from_stdin(lamina_home: Path, conformance: Path, tmp_pa
             check=False,
         )
     assert done.returncode == 0 and done.stdout.startswith("sha256:"), done.stderr
-    assert not [p for p in (lamina_home / "tmp").iterdir()]
+    assert not list((lamina_home / "tmp").iterdir())

@@ -34,7 +34,7 @@ def test_images_table(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lines = out.splitlines()
     assert re.split(r"\s{2,}", lines[0]) == ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
     rows = [re.split(r"\s{2,}", line) for line in lines[1:]]
-    assert ["<none>", "<none>", "3eaccc100f86"] == rows[0][:3]  # newest first
+    assert rows[0][:3] == ["<none>", "<none>", "3eaccc100f86"]  # newest first
     assert rows[1][:3] == ["dive-test", "latest", "75ae28b8ebf8"]
     assert rows[1][3].endswith("years ago")
     assert rows[1][4] == "1.43MB"

@@ -55,7 +55,9 @@ def test_layer_tars_match_dive(conformance: Path) -> None:
 
 
 def test_store_analysis_matches_dive(conformance: Path, lamina_home: Path) -> None:
-    archive = pytest.importorskip("lamina.core.embedded.archive", reason="lamina.core.embedded.archive not built yet")
+    archive = pytest.importorskip(
+        "lamina.core.embedded.archive", reason="lamina.core.embedded.archive not built yet"
+    )
     from lamina.core.embedded.store import Store
 
     load_archive = archive.load_archive

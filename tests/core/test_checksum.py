@@ -150,7 +150,7 @@ def test_stat_cache_makes_a_rehash_cost_stats_not_reads(tmp_path: Path) -> None:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(f"file {i}\n")
     old = time.time() - 60
-    for root, dirs, files in os.walk(ctx_dir):
+    for root, _dirs, files in os.walk(ctx_dir):
         for name in files:
             os.utime(os.path.join(root, name), (old, old))
     first = Context(ctx_dir, stat_cache=StatCache(store.index.connection()))

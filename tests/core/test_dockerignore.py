@@ -58,7 +58,7 @@ ALL_GROUPS = {
 
 
 def test_every_group_is_run(conformance: Path) -> None:
-    assert CASES_FILE == conformance / "dockerignore-cases.json"
+    assert conformance / "dockerignore-cases.json" == CASES_FILE
     assert set(GROUPS) == ALL_GROUPS
     assert sum(len(c) for c in GROUPS.values()) == 199
 

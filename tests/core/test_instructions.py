@@ -45,7 +45,7 @@ def _first(text: str) -> Node:
 
 
 def test_case_file_is_the_shared_one(conformance: Path) -> None:
-    assert CASES_FILE == conformance / "buildkit-parser-cases.json"
+    assert conformance / "buildkit-parser-cases.json" == CASES_FILE
     assert len(_cases("instructions.builder_flags")) == 14
 
 

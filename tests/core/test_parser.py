@@ -94,7 +94,7 @@ def _read(path: Path) -> str:
 
 
 def test_every_case_group_is_accounted_for(conformance: Path) -> None:
-    assert CASES_FILE == conformance / "buildkit-parser-cases.json"
+    assert conformance / "buildkit-parser-cases.json" == CASES_FILE
     assert set(GROUPS) == PARSER_GROUPS | INSTRUCTION_GROUPS | set(OUT_OF_SCOPE)
     assert len(_dirs("buildkit-parser")) == 33
     assert len(_dirs("buildkit-parser-negative")) == 4

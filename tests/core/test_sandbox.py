@@ -403,7 +403,7 @@ def test_many_layers_with_long_paths(box: Sandbox, tmp_path: Path) -> None:
 def test_bad_specs_are_refused_before_anything_runs(box: Sandbox) -> None:
     spec = box.spec("true")
     (spec.upper / "stale").write_text("")
-    with pytest.raises(BuildError, match="upper directory .* is not empty"):
+    with pytest.raises(BuildError, match=r"upper directory .* is not empty"):
         run(spec)
     with pytest.raises(BuildError, match="unknown network mode 'bridge'"):
         run(box.spec("true", network="bridge"))
@@ -449,7 +449,9 @@ def test_resolve_user_errors(spec: str, message: str) -> None:
 
 def test_core_sandbox_child_is_stdlib_only() -> None:
     # child.py runs as `python -I -S child.py` and after pivot_root cannot import.
-    source = (Path(__file__).resolve().parents[2] / "core" / "embedded" / "sandbox" / "child.py").read_text()
+    source = (
+        Path(__file__).resolve().parents[2] / "core" / "embedded" / "sandbox" / "child.py"
+    ).read_text()
     assert "lamina" not in "".join(
         line for line in source.splitlines() if line.startswith(("import ", "from "))
     )

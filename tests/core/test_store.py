@@ -114,7 +114,7 @@ def test_a_corrupt_index_is_a_store_error(tmp_path: Path) -> None:
     for name in ("index.db-wal", "index.db-shm"):
         (home / name).unlink(missing_ok=True)
     (home / "index.db").write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StoreError, match="index.db"):
+    with pytest.raises(StoreError, match=r"index\.db"):
         Store(home)
 
 
@@ -151,9 +151,13 @@ def test_connections_of_finished_threads_are_closed(store: Store) -> None:
 
 
 def test_transaction_rolls_back_on_error(store: Store) -> None:
-    with pytest.raises(RuntimeError), store.index.transaction() as tx:
-        tx.execute("INSERT INTO stat_cache (path, checksum) VALUES ('a', 'b')")
-        raise RuntimeError("boom")
+    def failing_write() -> None:
+        with store.index.transaction() as tx:
+            tx.execute("INSERT INTO stat_cache (path, checksum) VALUES ('a', 'b')")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        failing_write()
     assert store.index.connection().execute("SELECT count(*) FROM stat_cache").fetchone()[0] == 0
 
 
@@ -266,7 +270,7 @@ def test_commit_dir_is_deterministic_and_idempotent(store: Store) -> None:
     b = commit_tree(store, make_tree)
     assert a == b
     assert len(store.layers.all()) == 1
-    assert not [p for p in (store.home / "tmp").iterdir()]
+    assert not list((store.home / "tmp").iterdir())
 
 
 def test_parent_chain_and_changes(store: Store) -> None:

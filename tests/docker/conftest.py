@@ -64,7 +64,7 @@ def docker_tag() -> Iterator[object]:
         _created.add(tag)
         return tag
 
-    yield make
+    return make
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -97,7 +97,7 @@ def test_layer_graph_shares_base_layers(
         assert chain in layers
     # Each layer's parent is the chainID below it in every image that holds it.
     for image in (a, b):
-        for below, above in zip(image.layers, image.layers[1:]):
+        for below, above in zip(image.layers, image.layers[1:], strict=False):
             assert layers[above].parent == below
     assert layers[a.layers[0]].parent is None
     assert layers[b.layers[-1]].size >= 5000  # the COPY of a 5000-byte file
@@ -111,7 +111,7 @@ def test_history_matches_docker_history(
     out = docker_cli("history", "--no-trunc", "--human=false", "--format", "{{json .}}", tag_a)
     theirs = [json.loads(line) for line in out.splitlines()]
     assert len(ours) == len(theirs)
-    for entry, row in zip(ours, theirs):
+    for entry, row in zip(ours, theirs, strict=False):
         assert entry.created_by == row["CreatedBy"]
         assert entry.size == int(row["Size"])
     # Newest first: LABEL, RUN, ENV, RUN, then the imported base.

@@ -124,7 +124,8 @@ def _ago(when: float, now: float) -> str:
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
-        "   ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows
+        "   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip()
+        for row in rows
     )
 
 

@@ -114,7 +114,7 @@ def print_table(rows: list[list[str]], out: TextIO) -> None:
     """Columns padded like Docker's tabwriter (three spaces between columns)."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        cells = [c.ljust(w) for c, w in zip(r[:-1], widths[:-1])] + [r[-1]]
+        cells = [c.ljust(w) for c, w in zip(r[:-1], widths[:-1], strict=False)] + [r[-1]]
         print("   ".join(cells).rstrip(), file=out)
 
 
@@ -226,7 +226,7 @@ def cmd_history(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = 
             print(i, file=out)
         return 0
     if args.format == "json":
-        for i, e in zip(ids, entries):
+        for i, e in zip(ids, entries, strict=False):
             print(
                 json.dumps(
                     {
@@ -245,7 +245,7 @@ def cmd_history(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = 
             )
         return 0
     table = [["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]]
-    for i, e in zip(ids, entries):
+    for i, e in zip(ids, entries, strict=False):
         table.append(
             [i, since(e.created), _created_by(e, args.no_trunc), human_size(e.size), e.comment]
         )

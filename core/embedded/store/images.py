@@ -440,7 +440,7 @@ class ImageStore:
         """
         with self._lock.hold():
             rows = self.index.connection().execute("SELECT name, image_id FROM tags ORDER BY name")
-            doc = {"version": 1, "tags": {name: image_id for name, image_id in rows}}
+            doc = {"version": 1, "tags": dict(rows)}
             path = self.home / TAG_FILE
             tmp = path.with_name(f".{TAG_FILE}.tmp")
             try:
