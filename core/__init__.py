@@ -1,0 +1,237 @@
+"""lamina's core: the public API, everything a front end may import.
+
+Front ends (the app and the CLI in ``lamina.tui``) import from here and nowhere else
+in the core::
+
+    from lamina.core import LocalStore, PruneRequest, open_engine
+
+Names resolve on first use (PEP 562), so ``import lamina.core`` costs nothing: the CLI
+answers ``lamina --help`` without loading the builder, SQLite or the docker SDK, and
+each verb loads only what it calls.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lamina.core.accounting.dive import Analysis, WastedPath
+    from lamina.core.accounting.plans import (
+        Leftover,
+        PlannedBlob,
+        PlannedCache,
+        PlannedImage,
+        PlannedLayer,
+        PrunePlan,
+        PruneRequest,
+        PruneResult,
+        Skipped,
+    )
+    from lamina.core.accounting.usage import (
+        CacheUsage,
+        CategoryUsage,
+        DiskUsage,
+        ImageUsage,
+        LayerUsage,
+    )
+    from lamina.core.demo.workspace import DemoResult, create_demo
+    from lamina.core.digest import short as short_digest
+    from lamina.core.dockerfile.parser import ParseResult
+    from lamina.core.dockerfile.parser import parse as parse_dockerfile
+    from lamina.core.embedded.store.recover import RebuildReport, rebuild_index
+    from lamina.core.engine import Engine, LocalStore
+    from lamina.core.errors import (
+        ArchiveError,
+        BuildError,
+        ContextError,
+        DockerfileError,
+        EngineUnavailable,
+        InUse,
+        LaminaError,
+        NotFound,
+        RmiError,
+        RunFailed,
+        SandboxUnavailable,
+        StoreError,
+        UsageError,
+    )
+    from lamina.core.events import (
+        BuildEvent,
+        BuildFailed,
+        BuildFinished,
+        BuildStarted,
+        StepFinished,
+        StepOutput,
+        StepStarted,
+    )
+    from lamina.core.filters import Filter, parse_duration, parse_filters, parse_size
+    from lamina.core.model import (
+        BuildRecord,
+        BuildRequest,
+        FileChange,
+        FsckProblem,
+        FsckReport,
+        HistoryEntry,
+        ImageSummary,
+        LayerInfo,
+        StepRecord,
+    )
+    from lamina.core.open import default_home, open_engine
+
+__all__ = [
+    "Analysis",
+    "ArchiveError",
+    "BuildError",
+    "BuildEvent",
+    "BuildFailed",
+    "BuildFinished",
+    "BuildRecord",
+    "BuildRequest",
+    "BuildStarted",
+    "CacheUsage",
+    "CategoryUsage",
+    "ContextError",
+    "DemoResult",
+    "DiskUsage",
+    "DockerfileError",
+    "Engine",
+    "EngineUnavailable",
+    "FileChange",
+    "Filter",
+    "FsckProblem",
+    "FsckReport",
+    "HistoryEntry",
+    "ImageSummary",
+    "ImageUsage",
+    "InUse",
+    "LaminaError",
+    "LayerInfo",
+    "LayerUsage",
+    "Leftover",
+    "LocalStore",
+    "NotFound",
+    "ParseResult",
+    "PlannedBlob",
+    "PlannedCache",
+    "PlannedImage",
+    "PlannedLayer",
+    "PrunePlan",
+    "PruneRequest",
+    "PruneResult",
+    "RebuildReport",
+    "RmiError",
+    "RunFailed",
+    "SandboxUnavailable",
+    "Skipped",
+    "StepFinished",
+    "StepOutput",
+    "StepRecord",
+    "StepStarted",
+    "StoreError",
+    "UsageError",
+    "WastedPath",
+    "create_demo",
+    "default_home",
+    "open_engine",
+    "parse_dockerfile",
+    "parse_duration",
+    "parse_filters",
+    "parse_size",
+    "rebuild_index",
+    "short_digest",
+]
+
+# Where each public name lives.
+_HOMES: dict[str, tuple[str, ...]] = {
+    # Opening an engine, and the Protocols front ends talk to.
+    "lamina.core.open": ("default_home", "open_engine"),
+    "lamina.core.engine": ("Engine", "LocalStore"),
+    "lamina.core.model": (
+        "BuildRecord",
+        "BuildRequest",
+        "FileChange",
+        "FsckProblem",
+        "FsckReport",
+        "HistoryEntry",
+        "ImageSummary",
+        "LayerInfo",
+        "StepRecord",
+    ),
+    "lamina.core.events": (
+        "BuildEvent",
+        "BuildFailed",
+        "BuildFinished",
+        "BuildStarted",
+        "StepFinished",
+        "StepOutput",
+        "StepStarted",
+    ),
+    "lamina.core.errors": (
+        "ArchiveError",
+        "BuildError",
+        "ContextError",
+        "DockerfileError",
+        "EngineUnavailable",
+        "InUse",
+        "LaminaError",
+        "NotFound",
+        "RmiError",
+        "RunFailed",
+        "SandboxUnavailable",
+        "StoreError",
+        "UsageError",
+    ),
+    # Prune: what to prune, the plan a dry run shows, and what applying it did.
+    "lamina.core.accounting.plans": (
+        "Leftover",
+        "PlannedBlob",
+        "PlannedCache",
+        "PlannedImage",
+        "PlannedLayer",
+        "PrunePlan",
+        "PruneRequest",
+        "PruneResult",
+        "Skipped",
+    ),
+    "lamina.core.accounting.usage": (
+        "CacheUsage",
+        "CategoryUsage",
+        "DiskUsage",
+        "ImageUsage",
+        "LayerUsage",
+    ),
+    "lamina.core.accounting.dive": ("Analysis", "WastedPath"),
+    # What the command line parses the way Docker does.
+    "lamina.core.filters": ("Filter", "parse_duration", "parse_filters", "parse_size"),
+    "lamina.core.dockerfile.parser": ("ParseResult",),
+    "lamina.core.demo.workspace": ("DemoResult", "create_demo"),
+    # Recovering a lost index must work when the store refuses to open, so it takes
+    # the store's directory rather than an engine.
+    "lamina.core.embedded.store.recover": ("RebuildReport", "rebuild_index"),
+}
+
+# Names published under a clearer name than their module's.
+_RENAMED: dict[str, tuple[str, str]] = {
+    "parse_dockerfile": ("lamina.core.dockerfile.parser", "parse"),
+    "short_digest": ("lamina.core.digest", "short"),
+}
+
+_EXPORTS: dict[str, tuple[str, str]] = {
+    name: (module, name) for module, names in _HOMES.items() for name in names
+} | _RENAMED
+
+
+def __getattr__(name: str) -> Any:
+    """Imports a public name's module on first use and caches the name here."""
+    try:
+        module, attr = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

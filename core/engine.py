@@ -1,22 +1,32 @@
-"""The engine interface every front end talks to.
+"""The engine interfaces every front end talks to.
 
-Two implementations: the embedded engine (``lamina.core.embedded.engine.EmbeddedEngine``, the
-default, over a store in ``$LAMINA_HOME``) and the Docker Engine backend
-(``lamina.core.docker.engine.DockerEngine``). The app and the CLI use only this
-Protocol and the records in ``lamina.core.model``; they never reach into a store.
+``Engine`` is what any image store offers. Two implementations: the embedded engine
+(``lamina.core.embedded.engine.EmbeddedEngine``, the default, over a store in
+``$LAMINA_HOME``) and the Docker Engine backend (``lamina.core.docker.engine.DockerEngine``).
+
+``LocalStore`` adds what only lamina's own store can do (archives in and out, fsck,
+what removing one thing frees, the build parents behind ``images -a``); the embedded
+engine implements it, the Docker backend does not, and front ends check with
+``isinstance(engine, LocalStore)``.
+
+The app and the CLI use only these Protocols and the records in ``lamina.core.model``,
+through ``lamina.core``; they never reach into a store.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from lamina.core.events import BuildEvent
 from lamina.core.model import (
     BuildRecord,
     BuildRequest,
     FileChange,
+    FsckReport,
     HistoryEntry,
     ImageSummary,
     LayerInfo,
@@ -36,6 +46,11 @@ class Engine(Protocol):
     """What lamina can see and do in one image store."""
 
     name: str  # "embedded" or "docker"
+
+    @property
+    def differences(self) -> tuple[str, ...]:
+        """Where the engine's own disk and prune numbers differ from lamina's, and why."""
+        ...
 
     def images(self) -> list[ImageSummary]:
         """Every image, tagged and dangling, newest first."""
@@ -88,3 +103,38 @@ class Engine(Protocol):
     def apply_prune(self, plan: PrunePlan) -> PruneResult: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class LocalStore(Engine, Protocol):
+    """An engine over lamina's own store on this machine (the embedded engine)."""
+
+    home: Path
+
+    def tmpdir(self, prefix: str) -> AbstractContextManager[Path]:
+        """A work directory inside the store, removed on exit (GC leaves it alone)."""
+        ...
+
+    def import_rootfs(self, tar: Path, ref: str = "", message: str = "") -> ImageSummary:
+        """A one-layer image from a root filesystem tar (``lamina import``)."""
+        ...
+
+    def load_archive(self, path: Path) -> list[ImageSummary]:
+        """Images from a ``docker save`` archive or an OCI layout (``lamina load``)."""
+        ...
+
+    def save_archive(self, refs: list[str], out: Path) -> None:
+        """Writes the images to a tar that ``docker load`` accepts (``lamina save``)."""
+        ...
+
+    def fsck(self, *, deep: bool = False, repair: bool = False) -> FsckReport:
+        """Checks the store's consistency, repairing what is safe with ``repair``."""
+        ...
+
+    def frees(self, ref: str) -> int:
+        """Bytes removing this image, tag or cache entry alone would free now."""
+        ...
+
+    def parent_images(self) -> set[str]:
+        """IDs of the images another image was built FROM (intermediate when untagged)."""
+        ...

@@ -14,6 +14,7 @@ Every error carries a one-line, user-ready message (``str(exc)``). Library error
     ├── StoreError                 the store is unusable, locked, or corrupt
     │   ├── NotFound               an image, tag, layer or cache entry that does not exist
     │   └── InUse                  a removal that something else still needs
+    │       └── RmiError           an ``rmi`` that stopped part-way (``done``: what it did)
     ├── ArchiveError               an archive that cannot be imported, loaded or saved safely
     └── EngineUnavailable          a backend (the Docker Engine) that cannot be reached or used
 """
@@ -106,6 +107,22 @@ class NotFound(StoreError):
 
 class InUse(StoreError):
     """A removal refused because something still references the object."""
+
+
+class RmiError(InUse):
+    """An ``rmi`` that stopped part-way.
+
+    Args:
+        message: the failure, one line.
+        done: the ``Untagged:``/``Deleted:`` lines of what was done before it.
+        cause: the error that stopped it (its exit code is kept).
+    """
+
+    def __init__(self, message: str, done: list[str], cause: LaminaError) -> None:
+        super().__init__(message)
+        self.done = done
+        self.cause = cause
+        self.exit_code = cause.exit_code
 
 
 class ArchiveError(LaminaError):

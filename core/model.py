@@ -7,7 +7,7 @@ always full ``sha256:<hex>`` strings; shorten them only for display.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -150,3 +150,57 @@ class BuildRequest:
     no_cache: bool = False
     dry_run: bool = False
     network: str = "host"
+
+
+@dataclass(frozen=True)
+class FsckProblem:
+    """One inconsistency ``fsck`` found in a local store.
+
+    Attributes:
+        kind: a stable word (``missing-layer-dir``, ``corrupt-layer``, ``missing-config``,
+            ``bad-config``, ``chain-mismatch``, ``missing-layer``, ``broken-parent``,
+            ``cache-missing-layer``, ``cache-missing-config``, ``leftover``,
+            ``unindexed-layer``, ``interrupted-build``).
+        subject: the image ID, chainID, cache key, path or build ID concerned.
+        message: one line for a user.
+        repairable: whether ``--repair`` may fix it.
+        repaired: whether this run fixed it.
+    """
+
+    kind: str
+    subject: str
+    message: str
+    repairable: bool
+    repaired: bool = False
+
+
+@dataclass(frozen=True)
+class FsckReport:
+    """What ``fsck`` found and fixed."""
+
+    problems: tuple[FsckProblem, ...]
+    layers: int
+    images: int
+    cache: int
+    deep: bool
+    repaired: bool
+
+    @property
+    def remaining(self) -> tuple[FsckProblem, ...]:
+        """Problems not fixed by this run."""
+        return tuple(p for p in self.problems if not p.repaired)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing remains to fix (the exit status is 0)."""
+        return not self.remaining
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "ok": self.ok,
+            "deep": self.deep,
+            "repair": self.repaired,
+            "checked": {"layers": self.layers, "images": self.images, "cache": self.cache},
+            "problems": [asdict(p) for p in self.problems],
+        }

@@ -1,18 +1,71 @@
-"""Messages the app's workers post back to the UI thread.
+"""The app's messages: what views ask of the main screen, and what its workers report.
 
-Workers never touch widgets: they call the engine and post one of these (past tense,
-they report what happened) to the widget that asked. Each carries plain core records.
+Views never call the engine or start workers. They post a ``...Requested`` message;
+the main screen runs the engine call in a thread worker, which posts one of the
+``...Loaded``/``...Planned``/``...Applied`` reports back to the screen (past tense:
+they say what happened), and the screen hands the result down to the view. Each
+carries plain core records.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from textual.message import Message
 
-from lamina.core.events import BuildEvent
-from lamina.core.model import BuildRecord, FileChange, HistoryEntry, ImageSummary, LayerInfo
+from lamina.core import (
+    Analysis,
+    BuildEvent,
+    BuildRecord,
+    DiskUsage,
+    FileChange,
+    HistoryEntry,
+    ImageSummary,
+    LayerInfo,
+    PrunePlan,
+    PruneRequest,
+    PruneResult,
+)
+
+# ------------------------------------------------------------- views ask
+
+
+@dataclass
+class LayerChangesRequested(Message):
+    """The cursor rested on a layer: its file changes are wanted."""
+
+    chain_id: str
+
+
+@dataclass
+class ImageDetailsRequested(Message):
+    """The cursor rested on an image: its history and analysis are wanted."""
+
+    ref: str
+
+
+@dataclass
+class RebuildRequested(Message):
+    """The user asked to rerun a recorded build."""
+
+    build: BuildRecord
+
+
+@dataclass
+class WhatIfRequested(Message):
+    """The user asked what a rerun of a recorded build would hit and miss."""
+
+    build: BuildRecord
+
+
+@dataclass
+class PruneRequested(Message):
+    """The user asked to prune; the plan is shown for confirmation first."""
+
+    request: PruneRequest
+
+
+# ------------------------------------------------------- workers report
 
 
 @dataclass
@@ -36,8 +89,8 @@ class BuildsLoaded(Message):
 class DiskUsageLoaded(Message):
     """Disk accounting and the dangling-prune preview were computed."""
 
-    usage: Any  # lamina.core.accounting.usage.DiskUsage
-    dangling_plan: Any | None  # lamina.core.accounting.plans.PrunePlan, or None if planning failed
+    usage: DiskUsage
+    dangling_plan: PrunePlan | None  # None if planning failed
 
 
 @dataclass
@@ -54,7 +107,7 @@ class ImageDetailsLoaded(Message):
 
     ref: str
     history: list[HistoryEntry]
-    analysis: Any | None  # lamina.core.accounting.dive.Analysis
+    analysis: Analysis | None
     analysis_error: str | None
 
 
@@ -62,14 +115,14 @@ class ImageDetailsLoaded(Message):
 class PrunePlanned(Message):
     """A dry-run prune plan is ready for confirmation."""
 
-    plan: Any  # lamina.core.accounting.plans.PrunePlan
+    plan: PrunePlan
 
 
 @dataclass
 class PruneApplied(Message):
     """A confirmed prune plan was applied."""
 
-    result: Any  # lamina.core.accounting.plans.PruneResult
+    result: PruneResult
 
 
 @dataclass
@@ -86,12 +139,4 @@ class BuildEnded(Message):
 
     dry_run: bool
     ok: bool
-    message: str
-
-
-@dataclass
-class EngineCallFailed(Message):
-    """An engine call raised; ``message`` is one line for the user."""
-
-    action: str
     message: str

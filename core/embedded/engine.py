@@ -1,22 +1,24 @@
-"""``EmbeddedEngine``: the ``Engine`` Protocol over a local store in ``$LAMINA_HOME``."""
+"""``EmbeddedEngine``: the ``Engine`` and ``LocalStore`` Protocols over a store in ``$LAMINA_HOME``."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lamina.core.digest import chain_ids, is_digest
 from lamina.core.embedded.store import Store, normalize_tag
 from lamina.core.embedded.store.images import parse_created
-from lamina.core.errors import InUse, LaminaError, NotFound, UsageError
+from lamina.core.errors import InUse, LaminaError, NotFound, RmiError, UsageError
 from lamina.core.events import BuildEvent
 from lamina.core.model import (
     BuildRecord,
     BuildRequest,
     FileChange,
+    FsckReport,
     HistoryEntry,
     ImageSummary,
     LayerInfo,
@@ -33,15 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-
-class RmiError(InUse):
-    """An ``rmi`` that stopped part-way; ``done`` holds what it did before failing."""
-
-    def __init__(self, message: str, done: list[str], cause: LaminaError) -> None:
-        super().__init__(message)
-        self.done = done
-        self.cause = cause
-        self.exit_code = cause.exit_code
+__all__ = ["EmbeddedEngine", "RmiError"]
 
 
 class EmbeddedEngine:
@@ -264,6 +258,58 @@ class EmbeddedEngine:
 
         return apply_prune(self.store, plan)
 
+    @property
+    def differences(self) -> tuple[str, ...]:
+        """None: lamina's own numbers are the store's."""
+        return ()
+
     def close(self) -> None:
         """Closes the store."""
         self.store.close()
+
+    # -- what only a local store does (the LocalStore Protocol) -------------------------
+
+    def tmpdir(self, prefix: str) -> AbstractContextManager[Path]:
+        """A fresh ``home/tmp/<prefix>-<random>/``, removed on exit (GC leaves it alone)."""
+        return self.store.tmpdir(prefix)
+
+    def import_rootfs(self, tar: Path, ref: str = "", message: str = "") -> ImageSummary:
+        """A one-layer image from a root filesystem tar, tagged ``ref`` if given."""
+        from lamina.core.embedded.archive import import_rootfs
+
+        return import_rootfs(self.store, tar, ref, message)
+
+    def load_archive(self, path: Path) -> list[ImageSummary]:
+        """Images from a ``docker save`` tar or an OCI layout (directory or tar)."""
+        from lamina.core.embedded.archive import load_archive
+
+        return load_archive(self.store, path)
+
+    def save_archive(self, refs: list[str], out: Path) -> None:
+        """Writes the images ``refs`` name to a tar that ``docker load`` accepts."""
+        from lamina.core.embedded.archive import save_archive
+
+        save_archive(self.store, refs, out)
+
+    def fsck(self, *, deep: bool = False, repair: bool = False) -> FsckReport:
+        """Checks the store's consistency; with ``repair``, fixes what is safe."""
+        from lamina.core.embedded.fsck import fsck
+
+        return fsck(self.store, deep=deep, repair=repair)
+
+    def frees(self, ref: str) -> int:
+        """Bytes removing this image, tag or cache entry alone would free now."""
+        from lamina.core.embedded.usage import frees
+
+        return frees(self.store, ref)
+
+    def parent_images(self) -> set[str]:
+        """IDs of the images another image was built FROM."""
+        return self.store.images.parents()
+
+
+if TYPE_CHECKING:
+    from lamina.core.engine import LocalStore
+
+    # mypy proves here that the class implements the Protocol it is checked against.
+    _IMPLEMENTS: type[LocalStore] = EmbeddedEngine

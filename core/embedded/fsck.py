@@ -22,8 +22,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lamina.core.accounting.graph import (
     Liveness,
@@ -44,65 +43,13 @@ from lamina.core.embedded.trash import (
     unindexed_layer_dirs,
 )
 from lamina.core.errors import LaminaError, StoreError
+from lamina.core.model import FsckProblem as Problem
+from lamina.core.model import FsckReport
 
 if TYPE_CHECKING:
     from lamina.core.embedded.store import Store
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One inconsistency.
-
-    Attributes:
-        kind: a stable word (``missing-layer-dir``, ``corrupt-layer``, ``missing-config``,
-            ``bad-config``, ``chain-mismatch``, ``missing-layer``, ``broken-parent``,
-            ``cache-missing-layer``, ``cache-missing-config``, ``leftover``,
-            ``unindexed-layer``, ``interrupted-build``).
-        subject: the image ID, chainID, cache key, path or build ID concerned.
-        message: one line for a user.
-        repairable: whether ``--repair`` may fix it.
-        repaired: whether this run fixed it.
-    """
-
-    kind: str
-    subject: str
-    message: str
-    repairable: bool
-    repaired: bool = False
-
-
-@dataclass(frozen=True)
-class FsckReport:
-    """What ``fsck`` found and fixed."""
-
-    problems: tuple[Problem, ...]
-    layers: int
-    images: int
-    cache: int
-    deep: bool
-    repaired: bool
-
-    @property
-    def remaining(self) -> tuple[Problem, ...]:
-        """Problems not fixed by this run."""
-        return tuple(p for p in self.problems if not p.repaired)
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing remains to fix (the exit status is 0)."""
-        return not self.remaining
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return {
-            "ok": self.ok,
-            "deep": self.deep,
-            "repair": self.repaired,
-            "checked": {"layers": self.layers, "images": self.images, "cache": self.cache},
-            "problems": [asdict(p) for p in self.problems],
-        }
 
 
 def fsck(

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from lamina.tui.cli import main
-from lamina.tui.cli.images import human_duration, human_size
 
 
 @pytest.fixture
@@ -152,37 +151,3 @@ def test_rmi_needs_force_for_several_tags(loaded: Path, capsys: pytest.CaptureFi
     assert code == 1 and "must be forced" in err
     code, out, _ = run(capsys, "rmi", "-f", "75ae28b8ebf8")
     assert code == 0 and out.splitlines()[-1].startswith("Deleted: sha256:75ae28b8ebf8")
-
-
-@pytest.mark.parametrize(
-    ("n", "text"),
-    [
-        (0, "0B"),
-        (999, "999B"),
-        (1000, "1kB"),
-        (12288, "12.3kB"),
-        (1433600, "1.43MB"),
-        (5_000_000_000, "5GB"),
-    ],
-)
-def test_human_size_is_decimal_like_docker(n: int, text: str) -> None:
-    assert human_size(n) == text
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [
-        (0.5, "Less than a second"),
-        (30, "30 seconds"),
-        (61, "About a minute"),
-        (600, "10 minutes"),
-        (3600, "About an hour"),
-        (5 * 3600, "5 hours"),
-        (3 * 86400, "3 days"),
-        (20 * 86400, "2 weeks"),
-        (90 * 86400, "3 months"),
-        (800 * 86400, "2 years"),
-    ],
-)
-def test_human_duration_like_docker(seconds: float, text: str) -> None:
-    assert human_duration(seconds) == text

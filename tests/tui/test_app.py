@@ -11,12 +11,12 @@ from textual.worker import WorkerFailed
 
 from lamina.core.engine import Engine
 from lamina.tui.app import LaminaApp, make_app
+from lamina.tui.format import instruction
 from lamina.tui.screens.confirm import ConfirmPruneScreen, WhatIfScreen
 from lamina.tui.screens.help import HelpScreen
 from lamina.tui.screens.main import MainScreen
 from lamina.tui.widgets.builds import BuildsView
 from lamina.tui.widgets.disk import DiskView
-from lamina.tui.widgets.format import instruction
 from lamina.tui.widgets.images import ImagesView
 from lamina.tui.widgets.layers import LayersView
 from lamina.tui.widgets.learn import LearnView
@@ -261,7 +261,7 @@ async def test_rebuild_hits_every_step(fresh_demo: Path) -> None:
             assert view.selected_id == rebuilt.id
             log_lines = view.query_one("#build-log").lines  # type: ignore[attr-defined]
             assert any("HIT" in line for line in log_lines)
-            assert not app.building.is_set()
+            assert not main_screen(app).building
     finally:
         engine.close()
 
@@ -348,14 +348,14 @@ async def test_cancel_stops_a_running_rebuild(fresh_demo: Path) -> None:
                 if running.status == "running" and any(s for s in running.steps):
                     break
                 await pilot.pause(0.05)
-            assert app.building.is_set()
+            assert main_screen(app).building
             await pilot.press("x")
             # A cancelled thread worker counts as done at once; its thread winds the
             # build down (kills the sandbox, records the cancellation) right after.
-            while app.building.is_set() and time.monotonic() - started < 45:
+            while main_screen(app).building and time.monotonic() - started < 45:
                 await pilot.pause(0.05)
             await settle(app, pilot)
-            assert not app.building.is_set(), "cancel did not stop the sleeping step"
+            assert not main_screen(app).building, "cancel did not stop the sleeping step"
             newest = engine.builds(limit=1)[0]
             assert newest.status == "cancelled"
             assert "cancelled" in " ".join(view.query_one("#build-log").lines)  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from lamina.core.errors import LaminaError, UsageError
+from lamina.core import LaminaError, UsageError
 from lamina.tui.cli.context import CliContext
 
 # Verb groups, in the order `lamina --help` lists them.

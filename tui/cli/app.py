@@ -9,11 +9,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from lamina.core.open import default_home
+from lamina.core import EngineUnavailable, default_home
 from lamina.tui.cli.context import CliContext
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds ``lamina app`` and ``lamina demo``."""
     app = sub.add_parser(
         "app",
@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _run_app(ctx: CliContext) -> int:
-    from lamina.core.errors import EngineUnavailable
+    # Textual loads only when the app opens, never for the other verbs.
     from lamina.tui.app import make_app
 
     try:
@@ -74,10 +74,11 @@ def open_app(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def run_demo(args: argparse.Namespace, ctx: CliContext) -> int:
     """Creates (or reuses) the demo in the embedded store, then opens the app."""
-    from lamina.core.demo.workspace import create_demo
+    from lamina.core import create_demo
 
+    store = ctx.local_store("`lamina demo`", "run it without --engine docker")
     workspace = args.workspace or default_home().parent / "lamina-demo"
-    result = create_demo(ctx.engine, workspace)
+    result = create_demo(store, workspace)
     for line in result.summary_lines():
         print(line)
     if args.no_open:

@@ -10,12 +10,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from lamina.core.embedded.store import Store
-from lamina.core.errors import UsageError
+from lamina.core import LocalStore, UsageError
 from lamina.tui.cli.context import CliContext
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds ``import``, ``load`` and ``save``."""
     p = sub.add_parser("import", help="make a one-layer image from a root filesystem tar")
     p.add_argument("-m", "--message", default="", help="history comment for the image")
@@ -42,17 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_save)
 
 
-def _store(ctx: CliContext, verb: str) -> Store:
-    store = getattr(ctx.engine, "store", None)
-    if not isinstance(store, Store):
-        raise UsageError(
-            f"`lamina {verb}` works on the embedded store; with a Docker Engine use `docker {verb}`"
-        )
-    return store
+def _store(ctx: CliContext, verb: str) -> LocalStore:
+    return ctx.local_store(f"`lamina {verb}`", f"with a Docker Engine use `docker {verb}`")
 
 
 @contextmanager
-def _input_path(store: Store, name: str) -> Iterator[Path]:
+def _input_path(store: LocalStore, name: str) -> Iterator[Path]:
     """``name`` as a path; ``-`` spools stdin into the store's tmp (tars need seeking)."""
     if name != "-":
         yield Path(name)
@@ -69,11 +63,9 @@ def _input_path(store: Store, name: str) -> Iterator[Path]:
 def cmd_import(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina import FILE [REF]``: prints the new image ID."""
     out = out or sys.stdout
-    from lamina.core.embedded.archive import import_rootfs
-
     store = _store(ctx, "import")
     with _input_path(store, args.file) as path:
-        image = import_rootfs(store, path, args.ref, args.message)
+        image = store.import_rootfs(path, args.ref, args.message)
     print(image.id, file=out)
     return 0
 
@@ -81,11 +73,9 @@ def cmd_import(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = N
 def cmd_load(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina load -i FILE``: prints ``Loaded image: name:tag`` per tag (or the ID)."""
     out = out or sys.stdout
-    from lamina.core.embedded.archive import load_archive
-
     store = _store(ctx, "load")
     with _input_path(store, args.input) as path:
-        images = load_archive(store, path)
+        images = store.load_archive(path)
     if not args.quiet:
         for image in images:
             if image.tags:
@@ -98,8 +88,5 @@ def cmd_load(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = Non
 
 def cmd_save(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina save -o FILE IMAGE...``."""
-    out = out or sys.stdout
-    from lamina.core.embedded.archive import save_archive
-
-    save_archive(_store(ctx, "save"), list(args.refs), Path(args.output))
+    _store(ctx, "save").save_archive(list(args.refs), Path(args.output))
     return 0

@@ -19,21 +19,22 @@ import threading
 from pathlib import Path
 from typing import Any, TextIO
 
-from lamina.core.errors import UsageError
-from lamina.core.events import (
+from lamina.core import (
     BuildEvent,
     BuildFailed,
     BuildFinished,
+    BuildRequest,
     BuildStarted,
     StepFinished,
     StepOutput,
     StepStarted,
+    UsageError,
+    short_digest,
 )
-from lamina.core.model import BuildRequest
 from lamina.tui.cli.context import CliContext
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds ``lamina build``."""
     p = sub.add_parser("build", help="build an image from a Dockerfile")
     p.add_argument("-t", "--tag", action="append", default=[], help="name:tag for the image")
@@ -83,10 +84,6 @@ def request_from_args(args: argparse.Namespace) -> BuildRequest:
     )
 
 
-def _short(digest: str | None) -> str:
-    return (digest or "").split(":", 1)[-1][:12]
-
-
 class _Plain:
     def __init__(self, out: TextIO) -> None:
         self.out = out
@@ -110,12 +107,12 @@ class _Plain:
             elif step.cached is False and step.reason is not None:
                 w(f" ---> MISS ({step.reason.get('kind')}): {step.reason.get('message')}\n")
             if step.layer:
-                w(f" ---> layer {_short(step.layer)}\n")
+                w(f" ---> layer {short_digest(step.layer)}\n")
         elif isinstance(ev, BuildFinished):
             if ev.image is None:
                 w("Dry run: nothing was built\n")
             else:
-                w(f"Successfully built {_short(ev.image)}\n")
+                w(f"Successfully built {short_digest(ev.image)}\n")
                 for tag in ev.tags:
                     w(f"Successfully tagged {tag}\n")
         self.out.flush()

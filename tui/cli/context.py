@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
-from lamina.core.engine import Engine
-from lamina.core.open import open_engine
+from lamina.core import Engine, LocalStore, UsageError, open_engine
+
+# What the refusal says when no better advice applies.
+NOT_FOR_DOCKER = "it does not apply to --engine docker"
+
+
+def local_only(what: str, instead: str = NOT_FOR_DOCKER) -> UsageError:
+    """The one-line refusal of a verb that needs lamina's own store.
+
+    Args:
+        what: the verb or option, as the user typed it (``lamina fsck``, ``--frees``).
+        instead: what to do instead.
+    """
+    return UsageError(f"{what} works on lamina's own store; {instead}")
 
 
 @dataclass
@@ -18,6 +31,18 @@ class CliContext:
         if self._engine is None:
             self._engine = open_engine(self.engine_kind)
         return self._engine
+
+    @property
+    def wants_docker(self) -> bool:
+        """Whether ``--engine``/``$LAMINA_ENGINE`` chose Docker (known without opening it)."""
+        return (self.engine_kind or os.environ.get("LAMINA_ENGINE")) == "docker"
+
+    def local_store(self, what: str, instead: str = NOT_FOR_DOCKER) -> LocalStore:
+        """The engine, if it is lamina's own store; else a ``UsageError`` naming ``what``."""
+        engine = self.engine
+        if not isinstance(engine, LocalStore):
+            raise local_only(what, instead)
+        return engine
 
     def close(self) -> None:
         if self._engine is not None:

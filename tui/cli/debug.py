@@ -10,12 +10,11 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from lamina.core.dockerfile.parser import parse
-from lamina.core.errors import DockerfileError
+from lamina.core import DockerfileError
 from lamina.tui.cli.context import CliContext
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds ``debug`` and its verbs (``parse``)."""
     debug = sub.add_parser("debug", help="inspect lamina's internals (Dockerfile AST)")
     verbs = debug.add_subparsers(dest="debug_command", metavar="COMMAND", parser_class=type(debug))
@@ -55,9 +54,11 @@ def _read(name: str) -> str:
 
 def cmd_parse(args: argparse.Namespace, ctx: CliContext) -> int:
     """Print the AST dump of ``args.file``; parse errors name the file and line."""
+    from lamina.core import parse_dockerfile
+
     name = args.file
     shown = "<stdin>" if name == "-" else name
-    result = parse(_read(name), shown)
+    result = parse_dockerfile(_read(name), shown)
     for warning in result.warnings:
         print(f"lamina: warning: {shown}: {warning}", file=sys.stderr)
     out = sys.stdout

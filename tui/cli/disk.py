@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
-from typing import Any
+from typing import TYPE_CHECKING
 
-from lamina.core.errors import UsageError
-from lamina.core.filters import parse_size
-from lamina.tui.cli.context import CliContext
+from lamina.core import UsageError, default_home, parse_size, short_digest
+from lamina.tui.cli.context import CliContext, local_only
+from lamina.tui.format import ago, size
 
-_UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
+if TYPE_CHECKING:
+    from lamina.core import DiskUsage, PrunePlan
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds ``system df``, ``system prune``, ``image prune``, ``builder prune``, ``fsck``."""
     system = _group(sub, "system", "disk usage and pruning of the whole store")
     p = system.add_parser("df", help="show disk usage and what pruning would reclaim")
@@ -69,7 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_fsck)
 
 
-def _group(sub: argparse._SubParsersAction, name: str, help_: str) -> argparse._SubParsersAction:  # type: ignore[type-arg]
+def _group(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_: str
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
     """The sub-verbs of ``name``, reusing the group if another module created it."""
     parser = sub.choices.get(name)
     if parser is None:
@@ -98,27 +99,8 @@ def _prune_options(p: argparse.ArgumentParser, filters: bool, keep_storage: bool
     p.add_argument("--format", choices=("table", "json"), default="table")
 
 
-def human_size(n: int) -> str:
-    """Decimal units with three significant digits, like Docker (``16.4MB``)."""
-    value = float(n)
-    for unit in _UNITS:
-        if value < 1000 or unit == _UNITS[-1]:
-            text = f"{value:.3g}" if unit != "B" else str(int(value))
-            return f"{text}{unit}"
-        value /= 1000
-    return f"{n}B"  # pragma: no cover - the loop always returns
-
-
 def _percent(part: int, whole: int) -> str:
     return f" ({round(100 * part / whole)}%)" if whole else ""
-
-
-def _ago(when: float, now: float) -> str:
-    secs = max(0.0, now - when)
-    for unit, span in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if secs >= 2 * span:
-            return f"{int(secs // span)} {unit} ago"
-    return "Less than a minute ago" if secs < 60 else "About a minute ago"
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -149,19 +131,19 @@ def cmd_df(args: argparse.Namespace, ctx: CliContext) -> int:
                 names.get(c.name, c.name),
                 str(c.count),
                 str(c.active),
-                human_size(c.size),
-                human_size(c.reclaimable) + _percent(c.reclaimable, c.size),
+                size(c.size, docker=True),
+                size(c.reclaimable, docker=True) + _percent(c.reclaimable, c.size),
             ]
         )
     print(_table(rows))
     print()
     print(
-        f"Reclaimable by `system prune`: {human_size(usage.reclaimable)}"
-        f" (with -a: {human_size(usage.reclaimable_all)})"
+        f"Reclaimable by `system prune`: {size(usage.reclaimable, docker=True)}"
+        f" (with -a: {size(usage.reclaimable_all, docker=True)})"
     )
     if usage.fs_total:
         print(
-            f"Store {usage.home}: {human_size(usage.fs_free)} free of {human_size(usage.fs_total)}"
+            f"Store {usage.home}: {size(usage.fs_free, docker=True)} free of {size(usage.fs_total, docker=True)}"
         )
     if args.verbose:
         _df_verbose(usage)
@@ -171,7 +153,7 @@ def cmd_df(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def _print_differences(ctx: CliContext) -> None:
     """Where the engine's own numbers differ from lamina's (the Docker backend says why)."""
-    differences = getattr(ctx.engine, "differences", ())
+    differences = ctx.engine.differences
     if differences:
         print("\nWhere Docker's own numbers differ from lamina's:")
         for line in differences:
@@ -179,23 +161,18 @@ def _print_differences(ctx: CliContext) -> None:
 
 
 def _frees(args: argparse.Namespace, ctx: CliContext) -> int:
-    from lamina.core.embedded.usage import frees
-
-    store = getattr(ctx.engine, "store", None)
-    if store is None:
-        raise UsageError("--frees needs lamina's own store; it does not apply to --engine docker")
+    store = ctx.local_store("`--frees`")
     # Resolve every ref first: a missing one fails before anything is printed.
-    answers = {ref: frees(store, ref) for ref in args.frees}
+    answers = {ref: store.frees(ref) for ref in args.frees}
     if args.format == "json":
         print(json.dumps({"frees": answers}, indent=2, sort_keys=True))
     else:
         for ref, n in answers.items():
-            print(f"{ref}: removing it frees {human_size(n)} ({n} bytes)")
+            print(f"{ref}: removing it frees {size(n, docker=True)} ({n} bytes)")
     return 0
 
 
-def _df_verbose(usage: Any) -> None:
-    now = time.time()
+def _df_verbose(usage: DiskUsage) -> None:
     print("\nImages space usage:\n")
     rows = [
         ["REPOSITORY:TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "FREES"]
@@ -205,12 +182,12 @@ def _df_verbose(usage: Any) -> None:
             rows.append(
                 [
                     tag,
-                    i.id[7:19],
-                    _ago(i.created, now),
-                    human_size(i.size),
-                    human_size(i.shared_size),
-                    human_size(i.unique_size),
-                    human_size(i.frees),
+                    short_digest(i.id),
+                    ago(i.created, docker=True),
+                    size(i.size, docker=True),
+                    size(i.shared_size, docker=True),
+                    size(i.unique_size, docker=True),
+                    size(i.frees, docker=True),
                 ]
             )
     print(_table(rows))
@@ -219,8 +196,8 @@ def _df_verbose(usage: Any) -> None:
     for layer in usage.layers:
         rows.append(
             [
-                layer.chain_id[7:19],
-                human_size(layer.size),
+                short_digest(layer.chain_id),
+                size(layer.size, docker=True),
                 str(len(layer.images)),
                 str(len(layer.cache)),
                 (layer.created_by or "")[:45],
@@ -232,13 +209,13 @@ def _df_verbose(usage: Any) -> None:
     for c in usage.cache:
         rows.append(
             [
-                c.key[7:19],
-                human_size(c.size),
-                _ago(c.created, now),
-                _ago(c.last_used, now),
+                short_digest(c.key),
+                size(c.size, docker=True),
+                ago(c.created, docker=True),
+                ago(c.last_used, docker=True),
                 str(c.use_count),
                 "true" if c.shared else "false",
-                human_size(c.frees),
+                size(c.frees, docker=True),
                 c.instruction[:45],
             ]
         )
@@ -246,7 +223,7 @@ def _df_verbose(usage: Any) -> None:
 
 
 def cmd_prune(args: argparse.Namespace, ctx: CliContext) -> int:
-    from lamina.core.accounting.plans import PruneRequest
+    from lamina.core import PruneRequest
 
     keep = getattr(args, "keep_storage", None)
     request = PruneRequest(
@@ -266,7 +243,7 @@ def cmd_prune(args: argparse.Namespace, ctx: CliContext) -> int:
             print("Would remove:" if lines else "Nothing to remove.")
             for line in lines:
                 print(f"  {line}")
-            print(f"Total reclaimable space: {human_size(plan.reclaimable_bytes)}")
+            print(f"Total reclaimable space: {size(plan.reclaimable_bytes, docker=True)}")
             _print_differences(ctx)
         return 0
     if not args.force and not plan.empty:
@@ -293,11 +270,11 @@ def cmd_prune(args: argparse.Namespace, ctx: CliContext) -> int:
         print(f"Swept leftovers: {len(result.leftovers)}")
     for s in result.skipped:
         print(f"kept {s.kind} {s.id}: {s.reason}", file=sys.stderr)
-    print(f"Total reclaimed space: {human_size(result.reclaimed_bytes)}")
+    print(f"Total reclaimed space: {size(result.reclaimed_bytes, docker=True)}")
     return 0
 
 
-def _confirm(plan: Any) -> None:
+def _confirm(plan: PrunePlan) -> None:
     """Asks on the terminal; refuses when stdin is not one."""
     if not sys.stdin or not sys.stdin.isatty():
         raise UsageError(
@@ -306,7 +283,7 @@ def _confirm(plan: Any) -> None:
     print("WARNING! This will remove:")
     for line in plan.describe():
         print(f"  - {line}")
-    print(f"and free {human_size(plan.reclaimable_bytes)}.")
+    print(f"and free {size(plan.reclaimable_bytes, docker=True)}.")
     print("Are you sure you want to continue? [y/N] ", end="", flush=True)
     answer = sys.stdin.readline().strip().lower()
     if answer not in ("y", "yes"):
@@ -314,14 +291,9 @@ def _confirm(plan: Any) -> None:
 
 
 def cmd_fsck(args: argparse.Namespace, ctx: CliContext) -> int:
-    from lamina.core.embedded.fsck import fsck
-
     if args.rebuild_index:
         return _rebuild_index(args, ctx)
-    store = getattr(ctx.engine, "store", None)
-    if store is None:
-        raise UsageError("fsck checks lamina's own store; it does not apply to --engine docker")
-    report = fsck(store, deep=args.deep, repair=args.repair)
+    report = ctx.local_store("`lamina fsck`").fsck(deep=args.deep, repair=args.repair)
     if args.format == "json":
         print(json.dumps(report.to_json(), indent=2, sort_keys=True))
     else:
@@ -341,11 +313,11 @@ def cmd_fsck(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def _rebuild_index(args: argparse.Namespace, ctx: CliContext) -> int:
-    from lamina.core.embedded.store.recover import rebuild_index
-    from lamina.core.open import default_home
+    from lamina.core import rebuild_index
 
-    if (ctx.engine_kind or os.environ.get("LAMINA_ENGINE")) == "docker":
-        raise UsageError("fsck checks lamina's own store; it does not apply to --engine docker")
+    # Not through ctx.engine: the store refuses to open while its index is lost.
+    if ctx.wants_docker:
+        raise local_only("`lamina fsck`")
     if args.repair or args.deep:
         raise UsageError("--rebuild-index cannot be combined with --repair or --deep")
     report = rebuild_index(default_home())

@@ -11,21 +11,18 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TextIO
 
-import humanize
-
-from lamina.core.errors import LaminaError, NotFound
-from lamina.core.model import HistoryEntry, ImageSummary
+from lamina.core import HistoryEntry, ImageSummary, LocalStore, NotFound, RmiError, short_digest
 from lamina.tui.cli.context import CliContext
+from lamina.tui.format import ago, size
 
 NONE = "<none>"
 CREATED_BY_WIDTH = 45
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds ``images``, ``history``, ``inspect``, ``tag`` and ``rmi``."""
     p = sub.add_parser("images", help="list images")
     p.add_argument("-a", "--all", action="store_true", help="also show untagged parent images")
@@ -58,48 +55,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_rmi)
 
 
-def human_size(n: int) -> str:
-    """Bytes as Docker shows them: decimal units, three significant digits, no space."""
-    if n < 1000:
-        return f"{n}B"
-    return str(humanize.naturalsize(n, binary=False, format="%.3g")).replace(" ", "")
-
-
-def human_duration(seconds: float) -> str:
-    """A duration in the words of Docker's ``units.HumanDuration``."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = int(seconds / 60)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600) // 24 // 365} years"
-
-
-def since(ts: float, now: Callable[[], float] = time.time) -> str:
-    """``2 weeks ago`` like Docker's CREATED column, or ``N/A`` for an unknown time."""
-    if not ts:
-        return "N/A"
-    return human_duration(max(0.0, now() - ts)) + " ago"
-
-
 def iso(ts: float) -> str:
     if not ts:
         return ""
@@ -107,7 +62,7 @@ def iso(ts: float) -> str:
 
 
 def short_id(image_id: str, full: bool = False) -> str:
-    return image_id if full else image_id.split(":", 1)[-1][:12]
+    return image_id if full else short_digest(image_id)
 
 
 def print_table(rows: list[list[str]], out: TextIO) -> None:
@@ -119,14 +74,9 @@ def print_table(rows: list[list[str]], out: TextIO) -> None:
 
 
 def _parents(ctx: CliContext) -> set[str]:
-    """IDs of images another image was built FROM (only the embedded store records it)."""
-    store = getattr(ctx.engine, "store", None)
-    if store is None:
-        return set()
-    rows = store.index.connection().execute(
-        "SELECT DISTINCT parent FROM images WHERE parent IS NOT NULL"
-    )
-    return {str(r[0]) for r in rows}
+    """IDs of images another image was built FROM (only lamina's own store records it)."""
+    engine = ctx.engine
+    return engine.parent_images() if isinstance(engine, LocalStore) else set()
 
 
 def _matching(images: list[ImageSummary], ref: str) -> list[ImageSummary]:
@@ -183,8 +133,8 @@ def cmd_images(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = N
                         "Repository": repo,
                         "Tag": tag,
                         "CreatedAt": iso(image.created),
-                        "CreatedSince": since(image.created),
-                        "Size": human_size(image.size),
+                        "CreatedSince": ago(image.created, docker=True),
+                        "Size": size(image.size, docker=True),
                         "SizeBytes": image.size,
                         "Layers": len(image.layers),
                         "Labels": image.labels,
@@ -200,8 +150,8 @@ def cmd_images(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = N
                 repo,
                 tag,
                 short_id(image.id, args.no_trunc),
-                since(image.created),
-                human_size(image.size),
+                ago(image.created, docker=True),
+                size(image.size, docker=True),
             ]
         )
     print_table(table, out)
@@ -232,9 +182,9 @@ def cmd_history(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = 
                     {
                         "ID": i,
                         "CreatedAt": iso(e.created),
-                        "CreatedSince": since(e.created),
+                        "CreatedSince": ago(e.created, docker=True),
                         "CreatedBy": e.created_by,
-                        "Size": human_size(e.size),
+                        "Size": size(e.size, docker=True),
                         "SizeBytes": e.size,
                         "EmptyLayer": e.empty_layer,
                         "ChainID": e.chain_id,
@@ -247,7 +197,13 @@ def cmd_history(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = 
     table = [["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]]
     for i, e in zip(ids, entries, strict=False):
         table.append(
-            [i, since(e.created), _created_by(e, args.no_trunc), human_size(e.size), e.comment]
+            [
+                i,
+                ago(e.created, docker=True),
+                _created_by(e, args.no_trunc),
+                size(e.size, docker=True),
+                e.comment,
+            ]
         )
     print_table(table, out)
     return 0
@@ -281,8 +237,8 @@ def cmd_rmi(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None
     out = out or sys.stdout
     try:
         lines = ctx.engine.rmi(list(args.refs), force=args.force)
-    except LaminaError as exc:
-        for line in getattr(exc, "done", []):
+    except RmiError as exc:
+        for line in exc.done:
             print(line, file=out)
         raise
     for line in lines:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -11,10 +11,8 @@ from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
-from lamina.core.model import BuildRecord, StepRecord
-from lamina.tui.widgets import format as fmt
-from lamina.tui.widgets.builds import verdict
-from lamina.tui.widgets.disk import plan_lines
+from lamina.core import BuildRecord, PrunePlan, StepRecord
+from lamina.tui import format as fmt
 
 
 class _Confirm(ModalScreen[bool]):
@@ -56,10 +54,10 @@ class ConfirmPruneScreen(_Confirm):
     title_text = "Prune dangling images and their layers?"
     confirm_label = "Prune"
 
-    def __init__(self, plan: Any) -> None:
+    def __init__(self, plan: PrunePlan) -> None:
         super().__init__()
         self.plan = plan
-        self.lines, self.freed = plan_lines(plan)
+        self.lines, self.freed = fmt.plan_lines(plan)
 
     def body(self) -> str:
         if not self.lines:
@@ -87,7 +85,7 @@ class WhatIfScreen(_Confirm):
         for s in self.steps:
             reason = fmt.describe_reason(s.reason)
             rows.append(
-                f"  {verdict(s):<4} {escape(' '.join(s.instruction.split()))}"
+                f"  {fmt.verdict(s):<4} {escape(' '.join(s.instruction.split()))}"
                 + (f"\n        [dim]{escape(reason)}[/]" if reason else "")
             )
         return "\n".join(rows)

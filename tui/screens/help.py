@@ -11,6 +11,8 @@ from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from lamina.tui.screens.main import MainScreen
+
 VIEW_HELP = (
     (
         "1 Layers",
@@ -61,15 +63,12 @@ class HelpScreen(ModalScreen[None]):
     ]
 
     def compose(self) -> ComposeResult:
-        from lamina.tui.screens.main import MainScreen
-
         lines = ["[b]lamina: container image layers and their cache[/b]", ""]
         for title, text in VIEW_HELP:
             lines.append(f"[b $accent]{title}[/]  {escape(text)}")
         lines += ["", "[b]Keys[/b]"]
-        from lamina.tui.app import LaminaApp
-
-        for binding in [*MainScreen.BINDINGS, *LaminaApp.BINDINGS]:
+        # The main screen's keys, then the app's own (help, refresh, quit).
+        for binding in [*MainScreen.BINDINGS, *self.app.BINDINGS]:
             if isinstance(binding, Binding):
                 key = binding.key.replace("question_mark", "?").replace("slash", "/")
                 lines.append(

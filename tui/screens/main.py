@@ -2,30 +2,81 @@
 
 Every key lives here, not on the views, so the footer can show exactly the keys that
 apply to the visible view (``check_action``) wherever the focus is.
+
+Every engine call runs here too, in a thread worker per kind of call. Views post a
+request (``lamina.tui.messages``); the worker calls the engine and posts its result
+back to this screen, which hands it down to the views. Workers never touch widgets,
+and their failures are reported in one place, ``on_worker_state_changed``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+import logging
+import time
+from typing import ClassVar
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.markup import escape
+from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
+from textual.worker import Worker, WorkerState, get_current_worker
 
-from lamina.tui.messages import BuildsLoaded, DiskUsageLoaded, EngineCallFailed, SnapshotLoaded
+from lamina.core import (
+    BuildFailed,
+    BuildFinished,
+    BuildRecord,
+    BuildRequest,
+    Engine,
+    LaminaError,
+    PrunePlan,
+    PruneRequest,
+)
+from lamina.tui import format as fmt
+from lamina.tui.graph import LayerGraph
+from lamina.tui.messages import (
+    BuildEnded,
+    BuildProgressed,
+    BuildsLoaded,
+    DiskUsageLoaded,
+    ImageDetailsLoaded,
+    ImageDetailsRequested,
+    LayerChangesLoaded,
+    LayerChangesRequested,
+    PruneApplied,
+    PrunePlanned,
+    PruneRequested,
+    RebuildRequested,
+    SnapshotLoaded,
+    WhatIfRequested,
+)
+from lamina.tui.screens.confirm import ConfirmPruneScreen, WhatIfScreen
 from lamina.tui.widgets.builds import BuildsView
 from lamina.tui.widgets.disk import DiskView
-from lamina.tui.widgets.graph import LayerGraph
 from lamina.tui.widgets.images import ImagesView
 from lamina.tui.widgets.layers import LayersView
 from lamina.tui.widgets.learn import LearnView
+from lamina.tui.widgets.settling import SETTLE_DELAY
 
-if TYPE_CHECKING:
-    from lamina.tui.app import LaminaApp
+log = logging.getLogger(__name__)
+
+# Above this many images, the layer tree does not read histories for missing instructions.
+HISTORY_LOOKUP_LIMIT = 200
+
+# What a failed worker of each group was doing, for the one-line error.
+GROUP_ACTIONS = {
+    "snapshot": "reading images and layers",
+    "builds": "reading builds",
+    "disk": "computing disk usage",
+    "layer-changes": "reading the layer's files",
+    "image-details": "reading the image's history",
+    "prune-plan": "planning the prune",
+    "prune-apply": "pruning",
+    "build": "building",
+}
 
 # (tab id, title, key)
 VIEWS = (
@@ -51,8 +102,36 @@ VIEW_ACTIONS = {
 }
 
 
+def error_line(error: BaseException | None) -> str:
+    """One line for the user: a LaminaError's message, else the exception's type and text."""
+    if error is None:
+        return "unknown error"
+    if isinstance(error, LaminaError):
+        return str(error)
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def request_for(build: BuildRecord, *, dry_run: bool) -> BuildRequest:
+    """The request that reruns ``build`` from the same Dockerfile and context."""
+    return BuildRequest(
+        context=build.context,
+        dockerfile=build.dockerfile,
+        tags=tuple(build.tags),
+        build_args=dict(build.build_args),
+        target=build.target,
+        dry_run=dry_run,
+    )
+
+
 class MainScreen(Screen[None]):
-    """The tabbed views over one engine."""
+    """The tabbed views over one engine.
+
+    Args:
+        engine: the engine every view reads from and acts through.
+        clock: returns "now" for relative times (fixed in tests and screenshots).
+        settle_delay: seconds the cursor rests on a row before its details are read.
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         *[
@@ -118,22 +197,28 @@ class MainScreen(Screen[None]):
         ),
     ]
 
-    @property
-    def lamina(self) -> LaminaApp:
-        from lamina.tui.app import LaminaApp
+    # A build (or what-if) is running: rebuild, what-if and prune grey out, cancel shows.
+    building: reactive[bool] = reactive(False, bindings=True)
 
-        assert isinstance(self.app, LaminaApp)
-        return self.app
+    def __init__(
+        self, engine: Engine, *, clock: fmt.Clock = time.time, settle_delay: float = SETTLE_DELAY
+    ) -> None:
+        super().__init__()
+        self.engine = engine
+        self.clock = clock
+        self.settle_delay = settle_delay
+        self._disk_pending = False
 
     def compose(self) -> ComposeResult:
+        clock, delay = self.clock, self.settle_delay
         yield Header()
         with TabbedContent(initial="layers", id="views"):
             with TabPane("1 Layers", id="layers"):
-                yield LayersView(id="layers-view")
+                yield LayersView(id="layers-view", clock=clock, settle_delay=delay)
             with TabPane("2 Images", id="images"):
-                yield ImagesView(id="images-view")
+                yield ImagesView(id="images-view", clock=clock, settle_delay=delay)
             with TabPane("3 Builds", id="builds"):
-                yield BuildsView(id="builds-view")
+                yield BuildsView(id="builds-view", clock=clock)
             with TabPane("4 Disk", id="disk"):
                 yield DiskView(id="disk-view")
             with TabPane("5 Learn", id="learn"):
@@ -159,12 +244,11 @@ class MainScreen(Screen[None]):
             self.query_one(target).focus()
 
     def reload(self) -> None:
-        """Asks the engine for everything again (each view reloads its own part)."""
+        """Asks the engine for everything again."""
         self.query_one("#error-bar").display = False
-        app = self.lamina
         self._disk_pending = True  # read once the snapshot is in, so it does not slow it
-        app.load_snapshot(self)
-        app.load_builds(self.query_one(BuildsView))
+        self.load_snapshot()
+        self.load_builds()
 
     @property
     def active_view(self) -> str:
@@ -195,13 +279,11 @@ class MainScreen(Screen[None]):
             return False  # keys of other views are hidden, not greyed out
         builds = self.query_one(BuildsView)
         if action in ("rebuild", "what_if"):
-            return (
-                None if (self.lamina.building.is_set() or builds.selected_build is None) else True
-            )
+            return None if (self.building or builds.selected_build is None) else True
         if action == "cancel_build":
-            return True if self.lamina.building.is_set() else None
+            return True if self.building else None
         if action == "prune":
-            return None if self.lamina.building.is_set() else True
+            return None if self.building else True
         if action in ("sort_images", "reverse_sort"):
             return True
         return True
@@ -221,19 +303,13 @@ class MainScreen(Screen[None]):
         self.query_one(ImagesView).reverse_sort()
 
     def action_rebuild(self) -> None:
-        self.show_view("builds")
-        self.query_one(BuildsView).start(dry_run=False)
-        self.refresh_bindings()
+        self.query_one(BuildsView).request_build(dry_run=False)
 
     def action_what_if(self) -> None:
-        self.show_view("builds")
-        self.query_one(BuildsView).start(dry_run=True)
-        self.refresh_bindings()
+        self.query_one(BuildsView).request_build(dry_run=True)
 
     def action_cancel_build(self) -> None:
-        for worker in self.lamina.workers:
-            if worker.group == "build":
-                worker.cancel()
+        self.workers.cancel_group(self, "build")
 
     def action_prune(self) -> None:
         self.show_view("disk")
@@ -245,54 +321,37 @@ class MainScreen(Screen[None]):
     def action_tour_back(self) -> None:
         self.query_one(LearnView).move_tour(-1)
 
-    # --------------------------------------------------------------- messages
+    # ---------------------------------------------------- what the views ask
 
-    def on_engine_call_failed(self, event: EngineCallFailed) -> None:
-        bar = self.query_one("#error-bar")
-        self.query_one("#error-text", Static).update(
-            f"[b]Failed {escape(event.action)}:[/b] {escape(event.message)}"
-        )
-        bar.display = True
+    def on_layer_changes_requested(self, event: LayerChangesRequested) -> None:
+        self.load_layer_changes(event.chain_id)
+
+    def on_image_details_requested(self, event: ImageDetailsRequested) -> None:
+        self.load_image_details(event.ref)
+
+    def on_rebuild_requested(self, event: RebuildRequested) -> None:
+        self.start_build(event.build, dry_run=False)
+
+    def on_what_if_requested(self, event: WhatIfRequested) -> None:
+        self.start_build(event.build, dry_run=True)
+
+    def start_build(self, build: BuildRecord, *, dry_run: bool) -> None:
+        """Reruns (or predicts) ``build``, its progress live in the Builds view."""
+        if self.building:
+            return
+        self.show_view("builds")
+        self.query_one(BuildsView).begin_live(build, dry_run=dry_run)
+        self.building = True  # before the worker starts, so the keys grey out at once
+        self.run_build(request_for(build, dry_run=dry_run))
+
+    def on_prune_requested(self, event: PruneRequested) -> None:
+        self.plan_prune(event.request)
 
     def on_builds_view_step_selected(self, event: BuildsView.StepSelected) -> None:
         self.query_one(LearnView).step = event.step
         self.query_one(LearnView).build = event.build
 
-    def on_builds_view_state_changed(self, event: BuildsView.StateChanged) -> None:
-        self.refresh_bindings()
-
-    def on_disk_view_pruned(self, event: DiskView.Pruned) -> None:
-        # Pruning changes images and layers too.
-        self.lamina.load_snapshot(self)
-
-    def on_builds_view_built(self, event: BuildsView.Built) -> None:
-        self.lamina.load_snapshot(self)
-        self.lamina.load_disk(self.query_one(DiskView))
-
-    def on_builds_loaded(self, event: BuildsLoaded) -> None:
-        self.query_one(LayersView).builds = event.builds
-        self.query_one(LearnView).set_builds(event.builds)
-
-    def on_builds_view_predicted(self, event: BuildsView.Predicted) -> None:
-        from lamina.tui.screens.confirm import WhatIfScreen
-
-        builds = self.query_one(BuildsView)
-
-        def answered(build_now: bool | None) -> None:
-            builds.show_recorded()
-            if build_now:
-                builds.start(dry_run=False)
-            self.refresh_bindings()
-
-        self.app.push_screen(
-            WhatIfScreen(event.build, event.steps, event.ok, event.message), answered
-        )
-
-    def on_disk_usage_loaded(self, event: DiskUsageLoaded) -> None:
-        # Disk accounting knows which cache entries keep each layer; the Layers view shows it.
-        layers = self.query_one(LayersView)
-        layers.cache_users = {u.chain_id: len(u.cache) for u in event.usage.layers}
-        layers.refresh_info()
+    # ------------------------------------------------ what the workers report
 
     def on_snapshot_loaded(self, event: SnapshotLoaded) -> None:
         graph = LayerGraph(event.images, event.layers, event.instructions)
@@ -301,6 +360,169 @@ class MainScreen(Screen[None]):
             return
         self.query_one(ImagesView).graph = graph
         self.query_one(LearnView).graph = graph
-        if getattr(self, "_disk_pending", False):
+        if self._disk_pending:
             self._disk_pending = False
-            self.lamina.load_disk(self.query_one(DiskView))
+            self.load_disk()
+
+    def on_builds_loaded(self, event: BuildsLoaded) -> None:
+        self.query_one(BuildsView).builds = event.builds
+        # The Layers view shows which build made a layer.
+        self.query_one(LayersView).builds = event.builds
+        self.query_one(LearnView).set_builds(event.builds)
+
+    def on_disk_usage_loaded(self, event: DiskUsageLoaded) -> None:
+        self.query_one(DiskView).show_usage(event.usage, event.dangling_plan)
+        # Disk accounting knows which cache entries keep each layer; the Layers view shows it.
+        layers = self.query_one(LayersView)
+        layers.cache_users = {u.chain_id: len(u.cache) for u in event.usage.layers}
+        layers.refresh_info()
+
+    def on_layer_changes_loaded(self, event: LayerChangesLoaded) -> None:
+        self.query_one(LayersView).show_changes(event.chain_id, event.changes)
+
+    def on_image_details_loaded(self, event: ImageDetailsLoaded) -> None:
+        self.query_one(ImagesView).show_details(
+            event.ref, event.history, event.analysis, event.analysis_error
+        )
+
+    def on_build_progressed(self, event: BuildProgressed) -> None:
+        self.query_one(BuildsView).show_event(event.event)
+
+    def on_build_ended(self, event: BuildEnded) -> None:
+        self.building = False
+        builds = self.query_one(BuildsView)
+        build = builds.live_for
+        builds.end_live(dry_run=event.dry_run, ok=event.ok, message=event.message)
+        if not event.dry_run:
+            # Images, layers and disk usage may have changed too.
+            self.load_builds()
+            self.load_snapshot()
+            self.load_disk()
+            return
+        if build is None:
+            return
+
+        def answered(build_now: bool | None) -> None:
+            builds.show_recorded()
+            if build_now:
+                self.start_build(build, dry_run=False)
+
+        self.app.push_screen(
+            WhatIfScreen(build, list(builds.live_steps), event.ok, event.message), answered
+        )
+
+    def on_prune_planned(self, event: PrunePlanned) -> None:
+        plan = event.plan
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self.apply_prune(plan)
+
+        self.app.push_screen(ConfirmPruneScreen(plan), confirmed)
+
+    def on_prune_applied(self, event: PruneApplied) -> None:
+        self.query_one(DiskView).last_result = event.result
+        self.notify(fmt.prune_result(event.result), title="Pruned")
+        # Pruning changes images and layers too.
+        self.load_snapshot()
+        self.load_disk()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place engine failures surface: a notification and the error bar."""
+        if event.state != WorkerState.ERROR:
+            return
+        action = GROUP_ACTIONS.get(event.worker.group, event.worker.group)
+        message = error_line(event.worker.error)
+        log.warning("%s failed: %s", action, message)
+        self.notify(message, title=f"Failed {action}", severity="error", timeout=8)
+        self.query_one("#error-text", Static).update(
+            f"[b]Failed {escape(action)}:[/b] {escape(message)}"
+        )
+        self.query_one("#error-bar").display = True
+
+    # ---------------------------------------------------------------- workers
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="snapshot")
+    def load_snapshot(self) -> None:
+        """Reads every image and layer."""
+        # Layers first: the tree can show them while the (slower) image list is read.
+        layers = self.engine.layers()
+        self.post_message(SnapshotLoaded([], layers, {}, partial=True))
+        images = self.engine.images()
+        # Layers loaded from archives may not record their instruction; image histories do.
+        # Reading every history is cheap for a small store only, so large ones skip it.
+        instructions: dict[str, str] = {}
+        missing = sum(1 for layer in layers if not layer.created_by)
+        if missing and len(images) <= HISTORY_LOOKUP_LIMIT:
+            for image in images:
+                try:
+                    history = self.engine.history(image.id)
+                except LaminaError as exc:
+                    log.info("no history for %s: %s", image.id, exc)
+                    continue
+                for entry in history:
+                    if entry.chain_id and entry.created_by:
+                        instructions.setdefault(entry.chain_id, entry.created_by)
+        self.post_message(SnapshotLoaded(images, layers, instructions))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="builds")
+    def load_builds(self) -> None:
+        """Reads the recorded builds."""
+        self.post_message(BuildsLoaded(self.engine.builds()))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="disk")
+    def load_disk(self) -> None:
+        """Computes disk usage and what pruning dangling images would free."""
+        usage = self.engine.disk_usage()
+        plan: PrunePlan | None
+        try:
+            plan = self.engine.plan_prune(PruneRequest())
+        except LaminaError as exc:
+            log.info("no prune preview: %s", exc)
+            plan = None
+        self.post_message(DiskUsageLoaded(usage, plan))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="layer-changes")
+    def load_layer_changes(self, chain_id: str) -> None:
+        """Reads what one layer adds, modifies and deletes."""
+        self.post_message(LayerChangesLoaded(chain_id, self.engine.layer_changes(chain_id)))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="image-details")
+    def load_image_details(self, ref: str) -> None:
+        """Reads an image's history and its dive analysis."""
+        history = self.engine.history(ref)
+        analysis = None
+        analysis_error = None
+        try:
+            analysis = self.engine.analyze(ref)
+        except LaminaError as exc:
+            analysis_error = str(exc)
+        self.post_message(ImageDetailsLoaded(ref, history, analysis, analysis_error))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="prune-plan")
+    def plan_prune(self, request: PruneRequest) -> None:
+        """Computes a prune plan (a dry run) for confirmation."""
+        self.post_message(PrunePlanned(self.engine.plan_prune(request)))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="prune-apply")
+    def apply_prune(self, plan: PrunePlan) -> None:
+        """Applies a confirmed prune plan."""
+        self.post_message(PruneApplied(self.engine.apply_prune(plan)))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="build")
+    def run_build(self, request: BuildRequest) -> None:
+        """Runs (or with ``request.dry_run`` predicts) a build, streaming its events."""
+        worker = get_current_worker()
+        ok, message = False, "build ended without a result"
+        try:
+            for event in self.engine.build(request, cancel=worker.cancelled_event):
+                self.post_message(BuildProgressed(event, request.dry_run))
+                if isinstance(event, BuildFinished):
+                    ok, message = True, "done"
+                elif isinstance(event, BuildFailed):
+                    ok, message = False, event.message
+        except LaminaError as exc:
+            ok, message = False, str(exc)
+        finally:
+            # Also after a cancel: the screen learns here that the build is over.
+            self.post_message(BuildEnded(request.dry_run, ok, message))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from textual import on
 from textual.app import ComposeResult
@@ -13,43 +13,27 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import DataTable, Log, Static
 
-from lamina.core.events import (
+from lamina.core import (
+    BuildEvent,
     BuildFailed,
     BuildFinished,
+    BuildRecord,
     BuildStarted,
     StepFinished,
     StepOutput,
+    StepRecord,
     StepStarted,
 )
-from lamina.core.model import BuildRecord, BuildRequest, StepRecord
-from lamina.tui.messages import BuildEnded, BuildProgressed, BuildsLoaded
-from lamina.tui.widgets import format as fmt
-
-if TYPE_CHECKING:
-    from lamina.tui.app import LaminaApp
-
-
-def verdict(step: StepRecord) -> str:
-    """HIT / MISS / (FROM) in theme colours."""
-    if step.cached is None:
-        return "[dim]—[/]"
-    return "[b $success]HIT[/]" if step.cached else "[b $error]MISS[/]"
-
-
-def request_for(build: BuildRecord, *, dry_run: bool) -> BuildRequest:
-    """The request that reruns ``build`` from the same Dockerfile and context."""
-    return BuildRequest(
-        context=build.context,
-        dockerfile=build.dockerfile,
-        tags=tuple(build.tags),
-        build_args=dict(build.build_args),
-        target=build.target,
-        dry_run=dry_run,
-    )
+from lamina.tui import format as fmt
+from lamina.tui.messages import RebuildRequested, WhatIfRequested
 
 
 class BuildsView(Widget):
-    """Builds, steps, and the log of a running build."""
+    """Builds, steps, and the log of a running build.
+
+    The screen runs builds; this view asks for them (``RebuildRequested``,
+    ``WhatIfRequested``) and shows their progress as the screen hands it down.
+    """
 
     @dataclass
     class StepSelected(Message):
@@ -58,44 +42,18 @@ class BuildsView(Widget):
         build: BuildRecord | None
         step: StepRecord
 
-    @dataclass
-    class StateChanged(Message):
-        """A build started or ended (keys change)."""
-
-        running: bool
-
-    @dataclass
-    class Built(Message):
-        """A real build ended; images and disk usage may have changed."""
-
-        ok: bool
-
-    @dataclass
-    class Predicted(Message):
-        """A what-if ended with its predicted steps."""
-
-        build: BuildRecord
-        steps: list[StepRecord]
-        ok: bool
-        message: str
-
     builds: reactive[list[BuildRecord]] = reactive(list, always_update=True)
-    selected_id: reactive[int | None] = reactive(None)
+    # Whether rebuild and what-if apply follows the selection.
+    selected_id: reactive[int | None] = reactive(None, bindings=True)
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, *, id: str | None = None, clock: fmt.Clock = time.time) -> None:
         super().__init__(id=id)
+        self.clock = clock
         self.live_steps: list[StepRecord] = []
         self.live_title = ""
         self.live_for: BuildRecord | None = None
         self.showing_live = False
         self.last_outcome = ""
-
-    @property
-    def lamina(self) -> LaminaApp:
-        from lamina.tui.app import LaminaApp
-
-        assert isinstance(self.app, LaminaApp)
-        return self.app
 
     @property
     def selected_build(self) -> BuildRecord | None:
@@ -137,14 +95,9 @@ class BuildsView(Widget):
 
     # ---------------------------------------------------------------- builds
 
-    def on_builds_loaded(self, event: BuildsLoaded) -> None:
-        self.builds = event.builds
-        # Let the screen see it too (the Layers view shows which build made a layer).
-
     def watch_builds(self, builds: list[BuildRecord]) -> None:
         table = self.query_one("#builds-table", DataTable)
         table.clear()
-        clock = self.lamina.clock
         for build in builds:
             hits = sum(1 for s in build.steps if s.cached is True)
             misses = sum(1 for s in build.steps if s.cached is False)
@@ -153,7 +106,7 @@ class BuildsView(Widget):
             )
             table.add_row(
                 str(build.id),
-                fmt.ago(build.started, clock),
+                fmt.ago(build.started, self.clock),
                 escape(", ".join(build.tags) or "-"),
                 fmt.themed(self.app, status),
                 str(hits),
@@ -183,7 +136,6 @@ class BuildsView(Widget):
             return
         title = f"Build #{build.id} of {escape(build.dockerfile)} [dim](r: rebuild, w: what-if)[/]"
         self._show_steps(title, list(build.steps))
-        self.post_message(self.StateChanged(self.lamina.building.is_set()))
 
     def _show_steps(self, title: str, steps: list[StepRecord]) -> None:
         self.query_one("#steps-title", Static).update(title)
@@ -194,7 +146,7 @@ class BuildsView(Widget):
             table.add_row(
                 f"{step.stage}/{step.index}" if step.stage else str(step.index),
                 escape(" ".join(step.instruction.split())),
-                fmt.themed(self.app, verdict(step)),
+                fmt.themed(self.app, fmt.verdict(step)),
                 fmt.seconds(step.duration) if step.duration else "",
                 fmt.size(step.size) if step.layer else "",
                 escape(fmt.describe_reason(step.reason)),
@@ -219,11 +171,14 @@ class BuildsView(Widget):
 
     # ------------------------------------------------------------- rebuilding
 
-    def start(self, *, dry_run: bool) -> None:
-        """Reruns (or predicts) the selected build with live progress."""
+    def request_build(self, *, dry_run: bool) -> None:
+        """Asks for a rerun (or a what-if) of the selected build."""
         build = self.selected_build
-        if build is None or self.lamina.building.is_set():
-            return
+        if build is not None:
+            self.post_message(WhatIfRequested(build) if dry_run else RebuildRequested(build))
+
+    def begin_live(self, build: BuildRecord, *, dry_run: bool) -> None:
+        """Switches to the live view of a rerun (or what-if) of ``build`` that starts now."""
         self.live_steps, self.live_for, self.showing_live = [], build, True
         self.live_title = ("What if: predicting" if dry_run else "Rebuilding") + (
             f" build #{build.id} ({escape(build.dockerfile)})"
@@ -233,13 +188,9 @@ class BuildsView(Widget):
         log.clear()
         log.display = True
         log.write_line(("what-if: " if dry_run else "build: ") + build.context)
-        self.lamina.building.set()  # set before the worker starts, so keys grey out at once
-        self.lamina.run_build(request_for(build, dry_run=dry_run), self)
-        self.post_message(self.StateChanged(True))
 
-    def on_build_progressed(self, message: BuildProgressed) -> None:
-        message.stop()
-        event = message.event
+    def show_event(self, event: BuildEvent) -> None:
+        """Adds one event of the running build to the log and the live steps."""
         log = self.query_one("#build-log", Log)
         if isinstance(event, BuildStarted):
             log.write_line(f"{event.steps_total} steps")
@@ -258,28 +209,18 @@ class BuildsView(Widget):
         elif isinstance(event, BuildFailed):
             log.write_line(f"failed: {event.message}")
 
-    def on_build_ended(self, message: BuildEnded) -> None:
-        message.stop()
-        self.lamina.building.clear()
+    def end_live(self, *, dry_run: bool, ok: bool, message: str) -> None:
+        """Shows how the live build ended; after a real build, waits for the new record."""
         hits = sum(1 for s in self.live_steps if s.cached is True)
         misses = sum(1 for s in self.live_steps if s.cached is False)
-        outcome = f"{hits} HIT, {misses} MISS" if message.ok else f"failed: {message.message}"
+        outcome = f"{hits} HIT, {misses} MISS" if ok else f"failed: {message}"
         self.last_outcome = outcome
         self._show_steps(f"{self.live_title}: {escape(outcome)}", self.live_steps)
-        if not message.ok:
-            self.notify(message.message, title="Build failed", severity="error", timeout=8)
-        self.post_message(self.StateChanged(False))
-        build = self.live_for
-        if message.dry_run:
-            if build is not None:
-                self.post_message(
-                    self.Predicted(build, list(self.live_steps), message.ok, message.message)
-                )
-            return
-        self.showing_live = False
-        self.selected_id = None  # the new build, newest first, is selected once loaded
-        self.lamina.load_builds(self)
-        self.post_message(self.Built(message.ok))
+        if not ok:
+            self.notify(message, title="Build failed", severity="error", timeout=8)
+        if not dry_run:
+            self.showing_live = False
+            self.selected_id = None  # the new build, newest first, is selected once loaded
 
     def show_recorded(self) -> None:
         """Leaves the live view and shows the selected recorded build again."""

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
 from textual.app import ComposeResult
 from textual.markup import escape
-from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
-from lamina.tui.messages import DiskUsageLoaded, PruneApplied, PrunePlanned
-from lamina.tui.widgets import format as fmt
-
-if TYPE_CHECKING:
-    from lamina.core.accounting.plans import PrunePlan
-    from lamina.core.accounting.usage import DiskUsage
-    from lamina.tui.app import LaminaApp
-
-_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
+from lamina.core import DiskUsage, PrunePlan, PruneRequest, PruneResult
+from lamina.tui import format as fmt
+from lamina.tui.messages import PruneRequested
 
 BAR_WIDTH = 30
 
@@ -94,33 +83,14 @@ def prune_rows(usage: DiskUsage, dangling_plan: PrunePlan | None) -> list[tuple[
     return rows
 
 
-def plan_lines(plan: PrunePlan) -> tuple[list[str], int]:
-    """Every item a prune plan removes, one line each, and the bytes it frees."""
-    lines = [_DIGEST.sub(lambda m: m.group(0)[:19], line) for line in plan.describe()]
-    return lines, plan.reclaimable_bytes
-
-
 class DiskView(Widget):
     """Where the bytes go and what pruning frees."""
 
-    @dataclass
-    class Pruned(Message):
-        """A prune was applied (images and layers changed)."""
-
-        result: Any
-
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.usage: Any | None = None
-        self.dangling_plan: Any | None = None
-        self.last_result: Any | None = None
-
-    @property
-    def lamina(self) -> LaminaApp:
-        from lamina.tui.app import LaminaApp
-
-        assert isinstance(self.app, LaminaApp)
-        return self.app
+        self.usage: DiskUsage | None = None
+        self.dangling_plan: PrunePlan | None = None
+        self.last_result: PruneResult | None = None  # shown with the next usage
 
     def compose(self) -> ComposeResult:
         yield Static("Computing disk usage…", id="disk-summary")
@@ -139,9 +109,9 @@ class DiskView(Widget):
         ):
             table.add_column(title, key=key)
 
-    def on_disk_usage_loaded(self, event: DiskUsageLoaded) -> None:
-        usage: DiskUsage = event.usage
-        self.usage, self.dangling_plan = usage, event.dangling_plan
+    def show_usage(self, usage: DiskUsage, dangling_plan: PrunePlan | None) -> None:
+        """Shows new accounting and what pruning dangling images would free now."""
+        self.usage, self.dangling_plan = usage, dangling_plan
         rows = usage_rows(usage)
         total = usage.layers_size or max((r[2] for r in rows), default=0)
         table = self.query_one("#disk-table", DataTable)
@@ -170,7 +140,7 @@ class DiskView(Widget):
         if self.dangling_plan is None:
             prune.update("[dim]No prune preview available.[/]")
             return
-        lines, freed = plan_lines(self.dangling_plan)
+        lines, freed = fmt.plan_lines(self.dangling_plan)
         text = (
             "[b]What each prune would free now[/b]\n"
             + "\n".join(
@@ -188,37 +158,9 @@ class DiskView(Widget):
                 f"{len(lines)} item(s), {fmt.size(freed)}"
             )
         if self.last_result is not None:
-            text += f"\n[$success]Last prune: {escape(_result_text(self.last_result))}[/]"
+            text += f"\n[$success]Last prune: {escape(fmt.prune_result(self.last_result))}[/]"
         prune.update(text)
 
     def request_prune(self) -> None:
-        """Plans a dangling prune; the confirmation follows when the plan arrives."""
-        from lamina.core.accounting.plans import PruneRequest
-
-        self.lamina.plan_prune(PruneRequest(), self)
-
-    def on_prune_planned(self, event: PrunePlanned) -> None:
-        event.stop()
-        from lamina.tui.screens.confirm import ConfirmPruneScreen
-
-        plan = event.plan
-
-        def confirmed(ok: bool | None) -> None:
-            if ok:
-                self.lamina.apply_prune(plan, self)
-
-        self.app.push_screen(ConfirmPruneScreen(plan), confirmed)
-
-    def on_prune_applied(self, event: PruneApplied) -> None:
-        event.stop()
-        self.last_result = event.result
-        self.notify(_result_text(event.result), title="Pruned")
-        self.post_message(self.Pruned(event.result))
-        self.lamina.load_disk(self)
-
-
-def _result_text(result: Any) -> str:
-    return (
-        f"removed {len(result.images)} image(s), {len(result.layers)} layer(s); "
-        f"reclaimed {fmt.size(result.reclaimed_bytes)}"
-    )
+        """Asks for a dangling prune; the screen confirms its plan before applying it."""
+        self.post_message(PruneRequested(PruneRequest()))

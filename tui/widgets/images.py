@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import time
+from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
@@ -13,13 +14,11 @@ from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
-from lamina.core.model import ImageSummary
-from lamina.tui.messages import ImageDetailsLoaded
-from lamina.tui.widgets import format as fmt
-from lamina.tui.widgets.graph import LayerGraph
-
-if TYPE_CHECKING:
-    from lamina.tui.app import LaminaApp
+from lamina.core import Analysis, HistoryEntry, ImageSummary
+from lamina.tui import format as fmt
+from lamina.tui.graph import LayerGraph
+from lamina.tui.messages import ImageDetailsRequested
+from lamina.tui.widgets.settling import SETTLE_DELAY, after_settling
 
 # (column key, title) in the order `s` cycles through them.
 SORTS = (
@@ -40,20 +39,21 @@ class ImagesView(Widget):
     sort_reverse: reactive[bool] = reactive(True)
     selected: reactive[str | None] = reactive(None)
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        id: str | None = None,
+        clock: fmt.Clock = time.time,
+        settle_delay: float = SETTLE_DELAY,
+    ) -> None:
         super().__init__(id=id)
+        self.clock = clock
+        self.settle_delay = settle_delay
         self.rows: dict[str, tuple[ImageSummary, dict[str, Any]]] = {}
-        self.analysis: Any | None = None
+        self.analysis: Analysis | None = None
         self.history_for: str | None = None
         self._stale = False
         self._details_timer: Timer | None = None
-
-    @property
-    def lamina(self) -> LaminaApp:
-        from lamina.tui.app import LaminaApp
-
-        assert isinstance(self.app, LaminaApp)
-        return self.app
 
     def compose(self) -> ComposeResult:
         yield Static("", id="images-sort")
@@ -156,7 +156,6 @@ class ImagesView(Widget):
         table = self.query_one("#images-table", DataTable)
         previous = self.selected
         table.clear()
-        clock = self.lamina.clock
         for image_id in self.sorted_ids():
             image, row = self.rows[image_id]
             name = escape(row["name"]) if image.tags else "[$warning]<none>[/]"
@@ -166,7 +165,7 @@ class ImagesView(Widget):
                 fmt.size(row["size"]),
                 fmt.size(row["shared"]),
                 fmt.size(row["unique"]),
-                fmt.ago(row["created"], clock),
+                fmt.ago(row["created"], self.clock),
                 fmt.themed(self.app, "[$warning]yes[/]") if row["dangling"] else "",
                 key=image_id,
             )
@@ -193,45 +192,51 @@ class ImagesView(Widget):
         # Reading every layer tar is heavy: wait until the cursor rests on an image.
         if self._details_timer is not None:
             self._details_timer.stop()
-        self._details_timer = self.lamina.after_settling(self, self._load_details)
+        self._details_timer = after_settling(self, self.settle_delay, self._request_details)
 
-    def _load_details(self) -> None:
+    def _request_details(self) -> None:
         self._details_timer = None
         if self.selected is not None:
-            self.lamina.load_image_details(self.selected, self)
+            self.post_message(ImageDetailsRequested(self.selected))
 
     @property
     def details_pending(self) -> bool:
         """True while a selection waits for its details to be requested."""
         return self._details_timer is not None
 
-    def on_image_details_loaded(self, event: ImageDetailsLoaded) -> None:
-        event.stop()
-        if event.ref != self.selected:
+    def show_details(
+        self,
+        ref: str,
+        history: list[HistoryEntry],
+        analysis: Analysis | None,
+        analysis_error: str | None,
+    ) -> None:
+        """Shows an image's history and analysis, unless the cursor has moved on."""
+        if ref != self.selected:
             return
-        self.history_for = event.ref
-        history = self.query_one("#history-table", DataTable)
-        history.clear()
+        self.history_for = ref
+        table = self.query_one("#history-table", DataTable)
+        table.clear()
         # The engine gives newest first, as `docker history` does; read top-down as built.
-        for i, entry in enumerate(reversed(event.history)):
+        for i, entry in enumerate(reversed(history)):
             text = escape(
                 _instruction(entry.created_by)
                 if entry.created_by
                 else (f"import: {entry.comment}" if entry.comment else "(missing)")
             )
             if entry.empty_layer:
-                history.add_row(f"[dim]{text}[/]", "[dim]empty[/]", "", key=str(i))
+                table.add_row(f"[dim]{text}[/]", "[dim]empty[/]", "", key=str(i))
             else:
-                history.add_row(text, fmt.size(entry.size), fmt.digest(entry.chain_id), key=str(i))
-        self.analysis = event.analysis
-        analysis = self.query_one("#analysis", Static)
+                table.add_row(text, fmt.size(entry.size), fmt.digest(entry.chain_id), key=str(i))
+        self.analysis = analysis
+        pane = self.query_one("#analysis", Static)
         wasted = self.query_one("#wasted-table", DataTable)
         wasted.clear()
-        if event.analysis is None:
-            analysis.update(f"[dim]No efficiency analysis: {escape(event.analysis_error or '')}[/]")
+        if analysis is None:
+            pane.update(f"[dim]No efficiency analysis: {escape(analysis_error or '')}[/]")
             return
-        a = event.analysis
-        analysis.update(
+        a = analysis
+        pane.update(
             f"efficiency [b]{a.efficiency * 100:.4f} %[/]   "
             f"wasted [b]{fmt.size(a.wasted_bytes)}[/] ({a.wasted_bytes:,} bytes)\n"
             f"image size {fmt.size(a.size_bytes)}   user size {fmt.size(a.user_size_bytes)}\n"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import stat
-from typing import TYPE_CHECKING
+import time
 
 from textual import on
 from textual.app import ComposeResult
@@ -15,13 +15,11 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static, Tree
 from textual.widgets.tree import TreeNode
 
-from lamina.core.model import BuildRecord, FileChange
-from lamina.tui.messages import LayerChangesLoaded
-from lamina.tui.widgets import format as fmt
-from lamina.tui.widgets.graph import LayerGraph
-
-if TYPE_CHECKING:
-    from lamina.tui.app import LaminaApp
+from lamina.core import BuildRecord, FileChange
+from lamina.tui import format as fmt
+from lamina.tui.graph import LayerGraph
+from lamina.tui.messages import LayerChangesRequested
+from lamina.tui.widgets.settling import SETTLE_DELAY, after_settling
 
 # Below this many layers the whole graph is expanded on load; above, it unfolds on demand.
 EXPAND_ALL_BELOW = 400
@@ -39,20 +37,21 @@ class LayersView(Widget):
     full_digests: reactive[bool] = reactive(False)
     selected: reactive[str | None] = reactive(None)
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        id: str | None = None,
+        clock: fmt.Clock = time.time,
+        settle_delay: float = SETTLE_DELAY,
+    ) -> None:
         super().__init__(id=id)
+        self.clock = clock
+        self.settle_delay = settle_delay
         self.changes: list[FileChange] = []
         self.changes_for: str | None = None
         self.builds: list[BuildRecord] = []
         self.cache_users: dict[str, int] = {}  # chainID -> cache entries keeping it
         self._changes_timer: Timer | None = None
-
-    @property
-    def lamina(self) -> LaminaApp:
-        from lamina.tui.app import LaminaApp
-
-        assert isinstance(self.app, LaminaApp)
-        return self.app
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -100,7 +99,7 @@ class LayersView(Widget):
         label += created_by
         return fmt.themed(self.app, label)
 
-    def _add_children(self, node: TreeNode[str], parent: str | None) -> None:
+    def _add_layers_on(self, node: TreeNode[str], parent: str | None) -> None:
         """Adds the layers directly on top of ``parent`` under ``node`` (children lazily)."""
         graph = self.graph
         assert graph is not None
@@ -118,7 +117,7 @@ class LayersView(Widget):
         previous = self.selected
         tree.clear()
         tree.root.data = None
-        self._add_children(tree.root, None)
+        self._add_layers_on(tree.root, None)
         tree.root.expand()
         if len(graph.layers) < EXPAND_ALL_BELOW:
             self._expand_all(tree.root)
@@ -134,7 +133,7 @@ class LayersView(Widget):
         for child in node.children:
             if child.allow_expand:
                 if not child.children:
-                    self._add_children(child, child.data)
+                    self._add_layers_on(child, child.data)
                 child.expand()
                 self._expand_all(child)
 
@@ -150,7 +149,7 @@ class LayersView(Widget):
     def _expanded(self, event: Tree.NodeExpanded[str]) -> None:
         node = event.node
         if node.data is not None and not node.children and self.graph is not None:
-            self._add_children(node, node.data)
+            self._add_layers_on(node, node.data)
 
     @on(Tree.NodeHighlighted, "#layer-tree")
     def _highlighted(self, event: Tree.NodeHighlighted[str]) -> None:
@@ -168,12 +167,12 @@ class LayersView(Widget):
         # Holding an arrow key should not start a directory walk per layer passed.
         if self._changes_timer is not None:
             self._changes_timer.stop()
-        self._changes_timer = self.lamina.after_settling(self, self._load_changes)
+        self._changes_timer = after_settling(self, self.settle_delay, self._request_changes)
 
-    def _load_changes(self) -> None:
+    def _request_changes(self) -> None:
         self._changes_timer = None
         if self.selected is not None:
-            self.lamina.load_layer_changes(self.selected, self)
+            self.post_message(LayerChangesRequested(self.selected))
 
     @property
     def changes_pending(self) -> bool:
@@ -211,7 +210,7 @@ class LayersView(Widget):
             f"chainID  {show(layer.chain_id)}",
             f"diffID   {show(layer.diff_id)}",
             f"parent   {show(layer.parent) if layer.parent else '(base layer)'}",
-            f"size     {fmt.size(layer.size)}    created {fmt.ago(layer.created, self.lamina.clock)}",
+            f"size     {fmt.size(layer.size)}    created {fmt.ago(layer.created, self.clock)}",
             f"used by  {len(users)} image(s): {names or '(none: kept by build cache or unused)'}",
         ]
         cache = self.cache_users.get(chain_id)
@@ -225,11 +224,11 @@ class LayersView(Widget):
             lines.append(built)
         info.update("\n".join(lines), layout=False)
 
-    def on_layer_changes_loaded(self, event: LayerChangesLoaded) -> None:
-        event.stop()
-        if event.chain_id != self.selected:
+    def show_changes(self, chain_id: str, changes: list[FileChange]) -> None:
+        """Lists a layer's file changes, unless the cursor has moved on."""
+        if chain_id != self.selected:
             return  # the cursor moved on while the files were read
-        self.changes, self.changes_for = event.changes, event.chain_id
+        self.changes, self.changes_for = changes, chain_id
         self._render_changes()
 
     @on(Input.Changed, "#file-filter")

@@ -11,10 +11,9 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Static
 
-from lamina.core.model import BuildRecord, StepRecord
-from lamina.tui.widgets import format as fmt
-from lamina.tui.widgets.builds import verdict
-from lamina.tui.widgets.graph import LayerGraph
+from lamina.core import BuildRecord, StepRecord
+from lamina.tui import format as fmt
+from lamina.tui.graph import LayerGraph
 
 
 @dataclass(frozen=True)
@@ -112,7 +111,7 @@ class LearnView(Widget):
         where = f"build #{build.id}, " if build else ""
         head = (
             f"[b]{escape(' '.join(step.instruction.split()))}[/b]\n"
-            f"{where}stage {step.stage} step {step.index}: {verdict(step)}\n"
+            f"{where}stage {step.stage} step {step.index}: {fmt.verdict(step)}\n"
         )
         if step.cached is None:
             return head + (
@@ -147,7 +146,7 @@ class LearnView(Widget):
             build, s = example
             lines.append(
                 f"\nIn this store: build #{build.id}, step {s.stage}/{s.index} "
-                f"[i]{escape(' '.join(s.instruction.split()))}[/i] → {verdict(s)}"
+                f"[i]{escape(' '.join(s.instruction.split()))}[/i] → {fmt.verdict(s)}"
             )
             if s.cached is False:
                 lines.append(f"  {escape(fmt.describe_reason(s.reason))}")

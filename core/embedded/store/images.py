@@ -418,6 +418,13 @@ class ImageStore:
         )
         return [r[0] for r in rows]
 
+    def parents(self) -> set[str]:
+        """IDs of the images some other image was recorded as built FROM."""
+        rows = self.index.connection().execute(
+            "SELECT DISTINCT parent FROM images WHERE parent IS NOT NULL"
+        )
+        return {str(r[0]) for r in rows}
+
     def remove(self, image_id: str) -> None:
         """Deletes the image row and its tags (its layers and config stay for GC).
 

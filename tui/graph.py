@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from lamina.core.model import ImageSummary, LayerInfo
+from lamina.core import ImageSummary, LayerInfo
 
 
 @dataclass

@@ -1,54 +1,134 @@
-"""Display helpers shared by the views: sizes, times, digests, miss reasons."""
+"""How the front ends show things: sizes, times, digests, instructions and miss reasons.
+
+Each is said once here, for the app and the command line alike. Where the two differ
+they follow their models: the app's tables read like dive's (``1.4 MB``, ``an hour
+ago``), the command line's like Docker's (``1.43MB``, ``About an hour ago``).
+"""
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import humanize
 
-from lamina.core.digest import short
+from lamina.core import short_digest
 
 if TYPE_CHECKING:
     from textual.app import App
 
+    from lamina.core import PrunePlan, PruneResult, StepRecord
+
 Clock = Callable[[], float]
 
 
-def size(n: float | None) -> str:
-    """Bytes as dive and docker show them (decimal units)."""
+def size(n: float | None, *, docker: bool = False) -> str:
+    """Bytes in decimal units.
+
+    Args:
+        n: a byte count; None shows as ``-``.
+        docker: three significant digits and no space, as Docker's tables show sizes
+            (``1.43MB``, ``512B``), instead of dive's one decimal (``1.4 MB``).
+    """
     if n is None:
         return "-"
-    return str(humanize.naturalsize(int(n), binary=False, format="%.1f"))
+    n = int(n)
+    if not docker:
+        return str(humanize.naturalsize(n, binary=False, format="%.1f"))
+    if n < 1000:
+        return f"{n}B"
+    return str(humanize.naturalsize(n, binary=False, format="%.3g")).replace(" ", "")
 
 
-def ago(when: float | None, clock: Clock = time.time) -> str:
-    """``3 minutes ago`` relative to ``clock`` (fixed in tests and screenshots)."""
+def duration(seconds: float) -> str:
+    """A duration in the words of Docker's ``units.HumanDuration`` (``About an hour``)."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = int(seconds / 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+def ago(when: float | None, clock: Clock = time.time, *, docker: bool = False) -> str:
+    """How long before ``clock()`` (fixed in tests and screenshots) ``when`` was.
+
+    Args:
+        when: a unix time; 0 or None is unknown (``-``, or Docker's ``N/A``).
+        clock: returns "now".
+        docker: Docker's words (``2 weeks ago``) instead of humanize's (``a month ago``).
+    """
     if not when:
-        return "-"
-    return str(humanize.naturaltime(max(0.0, clock() - when)))
+        return "N/A" if docker else "-"
+    elapsed = max(0.0, clock() - when)
+    if docker:
+        return duration(elapsed) + " ago"
+    return str(humanize.naturaltime(elapsed))
 
 
 def digest(value: str | None) -> str:
-    """``sha256:<hex>`` shortened to 12 hex chars for tables."""
+    """``sha256:<hex>`` shortened to 12 hex characters for tables (``-`` when absent)."""
     if not value:
         return "-"
-    try:
-        return short(value)
-    except Exception:  # noqa: BLE001 - a malformed id is shown as is
-        return value[:19]
+    return short_digest(value)
 
 
 def seconds(value: float) -> str:
+    """A step's run time: ``120ms`` or ``1.5s``."""
     if value < 1:
         return f"{value * 1000:.0f}ms"
     return f"{value:.1f}s"
 
 
-def describe_reason(reason: dict[str, Any] | None) -> str:
-    """A miss reason in plain words: the builder's ``message`` (see ``core.build.reasons``).
+def verdict(step: StepRecord) -> str:
+    """HIT / MISS / (FROM) in theme colours."""
+    if step.cached is None:
+        return "[dim]—[/]"
+    return "[b $success]HIT[/]" if step.cached else "[b $error]MISS[/]"
+
+
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
+
+
+def plan_lines(plan: PrunePlan) -> tuple[list[str], int]:
+    """Every item a prune plan removes, one line each (digests shortened), and the bytes freed."""
+    lines = [
+        _DIGEST.sub(lambda m: "sha256:" + short_digest(m.group(0)), line)
+        for line in plan.describe()
+    ]
+    return lines, plan.reclaimable_bytes
+
+
+def prune_result(result: PruneResult) -> str:
+    """What an applied prune removed and reclaimed, on one line."""
+    return (
+        f"removed {len(result.images)} image(s), {len(result.layers)} layer(s); "
+        f"reclaimed {size(result.reclaimed_bytes)}"
+    )
+
+
+def describe_reason(reason: Mapping[str, Any] | None) -> str:
+    """A miss reason in plain words: the builder's ``message`` (``core/accounting/reasons.py``).
 
     Falls back to the reason's ``kind`` so a record without wording still says something.
     """
@@ -60,7 +140,7 @@ def describe_reason(reason: dict[str, Any] | None) -> str:
     return str(reason.get("kind") or "changed").replace("_", " ")
 
 
-def explain_reason(reason: dict[str, Any] | None) -> str:
+def explain_reason(reason: Mapping[str, Any] | None) -> str:
     """What would have made a missed step hit, from its structured reason."""
     kind = (reason or {}).get("kind", "")
     return {
