@@ -25,7 +25,7 @@ from lamina.core.embedded.store.layers import LayerStore
 from lamina.core.embedded.store.lock import StoreLock
 from lamina.core.errors import NotFound, StoreError, UsageError
 from lamina.core.model import ImageSummary
-from lamina.core.timestamps import parse_rfc3339 as parse_created
+from lamina.core.timestamps import parse_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,10 @@ def normalize_tag(name: str) -> str:
     if len(full) > MAX_NAME_LENGTH:
         raise UsageError(f"{name!r}: repository name longer than {MAX_NAME_LENGTH} characters")
     return f"{full}:{tag}"
+
+
+# A config's RFC 3339 ``created`` as unix time (0 when absent or unreadable).
+parse_created = parse_rfc3339
 
 
 def format_created(ts: float) -> str:
