@@ -31,5 +31,6 @@ def open_engine(kind: str | None = None, home: Path | None = None) -> Engine:
     if kind == "docker":
         from lamina.core.docker.engine import DockerEngine
 
-        return DockerEngine()
+        # lamina keeps its records of Docker builds in its own home.
+        return DockerEngine(home=home or default_home())
     raise UsageError(f"unknown engine {kind!r} (expected 'embedded' or 'docker')")

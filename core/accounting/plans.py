@@ -337,102 +337,160 @@ def build_plan(
     sizer = sizer or Sizer()
     cutoff = until_cutoff(filters, now)
     live, orphans = _liveness(graph, now, request.grace)
-    blob_refs = graph.blob_refs()
-    layers: list[PlannedLayer] = []
-    blobs: list[PlannedBlob] = []
-
-    def release_blob(digest: str, owner: str) -> int:
-        if digest not in blob_refs:
-            return 0
-        blob_refs[digest] -= 1
-        if blob_refs[digest] > 0:
-            return 0
-        if sizer.blob_mtime(digest) > now - min(request.grace, BLOB_GRACE):
-            # Re-added moments ago (put_blob refreshes the mtime): a build may be about
-            # to record an image or cache entry for it. The next prune takes it.
-            return 0
-        size = sizer.blob(digest)
-        blobs.append(PlannedBlob(digest, f"config of {owner}", size))
-        return size
-
-    def release_layers(top: str | None, owner: str) -> tuple[int, int]:
-        """(bytes freed on disk, of which the layers' ``size``)."""
-        freed = content = 0
-        for chain_id in live.release(top):
-            size = sizer.layer(graph, chain_id)
-            layers.append(PlannedLayer(chain_id, f"only used by {owner}", size))
-            freed += size
-            content += graph.layers[chain_id].size
-        return freed, content
-
+    releases = _Releases(graph, live, sizer, now, request.grace)
     images: list[PlannedImage] = []
     if request.kind in ("image", "system"):
-        for image_id in _images_to_prune(graph, request.all, cutoff, filters, sizer):
-            image = graph.images[image_id]
-            reason = "unused image" if request.all and image.tags else "dangling image"
-            if cutoff is not None:
-                reason += " created before the until filter"
-            owner = f"image {image_id}"
-            freed = release_layers(image.top_layer, owner)[0] + release_blob(image.id, owner)
-            images.append(PlannedImage(image_id, image.tags if request.all else (), reason, freed))
-
+        images = _plan_images(graph, request, filters, cutoff, sizer, releases)
     cache: list[PlannedCache] = []
     if request.kind in ("builder", "system"):
-        image_live = Liveness(
-            graph, images=set(graph.images) - {p.id for p in images}, cache=(), busy=False
-        )
-        candidates = [
-            entry
-            for entry in graph.cache.values()
-            if entry.key not in graph.busy_cache
-            and (request.all or not _shared(entry.top_layer, image_live))
-            and (cutoff is None or entry.last_used < cutoff)
-        ]
-        # Least recently used first, then least frequently used (keep-storage order).
-        candidates.sort(key=lambda e: (e.last_used, e.use_count, e.key))
-        # The cache's storage, as ``system df`` reports it: the size of layers that
-        # only cache entries keep.
-        storage: int | None = None
-        if request.keep_storage is not None:
-            storage = sum(
-                graph.layers[c].size for c in live.count if live.live(c) and not image_live.live(c)
-            )
-        for entry in candidates:
-            if storage is not None and storage <= request.keep_storage:  # type: ignore[operator]
-                break
-            owner = f"cache entry {entry.key}"
-            freed, content = release_layers(entry.top_layer, owner)
-            freed += release_blob(entry.result, owner)
-            if entry.parent != entry.result:
-                freed += release_blob(entry.parent, owner)
-            if storage is not None:
-                storage -= content
-            reason = _cache_reason(request, cutoff, storage is not None)
-            cache.append(
-                PlannedCache(
-                    entry.key, entry.instruction, entry.last_used, entry.use_count, reason, freed
-                )
-            )
-
+        # Images planned for removal no longer share their layers with the cache.
+        kept = set(graph.images) - {p.id for p in images}
+        cache = _plan_cache(graph, request, cutoff, kept, releases)
     # Orphans first (children before parents among them), then the released layers in
     # the order they died: a layer dies only after every live child died before it, so
     # the whole sequence deletes children before parents (the FK on layers.parent).
-    planned_orphans = [
-        PlannedLayer(chain_id, "referenced by nothing", sizer.layer(graph, chain_id))
-        for chain_id in orphans
-    ]
-    if not include_orphans:
-        planned_orphans = []
-
+    planned_orphans = []
+    if include_orphans:
+        planned_orphans = [
+            PlannedLayer(chain_id, "referenced by nothing", sizer.layer(graph, chain_id))
+            for chain_id in orphans
+        ]
     return PrunePlan(
         request=replace(request, filters=filters),
         created=now,
         images=tuple(images),
         cache=tuple(cache),
-        layers=tuple(planned_orphans + layers),
-        blobs=tuple(blobs),
+        layers=tuple(planned_orphans + releases.layers),
+        blobs=tuple(releases.blobs),
         leftovers=tuple(leftovers),
     )
+
+
+class _Releases:
+    """What removing the planned objects frees, counted down one removal at a time.
+
+    Each removal releases its layer stack (a layer dies with its last reference) and
+    its configs (a config goes with its last image or cache entry); the layers and
+    configs that die are collected here, in the order they died.
+
+    Args:
+        graph: the references.
+        live: their reference counts (released as the plan goes).
+        sizer: byte sources.
+        now: the clock.
+        grace: the request's grace period.
+    """
+
+    def __init__(
+        self, graph: RefGraph, live: Liveness, sizer: Sizer, now: float, grace: float
+    ) -> None:
+        self.graph = graph
+        self.live = live
+        self.sizer = sizer
+        self.blob_refs = graph.blob_refs()
+        # A config refreshed this recently may be about to be referenced again.
+        self.blob_fresh_after = now - min(grace, BLOB_GRACE)
+        self.layers: list[PlannedLayer] = []
+        self.blobs: list[PlannedBlob] = []
+
+    def blob(self, digest: str, owner: str) -> int:
+        """Drops ``owner``'s reference to a config; returns the bytes that frees."""
+        if digest not in self.blob_refs:
+            return 0
+        self.blob_refs[digest] -= 1
+        if self.blob_refs[digest] > 0:
+            return 0
+        if self.sizer.blob_mtime(digest) > self.blob_fresh_after:
+            # Re-added moments ago (put_blob refreshes the mtime): a build may be about
+            # to record an image or cache entry for it. The next prune takes it.
+            return 0
+        size = self.sizer.blob(digest)
+        self.blobs.append(PlannedBlob(digest, f"config of {owner}", size))
+        return size
+
+    def stack(self, top: str | None, owner: str) -> tuple[int, int]:
+        """Drops ``owner``'s reference to a layer stack.
+
+        Returns:
+            (bytes freed on disk, of which the layers' ``size``).
+        """
+        freed = content = 0
+        for chain_id in self.live.release(top):
+            size = self.sizer.layer(self.graph, chain_id)
+            self.layers.append(PlannedLayer(chain_id, f"only used by {owner}", size))
+            freed += size
+            content += self.graph.layers[chain_id].size
+        return freed, content
+
+
+def _plan_images(
+    graph: RefGraph,
+    request: PruneRequest,
+    filters: tuple[Filter, ...],
+    cutoff: float | None,
+    sizer: Sizer,
+    releases: _Releases,
+) -> list[PlannedImage]:
+    """The images an image (or system) prune removes, releasing what each kept."""
+    images: list[PlannedImage] = []
+    for image_id in _images_to_prune(graph, request.all, cutoff, filters, sizer):
+        image = graph.images[image_id]
+        reason = "unused image" if request.all and image.tags else "dangling image"
+        if cutoff is not None:
+            reason += " created before the until filter"
+        owner = f"image {image_id}"
+        freed = releases.stack(image.top_layer, owner)[0] + releases.blob(image.id, owner)
+        images.append(PlannedImage(image_id, image.tags if request.all else (), reason, freed))
+    return images
+
+
+def _plan_cache(
+    graph: RefGraph,
+    request: PruneRequest,
+    cutoff: float | None,
+    kept_images: set[str],
+    releases: _Releases,
+) -> list[PlannedCache]:
+    """The cache entries a builder (or system) prune removes, least recently used first.
+
+    With ``--keep-storage`` the removals stop once the cache's storage (the layers
+    only cache entries keep) fits.
+    """
+    image_live = Liveness(graph, images=kept_images, cache=(), busy=False)
+    candidates = [
+        entry
+        for entry in graph.cache.values()
+        if entry.key not in graph.busy_cache
+        and (request.all or not _shared(entry.top_layer, image_live))
+        and (cutoff is None or entry.last_used < cutoff)
+    ]
+    # Least recently used first, then least frequently used (keep-storage order).
+    candidates.sort(key=lambda e: (e.last_used, e.use_count, e.key))
+    storage: int | None = None
+    if request.keep_storage is not None:
+        # The cache's storage, as ``system df`` reports it.
+        live = releases.live
+        storage = sum(
+            graph.layers[c].size for c in live.count if live.live(c) and not image_live.live(c)
+        )
+    cache: list[PlannedCache] = []
+    for entry in candidates:
+        if storage is not None and storage <= (request.keep_storage or 0):
+            break
+        owner = f"cache entry {entry.key}"
+        freed, content = releases.stack(entry.top_layer, owner)
+        freed += releases.blob(entry.result, owner)
+        if entry.parent != entry.result:
+            freed += releases.blob(entry.parent, owner)
+        if storage is not None:
+            storage -= content
+        reason = _cache_reason(request, cutoff, storage is not None)
+        cache.append(
+            PlannedCache(
+                entry.key, entry.instruction, entry.last_used, entry.use_count, reason, freed
+            )
+        )
+    return cache
 
 
 def _cache_reason(request: PruneRequest, cutoff: float | None, keep: bool) -> str:

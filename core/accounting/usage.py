@@ -222,25 +222,80 @@ def account(
         leftovers: debris found on disk (the embedded store's; none for Docker).
         home: the store directory whose filesystem's free space to report, if any.
     """
-    image_chains = {i: graph.chain(img.top_layer) for i, img in graph.images.items()}
-    cache_chains = {k: graph.chain(e.top_layer) for k, e in graph.cache.items()}
-    users_images: dict[str, list[str]] = {}
-    for image_id in sorted(image_chains):
-        for c in image_chains[image_id]:
-            users_images.setdefault(c, []).append(image_id)
-    users_cache: dict[str, list[str]] = {}
-    for key in sorted(cache_chains):
-        for c in cache_chains[key]:
-            users_cache.setdefault(c, []).append(key)
-
+    users = _Users.of(graph)
     live = Liveness(graph)
     blob_refs = graph.blob_refs()
+    images = _image_usages(graph, users, live, blob_refs, sizer)
+    cache = _cache_usages(graph, live, blob_refs, sizer)
+    layers = _layer_usages(graph, users)
+    orphans = tuple(layer.chain_id for layer in layers if layer.orphan)
+    plans = _Plans.of(graph, now, sizer, leftovers)
+    fs_free, fs_total = _free_space(home)
+    return DiskUsage(
+        images=images,
+        layers=layers,
+        cache=cache,
+        dangling=tuple(i.id for i in images if i.dangling),
+        orphans=orphans,
+        categories=_categories(graph, users, cache, orphans, plans, leftovers),
+        layers_size=sum(row.size for row in graph.layers.values()),
+        reclaimable=plans.system.reclaimable_bytes,
+        reclaimable_all=plans.system_all.reclaimable_bytes,
+        fs_free=fs_free,
+        fs_total=fs_total,
+        home=str(home) if home is not None else "",
+    )
 
+
+@dataclass(frozen=True)
+class _Users:
+    """Which images and cache entries stand on which layers.
+
+    Attributes:
+        image_chains: image ID -> its layers, top first.
+        cache_chains: cache key -> its layers, top first.
+        images: chainID -> IDs of the images whose stack holds it (sorted).
+        cache: chainID -> keys of the cache entries whose stack holds it (sorted).
+    """
+
+    image_chains: dict[str, list[str]]
+    cache_chains: dict[str, list[str]]
+    images: dict[str, list[str]]
+    cache: dict[str, list[str]]
+
+    @classmethod
+    def of(cls, graph: RefGraph) -> _Users:
+        image_chains = {i: graph.chain(img.top_layer) for i, img in graph.images.items()}
+        cache_chains = {k: graph.chain(e.top_layer) for k, e in graph.cache.items()}
+        return cls(image_chains, cache_chains, _by_layer(image_chains), _by_layer(cache_chains))
+
+    def image_layers(self) -> set[str]:
+        """Every layer some image stands on."""
+        return {c for chain in self.image_chains.values() for c in chain}
+
+    def cache_only_layers(self) -> set[str]:
+        """Layers only cache entries stand on."""
+        return {c for chain in self.cache_chains.values() for c in chain} - self.image_layers()
+
+
+def _by_layer(chains: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Inverts owner -> layers into layer -> owners, owners sorted."""
+    users: dict[str, list[str]] = {}
+    for owner in sorted(chains):
+        for c in chains[owner]:
+            users.setdefault(c, []).append(owner)
+    return users
+
+
+def _image_usages(
+    graph: RefGraph, users: _Users, live: Liveness, blob_refs: dict[str, int], sizer: Sizer
+) -> tuple[ImageUsage, ...]:
+    """Each image's size, shared and unique bytes, and what removing it frees; newest first."""
     images: list[ImageUsage] = []
     for image in graph.images.values():
-        chain = image_chains[image.id]
+        chain = users.image_chains[image.id]
         size = sum(graph.layers[c].size for c in chain)
-        shared = sum(graph.layers[c].size for c in chain if len(users_images[c]) > 1)
+        shared = sum(graph.layers[c].size for c in chain if len(users.images[c]) > 1)
         images.append(
             ImageUsage(
                 image.id,
@@ -254,7 +309,14 @@ def account(
             )
         )
     images.sort(key=lambda i: (-i.created, i.id))
+    return tuple(images)
 
+
+def _cache_usages(
+    graph: RefGraph, live: Liveness, blob_refs: dict[str, int], sizer: Sizer
+) -> tuple[CacheUsage, ...]:
+    """Each cache entry's own layer, whether an image shares it, and what removing it
+    frees; most recently used first."""
     image_live = Liveness(graph, cache=(), busy=False)
     state_tops: dict[str, str | None] = {i.id: i.top_layer for i in graph.images.values()}
     for e in graph.cache.values():
@@ -277,54 +339,78 @@ def account(
             )
         )
     cache.sort(key=lambda c: (-c.last_used, c.key))
+    return tuple(cache)
 
-    layers = tuple(
+
+def _layer_usages(graph: RefGraph, users: _Users) -> tuple[LayerUsage, ...]:
+    """Each layer with the images and cache entries that stand on it; oldest first."""
+    return tuple(
         LayerUsage(
             row.chain_id,
             row.size,
             row.created,
             row.created_by,
-            tuple(users_images.get(row.chain_id, ())),
-            tuple(users_cache.get(row.chain_id, ())),
+            tuple(users.images.get(row.chain_id, ())),
+            tuple(users.cache.get(row.chain_id, ())),
         )
         for row in sorted(graph.layers.values(), key=lambda r: (r.created, r.chain_id))
     )
-    orphans = tuple(layer.chain_id for layer in layers if layer.orphan)
 
-    def plan(kind: str, all_: bool) -> PrunePlan:
-        return build_plan(graph, PruneRequest(kind, all=all_), now, sizer, leftovers)
 
-    # A system prune removes images first, exactly as an image prune would, so its
-    # image rows are the image prune's; the cache rows depend on the order, so the
-    # build cache gets plans of its own.
-    system_plan, system_plan_all = plan("system", False), plan("system", True)
-    image_plan, image_plan_all = system_plan, system_plan_all
-    cache_plan, cache_plan_all = plan("builder", False), plan("builder", True)
+@dataclass(frozen=True)
+class _Plans:
+    """The default prunes whose plans give the reclaimable figures.
 
-    def attributed(p: PrunePlan, what: str) -> int:
-        rows = p.images if what == "images" else p.cache
-        return sum(r.bytes for r in rows)
+    A system prune removes images first, exactly as an image prune would, so the image
+    rows are the system prune's; the cache rows depend on that order, so the build
+    cache gets plans of its own.
+    """
 
-    orphan_bytes = sum(p.bytes for p in image_plan.layers if p.reason == "referenced by nothing")
+    system: PrunePlan
+    system_all: PrunePlan
+    builder: PrunePlan
+    builder_all: PrunePlan
+
+    @classmethod
+    def of(cls, graph: RefGraph, now: float, sizer: Sizer, leftovers: list[Any]) -> _Plans:
+        def plan(kind: str, all_: bool) -> PrunePlan:
+            return build_plan(graph, PruneRequest(kind, all=all_), now, sizer, leftovers)
+
+        return cls(
+            plan("system", False),
+            plan("system", True),
+            plan("builder", False),
+            plan("builder", True),
+        )
+
+
+def _categories(
+    graph: RefGraph,
+    users: _Users,
+    cache: tuple[CacheUsage, ...],
+    orphans: tuple[str, ...],
+    plans: _Plans,
+    leftovers: list[Any],
+) -> tuple[CategoryUsage, ...]:
+    """The ``system df`` rows: images, build cache, orphan layers, leftovers."""
+    orphan_bytes = sum(p.bytes for p in plans.system.layers if p.reason == "referenced by nothing")
     leftover_bytes = sum(left.bytes for left in leftovers)
-    image_layers = {c for chain in image_chains.values() for c in chain}
-    cache_only = {c for chain in cache_chains.values() for c in chain} - image_layers
-    categories = (
+    return (
         CategoryUsage(
             "images",
             len(graph.images),
             sum(1 for i in graph.images.values() if i.tags),
-            sum(graph.layers[c].size for c in image_layers),
-            attributed(image_plan, "images"),
-            attributed(image_plan_all, "images"),
+            sum(graph.layers[c].size for c in users.image_layers()),
+            sum(p.bytes for p in plans.system.images),
+            sum(p.bytes for p in plans.system_all.images),
         ),
         CategoryUsage(
             "build_cache",
             len(graph.cache),
             sum(1 for c in cache if c.shared),
-            sum(graph.layers[c].size for c in cache_only),
-            attributed(cache_plan, "cache"),
-            attributed(cache_plan_all, "cache"),
+            sum(graph.layers[c].size for c in users.cache_only_layers()),
+            sum(p.bytes for p in plans.builder.cache),
+            sum(p.bytes for p in plans.builder_all.cache),
         ),
         CategoryUsage(
             "orphan_layers",
@@ -338,27 +424,21 @@ def account(
             "leftovers", len(leftovers), 0, leftover_bytes, leftover_bytes, leftover_bytes
         ),
     )
-    fs_free = fs_total = 0
-    if home is not None:
-        try:
-            fs = psutil.disk_usage(str(home))
-            fs_free, fs_total = int(fs.free), int(fs.total)
-        except OSError as exc:
-            raise StoreError(f"{home}: cannot read free space: {exc.strerror}") from exc
-    return DiskUsage(
-        images=tuple(images),
-        layers=layers,
-        cache=tuple(cache),
-        dangling=tuple(i.id for i in images if i.dangling),
-        orphans=orphans,
-        categories=categories,
-        layers_size=sum(row.size for row in graph.layers.values()),
-        reclaimable=system_plan.reclaimable_bytes,
-        reclaimable_all=system_plan_all.reclaimable_bytes,
-        fs_free=fs_free,
-        fs_total=fs_total,
-        home=str(home) if home is not None else "",
-    )
+
+
+def _free_space(home: Path | None) -> tuple[int, int]:
+    """(free, total) bytes of the filesystem holding ``home``; zeros without one.
+
+    Raises:
+        StoreError: the filesystem cannot be asked.
+    """
+    if home is None:
+        return 0, 0
+    try:
+        fs = psutil.disk_usage(str(home))
+    except OSError as exc:
+        raise StoreError(f"{home}: cannot read free space: {exc.strerror}") from exc
+    return int(fs.free), int(fs.total)
 
 
 def _parent_layer(graph: RefGraph, top: str | None) -> str | None:

@@ -1,8 +1,19 @@
-"""Engines other than the embedded store.
+"""The Docker Engine backend: the engine Protocol over a real Docker Engine.
 
-``docker``: :class:`lamina.core.docker.engine.DockerEngine`, the engine Protocol over a
-real Docker Engine reached through its API with the ``docker`` SDK (``DOCKER_HOST`` and
-Docker's TLS variables respected). ``docker_save`` reads a layer's file changes from an
-image's saved tar stream; ``docker_build`` drives the classic builder and records each
-build's inputs so a miss can be explained.
+Reached through its API with the ``docker`` SDK (``DOCKER_HOST`` and Docker's TLS
+variables respected). The modules, each using the others' public functions only:
+
+* ``engine``: :class:`~lamina.core.docker.engine.DockerEngine`, the Protocol
+  implementation; it only routes to the modules below.
+* ``client``: connecting, and turning the SDK's failures into one-line errors.
+* ``inventory``: reading the daemon's images, history, layers, containers and build
+  cache into lamina's records (remembered by image ID).
+* ``convert``: pure conversions of Docker's JSON (times, tags, layer stacks, history
+  rows) into model and accounting records.
+* ``save``: a layer's files, from an image's saved tar stream.
+* ``build``: builds with the classic builder, streamed as lamina's build events;
+  ``inputs`` records what each step had and explains a miss; ``records`` keeps those
+  records on disk; ``context`` writes the context tar the way the CLI sends it.
+* ``prune``: disk usage and prune plans through lamina's accounting, applied with
+  Docker's own prune endpoints.
 """

@@ -20,7 +20,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from lamina.core.context.dockerignore import matches, read_ignore_file, walk_context
 from lamina.core.errors import ContextError, LaminaError
@@ -92,7 +92,8 @@ def context_tar(context_dir: Path, dockerfile: Path) -> tuple[IO[bytes], str]:
                     continue  # rewritten below
                 full = root / rel
                 try:
-                    info = tar.gettarinfo(str(full), arcname=rel)
+                    # typeshed says TarInfo, but a socket gives None.
+                    info = cast("tarfile.TarInfo | None", tar.gettarinfo(str(full), arcname=rel))
                 except OSError as exc:
                     raise ContextError(
                         f"cannot read context file {rel}: {exc.strerror or exc}"

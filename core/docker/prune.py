@@ -1,10 +1,11 @@
 """Disk usage and prune plans for a Docker Engine, from lamina's own accounting.
 
-Docker's images, layers and BuildKit cache records are loaded into the same reference
-graph (``lamina.core.accounting.graph.RefGraph``) the embedded store uses, so ``system df`` numbers
-and the dry-run plan come from ``lamina.core.accounting.usage.account`` and
-``lamina.core.accounting.plans.build_plan``: one code path for both engines. Layer sizes are the
-``DiffSize`` Docker reports per layer, which is also what Docker sums into its
+Docker's images, layers and BuildKit cache records (read by
+:mod:`lamina.core.docker.inventory`) are loaded into the same reference graph
+(``lamina.core.accounting.graph.RefGraph``) the embedded store uses, so ``system df``
+numbers and the dry-run plan come from ``lamina.core.accounting.usage.account`` and
+``lamina.core.accounting.plans.build_plan``: one code path for both engines. Layer sizes
+are the ``DiffSize`` Docker reports per layer, which is also what Docker sums into its
 ``SpaceReclaimed``. Applying a plan goes through Docker's own prune endpoints
 (``images/prune``, ``build/prune``) with Docker's filters.
 
@@ -24,15 +25,10 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import Any
 
-from lamina.core.accounting.graph import (
-    CacheRow,
-    ImageRow,
-    LayerRow,
-    RefGraph,
-)
+from lamina.core.accounting.graph import CacheRow, RefGraph
 from lamina.core.accounting.plans import (
     PrunePlan,
     PruneRequest,
@@ -41,22 +37,17 @@ from lamina.core.accounting.plans import (
     Skipped,
     build_plan,
 )
-from lamina.core.accounting.usage import (
-    CategoryUsage,
-    DiskUsage,
-    account,
-)
-from lamina.core.digest import chain_ids
+from lamina.core.accounting.usage import CategoryUsage, DiskUsage, account
+from lamina.core.docker import convert
 from lamina.core.docker.client import call, docker_host
-from lamina.core.errors import LaminaError, NotFound
+from lamina.core.docker.convert import BUILDKIT_PREFIX
+from lamina.core.docker.inventory import DockerRefs, Inventory
+from lamina.core.errors import LaminaError
 from lamina.core.filters import Filter
-
-if TYPE_CHECKING:
-    from lamina.core.docker.engine import DockerEngine
 
 log = logging.getLogger(__name__)
 
-BUILDKIT_PREFIX = "buildkit:"
+__all__ = ["BUILDKIT_PREFIX", "DIFFERENCES", "apply_prune", "disk_usage", "plan_prune"]
 
 DIFFERENCES: tuple[str, ...] = (
     (
@@ -85,143 +76,23 @@ DIFFERENCES: tuple[str, ...] = (
 )
 
 
-@dataclass
-class DockerRefs:
-    """Everything a Docker disk report or prune plan needs, read once.
-
-    Attributes:
-        top: image IDs ``docker images`` lists (tagged and dangling).
-        images: every image (intermediates too) by ID: its inspect output.
-        layers: every layer by chainID.
-        containers: image ID -> IDs of containers (running or not) using it.
-        build_cache: BuildKit cache records from ``system df``.
-        layers_size: Docker's own ``LayersSize``.
-        root_dir: the daemon's data root.
-    """
-
-    top: set[str]
-    images: dict[str, dict[str, Any]]
-    layers: dict[str, LayerRow]
-    containers: dict[str, list[str]]
-    build_cache: list[dict[str, Any]]
-    layers_size: int
-    root_dir: str
-
-
-def load_refs(engine: DockerEngine) -> DockerRefs:
-    """Reads images, layers, containers and build cache from the daemon."""
-    from lamina.core.docker.engine import parse_time
-
-    api = engine.api
-    top_rows: list[dict[str, Any]] = call("listing images", api.images)
-    all_rows: list[dict[str, Any]] = call("listing images", api.images, all=True)
-    images: dict[str, dict[str, Any]] = {}
-    layers: dict[str, LayerRow] = {}
-    for row in all_rows:
-        try:
-            data = dict(engine._inspect_id(row["Id"]))
-        except NotFound:
-            continue  # removed while we listed
-        data["RepoTags"] = [t for t in row.get("RepoTags") or [] if t != "<none>:<none>"]
-        images[data["Id"]] = data
-        for info in engine._layer_infos(data):
-            if info.chain_id not in layers:
-                layers[info.chain_id] = LayerRow(
-                    info.chain_id, info.parent, info.size, info.created, info.created_by
-                )
-    containers: dict[str, list[str]] = {}
-    for ctr in call("listing containers", api.containers, all=True):
-        containers.setdefault(str(ctr.get("ImageID") or ""), []).append(str(ctr["Id"]))
-    df: dict[str, Any] = call("reading Docker's disk usage", api.df)
-    daemon: dict[str, Any] = call("reading Docker's info", api.info)
-    cache = [
-        dict(
-            rec, _created=parse_time(rec.get("CreatedAt")), _last=parse_time(rec.get("LastUsedAt"))
-        )
-        for rec in df.get("BuildCache") or []
-    ]
-    return DockerRefs(
-        top={row["Id"] for row in top_rows if row["Id"] in images},
-        images=images,
-        layers=layers,
-        containers=containers,
-        build_cache=cache,
-        layers_size=int(df.get("LayersSize") or 0),
-        root_dir=str(daemon.get("DockerRootDir") or ""),
-    )
-
-
-def _top_layer(data: dict[str, Any]) -> str | None:
-    chains = chain_ids(data.get("RootFS", {}).get("Layers") or [])
-    return chains[-1] if chains else None
-
-
-def _image_row(data: dict[str, Any]) -> ImageRow:
-    from lamina.core.docker.engine import parse_time
-
-    created = parse_time(data.get("Created"))
-    parent = data.get("Parent") or None
-    return ImageRow(
-        id=data["Id"],
-        top_layer=_top_layer(data),
-        created=created,
-        added=created,
-        parent=parent,
-        tags=tuple(sorted(data.get("RepoTags") or ())),
-    )
-
-
-def _intermediate_row(refs: DockerRefs, data: dict[str, Any], engine: DockerEngine) -> CacheRow:
-    from lamina.core.docker.engine import parse_time
-
-    created = parse_time(data.get("Created"))
-    rows = engine._raw_history(data["Id"])
-    instruction = str(rows[-1].get("CreatedBy") or "") if rows else ""
-    return CacheRow(
-        key=data["Id"],
-        parent=data.get("Parent") or "scratch",
-        instruction=instruction,
-        result=data["Id"],
-        top_layer=_top_layer(data),
-        created=created,
-        last_used=created,
-        use_count=0,
-    )
-
-
 def _buildkit(graph: RefGraph, refs: DockerRefs, keep_shared: bool) -> None:
     """Adds BuildKit records as cache entries, each on a layer row of its own size."""
     for rec in refs.build_cache:
-        if rec.get("InUse") or (keep_shared and rec.get("Shared")):
+        if rec.in_use or (keep_shared and rec.shared):
             continue  # Docker never prunes these (without --all, not shared ones either)
-        chain = BUILDKIT_PREFIX + str(rec["ID"])
-        graph.layers[chain] = LayerRow(
-            chain,
-            None,
-            int(rec.get("Size") or 0),
-            rec["_created"],
-            str(rec.get("Description") or ""),
-        )
-        graph.cache[chain] = CacheRow(
-            key=chain,
-            parent="buildkit",
-            instruction=str(rec.get("Description") or rec.get("Type") or ""),
-            result=chain,
-            top_layer=chain,
-            created=rec["_created"],
-            last_used=rec["_last"],
-            use_count=int(rec.get("UsageCount") or 0),
-        )
+        graph.layers[rec.key] = rec.layer_row()
+        graph.cache[rec.key] = rec.cache_row()
 
 
-def accounting_graph(refs: DockerRefs, engine: DockerEngine) -> RefGraph:
+def accounting_graph(refs: DockerRefs) -> RefGraph:
     """Listed images as images; intermediates and BuildKit records as build cache."""
     graph = RefGraph(layers=dict(refs.layers), images={}, cache={})
     for image_id, data in refs.images.items():
         if image_id in refs.top:
-            graph.images[image_id] = _image_row(data)
+            graph.images[image_id] = convert.image_row(data)
         else:
-            row = _intermediate_row(refs, data, engine)
+            row = convert.intermediate_row(data, refs.history.get(image_id, []))
             graph.cache[row.key] = row
     _buildkit(graph, refs, keep_shared=False)
     return graph
@@ -242,7 +113,7 @@ def image_prune_graph(refs: DockerRefs) -> RefGraph:
             protected.add(cur)
             cur = refs.images[cur].get("Parent") or None
     for image_id, data in refs.images.items():
-        row = _image_row(data)
+        row = convert.image_row(data)
         if image_id in protected:
             key = f"container-image:{image_id}"
             graph.cache[key] = CacheRow(
@@ -264,7 +135,7 @@ def builder_prune_graph(refs: DockerRefs, request: PruneRequest) -> RefGraph:
     """Every image as an image; BuildKit records (what ``build/prune`` sees) as cache."""
     graph = RefGraph(layers=dict(refs.layers), images={}, cache={})
     for data in refs.images.values():
-        row = _image_row(data)
+        row = convert.image_row(data)
         graph.images[row.id] = row
     _buildkit(graph, refs, keep_shared=not request.all)
     return graph
@@ -331,11 +202,11 @@ def _until_only(request: PruneRequest) -> list[str | Filter]:
     return out
 
 
-def plan_prune(engine: DockerEngine, request: PruneRequest, now: float | None = None) -> PrunePlan:
+def plan_prune(inventory: Inventory, request: PruneRequest, now: float | None = None) -> PrunePlan:
     """What Docker's prune for ``request`` will remove and the bytes it frees.
 
     Args:
-        engine: the Docker engine.
+        inventory: what the daemon holds.
         request: ``image``, ``builder`` or ``system`` with Docker's filters.
         now: the clock (for tests).
 
@@ -344,7 +215,7 @@ def plan_prune(engine: DockerEngine, request: PruneRequest, now: float | None = 
     """
     request.checked()
     now = time.time() if now is None else now
-    return _plan(load_refs(engine), request, now)
+    return _plan(inventory.refs(), request, now)
 
 
 def _docker_filters(request: PruneRequest, images: bool) -> dict[str, Any]:
@@ -359,7 +230,7 @@ def _docker_filters(request: PruneRequest, images: bool) -> dict[str, Any]:
     return filters
 
 
-def apply_prune(engine: DockerEngine, plan: PrunePlan) -> PruneResult:
+def apply_prune(inventory: Inventory, plan: PrunePlan) -> PruneResult:
     """Runs Docker's prune for the plan's request and reports what Docker removed.
 
     Docker's prune endpoints take filters, not lists, so the daemon decides again;
@@ -374,7 +245,7 @@ def apply_prune(engine: DockerEngine, plan: PrunePlan) -> PruneResult:
     reclaimed = 0
     if request.kind in ("image", "system"):
         out = call(
-            "pruning images", engine.api.prune_images, filters=_docker_filters(request, True)
+            "pruning images", inventory.api.prune_images, filters=_docker_filters(request, True)
         )
         planned_images = {p.id for p in plan.images}
         planned_layers = {p.chain_id for p in plan.layers}
@@ -386,7 +257,7 @@ def apply_prune(engine: DockerEngine, plan: PrunePlan) -> PruneResult:
                 # Docker lists removed layers (by chainID) among removed images.
                 if deleted in planned_images:
                     images.append(deleted)
-                elif deleted in planned_layers or deleted not in engine._inspect_cache:
+                elif deleted in planned_layers or not inventory.knows(deleted):
                     layers.append(deleted)
                 else:
                     images.append(deleted)
@@ -400,7 +271,7 @@ def apply_prune(engine: DockerEngine, plan: PrunePlan) -> PruneResult:
             kwargs["keep_storage"] = request.keep_storage
         if request.all:
             kwargs["all"] = True
-        out = call("pruning the build cache", engine.api.prune_builds, **kwargs)
+        out = call("pruning the build cache", inventory.api.prune_builds, **kwargs)
         cache = [BUILDKIT_PREFIX + str(c) for c in out.get("CachesDeleted") or []]
         reclaimed += int(out.get("SpaceReclaimed") or 0)
     skipped = [
@@ -411,9 +282,7 @@ def apply_prune(engine: DockerEngine, plan: PrunePlan) -> PruneResult:
         log.warning(
             "Docker removed %d objects beyond lamina's plan (made since planning?)", len(extra)
         )
-    with engine._lock:
-        engine._inspect_cache.clear()
-        engine._history_cache.clear()
+    inventory.forget()
     return PruneResult(
         untagged=tuple(untagged),
         images=tuple(images),
@@ -424,17 +293,17 @@ def apply_prune(engine: DockerEngine, plan: PrunePlan) -> PruneResult:
     )
 
 
-def disk_usage(engine: DockerEngine, now: float | None = None) -> DiskUsage:
+def disk_usage(inventory: Inventory, now: float | None = None) -> DiskUsage:
     """``system df`` for a Docker Engine through lamina's accounting.
 
     Shared and unique sizes, per-layer users and the build cache come from
-    ``diskusage.account`` over the accounting graph; the images and build-cache
-    ``reclaimable`` figures are replaced by the plans of Docker-shaped prunes (so they
-    equal what ``image prune`` / ``builder prune`` would report).
+    ``lamina.core.accounting.usage.account`` over the accounting graph; the images and
+    build-cache ``reclaimable`` figures are replaced by the plans of Docker-shaped
+    prunes (so they equal what ``image prune`` / ``builder prune`` would report).
     """
     now = time.time() if now is None else now
-    refs = load_refs(engine)
-    graph = accounting_graph(refs, engine)
+    refs = inventory.refs()
+    graph = accounting_graph(refs)
     usage = account(graph, now, _sizer(refs), [], None)
 
     def freed(kind: str, all_: bool) -> int:

@@ -17,8 +17,9 @@ import stat
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
+from lamina.core.docker.client import call
 from lamina.core.errors import ArchiveError
 from lamina.core.model import FileChange
 
@@ -168,6 +169,27 @@ def read_layers(stream: IO[bytes], wanted: set[str]) -> dict[str, list[TarEntry]
         raise ArchiveError(f"the image stream from Docker is not a tar: {exc}") from exc
     log.debug("listed %d of %d wanted layers from the saved image", len(found), len(wanted))
     return found
+
+
+def saved_layers(api: Any, image_id: str, wanted: set[str]) -> dict[str, list[TarEntry]]:
+    """Streams ``docker save`` of one image and lists the layers in ``wanted``.
+
+    Nothing is written to disk; the stream is read once, front to back.
+
+    Args:
+        api: the SDK's low-level ``docker.APIClient``.
+        image_id: the image to save.
+        wanted: diffIDs of the layers to list.
+
+    Returns:
+        diffID -> entries, for every wanted layer the stream holds.
+
+    Raises:
+        EngineUnavailable: Docker failed while streaming.
+        ArchiveError: the stream is not a tar.
+    """
+    stream = call(f"saving image {image_id}", api.get_image, image_id)
+    return call(f"reading image {image_id}", read_layers, ChunkReader(stream), wanted)
 
 
 def changes(lower: list[list[TarEntry]], layer: list[TarEntry]) -> list[FileChange]:

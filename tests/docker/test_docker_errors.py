@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lamina.core.docker.engine import DockerEngine, _split_tag, parse_time
+from lamina.core.docker.convert import parse_time, split_tag
+from lamina.core.docker.engine import DockerEngine
 from lamina.core.errors import EngineUnavailable, UsageError
 from lamina.core.open import open_engine
 
@@ -121,10 +122,10 @@ def test_socket_without_permission(tmp_path: Path) -> None:
 
 
 def test_split_tag_and_time_parsing() -> None:
-    assert _split_tag("localhost:5000/x") == ("localhost:5000/x", "latest")
-    assert _split_tag("a/b:v1") == ("a/b", "v1")
+    assert split_tag("localhost:5000/x") == ("localhost:5000/x", "latest")
+    assert split_tag("a/b:v1") == ("a/b", "v1")
     with pytest.raises(UsageError):
-        _split_tag("bad tag")
+        split_tag("bad tag")
     assert parse_time("2026-11-28T00:36:38.055906675Z") == pytest.approx(1795826198.055906)
     assert parse_time("1970-01-01T00:00:01Z") == 1.0
     assert parse_time(None) == 0.0

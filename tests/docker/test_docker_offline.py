@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lamina.core.docker.build import BuildRecords, explain, plan_inputs
 from lamina.core.docker.context import context_tar
+from lamina.core.docker.inputs import explain, plan_inputs
+from lamina.core.docker.records import BuildRecords
 from lamina.core.docker.save import ChunkReader, changes, read_layers
 from lamina.core.errors import ArchiveError, UsageError
 from lamina.core.model import BuildRequest

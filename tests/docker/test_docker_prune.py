@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from lamina.core.accounting.plans import PruneRequest
+from lamina.core.docker.convert import BUILDKIT_PREFIX
 from lamina.core.docker.engine import DockerEngine
-from lamina.core.docker.prune import BUILDKIT_PREFIX, DIFFERENCES
+from lamina.core.docker.prune import DIFFERENCES
 from lamina.core.errors import UsageError
 from lamina.core.events import BuildFinished
 from lamina.core.model import BuildRequest

@@ -25,6 +25,7 @@ from lamina.core.embedded.store.layers import LayerStore
 from lamina.core.embedded.store.lock import StoreLock
 from lamina.core.errors import NotFound, StoreError, UsageError
 from lamina.core.model import ImageSummary
+from lamina.core.timestamps import parse_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -90,25 +91,8 @@ def normalize_tag(name: str) -> str:
     return f"{full}:{tag}"
 
 
-def parse_created(value: Any) -> float:
-    """A config's RFC 3339 ``created`` as unix time (0 when absent or unreadable)."""
-    if not isinstance(value, str) or not value:
-        return 0.0
-    m = re.match(
-        r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?(Z|z|[+-]\d{2}:\d{2})?$", value
-    )
-    if not m:
-        return 0.0
-    date, clock, frac, zone = m.groups()
-    zone = "+00:00" if zone in (None, "Z", "z") else zone
-    try:
-        dt = datetime.fromisoformat(f"{date}T{clock}{zone}")
-    except ValueError:
-        return 0.0
-    seconds = dt.timestamp()
-    if frac:
-        seconds += float("0" + frac)
-    return seconds
+# A config's RFC 3339 ``created`` as unix time (0 when absent or unreadable).
+parse_created = parse_rfc3339
 
 
 def format_created(ts: float) -> str:
