@@ -189,8 +189,7 @@ def unindexed_layer_dirs(store: Store) -> tuple[list[str], list[str]]:
     deletes it.
     """
     with store.lock():
-        rows = store.index.connection().execute("SELECT chain_id FROM layers")
-        indexed = {hex_of(r[0]) for r in rows if is_digest(r[0])}
+        indexed = {hex_of(c) for c in store.layers.chain_ids() if is_digest(c)}
         names = [e.name for e in _scandir(store.home / "layers") if e.name not in indexed]
     if not names:
         return [], []

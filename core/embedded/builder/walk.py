@@ -60,6 +60,7 @@ from lamina.core.embedded.builder.copy import (
 from lamina.core.embedded.builder.keys import compared_config, step_key
 from lamina.core.embedded.builder.rootfs import RootFS, join, split
 from lamina.core.embedded.store import Store
+from lamina.core.embedded.store.cache import CacheHit
 from lamina.core.errors import (
     BuildError,
     ContextError,
@@ -78,7 +79,7 @@ from lamina.core.events import (
     StepOutput,
     StepStarted,
 )
-from lamina.core.model import BuildRecord, BuildRequest, StepRecord
+from lamina.core.model import BuildRecord, BuildRequest, Reason, StepRecord
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,6 @@ class _Walk:
         self.dry_run = dry_run
         self.cancel = cancel
         self.build_id = build_id
-        self.conn = store.index.connection()
         self.lexer = Lexer(dockerfile.escape)
         self.results: dict[int, _StageResult] = {}
         self.seq = 0
@@ -359,7 +359,7 @@ class _Walk:
                 if instruction.flag("chmod"):
                     inputs["step"]["chmod"] = instruction.flag("chmod")
             key = step_key(state.id or "", inputs["step"]) if state.id else None
-            reason: dict[str, Any] | None
+            reason: Reason | None
             row = None
             if self.request.no_cache:
                 reason = reasons.no_cache()
@@ -367,50 +367,31 @@ class _Walk:
                 reason = reasons.parent_missed(*missed)
             else:
                 if key is not None and step.unknown_sources is None:
-                    row = self.conn.execute(
-                        "SELECT result, top_layer FROM cache WHERE key = ?", (key,)
-                    ).fetchone()
-                if row is not None and not self._usable(str(row[0]), row[1]):
+                    row = self.store.cache.lookup(key)
+                if row is not None and not self._usable(row.result, row.top_layer):
                     # The entry survived but what it points at was removed (a partial
                     # prune or GC): run the step again.
                     row = None
-                    reason = {
-                        "kind": "pruned",
-                        "message": "this step was cached, but its result is no longer in the store",
-                    }
+                    reason = reasons.result_pruned()
                 elif row is not None:
                     reason = None
                 elif step.unknown_sources is not None:
-                    reason = {
-                        "kind": "sources_changed",
-                        "message": f"copies from stage {step.unknown_sources}, which runs again"
-                        " first: its files are not known before it runs",
-                        "added": [],
-                        "removed": [],
-                        "changed": [],
-                        "unknown": True,
-                    }
+                    reason = reasons.sources_unknown(step.unknown_sources)
                 else:
                     _add_source_manifest(inputs, step)
-                    reason = reasons.explain_miss(
-                        self.conn,
+                    history = self.store.cache.history(
                         key or "",
-                        state.id or "",
-                        inputs,
-                        first_in_stage=first,
-                        parent_known=state.id is not None,
+                        state.id,
+                        inputs["instruction"] if first else None,
                     )
+                    reason = reasons.explain_miss(inputs, history, first_in_stage=first)
             first = False
             output: list[str] = []
             if row is not None:
-                result_id = str(row[0])
-                if not self.dry_run:
-                    with self.store.index.transaction() as conn:
-                        conn.execute(
-                            "UPDATE cache SET last_used = ?, use_count = use_count + 1 WHERE key = ?",
-                            (time.time(), key),
-                        )
-                state = _State(result_id, self.store.images.get_config(result_id), row[1])
+                result_id = row.result
+                if not self.dry_run and key is not None:
+                    self.store.cache.touch(key)
+                state = _State(result_id, self.store.images.get_config(result_id), row.top_layer)
                 record = StepRecord(
                     stage_no,
                     index,
@@ -418,8 +399,8 @@ class _Walk:
                     True,
                     None,
                     time.monotonic() - started,
-                    layer=row[1] if step.layer else None,
-                    size=self._layer_size(row[1]) if step.layer else 0,
+                    layer=row.top_layer if step.layer else None,
+                    size=self._layer_size(row.top_layer) if step.layer else 0,
                 )
             else:
                 if missed is None:
@@ -496,24 +477,7 @@ class _Walk:
         if self.dry_run:
             return
         self.seq += 1
-        with self.store.index.transaction() as conn:
-            conn.execute(
-                "INSERT INTO build_steps (build_id, seq, stage, idx, instruction, cached, reason,"
-                " duration, layer, size, cache_key) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    self.build_id,
-                    self.seq,
-                    record.stage,
-                    record.index,
-                    record.instruction,
-                    None if record.cached is None else int(record.cached),
-                    json.dumps(record.reason) if record.reason is not None else None,
-                    record.duration,
-                    record.layer,
-                    record.size,
-                    key,
-                ),
-            )
+        self.store.builds.add_step(self.build_id, self.seq, record, key)
 
     def record_cache(
         self,
@@ -523,27 +487,16 @@ class _Walk:
         inputs: dict[str, Any],
         result: _State,
     ) -> None:
-        if key is None or result.id is None:
+        if key is None or result.id is None or parent.id is None:
             return
-        now = time.time()
-        with self.store.index.transaction() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO cache (key, parent, instruction, inputs, result, top_layer,"
-                " created, last_used, use_count, build_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    key,
-                    parent.id,
-                    instruction.original,
-                    json.dumps(inputs, sort_keys=True, separators=(",", ":")),
-                    result.id,
-                    result.chain,
-                    now,
-                    now,
-                    0,
-                    self.build_id,
-                ),
-            )
-            conn.execute("DELETE FROM pruned_cache WHERE key = ?", (key,))
+        self.store.cache.record(
+            key,
+            parent.id,
+            instruction.original,
+            inputs,
+            CacheHit(result.id, result.chain),
+            self.build_id,
+        )
 
     # -- per instruction: what goes into the key ----------------------------------
 
@@ -1066,7 +1019,7 @@ def run_build(
     preflight: _Walk | None = None
     try:
         dockerfile, df_path, context = _load(request)
-        context.stat_cache = StatCache(store.index.connection())
+        context.stat_cache = StatCache(store.stat_cache)
         preflight = _Walk(store, request, dockerfile, df_path, context, dry_run=True, cancel=cancel)
         planned = list(preflight.run())
     except LaminaError as exc:
@@ -1095,8 +1048,8 @@ def run_build(
         preflight.cleanup()
         yield BuildFailed(0, str(exc))
         return
-    context.stat_cache.flush(store.index.transaction)
-    build_id = _start_record(store, request, df_path)
+    context.stat_cache.flush()
+    build_id = store.builds.start(request, df_path)
     walk = _Walk(
         store,
         request,
@@ -1120,63 +1073,22 @@ def run_build(
         store.images.add_image(image_id, parent=getattr(walk, "last_base_image", None))
         for tag in tags:
             store.images.tag(image_id, tag)
-        _finish_record(store, build_id, "ok", image_id, None)
+        store.builds.finish(build_id, "ok", image_id, None)
         _apply_retention(store)
         yield BuildFinished(build_id, image_id, tags)
     except (_Cancelled, KeyboardInterrupt):
         cancel.set()
-        _finish_record(store, build_id, "cancelled", None, "build cancelled")
+        store.builds.finish(build_id, "cancelled", None, "build cancelled")
         yield BuildFailed(build_id, "build cancelled", cancelled=True)
     except LaminaError as exc:
         cancelled = cancel is not None and cancel.is_set()
         status = "cancelled" if cancelled else "failed"
-        _finish_record(store, build_id, status, None, str(exc))
+        store.builds.finish(build_id, status, None, str(exc))
         yield BuildFailed(
             build_id, "build cancelled" if cancelled else str(exc), cancelled=cancelled
         )
     finally:
         walk.cleanup()
-
-
-def _start_record(store: Store, request: BuildRequest, df_path: Path) -> int:
-    with store.index.transaction() as conn:
-        cur = conn.execute(
-            "INSERT INTO builds (started, dockerfile, context, tags, build_args, target, status, pid)"
-            " VALUES (?,?,?,?,?,?,?,?)",
-            (
-                time.time(),
-                str(df_path),
-                str(Path(request.context)),
-                json.dumps(list(request.tags)),
-                json.dumps(dict(request.build_args), sort_keys=True),
-                request.target,
-                "running",
-                os.getpid(),
-            ),
-        )
-        return int(cur.lastrowid or 0)
-
-
-def _finish_record(
-    store: Store, build_id: int, status: str, image: str | None, error: str | None
-) -> None:
-    with store.index.transaction() as conn:
-        conn.execute(
-            "UPDATE builds SET finished = ?, status = ?, image = ?, error = ? WHERE id = ?",
-            (time.time(), status, image, error, build_id),
-        )
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _add_source_manifest(inputs: dict[str, Any], step: Any) -> None:
@@ -1216,46 +1128,7 @@ def list_builds(store: Store, limit: int = 50) -> list[BuildRecord]:
         store: the store.
         limit: at most this many builds.
     """
-    conn = store.index.connection()
-    out = []
-    for row in conn.execute("SELECT * FROM builds ORDER BY id DESC LIMIT ?", (limit,)).fetchall():
-        steps = tuple(
-            StepRecord(
-                stage=s["stage"],
-                index=s["idx"],
-                instruction=s["instruction"],
-                cached=None if s["cached"] is None else bool(s["cached"]),
-                reason=json.loads(s["reason"]) if s["reason"] else None,
-                duration=s["duration"],
-                layer=s["layer"],
-                size=s["size"],
-            )
-            for s in conn.execute(
-                "SELECT * FROM build_steps WHERE build_id = ? ORDER BY seq", (row["id"],)
-            )
-        )
-        status, error = row["status"], row["error"]
-        if status == "running" and not _alive(row["pid"]):
-            # The process died mid-build (killed, power loss): say so instead of
-            # showing a build that runs forever.
-            status, error = "failed", error or "interrupted: the building process is gone"
-        out.append(
-            BuildRecord(
-                id=row["id"],
-                started=row["started"],
-                finished=row["finished"],
-                dockerfile=row["dockerfile"],
-                context=row["context"],
-                tags=tuple(json.loads(row["tags"] or "[]")),
-                build_args=json.loads(row["build_args"] or "{}"),
-                target=row["target"],
-                image=row["image"],
-                status=status,
-                error=error,
-                steps=steps,
-            )
-        )
-    return out
+    return store.builds.recent(limit)
 
 
 __all__ = ["list_builds", "run_build"]
