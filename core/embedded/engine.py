@@ -231,7 +231,7 @@ class EmbeddedEngine:
 
     def builds(self, limit: int = 50) -> list[BuildRecord]:
         """Recorded builds, newest first."""
-        from lamina.core.embedded.builder.walk import list_builds
+        from lamina.core.embedded.builder.records import list_builds
 
         return list_builds(self.store, limit)
 
