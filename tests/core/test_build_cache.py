@@ -25,12 +25,7 @@ from lamina.core.model import BuildRequest, StepRecord
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.fixture
-def store(tmp_path: Path, busybox_tar: Path) -> Store:
-    s = Store(tmp_path / "store")
-    import_rootfs(s, busybox_tar, "busybox:latest")
-    yield s
-    s.close()
+pytestmark = pytest.mark.usefixtures("busybox_store")
 
 
 @pytest.fixture

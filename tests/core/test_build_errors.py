@@ -29,13 +29,7 @@ from lamina.core.errors import NotFound
 from lamina.core.events import BuildFailed, BuildFinished, StepOutput
 from lamina.core.model import BuildRequest
 
-
-@pytest.fixture
-def store(tmp_path: Path, busybox_tar: Path) -> Store:
-    s = Store(tmp_path / "store")
-    import_rootfs(s, busybox_tar, "busybox:latest")
-    yield s
-    s.close()
+pytestmark = pytest.mark.usefixtures("busybox_store")
 
 
 @pytest.fixture

@@ -21,13 +21,6 @@ from lamina.core.embedded.store.index import SCHEMA_VERSION
 from lamina.core.errors import NotFound, StoreError, UsageError
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "home")
-    yield s  # type: ignore[misc]
-    s.close()
-
-
 def make_tree(root: Path) -> None:
     (root / "etc").mkdir(parents=True)
     (root / "etc" / "a").write_text("hello")
