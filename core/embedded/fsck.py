@@ -126,7 +126,7 @@ def _check_layers(store: Store, graph: RefGraph, deep: bool, problems: list[Prob
             problems.append(Problem("broken-parent", chain_id, str(exc), False))
             bad.add(chain_id)
             continue
-        root = store.home / "layers" / hex_of(chain_id)
+        root = store.layers.dir_path(chain_id)
         if not (root / "diff").is_dir() or not (root / "tar-split.json.gz").is_file():
             problems.append(
                 Problem(
@@ -264,7 +264,7 @@ def _repair(
         # Unused layers that stood on a missing one lost their rows too; their
         # directories go the way prune removes them.
         for chain_id in sorted(dropped):
-            moved = to_trash(store, store.home / "layers" / hex_of(chain_id))
+            moved = to_trash(store, store.layers.dir_path(chain_id))
             if moved is not None:
                 trash.append(moved)
     for path in trash:

@@ -46,10 +46,8 @@ from lamina.core.accounting.plans import (
     Skipped,
     build_plan,
 )
-from lamina.core.digest import hex_of
 from lamina.core.embedded.store.graph import load_graph
 from lamina.core.embedded.trash import (
-    blob_path,
     blob_stat,
     find_leftovers,
     layer_overhead,
@@ -148,7 +146,7 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
             for b in plan.blobs:
                 if remaining_refs.get(b.digest, 0) > 0:
                     skipped.append(Skipped("blob", b.digest, "referenced again since planning"))
-                elif _mtime(store, b.digest) > plan.created:
+                elif blob_stat(store, b.digest)[1] > plan.created:
                     skipped.append(Skipped("blob", b.digest, "written again since planning"))
                 else:
                     blobs.append(b)
@@ -164,17 +162,19 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
         # Committed: the rows are gone. Now the directories, renamed first so that a
         # crash leaves recognisable trash, never a half-deleted layer under its name.
         for layer in layers:
-            moved = to_trash(store, store.home / "layers" / hex_of(layer.chain_id))
+            moved = to_trash(store, store.layers.dir_path(layer.chain_id))
             if moved is not None:
                 trash.append(moved)
         for b in blobs:
             try:
-                os.unlink(blob_path(store, b.digest))
+                os.unlink(store.images.blob_path(b.digest))
             except FileNotFoundError:
                 pass
             except OSError as exc:
                 # Its references are gone; an undeletable file is a leftover for later.
-                log.warning("%s: cannot remove (%s)", blob_path(store, b.digest), exc.strerror)
+                log.warning(
+                    "%s: cannot remove (%s)", store.images.blob_path(b.digest), exc.strerror
+                )
     for path in trash:
         remove_tree(path)
     swept = sweep(store, plan.leftovers) if plan.leftovers else []
@@ -281,13 +281,6 @@ def _blob_refs_without(graph: RefGraph, images: set[str], cache: set[str]) -> di
         cache={k: v for k, v in graph.cache.items() if k not in cache},
     )
     return reduced.blob_refs()
-
-
-def _mtime(store: Store, digest: str) -> float:
-    try:
-        return os.lstat(blob_path(store, digest)).st_mtime
-    except OSError:
-        return 0.0
 
 
 # -- retention --------------------------------------------------------------------------

@@ -103,16 +103,6 @@ def layer_overhead(store: Store, chain_id: str) -> int:
     return total
 
 
-def blob_path(store: Store, digest: str) -> Path:
-    """``blobs/sha256/<hex>`` (the digest validated first)."""
-    return store.home / "blobs" / "sha256" / hex_of(digest)
-
-
-def blob_bytes(store: Store, digest: str) -> int:
-    """Bytes the blob occupies, 0 when it is missing."""
-    return blob_stat(store, digest)[0]
-
-
 def blob_stat(store: Store, digest: str) -> tuple[int, float]:
     """(bytes on disk, mtime) of a blob; (0, 0.0) when it is missing."""
     try:

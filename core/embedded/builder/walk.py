@@ -302,6 +302,7 @@ def _build(
     rules: CacheRules,
     scratch: Scratch,
 ) -> Iterator[BuildEvent]:
+    """The preflight, then (unless this is a dry run) the recorded build."""
     try:
         dockerfile, df_path, context = _load(request)
         context.stat_cache = StatCache(store.stat_cache)
@@ -337,6 +338,7 @@ def _build(
         return
     context.stat_cache.flush()
     record = BuildLog.start(store, request, df_path)
+    yield BuildStarted(record.build_id, str(df_path), str(Path(request.context)), steps_total)
     walk = Walk(
         store,
         request,
@@ -349,8 +351,18 @@ def _build(
         cancel=cancel,
         build_log=record,
     )
+    yield from _recorded(store, walk, record, tags, cancel)
+
+
+def _recorded(
+    store: Store,
+    walk: Walk,
+    record: BuildLog,
+    tags: tuple[str, ...],
+    cancel: threading.Event,
+) -> Iterator[BuildEvent]:
+    """The build proper: the walk, then the image and its tags, and how it ended."""
     build_id = record.build_id
-    yield BuildStarted(build_id, str(df_path), str(Path(request.context)), steps_total)
     try:
         yield from walk.run()
         final = walk.final

@@ -4,7 +4,9 @@ writes the index through the objects it holds.
 
 Layout (see docs/architecture.md)::
 
-    index.db                    the SQLite index (core/embedded/store/index.py)
+    index.db                    the SQLite index (core/embedded/store/index.py; its tables
+                                are read and written by layers, images, cache, builds
+                                and statcache)
     lock                        flock'd by writers (core/embedded/store/lock.py)
     blobs/sha256/<hex>          configs and other JSON documents (core/embedded/store/images.py)
     layers/<chain-hex>/         diff/ + tar-split.json.gz (core/embedded/store/layers.py)

@@ -561,9 +561,13 @@ class LayerStore:
         out.reverse()
         return out
 
+    def dir_path(self, chain_id: str) -> Path:
+        """``layers/<hex>`` (validated digest; the layer need not exist)."""
+        return self.root / hex_of(chain_id)
+
     def diff_path(self, chain_id: str) -> Path:
         """``layers/<hex>/diff`` (validated digest; the layer need not exist)."""
-        return self.root / hex_of(chain_id) / "diff"
+        return self.dir_path(chain_id) / "diff"
 
     def all(self) -> list[LayerInfo]:
         """Every recorded layer, oldest first."""
@@ -589,14 +593,14 @@ class LayerStore:
             StoreError: if its files or tar-split are damaged.
         """
         self.get(chain_id)
-        layer_dir = self.root / hex_of(chain_id)
+        layer_dir = self.dir_path(chain_id)
         TarSplit.load(layer_dir / TARSPLIT_NAME).write(layer_dir / "diff", out)
 
     def verify(self, chain_id: str) -> bool:
         """Whether the regenerated tar still hashes to the recorded diffID."""
         info = self.get(chain_id)
         try:
-            digest, _size = regenerated_digest(self.root / hex_of(chain_id))
+            digest, _size = regenerated_digest(self.dir_path(chain_id))
         except StoreError as exc:
             log.info("%s: %s", chain_id, exc)
             return False
@@ -772,7 +776,7 @@ class LayerStore:
         created_by: str,
     ) -> LayerInfo:
         chain_id = chain_ids([parent, diff_id])[-1] if parent else diff_id
-        dest = self.root / hex_of(chain_id)
+        dest = self.dir_path(chain_id)
         size = disk_size(stage / "diff")
         now = time.time()
         with self._lock.hold(), self.index.transaction() as conn:
