@@ -79,7 +79,7 @@ class StageScope:
 
 
 @dataclass
-class _Shaping:
+class _Draft:
     """One instruction being prepared: the config it changes and what it expands with."""
 
     ins: Instruction
@@ -123,7 +123,7 @@ class Handlers:
         self.scratch = scratch
         self.stages = stages
         self.built = built
-        self._metadata: dict[str, Callable[[_Shaping], Step]] = {
+        self._metadata: dict[str, Callable[[_Draft], Step]] = {
             "ENV": self._env,
             "LABEL": self._label,
             "ARG": self._arg,
@@ -156,7 +156,7 @@ class Handlers:
                 " builds like the classic builder"
             )
         cfg = copy.deepcopy(state.config)
-        shaping = _Shaping(
+        draft = _Draft(
             ins,
             state,
             scope,
@@ -165,19 +165,19 @@ class Handlers:
             list(cfg.get("Shell") or DEFAULT_SHELL),
         )
         if kw == "RUN":
-            return self._run(shaping)
+            return self._run(draft)
         if kw in ("COPY", "ADD"):
-            return self._copy(shaping)
+            return self._copy(draft)
         if kw == "WORKDIR":
-            return self._workdir(shaping)
+            return self._workdir(draft)
         metadata = self._metadata.get(kw)
         if metadata is None:
             raise self.words.fail(ins, "instruction not supported by the builder")
-        return metadata(shaping)
+        return metadata(draft)
 
     # -- RUN ----------------------------------------------------------------------------
 
-    def _run(self, s: _Shaping) -> Step:
+    def _run(self, s: _Draft) -> Step:
         ins, args = s.ins, s.scope.args
         env_list = list(s.cfg.get("Env") or [])
         command = list(ins.args) if ins.json_form else s.shell + [_run_text(ins)]
@@ -189,7 +189,7 @@ class Handlers:
 
     # -- COPY / ADD ---------------------------------------------------------------------
 
-    def _copy(self, s: _Shaping) -> Step:
+    def _copy(self, s: _Draft) -> Step:
         ins, kw, env = s.ins, s.ins.keyword, s.env
         paths, contents, raw_dest = sources_and_dest(ins)
         dest_word = self.words.word(ins, raw_dest, env)
@@ -279,7 +279,7 @@ class Handlers:
 
     # -- WORKDIR ------------------------------------------------------------------------
 
-    def _workdir(self, s: _Shaping) -> Step:
+    def _workdir(self, s: _Draft) -> Step:
         path = self.words.word(s.ins, s.ins.args[0], s.env)
         workdir = join(s.cfg.get("WorkingDir") or "/", path).rstrip("/") or "/"
         s.cfg["WorkingDir"] = workdir
@@ -289,7 +289,7 @@ class Handlers:
 
     # -- metadata -----------------------------------------------------------------------
 
-    def _env(self, s: _Shaping) -> Step:
+    def _env(self, s: _Draft) -> Step:
         env_list = list(s.cfg.get("Env") or [])
         pairs = []
         for name, raw in s.ins.env_pairs:
@@ -300,7 +300,7 @@ class Handlers:
         s.cfg["Env"] = env_list
         return s.nop("ENV " + " ".join(pairs))
 
-    def _label(self, s: _Shaping) -> Step:
+    def _label(self, s: _Draft) -> Step:
         labels = dict(s.cfg.get("Labels") or {})
         parts = []
         for name, raw in s.ins.env_pairs:
@@ -311,7 +311,7 @@ class Handlers:
         s.cfg["Labels"] = labels
         return s.nop("LABEL " + " ".join(parts))
 
-    def _arg(self, s: _Shaping) -> Step:
+    def _arg(self, s: _Draft) -> Step:
         parts = []
         for name, raw in s.ins.env_pairs:
             default = self.words.word(s.ins, raw, s.env) if raw is not None else None
@@ -319,11 +319,11 @@ class Handlers:
             parts.append(name if raw is None else f"{name}={raw}")
         return s.nop("ARG " + " ".join(parts))
 
-    def _user(self, s: _Shaping) -> Step:
+    def _user(self, s: _Draft) -> Step:
         s.cfg["User"] = self.words.word(s.ins, s.ins.args[0], s.env)
         return s.nop("USER " + s.cfg["User"])
 
-    def _expose(self, s: _Shaping) -> Step:
+    def _expose(self, s: _Draft) -> Step:
         ports = dict(s.cfg.get("ExposedPorts") or {})
         raw_ports = []
         for word in s.ins.args:
@@ -333,7 +333,7 @@ class Handlers:
         s.cfg["ExposedPorts"] = ports
         return s.nop("EXPOSE " + " ".join(raw_ports))
 
-    def _volume(self, s: _Shaping) -> Step:
+    def _volume(self, s: _Draft) -> Step:
         volumes = dict(s.cfg.get("Volumes") or {})
         vols = [self.words.word(s.ins, v, s.env) for v in s.ins.args]
         for v in vols:
@@ -341,7 +341,7 @@ class Handlers:
         s.cfg["Volumes"] = volumes
         return s.nop("VOLUME [" + " ".join(vols) + "]")
 
-    def _command(self, s: _Shaping) -> Step:
+    def _command(self, s: _Draft) -> Step:
         ins, kw = s.ins, s.ins.keyword
         command = ins.command()
         argv: list[str] = command if ins.json_form else s.shell + command
@@ -355,15 +355,15 @@ class Handlers:
             s.cfg["Cmd"] = None
         return s.nop(f"{kw} [" + " ".join(go_quote(c) for c in argv) + "]")
 
-    def _shell(self, s: _Shaping) -> Step:
+    def _shell(self, s: _Draft) -> Step:
         s.cfg["Shell"] = list(s.ins.args)
         return s.nop("SHELL [" + " ".join(s.ins.args) + "]")
 
-    def _stopsignal(self, s: _Shaping) -> Step:
+    def _stopsignal(self, s: _Draft) -> Step:
         s.cfg["StopSignal"] = self.words.word(s.ins, s.ins.args[0], s.env)
         return s.nop("STOPSIGNAL " + s.cfg["StopSignal"])
 
-    def _healthcheck(self, s: _Shaping) -> Step:
+    def _healthcheck(self, s: _Draft) -> Step:
         hc = health_config(s.ins)
         if hc is None:
             s.cfg["Healthcheck"] = {"Test": ["NONE"]}
@@ -381,12 +381,12 @@ class Handlers:
             s.cfg["Healthcheck"] = check
         return s.nop("HEALTHCHECK " + json.dumps(s.cfg["Healthcheck"], sort_keys=True))
 
-    def _onbuild(self, s: _Shaping) -> Step:
+    def _onbuild(self, s: _Draft) -> Step:
         trigger = s.ins.args[0]
         s.cfg["OnBuild"] = list(s.cfg.get("OnBuild") or []) + [trigger]
         return s.nop("ONBUILD " + trigger)
 
-    def _maintainer(self, s: _Shaping) -> Step:
+    def _maintainer(self, s: _Draft) -> Step:
         return s.nop("MAINTAINER " + s.ins.args[0])
 
 
