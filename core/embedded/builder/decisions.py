@@ -13,8 +13,8 @@ from typing import Any
 
 from lamina.core.accounting import reasons
 from lamina.core.context.checksum import manifest_to_json
+from lamina.core.dockerfile.args import BuildArgs
 from lamina.core.dockerfile.instructions import Instruction
-from lamina.core.embedded.builder.args import BuildArgs
 from lamina.core.embedded.builder.base import Base
 from lamina.core.embedded.builder.rules import CacheRules, StepKey
 from lamina.core.embedded.builder.state import State, Step

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from lamina.core.context.checksum import Context
+from lamina.core.dockerfile.args import BuildArgs
 from lamina.core.dockerfile.instructions import Instruction
-from lamina.core.embedded.builder.args import BuildArgs
 from lamina.core.embedded.builder.copy import LayerWriter, apply_copy, parse_chmod, parse_chown
 from lamina.core.embedded.builder.rootfs import RootFS, layer_stack, split
 from lamina.core.embedded.builder.state import State, Step

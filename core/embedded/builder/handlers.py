@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lamina.core.context.checksum import Context, multi_checksum
+from lamina.core.dockerfile.args import BuildArgs
 from lamina.core.dockerfile.instructions import (
     Instruction,
     Stage,
@@ -25,7 +26,6 @@ from lamina.core.dockerfile.instructions import (
     sources_and_dest,
 )
 from lamina.core.dockerfile.quote import go_quote
-from lamina.core.embedded.builder.args import BuildArgs
 from lamina.core.embedded.builder.base import stage_index
 from lamina.core.embedded.builder.copy import (
     Source,
@@ -63,8 +63,8 @@ SUPPORTED_FLAGS: dict[str, set[str]] = {
 
 
 @dataclass
-class StageScope:
-    """What the instructions of one stage share while they are prepared.
+class BuildingStage:
+    """The stage being built: what its instructions share while they are prepared.
 
     Attributes:
         number: the stage's number.
@@ -84,7 +84,7 @@ class _Draft:
 
     ins: Instruction
     state: State
-    scope: StageScope
+    scope: BuildingStage
     cfg: dict[str, Any]
     env: dict[str, str]
     shell: list[str]
@@ -139,7 +139,7 @@ class Handlers:
             "MAINTAINER": self._maintainer,
         }
 
-    def prepare(self, scope: StageScope, ins: Instruction, state: State) -> Step:
+    def prepare(self, scope: BuildingStage, ins: Instruction, state: State) -> Step:
         """The step ``ins`` makes on ``state``.
 
         Raises:

@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from lamina.core.dockerfile.args import BuildArgs
 from lamina.core.dockerfile.instructions import Instruction
-from lamina.core.embedded.builder.args import BuildArgs
 from lamina.core.embedded.builder.base import Base
 from lamina.core.embedded.builder.keys import compared_config, step_key
 from lamina.core.embedded.builder.state import State, Step

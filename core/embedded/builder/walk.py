@@ -25,13 +25,13 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 from lamina.core.context.checksum import Context, StatCache
-from lamina.core.context.dockerignore import PatternMatcher, load_ignore_patterns
+from lamina.core.context.files import load_build_files
+from lamina.core.dockerfile.args import BuildArgs, meta_values, stages_to_build
 from lamina.core.dockerfile.instructions import Dockerfile, Instruction, Stage, load_dockerfile
-from lamina.core.embedded.builder.args import BuildArgs
 from lamina.core.embedded.builder.base import Base, Bases
 from lamina.core.embedded.builder.decisions import Decisions, add_source_manifest
 from lamina.core.embedded.builder.execute import Cancelled, Executor
-from lamina.core.embedded.builder.handlers import Handlers, StageScope
+from lamina.core.embedded.builder.handlers import BuildingStage, Handlers
 from lamina.core.embedded.builder.records import BuildLog
 from lamina.core.embedded.builder.rules import CacheRules, ClassicRules, StepKey
 from lamina.core.embedded.builder.scratch import Scratch
@@ -40,7 +40,7 @@ from lamina.core.embedded.builder.words import Words
 from lamina.core.embedded.prune import apply_retention
 from lamina.core.embedded.store import Store, normalize_tag
 from lamina.core.embedded.store.cache import CacheHit
-from lamina.core.errors import BuildError, ContextError, LaminaError, NotFound, UsageError
+from lamina.core.errors import BuildError, LaminaError, NotFound
 from lamina.core.events import (
     BuildEvent,
     BuildFailed,
@@ -111,33 +111,9 @@ class Walk:
             LaminaError: a step cannot be prepared or fails.
             Cancelled: ``cancel`` was set.
         """
-        meta = self._meta_values()
-        for number in self._stages_to_build():
+        meta = meta_values(self.df, self.request.build_args)
+        for number in stages_to_build(self.df, self.request.target):
             yield from self._stage(number, self.df.stages[number], meta)
-
-    def _stages_to_build(self) -> list[int]:
-        stages = self.df.stages
-        if self.request.target is None:
-            return list(range(len(stages)))
-        target = self.request.target.lower()
-        for i, stage in enumerate(stages):
-            if stage.name == target:
-                return list(range(i + 1))
-        raise UsageError(f"target stage {self.request.target!r} could not be found")
-
-    def _meta_values(self) -> dict[str, str | None]:
-        """The ARGs before the first FROM, with ``--build-arg`` values over defaults."""
-        meta: dict[str, str | None] = {}
-        for instruction in self.df.meta_args:
-            for name, raw in instruction.env_pairs:
-                if name in self.request.build_args:
-                    meta[name] = self.request.build_args[name]
-                elif raw is not None:
-                    env = {k: v for k, v in meta.items() if v is not None}
-                    meta[name] = self.words.word(instruction, raw, env)
-                else:
-                    meta[name] = None
-        return meta
 
     def _stage(
         self, number: int, stage: Stage, meta: dict[str, str | None]
@@ -147,7 +123,7 @@ class Walk:
         yield StepStarted(number, 0, from_step.instruction)
         self.build_log.step(from_step, None)
         yield StepFinished(from_step)
-        scope = StageScope(number, BuildArgs(self.request.build_args, meta))
+        scope = BuildingStage(number, BuildArgs(self.request.build_args, meta))
         state = base.state
         missed: Miss | None = None
         for index, instruction in enumerate((*base.triggers, *stage.instructions), start=1):
@@ -159,7 +135,7 @@ class Walk:
 
     def _step(
         self,
-        scope: StageScope,
+        scope: BuildingStage,
         index: int,
         ins: Instruction,
         state: State,
@@ -227,7 +203,7 @@ class Walk:
         return state, missed
 
     def _apply(
-        self, scope: StageScope, index: int, ins: Instruction, state: State, step: Step
+        self, scope: BuildingStage, index: int, ins: Instruction, state: State, step: Step
     ) -> Generator[BuildEvent, None, tuple[State, str | None]]:
         """Executes a step (a dry run predicts it): the new state and the layer made."""
         if self.dry_run:
@@ -304,7 +280,9 @@ def _build(
 ) -> Iterator[BuildEvent]:
     """The preflight, then (unless this is a dry run) the recorded build."""
     try:
-        dockerfile, df_path, context = _load(request)
+        files = load_build_files(request.context, request.dockerfile)
+        df_path, context = files.dockerfile, files.context
+        dockerfile = load_dockerfile(files.text, str(df_path))
         context.stat_cache = StatCache(store.stat_cache)
         preflight = Walk(
             store,
@@ -386,29 +364,6 @@ def _recorded(
         yield BuildFailed(
             build_id, "build cancelled" if cancelled else str(exc), cancelled=cancelled
         )
-
-
-def _load(request: BuildRequest) -> tuple[Dockerfile, Path, Context]:
-    """The Dockerfile, where it is, and the context with its ``.dockerignore``."""
-    context_dir = Path(request.context)
-    if not context_dir.is_dir():
-        raise ContextError(f"build context {context_dir} is not a directory")
-    df_path = context_dir / "Dockerfile" if request.dockerfile is None else Path(request.dockerfile)
-    try:
-        text = df_path.read_bytes().decode("utf-8", "surrogateescape")
-    except OSError as exc:
-        raise ContextError(f"cannot read Dockerfile {df_path}: {exc.strerror or exc}") from exc
-    dockerfile = load_dockerfile(text, str(df_path))
-    patterns = load_ignore_patterns(context_dir, df_path)
-    matcher = PatternMatcher(patterns) if patterns else None
-
-    def excluded(rel: str, is_dir: bool) -> tuple[bool, bool]:
-        assert matcher is not None
-        if matcher.included(rel, is_dir):
-            return False, True
-        return True, is_dir and not matcher.can_skip_dir(rel)
-
-    return dockerfile, df_path, Context(context_dir, excluded if matcher else None)
 
 
 def _apply_retention(store: Store) -> None:
