@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from lamina.core.embedded.store.beneath import remove_quietly
 from lamina.core.embedded.store.builds import BuildRecords
 from lamina.core.embedded.store.cache import CacheEntries
 from lamina.core.embedded.store.images import ImageStore, normalize_tag
@@ -121,7 +121,7 @@ class Store:
         try:
             yield path
         finally:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_quietly(path)
 
     def close(self) -> None:
         """Closes the index connections."""
