@@ -169,13 +169,24 @@ def _check_images(
             kind = "missing-config" if "no such blob" in str(exc) else "bad-config"
             problems.append(Problem(kind, image_id, f"image {image_id}: config: {exc}", False))
             continue
+        problem = store.images.config_problem(image_id)
+        if problem is not None:
+            # Readers get a normalised view, but Docker could not load this config, and
+            # the fields left out of that view are lost to inspect and FROM.
+            problems.append(
+                Problem("bad-config", image_id, f"image {image_id}: config: {problem}", False)
+            )
         diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
         if not isinstance(diff_ids, list) or not all(is_digest(d) for d in diff_ids):
-            problems.append(
-                Problem(
-                    "bad-config", image_id, f"image {image_id}: malformed rootfs.diff_ids", False
+            if problem is None:
+                problems.append(
+                    Problem(
+                        "bad-config",
+                        image_id,
+                        f"image {image_id}: malformed rootfs.diff_ids",
+                        False,
+                    )
                 )
-            )
             continue
         expected = chain_ids(diff_ids)
         if image.top_layer is not None and image.top_layer not in graph.layers:

@@ -193,11 +193,12 @@ class Member:
 
 
 class _CountingReader:
-    """Reads a stream exactly, hashing everything that passes."""
+    """Reads a stream exactly, counting (and unless told otherwise hashing) what passes."""
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: BinaryIO, hashing: bool = True) -> None:
         self.stream = stream
-        self.hasher = Hasher()
+        self.hasher = Hasher() if hashing else None
+        self.offset = 0
 
     def read(self, n: int) -> bytes:
         parts: list[bytes] = []
@@ -209,8 +210,22 @@ class _CountingReader:
             parts.append(chunk)
             left -= len(chunk)
         data = b"".join(parts)
-        self.hasher.update(data)
+        if self.hasher is not None:
+            self.hasher.update(data)
+        self.offset += len(data)
         return data
+
+    def skip(self, n: int) -> None:
+        """Moves ``n`` bytes on: a seek when nothing is hashed and the stream can."""
+        if self.hasher is None and self.stream.seekable():
+            self.stream.seek(n, os.SEEK_CUR)
+            self.offset += n
+            return
+        while n:
+            chunk = self.read(min(CHUNK, n))
+            if not chunk:
+                raise ArchiveError("truncated tar (payload cut short)")
+            n -= len(chunk)
 
 
 def _pax_records(data: bytes, where: str) -> dict[str, bytes]:
@@ -277,20 +292,36 @@ class TarReader:
         where: a name for error messages (the archive or layer).
     """
 
-    def __init__(self, stream: BinaryIO, where: str) -> None:
-        self._r = _CountingReader(stream)
+    def __init__(
+        self, stream: BinaryIO, where: str, *, hashing: bool = True, keep_trailer: bool = True
+    ) -> None:
+        self._r = _CountingReader(stream, hashing)
         self.where = where
         self.trailer = b""
+        self._keep_trailer = keep_trailer
         self._pending = 0  # payload bytes of the current member not yet consumed
         self._padding = 0
 
     @property
     def digest(self) -> str:
+        """sha256 of every byte read (only when hashing)."""
+        assert self._r.hasher is not None
         return self._r.hasher.digest()
 
     @property
     def size(self) -> int:
-        return self._r.hasher.size
+        """Bytes read so far (after iteration: the whole tar)."""
+        return self._r.offset
+
+    @property
+    def offset(self) -> int:
+        """Where the next byte comes from: after a member, its payload's offset."""
+        return self._r.offset
+
+    def skip_payload(self) -> None:
+        """Moves past what is left of the current payload without keeping it."""
+        n, self._pending = self._pending, 0
+        self._r.skip(n)
 
     def read_payload(self, n: int) -> bytes:
         """Reads up to ``n`` bytes of the current member's payload."""
@@ -327,6 +358,9 @@ class TarReader:
                 return
             if len(block) < BLOCK:
                 raise ArchiveError(f"{self.where}: truncated tar (partial header block)")
+            if block == bytes(BLOCK) and not self._keep_trailer:
+                # An archive of files, not a layer: what follows the end does not count.
+                return
             if block == bytes(BLOCK):
                 # End of archive: keep the zero blocks and what follows them verbatim,
                 # up to a limit (real tars pad to a record; more is not a layer).
