@@ -313,6 +313,12 @@ class _Extractor:
         self.shadow_dir = self.root.parent / SHADOW_DIR
         self.shadows = 0
         self.devices = can_make_devices()
+        # Plain strings on the per-member path: pathlib costs more than the syscalls.
+        self.top = str(self.root)
+        # A new file already has this process's owner, unless directories pass their
+        # group down (setgid): then every chown is needed.
+        setgid = bool(os.stat(self.root).st_mode & stat.S_ISGID)
+        self.owner = None if setgid else (os.geteuid(), os.getegid())
 
     def fail(self, name: str, why: str) -> ArchiveError:
         return ArchiveError(f"{self.where}: {shown(name)}: {why}")
@@ -424,15 +430,15 @@ class _Extractor:
             if m.type == tarfile.DIRTYPE:
                 self.dirs[""] = _meta(m)
             return
-        parts = rel.split("/")
-        if any(p.startswith(AUFS_META_PREFIX) for p in parts) and parts[-1] != OPAQUE_MARKER:
-            # Other AUFS metadata (.wh..wh.plnk/, .wh..wh.aufs): Docker skips it too.
-            return
+        if AUFS_META_PREFIX in rel:
+            parts = rel.split("/")
+            if any(p.startswith(AUFS_META_PREFIX) for p in parts) and parts[-1] != OPAQUE_MARKER:
+                # Other AUFS metadata (.wh..wh.plnk/, .wh..wh.aufs): Docker skips it too.
+                return
         self.check_parents(m.name, rel)
-        parent_rel, base = posixpath.split(rel)
-        parent = self.root / parent_rel if parent_rel else self.root
+        parent_rel, _, base = rel.rpartition("/")
         if base == OPAQUE_MARKER:
-            set_opaque(parent)
+            set_opaque(self.root / parent_rel if parent_rel else self.root)
             return
         if base.startswith(WHITEOUT_PREFIX):
             name = base[len(WHITEOUT_PREFIX) :]
@@ -442,32 +448,19 @@ class _Extractor:
             self.remove(target_rel)
             os.mknod(self.root / target_rel, stat.S_IFCHR | 0o000, os.makedev(0, 0))
             return
-        path = self.root / rel
+        path = f"{self.top}/{rel}"
         if m.type == tarfile.DIRTYPE:
             try:
-                st = os.lstat(path)
-                if not stat.S_ISDIR(st.st_mode):
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.lstat(path).st_mode):
                     self.remove(rel)
                     os.mkdir(path, 0o700)
-            except FileNotFoundError:
-                os.mkdir(path, 0o700)
             self.dirs[rel] = _meta(m)
             self.known_dirs.add(rel)
             return
         if m.type in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE):
-            self.remove(rel)
-            fd = os.open(
-                path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-            )
-            with os.fdopen(fd, "wb") as f:
-                left = m.size
-                while left:
-                    chunk = reader.read_payload(CHUNK)
-                    f.write(chunk)
-                    left -= len(chunk)
-                f.flush()
-                beneath.apply_fd(f.fileno(), _meta(m), f"{self.where}: {m.name}")
-            self.file_segments[rel] = self.split.payload(rel, m.size)
+            self.regular(reader, m, rel, path)
             return
         if m.type == tarfile.LNKTYPE:
             if m.linkname.startswith("/"):
@@ -506,6 +499,30 @@ class _Extractor:
             self.node(rel, parent_rel, base, m)
             return
         raise self.fail(m.name, f"unsupported tar entry type {m.type!r}")
+
+    def regular(self, reader: TarReader, m: Member, rel: str, path: str) -> None:
+        try:
+            fd = os.open(path, _CREATE, 0o600)
+        except FileExistsError:
+            self.remove(rel)
+            fd = os.open(path, _CREATE, 0o600)
+        try:
+            while reader.pending:
+                chunk = reader.read_payload(CHUNK)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+            meta = _meta(m)
+            if self.owner == (meta.uid, meta.gid) and not meta.xattrs:
+                # Already owned so; what is left is the mode and times.
+                os.fchmod(fd, meta.mode & 0o7777)
+                os.utime(fd, (meta.mtime, meta.mtime))
+            else:
+                beneath.apply_fd(fd, meta, f"{self.where}: {m.name}")
+        finally:
+            os.close(fd)
+        if m.size:
+            self.file_segments[rel] = self.split.payload(rel, m.size)
 
     def node(self, rel: str, parent_rel: str, base: str, m: Member) -> None:
         """A FIFO or device node, where Docker's archive package makes one.
@@ -550,6 +567,9 @@ class _Extractor:
             raise self.fail(
                 m.name, f"hardlink target {m.linkname!r} is outside the layer"
             ) from None
+
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def can_make_devices() -> bool:
