@@ -798,6 +798,17 @@ def save_archive(store: Store, refs: list[str], out_path: Path) -> None:
         if tag and tag not in tags:
             tags.append(tag)
     out_path = Path(out_path)
+    try:
+        st: os.stat_result | None = os.stat(out_path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise ArchiveError(f"{out_path}: cannot write: {exc.strerror}") from exc
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        _save_to_stream(store, images, out_path, st)
+        return
+    # A symlink to a file stays a symlink: the file it names is what gets replaced.
+    out_path = Path(os.path.realpath(out_path)) if out_path.is_symlink() else out_path
     out_dir = out_path.parent if str(out_path.parent) else Path(".")
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", dir=out_dir)
@@ -817,6 +828,26 @@ def save_archive(store: Store, refs: list[str], out_path: Path) -> None:
         if isinstance(exc, OSError):
             raise ArchiveError(f"{out_path}: cannot write: {exc.strerror or exc}") from exc
         raise
+
+
+def _save_to_stream(
+    store: Store, images: dict[str, list[str]], out_path: Path, st: os.stat_result
+) -> None:
+    """Writes the archive into an existing pipe or device, like ``docker save -o``: the
+    node itself is never replaced (``save -o /dev/null`` must leave /dev/null alone)."""
+    if stat.S_ISDIR(st.st_mode):
+        raise ArchiveError(f"{out_path}: is a directory")
+    if not (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise ArchiveError(f"{out_path}: not a regular file, a pipe or a device")
+    try:
+        fd = os.open(out_path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ArchiveError(f"{out_path}: cannot write: {exc.strerror}") from exc
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            _write_archive(store, images, raw)
+    except OSError as exc:
+        raise ArchiveError(f"{out_path}: cannot write: {exc.strerror or exc}") from exc
 
 
 def _tag_of_ref(store: Store, ref: str, image_id: str) -> str | None:

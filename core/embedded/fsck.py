@@ -19,6 +19,7 @@ deletes an image's data; such problems stay reported and make the exit status 1.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -71,8 +72,16 @@ def fsck(
     broken_cache = _check_cache(store, graph, bad_layers, problems)
     leftovers = find_leftovers(store, graph, grace)
     for left in leftovers:
+        # Debris of interrupted work (a kill, a crash) that the next prune sweeps: worth
+        # knowing, never damage.
         problems.append(
-            Problem("leftover", left.path, f"{left.path}: {left.reason} ({left.bytes} bytes)", True)
+            Problem(
+                "leftover",
+                left.path,
+                f"{left.path}: {left.reason} ({left.bytes} bytes)",
+                True,
+                note=True,
+            )
         )
     for name in unindexed_layer_dirs(store)[1]:
         problems.append(
@@ -84,6 +93,19 @@ def fsck(
                 False,
             )
         )
+    # What opening the store recovered is told once, by the first check that follows.
+    recovered, store.recovered_builds = store.recovered_builds, []
+    for build_id, pid in recovered:
+        problems.append(
+            Problem(
+                "interrupted-build",
+                str(build_id),
+                f"build {build_id} was interrupted (process {pid} is gone); recorded as failed",
+                True,
+                repaired=True,
+                note=True,
+            )
+        )
     builds = store.builds.interrupted()
     for build_id, pid in builds:
         problems.append(
@@ -92,6 +114,7 @@ def fsck(
                 str(build_id),
                 f"build {build_id} is recorded as running but process {pid} is gone",
                 True,
+                note=True,
             )
         )
     if repair:
@@ -285,7 +308,7 @@ def _repair(
     out: list[Problem] = []
     for p in problems:
         if (p.kind, p.subject) in fixed:
-            out.append(Problem(p.kind, p.subject, p.message, p.repairable, True))
+            out.append(dataclasses.replace(p, repaired=True))
         else:
             out.append(p)
     log.info("fsck repaired %d of %d problems", sum(p.repaired for p in out), len(out))

@@ -97,6 +97,9 @@ class Store:
         self.cache = CacheEntries(self.index)
         self.builds = BuildRecords(self.index)
         self.stat_cache = StatCacheTable(self.index)
+        # Builds whose process died (kill -9, power loss) are recorded failed by the
+        # next process that opens the store; fsck lists them as information.
+        self.recovered_builds = self.builds.recover_interrupted()
 
     @contextmanager
     def lock(self) -> Iterator[None]:
