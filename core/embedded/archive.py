@@ -649,18 +649,48 @@ def _load_plans(store: Store, src: _Source, plans: list[_ImagePlan]) -> list[Ima
                 staged[chain_id] = layer
                 order.append((chain_id, parent, created_by[i]))
         results = []
+        installed: list[str] = []
         with store.lock():
-            for chain_id, parent, created_by_text in order:
-                store.layers.install(staged[chain_id], parent, created_by_text)
-            for plan, _diff_ids, tags in prepared:
-                image_id = store.images.put_blob(plan.config)
-                store.images.add_image(image_id)
-                for tag in tags:
-                    store.images.tag(image_id, tag)
-                results.append(store.images.summary(image_id))
+            try:
+                for chain_id, parent, created_by_text in order:
+                    if store.layers.exists(chain_id):
+                        continue  # another process installed it meanwhile: not ours
+                    store.layers.install(staged[chain_id], parent, created_by_text)
+                    installed.append(chain_id)
+                for plan, _diff_ids, tags in prepared:
+                    image_id = store.images.put_blob(plan.config)
+                    store.images.add_image(image_id)
+                    for tag in tags:
+                        store.images.tag(image_id, tag)
+                    results.append(store.images.summary(image_id))
+            except BaseException:
+                # A full disk, say: what this load installed and no image uses goes now,
+                # not after prune's grace period.
+                _uninstall(store, installed)
+                raise
     for summary in results:
         log.info("loaded %s %s", summary.id, " ".join(summary.tags))
     return results
+
+
+def _uninstall(store: Store, chain_ids_: list[str]) -> None:
+    """Removes the layers among ``chain_ids_`` that nothing references (best effort:
+    what cannot be removed now is swept by a later prune)."""
+    from lamina.core.accounting.graph import Liveness
+    from lamina.core.embedded.store.graph import load_graph
+    from lamina.core.embedded.trash import remove_tree, to_trash
+
+    try:
+        with store.index.transaction("load rollback"):
+            live = Liveness(load_graph(store))
+            dead = [c for c in reversed(chain_ids_) if not live.live(c)]
+            store.layers.forget(dead)
+        for chain_id in dead:
+            moved = to_trash(store, store.layers.dir_path(chain_id))
+            if moved is not None:
+                remove_tree(moved)
+    except (LaminaError, OSError) as exc:
+        log.warning("layers of the failed load stay until the next prune: %s", exc)
 
 
 # -- import ----------------------------------------------------------------------------
@@ -688,6 +718,9 @@ def import_rootfs(store: Store, tar_path: Path, ref: str, message: str = "") -> 
         raise ArchiveError(f"{tar_path}: {exc.strerror}") from exc
     with raw, open_decompressed(raw, where) as stream, store.tmpdir("import") as work:
         layer = store.layers.stage_tar(stream, work / "layer", where)
+        if layer.tar_size == 0:
+            # Nothing at all (``import /dev/null``) is not an empty tar: refuse it.
+            raise ArchiveError(f"{tar_path}: empty input, not a tar archive")
         now = time.time()
         created = format_created(now)
         os_name, arch = host_platform()

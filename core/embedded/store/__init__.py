@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -84,6 +85,7 @@ class Store:
                 (self.home / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"{self.home}: cannot create the store: {exc.strerror}") from exc
+        _private(self.home / "layers")
         self._lock = lock or StoreLock(self.home / "lock")
 
         def check_fresh(index: Index) -> None:
@@ -129,6 +131,17 @@ class Store:
     def close(self) -> None:
         """Closes the index connections."""
         self.index.close()
+
+
+def _private(path: Path) -> None:
+    """Keeps ``layers/`` to the store's owner: layers may hold device nodes, FIFOs and
+    setuid files exactly as images define them, which no other user may reach."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & 0o077:
+            os.chmod(path, mode & 0o700)
+    except OSError as exc:
+        log.warning("%s: cannot restrict to its owner: %s", path, exc.strerror)
 
 
 def stored_data(home: Path) -> tuple[int, int]:
