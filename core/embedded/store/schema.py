@@ -149,7 +149,7 @@ _STRINGS = _array_of(_string)
 _STRING_MAP = _map_of(_string)
 _OBJECT_MAP = _map_of(_object)
 
-_PLATFORM: dict[str, Check] = {
+PLATFORM_FIELDS: dict[str, Check] = {
     "architecture": _string,
     "os": _string,
     "os.version": _string,
@@ -163,10 +163,10 @@ def _platform(value: Any, path: str) -> None:
     for key in ("architecture", "os"):
         if key not in doc:
             raise Invalid(f"{path}: no {key}")
-    _fields(doc, path, _PLATFORM)
+    _fields(doc, path, PLATFORM_FIELDS)
 
 
-_DESCRIPTOR: dict[str, Check] = {
+DESCRIPTOR_FIELDS: dict[str, Check] = {
     "mediaType": _media_type,
     "size": _size,
     "digest": _digest,
@@ -187,7 +187,7 @@ def check_descriptor(value: Any, path: str) -> None:
     doc = _object(value, path)
     if "digest" not in doc:
         raise Invalid(f"{path}: no digest")
-    _fields(doc, path, _DESCRIPTOR)
+    _fields(doc, path, DESCRIPTOR_FIELDS)
 
 
 def _schema_version(doc: dict[str, Any], path: str) -> None:
@@ -294,7 +294,7 @@ _HEALTHCHECK: dict[str, Check] = {
 
 # The run config: the OCI schema's fields, and the rest of Docker's container.Config
 # with the Go types that decide whether Docker itself can read it.
-_RUN_CONFIG: dict[str, Check] = {
+RUN_CONFIG_FIELDS: dict[str, Check] = {
     "User": _string,
     "ExposedPorts": _nullable(_OBJECT_MAP),
     "Env": _nullable(_STRINGS),
@@ -324,7 +324,7 @@ _RUN_CONFIG: dict[str, Check] = {
 
 
 def _run_config(value: Any, path: str) -> None:
-    _fields(_object(value, path), path, _RUN_CONFIG)
+    _fields(_object(value, path), path, RUN_CONFIG_FIELDS)
 
 
 def _history_entry(value: Any, path: str) -> None:
@@ -354,7 +354,7 @@ def _rootfs(value: Any, path: str) -> None:
         raise Invalid(f"{path}: {len(doc['diff_ids'])} layers (the limit is {MAX_LAYERS})")
 
 
-_CONFIG: dict[str, Check] = {
+CONFIG_FIELDS: dict[str, Check] = {
     "created": _string,
     "author": _string,
     "architecture": _string,
@@ -384,7 +384,7 @@ def check_config(value: Any, path: str = "config") -> None:
     doc = _object(value, path)
     if "rootfs" not in doc:
         raise Invalid(f"{path}: no rootfs")
-    _fields(doc, path, _CONFIG)
+    _fields(doc, path, CONFIG_FIELDS)
 
 
 def config_problem(value: Any) -> str | None:
@@ -403,12 +403,12 @@ def normalized_config(doc: dict[str, Any]) -> dict[str, Any]:
         return doc
     out: dict[str, Any] = {}
     for key, value in doc.items():
-        check = _CONFIG.get(key)
+        check = CONFIG_FIELDS.get(key)
         if check is None:
             out[key] = value
             continue
         if key in ("config", "container_config") and isinstance(value, dict):
-            out[key] = _kept(value, _RUN_CONFIG)
+            out[key] = _kept(value, RUN_CONFIG_FIELDS)
             continue
         if key == "history" and isinstance(value, list):
             out[key] = [h for h in value if _passes(_history_entry, h)]
