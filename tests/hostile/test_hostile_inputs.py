@@ -75,7 +75,9 @@ def docker_archive(
     manifest: Any = None,
     raw_config: bytes | None = None,
 ) -> Path:
-    cfg = raw_config if raw_config is not None else json.dumps(config or config_for(layers)).encode()
+    cfg = (
+        raw_config if raw_config is not None else json.dumps(config or config_for(layers)).encode()
+    )
     files: dict[str, bytes] = {"config.json": cfg}
     names = []
     for i, data in enumerate(layers):
@@ -83,7 +85,9 @@ def docker_archive(
         names.append(f"l{i}/layer.tar")
     if manifest is None:
         manifest = [{"Config": "config.json", "RepoTags": ["hostile:1"], "Layers": names}]
-    files["manifest.json"] = manifest if isinstance(manifest, bytes) else json.dumps(manifest).encode()
+    files["manifest.json"] = (
+        manifest if isinstance(manifest, bytes) else json.dumps(manifest).encode()
+    )
     with tarfile.open(path, "w") as tf:
         for name, data in files.items():
             info = tarfile.TarInfo(name)

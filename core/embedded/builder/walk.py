@@ -380,8 +380,10 @@ def _recorded(
 def unexpected(exc: BaseException) -> str:
     """One line for an error no check foresaw."""
     text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"internal error: {type(exc).__name__}: {text}" if text else (
-        f"internal error: {type(exc).__name__}"
+    return (
+        f"internal error: {type(exc).__name__}: {text}"
+        if text
+        else (f"internal error: {type(exc).__name__}")
     )
 
 

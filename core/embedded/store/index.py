@@ -136,9 +136,7 @@ class Index:
                 # A read-only or full store can still be listed: read it as it is.
                 conn = self._connect_read_only(exc)
             except sqlite3.Error:
-                raise StoreError(
-                    f"{self.path}: cannot open the index: {exc}{hint(exc)}"
-                ) from exc
+                raise StoreError(f"{self.path}: cannot open the index: {exc}{hint(exc)}") from exc
         self._local.conn = conn
         self._local.depth = 0
         with self._lock:
@@ -181,9 +179,8 @@ class Index:
         what a read-only directory or a full disk refuses; it is only used when no
         ``-wal`` file holds changes not yet in the database itself.
         """
-        if not self.path.exists() or os.path.exists(f"{self.path}-wal") and (
-            os.path.getsize(f"{self.path}-wal") > 0
-        ):
+        wal = f"{self.path}-wal"
+        if not self.path.exists() or (os.path.exists(wal) and os.path.getsize(wal) > 0):
             raise why
         conn = sqlite3.connect(
             f"file:{self.path}?mode=ro&immutable=1",
@@ -237,9 +234,7 @@ class Index:
             self._local.depth = 0
             self._rollback(conn)
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(
-                    f"{self.path}: {purpose} rolled back: {exc}{hint(exc)}"
-                ) from exc
+                raise StoreError(f"{self.path}: {purpose} rolled back: {exc}{hint(exc)}") from exc
             raise
         self._local.depth = 0
         try:

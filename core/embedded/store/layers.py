@@ -403,7 +403,7 @@ class _Extractor:
             0o600,
         )
         with os.fdopen(fd, "wb") as f:
-            reader.copy_payload(f)  # type: ignore[arg-type]
+            reader.copy_payload(f)
         self.split.shadow(name, size)
 
     def extract(self, reader: TarReader) -> None:

@@ -95,6 +95,10 @@ def _object(value: Any, path: str) -> dict[str, Any]:
     return value
 
 
+def _is_object(value: Any, path: str) -> None:
+    _object(value, path)
+
+
 def _nullable(check: Check) -> Check:
     def run(value: Any, path: str) -> None:
         if value is not None:
@@ -147,7 +151,7 @@ def _fields(doc: dict[str, Any], path: str, checks: dict[str, Check]) -> None:
 
 _STRINGS = _array_of(_string)
 _STRING_MAP = _map_of(_string)
-_OBJECT_MAP = _map_of(_object)
+_OBJECT_MAP = _map_of(_is_object)
 
 PLATFORM_FIELDS: dict[str, Check] = {
     "architecture": _string,
@@ -254,7 +258,7 @@ def check_docker_manifest(value: Any, path: str = "manifest.json") -> None:
     Raises:
         Invalid: naming the first field of the wrong type.
     """
-    _array_of(_object)(value, path)
+    _array_of(_is_object)(value, path)
     for i, entry in enumerate(value):
         where = f"{path}[{i}]"
         if "Config" not in entry:

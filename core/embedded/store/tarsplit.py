@@ -266,8 +266,18 @@ def shown(name: str) -> str:
 class _Header:
     """The fields of one tar header block that lamina uses."""
 
-    __slots__ = ("devmajor", "devminor", "gid", "linkname", "mode", "mtime", "name", "size")
-    __slots__ += ("type", "uid")
+    __slots__ = (
+        "devmajor",
+        "devminor",
+        "gid",
+        "linkname",
+        "mode",
+        "mtime",
+        "name",
+        "size",
+        "type",
+        "uid",
+    )
 
     def __init__(self, **fields: Any) -> None:
         for key, value in fields.items():
@@ -536,7 +546,9 @@ class TarReader:
                 raise ArchiveError(f"{self.where}: {shown(name)}: negative size")
             for what, value in (("uid", uid), ("gid", gid)):
                 if not 0 <= value <= MAX_ID:
-                    raise ArchiveError(f"{self.where}: {shown(name)}: {what} {value} is out of range")
+                    raise ArchiveError(
+                        f"{self.where}: {shown(name)}: {what} {value} is out of range"
+                    )
             if not (math.isfinite(mtime) and abs(mtime) <= MAX_MTIME):
                 raise ArchiveError(f"{self.where}: {shown(name)}: mtime {mtime} is out of range")
             for what, value in (("major", info.devmajor), ("minor", info.devminor)):
