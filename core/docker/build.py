@@ -21,12 +21,19 @@ from typing import IO, Any
 
 from lamina.core.digest import chain_ids
 from lamina.core.docker import convert
-from lamina.core.docker.client import call, unreachable
-from lamina.core.docker.context import context_tar
+from lamina.core.docker.client import call, explanation, unreachable
+from lamina.core.docker.context import context_tar, tar_style
 from lamina.core.docker.inputs import dockerfile_of, explain, plan_inputs
 from lamina.core.docker.inventory import Inventory
 from lamina.core.docker.records import BuildRecords, build_record, records_dir
-from lamina.core.errors import ContextError, LaminaError, NotFound, UsageError
+from lamina.core.errors import (
+    BuildError,
+    ContextError,
+    DockerfileError,
+    LaminaError,
+    NotFound,
+    UsageError,
+)
 from lamina.core.events import (
     BuildEvent,
     BuildFailed,
@@ -81,8 +88,19 @@ class DockerBuilder:
         if not context.is_dir():
             raise ContextError(f"build context {context} is not a directory")
         request = replace(request, tags=tuple(convert.normal_tag(t) for t in request.tags))
-        planned = plan_inputs(request)
-        context_file, dockerfile_name = context_tar(context.resolve(), dockerfile_of(request))
+        try:
+            planned = plan_inputs(request)
+        except DockerfileError as exc:
+            # Docker's own parser decides, and its message (with its line number) is the
+            # one users know: send the build and let the daemon say what is wrong. Should
+            # the daemon accept what lamina's parser refused, the build still runs, only
+            # without recorded inputs to explain its misses.
+            log.info("lamina's parser refused %s (%s); Docker decides", request.context, exc)
+            planned = []
+        style = tar_style(str(self.api.api_version))
+        context_file, dockerfile_name = context_tar(
+            context.resolve(), dockerfile_of(request), style
+        )
         return self._guarded(request, planned, cancel, context_file, dockerfile_name)
 
     def _guarded(
@@ -158,7 +176,7 @@ class DockerBuilder:
         buffer = ""
         error: str | None = None
         try:
-            stream = call("starting the build", api.build, **kwargs)
+            stream = _start(api, kwargs)
             for chunk in _chunks(stream, cancel):
                 if chunk is _CANCELLED:
                     self._cancel(state)
@@ -408,6 +426,32 @@ class _State:
             size=size,
         )
         yield StepFinished(step)
+
+
+def _start(api: Any, kwargs: dict[str, Any]) -> Any:
+    """Starts the build; a request the daemon refuses fails with the daemon's words.
+
+    Docker rejects a Dockerfile it cannot parse before streaming anything (HTTP 400,
+    ``dockerfile parse error line 9: unknown instruction: SET``): that message is the
+    error, exactly as ``docker build`` prints it.
+    """
+    import docker  # type: ignore[import-untyped]
+
+    try:
+        stream = api.build(**kwargs)
+    except docker.errors.APIError as exc:
+        raise BuildError(explanation(exc)) from exc
+    except (docker.errors.DockerException, OSError) as exc:
+        raise unreachable(exc) from exc
+
+    def chunks() -> Iterator[Any]:
+        # With a streamed response the SDK reads the status only at the first chunk.
+        try:
+            yield from stream
+        except docker.errors.APIError as exc:
+            raise BuildError(explanation(exc)) from exc
+
+    return chunks()
 
 
 def _full_id(inventory: Inventory, short_id: str) -> str:
