@@ -25,6 +25,7 @@ from lamina.core.docker.client import call, explanation, unreachable
 from lamina.core.docker.context import context_tar, tar_style
 from lamina.core.docker.inputs import dockerfile_of, explain, plan_inputs
 from lamina.core.docker.inventory import Inventory
+from lamina.core.docker.predict import predict
 from lamina.core.docker.records import BuildRecords, build_record, records_dir
 from lamina.core.errors import (
     BuildError,
@@ -32,7 +33,6 @@ from lamina.core.errors import (
     DockerfileError,
     LaminaError,
     NotFound,
-    UsageError,
 )
 from lamina.core.events import (
     BuildEvent,
@@ -79,15 +79,16 @@ class DockerBuilder:
         """Build and yield progress events (see ``Engine.build``).
 
         Raises:
-            UsageError: ``dry_run`` (Docker cannot predict a build) or an unknown target.
-            DockerfileError: the Dockerfile does not parse.
+            UsageError: an unknown target.
+            DockerfileError: for a dry run, the Dockerfile does not parse (a real build
+                sends it anyway, so the daemon's own message is the error).
         """
-        if request.dry_run:
-            raise UsageError("--dry-run is only available with the embedded engine")
         context = Path(request.context)
         if not context.is_dir():
             raise ContextError(f"build context {context} is not a directory")
         request = replace(request, tags=tuple(convert.normal_tag(t) for t in request.tags))
+        if request.dry_run:
+            return self._predict(request)
         try:
             planned = plan_inputs(request)
         except DockerfileError as exc:
@@ -102,6 +103,25 @@ class DockerBuilder:
             context.resolve(), dockerfile_of(request), style
         )
         return self._guarded(request, planned, cancel, context_file, dockerfile_name)
+
+    def _predict(self, request: BuildRequest) -> Iterator[BuildEvent]:
+        """What-if: every step's hit or miss on this daemon (:mod:`~lamina.core.docker.predict`).
+
+        Raises:
+            DockerfileError: the Dockerfile does not parse (nothing is sent to Docker).
+        """
+        planned = plan_inputs(request)
+        dockerfile = dockerfile_of(request)
+        probe = {
+            "id": None,
+            "tags": list(request.tags),
+            "dockerfile": str(dockerfile),
+            "context": str(Path(request.context).resolve()),
+        }
+        history = self.records.load_all()
+        return predict(
+            self.inventory, request, planned, history, self.records.previous(probe), str(dockerfile)
+        )
 
     def _guarded(
         self,
@@ -399,6 +419,9 @@ class _State:
         else:
             cached = bool(current["hit_seen"])
             reason = None
+            if planned is not None:
+                # What a later what-if looks for among the parent's children.
+                planned["result"] = _full_id(inventory, short_id)
             if not cached:
                 cur = dict(planned) if planned is not None else None
                 if cur is not None:
