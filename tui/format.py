@@ -107,9 +107,9 @@ def seconds(value: float) -> str:
 
 
 def verdict(step: StepRecord) -> str:
-    """HIT / MISS / (FROM) in theme colours."""
+    """HIT / MISS / ? (a what-if that cannot say) / (FROM) in theme colours."""
     if step.cached is None:
-        return "[dim]—[/]"
+        return "[b $warning]?[/]" if step.reason else "[dim]—[/]"
     return "[b $success]HIT[/]" if step.cached else "[b $error]MISS[/]"
 
 
