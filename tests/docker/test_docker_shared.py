@@ -101,7 +101,7 @@ def test_bad_dockerfile_shows_dockers_message_and_line(
 ) -> None:
     lines = f"FROM {docker_base}\nRUN true\n\n# a comment\nENV A=1\nLABEL a=b\nWORKDIR /x\n"
     ctx = tree(tmp_path / "bad", {"Dockerfile": lines + "RUN echo\nSET x=1\n"})
-    code, out, err = lamina(capsys, "build", str(ctx))
+    code, _, err = lamina(capsys, "build", str(ctx))
     assert code == 1
     assert err.splitlines() == ["lamina: dockerfile parse error line 9: unknown instruction: SET"]
     theirs = docker_2010("build", str(ctx), check=False)
