@@ -84,7 +84,8 @@ class _GoTarInfo(tarfile.TarInfo):
         header = bytearray(buf[-tarfile.BLOCKSIZE :])
         header[100:108] = b"%07o\0" % self.full_mode
         header[148:156] = b"        "
-        chksum = tarfile.calc_chksums(bytes(header))[0]
+        # tarfile's own checksum: unsigned sum of the block, the field read as spaces.
+        chksum = sum(header)
         header[148:155] = b"%06o\0" % chksum
         return buf[: -tarfile.BLOCKSIZE] + bytes(header)
 

@@ -288,10 +288,10 @@ class Inventory:
         rows = [convert.container_row(c) for c in df.get("Containers") or []]
         containers: dict[str, list[str]] = {}
         users: dict[str, list[str]] = {}
-        for row in rows:
-            containers.setdefault(row.image_id, []).append(row.id)
-            for name in row.volumes:
-                users.setdefault(name, []).append(row.id)
+        for ctr in rows:
+            containers.setdefault(ctr.image_id, []).append(ctr.id)
+            for name in ctr.volumes:
+                users.setdefault(name, []).append(ctr.id)
         volumes = [
             convert.volume_row(v, tuple(users.get(str(v["Name"]), ())))
             for v in df.get("Volumes") or []
@@ -306,7 +306,7 @@ class Inventory:
             layers_size=int(df.get("LayersSize") or 0),
             root_dir=str(daemon.get("DockerRootDir") or ""),
             image_layers=image_layers,
-            container_rows={r.id: r for r in rows},
+            container_rows={c.id: c for c in rows},
             volumes={v.name: v for v in volumes},
             api_version=str(self.api.api_version),
             server_version=str(daemon.get("ServerVersion") or ""),
