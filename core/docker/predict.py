@@ -32,12 +32,7 @@ from lamina.core.docker.inputs import explain
 from lamina.core.docker.inventory import Inventory
 from lamina.core.errors import LaminaError, NotFound
 from lamina.core.events import BuildEvent, BuildFinished, BuildStarted, StepFinished, StepStarted
-from lamina.core.model import BuildRequest, StepRecord
-
-
-def unpredictable(message: str) -> dict[str, Any]:
-    """The reason for a step lamina cannot predict."""
-    return {"kind": "unpredictable", "message": message}
+from lamina.core.model import BuildRequest, Reason, StepRecord
 
 
 def _keyword(instruction: str) -> str:
@@ -140,14 +135,14 @@ def predict(
             continue
         where = f"{stage}/{index}"
         cached: bool | None
-        reason: dict[str, Any] | None
+        reason: Reason | None
         if request.no_cache:
             cached, reason = False, reasons.no_cache()
         elif first_miss is not None:
             cached, reason = False, reasons.parent_missed(*first_miss)
         elif parent is None:
             cached = None
-            reason = unpredictable(
+            reason = reasons.unpredictable(
                 f"step {unknown_from[0]} ({unknown_from[1]}) could not be predicted, so this "
                 "step's parent image is unknown"
                 if unknown_from
@@ -208,7 +203,7 @@ def _step(
     known: dict[str, list[tuple[dict[str, Any], str]]],
     recorded: dict[str, dict[str, Any]],
     previous: dict[str, Any] | None,
-) -> tuple[bool | None, dict[str, Any] | None, str | None]:
+) -> tuple[bool | None, Reason | None, str | None]:
     """One step on a known parent: (cached, reason, the next parent)."""
     cur = _comparable(step)
     # What explain() compares with the previous build: the same position, and the base.
@@ -221,18 +216,17 @@ def _step(
     if not children:
         reason = explain(explained, previous, first_miss=None, no_cache=False)
         if reason.get("kind") == "pruned":
-            reason = {
-                "kind": "pruned",
-                "message": "the daemon holds no image built on this step's parent: the "
-                "step's cached image was removed or pruned",
-            }
+            reason = reasons.pruned(
+                "the daemon holds no image built on this step's parent: the step's cached "
+                "image was removed or pruned"
+            )
         return False, reason, None
     keyword = _keyword(str(step["instruction"]))
     strangers = [c for c in children if c not in recorded and _could_be(daemon.cmd(c), keyword)]
     if strangers:
         return (
             None,
-            unpredictable(
+            reasons.unpredictable(
                 f"the daemon holds {len(strangers)} image(s) built on this step's parent "
                 "that lamina did not build; whether Docker's config comparison matches one "
                 "of them cannot be checked from outside the daemon"
