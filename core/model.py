@@ -93,6 +93,7 @@ ReasonKind = Literal[
     "no_cache",
     "pruned",
     "base_changed",
+    "unpredictable",
 ]
 
 

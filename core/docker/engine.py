@@ -25,7 +25,7 @@ from lamina.core.accounting.dive import Analysis, analyze_entries
 from lamina.core.accounting.plans import PrunePlan, PruneRequest, PruneResult
 from lamina.core.accounting.usage import DiskUsage
 from lamina.core.docker import client as docker_client
-from lamina.core.docker import convert, prune
+from lamina.core.docker import convert, prune, usage
 from lamina.core.docker.build import DockerBuilder
 from lamina.core.docker.inventory import Inventory
 from lamina.core.docker.save import saved_layers
@@ -172,8 +172,8 @@ class DockerEngine:
         return prune.DIFFERENCES
 
     def disk_usage(self) -> DiskUsage:
-        """``system df`` through lamina's accounting (see :mod:`lamina.core.docker.prune`)."""
-        return prune.disk_usage(self._inventory)
+        """``system df`` as Docker counts it, with lamina's plans (:mod:`~lamina.core.docker.usage`)."""
+        return usage.disk_usage(self._inventory)
 
     def plan_prune(self, request: PruneRequest) -> PrunePlan:
         """What Docker's prune will remove and the bytes it frees (a dry run)."""
