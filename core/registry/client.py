@@ -74,16 +74,21 @@ def _reason(exc: BaseException) -> str:
     return best.split(": ", 1)[-1] if ": " in best else best
 
 
-def _is_tls_failure(exc: BaseException) -> bool:
+def _is_tls_failure(exc: BaseException, kind: type[BaseException] | None = None) -> bool:
+    kinds = (kind,) if kind else (ssl.SSLError, urllib3.exceptions.SSLError)
     cur: BaseException | None = exc
     seen: set[int] = set()
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
-        if isinstance(cur, ssl.SSLError | urllib3.exceptions.SSLError):
+        if isinstance(cur, kinds):
             return True
         reason = getattr(cur, "reason", None)
         cur = reason if isinstance(reason, BaseException) else (cur.__cause__ or cur.__context__)
     return False
+
+
+def _is_cert_failure(exc: BaseException) -> bool:
+    return _is_tls_failure(exc, ssl.SSLCertVerificationError)
 
 
 class RegistryClient:
@@ -110,8 +115,16 @@ class RegistryClient:
         self._timeout = urllib3.Timeout(connect=timeout[0], read=timeout[1])
         self._connect_timeout = timeout[0]
         self.upload_chunk = upload_chunk
+        # No retries of any kind (a failed transfer resumes on the next pull), only
+        # bounded redirects.
         retries = urllib3.Retry(
-            total=None, connect=0, read=0, status=0, redirect=MAX_REDIRECTS, raise_on_redirect=True
+            total=MAX_REDIRECTS,
+            connect=0,
+            read=0,
+            status=0,
+            other=0,
+            redirect=MAX_REDIRECTS,
+            raise_on_redirect=True,
         )
         self._pool = urllib3.PoolManager(
             num_pools=4, maxsize=8, ssl_context=tls.ssl_context(domain), retries=retries
@@ -159,7 +172,9 @@ class RegistryClient:
             resp.release_conn()
             return "https"
         except urllib3.exceptions.HTTPError as exc:
-            if tls.allows_http(self.domain):
+            # A certificate that does not verify means the registry does speak TLS:
+            # falling back to HTTP would only hide the real problem.
+            if tls.allows_http(self.domain) and not _is_cert_failure(exc):
                 log.debug("%s: no HTTPS (%s); trying plain HTTP", self.domain, _reason(exc))
                 return "http"
             if _is_tls_failure(exc):
@@ -167,7 +182,9 @@ class RegistryClient:
                     f"cannot reach the registry {self.domain} over HTTPS: {_reason(exc)} "
                     f"(a private CA goes in {tls.certs_root() / self.domain}/ca.crt)"
                 ) from exc
-            raise RegistryError(f"cannot reach the registry {self.domain}: {_reason(exc)}") from exc
+            raise RegistryError(
+                f"cannot reach the registry {self.domain}: {_reason(exc)}"
+            ) from exc
 
     def _url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):
@@ -243,7 +260,10 @@ class RegistryClient:
                     resp.read(decode_content=False)
                     resp.release_conn()
                 return resp
-            err = resp.read(MAX_ERROR_BODY, decode_content=True) if method != "HEAD" else b""
+            # Read even a HEAD's empty body: an unread response keeps its connection busy.
+            err = resp.read(MAX_ERROR_BODY, decode_content=True)
+            if resp.length_remaining:
+                resp.close()  # a long error body is not worth draining
             resp.release_conn()
             if resp.status == 401 and attempt == 1:
                 header = resp.headers.get("WWW-Authenticate", "")
