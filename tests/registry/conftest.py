@@ -285,11 +285,16 @@ def private_registry(tmp_path: Path) -> Iterator[Callable[[str], PrivateRegistry
             reg.process.wait()
 
 
-def blob_file(reg: Registry, digest: str) -> Path:
-    """Where distribution's filesystem driver keeps a blob's bytes."""
+def _blob_file(reg: Registry, digest: str) -> Path:
     assert reg.storage is not None
     hex_ = digest.split(":", 1)[1]
     return reg.storage / "docker/registry/v2/blobs/sha256" / hex_[:2] / hex_ / "data"
+
+
+@pytest.fixture
+def blob_file() -> Callable[[Registry, str], Path]:
+    """``blob_file(registry, digest)``: where distribution's filesystem driver keeps it."""
+    return _blob_file
 
 
 # -- a token server ------------------------------------------------------------------------
