@@ -147,7 +147,7 @@ def test_bearer_tokens_anonymous_with_credentials_and_denied(
     a.tag(public, private)
 
     # Anonymous: the token server grants no push, so the registry refuses.
-    with pytest.raises(RegistryAuthError, match="authentication required|denied"):
+    with pytest.raises(RegistryAuthError, match=r"authentication required|denied"):
         list(a.push(public))
     assert token_server.seen[-1]["user"] == ""
 
@@ -161,7 +161,7 @@ def test_bearer_tokens_anonymous_with_credentials_and_denied(
     list(b.pull(b.plan_pull(public)))  # anonymous pull of a public repository
     assert b.image(public).id == image_id
     assert token_server.seen[-1]["user"] == ""
-    with pytest.raises(RegistryAuthError, match="authentication required|insufficient"):
+    with pytest.raises(RegistryAuthError, match=r"authentication required|insufficient"):
         b.plan_pull(private)
 
     assert login(monkeypatch, reg.address, "alice", "nope") == 1  # type: ignore[attr-defined]
