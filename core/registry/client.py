@@ -182,9 +182,7 @@ class RegistryClient:
                     f"cannot reach the registry {self.domain} over HTTPS: {_reason(exc)} "
                     f"(a private CA goes in {tls.certs_root() / self.domain}/ca.crt)"
                 ) from exc
-            raise RegistryError(
-                f"cannot reach the registry {self.domain}: {_reason(exc)}"
-            ) from exc
+            raise RegistryError(f"cannot reach the registry {self.domain}: {_reason(exc)}") from exc
 
     def _url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):

@@ -23,9 +23,7 @@ Engines = Callable[[str], EmbeddedEngine]
 Base = Callable[[EmbeddedEngine, str], str]
 
 
-def login(
-    monkeypatch: pytest.MonkeyPatch, server: str, user: str, password: str
-) -> int:
+def login(monkeypatch: pytest.MonkeyPatch, server: str, user: str, password: str) -> int:
     monkeypatch.setattr(sys, "stdin", io.StringIO(password + "\n"))
     return main(["login", "-u", user, "--password-stdin", server])
 
@@ -54,7 +52,9 @@ def test_tls_registry_with_basic_auth(
     config = Path(os.environ["DOCKER_CONFIG"]) / "config.json"
     assert not config.exists()
 
-    assert login(monkeypatch, tls_registry.address, tls_registry.username, tls_registry.password) == 0
+    assert (
+        login(monkeypatch, tls_registry.address, tls_registry.username, tls_registry.password) == 0
+    )
     saved = json.loads(config.read_text())
     assert list(saved["auths"]) == [tls_registry.address]
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
@@ -115,7 +115,9 @@ def test_credentials_go_through_a_credential_helper(
     (config_dir / "config.json").write_text(json.dumps({"credsStore": "labtest"}))
     trust(tls_registry)
 
-    assert login(monkeypatch, tls_registry.address, tls_registry.username, tls_registry.password) == 0
+    assert (
+        login(monkeypatch, tls_registry.address, tls_registry.username, tls_registry.password) == 0
+    )
     kept = json.loads(store.read_text())
     assert kept[tls_registry.address]["Username"] == tls_registry.username
     # The secret is in the helper's store, never in config.json.
@@ -154,7 +156,9 @@ def test_bearer_tokens_anonymous_with_credentials_and_denied(
     assert login(monkeypatch, reg.address, "alice", "wonderland") == 0  # type: ignore[attr-defined]
     list(a.push(public))
     list(a.push(private))
-    assert any(s["user"] == "alice" and "pull,push" in " ".join(s["scope"]) for s in token_server.seen)
+    assert any(
+        s["user"] == "alice" and "pull,push" in " ".join(s["scope"]) for s in token_server.seen
+    )
 
     assert main(["logout", reg.address]) == 0  # type: ignore[attr-defined]
     b = make_engine("b")

@@ -31,9 +31,7 @@ def state(engine: EmbeddedEngine) -> tuple[object, ...]:
     )
 
 
-def one_line_failure(
-    capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
-) -> str:
+def one_line_failure(capsys: pytest.CaptureFixture[str], argv: list[str], expected: str) -> str:
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("lamina: "), err
@@ -166,12 +164,16 @@ def test_hostile_registries_are_cut_short(
     front = proxy(registry.address)
     front.redirect_loop = True  # type: ignore[attr-defined]
     one_line_failure(
-        capsys, ["pull", f"{front.address}/{name}:1"], "redirected more than 5 times"  # type: ignore[attr-defined]
+        capsys,
+        ["pull", f"{front.address}/{name}:1"],
+        "redirected more than 5 times",  # type: ignore[attr-defined]
     )
     front.redirect_loop = False  # type: ignore[attr-defined]
     front.huge_manifest = True  # type: ignore[attr-defined]
     one_line_failure(
-        capsys, ["pull", f"{front.address}/{name}:1"], "manifest larger than"  # type: ignore[attr-defined]
+        capsys,
+        ["pull", f"{front.address}/{name}:1"],
+        "manifest larger than",  # type: ignore[attr-defined]
     )
 
 
@@ -183,7 +185,9 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     def mount(size: str) -> Path:
         path = tmp_path / f"disk-{len(mounts)}"
         path.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True
+        )
         mounts.append(path)
         return path
 

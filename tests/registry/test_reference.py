@@ -29,7 +29,14 @@ D = "sha256:" + "a" * 64
     [
         ("busybox", "docker.io", "library/busybox", "latest", None, "busybox:latest"),
         ("busybox:1.36", "docker.io", "library/busybox", "1.36", None, "busybox:1.36"),
-        ("docker.io/library/busybox", "docker.io", "library/busybox", "latest", None, "busybox:latest"),
+        (
+            "docker.io/library/busybox",
+            "docker.io",
+            "library/busybox",
+            "latest",
+            None,
+            "busybox:latest",
+        ),
         ("index.docker.io/foo/bar:x", "docker.io", "foo/bar", "x", None, "foo/bar:x"),
         ("127.0.0.1:5000/a/b:c", "127.0.0.1:5000", "a/b", "c", None, "127.0.0.1:5000/a/b:c"),
         ("localhost/x", "localhost", "x", "latest", None, "localhost/x:latest"),
