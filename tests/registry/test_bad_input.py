@@ -224,3 +224,21 @@ def test_a_disk_that_fills_mid_pull(
         assert state(engine) == before
     finally:
         engine.close()
+
+
+def test_a_cancelled_pull_leaves_the_store_as_it_was(
+    pushed: tuple[str, str], make_engine: Engines
+) -> None:
+    import threading
+
+    from lamina.core import TransferCancelled
+
+    _name, ref = pushed
+    b = make_engine("b")
+    plan = b.plan_pull(ref)
+    before = state(b)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(TransferCancelled):
+        list(b.pull(plan, cancel))
+    assert state(b) == before
