@@ -210,7 +210,7 @@ class PullScreen(ModalScreen[str | None]):
                 bar.update(total=max(e.total, 1), progress=e.done)
                 label.update(f"{short_digest(e.digest)}  {fmt.size(e.done)}/{fmt.size(e.total)}")
             elif isinstance(e, TransferFinished):
-                bar.update(progress=bar.total)
+                bar.update(progress=bar.total or 1)
                 label.update(f"{short_digest(e.digest)}  {OUTCOMES.get(e.outcome, e.outcome)}")
 
     def on_pull_ended(self, event: PullEnded) -> None:
