@@ -297,6 +297,15 @@ def blob_file() -> Callable[[Registry, str], Path]:
     return _blob_file
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    """A client hanging up on a hostile answer is the point, not an error to print."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
 # -- a token server ------------------------------------------------------------------------
 
 
@@ -318,7 +327,7 @@ class TokenServer:
     service: str = "lamina-test-registry"
     seen: list[dict[str, Any]] = field(default_factory=list)
     port: int = 0
-    _server: http.server.ThreadingHTTPServer | None = None
+    _server: _QuietServer | None = None
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -407,7 +416,7 @@ class TokenServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
@@ -448,7 +457,7 @@ class Proxy:
     huge_manifest: bool = False
     seen: list[dict[str, str]] = field(default_factory=list)
     port: int = 0
-    _server: http.server.ThreadingHTTPServer | None = None
+    _server: _QuietServer | None = None
 
     @property
     def address(self) -> str:
@@ -510,7 +519,7 @@ class Proxy:
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = forward
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
