@@ -16,6 +16,12 @@ name), and uploads only what the registry lacks: HEAD first, then a cross-reposi
 mount where a record says another repository of that registry has the blob, then the
 upload. The compressed digest is recorded per diffID, so a re-push asks the registry
 about it without compressing again.
+
+The layer-level steps are public for anything else that moves layers through a
+registry (a build cache exported as an OCI artifact, say): ``fetch_layers`` stages
+verified layers without recording them, ``install_layers`` records them under the
+caller's store lock next to whatever refers to them, and ``upload_layers`` makes sure
+a repository has each layer's compressed blob and says which descriptor to name.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -166,6 +173,89 @@ def _created_by(config: Any, count: int) -> list[str]:
     return out if len(out) == count else [""] * count
 
 
+@dataclass(frozen=True)
+class WantedLayer:
+    """One layer to bring into the store, at ``position`` of its chain.
+
+    Attributes:
+        position: its index in the chain (base = 0); staged layers are keyed by it.
+        blob: the compressed blob the registry serves.
+        diff_id: what its uncompressed tar must hash to.
+        copy: regenerate it from a stored layer with the same diffID instead of
+            downloading (the plan's ``diff``).
+    """
+
+    position: int
+    blob: Descriptor
+    diff_id: str
+    copy: bool = False
+
+
+def fetch_layers(
+    store: Store,
+    client: RegistryClient,
+    repository: str,
+    wanted: list[WantedLayer],
+    work: Path,
+    where: str,
+    cancel: threading.Event | None = None,
+    workers: int = DEFAULT_WORKERS,
+) -> Iterator[TransferEvent | dict[int, StagedLayer]]:
+    """Downloads (or copies) and stages layers, each verified; records nothing.
+
+    Each blob is downloaded once however often it occurs, resumably, into
+    ``tmp/downloads/``, checked against its digest, extracted under ``work`` and its
+    tar checked against ``diff_id``; the download is deleted once staged. The last
+    item yielded is the staged layers by position, for :func:`install_layers`.
+
+    Raises:
+        RegistryError, ArchiveError, TransferCancelled: as :func:`pull`.
+    """
+    staged: dict[int, StagedLayer] = {}
+    tasks: list[Task] = []
+    by_digest: dict[str, list[WantedLayer]] = {}
+    for layer in wanted:
+        if layer.copy:
+            tasks.append(_copy_task(store, layer, work, staged, where))
+        else:
+            by_digest.setdefault(layer.blob.digest, []).append(layer)
+    with _downloads(store) as downloads:
+        for layers in by_digest.values():
+            tasks.append(
+                _download_task(store, client, repository, layers, downloads, work, staged, where)
+            )
+        yield from run_parallel(tasks, workers, cancel)
+    yield staged
+
+
+def install_layers(
+    store: Store,
+    chain: list[str],
+    staged: dict[int, StagedLayer],
+    created_by: list[str] | None = None,
+) -> None:
+    """Installs staged layers into a chain whose other layers the store has.
+
+    Call it under ``store.lock()`` together with whatever records the layers (an
+    image, a cache entry), so they appear all at once or not at all.
+
+    Args:
+        chain: the chainIDs, base first.
+        staged: the staged layers by position (from :func:`fetch_layers`).
+        created_by: each layer's instruction, for the layer records.
+
+    Raises:
+        NotFound: a layer that is neither staged nor in the store (pruned meanwhile).
+    """
+    for i, chain_id in enumerate(chain):
+        parent = chain[i - 1] if i else None
+        if i in staged:
+            store.layers.install(staged[i], parent, created_by[i] if created_by else "")
+        elif not store.layers.exists(chain_id):
+            # Pruned between the plan and now: refuse rather than record a hole.
+            raise NotFound(f"layer {chain_id} left the store during the pull; pull again")
+
+
 def pull(
     store: Store,
     plan: PullPlan,
@@ -181,71 +271,48 @@ def pull(
     """
     ref = parse_reference(plan.reference)
     tag = ref.familiar_tag
-    config = json.loads(plan.config_bytes)
-    created_by = _created_by(config, len(plan.layers))
     downloaded = 0
-    if plan.image_present:
-        for layer in plan.layers:
+    for layer in plan.layers:
+        if layer.have == HAVE_LAYER or plan.image_present:
             yield TransferFinished(layer.digest, "present")
-    else:
-        staged: dict[int, StagedLayer] = {}
-        with _downloads(store) as downloads, store.tmpdir("pull") as work:
-            tasks: list[Task] = []
-            by_digest: dict[str, list[int]] = {}
-            for i, layer in enumerate(plan.layers):
-                if layer.have == HAVE_NONE:
-                    by_digest.setdefault(layer.digest, []).append(i)
-                elif layer.have == HAVE_DIFF:
-                    tasks.append(_copy_task(store, plan, i, work, staged))
-            for layer in plan.layers:
-                if layer.have == HAVE_LAYER:
-                    yield TransferFinished(layer.digest, "present")
-            client = client_for(ref)
-            with client:
-                for digest, positions in by_digest.items():
-                    tasks.append(
-                        _download_task(
-                            store, client, plan, digest, positions, downloads, work, staged
-                        )
-                    )
-                for event in run_parallel(tasks, workers, cancel):
-                    if isinstance(event, TransferFinished):
-                        downloaded += event.moved
-                    yield event
-            _install(store, plan, staged, created_by, tag)
-            _remember_pulled(store, plan)
-            for digest in by_digest:
-                (downloads / hex_of(digest)).unlink(missing_ok=True)
-                (downloads / f"{hex_of(digest)}.lock").unlink(missing_ok=True)
     if plan.image_present:
         with store.lock():
             if tag:
                 store.images.tag(plan.image_id, tag)
+        yield PullFinished(plan.image_id, plan.reference, 0)
+        return
+    created_by = _created_by(json.loads(plan.config_bytes), len(plan.layers))
+    wanted = [
+        WantedLayer(
+            i,
+            Descriptor(layer.media_type, layer.digest, layer.size),
+            layer.diff_id,
+            copy=layer.have == HAVE_DIFF,
+        )
+        for i, layer in enumerate(plan.layers)
+        if layer.have != HAVE_LAYER
+    ]
+    staged: dict[int, StagedLayer] = {}
+    with store.tmpdir("pull") as work, client_for(ref) as client:
+        for item in fetch_layers(
+            store, client, plan.repository, wanted, work, plan.reference, cancel, workers
+        ):
+            if isinstance(item, dict):
+                staged = item
+                continue
+            if isinstance(item, TransferFinished):
+                downloaded += item.moved
+            yield item
+        with store.lock():
+            install_layers(store, [layer.chain_id for layer in plan.layers], staged, created_by)
+            image_id = store.images.put_blob(plan.config_bytes)
+            if image_id != plan.image_id:
+                raise RegistryError(f"{plan.reference}: config does not match {plan.image_id}")
+            store.images.add_image(image_id)
+            if tag:
+                store.images.tag(image_id, tag)
+    _remember_pulled(store, plan)
     yield PullFinished(plan.image_id, plan.reference, downloaded)
-
-
-def _install(
-    store: Store,
-    plan: PullPlan,
-    staged: dict[int, StagedLayer],
-    created_by: list[str],
-    tag: str | None,
-) -> None:
-    """Installs every staged layer, the config and the tag: all or nothing."""
-    with store.lock():
-        for i, layer in enumerate(plan.layers):
-            parent = plan.layers[i - 1].chain_id if i else None
-            if i in staged:
-                store.layers.install(staged[i], parent, created_by[i])
-            elif not store.layers.exists(layer.chain_id):
-                # Pruned between the plan and now: refuse rather than record a hole.
-                raise NotFound(f"layer {layer.chain_id} left the store during the pull; pull again")
-        image_id = store.images.put_blob(plan.config_bytes)
-        if image_id != plan.image_id:
-            raise RegistryError(f"{plan.reference}: config does not match {plan.image_id}")
-        store.images.add_image(image_id)
-        if tag:
-            store.images.tag(image_id, tag)
 
 
 def _remember_pulled(store: Store, plan: PullPlan) -> None:
@@ -270,59 +337,67 @@ def _stage(store: Store, blob: Path, dest: Path, diff_id: str, where: str) -> St
 def _download_task(
     store: Store,
     client: RegistryClient,
-    plan: PullPlan,
-    digest: str,
-    positions: list[int],
+    repository: str,
+    layers: list[WantedLayer],
     downloads: Path,
     work: Path,
     staged: dict[int, StagedLayer],
+    where: str,
 ) -> Task:
-    layer = plan.layers[positions[0]]
-    desc = Descriptor(layer.media_type, digest, layer.size)
+    desc = layers[0].blob
+    digest = desc.digest
 
     def task(report: Report, stop: threading.Event) -> None:
         path = downloads / hex_of(digest)
-        with _flocked(downloads / f"{hex_of(digest)}.lock"):
+        lock = downloads / f"{hex_of(digest)}.lock"
+        with _flocked(lock):
             had = path.stat().st_size if path.exists() else 0
-            report(TransferStarted(digest, "download", layer.size))
+            report(TransferStarted(digest, "download", desc.size))
             done = 0
 
             def progress(n: int) -> None:
                 nonlocal done
                 done += n
-                report(TransferProgressed(digest, done, layer.size))
+                report(TransferProgressed(digest, done, desc.size))
 
-            client.download_blob(plan.repository, desc, path, progress, stop)
-            for i in positions:
-                where = f"{plan.reference}: layer {i + 1} ({short(digest)})"
-                staged[i] = _stage(store, path, work / f"layer-{i}", plan.layers[i].diff_id, where)
-        outcome = "resumed" if had else "downloaded"
-        report(TransferFinished(digest, outcome, layer.size - min(had, layer.size)))
+            client.download_blob(repository, desc, path, progress, stop)
+            for layer in layers:
+                i = layer.position
+                what = f"{where}: layer {i + 1} ({short(digest)})"
+                staged[i] = _stage(store, path, work / f"layer-{i}", layer.diff_id, what)
+            # Staged and verified: the compressed copy is no longer needed to resume.
+            path.unlink(missing_ok=True)
+            lock.unlink(missing_ok=True)
+        report(
+            TransferFinished(
+                digest, "resumed" if had else "downloaded", desc.size - min(had, desc.size)
+            )
+        )
 
     return task
 
 
 def _copy_task(
-    store: Store, plan: PullPlan, i: int, work: Path, staged: dict[int, StagedLayer]
+    store: Store, layer: WantedLayer, work: Path, staged: dict[int, StagedLayer], where: str
 ) -> Task:
     """Regenerates a layer's tar from a stored layer with the same diffID."""
-    layer = plan.layers[i]
 
     def task(report: Report, stop: threading.Event) -> None:
+        i = layer.position
         source = next((x for x in store.layers.all() if x.diff_id == layer.diff_id), None)
         if source is None:
             raise NotFound(f"layer {layer.diff_id} left the store during the pull; pull again")
-        report(TransferStarted(layer.digest, "copy", 0))
+        report(TransferStarted(layer.blob.digest, "copy", 0))
         tar = work / f"copy-{i}.tar"
         try:
             with open(tar, "wb") as out:
                 store.layers.write_tar(source.chain_id, out)
         except OSError as exc:
             raise ArchiveError(f"{tar}: cannot write: {exc.strerror}") from exc
-        where = f"{plan.reference}: layer {i + 1} (from {short(source.chain_id)})"
-        staged[i] = _stage(store, tar, work / f"layer-{i}", layer.diff_id, where)
+        what = f"{where}: layer {i + 1} (from {short(source.chain_id)})"
+        staged[i] = _stage(store, tar, work / f"layer-{i}", layer.diff_id, what)
         tar.unlink(missing_ok=True)
-        report(TransferFinished(layer.digest, "copied", 0, short(source.chain_id)))
+        report(TransferFinished(layer.blob.digest, "copied", 0, short(source.chain_id)))
 
     return task
 
@@ -382,6 +457,37 @@ def compress_layer(store: Store, chain_id: str, dest: Path) -> tuple[str, int]:
     return sink.hasher.digest(), sink.hasher.size
 
 
+def upload_layers(
+    store: Store,
+    client: RegistryClient,
+    ref: Reference,
+    layers: list[tuple[str, str]],
+    descriptors: dict[str, Descriptor],
+    work: Path,
+    cancel: threading.Event | None = None,
+    workers: int = DEFAULT_WORKERS,
+) -> Iterator[TransferEvent]:
+    """Makes sure the registry has each layer's compressed blob in ``ref``'s repository.
+
+    Per layer: HEAD the blobs the records know, mount one from another repository of
+    the same registry, else compress deterministically and upload. Each layer's blob
+    descriptor lands in ``descriptors`` (by diffID) for the manifest that names them.
+
+    Args:
+        layers: (diffID, chainID) pairs; a diffID is handled once.
+        descriptors: filled with each diffID's compressed blob.
+        work: where compressed blobs are written before upload.
+    """
+    meta = DistributionMetadata(store.home)
+    tasks: list[Task] = []
+    seen: set[str] = set()
+    for diff_id, chain_id in layers:
+        if diff_id not in seen:
+            seen.add(diff_id)
+            tasks.append(_push_task(store, client, ref, meta, diff_id, chain_id, work, descriptors))
+    yield from run_parallel(tasks, workers, cancel)
+
+
 def push(
     store: Store,
     text: str,
@@ -411,21 +517,13 @@ def push(
     config = store.images.get_config(image_id)
     diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
     chains = chain_ids(diff_ids)
-    meta = DistributionMetadata(store.home)
-    target = ref.name
-    results: dict[str, Descriptor] = {}
+    descriptors: dict[str, Descriptor] = {}
     uploaded = 0
     with client_for(ref) as client, store.tmpdir("push") as work:
         if upload_chunk:
             client.upload_chunk = upload_chunk
-        tasks: list[Task] = []
-        seen: set[str] = set()
-        for diff_id, chain_id in zip(diff_ids, chains, strict=True):
-            if diff_id in seen:
-                continue
-            seen.add(diff_id)
-            tasks.append(_push_task(store, client, ref, meta, diff_id, chain_id, work, results))
-        for event in run_parallel(tasks, workers, cancel):
+        pairs = list(zip(diff_ids, chains, strict=True))
+        for event in upload_layers(store, client, ref, pairs, descriptors, work, cancel, workers):
             if isinstance(event, TransferFinished):
                 uploaded += event.moved
             yield event
@@ -434,11 +532,11 @@ def push(
             uploaded += len(config_bytes)
         manifest = encode_manifest(
             Descriptor(MT_DOCKER_CONFIG, image_id, len(config_bytes)),
-            [results[d] for d in diff_ids],
+            [descriptors[d] for d in diff_ids],
             MT_DOCKER_MANIFEST,
         )
         digest = client.put_manifest(ref.path, ref.tag, manifest, MT_DOCKER_MANIFEST)
-    log.info("pushed %s as %s", target, digest)
+    log.info("pushed %s as %s", ref.name, digest)
     yield PushFinished(str(ref), digest, len(manifest), uploaded)
 
 
@@ -496,4 +594,13 @@ def _push_task(
     return task
 
 
-__all__ = ["compress_layer", "plan_pull", "pull", "push"]
+__all__ = [
+    "WantedLayer",
+    "compress_layer",
+    "fetch_layers",
+    "install_layers",
+    "plan_pull",
+    "pull",
+    "push",
+    "upload_layers",
+]
