@@ -81,7 +81,8 @@ def plan_pull(
         resolved,
         config,
         image_present=image_present,
-        config_present=False,
+        # The daemon fetches the config again unless it has the image.
+        config_present=image_present,
         have=have,
         shared_with=lambda chain_id: tuple(sorted(users.get(chain_id, ()))),
         engine="docker",
