@@ -166,6 +166,8 @@ def fetch_token(
         try:
             body = resp.read(MAX_TOKEN_RESPONSE + 1, decode_content=True)
         finally:
+            if resp.length_remaining is None or resp.length_remaining > 0:
+                resp.close()  # unread bytes would be the next request's garbage
             resp.release_conn()
     except urllib3.exceptions.HTTPError as exc:
         raise RegistryError(f"cannot reach the token server {parts.netloc}: {exc}") from exc

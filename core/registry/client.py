@@ -255,14 +255,13 @@ class RegistryClient:
                 raise RegistryError(f"{what}: {self.domain}: {_reason(exc)}") from exc
             if resp.status in ok:
                 if not stream:
-                    resp.read(decode_content=False)
-                    resp.release_conn()
+                    # Success bodies here are empty or tiny; never read a hostile one whole.
+                    resp.read(MAX_ERROR_BODY, decode_content=False)
+                    _release(resp)
                 return resp
             # Read even a HEAD's empty body: an unread response keeps its connection busy.
             err = resp.read(MAX_ERROR_BODY, decode_content=True)
-            if resp.length_remaining:
-                resp.close()  # a long error body is not worth draining
-            resp.release_conn()
+            _release(resp)
             if resp.status == 401 and attempt == 1:
                 header = resp.headers.get("WWW-Authenticate", "")
                 challenge = auth.parse_challenge(header) if header else None
@@ -325,7 +324,7 @@ class RegistryClient:
                 raise RegistryError(f"{what}: manifest larger than {MAX_MANIFEST_BYTES} bytes")
             data = _read_limited(resp, MAX_MANIFEST_BYTES, what, "manifest")
         finally:
-            resp.release_conn()
+            _release(resp)
         digest = sha256_bytes(data)
         if ref.startswith("sha256:") and digest != ref:
             raise RegistryError(f"{what}: manifest does not match its digest (got {digest})")
@@ -352,7 +351,7 @@ class RegistryClient:
         try:
             data = _read_limited(resp, desc.size, what, "blob")
         finally:
-            resp.release_conn()
+            _release(resp)
         if len(data) != desc.size:
             raise RegistryError(f"{what}: truncated ({len(data)} of {desc.size} bytes)")
         if sha256_bytes(data) != desc.digest:
@@ -415,7 +414,7 @@ class RegistryClient:
                         hasher, have = Hasher(), 0
                     self._stream_into(resp, f, hasher, desc, what, progress, cancel)
                 finally:
-                    resp.release_conn()
+                    _release(resp)
                 try:
                     f.flush()
                     os.fsync(f.fileno())
@@ -653,6 +652,14 @@ class _Reader:
     def __iter__(self) -> Iterator[bytes]:
         while chunk := self.read(CHUNK):
             yield chunk
+
+
+def _release(resp: urllib3.BaseHTTPResponse) -> None:
+    """Returns a response's connection to the pool, closing it if bytes are left unread
+    (a half-read body would be the next request's garbage)."""
+    if resp.length_remaining is None or resp.length_remaining > 0:
+        resp.close()
+    resp.release_conn()
 
 
 def _with_query(url: str, query: str) -> str:
