@@ -107,7 +107,7 @@ class LaminaSide:
 
     def last_decisions(self) -> tuple[bool | None, ...]:
         """Each step's cache decision in the newest recorded build."""
-        from lamina.core.embedded.builder.walk import list_builds
+        from lamina.core.embedded.builder.records import list_builds
         from lamina.core.embedded.store import Store
 
         store = Store(self.home)

@@ -8,7 +8,7 @@ always full ``sha256:<hex>`` strings; shorten them only for display.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,69 @@ class FileChange:
     link_target: str = ""
 
 
+ReasonKind = Literal[
+    "first_build",
+    "parent_missed",
+    "instruction_changed",
+    "sources_changed",
+    "build_arg_changed",
+    "config_changed",
+    "no_cache",
+    "pruned",
+    "base_changed",
+]
+
+
+class SourceChange(TypedDict):
+    """One copied path that differs from the cached entry's.
+
+    Attributes:
+        path: the path, relative to the source.
+        what: what differs: ``content``, ``mode``, ``type``, ``link target``, ``owner``.
+    """
+
+    path: str
+    what: list[str]
+
+
+class _ReasonCore(TypedDict):
+    kind: ReasonKind
+    message: str
+
+
+class Reason(_ReasonCore, total=False):
+    """Why a build step missed the cache: JSON-ready, so the index and ``--progress json``
+    carry it as is. Built only by ``lamina.core.accounting.reasons``.
+
+    Attributes:
+        kind: what kind of miss it was (front ends word their advice on it).
+        message: one line in plain words.
+        step: ``parent_missed``: ``"<stage>/<index>"`` of the step that missed first.
+        instruction: ``parent_missed``: that step's instruction as written.
+        old: ``instruction_changed``, ``build_arg_changed``, ``config_changed``,
+            ``base_changed``: the value the cached entry had (None when unset).
+        new: the same fields: the value this build has.
+        name: ``build_arg_changed``: the build arg.
+        field: ``config_changed``: the config field (or the step's field).
+        added: ``sources_changed``: copied paths that are new.
+        removed: ``sources_changed``: copied paths that are gone.
+        changed: ``sources_changed``: copied paths that differ, with what differs.
+        unknown: ``sources_changed``: the sources are not known before an earlier
+            stage runs (a dry run over a stage that runs again).
+    """
+
+    step: str
+    instruction: str
+    old: Any
+    new: Any
+    name: str
+    field: str
+    added: list[str]
+    removed: list[str]
+    changed: list[SourceChange]
+    unknown: bool
+
+
 @dataclass(frozen=True)
 class StepRecord:
     """One instruction of a recorded build, with its cache decision.
@@ -92,7 +155,7 @@ class StepRecord:
         index: 0-based instruction number within the stage (FROM is 0).
         instruction: the instruction as written, continuation lines joined.
         cached: True on a hit, False on a miss, None for FROM.
-        reason: on a miss, a structured reason (see ``core.build.reasons``); None on a hit.
+        reason: on a miss, why (see :class:`Reason`); None on a hit and for FROM.
         duration: seconds the step took.
         layer: chainID of the layer it produced, if it changed the filesystem.
         size: bytes of that layer.
@@ -102,7 +165,7 @@ class StepRecord:
     index: int
     instruction: str
     cached: bool | None
-    reason: dict[str, Any] | None
+    reason: Reason | None
     duration: float = 0.0
     layer: str | None = None
     size: int = 0

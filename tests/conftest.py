@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from lamina.core.embedded.store import Store
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CONFORMANCE = SHARED / "conformance"
@@ -109,6 +114,29 @@ def lamina_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("LAMINA_HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     return home
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """An empty embedded store at ``tmp_path / "store"``, closed after the test."""
+    from lamina.core.embedded.store import Store
+
+    s = Store(tmp_path / "store")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def busybox_store(store: Store, busybox_tar: Path) -> Store:
+    """``store`` with ``busybox:latest`` imported, the base builds start FROM.
+
+    A module whose tests all build marks itself ``usefixtures("busybox_store")`` and
+    keeps asking for ``store``: both are the same store.
+    """
+    from lamina.core.embedded.archive import import_rootfs
+
+    import_rootfs(store, busybox_tar, "busybox:latest")
+    return store
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

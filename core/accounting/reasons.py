@@ -1,11 +1,12 @@
 """Why a build step missed the cache, as data and in plain words.
 
-Every miss gets a reason ``{"kind": ..., "message": ..., ...}``:
+Every miss gets a :class:`~lamina.core.model.Reason` ``{"kind": ..., "message": ..., ...}``,
+made here and nowhere else:
 
 * ``no_cache``: ``--no-cache`` skipped the lookup.
 * ``parent_missed``: an earlier step of the stage ran, so this one runs on a new state
   (``step`` = ``"<stage>/<index>"``, ``instruction``).
-* ``pruned``: this exact step was cached once but its entry was pruned.
+* ``pruned``: this exact step was cached once but its entry (or its result) was pruned.
 * ``base_changed``: ``FROM`` resolved to another image than last time (``old``, ``new``).
 * ``first_build``: nothing has ever run on this state.
 * ``instruction_changed``: the last step run on this state was another instruction
@@ -14,41 +15,71 @@ Every miss gets a reason ``{"kind": ..., "message": ..., ...}``:
   ``new``; a missing value is None).
 * ``sources_changed``: COPY/ADD sources differ (``added``, ``removed``, ``changed``,
   each change ``{"path", "what": [...]}`` with ``content``, ``mode``, ``type``,
-  ``link target`` or ``owner``).
+  ``link target`` or ``owner``; ``unknown`` when they cannot be known yet).
 * ``config_changed``: the resulting image config differs (``field``, ``old``, ``new``).
 
-A miss is explained against the most recent cache entry with the same parent state,
-preferring one with the same instruction text.
+A miss is explained against the cache entries the engine remembers (:class:`History`):
+the most recent entry with the same parent state, preferring one with the same
+instruction text. This module only reads that data; the engine fetches it.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from lamina.core.context.checksum import diff_manifests
 from lamina.core.digest import short
-
-KINDS = (
-    "first_build",
-    "parent_missed",
-    "instruction_changed",
-    "sources_changed",
-    "build_arg_changed",
-    "config_changed",
-    "no_cache",
-    "pruned",
-    "base_changed",
-)
+from lamina.core.model import Reason
 
 
-def no_cache() -> dict[str, Any]:
+@dataclass(frozen=True)
+class Prior:
+    """A cache entry a miss is explained against.
+
+    Attributes:
+        instruction: its instruction as written.
+        recorded: what its key was made of, as the JSON recorded with it (parsed only
+            for the entry a miss is compared with: a COPY's manifest can be large).
+    """
+
+    instruction: str
+    recorded: str
+
+    def inputs(self) -> dict[str, Any]:
+        """The recorded inputs."""
+        doc = json.loads(self.recorded)
+        return doc if isinstance(doc, dict) else {}
+
+
+@dataclass(frozen=True)
+class History:
+    """What the cache remembers around a missed step.
+
+    Attributes:
+        pruned: this exact key had an entry that was pruned (a tombstone remains).
+        on_parent: entries recorded on the same parent state, newest first (empty when
+            the parent is not known, as in a dry run over a stage that runs again).
+        same_instruction: entries of the same instruction text on any parent, newest
+            first; only consulted for the first step of a stage, to tell a changed base.
+    """
+
+    pruned: bool = False
+    on_parent: tuple[Prior, ...] = ()
+    same_instruction: tuple[Prior, ...] = ()
+
+
+# -- one constructor per kind -------------------------------------------------------------
+
+
+def no_cache() -> Reason:
     """The reason for a step built with ``--no-cache``."""
     return {"kind": "no_cache", "message": "--no-cache: the cache was not consulted"}
 
 
-def parent_missed(step: str, instruction: str) -> dict[str, Any]:
+def parent_missed(step: str, instruction: str) -> Reason:
     """The reason for a step after a miss in the same stage.
 
     Args:
@@ -66,11 +97,65 @@ def parent_missed(step: str, instruction: str) -> dict[str, Any]:
     }
 
 
+def first_build(message: str = "no step has been cached on this state before") -> Reason:
+    """The reason for a step that nothing comparable ever ran before.
+
+    Args:
+        message: the words, when an engine knows more precisely what it lacks.
+    """
+    return {"kind": "first_build", "message": message}
+
+
+def pruned(
+    message: str = "this exact step was cached before, but its cache entry was pruned",
+) -> Reason:
+    """The reason for a step whose cache entry was removed.
+
+    Args:
+        message: the words, when an engine knows more precisely what went.
+    """
+    return {"kind": "pruned", "message": message}
+
+
+def result_pruned() -> Reason:
+    """The reason for a step whose entry survived but whose result (a config or layer)
+    was removed, so it runs again."""
+    return pruned("this step was cached, but its result is no longer in the store")
+
+
+def base_changed(old: str | None, new: str | None, message: str) -> Reason:
+    """The reason for the first step of a stage whose ``FROM`` names another image.
+
+    Args:
+        old: the base the cached entry ran on.
+        new: the base this build runs on.
+        message: the words (the engines know the base by different names).
+    """
+    return {"kind": "base_changed", "message": message, "old": old, "new": new}
+
+
+def sources_unknown(stage: str) -> Reason:
+    """The reason a dry run gives for a ``COPY --from`` a stage that runs again first.
+
+    Args:
+        stage: the stage as ``--from`` names it.
+    """
+    return {
+        "kind": "sources_changed",
+        "message": f"copies from stage {stage}, which runs again first: its files are not"
+        " known before it runs",
+        "added": [],
+        "removed": [],
+        "changed": [],
+        "unknown": True,
+    }
+
+
 def _clip(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _first_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+def _first_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
     for name in sorted(set(old) | set(new)):
         if old.get(name) != new.get(name):
             return name
@@ -81,7 +166,10 @@ def _fmt(value: Any) -> str:
     return "unset" if value is None else json.dumps(value, ensure_ascii=False)
 
 
-def compare(prev: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
+# -- explaining -----------------------------------------------------------------------------
+
+
+def compare(prev: Mapping[str, Any], cur: Mapping[str, Any]) -> Reason:
     """The reason a step with the same parent and instruction text differs from ``prev``.
 
     Args:
@@ -89,7 +177,8 @@ def compare(prev: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
         cur: this step's ``inputs``.
 
     Returns:
-        A reason dict.
+        The first difference, in the order instruction, sources, build args, config,
+        then the step's own fields.
     """
     if prev.get("instruction") != cur.get("instruction"):
         old, new = prev.get("instruction", ""), cur.get("instruction", "")
@@ -155,67 +244,35 @@ def compare(prev: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def explain_miss(
-    conn: sqlite3.Connection,
-    key: str,
-    parent: str,
-    inputs: dict[str, Any],
-    *,
-    first_in_stage: bool,
-    parent_known: bool = True,
-) -> dict[str, Any]:
-    """Why a lookup of ``key`` found nothing.
+def explain_miss(inputs: Mapping[str, Any], history: History, *, first_in_stage: bool) -> Reason:
+    """Why a lookup found nothing, against what the cache remembers.
 
     Args:
-        conn: a connection on the index.
-        key: the step's cache key.
-        parent: the state the step runs on.
-        inputs: what the key was made of (stored with the entry once it is built).
+        inputs: what the step's key was made of (stored with the entry once it is built).
+        history: the remembered entries around the key (see :class:`History`).
         first_in_stage: the step runs directly on the stage's base (the FROM image, or
             its ONBUILD triggers); a miss there may mean FROM resolved differently.
-        parent_known: False in a dry run whose base stage will be rebuilt (its state
-            is not known yet).
 
     Returns:
-        A reason dict.
+        ``pruned`` for a tombstoned key, else the difference from the newest entry on
+        the same parent (one of the same instruction preferred), else ``base_changed``
+        when the same first step ran on another base, else ``first_build``.
     """
-    tomb = conn.execute("SELECT pruned_at FROM pruned_cache WHERE key = ?", (key,)).fetchone()
-    if tomb is not None:
-        return {
-            "kind": "pruned",
-            "message": "this exact step was cached before, but its cache entry was pruned",
-        }
-    rows = (
-        conn.execute(
-            "SELECT instruction, inputs FROM cache WHERE parent = ? ORDER BY created DESC, rowid DESC",
-            (parent,),
-        ).fetchall()
-        if parent_known
-        else []
-    )
-    if rows:
-        same = [r for r in rows if r[0] == inputs.get("instruction")]
-        prev = json.loads((same or rows)[0][1])
-        return compare(prev, inputs)
+    if history.pruned:
+        return pruned()
+    if history.on_parent:
+        same = [p for p in history.on_parent if p.instruction == inputs.get("instruction")]
+        return compare((same or list(history.on_parent))[0].inputs(), inputs)
     if first_in_stage:
-        for row in conn.execute(
-            "SELECT inputs FROM cache WHERE instruction = ? ORDER BY created DESC, rowid DESC",
-            (inputs.get("instruction", ""),),
-        ):
-            prev = json.loads(row[0])
+        for prior in history.same_instruction:
+            prev = prior.inputs()
             if prev.get("from") == inputs.get("from") and prev.get("base") != inputs.get("base"):
                 old, new = prev.get("base"), inputs.get("base")
                 new_word = (
                     short(new) if new and new.startswith("sha256:") else (new or "a new image")
                 )
                 old_word = short(old) if old and old.startswith("sha256:") else str(old)
-                return {
-                    "kind": "base_changed",
-                    "message": f"{inputs.get('from')} now resolves to {new_word} (was {old_word})",
-                    "old": old,
-                    "new": new,
-                }
-    return {
-        "kind": "first_build",
-        "message": "no step has been cached on this state before",
-    }
+                return base_changed(
+                    old, new, f"{inputs.get('from')} now resolves to {new_word} (was {old_word})"
+                )
+    return first_build()

@@ -16,8 +16,9 @@ files are hashed with uid/gid 0 (the client sends them that way), so their owner
 counts; files copied from another stage keep their real owner.
 
 A :class:`StatCache` keyed on what ``lstat`` says (size, mtime, inode, mode, ctime)
-remembers each regular file's tarsum in the index's ``stat_cache`` table, so rehashing
-an unchanged 20,000-file context costs stats, not reads.
+remembers each regular file's tarsum in :class:`StatRows` (the store implements them
+with its index's ``stat_cache`` table), so rehashing an unchanged 20,000-file context
+costs stats, not reads.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import sqlite3
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lamina.core.errors import ContextError
+from lamina.core.model import SourceChange
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ def manifest_to_json(entries: Iterable[ManifestEntry]) -> dict[str, list[Any]]:
 
 def diff_manifests(
     old: dict[str, list[Any]], new: dict[str, list[Any]]
-) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+) -> tuple[list[str], list[str], list[SourceChange]]:
     """What changed between two stored manifests.
 
     Args:
@@ -223,7 +224,7 @@ def diff_manifests(
     """
     added = sorted(set(new) - set(old))
     removed = sorted(set(old) - set(new))
-    changed: list[dict[str, Any]] = []
+    changed: list[SourceChange] = []
     for path in sorted(set(old) & set(new)):
         o, n = old[path], new[path]
         if o == n:
@@ -251,40 +252,53 @@ def diff_manifests(
     return added, removed, changed
 
 
+# What the stat cache remembers of a file: its lstat signature (size, mtime_ns, inode,
+# mode, ctime_ns; None where a row lacks one) and ``"<name> <tarsum> <content sha>"``.
+StatRow = tuple[int | None, int | None, int | None, int | None, int | None, str]
+
+
+class StatRows(Protocol):
+    """Where the stat cache keeps its rows between builds (the store's ``stat_cache``)."""
+
+    def below(self, prefix: str) -> dict[str, StatRow]:
+        """Every row whose path starts with ``prefix`` (which ends with ``/``)."""
+        ...
+
+    def get(self, path: str) -> StatRow | None:
+        """The row of one path, or None."""
+        ...
+
+    def put(self, rows: dict[str, StatRow]) -> None:
+        """Writes (or replaces) rows, in one transaction."""
+        ...
+
+
 class StatCache:
     """Tarsums of regular files remembered by what ``lstat`` says about them.
 
-    Reads go to the index's ``stat_cache`` table through ``conn``; new sums are kept in
-    memory until :meth:`flush`, so a build that fails its preflight writes nothing.
+    Reads go to ``rows``; new sums are kept in memory until :meth:`flush`, so a build
+    that fails its preflight writes nothing.
 
     Args:
-        conn: a read connection on the index (``store.index.connection()``), or None
-            for no persistent cache.
+        rows: where sums persist (``store.stat_cache``), or None for no persistent cache.
     """
 
-    def __init__(self, conn: sqlite3.Connection | None) -> None:
-        self._conn = conn
-        self._pending: dict[str, tuple[int, int, int, int, int, str]] = {}
+    def __init__(self, rows: StatRows | None) -> None:
+        self._rows = rows
+        self._pending: dict[str, StatRow] = {}
         # Rows read in bulk by ``prime``: one query for a whole context instead of one
         # per file (20,000 round trips on a large context).
-        self._primed: dict[str, tuple[Any, ...]] = {}
+        self._primed: dict[str, StatRow] = {}
         self._primed_roots: tuple[str, ...] = ()
         self.hits = 0
         self.misses = 0
 
     def prime(self, root: Path) -> None:
-        """Reads every remembered sum below ``root`` with one query."""
-        if self._conn is None:
+        """Reads every remembered sum below ``root`` at once."""
+        if self._rows is None:
             return
         prefix = str(root).rstrip("/") + "/"
-        # Paths below the root sort between "<root>/" and "<root>0" ("0" follows "/").
-        rows = self._conn.execute(
-            "SELECT path, size, mtime_ns, ino, mode, ctime_ns, checksum FROM stat_cache"
-            " WHERE path >= ? AND path < ?",
-            (prefix, prefix[:-1] + "0"),
-        )
-        for row in rows:
-            self._primed[str(row[0])] = tuple(row[1:])
+        self._primed.update(self._rows.below(prefix))
         self._primed_roots = (*self._primed_roots, prefix)
 
     @staticmethod
@@ -293,19 +307,15 @@ class StatCache:
 
     def tarsum(self, path: str | Path, name: str, st: os.stat_result) -> tuple[str, str]:
         """``(tarsum, content sha)`` of a context file, cached while its stat holds."""
-        if not stat.S_ISREG(st.st_mode) or self._conn is None:
+        if not stat.S_ISREG(st.st_mode) or self._rows is None:
             return tarsum_file(path, name, st)
         key = str(path)
         sig = self._sig(st)
-        row: Any
+        row: StatRow | None
         if self._primed_roots and key.startswith(self._primed_roots):
             row = self._primed.get(key)
         else:
-            row = self._conn.execute(
-                "SELECT size, mtime_ns, ino, mode, ctime_ns, checksum FROM stat_cache"
-                " WHERE path = ?",
-                (key,),
-            ).fetchone()
+            row = self._rows.get(key)
         if row is not None and tuple(row[:5]) == sig:
             parts = str(row[5]).rsplit(" ", 2)
             # The name is part of the hash: the same file seen from another context
@@ -319,21 +329,11 @@ class StatCache:
             self._pending[key] = (*sig, f"{name} {sums[0]} {sums[1]}")
         return sums
 
-    def flush(self, transaction: Callable[[], Any]) -> None:
-        """Writes the sums computed since the last flush.
-
-        Args:
-            transaction: ``store.index.transaction`` (a context manager factory).
-        """
-        if not self._pending:
+    def flush(self) -> None:
+        """Writes the sums computed since the last flush."""
+        if not self._pending or self._rows is None:
             return
-        rows = [(k, *v) for k, v in self._pending.items()]
-        with transaction() as conn:
-            conn.executemany(
-                "INSERT OR REPLACE INTO stat_cache"
-                " (path, size, mtime_ns, ino, mode, ctime_ns, checksum) VALUES (?,?,?,?,?,?,?)",
-                rows,
-            )
+        self._rows.put(dict(self._pending))
         self._pending.clear()
 
 

@@ -23,7 +23,7 @@ from lamina.core.context.files import dockerfile_path, load_build_files
 from lamina.core.dockerfile.args import StageScope, meta_values, stages_to_build
 from lamina.core.dockerfile.instructions import load_dockerfile
 from lamina.core.errors import LaminaError
-from lamina.core.model import BuildRequest
+from lamina.core.model import BuildRequest, Reason
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def explain(
     *,
     first_miss: tuple[str, str] | None,
     no_cache: bool,
-) -> dict[str, Any]:
+) -> Reason:
     """Why Docker missed a step, from lamina's records.
 
     Args:
@@ -124,31 +124,25 @@ def explain(
     if first_miss is not None:
         return reasons.parent_missed(*first_miss)
     if cur is None or prev_build is None:
-        return {
-            "kind": "first_build",
-            "message": "lamina has no earlier build of this tag on this Docker Engine to compare with",
-        }
+        return reasons.first_build(
+            "lamina has no earlier build of this tag on this Docker Engine to compare with"
+        )
     prev_steps = {(s["stage"], s["index"]): s for s in prev_build.get("inputs", ())}
     prev = prev_steps.get((cur["stage"], cur["index"]))
     if prev is None:
-        return {
-            "kind": "first_build",
-            "message": "the previous build of this tag had no step here",
-        }
+        return reasons.first_build("the previous build of this tag had no step here")
     base_prev = prev_steps.get((cur["stage"], 0), {}).get("base")
     base_cur = cur.get("_base")
     if cur["index"] == 1 and base_prev and base_cur and base_prev != base_cur:
-        return {
-            "kind": "base_changed",
-            "message": f"the base image changed from {base_prev[7:19]} to {base_cur[7:19]}",
-            "old": base_prev,
-            "new": base_cur,
-        }
+        return reasons.base_changed(
+            base_prev,
+            base_cur,
+            f"the base image changed from {base_prev[7:19]} to {base_cur[7:19]}",
+        )
     comparable = {k: v for k, v in cur.items() if not k.startswith("_")}
     if {k: v for k, v in prev.items() if k in comparable} == comparable:
-        return {
-            "kind": "pruned",
-            "message": "nothing lamina records changed since the last build: Docker no longer "
-            "had this step's cache (its intermediate image was removed or pruned)",
-        }
+        return reasons.pruned(
+            "nothing lamina records changed since the last build: Docker no longer "
+            "had this step's cache (its intermediate image was removed or pruned)"
+        )
     return reasons.compare(prev, comparable)

@@ -69,15 +69,10 @@ class EmbeddedEngine:
         summary = self.store.images.summary(image_id)
         config = self.store.images.get_config(image_id)
         diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
-        row = (
-            self.store.index.connection()
-            .execute("SELECT parent FROM images WHERE id = ?", (image_id,))
-            .fetchone()
-        )
         out: dict[str, Any] = {
             "Id": image_id,
             "RepoTags": list(summary.tags),
-            "Parent": (row["parent"] if row else None) or "",
+            "Parent": self.store.images.parent(image_id) or "",
             "Created": config.get("created", ""),
             "Size": summary.size,
             "DiffIDs": diff_ids,
@@ -238,7 +233,7 @@ class EmbeddedEngine:
 
     def builds(self, limit: int = 50) -> list[BuildRecord]:
         """Recorded builds, newest first."""
-        from lamina.core.embedded.builder.walk import list_builds
+        from lamina.core.embedded.builder.records import list_builds
 
         return list_builds(self.store, limit)
 

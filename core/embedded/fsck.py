@@ -20,7 +20,6 @@ deletes an image's data; such problems stay reported and make the exit status 1.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from typing import TYPE_CHECKING
 
@@ -34,7 +33,6 @@ from lamina.core.accounting.plans import (
 )
 from lamina.core.digest import chain_ids, hex_of, is_digest
 from lamina.core.embedded.store.graph import load_graph
-from lamina.core.embedded.store.process import pid_alive
 from lamina.core.embedded.trash import (
     find_leftovers,
     remove_tree,
@@ -86,7 +84,7 @@ def fsck(
                 False,
             )
         )
-    builds = _interrupted_builds(store)
+    builds = store.builds.interrupted()
     for build_id, pid in builds:
         problems.append(
             Problem(
@@ -128,7 +126,7 @@ def _check_layers(store: Store, graph: RefGraph, deep: bool, problems: list[Prob
             problems.append(Problem("broken-parent", chain_id, str(exc), False))
             bad.add(chain_id)
             continue
-        root = store.home / "layers" / hex_of(chain_id)
+        root = store.layers.dir_path(chain_id)
         if not (root / "diff").is_dir() or not (root / "tar-split.json.gz").is_file():
             problems.append(
                 Problem(
@@ -250,13 +248,6 @@ def _check_cache(
     return broken
 
 
-def _interrupted_builds(store: Store) -> list[tuple[int, int | None]]:
-    rows = store.index.connection().execute("SELECT id, pid FROM builds WHERE status = 'running'")
-    return [
-        (int(r["id"]), r["pid"]) for r in rows if r["pid"] is None or not pid_alive(int(r["pid"]))
-    ]
-
-
 def _repair(
     store: Store,
     problems: list[Problem],
@@ -273,7 +264,7 @@ def _repair(
         # Unused layers that stood on a missing one lost their rows too; their
         # directories go the way prune removes them.
         for chain_id in sorted(dropped):
-            moved = to_trash(store, store.home / "layers" / hex_of(chain_id))
+            moved = to_trash(store, store.layers.dir_path(chain_id))
             if moved is not None:
                 trash.append(moved)
     for path in trash:
@@ -300,35 +291,13 @@ def _repair_rows(
     now: float,
 ) -> set[str]:
     """Drops the rows that point at nothing, in one transaction; returns dropped layers."""
-    try:
-        return _drop_rows(store, problems, broken_cache, bad_layers, builds, fixed, now)
-    except sqlite3.Error as exc:
-        raise StoreError(f"{store.index.path}: repair rolled back: {exc}") from exc
-
-
-def _drop_rows(
-    store: Store,
-    problems: list[Problem],
-    broken_cache: set[str],
-    bad_layers: set[str],
-    builds: list[tuple[int, int | None]],
-    fixed: set[tuple[str, str]],
-    now: float,
-) -> set[str]:
-    with store.index.transaction() as conn:
+    with store.index.transaction("repair"):
         graph = load_graph(store)
-        for key in sorted(broken_cache):
-            entry = graph.cache.get(key)
-            if entry is None:
-                continue
-            conn.execute(
-                "INSERT OR REPLACE INTO pruned_cache (key, parent, instruction, pruned_at)"
-                " VALUES (?, ?, ?, ?)",
-                (key, entry.parent, entry.instruction, now),
-            )
-            conn.execute("DELETE FROM cache WHERE key = ?", (key,))
-            fixed.add(("cache-missing-layer", key))
-            fixed.add(("cache-missing-config", key))
+        entries = [graph.cache[k] for k in sorted(broken_cache) if k in graph.cache]
+        store.cache.drop(entries, now)
+        for entry in entries:
+            fixed.add(("cache-missing-layer", entry.key))
+            fixed.add(("cache-missing-config", entry.key))
         # Layer rows whose directory is gone go too once nothing needs them; a row with
         # no data is not a layer anyone can use, and dropping it is what lets the next
         # build recreate the layer.
@@ -343,26 +312,21 @@ def _drop_rows(
         for row in graph.layers.values():
             if row.parent is not None:
                 children[row.parent] = children.get(row.parent, 0) + 1
-        dropped: set[str] = set()
+        dropped: list[str] = []  # children before parents, as the rows reference them
         for chain_id in _top_down(graph, missing, bad_layers, live):
             if children.get(chain_id, 0) > 0:
                 continue
-            conn.execute("DELETE FROM layers WHERE chain_id = ?", (chain_id,))
-            dropped.add(chain_id)
+            dropped.append(chain_id)
             parent = graph.layers[chain_id].parent
             if parent is not None:
                 children[parent] -= 1
+        store.layers.forget(dropped)
         for chain_id in dropped:
             fixed.add(("missing-layer-dir", chain_id))
+        store.builds.mark_interrupted([build_id for build_id, _pid in builds], now)
         for build_id, _pid in builds:
-            conn.execute(
-                "UPDATE builds SET status = 'failed', finished = COALESCE(finished, ?),"
-                " error = COALESCE(error, 'interrupted: its process is gone')"
-                " WHERE id = ? AND status = 'running'",
-                (now, build_id),
-            )
             fixed.add(("interrupted-build", str(build_id)))
-    return dropped
+    return set(dropped)
 
 
 def _top_down(graph: RefGraph, chain_ids_: list[str], bad: set[str], live: Liveness) -> list[str]:

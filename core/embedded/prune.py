@@ -26,10 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from lamina.core.accounting.graph import (
@@ -49,10 +46,8 @@ from lamina.core.accounting.plans import (
     Skipped,
     build_plan,
 )
-from lamina.core.digest import hex_of
 from lamina.core.embedded.store.graph import load_graph
 from lamina.core.embedded.trash import (
-    blob_path,
     blob_stat,
     find_leftovers,
     layer_overhead,
@@ -60,7 +55,6 @@ from lamina.core.embedded.trash import (
     sweep,
     to_trash,
 )
-from lamina.core.errors import StoreError
 from lamina.core.filters import (
     Filter,
 )
@@ -77,10 +71,7 @@ log = logging.getLogger(__name__)
 
 def store_sizer(store: Store) -> Sizer:
     """A ``Sizer`` reading the store: directory overhead, blob sizes, config labels."""
-    return _store_sizer(store)
 
-
-def _store_sizer(store: Store) -> Sizer:
     def labels(image_id: str) -> dict[str, str]:
         try:
             config = store.images.get_config(image_id)
@@ -119,7 +110,7 @@ def plan_prune(store: Store, request: PruneRequest, now: float | None = None) ->
     now = time.time() if now is None else now
     graph = load_graph(store)
     leftovers = find_leftovers(store, graph, request.grace, now)
-    return build_plan(graph, request, now, _store_sizer(store), leftovers)
+    return build_plan(graph, request, now, store_sizer(store), leftovers)
 
 
 # -- applying ---------------------------------------------------------------------------
@@ -138,7 +129,7 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
     skipped: list[Skipped] = []
     trash: list[Any] = []
     with store.lock():
-        with _index_errors(store), store.index.transaction() as conn:
+        with store.index.transaction("prune"):
             graph = load_graph(store)
             images = _recheck_images(graph, plan, skipped)
             cache = _recheck_cache(graph, plan, skipped)
@@ -155,43 +146,35 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
             for b in plan.blobs:
                 if remaining_refs.get(b.digest, 0) > 0:
                     skipped.append(Skipped("blob", b.digest, "referenced again since planning"))
-                elif _mtime(store, b.digest) > plan.created:
+                elif blob_stat(store, b.digest)[1] > plan.created:
                     skipped.append(Skipped("blob", b.digest, "written again since planning"))
                 else:
                     blobs.append(b)
             untagged: list[str] = []
             for i in images:
                 untagged += graph.images[i.id].tags
-                conn.execute("DELETE FROM tags WHERE image_id = ?", (i.id,))
-                conn.execute("DELETE FROM images WHERE id = ?", (i.id,))
-            now = time.time()
-            for c in cache:
-                entry = graph.cache[c.key]
-                # A tombstone, so a later miss can say the entry was pruned.
-                conn.execute(
-                    "INSERT OR REPLACE INTO pruned_cache (key, parent, instruction, pruned_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (entry.key, entry.parent, entry.instruction, now),
-                )
-                conn.execute("DELETE FROM cache WHERE key = ?", (c.key,))
-            for layer in layers:
-                conn.execute("DELETE FROM layers WHERE chain_id = ?", (layer.chain_id,))
+            store.images.forget([i.id for i in images])
+            # Tombstones stay, so a later miss can say the entry was pruned.
+            store.cache.drop([graph.cache[c.key] for c in cache], time.time())
+            store.layers.forget([layer.chain_id for layer in layers])  # children first
         if untagged:
             store.images.save_tag_file()
         # Committed: the rows are gone. Now the directories, renamed first so that a
         # crash leaves recognisable trash, never a half-deleted layer under its name.
         for layer in layers:
-            moved = to_trash(store, store.home / "layers" / hex_of(layer.chain_id))
+            moved = to_trash(store, store.layers.dir_path(layer.chain_id))
             if moved is not None:
                 trash.append(moved)
         for b in blobs:
             try:
-                os.unlink(blob_path(store, b.digest))
+                os.unlink(store.images.blob_path(b.digest))
             except FileNotFoundError:
                 pass
             except OSError as exc:
                 # Its references are gone; an undeletable file is a leftover for later.
-                log.warning("%s: cannot remove (%s)", blob_path(store, b.digest), exc.strerror)
+                log.warning(
+                    "%s: cannot remove (%s)", store.images.blob_path(b.digest), exc.strerror
+                )
     for path in trash:
         remove_tree(path)
     swept = sweep(store, plan.leftovers) if plan.leftovers else []
@@ -224,15 +207,6 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
         reclaimed,
     )
     return result
-
-
-@contextmanager
-def _index_errors(store: Store) -> Iterator[None]:
-    """Turns an SQLite failure inside a prune into one line naming the index."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise StoreError(f"{store.index.path}: prune rolled back: {exc}") from exc
 
 
 def _recheck_images(graph: RefGraph, plan: PrunePlan, skipped: list[Skipped]) -> list[PlannedImage]:
@@ -309,13 +283,6 @@ def _blob_refs_without(graph: RefGraph, images: set[str], cache: set[str]) -> di
     return reduced.blob_refs()
 
 
-def _mtime(store: Store, digest: str) -> float:
-    try:
-        return os.lstat(blob_path(store, digest)).st_mtime
-    except OSError:
-        return 0.0
-
-
 # -- retention --------------------------------------------------------------------------
 
 
@@ -359,10 +326,4 @@ def collect(store: Store, grace: float = DEFAULT_GRACE) -> PruneResult:
     Returns:
         What was deleted and the bytes freed.
     """
-    from lamina.core.accounting.plans import PruneRequest
-    from lamina.core.embedded.prune import (
-        apply_prune,
-        plan_prune,
-    )
-
     return apply_prune(store, plan_prune(store, PruneRequest("gc", grace=grace)))

@@ -103,16 +103,6 @@ def layer_overhead(store: Store, chain_id: str) -> int:
     return total
 
 
-def blob_path(store: Store, digest: str) -> Path:
-    """``blobs/sha256/<hex>`` (the digest validated first)."""
-    return store.home / "blobs" / "sha256" / hex_of(digest)
-
-
-def blob_bytes(store: Store, digest: str) -> int:
-    """Bytes the blob occupies, 0 when it is missing."""
-    return blob_stat(store, digest)[0]
-
-
 def blob_stat(store: Store, digest: str) -> tuple[int, float]:
     """(bytes on disk, mtime) of a blob; (0, 0.0) when it is missing."""
     try:
@@ -189,8 +179,7 @@ def unindexed_layer_dirs(store: Store) -> tuple[list[str], list[str]]:
     deletes it.
     """
     with store.lock():
-        rows = store.index.connection().execute("SELECT chain_id FROM layers")
-        indexed = {hex_of(r[0]) for r in rows if is_digest(r[0])}
+        indexed = {hex_of(c) for c in store.layers.chain_ids() if is_digest(c)}
         names = [e.name for e in _scandir(store.home / "layers") if e.name not in indexed]
     if not names:
         return [], []

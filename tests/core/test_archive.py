@@ -18,13 +18,6 @@ from lamina.core.embedded.store import Store
 from lamina.core.errors import ArchiveError, NotFound
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "home")
-    yield s  # type: ignore[misc]
-    s.close()
-
-
 def listing(home: Path) -> list[tuple[str, int, int]]:
     """Every path in the store (but SQLite's own files) with its mode and size."""
     out = []
@@ -416,18 +409,13 @@ def test_import_refuses_unsafe_rootfs(store: Store, tmp_path: Path) -> None:
 
 
 def test_loaded_layers_carry_the_instruction_from_the_history(
-    tmp_path: Path, conformance: Path
+    store: Store, conformance: Path
 ) -> None:
     from lamina.core.embedded.archive import load_archive
-    from lamina.core.embedded.store import Store
 
-    store = Store(tmp_path / "home")
-    try:
-        (image,) = load_archive(store, conformance / "images/dive/test-docker-image.tar")
-        config = store.images.get_config(image.id)
-        expected = [h["created_by"] for h in config["history"] if not h.get("empty_layer")]
-        got = [store.layers.get(c).created_by for c in image.layers]
-        assert got == expected
-        assert any("ADD" in g or "COPY" in g or "RUN" in g or "/bin/sh" in g for g in got)
-    finally:
-        store.close()
+    (image,) = load_archive(store, conformance / "images/dive/test-docker-image.tar")
+    config = store.images.get_config(image.id)
+    expected = [h["created_by"] for h in config["history"] if not h.get("empty_layer")]
+    got = [store.layers.get(c).created_by for c in image.layers]
+    assert got == expected
+    assert any("ADD" in g or "COPY" in g or "RUN" in g or "/bin/sh" in g for g in got)

@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 
+from lamina.core.dockerfile.instructions import Instruction
 from lamina.core.embedded.archive import import_rootfs
-from lamina.core.embedded.builder.walk import list_builds, run_build
+from lamina.core.embedded.builder.records import list_builds
+from lamina.core.embedded.builder.rules import ClassicRules
+from lamina.core.embedded.builder.walk import run_build
 from lamina.core.embedded.store import Store
 from lamina.core.events import BuildFailed, BuildFinished, StepFinished
 from lamina.core.model import BuildRequest, StepRecord
@@ -22,12 +25,7 @@ from lamina.core.model import BuildRequest, StepRecord
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.fixture
-def store(tmp_path: Path, busybox_tar: Path) -> Store:
-    s = Store(tmp_path / "store")
-    import_rootfs(s, busybox_tar, "busybox:latest")
-    yield s
-    s.close()
+pytestmark = pytest.mark.usefixtures("busybox_store")
 
 
 @pytest.fixture
@@ -618,3 +616,55 @@ def test_run_after_volume_commits_the_mount_point_and_drops_writes_inside(
     second_run = store.layers.diff_path(result.steps[4].layer)
     assert sorted(os.listdir(second_run)) == ["opt"]
     assert os.listdir(second_run / "opt") == ["v"]
+
+
+# -- the cache rules are the builder's seam ------------------------------------------
+
+
+class NoCascade(ClassicRules):
+    """Classic keys, but a miss does not make the rest of the stage miss."""
+
+    def cascades(self, ins: Instruction) -> bool:
+        return False
+
+
+class UncachedLabels(ClassicRules):
+    """Classic keys, but LABEL is no cached step (BuildKit's LABEL makes no vertex)."""
+
+    def caches(self, ins: Instruction) -> bool:
+        return ins.keyword != "LABEL"
+
+
+def build_with(store: Store, ctx: Path, rules: ClassicRules) -> Result:
+    result = Result(list(run_build(store, BuildRequest(context=str(ctx)), rules=rules)))
+    assert result.failed is None, result.failed
+    return result
+
+
+def test_the_rules_say_whether_a_miss_spreads(store: Store, ctx: Path) -> None:
+    write(ctx / "a.txt", "one")
+    write(ctx / "b.txt", "b")
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY a.txt /a\nLABEL x=1\nCOPY b.txt /b\n")
+    build_with(store, ctx, ClassicRules())
+    write(ctx / "a.txt", "two")
+    classic = build_with(store, ctx, ClassicRules())
+    assert classic.kinds() == [None, "sources_changed", "parent_missed", "parent_missed"]
+    write(ctx / "a.txt", "three")
+    # Without a cascade each later step is looked up and explained on its own terms.
+    alone = build_with(store, ctx, NoCascade())
+    assert alone.kinds() == [None, "sources_changed", "first_build", "first_build"]
+
+
+def test_the_rules_say_which_instructions_are_cached_steps(store: Store, ctx: Path) -> None:
+    write(ctx / "a.txt", "a")
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY a.txt /a\nLABEL x=1\n")
+    result = build_with(store, ctx, UncachedLabels())
+    assert result.decisions() == [
+        ("FROM busybox", None, None),
+        ("COPY a.txt /a", False, "first_build"),
+        ("LABEL x=1", None, None),
+    ]
+    # Applied to the image, but no cache entry of its own.
+    assert store.images.get_config(result.image or "")["config"]["Labels"] == {"x": "1"}
+    assert [r[0] for r in store.index.rows("SELECT instruction FROM cache")] == ["COPY a.txt /a"]
+    assert build_with(store, ctx, UncachedLabels()).cached() == [None, True, None]

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from lamina.core.embedded.archive import import_rootfs
 from lamina.core.embedded.builder.copy import go_match, has_wildcards
 from lamina.core.embedded.builder.rootfs import RootFS, join
 from lamina.core.embedded.builder.walk import run_build
@@ -25,13 +24,7 @@ from lamina.core.embedded.store.layers import set_opaque
 from lamina.core.events import BuildFailed, BuildFinished, StepFinished
 from lamina.core.model import BuildRequest
 
-
-@pytest.fixture
-def store(tmp_path: Path, busybox_tar: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "store")
-    import_rootfs(s, busybox_tar, "busybox:latest")
-    yield s
-    s.close()
+pytestmark = pytest.mark.usefixtures("busybox_store")
 
 
 @pytest.fixture

@@ -15,25 +15,21 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lamina.core.embedded.archive import import_rootfs
-from lamina.core.embedded.builder.walk import list_builds, run_build
+from lamina.core.embedded.builder.records import list_builds
+from lamina.core.embedded.builder.walk import run_build
 from lamina.core.embedded.store import Store
 from lamina.core.errors import NotFound
 from lamina.core.events import BuildFailed, BuildFinished, StepOutput
 from lamina.core.model import BuildRequest
 
-
-@pytest.fixture
-def store(tmp_path: Path, busybox_tar: Path) -> Store:
-    s = Store(tmp_path / "store")
-    import_rootfs(s, busybox_tar, "busybox:latest")
-    yield s
-    s.close()
+pytestmark = pytest.mark.usefixtures("busybox_store")
 
 
 @pytest.fixture
@@ -265,3 +261,28 @@ def test_a_build_whose_process_died_is_listed_as_failed(store: Store, ctx: Path)
     newest = list_builds(store, 1)[0]
     assert (newest.status, newest.error) == ("failed", "interrupted: the building process is gone")
     assert list_builds(store)[1].status == "ok"
+
+
+def test_a_build_whose_process_is_a_zombie_is_listed_as_failed(store: Store) -> None:
+    # A process that exited but was not reaped yet still answers kill(pid, 0): it is
+    # gone all the same, and fsck and GC already say so.
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{child.pid}/stat").read_bytes().rsplit(b")", 1)[-1].split()[0] != b"Z":
+            assert time.monotonic() < deadline, "the child never exited"
+            time.sleep(0.01)
+        with store.index.transaction() as conn:
+            conn.execute(
+                "INSERT INTO builds (started, dockerfile, context, tags, build_args, status, pid)"
+                " VALUES (1, 'Dockerfile', '.', '[]', '{}', 'running', ?)",
+                (child.pid,),
+            )
+        build = list_builds(store, 1)[0]
+        assert (build.status, build.error) == (
+            "failed",
+            "interrupted: the building process is gone",
+        )
+        assert [b for b, _pid in store.builds.interrupted()] == [build.id]
+    finally:
+        child.wait()

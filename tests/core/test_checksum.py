@@ -141,8 +141,7 @@ def test_dockerignore_filters_the_walk(tmp_path: Path) -> None:
     assert ctx.below("app") == ["app/main.py"]
 
 
-def test_stat_cache_makes_a_rehash_cost_stats_not_reads(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
+def test_stat_cache_makes_a_rehash_cost_stats_not_reads(tmp_path: Path, store: Store) -> None:
     ctx_dir = tmp_path / "ctx"
     n = 2000
     for i in range(n):
@@ -153,14 +152,14 @@ def test_stat_cache_makes_a_rehash_cost_stats_not_reads(tmp_path: Path) -> None:
     for root, _dirs, files in os.walk(ctx_dir):
         for name in files:
             os.utime(os.path.join(root, name), (old, old))
-    first = Context(ctx_dir, stat_cache=StatCache(store.index.connection()))
+    first = Context(ctx_dir, stat_cache=StatCache(store.stat_cache))
     checksum = first.checksum("")
     assert first.stat_cache.misses == n
-    first.stat_cache.flush(store.index.transaction)
+    first.stat_cache.flush()
     rows = store.index.connection().execute("SELECT count(*) FROM stat_cache").fetchone()[0]
     assert rows == n
 
-    second = Context(ctx_dir, stat_cache=StatCache(store.index.connection()))
+    second = Context(ctx_dir, stat_cache=StatCache(store.stat_cache))
     assert second.checksum("") == checksum
     assert (second.stat_cache.hits, second.stat_cache.misses) == (n, 0)
 
@@ -168,21 +167,18 @@ def test_stat_cache_makes_a_rehash_cost_stats_not_reads(tmp_path: Path) -> None:
     target = ctx_dir / "d0" / "f0.txt"
     target.write_text("FILE 0\n")
     os.utime(target, (old, old))
-    third = Context(ctx_dir, stat_cache=StatCache(store.index.connection()))
+    third = Context(ctx_dir, stat_cache=StatCache(store.stat_cache))
     assert third.checksum("") != checksum
     assert third.stat_cache.misses == 1
-    store.close()
 
 
-def test_freshly_modified_files_are_not_cached(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
+def test_freshly_modified_files_are_not_cached(tmp_path: Path, store: Store) -> None:
     (tmp_path / "ctx").mkdir()
     (tmp_path / "ctx" / "new.txt").write_text("just written")
-    ctx = Context(tmp_path / "ctx", stat_cache=StatCache(store.index.connection()))
+    ctx = Context(tmp_path / "ctx", stat_cache=StatCache(store.stat_cache))
     ctx.checksum("")
-    ctx.stat_cache.flush(store.index.transaction)
+    ctx.stat_cache.flush()
     assert store.index.connection().execute("SELECT count(*) FROM stat_cache").fetchone()[0] == 0
-    store.close()
 
 
 def test_missing_context_is_a_context_error(tmp_path: Path) -> None:

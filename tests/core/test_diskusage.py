@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import prune_support
@@ -22,13 +21,6 @@ from lamina.core.embedded.usage import (
 from lamina.core.errors import NotFound
 
 S = prune_support
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "home")
-    yield s  # type: ignore[misc]
-    s.close()
 
 
 @pytest.fixture

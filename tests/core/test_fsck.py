@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import prune_support
-import pytest
 
 from lamina.core.digest import hex_of
 from lamina.core.embedded.fsck import fsck
 from lamina.core.embedded.store import Store
 
 S = prune_support
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "home")
-    yield s  # type: ignore[misc]
-    s.close()
 
 
 def kinds(report: Any) -> set[tuple[str, bool]]:

@@ -16,11 +16,10 @@ from lamina.core.embedded.trash import (
 
 
 @pytest.mark.root
-def test_a_leftover_with_a_mount_inside_is_left_alone(tmp_path: Path) -> None:
+def test_a_leftover_with_a_mount_inside_is_left_alone(tmp_path: Path, store: Store) -> None:
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "data").write_text("not the store's to delete")
-    store = Store(tmp_path / "store")
     dead = store.home / "tmp" / "build-dead"
     (dead / "rootfs").mkdir(parents=True)
     (dead / "pid").write_text("999999999\n")
@@ -35,4 +34,3 @@ def test_a_leftover_with_a_mount_inside_is_left_alone(tmp_path: Path) -> None:
     # Once unmounted, the next collection sweeps it.
     assert "tmp/build-dead" in collect(store, grace=0.0).leftovers
     assert not dead.exists() and (precious / "data").exists()
-    store.close()

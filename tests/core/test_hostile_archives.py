@@ -23,13 +23,6 @@ from lamina.core.embedded.store import Store
 from lamina.core.errors import ArchiveError
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "home")
-    yield s  # type: ignore[misc]
-    s.close()
-
-
 class Sentinels:
     """A file and a directory outside the store, with a fingerprint of their state."""
 

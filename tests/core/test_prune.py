@@ -8,7 +8,6 @@ compared, not two computations of the same formula.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import prune_support
@@ -26,13 +25,6 @@ from lamina.core.embedded.store import Store
 from lamina.core.errors import UsageError
 
 S = prune_support
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "home")
-    yield s  # type: ignore[misc]
-    s.close()
 
 
 def req(kind: str, **kw: Any) -> PruneRequest:

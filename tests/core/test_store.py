@@ -21,13 +21,6 @@ from lamina.core.embedded.store.index import SCHEMA_VERSION
 from lamina.core.errors import NotFound, StoreError, UsageError
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "home")
-    yield s  # type: ignore[misc]
-    s.close()
-
-
 def make_tree(root: Path) -> None:
     (root / "etc").mkdir(parents=True)
     (root / "etc" / "a").write_text("hello")
@@ -159,6 +152,50 @@ def test_transaction_rolls_back_on_error(store: Store) -> None:
     with pytest.raises(RuntimeError):
         failing_write()
     assert store.index.connection().execute("SELECT count(*) FROM stat_cache").fetchone()[0] == 0
+
+
+def test_a_failing_statement_rolls_back_as_one_line_naming_the_write(store: Store) -> None:
+    def failing_write() -> None:
+        with store.index.transaction("prune") as tx:
+            tx.execute("INSERT INTO stat_cache (path, checksum) VALUES ('a', 'b')")
+            tx.execute("SELECT * FROM no_such_table")
+
+    with pytest.raises(StoreError) as caught:
+        failing_write()
+    message = str(caught.value)
+    assert message == f"{store.index.path}: prune rolled back: no such table: no_such_table"
+    assert store.index.rows("SELECT * FROM stat_cache") == []
+    # The index is usable afterwards: the failed transaction is gone.
+    with store.index.transaction() as tx:
+        tx.execute("INSERT INTO stat_cache (path, checksum) VALUES ('a', 'b')")
+    assert len(store.index.rows("SELECT * FROM stat_cache")) == 1
+
+
+def test_a_failing_statement_in_a_nested_write_is_named_by_the_outer_one(store: Store) -> None:
+    def failing_write() -> None:
+        with store.index.transaction("repair"):
+            with store.index.transaction() as tx:
+                tx.execute("SELECT * FROM no_such_table")
+
+    with pytest.raises(StoreError, match=r": repair rolled back: no such table"):
+        failing_write()
+
+
+@pytest.mark.parametrize("read", ["row", "rows", "snapshot"])
+def test_a_failing_read_is_a_one_line_store_error(store: Store, read: str) -> None:
+    def failing_read() -> None:
+        if read == "snapshot":
+            with store.index.snapshot() as conn:
+                conn.execute("SELECT * FROM no_such_table")
+        else:
+            getattr(store.index, read)("SELECT * FROM no_such_table")
+
+    with pytest.raises(StoreError) as caught:
+        failing_read()
+    assert str(caught.value) == (
+        f"{store.index.path}: cannot read the index: no such table: no_such_table"
+    )
+    assert not store.index.connection().in_transaction
 
 
 _WORKER = r"""

@@ -97,7 +97,7 @@ class LearnView(Widget):
                 if stop.want_hit:
                     if s.cached is True and s.instruction.split()[:1] in (["COPY"], ["ADD"]):
                         return build, s
-                elif s.cached is False and (s.reason or {}).get("kind") in stop.kinds:
+                elif s.cached is False and s.reason is not None and s.reason["kind"] in stop.kinds:
                     return build, s
         return None
 
@@ -151,7 +151,9 @@ class LearnView(Widget):
             if s.cached is False:
                 lines.append(f"  {escape(fmt.describe_reason(s.reason))}")
                 after = build.steps[build.steps.index(s) + 1 :]
-                cascade = sum(1 for x in after if (x.reason or {}).get("kind") == "parent_missed")
+                cascade = sum(
+                    1 for x in after if x.reason is not None and x.reason["kind"] == "parent_missed"
+                )
                 if cascade:
                     lines.append(f"  …and the {cascade} step(s) after it missed because it did.")
         else:

@@ -63,8 +63,9 @@ def step_key(parent: str, step: dict[str, Any]) -> str:
     Args:
         parent: the state the step runs on (``sha256:<hex>`` config digest, or
             ``"scratch"``).
-        step: the step's configuration (see :func:`lamina.core.embedded.builder.walk` for what
-            each instruction puts in it).
+        step: the step's configuration (what each instruction puts in it:
+            :mod:`lamina.core.embedded.builder.handlers` and
+            :class:`lamina.core.embedded.builder.rules.ClassicRules`).
 
     Returns:
         ``sha256:<hex>``.

@@ -14,7 +14,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from lamina.core.embedded.store.layers import is_opaque, is_whiteout
+from lamina.core.embedded.store.layers import LayerStore, is_opaque, is_whiteout
 from lamina.core.errors import BuildError
 
 _MAX_LINKS = 40
@@ -208,6 +208,17 @@ class RootFS:
             return hit[0].read_bytes()
         except OSError as exc:
             raise BuildError(f"cannot read {path} in the image: {exc.strerror}") from exc
+
+
+def layer_stack(layers: LayerStore, top: str | None) -> RootFS:
+    """The root filesystem of the stack whose top layer is ``top`` (None is ``scratch``).
+
+    Raises:
+        NotFound: if a layer of the chain is missing.
+    """
+    if top is None:
+        return RootFS([])
+    return RootFS([layers.diff_path(layer.chain_id) for layer in reversed(layers.chain(top))])
 
 
 def lookup_user(root: RootFS, user: str) -> tuple[int, int | None]:

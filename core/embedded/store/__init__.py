@@ -1,8 +1,12 @@
-"""The local store: ``Store(home)`` ties the index, layers, images and lock together.
+"""The local store: ``Store(home)`` ties the index, layers, images, build cache, build
+records and lock together. It is the only owner of SQLite: everything else reads and
+writes the index through the objects it holds.
 
 Layout (see docs/architecture.md)::
 
-    index.db                    the SQLite index (core/embedded/store/index.py)
+    index.db                    the SQLite index (core/embedded/store/index.py; its tables
+                                are read and written by layers, images, cache, builds
+                                and statcache)
     lock                        flock'd by writers (core/embedded/store/lock.py)
     blobs/sha256/<hex>          configs and other JSON documents (core/embedded/store/images.py)
     layers/<chain-hex>/         diff/ + tar-split.json.gz (core/embedded/store/layers.py)
@@ -19,18 +23,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from lamina.core.embedded.store.builds import BuildRecords
+from lamina.core.embedded.store.cache import CacheEntries
 from lamina.core.embedded.store.images import ImageStore, normalize_tag
 from lamina.core.embedded.store.index import Index
 from lamina.core.embedded.store.layers import LayerStore
 from lamina.core.embedded.store.lock import StoreLock
+from lamina.core.embedded.store.statcache import StatCacheTable
 from lamina.core.errors import StoreError
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "BuildRecords",
+    "CacheEntries",
     "ImageStore",
     "Index",
     "LayerStore",
+    "StatCacheTable",
     "Store",
     "StoreLock",
     "normalize_tag",
@@ -40,6 +50,14 @@ __all__ = [
 
 class Store:
     """A lamina store rooted at ``home`` (``$LAMINA_HOME``).
+
+    Attributes:
+        index: the SQLite index.
+        layers: layer directories and their rows.
+        images: configs, images and tags.
+        cache: build cache entries and their tombstones.
+        builds: build records and their steps.
+        stat_cache: remembered tarsums of context files.
 
     Args:
         home: the store directory; created with its layout if missing, and its index
@@ -76,6 +94,9 @@ class Store:
         self.index = Index(db, check_fresh)
         self.layers = LayerStore(self.home, self.index, self._lock, self.tmpdir)
         self.images = ImageStore(self.home, self.index, self._lock, self.layers)
+        self.cache = CacheEntries(self.index)
+        self.builds = BuildRecords(self.index)
+        self.stat_cache = StatCacheTable(self.index)
 
     @contextmanager
     def lock(self) -> Iterator[None]:

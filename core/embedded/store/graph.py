@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 from lamina.core.accounting.graph import CacheRow, ImageRow, LayerRow, RefGraph
 from lamina.core.embedded.store.process import pid_alive
-from lamina.core.errors import StoreError
 
 if TYPE_CHECKING:
     from lamina.core.embedded.store import Store
@@ -16,28 +15,18 @@ if TYPE_CHECKING:
 def load_graph(store: Store) -> RefGraph:
     """Reads every reference from the index in a few queries (no filesystem access).
 
-    Call inside ``store.index.transaction()`` for a view that cannot change underneath.
+    The queries share one snapshot, so a commit landing between two of them cannot make
+    the graph disagree with itself. Call inside ``store.index.transaction()`` for a view
+    that cannot change until the caller's write commits.
 
     Raises:
         StoreError: if the index cannot be read.
     """
-    conn = store.index.connection()
-    try:
-        if conn.in_transaction:
-            return _load_graph(store)
-        # One read transaction: every query sees the same snapshot (WAL), so a commit
-        # landing between two queries cannot make the graph disagree with itself.
-        conn.execute("BEGIN")
-        try:
-            return _load_graph(store)
-        finally:
-            conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        raise StoreError(f"{store.index.path}: cannot read references: {exc}") from exc
+    with store.index.snapshot() as conn:
+        return _load_graph(conn)
 
 
-def _load_graph(store: Store) -> RefGraph:
-    conn = store.index.connection()
+def _load_graph(conn: sqlite3.Connection) -> RefGraph:
     layers = {
         r["chain_id"]: LayerRow(
             r["chain_id"], r["parent"], int(r["size"]), float(r["created"]), r["created_by"]

@@ -237,12 +237,17 @@ class ImageStore:
 
     def exists(self, image_id: str) -> bool:
         """Whether the image is recorded."""
-        row = (
-            self.index.connection()
-            .execute("SELECT 1 FROM images WHERE id = ?", (image_id,))
-            .fetchone()
-        )
-        return row is not None
+        return self.index.row("SELECT 1 FROM images WHERE id = ?", (image_id,)) is not None
+
+    def parent(self, image_id: str) -> str | None:
+        """The image ``image_id`` was built FROM, when recorded."""
+        row = self.index.row("SELECT parent FROM images WHERE id = ?", (image_id,))
+        return None if row is None else row["parent"]
+
+    def parents(self) -> set[str]:
+        """Every image another image was recorded as built FROM."""
+        rows = self.index.rows("SELECT DISTINCT parent FROM images WHERE parent IS NOT NULL")
+        return {str(r[0]) for r in rows}
 
     def tag(self, image_id: str, name: str) -> None:
         """Points tag ``name`` at ``image_id`` (moving it if it pointed elsewhere).
@@ -277,7 +282,7 @@ class ImageStore:
 
     def tags_of(self, image_id: str) -> list[str]:
         """The image's tags, sorted."""
-        rows = self.index.connection().execute(
+        rows = self.index.rows(
             "SELECT name FROM tags WHERE image_id = ? ORDER BY name", (image_id,)
         )
         return [r[0] for r in rows]
@@ -288,7 +293,6 @@ class ImageStore:
         Raises:
             NotFound: if nothing (or more than one image) matches.
         """
-        conn = self.index.connection()
         if is_digest(ref):
             if self.exists(ref):
                 return ref
@@ -299,14 +303,14 @@ class ImageStore:
             except UsageError:
                 tag = None
             if tag is not None:
-                row = conn.execute("SELECT image_id FROM tags WHERE name = ?", (tag,)).fetchone()
+                row = self.index.row("SELECT image_id FROM tags WHERE name = ?", (tag,))
                 if row is not None:
                     return str(row[0])
         prefix = ref.removeprefix("sha256:")
         if _HEX_PREFIX_RE.fullmatch(prefix):
-            rows = conn.execute(
+            rows = self.index.rows(
                 "SELECT id FROM images WHERE substr(id, 8, ?) = ?", (len(prefix), prefix)
-            ).fetchall()
+            )
             if len(rows) == 1:
                 return str(rows[0][0])
             if len(rows) > 1:
@@ -319,11 +323,7 @@ class ImageStore:
         Raises:
             NotFound: if there is no such image.
         """
-        row = (
-            self.index.connection()
-            .execute("SELECT * FROM images WHERE id = ?", (image_id,))
-            .fetchone()
-        )
+        row = self.index.row("SELECT * FROM images WHERE id = ?", (image_id,))
         if row is None:
             raise NotFound(f"no such image: {image_id}")
         return self._summary(row)
@@ -362,15 +362,19 @@ class ImageStore:
         Layers and tags are read in one query each and chains are shared between images
         with a common prefix, so listing costs O(images + layers), not a query per layer.
         """
-        conn = self.index.connection()
-        rows = conn.execute("SELECT * FROM images ORDER BY created DESC, added DESC, id").fetchall()
-        layers = {
-            r[0]: (r[1], int(r[2]))
-            for r in conn.execute("SELECT chain_id, parent, size FROM layers")
-        }
-        tags: dict[str, list[str]] = {}
-        for name, image_id in conn.execute("SELECT name, image_id FROM tags ORDER BY name"):
-            tags.setdefault(image_id, []).append(name)
+        with self.index.snapshot() as conn:
+            rows = conn.execute(
+                "SELECT * FROM images ORDER BY created DESC, added DESC, id"
+            ).fetchall()
+            layers = {
+                r[0]: (r[1], int(r[2]))
+                for r in conn.execute("SELECT chain_id, parent, size FROM layers").fetchall()
+            }
+            tags: dict[str, list[str]] = {}
+            for name, image_id in conn.execute(
+                "SELECT name, image_id FROM tags ORDER BY name"
+            ).fetchall():
+                tags.setdefault(image_id, []).append(name)
         chains: dict[str, list[tuple[str, int]]] = {}
 
         def chain_of(top: str) -> list[tuple[str, int]]:
@@ -397,17 +401,8 @@ class ImageStore:
 
     def children(self, image_id: str) -> StrList:
         """Images recorded as built FROM ``image_id``."""
-        rows = self.index.connection().execute(
-            "SELECT id FROM images WHERE parent = ? ORDER BY id", (image_id,)
-        )
+        rows = self.index.rows("SELECT id FROM images WHERE parent = ? ORDER BY id", (image_id,))
         return [r[0] for r in rows]
-
-    def parents(self) -> set[str]:
-        """IDs of the images some other image was recorded as built FROM."""
-        rows = self.index.connection().execute(
-            "SELECT DISTINCT parent FROM images WHERE parent IS NOT NULL"
-        )
-        return {str(r[0]) for r in rows}
 
     def remove(self, image_id: str) -> None:
         """Deletes the image row and its tags (its layers and config stay for GC).
@@ -422,6 +417,17 @@ class ImageStore:
                 raise NotFound(f"no such image: {image_id}")
         self.save_tag_file()
 
+    def forget(self, image_ids: StrList) -> None:
+        """Deletes image rows and their tags in one transaction (or the caller's).
+
+        Unlike :meth:`remove` this takes no lock and leaves ``repositories.json`` to the
+        caller: prune deletes many images under its own lock, then saves the tags once.
+        """
+        with self.index.transaction() as conn:
+            for image_id in image_ids:
+                conn.execute("DELETE FROM tags WHERE image_id = ?", (image_id,))
+                conn.execute("DELETE FROM images WHERE id = ?", (image_id,))
+
     def save_tag_file(self) -> None:
         """Writes every tag to ``repositories.json`` (atomically), for index recovery.
 
@@ -430,8 +436,8 @@ class ImageStore:
         to write it is logged, never fatal: the next tag change writes it again.
         """
         with self._lock.hold():
-            rows = self.index.connection().execute("SELECT name, image_id FROM tags ORDER BY name")
-            doc = {"version": 1, "tags": dict(rows)}
+            rows = self.index.rows("SELECT name, image_id FROM tags ORDER BY name")
+            doc = {"version": 1, "tags": {r[0]: r[1] for r in rows}}
             path = self.home / TAG_FILE
             tmp = path.with_name(f".{TAG_FILE}.tmp")
             try:

@@ -6,6 +6,10 @@ processes opening a fresh store at once cannot both migrate. The database runs i
 mode with ``foreign_keys=ON``; every thread gets its own connection (sqlite3 refuses
 cross-thread use), and writers serialise on ``BEGIN IMMEDIATE`` with a busy timeout
 instead of failing with ``database is locked``.
+
+Everything the index does goes through :meth:`Index.transaction`, :meth:`Index.snapshot`,
+:meth:`Index.row` or :meth:`Index.rows`, which turn any ``sqlite3.Error`` into a one-line
+``StoreError`` naming the database: no SQLite traceback reaches a user.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from lamina.core.errors import StoreError
 
@@ -154,14 +159,20 @@ class Index:
         return conn
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, purpose: str = "write") -> Iterator[sqlite3.Connection]:
         """One write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error).
 
         Nested use on the same thread joins the outer transaction, so a helper that
-        writes can be called both alone and inside a larger logical write.
+        writes can be called both alone and inside a larger logical write; the outermost
+        one commits, rolls back and names the failure.
+
+        Args:
+            purpose: a word for the write (``prune``, ``repair``), used in the message
+                when it fails.
 
         Raises:
-            StoreError: if the database stays locked past the busy timeout or is corrupt.
+            StoreError: if the database stays locked past the busy timeout, is corrupt,
+                or a statement of the transaction fails (it is rolled back).
         """
         conn = self.connection()
         depth: int = self._local.depth
@@ -174,27 +185,89 @@ class Index:
             return
         try:
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot start a write: {exc}") from exc
         self._local.depth = 1
         try:
             yield conn
-        except BaseException:
+        except BaseException as exc:
             self._local.depth = 0
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            self._rollback(conn)
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"{self.path}: {purpose} rolled back: {exc}") from exc
             raise
         self._local.depth = 0
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            self._rollback(conn)
             raise StoreError(f"{self.path}: cannot commit: {exc}") from exc
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        if not conn.in_transaction:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            # The failure that led here is the one to report; SQLite has usually rolled
+            # back by itself when ROLLBACK fails.
+            log.debug("%s: rollback: %s", self.path, exc)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Several reads that see one state of the index.
+
+        Outside a transaction this opens a read transaction (a WAL snapshot), so a
+        commit landing between two queries cannot make them disagree; inside one (a
+        write, or an enclosing snapshot) it joins it.
+
+        Raises:
+            StoreError: if the index cannot be read.
+        """
+        conn = self.connection()
+        joined = conn.in_transaction
+        try:
+            if joined:
+                yield conn
+                return
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read the index: {exc}") from exc
+
+    def row(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        """The first row a query returns, or None.
+
+        Raises:
+            StoreError: if the index cannot be read.
+        """
+        try:
+            row: sqlite3.Row | None = self.connection().execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read the index: {exc}") from exc
+        return row
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Every row a query returns.
+
+        Raises:
+            StoreError: if the index cannot be read.
+        """
+        try:
+            return self.connection().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read the index: {exc}") from exc
 
     def schema_version(self) -> int:
         """The database's ``PRAGMA user_version``."""
-        return int(self.connection().execute("PRAGMA user_version").fetchone()[0])
+        try:
+            return _user_version(self.connection())
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: not a usable index: {exc}") from exc
 
     def close(self) -> None:
         """Closes every thread's connection (call from the owning thread at exit)."""
@@ -211,7 +284,7 @@ class Index:
     def _migrate(self) -> None:
         conn = self.connection()
         try:
-            version = self.schema_version()
+            version = _user_version(conn)
             if version > SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path}: index schema version {version} is newer than this "
@@ -222,9 +295,9 @@ class Index:
             if version == 0 and self._check_fresh is not None:
                 # An unmigrated index is a new store only if nothing is stored yet.
                 self._check_fresh(self)
-            with self.transaction():
+            with self.transaction("migration"):
                 # Re-read under the write lock: another process may have migrated.
-                version = self.schema_version()
+                version = _user_version(conn)
                 for step in range(version, SCHEMA_VERSION):
                     log.info("%s: migrating index to version %d", self.path, step + 1)
                     for statement in _statements(MIGRATIONS[step]):
@@ -232,6 +305,10 @@ class Index:
                     conn.execute(f"PRAGMA user_version = {step + 1}")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: not a usable index: {exc}") from exc
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
 def _use_wal(conn: sqlite3.Connection, path: Path) -> None:

@@ -537,23 +537,14 @@ class LayerStore:
         Raises:
             NotFound: if no such layer is recorded.
         """
-        row = (
-            self.index.connection()
-            .execute("SELECT * FROM layers WHERE chain_id = ?", (chain_id,))
-            .fetchone()
-        )
+        row = self.index.row("SELECT * FROM layers WHERE chain_id = ?", (chain_id,))
         if row is None:
             raise NotFound(f"no such layer: {chain_id}")
         return _info(row)
 
     def exists(self, chain_id: str) -> bool:
         """Whether the layer is recorded in the index."""
-        row = (
-            self.index.connection()
-            .execute("SELECT 1 FROM layers WHERE chain_id = ?", (chain_id,))
-            .fetchone()
-        )
-        return row is not None
+        return self.index.row("SELECT 1 FROM layers WHERE chain_id = ?", (chain_id,)) is not None
 
     def chain(self, chain_id: str) -> list[LayerInfo]:
         """The layer and every layer below it, base first.
@@ -570,22 +561,26 @@ class LayerStore:
         out.reverse()
         return out
 
+    def dir_path(self, chain_id: str) -> Path:
+        """``layers/<hex>`` (validated digest; the layer need not exist)."""
+        return self.root / hex_of(chain_id)
+
     def diff_path(self, chain_id: str) -> Path:
         """``layers/<hex>/diff`` (validated digest; the layer need not exist)."""
-        return self.root / hex_of(chain_id) / "diff"
+        return self.dir_path(chain_id) / "diff"
 
     def all(self) -> list[LayerInfo]:
         """Every recorded layer, oldest first."""
-        rows = self.index.connection().execute("SELECT * FROM layers ORDER BY created, chain_id")
+        rows = self.index.rows("SELECT * FROM layers ORDER BY created, chain_id")
         return [_info(r) for r in rows]
+
+    def chain_ids(self) -> set[str]:
+        """The chainIDs of every recorded layer."""
+        return {str(r[0]) for r in self.index.rows("SELECT chain_id FROM layers")}
 
     def tar_size(self, chain_id: str) -> int:
         """Bytes of the layer's uncompressed tar."""
-        row = (
-            self.index.connection()
-            .execute("SELECT tar_size FROM layers WHERE chain_id = ?", (chain_id,))
-            .fetchone()
-        )
+        row = self.index.row("SELECT tar_size FROM layers WHERE chain_id = ?", (chain_id,))
         if row is None:
             raise NotFound(f"no such layer: {chain_id}")
         return int(row[0])
@@ -598,14 +593,14 @@ class LayerStore:
             StoreError: if its files or tar-split are damaged.
         """
         self.get(chain_id)
-        layer_dir = self.root / hex_of(chain_id)
+        layer_dir = self.dir_path(chain_id)
         TarSplit.load(layer_dir / TARSPLIT_NAME).write(layer_dir / "diff", out)
 
     def verify(self, chain_id: str) -> bool:
         """Whether the regenerated tar still hashes to the recorded diffID."""
         info = self.get(chain_id)
         try:
-            digest, _size = regenerated_digest(self.root / hex_of(chain_id))
+            digest, _size = regenerated_digest(self.dir_path(chain_id))
         except StoreError as exc:
             log.info("%s: %s", chain_id, exc)
             return False
@@ -757,6 +752,14 @@ class LayerStore:
         except OSError as exc:
             raise StoreError(f"{staged.path}: cannot install the layer: {exc}") from exc
 
+    def forget(self, chain_ids: list[str]) -> None:
+        """Deletes layer rows in one transaction (or the caller's); the directories are
+        the caller's to remove (prune and fsck move them to the trash after committing).
+        """
+        with self.index.transaction() as conn:
+            for chain_id in chain_ids:
+                conn.execute("DELETE FROM layers WHERE chain_id = ?", (chain_id,))
+
     def _check_parent(self, parent: str | None) -> None:
         if parent is None:
             return
@@ -773,7 +776,7 @@ class LayerStore:
         created_by: str,
     ) -> LayerInfo:
         chain_id = chain_ids([parent, diff_id])[-1] if parent else diff_id
-        dest = self.root / hex_of(chain_id)
+        dest = self.dir_path(chain_id)
         size = disk_size(stage / "diff")
         now = time.time()
         with self._lock.hold(), self.index.transaction() as conn:

@@ -1,0 +1,118 @@
+"""Deciding one cached step: look its key up, check the hit is still usable, and say
+why it missed.
+
+The key comes from the build's :class:`~lamina.core.embedded.builder.rules.CacheRules`;
+the lookup, the history a miss is explained against and the tombstones come from the
+store; the words come from ``accounting.reasons``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lamina.core.accounting import reasons
+from lamina.core.context.checksum import manifest_to_json
+from lamina.core.dockerfile.args import BuildArgs
+from lamina.core.dockerfile.instructions import Instruction
+from lamina.core.embedded.builder.base import Base
+from lamina.core.embedded.builder.rules import CacheRules, StepKey
+from lamina.core.embedded.builder.state import State, Step
+from lamina.core.embedded.store import Store
+from lamina.core.embedded.store.cache import CacheHit
+from lamina.core.model import Reason
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A cached step's hit or miss.
+
+    Attributes:
+        key: the step's key and inputs.
+        hit: the cache entry to reuse, or None on a miss.
+        reason: why it missed, or None on a hit.
+    """
+
+    key: StepKey
+    hit: CacheHit | None
+    reason: Reason | None
+
+
+class Decisions:
+    """Decides cached steps in one store, under one set of rules.
+
+    Args:
+        store: the store whose cache is consulted.
+        rules: what makes a key.
+        no_cache: ``--no-cache``: every step misses (results are still recorded).
+    """
+
+    def __init__(self, store: Store, rules: CacheRules, *, no_cache: bool) -> None:
+        self.store = store
+        self.rules = rules
+        self.no_cache = no_cache
+
+    def decide(
+        self,
+        ins: Instruction,
+        step: Step,
+        parent: State,
+        args: BuildArgs,
+        base: Base,
+        *,
+        after_miss: tuple[str, str] | None,
+        first_in_stage: bool,
+    ) -> Decision:
+        """Hit or miss for ``step`` on ``parent``.
+
+        Args:
+            ins: the instruction.
+            step: what its handler made of it.
+            parent: the state it runs on.
+            args: the build args in scope.
+            base: where the stage started.
+            after_miss: ``("<stage>/<index>", instruction)`` of an earlier miss in the
+                stage that cascades to this step, if any.
+            first_in_stage: the step runs directly on the stage's base.
+        """
+        key = self.rules.key(ins, step, parent, args, base)
+        if self.no_cache:
+            return Decision(key, None, reasons.no_cache())
+        if after_miss is not None:
+            return Decision(key, None, reasons.parent_missed(*after_miss))
+        if step.unknown_sources is not None:
+            return Decision(key, None, reasons.sources_unknown(step.unknown_sources))
+        hit = self.store.cache.lookup(key.key) if key.key is not None else None
+        if hit is not None and not self._usable(hit):
+            # The entry survived but what it points at was removed (a partial prune or
+            # GC): run the step again.
+            return Decision(key, None, reasons.result_pruned())
+        if hit is not None:
+            return Decision(key, hit, None)
+        add_source_manifest(key.inputs, step)
+        history = self.store.cache.history(
+            key.key or "",
+            parent.id,
+            ins.original if first_in_stage else None,
+        )
+        reason = reasons.explain_miss(key.inputs, history, first_in_stage=first_in_stage)
+        return Decision(key, None, reason)
+
+    def _usable(self, hit: CacheHit) -> bool:
+        if not self.store.images.has_blob(hit.result):
+            return False
+        return hit.top_layer is None or self.store.layers.exists(hit.top_layer)
+
+
+def add_source_manifest(inputs: dict[str, Any], step: Step) -> None:
+    """Adds the per-path manifest of a COPY/ADD's sources to ``inputs``.
+
+    Only a miss needs it (to explain itself, and to be recorded for the next miss to
+    compare with), so a cached rebuild of a large context never builds it.
+    """
+    if step.source_checksum is None or "sources" in inputs:
+        return
+    manifest: dict[str, Any] = {}
+    for src in step.sources:
+        manifest.update(manifest_to_json(src.entries()))
+    inputs["sources"] = {"checksum": step.source_checksum, "manifest": manifest}

@@ -1,0 +1,307 @@
+"""Executing a step that missed: running RUN in the sandbox, applying COPY/ADD, making a
+WORKDIR's directory, and committing the resulting layer and config to the store.
+
+A dry run executes nothing: :meth:`Executor.predict` says what it can know of the state
+after a miss instead (the layers stay known when only the config changes).
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import threading
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from lamina.core.context.checksum import Context
+from lamina.core.dockerfile.args import BuildArgs
+from lamina.core.dockerfile.instructions import Instruction
+from lamina.core.embedded.builder.copy import LayerWriter, apply_copy, parse_chmod, parse_chown
+from lamina.core.embedded.builder.rootfs import RootFS, layer_stack, split
+from lamina.core.embedded.builder.state import State, Step
+from lamina.core.embedded.builder.words import Words
+from lamina.core.embedded.sandbox.runner import RunSpec, run
+from lamina.core.embedded.store import Store
+from lamina.core.errors import LaminaError, RunFailed
+from lamina.core.events import StepOutput
+
+
+class Cancelled(Exception):
+    """The build's cancel event was set (raised between steps and after a RUN)."""
+
+
+@dataclass(frozen=True)
+class Executed:
+    """What executing a step made.
+
+    Attributes:
+        state: the new state (its config committed to the store).
+        layer: the chainID of the layer the step made, or None for a config-only step.
+    """
+
+    state: State
+    layer: str | None
+
+
+class Executor:
+    """Executes steps in one store.
+
+    Args:
+        store: where layers and configs are committed.
+        words: the Dockerfile (errors name the instruction's line).
+        context: the build context COPY/ADD read.
+        cancel: set to stop a running RUN.
+        network: ``host`` or ``none`` for RUN.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        words: Words,
+        context: Context,
+        cancel: threading.Event | None,
+        network: str,
+    ) -> None:
+        self.store = store
+        self.words = words
+        self.context = context
+        self.cancel = cancel
+        self.network = network
+
+    def execute(
+        self,
+        number: int,
+        index: int,
+        ins: Instruction,
+        state: State,
+        step: Step,
+        args: BuildArgs,
+    ) -> Generator[StepOutput, None, Executed]:
+        """Executes one step on ``state``, yielding a RUN's output lines as they come.
+
+        Returns:
+            The new state and the layer made, if any.
+
+        Raises:
+            RunFailed: a RUN exited non-zero.
+            Cancelled: the build was cancelled during a RUN.
+            BuildError: a COPY/ADD could not be applied.
+        """
+        layer: str | None = None
+        if ins.keyword == "RUN":
+            layer = yield from self._run(number, index, ins, state, step, args)
+        elif ins.keyword in ("COPY", "ADD"):
+            layer = self._copy(ins, state, step)
+        elif ins.keyword == "WORKDIR":
+            layer = self._workdir(state, step)
+        new_state = self._commit(state, step, layer)
+        return Executed(new_state, new_state.chain if layer is not None else None)
+
+    def predict(self, ins: Instruction, state: State, step: Step) -> State:
+        """What a dry run knows of the state after ``step`` misses: not its ID, but its
+        config, and its layers when the step leaves the filesystem as it was (so a
+        ``COPY --from`` this stage can still be predicted)."""
+        keeps_fs = not step.layer and not self._workdir_creates(ins, state, step)
+        doc = copy.deepcopy(state.doc)
+        doc["config"] = copy.deepcopy(step.new_config)
+        return State(None, doc, state.chain, state.chain_known and keeps_fs)
+
+    # -- committing ---------------------------------------------------------------------
+
+    def _commit(self, state: State, step: Step, layer: str | None) -> State:
+        """The new config: ``state``'s with the step's config, history entry and layer."""
+        doc = copy.deepcopy(state.doc)
+        doc["created"] = _now_iso()
+        doc["config"] = {k: v for k, v in step.new_config.items() if v is not None}
+        history = list(doc.get("history") or [])
+        entry: dict[str, Any] = {"created": doc["created"], "created_by": step.created_by}
+        chain = state.chain
+        if layer is not None:
+            info = self.store.layers.get(layer)
+            doc.setdefault("rootfs", {"type": "layers", "diff_ids": []})
+            doc["rootfs"]["diff_ids"] = list(doc["rootfs"].get("diff_ids") or []) + [info.diff_id]
+            chain = layer
+        else:
+            entry["empty_layer"] = True
+        history.append(entry)
+        doc["history"] = history
+        digest = self.store.images.put_config(doc)
+        return State(digest, doc, chain)
+
+    # -- COPY / ADD ---------------------------------------------------------------------
+
+    def _copy(self, ins: Instruction, state: State, step: Step) -> str:
+        below = layer_stack(self.store.layers, state.chain)
+        chown = ins.flag("chown")
+        chmod = ins.flag("chmod")
+        try:
+            owner = parse_chown(below, chown) if chown else (0, 0)
+            mode = parse_chmod(chmod) if chmod else None
+        except LaminaError as exc:
+            raise self.words.fail(ins, str(exc)) from None
+        with self.store.tmpdir("copy") as work:
+            out = work / "layer"
+            out.mkdir()
+            try:
+                apply_copy(
+                    out,
+                    below,
+                    step.sources,
+                    step.dest,
+                    context=self.context,
+                    from_root=step.from_root,
+                    owner=owner,
+                    chmod=mode,
+                )
+            except LaminaError as exc:
+                raise self.words.fail(ins, str(exc)) from None
+            info = self.store.layers.commit_dir(out, state.chain, step.created_by)
+        return info.chain_id
+
+    # -- WORKDIR ------------------------------------------------------------------------
+
+    def _workdir(self, state: State, step: Step) -> str | None:
+        workdir = step.new_config.get("WorkingDir") or "/"
+        below = layer_stack(self.store.layers, state.chain)
+        if below.is_dir(workdir) or workdir == "/":
+            return None
+        with self.store.tmpdir("workdir") as work:
+            out = work / "layer"
+            out.mkdir()
+            LayerWriter(out, below).ensure_dir(split(workdir))
+            info = self.store.layers.commit_dir(out, state.chain, step.created_by)
+        # The layer exists; the step still counts as a layer step.
+        step.layer = True
+        return info.chain_id
+
+    def _workdir_creates(self, ins: Instruction, state: State, step: Step) -> bool:
+        if ins.keyword != "WORKDIR":
+            return False
+        if not state.chain_known:
+            return True
+        workdir = step.new_config.get("WorkingDir") or "/"
+        return workdir != "/" and not layer_stack(self.store.layers, state.chain).is_dir(workdir)
+
+    # -- RUN ----------------------------------------------------------------------------
+
+    def _run(
+        self,
+        number: int,
+        index: int,
+        ins: Instruction,
+        state: State,
+        step: Step,
+        args: BuildArgs,
+    ) -> Generator[StepOutput, None, str]:
+        env_list = list(state.config.get("Env") or [])
+        run_env = env_list + [f"{k}={v}" for k, v in sorted(args.active(env_list).items())]
+        argv = (
+            step.cmd[1 + int(step.cmd[0][1:]) :]
+            if step.cmd and step.cmd[0].startswith("|")
+            else step.cmd
+        )
+        below = layer_stack(self.store.layers, state.chain)
+        lowers = tuple(below.layers)
+        lines: list[str] = []
+        pending: list[str] = []
+
+        def on_output(line: str) -> None:
+            lines.append(line)
+            pending.append(line)
+
+        with self.store.tmpdir("run") as work:
+            upper = work / "upper"
+            scratch = work / "work"
+            upper.mkdir()
+            scratch.mkdir()
+            mounts = _volume_layer(work / "volumes", below, state)
+            spec = RunSpec(
+                lowerdirs=((mounts,) if mounts else ()) + lowers,
+                upper=upper,
+                work=scratch,
+                argv=tuple(argv),
+                env=tuple(run_env),
+                cwd=state.config.get("WorkingDir") or "/",
+                user=state.config.get("User") or "",
+                network=self.network,
+            )
+            result: dict[str, Any] = {}
+
+            def target() -> None:
+                try:
+                    result["status"] = run(spec, on_output, self.cancel)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                    result["error"] = exc
+
+            # The sandbox reports lines through a callback; a thread lets this
+            # generator yield them as they come.
+            thread = threading.Thread(target=target, name="lamina-run", daemon=True)
+            thread.start()
+            try:
+                while thread.is_alive() or pending:
+                    thread.join(0.05)
+                    while pending:
+                        yield StepOutput(number, index, pending.pop(0))
+            except KeyboardInterrupt:
+                # Ctrl-C in the caller: stop the sandbox before the work dir goes away.
+                if self.cancel is not None:
+                    self.cancel.set()
+                thread.join()
+                raise
+            if "error" in result:
+                raise result["error"]
+            status = int(result["status"])
+            if self.cancel is not None and self.cancel.is_set():
+                raise Cancelled()
+            if status != 0:
+                last = lines[-1] if lines else ""
+                text = ins.original if len(ins.original) <= 60 else ins.original[:59] + "…"
+                raise RunFailed(
+                    f"step {number}/{index} '{text}' exited with status {status}: {last}",
+                    status,
+                    lines[-10:],
+                )
+            _volume_mountpoints(upper, below, state)
+            info = self.store.layers.commit_dir(upper, state.chain, step.created_by)
+        return info.chain_id
+
+
+def _now_iso() -> str:
+    return datetime.fromtimestamp(time.time(), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _volume_layer(path: Path, below: RootFS, state: State) -> Path | None:
+    """A layer with the VOLUME mount points the image lacks, put on top of the lower
+    layers so the command finds them (Docker mounts a volume there)."""
+    missing = [v for v in state.config.get("Volumes") or {} if not below.is_dir(v)]
+    if not missing:
+        return None
+    path.mkdir()
+    writer = LayerWriter(path, below)
+    for volume in missing:
+        writer.ensure_dir(split(volume))
+    return path
+
+
+def _volume_mountpoints(upper: Path, below: RootFS, state: State) -> None:
+    """What Docker's RUN container leaves for each VOLUME: the mount point exists in the
+    layer, and whatever the command wrote inside the volume is gone (it went to the
+    volume, which the build discards)."""
+    writer = LayerWriter(upper, below)
+    for volume in sorted(state.config.get("Volumes") or {}):
+        parts = split(volume)
+        if not parts:
+            continue
+        inside = upper.joinpath(*parts)
+        if inside.is_dir() and not inside.is_symlink():
+            for child in list(inside.iterdir()):
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        elif not below.is_dir(volume):
+            writer.ensure_dir(parts)

@@ -1,0 +1,403 @@
+"""What each instruction contributes to its step, before any cache decision.
+
+One handler per kind of instruction: RUN (the command line with the build args the
+classic builder prepends), COPY/ADD (sources, their checksum, the destination),
+WORKDIR, and the metadata instructions, which only change the image config. Each makes
+a :class:`~lamina.core.embedded.builder.state.Step` holding the command line Docker
+records (``/bin/sh -c ...`` for RUN, ``#(nop) COPY file:<sum> in <dest>`` for COPY/ADD,
+``#(nop) ENV ...`` for metadata) and the resulting config. Handlers read the context
+and the store, never write: the preflight runs them too.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lamina.core.context.checksum import Context, multi_checksum
+from lamina.core.dockerfile.args import BuildArgs
+from lamina.core.dockerfile.instructions import (
+    Instruction,
+    Stage,
+    health_config,
+    sources_and_dest,
+)
+from lamina.core.dockerfile.quote import go_quote
+from lamina.core.embedded.builder.base import stage_index
+from lamina.core.embedded.builder.copy import (
+    Source,
+    context_sources,
+    file_source,
+    parse_chmod,
+    parse_chown,
+    rootfs_sources,
+)
+from lamina.core.embedded.builder.rootfs import RootFS, join, layer_stack
+from lamina.core.embedded.builder.scratch import Scratch
+from lamina.core.embedded.builder.state import State, Step
+from lamina.core.embedded.builder.words import Words
+from lamina.core.embedded.store import Store
+from lamina.core.errors import BuildError, ContextError, LaminaError, NotFound
+
+DEFAULT_SHELL = ["/bin/sh", "-c"]
+
+# Instructions that change only the image config (WORKDIR may also create a directory).
+METADATA = frozenset(
+    {
+        "ENV", "LABEL", "EXPOSE", "USER", "VOLUME", "CMD", "ENTRYPOINT", "HEALTHCHECK",
+        "SHELL", "STOPSIGNAL", "ONBUILD", "ARG", "MAINTAINER",
+    }
+)  # fmt: skip
+
+# Flags the classic builder accepts (COPY --link is accepted as a no-op: lamina's layers
+# are content-addressed either way).
+SUPPORTED_FLAGS: dict[str, set[str]] = {
+    "COPY": {"from", "chown", "chmod", "link"},
+    "ADD": {"chown", "chmod", "link"},
+    "FROM": {"platform"},
+    "HEALTHCHECK": {"interval", "timeout", "start-period", "start-interval", "retries"},
+}
+
+
+@dataclass
+class BuildingStage:
+    """The stage being built: what its instructions share while they are prepared.
+
+    Attributes:
+        number: the stage's number.
+        args: the build args in scope.
+        cmd_set: whether a CMD of this stage (not its base's) has been seen: an
+            ENTRYPOINT after it keeps it.
+    """
+
+    number: int
+    args: BuildArgs
+    cmd_set: bool = False
+
+
+@dataclass
+class _Draft:
+    """One instruction being prepared: the config it changes and what it expands with."""
+
+    ins: Instruction
+    state: State
+    scope: BuildingStage
+    cfg: dict[str, Any]
+    env: dict[str, str]
+    shell: list[str]
+
+    def nop(self, comment: str) -> Step:
+        """A metadata step: ``<shell> #(nop)  <comment>`` (two words, as moby's
+        withCmdComment makes them, hence the double space in ``docker history``)."""
+        cmd = [*self.shell, "#(nop) ", comment]
+        return Step(" ".join(cmd), cmd, self.cfg)
+
+
+class Handlers:
+    """Prepares steps.
+
+    Args:
+        store: the store (images and layers ``COPY --from`` and ``--chown`` read).
+        words: the Dockerfile's variable expansion.
+        context: the build context.
+        scratch: where heredocs and downloads go.
+        stages: the Dockerfile's stages (``COPY --from`` names one).
+        built: the final state of each stage built so far, by number.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        words: Words,
+        context: Context,
+        scratch: Scratch,
+        stages: Sequence[Stage],
+        built: Mapping[int, State],
+    ) -> None:
+        self.store = store
+        self.words = words
+        self.context = context
+        self.scratch = scratch
+        self.stages = stages
+        self.built = built
+        self._metadata: dict[str, Callable[[_Draft], Step]] = {
+            "ENV": self._env,
+            "LABEL": self._label,
+            "ARG": self._arg,
+            "USER": self._user,
+            "EXPOSE": self._expose,
+            "VOLUME": self._volume,
+            "CMD": self._command,
+            "ENTRYPOINT": self._command,
+            "SHELL": self._shell,
+            "STOPSIGNAL": self._stopsignal,
+            "HEALTHCHECK": self._healthcheck,
+            "ONBUILD": self._onbuild,
+            "MAINTAINER": self._maintainer,
+        }
+
+    def prepare(self, scope: BuildingStage, ins: Instruction, state: State) -> Step:
+        """The step ``ins`` makes on ``state``.
+
+        Raises:
+            BuildError: a flag only BuildKit knows, or an instruction the builder lacks.
+            ContextError: a COPY/ADD source that cannot be read.
+            DockerfileError: a malformed variable substitution.
+        """
+        kw = ins.keyword
+        unsupported = sorted(set(ins.flags) - SUPPORTED_FLAGS.get(kw, set()))
+        if unsupported:
+            # BuildKit-only flags: ignoring them would build something else silently.
+            raise BuildError(
+                f"{self.words.where(ins)}: {kw}: --{unsupported[0]} needs BuildKit; lamina"
+                " builds like the classic builder"
+            )
+        cfg = copy.deepcopy(state.config)
+        draft = _Draft(
+            ins,
+            state,
+            scope,
+            cfg,
+            scope.args.expansion_env(list(cfg.get("Env") or [])),
+            list(cfg.get("Shell") or DEFAULT_SHELL),
+        )
+        if kw == "RUN":
+            return self._run(draft)
+        if kw in ("COPY", "ADD"):
+            return self._copy(draft)
+        if kw == "WORKDIR":
+            return self._workdir(draft)
+        metadata = self._metadata.get(kw)
+        if metadata is None:
+            raise self.words.fail(ins, "instruction not supported by the builder")
+        return metadata(draft)
+
+    # -- RUN ----------------------------------------------------------------------------
+
+    def _run(self, s: _Draft) -> Step:
+        ins, args = s.ins, s.scope.args
+        env_list = list(s.cfg.get("Env") or [])
+        command = list(ins.args) if ins.json_form else s.shell + [_run_text(ins)]
+        keyed = args.keyed(env_list)
+        # moby prefixes "|N K=V..." whenever any build arg reaches the RUN, even
+        # when only undeclared proxy args do (which are left out: "|0 ...").
+        cmd = [f"|{len(keyed)}", *keyed, *command] if args.active(env_list) else command
+        return Step(" ".join(cmd), cmd, s.cfg, layer=True)
+
+    # -- COPY / ADD ---------------------------------------------------------------------
+
+    def _copy(self, s: _Draft) -> Step:
+        ins, kw, env = s.ins, s.ins.keyword, s.env
+        paths, contents, raw_dest = sources_and_dest(ins)
+        dest_word = self.words.word(ins, raw_dest, env)
+        dest = join(s.cfg.get("WorkingDir") or "/", dest_word)
+        if raw_dest.endswith("/") and not dest.endswith("/"):
+            dest += "/"
+        from_ref = ins.flag("from")
+        sources: list[Source] = []
+        root: RootFS | None = None
+        unknown: str | None = None
+        try:
+            if from_ref is not None and kw == "COPY":
+                from_ref = self.words.word(ins, from_ref, env)
+                root = self._from_root(s.scope.number, ins, from_ref)
+                if root is None:
+                    # A dry run cannot know the files of a stage that runs again.
+                    unknown = from_ref
+                for p in paths:
+                    src = self.words.word(ins, p, env)
+                    if root is not None:
+                        sources.extend(rootfs_sources(root, src))
+            else:
+                for p in paths:
+                    src = self.words.word(ins, p, env)
+                    if kw == "ADD" and src.startswith(("http://", "https://")):
+                        path, name = self.scratch.download(src)
+                        sources.append(file_source(path, name, 0o600))
+                    else:
+                        sources.extend(context_sources(self.context, src, add=kw == "ADD"))
+            for doc in contents:
+                data = self.words.word(ins, doc.data, env) if doc.expand else doc.data
+                sources.append(file_source(self.scratch.heredoc(data), doc.path, 0o644))
+            if ins.flag("chmod"):
+                parse_chmod(ins.flag("chmod") or "")
+        except LaminaError as exc:
+            raise ContextError(f"{self.words.where(ins)}: {kw}: {exc}") from None
+        if (len(sources) > 1 or len(paths) + len(contents) > 1) and not dest.endswith("/"):
+            raise ContextError(
+                f"{self.words.where(ins)}: {kw}: with more than one source the destination"
+                f" must end with '/': {raw_dest}"
+            )
+        checksum = multi_checksum([src.checksum for src in sources]) if sources else "unknown:"
+        chown = ins.flag("chown")
+        if chown and s.state.id is not None:
+            # Resolve names now so an unknown user fails the preflight, not the build.
+            try:
+                parse_chown(layer_stack(self.store.layers, s.state.chain), chown)
+            except LaminaError as exc:
+                raise ContextError(f"{self.words.where(ins)}: {kw}: {exc}") from None
+        chown_part = f"--chown={chown}" if chown else ""
+        # The destination as written (expanded), not joined with WORKDIR: moby's
+        # performCopy comments inst.dest. A WORKDIR change is in the parent state anyway.
+        comment = f"{kw} {chown_part}{checksum} in {dest_word} "
+        # moby's withCmdCommentString: one "#(nop) <comment>" word (metadata steps use
+        # withCmdComment, two words, hence their double space in `docker history`).
+        cmd = s.shell + ["#(nop) " + comment]
+        return Step(
+            " ".join(cmd),
+            cmd,
+            s.cfg,
+            sources,
+            checksum,
+            layer=True,
+            dest=dest,
+            from_root=root,
+            unknown_sources=unknown,
+        )
+
+    def _from_root(self, number: int, ins: Instruction, ref: str) -> RootFS | None:
+        """The files ``COPY --from=ref`` copies from (None when a dry run cannot know them)."""
+        idx = stage_index(self.stages, ref, number)
+        if idx is not None:
+            if idx not in self.built:
+                raise self.words.fail(
+                    ins, f"--from={ref}: stage {ref} is not built before this one"
+                )
+            state = self.built[idx]
+            if not state.chain_known:
+                return None
+            return layer_stack(self.store.layers, state.chain)
+        try:
+            image_id = self.store.images.resolve(ref)
+        except NotFound:
+            raise self.words.fail(ins, f"--from={ref}: no such stage or image") from None
+        chain = self.store.images.chain_of(self.store.images.get_config(image_id))
+        return layer_stack(self.store.layers, chain[-1] if chain else None)
+
+    # -- WORKDIR ------------------------------------------------------------------------
+
+    def _workdir(self, s: _Draft) -> Step:
+        path = self.words.word(s.ins, s.ins.args[0], s.env)
+        workdir = join(s.cfg.get("WorkingDir") or "/", path).rstrip("/") or "/"
+        s.cfg["WorkingDir"] = workdir
+        # moby's dispatchWorkdir uses withCmdCommentString: one "#(nop) ..." word.
+        cmd = [*s.shell, "#(nop) WORKDIR " + workdir]
+        return Step(" ".join(cmd), cmd, s.cfg)
+
+    # -- metadata -----------------------------------------------------------------------
+
+    def _env(self, s: _Draft) -> Step:
+        env_list = list(s.cfg.get("Env") or [])
+        pairs = []
+        for name, raw in s.ins.env_pairs:
+            value = self.words.word(s.ins, raw or "", s.env)
+            pairs.append(f"{name}={value}")
+            env_list = [e for e in env_list if e.split("=", 1)[0] != name] + [f"{name}={value}"]
+            s.env[name] = value
+        s.cfg["Env"] = env_list
+        return s.nop("ENV " + " ".join(pairs))
+
+    def _label(self, s: _Draft) -> Step:
+        labels = dict(s.cfg.get("Labels") or {})
+        parts = []
+        for name, raw in s.ins.env_pairs:
+            key = self.words.word(s.ins, name, s.env)
+            value = self.words.word(s.ins, raw or "", s.env)
+            labels[key] = value
+            parts.append(f"{key}={value}")
+        s.cfg["Labels"] = labels
+        return s.nop("LABEL " + " ".join(parts))
+
+    def _arg(self, s: _Draft) -> Step:
+        parts = []
+        for name, raw in s.ins.env_pairs:
+            default = self.words.word(s.ins, raw, s.env) if raw is not None else None
+            s.scope.args.declare(name, default)
+            parts.append(name if raw is None else f"{name}={raw}")
+        return s.nop("ARG " + " ".join(parts))
+
+    def _user(self, s: _Draft) -> Step:
+        s.cfg["User"] = self.words.word(s.ins, s.ins.args[0], s.env)
+        return s.nop("USER " + s.cfg["User"])
+
+    def _expose(self, s: _Draft) -> Step:
+        ports = dict(s.cfg.get("ExposedPorts") or {})
+        raw_ports = []
+        for word in s.ins.args:
+            for port in self.words.words(s.ins, word, s.env):
+                raw_ports.append(port)
+                ports[port if "/" in port else f"{port}/tcp"] = {}
+        s.cfg["ExposedPorts"] = ports
+        return s.nop("EXPOSE " + " ".join(raw_ports))
+
+    def _volume(self, s: _Draft) -> Step:
+        volumes = dict(s.cfg.get("Volumes") or {})
+        vols = [self.words.word(s.ins, v, s.env) for v in s.ins.args]
+        for v in vols:
+            volumes[v] = {}
+        s.cfg["Volumes"] = volumes
+        return s.nop("VOLUME [" + " ".join(vols) + "]")
+
+    def _command(self, s: _Draft) -> Step:
+        ins, kw = s.ins, s.ins.keyword
+        command = ins.command()
+        argv: list[str] = command if ins.json_form else s.shell + command
+        if ins.json_form and not ins.args:
+            argv = []
+        s.cfg["Cmd" if kw == "CMD" else "Entrypoint"] = argv
+        if kw == "CMD":
+            s.scope.cmd_set = True
+        elif not s.scope.cmd_set:
+            # Docker: ENTRYPOINT drops a CMD inherited from the base image.
+            s.cfg["Cmd"] = None
+        return s.nop(f"{kw} [" + " ".join(go_quote(c) for c in argv) + "]")
+
+    def _shell(self, s: _Draft) -> Step:
+        s.cfg["Shell"] = list(s.ins.args)
+        return s.nop("SHELL [" + " ".join(s.ins.args) + "]")
+
+    def _stopsignal(self, s: _Draft) -> Step:
+        s.cfg["StopSignal"] = self.words.word(s.ins, s.ins.args[0], s.env)
+        return s.nop("STOPSIGNAL " + s.cfg["StopSignal"])
+
+    def _healthcheck(self, s: _Draft) -> Step:
+        hc = health_config(s.ins)
+        if hc is None:
+            s.cfg["Healthcheck"] = {"Test": ["NONE"]}
+        else:
+            check: dict[str, Any] = {"Test": list(hc.test)}
+            for field_name, amount in (
+                ("Interval", hc.interval),
+                ("Timeout", hc.timeout),
+                ("StartPeriod", hc.start_period),
+                ("StartInterval", hc.start_interval),
+                ("Retries", hc.retries),
+            ):
+                if amount:
+                    check[field_name] = amount
+            s.cfg["Healthcheck"] = check
+        return s.nop("HEALTHCHECK " + json.dumps(s.cfg["Healthcheck"], sort_keys=True))
+
+    def _onbuild(self, s: _Draft) -> Step:
+        trigger = s.ins.args[0]
+        s.cfg["OnBuild"] = list(s.cfg.get("OnBuild") or []) + [trigger]
+        return s.nop("ONBUILD " + trigger)
+
+    def _maintainer(self, s: _Draft) -> Step:
+        return s.nop("MAINTAINER " + s.ins.args[0])
+
+
+def _run_text(ins: Instruction) -> str:
+    """A shell-form RUN's script: the command line, with its heredocs."""
+    text = " ".join(ins.args)
+    if not ins.heredocs:
+        return text
+    if len(ins.heredocs) == 1 and text.strip() == f"<<{ins.heredocs[0].name}".strip():
+        # A heredoc alone is the script.
+        return ins.heredocs[0].content
+    # Otherwise the shell reads the heredocs itself.
+    body = "".join(f"{doc.content}{doc.name}\n" for doc in ins.heredocs)
+    return f"{text}\n{body}"

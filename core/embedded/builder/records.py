@@ -1,0 +1,50 @@
+"""The record of each build in the index: started, every step with its cache decision
+as it finishes, and how it ended. A dry run (and the preflight) records nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lamina.core.embedded.store import Store
+from lamina.core.model import BuildRecord, BuildRequest, StepRecord
+
+
+class BuildLog:
+    """The record of one build (or of none, for a dry run).
+
+    Args:
+        store: the store recording it.
+        build_id: the build's ID, or 0 for a walk that records nothing.
+    """
+
+    def __init__(self, store: Store, build_id: int = 0) -> None:
+        self.store = store
+        self.build_id = build_id
+        self._seq = 0
+
+    @classmethod
+    def start(cls, store: Store, request: BuildRequest, dockerfile: Path) -> BuildLog:
+        """Records a new build as running in this process."""
+        return cls(store, store.builds.start(request, dockerfile))
+
+    def step(self, record: StepRecord, key: str | None) -> None:
+        """Records a finished step and the key it was looked up by."""
+        if not self.build_id:
+            return
+        self._seq += 1
+        self.store.builds.add_step(self.build_id, self._seq, record, key)
+
+    def finish(self, status: str, image: str | None = None, error: str | None = None) -> None:
+        """Records how the build ended: ``ok``, ``failed`` or ``cancelled``."""
+        if self.build_id:
+            self.store.builds.finish(self.build_id, status, image, error)
+
+
+def list_builds(store: Store, limit: int = 50) -> list[BuildRecord]:
+    """Recorded builds, newest first, each with its steps.
+
+    Args:
+        store: the store.
+        limit: at most this many builds.
+    """
+    return store.builds.recent(limit)

@@ -1,0 +1,156 @@
+"""Build records in the index: one ``builds`` row per build, one ``build_steps`` row per
+instruction with its cache decision.
+
+A build is recorded as ``running`` with its process ID when it starts, so a crashed
+build is told apart from one still under way (GC keeps what a live build stands on).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from lamina.core.embedded.store.index import Index
+from lamina.core.embedded.store.process import pid_alive
+from lamina.core.model import BuildRecord, BuildRequest, StepRecord
+
+# What a build left as "running" whose process is gone says about itself.
+INTERRUPTED = "interrupted: the building process is gone"
+
+
+class BuildRecords:
+    """The ``builds`` and ``build_steps`` tables.
+
+    Args:
+        index: the store's index.
+    """
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+
+    def start(self, request: BuildRequest, dockerfile: Path) -> int:
+        """Records a build as running in this process; returns its ID."""
+        with self.index.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO builds (started, dockerfile, context, tags, build_args, target,"
+                " status, pid) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    time.time(),
+                    str(dockerfile),
+                    str(Path(request.context)),
+                    json.dumps(list(request.tags)),
+                    json.dumps(dict(request.build_args), sort_keys=True),
+                    request.target,
+                    "running",
+                    os.getpid(),
+                ),
+            )
+            return int(cur.lastrowid or 0)
+
+    def add_step(self, build_id: int, seq: int, step: StepRecord, cache_key: str | None) -> None:
+        """Records one instruction of a build.
+
+        Args:
+            build_id: the build.
+            seq: the step's place in the build (1, 2, ...).
+            step: the step and its cache decision.
+            cache_key: the key it was looked up by (GC keeps what a running build
+                used), None for FROM or a step without one.
+        """
+        with self.index.transaction() as conn:
+            conn.execute(
+                "INSERT INTO build_steps (build_id, seq, stage, idx, instruction, cached, reason,"
+                " duration, layer, size, cache_key) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    build_id,
+                    seq,
+                    step.stage,
+                    step.index,
+                    step.instruction,
+                    None if step.cached is None else int(step.cached),
+                    json.dumps(step.reason) if step.reason is not None else None,
+                    step.duration,
+                    step.layer,
+                    step.size,
+                    cache_key,
+                ),
+            )
+
+    def finish(self, build_id: int, status: str, image: str | None, error: str | None) -> None:
+        """Records how a build ended (``ok``, ``failed`` or ``cancelled``)."""
+        with self.index.transaction() as conn:
+            conn.execute(
+                "UPDATE builds SET finished = ?, status = ?, image = ?, error = ? WHERE id = ?",
+                (time.time(), status, image, error, build_id),
+            )
+
+    def recent(self, limit: int = 50) -> list[BuildRecord]:
+        """Recorded builds, newest first, each with its steps.
+
+        A build recorded as running whose process is gone is reported failed.
+        """
+        out = []
+        with self.index.snapshot() as conn:
+            builds = conn.execute(
+                "SELECT * FROM builds ORDER BY id DESC LIMIT ?", (limit,)
+            ).fetchall()
+            for row in builds:
+                steps = tuple(
+                    StepRecord(
+                        stage=s["stage"],
+                        index=s["idx"],
+                        instruction=s["instruction"],
+                        cached=None if s["cached"] is None else bool(s["cached"]),
+                        reason=json.loads(s["reason"]) if s["reason"] else None,
+                        duration=s["duration"],
+                        layer=s["layer"],
+                        size=s["size"],
+                    )
+                    for s in conn.execute(
+                        "SELECT * FROM build_steps WHERE build_id = ? ORDER BY seq", (row["id"],)
+                    ).fetchall()
+                )
+                status, error = row["status"], row["error"]
+                if status == "running" and not (row["pid"] and pid_alive(int(row["pid"]))):
+                    # The process died mid-build (killed, power loss): say so instead of
+                    # showing a build that runs forever.
+                    status, error = "failed", error or INTERRUPTED
+                out.append(
+                    BuildRecord(
+                        id=row["id"],
+                        started=row["started"],
+                        finished=row["finished"],
+                        dockerfile=row["dockerfile"],
+                        context=row["context"],
+                        tags=tuple(json.loads(row["tags"] or "[]")),
+                        build_args=json.loads(row["build_args"] or "{}"),
+                        target=row["target"],
+                        image=row["image"],
+                        status=status,
+                        error=error,
+                        steps=steps,
+                    )
+                )
+        return out
+
+    def interrupted(self) -> list[tuple[int, int | None]]:
+        """``(build ID, pid)`` of builds recorded as running whose process is gone."""
+        rows = self.index.rows("SELECT id, pid FROM builds WHERE status = 'running'")
+        return [
+            (int(r["id"]), r["pid"])
+            for r in rows
+            if r["pid"] is None or not pid_alive(int(r["pid"]))
+        ]
+
+    def mark_interrupted(self, build_ids: list[int], now: float) -> None:
+        """Records interrupted builds as failed (those still marked running)."""
+        with self.index.transaction() as conn:
+            for build_id in build_ids:
+                conn.execute(
+                    "UPDATE builds SET status = 'failed', finished = COALESCE(finished, ?),"
+                    " error = COALESCE(error, 'interrupted: its process is gone')"
+                    " WHERE id = ? AND status = 'running'",
+                    (now, build_id),
+                )
