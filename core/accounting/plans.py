@@ -124,6 +124,26 @@ class PlannedImage:
 
 
 @dataclass(frozen=True)
+class PlannedCacheMount:
+    """A ``RUN --mount=type=cache`` directory the plan removes (BuildKit's
+    ``exec.cachemount`` records).
+
+    Attributes:
+        id: what it is shared by (``sha256:<hex>``).
+        mount_id: the id it was asked for by.
+        last_used: when a RUN last used it.
+        reason: why it goes.
+        bytes: its size.
+    """
+
+    id: str
+    mount_id: str
+    last_used: float
+    reason: str
+    bytes: int
+
+
+@dataclass(frozen=True)
 class PlannedCache:
     """A build cache entry the plan removes.
 
@@ -185,14 +205,17 @@ class PrunePlan:
     layers: tuple[PlannedLayer, ...] = ()
     blobs: tuple[PlannedBlob, ...] = ()
     leftovers: tuple[Leftover, ...] = ()
+    cache_mounts: tuple[PlannedCacheMount, ...] = ()
 
     @property
     def reclaimable_bytes(self) -> int:
-        """Bytes applying the plan frees (layers, blobs and leftovers, each once)."""
+        """Bytes applying the plan frees (layers, blobs, leftovers and cache mounts,
+        each once)."""
         return (
             sum(p.bytes for p in self.layers)
             + sum(p.bytes for p in self.blobs)
             + sum(p.bytes for p in self.leftovers)
+            + sum(p.bytes for p in self.cache_mounts)
         )
 
     @property
@@ -202,7 +225,14 @@ class PrunePlan:
 
     @property
     def empty(self) -> bool:
-        return not (self.images or self.cache or self.layers or self.blobs or self.leftovers)
+        return not (
+            self.images
+            or self.cache
+            or self.layers
+            or self.blobs
+            or self.leftovers
+            or self.cache_mounts
+        )
 
     def describe(self) -> list[str]:
         """One line per item, in deletion order, for a dry run or a confirmation."""
@@ -211,6 +241,9 @@ class PrunePlan:
         lines += [f"layer {p.chain_id} ({p.bytes} bytes): {p.reason}" for p in self.layers]
         lines += [f"config {p.digest} ({p.bytes} bytes): {p.reason}" for p in self.blobs]
         lines += [f"leftover {p.path} ({p.bytes} bytes): {p.reason}" for p in self.leftovers]
+        lines += [
+            f"cache mount {p.mount_id} ({p.bytes} bytes): {p.reason}" for p in self.cache_mounts
+        ]
         return lines
 
     def to_json(self) -> dict[str, Any]:
@@ -226,6 +259,7 @@ class PrunePlan:
             "layers": [asdict(p) for p in self.layers],
             "blobs": [asdict(p) for p in self.blobs],
             "leftovers": [asdict(p) for p in self.leftovers],
+            "cache_mounts": [asdict(p) for p in self.cache_mounts],
             "reclaimable_bytes": self.reclaimable_bytes,
         }
 
@@ -258,6 +292,7 @@ class PruneResult:
     leftovers: tuple[str, ...] = ()
     skipped: tuple[Skipped, ...] = ()
     reclaimed_bytes: int = 0
+    cache_mounts: tuple[str, ...] = ()
 
     @property
     def reclaimed(self) -> int:

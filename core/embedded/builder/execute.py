@@ -334,6 +334,9 @@ class Executor:
                     lines[-10:],
                 )
             _volume_mountpoints(upper, below, state)
+            if self.options.builder == "buildkit":
+                _runtime_mountpoints(upper, below)
+                _drop_secret_mountpoints(upper, below, step.mounts)
             info = self.store.layers.commit_dir(upper, state.chain, step.created_by)
         return info.chain_id
 
@@ -414,6 +417,27 @@ class Executor:
             return data / sources[0].name
         data.mkdir(exist_ok=True)
         return data
+
+
+def _drop_secret_mountpoints(upper: Path, below: RootFS, mounts: tuple[Mount, ...]) -> None:
+    """Secrets and ssh sockets leave no file in the layer (BuildKit 0.8 leaves the
+    directories above their mount point, as measured, but not the file itself)."""
+    for m in mounts:
+        if m.type not in ("secret", "ssh"):
+            continue
+        parts = split(m.target)
+        path = upper.joinpath(*parts) if parts else upper
+        if parts and not below.exists(m.target) and path.is_file() and not path.is_symlink():
+            path.unlink()
+
+
+def _runtime_mountpoints(upper: Path, below: RootFS) -> None:
+    """What BuildKit's runc leaves in a RUN's layer when the image lacks them: the
+    directories it mounts /dev, /proc and /sys on."""
+    for name in ("dev", "proc", "sys"):
+        if not below.is_dir("/" + name) and not os.path.lexists(upper / name):
+            (upper / name).mkdir(mode=0o755)
+            os.chmod(upper / name, 0o755)
 
 
 def _resolve_user(root: RootFS, user: str) -> tuple[int, int]:

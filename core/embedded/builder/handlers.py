@@ -207,9 +207,27 @@ class Handlers:
                 network = parse_network(self.words.word(ins, network, s.env))
         except DockerfileError as exc:
             raise self.words.fail(ins, exc.reason) from None
-        for mount in mounts:
-            if mount.from_ref is not None:
-                self._mount_root(s.scope.number, ins, mount.from_ref)
+        # A bind mount's files are in the key by content, as BuildKit's read-only
+        # mounts with a selector get content keys.
+        mount_sums: list[str] = []
+        try:
+            for mount in mounts:
+                root = None
+                if mount.from_ref is not None:
+                    root = self._from_root(s.scope.number, ins, mount.from_ref)
+                if mount.type != "bind":
+                    continue
+                if mount.from_ref is not None and root is None:
+                    mount_sums.append(f"unknown:{mount.from_ref}")
+                    continue
+                srcs = (
+                    rootfs_sources(root, mount.source or "/")
+                    if root is not None
+                    else context_sources(self.context, mount.source or ".", add=False)
+                )
+                mount_sums.append(",".join(sources_checksum(srcs)))
+        except LaminaError as exc:
+            raise ContextError(f"{self.words.where(ins)}: {ins.keyword}: --mount: {exc}") from None
         return Step(
             " ".join(cmd),
             cmd,
@@ -219,6 +237,7 @@ class Handlers:
             env=run_env,
             mounts=tuple(mounts),
             network=network,
+            content_checksums=mount_sums,
         )
 
     def mount_root(self, number: int, ins: Instruction, ref: str) -> RootFS | None:
@@ -304,7 +323,7 @@ class Handlers:
         content: list[str] = []
         if self.rules.name != "classic" and unknown is None:
             try:
-                content = sources_checksum(sources, self.context.root)
+                content = sources_checksum(sources)
             except LaminaError as exc:
                 raise ContextError(f"{self.words.where(ins)}: {kw}: {exc}") from None
         return Step(

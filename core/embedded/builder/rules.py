@@ -195,6 +195,7 @@ class BuildKitRules:
                 user=config.get("User") or "",
                 network=step.network or "default",
                 mounts=[m.spec() for m in step.mounts],
+                mount_sources=step.content_checksums,
             )
         elif kw in ("COPY", "ADD"):
             keyed.update(
