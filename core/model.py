@@ -101,7 +101,6 @@ ReasonKind = Literal[
 ]
 
 
-
 class SourceChange(TypedDict):
     """One copied path that differs from the cached entry's.
 

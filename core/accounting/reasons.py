@@ -283,7 +283,16 @@ def explain_miss(inputs: Mapping[str, Any], history: History, *, first_in_stage:
 # Config fields that only describe the image: BuildKit's steps never read them, so a
 # change there misses under the classic builder and hits under BuildKit.
 IMAGE_SETTINGS = frozenset(
-    {"Labels", "ExposedPorts", "Cmd", "Entrypoint", "Healthcheck", "StopSignal", "Volumes", "OnBuild"}
+    {
+        "Labels",
+        "ExposedPorts",
+        "Cmd",
+        "Entrypoint",
+        "Healthcheck",
+        "StopSignal",
+        "Volumes",
+        "OnBuild",
+    }
 )
 # Instructions BuildKit makes no step of.
 SETTING_INSTRUCTIONS = frozenset(
@@ -351,7 +360,9 @@ def _changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
     return [f for f in sorted(set(old) | set(new)) if old.get(f) != new.get(f)]
 
 
-def settings_not_keyed(keyword: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> Reason | None:
+def settings_not_keyed(
+    keyword: str, old: Mapping[str, Any], new: Mapping[str, Any]
+) -> Reason | None:
     """The note on a BuildKit hit whose image settings changed since its entry was made
     (the classic builder, which compares the whole config, would have missed).
 
@@ -413,10 +424,14 @@ def contrast(
     kind = reason.get("kind") if reason else None
     if builder == "buildkit":
         if kind == "stage_skipped":
-            return other_builder("classic", False, "the classic builder builds every stage up to the target")
+            return other_builder(
+                "classic", False, "the classic builder builds every stage up to the target"
+            )
         if kind == "merged":
             return other_builder(
-                "classic", True, "the classic builder runs the step in each stage; the second one hits"
+                "classic",
+                True,
+                "the classic builder runs the step in each stage; the second one hits",
             )
         if kind == "settings_not_keyed" and reason is not None:
             return other_builder(
@@ -454,7 +469,9 @@ def contrast(
             " so a change there does not cascade",
         )
     if keyword in SETTING_INSTRUCTIONS:
-        return other_builder("buildkit", None, f"BuildKit makes no step of {keyword}: it only sets the image config")
+        return other_builder(
+            "buildkit", None, f"BuildKit makes no step of {keyword}: it only sets the image config"
+        )
     return None
 
 
@@ -500,9 +517,7 @@ def stale_paths(prev: Mapping[str, Any], cur: Mapping[str, Any], reason: Reason)
         old, new = old_m.get(path), new_m.get(path)
         if not old or not new:
             continue
-        if old[0] == "dir" and new[0] == "dir" and set(what) <= {"mode", "owner"}:
-            out.append(path)
-        elif (
+        if (old[0] == "dir" and new[0] == "dir" and set(what) <= {"mode", "owner"}) or (
             "content" in what
             and old[0] == new[0] == "file"
             and old[2] == new[2]

@@ -129,23 +129,24 @@ def parse_mount(value: str, ssh_index: int = 0) -> Mount:
     kind = "bind"
     seen: dict[str, str | None] = {}
     for field in fields:
-        key, sep, val = field.partition("=")
-        key = key.strip().lower()
-        if not key:
+        name, sep, raw = field.partition("=")
+        name = name.strip().lower()
+        if not name:
             continue
-        if not sep and key not in _BOOL_FIELDS:
+        if not sep and name not in _BOOL_FIELDS:
             raise DockerfileError(f"invalid field '{field}' must be a key=value pair")
-        if key == "type":
-            if val not in MOUNT_TYPES:
-                raise DockerfileError(f"unsupported mount type {val!r}")
-            kind = val
+        if name == "type":
+            if raw not in MOUNT_TYPES:
+                raise DockerfileError(f"unsupported mount type {raw!r}")
+            kind = raw
             continue
-        seen[key] = val if sep else None
+        seen[name] = raw if sep else None
     target = ""
     options: dict[str, Any] = {}
     readonly: bool | None = None
-    for key, val in seen.items():
-        text = val or ""
+    for key, given in seen.items():
+        val = given
+        text = given or ""
         if key in ("target", "dst", "destination"):
             target = text
         elif key in ("source", "src"):

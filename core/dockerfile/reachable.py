@@ -46,9 +46,7 @@ def _refs(stage: Stage) -> list[tuple[Instruction, str]]:
     return out
 
 
-def dependencies(
-    dockerfile: Dockerfile, number: int, meta: Mapping[str, str | None]
-) -> set[int]:
+def dependencies(dockerfile: Dockerfile, number: int, meta: Mapping[str, str | None]) -> set[int]:
     """The earlier stages stage ``number`` reads directly.
 
     Args:

@@ -128,7 +128,7 @@ def _plan_cache_mounts(
         return ()
     cutoff = until_cutoff(request.checked(), now)
     out = []
-    for m in store.cache_mounts.list():
+    for m in store.cache_mounts.entries():
         if m.in_use or (cutoff is not None and m.last_used >= cutoff):
             continue
         out.append(PlannedCacheMount(m.id, m.mount_id, m.last_used, "cache mount", m.size))

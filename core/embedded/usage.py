@@ -46,7 +46,7 @@ def disk_usage(store: Store, now: float | None = None) -> DiskUsage:
         CacheMountUsage(
             m.id, m.mount_id, m.sharing, m.size, m.created, m.last_used, m.use_count, m.in_use
         )
-        for m in store.cache_mounts.list()
+        for m in store.cache_mounts.entries()
     )
     return dataclasses.replace(usage, cache_mounts=mounts) if mounts else usage
 

@@ -483,7 +483,9 @@ def lamina_decisions(
             label = stage_names[s.stage] or f"stage-{s.stage}"
             merged = (s.reason or {}).get("step") if kind == "merged" else None
             out.append(
-                Decided(s.stage, s.index, label, pos[s.stage], bool(s.cached), merged, s.instruction)
+                Decided(
+                    s.stage, s.index, label, pos[s.stage], bool(s.cached), merged, s.instruction
+                )
             )
         elif isinstance(event, BuildFinished):
             image = event.image
@@ -605,7 +607,9 @@ class BuildKitParity:
         assert ours_image is not None
         if docker:
             assert theirs_image is not None
-            diff = fs_diff(docker_fs(self.docker, theirs_image), embedded_fs(self.embedded, ours_image))
+            diff = fs_diff(
+                docker_fs(self.docker, theirs_image), embedded_fs(self.embedded, ours_image)
+            )
             assert not diff, f"{name}: final filesystems differ:\n  " + "\n  ".join(diff)
         return every
 
@@ -650,7 +654,10 @@ def buildkit_parity(
     _created_tags.add(tag)
 
     def run(
-        name: str, files: dict[str, str | bytes], steps: list[tuple[Any, ...]], docker_too: bool = True
+        name: str,
+        files: dict[str, str | bytes],
+        steps: list[tuple[Any, ...]],
+        docker_too: bool = True,
     ) -> list[Any]:
         ws = Workspace(tmp_path / "ws", base)
         ws.ctx.mkdir(parents=True)

@@ -16,13 +16,12 @@ the documented semantics on lamina alone (``docker=False``), as each such test s
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
 import importlib.util
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,7 +33,9 @@ def _classic() -> Any:
     # directories are not packages).
     name = "lamina_classic_parity_scenarios"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("test_parity.py"))
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).with_name("test_parity.py")
+        )
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
@@ -77,13 +78,21 @@ SCENARIOS = [
     Scenario(
         "bk-label-above-copy-hits",
         {"Dockerfile": "FROM {BASE}\nLABEL v=1\nCOPY a.txt /a\nRUN cat /a > /b\n", "a.txt": "1"},
-        [Build("MM"), dockerfile("FROM {BASE}\nLABEL v=2\nCOPY a.txt /a\nRUN cat /a > /b\n"), Build("HH")],
+        [
+            Build("MM"),
+            dockerfile("FROM {BASE}\nLABEL v=2\nCOPY a.txt /a\nRUN cat /a > /b\n"),
+            Build("HH"),
+        ],
         rule="image settings make no step and do not cascade",
     ),
     Scenario(
         "bk-env-reaches-run-not-copy",
         {"Dockerfile": "FROM {BASE}\nENV A=1\nCOPY a.txt /a\nRUN echo $A > /e\n", "a.txt": "1"},
-        [Build("MM"), dockerfile("FROM {BASE}\nENV A=2\nCOPY a.txt /a\nRUN echo $A > /e\n"), Build("HM")],
+        [
+            Build("MM"),
+            dockerfile("FROM {BASE}\nENV A=2\nCOPY a.txt /a\nRUN echo $A > /e\n"),
+            Build("HM"),
+        ],
         rule="a RUN's key holds the final env; file ops carry none",
     ),
     Scenario(
@@ -95,13 +104,21 @@ SCENARIOS = [
     Scenario(
         "bk-arg-default-change-copy-hits-run-misses",
         {"Dockerfile": "FROM {BASE}\nARG V=1\nCOPY a.txt /a\nRUN echo hi > /h\n", "a.txt": "1"},
-        [Build("MM"), dockerfile("FROM {BASE}\nARG V=2\nCOPY a.txt /a\nRUN echo hi > /h\n"), Build("HM")],
+        [
+            Build("MM"),
+            dockerfile("FROM {BASE}\nARG V=2\nCOPY a.txt /a\nRUN echo hi > /h\n"),
+            Build("HM"),
+        ],
         rule="every ARG with a value is in the RUN's env, used or not",
     ),
     Scenario(
         "bk-user-reaches-run",
         {"Dockerfile": "FROM {BASE}\nCOPY a.txt /a\nUSER root\nRUN id -u > /uid\n", "a.txt": "1"},
-        [Build("MM"), dockerfile("FROM {BASE}\nCOPY a.txt /a\nUSER 0\nRUN id -u > /uid\n"), Build("HM")],
+        [
+            Build("MM"),
+            dockerfile("FROM {BASE}\nCOPY a.txt /a\nUSER 0\nRUN id -u > /uid\n"),
+            Build("HM"),
+        ],
         rule="USER is in a RUN's key",
     ),
     Scenario(
@@ -117,12 +134,20 @@ SCENARIOS = [
     Scenario(
         "bk-workdir-is-a-step",
         {"Dockerfile": "FROM {BASE}\nWORKDIR /w\nRUN pwd > here\n"},
-        [Build("MM"), Build("HH"), dockerfile("FROM {BASE}\nWORKDIR /v\nRUN pwd > here\n"), Build("MM")],
+        [
+            Build("MM"),
+            Build("HH"),
+            dockerfile("FROM {BASE}\nWORKDIR /v\nRUN pwd > here\n"),
+            Build("MM"),
+        ],
         rule="WORKDIR is a mkdir file op; the working dir is in a RUN's key",
     ),
     Scenario(
         "bk-workdir-owned-by-user",
-        {"Dockerfile": "FROM {BASE}\nUSER 1001\nWORKDIR /app/deep\nUSER root\nRUN stat -c '%n %u:%g %a' /app /app/deep > /owners\n"},
+        {
+            "Dockerfile": "FROM {BASE}\nUSER 1001\nWORKDIR /app/deep\nUSER root\n"
+            "RUN stat -c '%n %u:%g %a' /app /app/deep > /owners\n"
+        },
         [Build("MM")],
         rule="WORKDIR is created as USER; a numeric user without a group gets gid = uid",
     ),
@@ -217,8 +242,10 @@ SCENARIOS = [
     ),
     Scenario(
         "bk-bind-mount-context",
-        {"Dockerfile": "FROM {BASE}\nRUN --mount=type=bind,source=data,target=/src cat /src/f > /copied\n",
-         "data/f": "one"},
+        {
+            "Dockerfile": "FROM {BASE}\nRUN --mount=type=bind,source=data,target=/src cat /src/f > /copied\n",
+            "data/f": "one",
+        },
         [Build("M"), write("data/f", "two"), Build("M"), Build("H")],
         rule="a bind mount's source content is in the key",
     ),
@@ -234,8 +261,11 @@ SCENARIOS = [
     ),
     Scenario(
         "bk-secret-never-in-layer-or-key",
-        {"Dockerfile": "FROM {BASE}\nRUN --mount=type=secret,id=tok wc -c < /run/secrets/tok > /len\n",
-         "../secret1": "abc", "../secret2": "xyz"},
+        {
+            "Dockerfile": "FROM {BASE}\nRUN --mount=type=secret,id=tok wc -c < /run/secrets/tok > /len\n",
+            "../secret1": "abc",
+            "../secret2": "xyz",
+        },
         [Build("M", secrets={"tok": "secret1"}), Build("H", secrets={"tok": "secret2"})],
         rule="a secret's value never lands in a layer or in the key",
     ),
@@ -266,8 +296,10 @@ SCENARIOS = [
     ),
     Scenario(
         "bk-heredoc-run-and-copy",
-        {"Dockerfile": "FROM {BASE}\nRUN <<EOF\necho one > /one\necho two > /two\nEOF\n"
-         "COPY <<EOT /greeting\nhello\nEOT\n"},
+        {
+            "Dockerfile": "FROM {BASE}\nRUN <<EOF\necho one > /one\necho two > /two\nEOF\n"
+            "COPY <<EOT /greeting\nhello\nEOT\n"
+        },
         [Build("MM"), Build("HH")],
         rule="heredocs (dockerfile 1.4; 20.10's frontend cannot parse them)",
         docker=False,
@@ -281,8 +313,12 @@ SCENARIOS = [
     ),
     Scenario(
         "bk-copy-parents-and-exclude",
-        {"Dockerfile": "FROM {BASE}\nCOPY --parents x/y/f /dst/\nCOPY --exclude=*.log logs /l\n",
-         "x/y/f": "f", "logs/a.txt": "a", "logs/b.log": "b"},
+        {
+            "Dockerfile": "FROM {BASE}\nCOPY --parents x/y/f /dst/\nCOPY --exclude=*.log logs /l\n",
+            "x/y/f": "f",
+            "logs/a.txt": "a",
+            "logs/b.log": "b",
+        },
         [Build("MM"), write("logs/c.log", "c"), Build("HH"), write("logs/d.txt", "d"), Build("HM")],
         rule="COPY --parents keeps the path; --exclude leaves files out of the copy and the key",
         docker=False,
@@ -290,7 +326,12 @@ SCENARIOS = [
     Scenario(
         "bk-run-network-in-key",
         {"Dockerfile": "FROM {BASE}\nRUN --network=none echo n > /n\n"},
-        [Build("M"), Build("H"), dockerfile("FROM {BASE}\nRUN --network=default echo n > /n\n"), Build("M")],
+        [
+            Build("M"),
+            Build("H"),
+            dockerfile("FROM {BASE}\nRUN --network=default echo n > /n\n"),
+            Build("M"),
+        ],
         rule="RUN --network is in the key (dockerfile 1.1 labs in 20.10)",
         docker=False,
     ),
@@ -313,7 +354,9 @@ def test_buildkit_parity(
 @pytest.mark.parametrize(
     "scenario", [_param(s, "classic-") for s in CLASSIC_SCENARIOS if s.name not in NOT_HERE]
 )
-def test_classic_rules_under_buildkit(buildkit_parity: Callable[..., list[Any]], scenario: Any) -> None:
+def test_classic_rules_under_buildkit(
+    buildkit_parity: Callable[..., list[Any]], scenario: Any
+) -> None:
     # The classic harness's rules, decided by BuildKit: only agreement is asserted.
     steps = [(s[0], None, s[2]) if s[0] == "build" else s for s in scenario.steps]
     buildkit_parity(scenario.name, scenario.files, steps)
@@ -338,7 +381,10 @@ def _check_documented(name: str, every: list[list[Any]]) -> None:
         assert "settings_not_keyed" in kinds
         note = next(r for r in last if r.get("kind") == "settings_not_keyed")
         assert note["message"].startswith("hit: the LABEL above changed")
-    if name in ("bk-stale-same-size-mtime-decided-by-content", "bk-stale-directory-mode-decided-by-content"):
+    if name in (
+        "bk-stale-same-size-mtime-decided-by-content",
+        "bk-stale-directory-mode-decided-by-content",
+    ):
         stale = [r for r in last if r.get("kind") == "stale_reuse"]
         assert stale, last
         assert "BuildKit would have reused the old layer" in stale[0]["message"]

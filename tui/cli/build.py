@@ -223,17 +223,18 @@ class _Json:
     def event(self, ev: BuildEvent) -> None:
         if isinstance(ev, StepFinished):
             s = ev.step
-            self.emit(
-                {
-                    "type": "step",
-                    "stage": s.stage,
-                    "index": s.index,
-                    "instruction": s.instruction,
-                    "cached": s.cached,
-                    "reason": s.reason,
-                    "other": s.other,
-                }
-            )
+            doc: dict[str, Any] = {
+                "type": "step",
+                "stage": s.stage,
+                "index": s.index,
+                "instruction": s.instruction,
+                "cached": s.cached,
+                "reason": s.reason,
+            }
+            if s.other is not None:
+                # What the other builder would have decided here.
+                doc["other"] = s.other
+            self.emit(doc)
         elif isinstance(ev, BuildFinished):
             self.emit({"type": "result", "image": ev.image, "tags": list(ev.tags)})
 

@@ -278,12 +278,11 @@ class Executor:
             scratch.mkdir()
             mounts = _volume_layer(work / "volumes", below, state)
             try:
-                extra = tuple(
-                    spec
+                made = [
+                    self._mount(held, work / f"mount-{i}", m, fresh_mounts)
                     for i, m in enumerate(step.mounts)
-                    if (spec := self._mount(held, work / f"mount-{i}", m, fresh_mounts))
-                    is not None
-                )
+                ]
+                extra = tuple(ms for ms in made if ms is not None)
             except LaminaError as exc:
                 raise self.words.fail(ins, str(exc)) from None
             spec = RunSpec(
@@ -339,7 +338,6 @@ class Executor:
                 _drop_secret_mountpoints(upper, below, step.mounts)
             info = self.store.layers.commit_dir(upper, state.chain, step.created_by)
         return info.chain_id
-
 
     def _mount(self, held: ExitStack, where: Path, m: Mount, fresh: bool) -> MountSpec | None:
         """What one ``RUN --mount`` binds (None for an optional secret or ssh socket

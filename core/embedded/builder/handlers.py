@@ -25,8 +25,8 @@ from lamina.core.dockerfile.instructions import (
     health_config,
     sources_and_dest,
 )
-from lamina.core.dockerfile.quote import go_quote
 from lamina.core.dockerfile.mounts import Mount, parse_mount, parse_network
+from lamina.core.dockerfile.quote import go_quote
 from lamina.core.embedded.builder.base import stage_index
 from lamina.core.embedded.builder.contenthash import sources_checksum
 from lamina.core.embedded.builder.copy import (
@@ -289,10 +289,12 @@ class Handlers:
             excludes = tuple(self.words.word(ins, e, env) for e in ins.flags.get("exclude", ()))
             parents = ins.flag("parents") == "true"
             if excludes or parents:
-                for src in sources:
-                    src.exclude, src.parents = excludes, parents
+                for source in sources:
+                    source.exclude, source.parents = excludes, parents
                 sources = [
-                    src for src in sources if src.is_dir or not _excluded_file(src, excludes)
+                    source
+                    for source in sources
+                    if source.is_dir or not _excluded_file(source, excludes)
                 ]
                 if not sources:
                     raise ContextError("no source files were specified: every match is excluded")

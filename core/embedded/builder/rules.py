@@ -213,7 +213,9 @@ class BuildKitRules:
                 # filesystem than the context is in the op.
                 keyed["from"] = True
         else:  # WORKDIR
-            keyed.update(op="mkdir", path=config.get("WorkingDir") or "/", user=config.get("User") or "")
+            keyed.update(
+                op="mkdir", path=config.get("WorkingDir") or "/", user=config.get("User") or ""
+            )
         inputs: dict[str, Any] = {
             "instruction": ins.original,
             "step": keyed,

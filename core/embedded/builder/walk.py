@@ -269,7 +269,9 @@ class Walk:
             state = yield from self._step(scope, index, instruction, state, base, walked)
         if state.id is None and not self.dry_run:
             # BuildKit's rules apply image settings without committing each of them.
-            state = State(self.store.images.put_config(state.doc), state.doc, state.chain, key=state.key)
+            state = State(
+                self.store.images.put_config(state.doc), state.doc, state.chain, key=state.key
+            )
         self.built[number] = state
         if number == self.target:
             self.final, self.final_base = state, base.image
@@ -447,7 +449,9 @@ class Walk:
             if self.cancel is not None and self.cancel.is_set():
                 raise Cancelled()
         if shared.result is None:
-            raise BuildError(f"{self.words.where(ins)}: {ins.keyword}: the identical step {shared.owner} failed")
+            raise BuildError(
+                f"{self.words.where(ins)}: {ins.keyword}: the identical step {shared.owner} failed"
+            )
         result_id, chain, known = shared.result
         if result_id is not None:
             hit = CacheHit(result_id, chain)
@@ -727,4 +731,3 @@ def _apply_retention(store: Store) -> None:
         return
     if result is not None and result.reclaimed_bytes:
         log.info("cache retention policy reclaimed %d bytes", result.reclaimed_bytes)
-

@@ -24,8 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lamina.core.embedded.store.builds import BuildRecords
-from lamina.core.embedded.store.cachemounts import CacheMounts
 from lamina.core.embedded.store.cache import CacheEntries
+from lamina.core.embedded.store.cachemounts import CacheMounts
 from lamina.core.embedded.store.images import ImageStore, normalize_tag
 from lamina.core.embedded.store.index import Index
 from lamina.core.embedded.store.layers import LayerStore

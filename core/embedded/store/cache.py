@@ -52,7 +52,9 @@ class CacheEntries:
     def recorded_config(self, key: str) -> dict[str, Any] | None:
         """The image config recorded with the entry of ``key`` (what the classic builder
         would have compared), or None when there is none."""
-        row = self.index.row("SELECT json_extract(inputs, '$.config') FROM cache WHERE key = ?", (key,))
+        row = self.index.row(
+            "SELECT json_extract(inputs, '$.config') FROM cache WHERE key = ?", (key,)
+        )
         if row is None or row[0] is None:
             return None
         doc = json.loads(str(row[0]))

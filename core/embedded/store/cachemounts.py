@@ -176,7 +176,7 @@ class CacheMounts:
                 if held:
                     lock.release()
 
-    def list(self) -> list[CacheMount]:
+    def entries(self) -> list[CacheMount]:
         """Every cache mount, most recently used first."""
         rows = self.index.rows("SELECT * FROM cache_mounts ORDER BY last_used DESC, id")
         return [
@@ -197,7 +197,7 @@ class CacheMounts:
     def remove(self, idents: list[str]) -> int:
         """Removes cache mounts that no build uses; returns the bytes freed."""
         freed = 0
-        for mount in self.list():
+        for mount in self.entries():
             if mount.id not in idents or mount.in_use:
                 continue
             with self.index.transaction() as conn:
