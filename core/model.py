@@ -98,6 +98,7 @@ ReasonKind = Literal[
     "settings_not_keyed",
     "stale_reuse",
     "other_builder",
+    "unpredictable",
 ]
 
 

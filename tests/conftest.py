@@ -96,6 +96,18 @@ def isolation() -> None:
     _gate(_can_isolate(), "root or user namespaces")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """No test may write into the real home: unless a test sets its own, every store and
+    record lands in one temp directory for the session (``lamina_home`` gives a test a
+    fresh one)."""
+    import tempfile
+
+    if not os.environ.get("LAMINA_TEST_KEEP_HOME"):
+        session_home = Path(tempfile.mkdtemp(prefix="lamina-test-home-"))
+        os.environ["LAMINA_HOME"] = str(session_home / "lamina")
+        os.environ["XDG_DATA_HOME"] = str(session_home / "data")
+
+
 _DOCKER_STATE: dict[str, str | None] = {}
 
 

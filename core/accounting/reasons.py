@@ -74,6 +74,11 @@ class History:
 # -- one constructor per kind -------------------------------------------------------------
 
 
+def unpredictable(message: str) -> Reason:
+    """A what-if step lamina cannot predict (``cached`` is None); ``message`` says why."""
+    return {"kind": "unpredictable", "message": message}
+
+
 def no_cache() -> Reason:
     """The reason for a step built with ``--no-cache``."""
     return {"kind": "no_cache", "message": "--no-cache: the cache was not consulted"}

@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import threading
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -32,6 +33,7 @@ from lamina.core import (
     short_digest,
 )
 from lamina.tui.cli.context import CliContext
+from lamina.tui.format import ago
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,6 +85,40 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--progress", choices=("auto", "plain", "json"), default="auto")
     p.add_argument("context", metavar="CONTEXT")
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("builds", help="list recorded builds with their steps")
+    p.add_argument("-n", "--last", type=int, default=50, metavar="N", help="at most N builds")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_builds)
+
+
+def cmd_builds(args: argparse.Namespace, ctx: CliContext) -> int:
+    """``lamina builds``: the builds the engine recorded, newest first (like ``docker
+    buildx history ls``); ``--format json`` gives every build with its steps."""
+    if args.last < 1:
+        raise UsageError("--last must be at least 1")
+    records = ctx.engine.builds(limit=args.last)
+    if args.format == "json":
+        print(json.dumps([asdict(r) for r in records], indent=2, sort_keys=True))
+        return 0
+    rows = [["BUILD ID", "NAME", "STATUS", "CREATED AT", "DURATION", "STEPS", "CACHED"]]
+    for r in records:
+        steps = [s for s in r.steps if s.cached is not None]
+        rows.append(
+            [
+                str(r.id),
+                ", ".join(r.tags) or r.context,
+                r.status,
+                ago(r.started, docker=True),
+                f"{r.finished - r.started:.1f}s" if r.finished else "-",
+                str(len(steps)),
+                str(sum(1 for s in steps if s.cached)),
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return 0
 
 
 def parse_build_args(items: list[str]) -> dict[str, str]:
@@ -198,8 +234,11 @@ class _Plain:
                 w(f" ---> CACHED ({note.get('message')})\n" if note else " ---> CACHED\n")
             elif step.cached is False and step.reason is not None:
                 w(f" ---> MISS ({step.reason.get('kind')}): {step.reason.get('message')}\n")
-            elif step.reason is not None:
+            elif step.reason is not None and step.reason.get("kind") == "stage_skipped":
                 w(f" ---> {step.reason.get('message')}\n")
+            elif step.cached is None and step.reason is not None:
+                # A what-if that cannot say: the reason names the step and why.
+                w(f" ---> UNKNOWN ({step.reason.get('kind')}): {step.reason.get('message')}\n")
             if step.layer:
                 w(f" ---> layer {short_digest(step.layer)}\n")
         elif isinstance(ev, BuildFinished):
