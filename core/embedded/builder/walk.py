@@ -617,8 +617,9 @@ def run_build(
         try:
             builder = request.builder or default_builder()
         except LaminaError as exc:
-            yield BuildFailed(0, str(exc))
-            return
+            # A broken config file must not fail a build: BuildKit's rules, logged.
+            log.warning("config.toml not read, building with BuildKit's rules: %s", exc)
+            builder = "buildkit"
         rules = rules_for(builder)
     with Scratch() as scratch:
         yield from _build(store, request, cancel, rules, scratch)
