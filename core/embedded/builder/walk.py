@@ -391,7 +391,7 @@ class Walk:
             walked.missed_keyword = ins.keyword
         elif walked.missed is not None:
             first_keyword = walked.missed_keyword
-        if not self.rules.cascades(ins) and walked.chain_missed is None:
+        if not self.rules.hit_keeps_config and walked.chain_missed is None:
             walked.chain_missed = (f"{number}/{index}", ins.original)
         parent = state
         fresh = decision.reason is not None and decision.reason.get("kind") == "no_cache"
