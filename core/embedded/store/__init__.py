@@ -97,6 +97,8 @@ class Store:
         self.cache = CacheEntries(self.index)
         self.builds = BuildRecords(self.index)
         self.stat_cache = StatCacheTable(self.index)
+        # Layers recorded before index version 2 get Docker's size and their disk size.
+        self.layers.measure_unmeasured()
 
     @contextmanager
     def lock(self) -> Iterator[None]:

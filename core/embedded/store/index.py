@@ -91,8 +91,18 @@ CREATE TABLE stat_cache (
 );
 """
 
+# Version 2: a layer's ``size`` is Docker's (the bytes of its files, as ``docker images``
+# and ``docker history`` count them), and ``disk_size`` the blocks its directory occupies,
+# which version 1 kept in ``size``. SQL cannot measure a directory, so the new column
+# starts NULL, meaning "not measured yet", and the store measures those rows when it
+# opens (``LayerStore.measure_unmeasured``): a walk of each old layer, once, resumed
+# on the next open if interrupted, and rows written by this version never need it.
+SCHEMA_V2 = """
+ALTER TABLE layers ADD COLUMN disk_size INTEGER;
+"""
+
 # MIGRATIONS[n] upgrades user_version n to n + 1. Append; never edit a released step.
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1,)
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
