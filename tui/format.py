@@ -119,6 +119,35 @@ def plan_lines(plan: PrunePlan) -> tuple[list[str], int]:
     return lines, plan.reclaimable_bytes
 
 
+def _count(n: int, one: str, many: str = "") -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def plan_summary(plan: PrunePlan) -> str:
+    """What a prune plan removes and frees, on one line: the Disk view and the
+    confirmation say it in the same words, from the same plan.
+
+    Sizes are Docker's (what ``system df`` calls reclaimable); what the filesystem gets
+    back follows, labelled, where the engine knows it.
+    """
+    parts = [
+        _count(n, one, many)
+        for n, one, many in (
+            (len(plan.images), "image", ""),
+            (len(plan.cache), "cache entry", "cache entries"),
+            (len(plan.layers), "layer", ""),
+            (len(plan.blobs), "config", ""),
+            (len(plan.leftovers), "leftover", ""),
+        )
+        if n
+    ]
+    disk = plan.disk_bytes
+    return (
+        f"{', '.join(parts) or 'nothing'}: frees {size(plan.reclaimable_bytes)}"
+        + (f" ({size(disk)} on disk)" if disk else "")
+    )
+
+
 def prune_result(result: PruneResult) -> str:
     """What an applied prune removed and reclaimed, on one line."""
     return (

@@ -70,7 +70,8 @@ log = logging.getLogger(__name__)
 
 
 def store_sizer(store: Store) -> Sizer:
-    """A ``Sizer`` reading the store: directory overhead, blob sizes, config labels."""
+    """A ``Sizer`` reading the store: directory overhead and blob sizes on disk, config
+    labels."""
 
     def labels(image_id: str) -> dict[str, str]:
         try:
@@ -187,6 +188,11 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
         + sum(b.bytes for b in blobs)
         + sum(left.bytes for left in swept)
     )
+    disk_reclaimed = (
+        sum(p.disk_bytes for p in layers)
+        + sum(b.disk_bytes for b in blobs)
+        + sum(left.bytes for left in swept)
+    )
     result = PruneResult(
         untagged=tuple(untagged),
         images=tuple(p.id for p in images),
@@ -196,15 +202,18 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
         leftovers=tuple(left.path for left in swept),
         skipped=tuple(skipped),
         reclaimed_bytes=reclaimed,
+        disk_reclaimed_bytes=disk_reclaimed,
     )
     log.info(
-        "pruned %d images, %d cache entries, %d layers, %d blobs, %d leftovers: %d bytes",
+        "pruned %d images, %d cache entries, %d layers, %d blobs, %d leftovers: %d bytes"
+        " (%d on disk)",
         len(result.images),
         len(result.cache),
         len(result.layers),
         len(result.blobs),
         len(result.leftovers),
         reclaimed,
+        disk_reclaimed,
     )
     return result
 

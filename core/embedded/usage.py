@@ -14,7 +14,6 @@ from lamina.core.accounting.usage import (
     DiskUsage,
     account,
     bytes_freed,
-    entry_configs,
 )
 from lamina.core.embedded.prune import store_sizer
 from lamina.core.embedded.store.graph import load_graph
@@ -43,7 +42,8 @@ def disk_usage(store: Store, now: float | None = None) -> DiskUsage:
 
 
 def frees(store: Store, target: str) -> int:
-    """Exact bytes that removing ``target`` would free now.
+    """Exact bytes that removing ``target`` would free now, in Docker's sizes (the
+    layers only it keeps; its configs count nothing).
 
     Args:
         store: the store.
@@ -56,18 +56,17 @@ def frees(store: Store, target: str) -> int:
     graph = load_graph(store)
     sizer = store_sizer(store)
     live = Liveness(graph)
-    blob_refs = graph.blob_refs()
     image_id = _resolve_image(store, graph, target)
     if image_id is not None:
         image = graph.images[image_id]
         by_tag = target in image.tags or _looks_like_tag(target, image.tags)
         if by_tag and len(image.tags) > 1:
             return 0
-        return bytes_freed(graph, live, blob_refs, sizer, image.top_layer, {image.id})
+        return bytes_freed(graph, live, sizer, image.top_layer)
     entry = graph.cache.get(target) or _unique_prefix(graph.cache, target, "cache entry")
     if entry is None:
         raise NotFound(f"no such image, tag or cache entry: {target}")
-    return bytes_freed(graph, live, blob_refs, sizer, entry.top_layer, entry_configs(entry))
+    return bytes_freed(graph, live, sizer, entry.top_layer)
 
 
 def _looks_like_tag(ref: str, tags: tuple[str, ...]) -> bool:

@@ -501,7 +501,18 @@ class MainScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="prune-plan")
     def plan_prune(self, request: PruneRequest) -> None:
-        """Computes a prune plan (a dry run) for confirmation."""
+        """Computes a prune plan (a dry run) for confirmation.
+
+        The dangling prune the Disk view previews is planned together with fresh
+        accounting, which the view shows first: the view and the dialog then give the
+        numbers of one plan.
+        """
+        if request == PruneRequest():
+            usage = self.engine.disk_usage()
+            plan = self.engine.plan_prune(request)
+            self.post_message(DiskUsageLoaded(usage, plan))
+            self.post_message(PrunePlanned(plan))
+            return
         self.post_message(PrunePlanned(self.engine.plan_prune(request)))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="prune-apply")
