@@ -142,9 +142,8 @@ def plan_summary(plan: PrunePlan) -> str:
         if n
     ]
     disk = plan.disk_bytes
-    return (
-        f"{', '.join(parts) or 'nothing'}: frees {size(plan.reclaimable_bytes)}"
-        + (f" ({size(disk)} on disk)" if disk else "")
+    return f"{', '.join(parts) or 'nothing'}: frees {size(plan.reclaimable_bytes)}" + (
+        f" ({size(disk)} on disk)" if disk else ""
     )
 
 

@@ -163,9 +163,10 @@ class DiskView(Widget):
         else:
             text += f"\n[b]p[/b] prunes {escape(fmt.plan_summary(plan))}"
         if kept:
+            stays = "1 dangling image stays" if kept == 1 else f"{kept} dangling images stay"
             text += (
-                f"\n[dim]{kept} dangling image(s) stay: image prune keeps an image a kept image"
-                " was built FROM, and one a running build uses.[/]"
+                f"\n[dim]{stays}: image prune keeps what a kept image was built FROM"
+                " (and what a running build uses).[/]"
             )
         if self.last_result is not None:
             text += f"\n[$success]Last prune: {escape(fmt.prune_result(self.last_result))}[/]"
