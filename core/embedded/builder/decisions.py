@@ -19,7 +19,7 @@ from lamina.core.embedded.builder.base import Base
 from lamina.core.embedded.builder.rules import CacheRules, StepKey
 from lamina.core.embedded.builder.state import State, Step
 from lamina.core.embedded.store import Store
-from lamina.core.embedded.store.cache import CacheHit
+from lamina.core.embedded.store.cache import CacheHit, StepPosition
 from lamina.core.model import Reason
 
 
@@ -45,12 +45,17 @@ class Decisions:
         store: the store whose cache is consulted.
         rules: what makes a key.
         no_cache: ``--no-cache``: every step misses (results are still recorded).
+        dockerfile: the Dockerfile's path as the build records it; a miss is explained
+            only against what builds of it recorded at the same step.
     """
 
-    def __init__(self, store: Store, rules: CacheRules, *, no_cache: bool) -> None:
+    def __init__(
+        self, store: Store, rules: CacheRules, *, no_cache: bool, dockerfile: str = ""
+    ) -> None:
         self.store = store
         self.rules = rules
         self.no_cache = no_cache
+        self.dockerfile = dockerfile
 
     def decide(
         self,
@@ -62,6 +67,7 @@ class Decisions:
         *,
         after_miss: tuple[str, str] | None,
         first_in_stage: bool,
+        at: tuple[int, int] | None = None,
     ) -> Decision:
         """Hit or miss for ``step`` on ``parent``.
 
@@ -74,6 +80,8 @@ class Decisions:
             after_miss: ``("<stage>/<index>", instruction)`` of an earlier miss in the
                 stage that cascades to this step, if any.
             first_in_stage: the step runs directly on the stage's base.
+            at: ``(stage, index)`` of the step: a miss is compared only with what ran at
+                this step of this stage before (None: with whatever ran on the parent).
         """
         key = self.rules.key(ins, step, parent, args, base)
         if self.no_cache:
@@ -94,6 +102,7 @@ class Decisions:
             key.key or "",
             parent.id,
             ins.original if first_in_stage else None,
+            None if at is None else StepPosition(self.dockerfile, *at),
         )
         reason = reasons.explain_miss(key.inputs, history, first_in_stage=first_in_stage)
         return Decision(key, None, reason)

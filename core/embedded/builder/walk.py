@@ -99,7 +99,9 @@ class Walk:
         self.built: dict[int, State] = {}
         self.bases = Bases(store, self.words, dockerfile.stages, self.built)
         self.handlers = Handlers(store, self.words, context, scratch, dockerfile.stages, self.built)
-        self.decisions = Decisions(store, rules, no_cache=request.no_cache)
+        self.decisions = Decisions(
+            store, rules, no_cache=request.no_cache, dockerfile=str(dockerfile_path)
+        )
         self.executor = Executor(store, self.words, context, cancel, request.network)
         self.final: State | None = None
         self.final_base: str | None = None
@@ -163,7 +165,14 @@ class Walk:
             )
         else:
             decision = self.decisions.decide(
-                ins, step, state, scope.args, base, after_miss=missed, first_in_stage=index == 1
+                ins,
+                step,
+                state,
+                scope.args,
+                base,
+                after_miss=missed,
+                first_in_stage=index == 1,
+                at=(number, index),
             )
             key = decision.key.key
             if decision.hit is not None:

@@ -97,8 +97,13 @@ CREATE TABLE stat_cache (
 # starts NULL, meaning "not measured yet", and the store measures those rows when it
 # opens (``LayerStore.measure_unmeasured``): a walk of each old layer, once, resumed
 # on the next open if interrupted, and rows written by this version never need it.
+#
+# Also an index on build_steps.cache_key: a miss is explained against the entries builds
+# of the same Dockerfile recorded at the same step, found through the steps that used
+# each entry on the parent state (``CacheEntries.history``).
 SCHEMA_V2 = """
 ALTER TABLE layers ADD COLUMN disk_size INTEGER;
+CREATE INDEX build_steps_key ON build_steps(cache_key);
 """
 
 # MIGRATIONS[n] upgrades user_version n to n + 1. Append; never edit a released step.
