@@ -65,7 +65,14 @@ if TYPE_CHECKING:
         StepOutput,
         StepStarted,
     )
-    from lamina.core.filters import Filter, parse_duration, parse_filters, parse_size
+    from lamina.core.filters import (
+        Filter,
+        parse_duration,
+        parse_filters,
+        parse_image_list_filters,
+        parse_size,
+        select_images,
+    )
     from lamina.core.model import (
         BuildRecord,
         BuildRequest,
@@ -137,8 +144,10 @@ __all__ = [
     "parse_dockerfile",
     "parse_duration",
     "parse_filters",
+    "parse_image_list_filters",
     "parse_size",
     "rebuild_index",
+    "select_images",
     "short_digest",
 ]
 
@@ -203,7 +212,14 @@ _HOMES: dict[str, tuple[str, ...]] = {
     ),
     "lamina.core.accounting.dive": ("Analysis", "WastedPath"),
     # What the command line parses the way Docker does.
-    "lamina.core.filters": ("Filter", "parse_duration", "parse_filters", "parse_size"),
+    "lamina.core.filters": (
+        "Filter",
+        "parse_duration",
+        "parse_filters",
+        "parse_image_list_filters",
+        "parse_size",
+        "select_images",
+    ),
     "lamina.core.dockerfile.parser": ("ParseResult",),
     "lamina.core.demo.workspace": ("DemoResult", "create_demo"),
     # Recovering a lost index must work when the store refuses to open, so it takes

@@ -23,6 +23,7 @@ from lamina.core.filters import (
     has_label_filters,
     labels_match,
     parse_filters,
+    prunes_every_unused_image,
     until_cutoff,
 )
 
@@ -500,17 +501,17 @@ def _plan_images(
 ) -> list[PlannedImage]:
     """The images an image (or system) prune removes, releasing what each kept."""
     images: list[PlannedImage] = []
-    for image_id in _images_to_prune(graph, request.all, cutoff, filters, sizer):
+    # dangling=false asks for every unused image, as -a does.
+    every = request.all or prunes_every_unused_image(filters)
+    for image_id in _images_to_prune(graph, every, cutoff, filters, sizer):
         image = graph.images[image_id]
-        reason = "unused image" if request.all and image.tags else "dangling image"
+        reason = "unused image" if every and image.tags else "dangling image"
         if cutoff is not None:
             reason += " created before the until filter"
         owner = f"image {image_id}"
         freed, disk = releases.stack(image.top_layer, owner)
         disk += releases.blob(image.id, owner)
-        images.append(
-            PlannedImage(image_id, image.tags if request.all else (), reason, freed, disk)
-        )
+        images.append(PlannedImage(image_id, image.tags if every else (), reason, freed, disk))
     return images
 
 

@@ -57,6 +57,7 @@ from lamina.core.embedded.trash import (
 )
 from lamina.core.filters import (
     Filter,
+    prunes_every_unused_image,
 )
 from lamina.core.settings import load_config
 
@@ -221,6 +222,7 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
 def _recheck_images(graph: RefGraph, plan: PrunePlan, skipped: list[Skipped]) -> list[PlannedImage]:
     planned = {p.id for p in plan.images}
     children = graph.children()
+    every = plan.request.all or prunes_every_unused_image(plan.request.checked())
     out: list[PlannedImage] = []
     for p in plan.images:
         image = graph.images.get(p.id)
@@ -234,7 +236,7 @@ def _recheck_images(graph: RefGraph, plan: PrunePlan, skipped: list[Skipped]) ->
         if new_tags:
             skipped.append(Skipped("image", p.id, f"tagged {min(new_tags)} since planning"))
             continue
-        if not p.tags and not plan.request.all:
+        if not p.tags and not every:
             kept_child = [c for c in children.get(p.id, ()) if c not in planned]
             if kept_child:
                 skipped.append(Skipped("image", p.id, f"parent of image {kept_child[0]}"))

@@ -99,6 +99,28 @@ def test_prune_all_removes_tagged_images_and_reports_untags(store: Store) -> Non
     assert layer_ids(store) == set()
 
 
+def test_dangling_false_prunes_every_unused_image_as_all_does(store: Store) -> None:
+    base = S.stack(store, [4_000], "base")
+    tagged = S.image(store, base, tag="one:1")
+    dangling = S.image(store, S.stack(store, [4_000], "d"), nonce="d")
+    everything = plan_prune(store, req("image", all=True))
+    assert {p.id for p in everything.images} == {tagged, dangling}
+    for value in ("false", "0"):
+        plan = plan_prune(store, req("image", filters=(f"dangling={value}",)))
+        assert [(p.id, p.tags, p.reason) for p in plan.images] == [
+            (p.id, p.tags, p.reason) for p in everything.images
+        ]
+        assert plan.reclaimable_bytes == everything.reclaimable_bytes
+    for value in ("true", "1"):
+        plan = plan_prune(store, req("image", filters=(f"dangling={value}",)))
+        assert [p.id for p in plan.images] == [dangling]
+    # As the daemon reads several values: one false among them asks for everything.
+    plan = plan_prune(store, req("image", filters=("dangling=true", "dangling=false")))
+    assert {p.id for p in plan.images} == {tagged, dangling}
+    assert applied(store, plan) == plan.disk_bytes
+    assert store.images.list() == []
+
+
 def test_dangling_image_a_kept_image_was_built_from_stays(store: Store) -> None:
     base = S.stack(store, [8_000], "base")
     parent = S.image(store, base, nonce="parent")  # dangling, but app was built FROM it
@@ -211,7 +233,8 @@ def test_image_filters_until_and_labels(store: Store) -> None:
 @pytest.mark.parametrize(
     ("request_", "message"),
     [
-        (PruneRequest("image", filters=("dangling=true",)), "invalid filter 'dangling'"),
+        (PruneRequest("image", filters=("dangling=maybe",)), "Invalid filter 'dangling=[maybe]'"),
+        (PruneRequest("system", filters=("dangling=false",)), "invalid filter 'dangling'"),
         (PruneRequest("builder", filters=("label=a",)), "invalid filter 'label'"),
         (PruneRequest("image", filters=("until=yesterday",)), "invalid until filter"),
         (PruneRequest("image", filters=("until=1h", "until=2h")), "more than one until"),

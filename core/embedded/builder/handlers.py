@@ -25,6 +25,7 @@ from lamina.core.dockerfile.instructions import (
     health_config,
     sources_and_dest,
 )
+from lamina.core.dockerfile.ports import PortSpecError, exposed_ports
 from lamina.core.dockerfile.quote import go_quote
 from lamina.core.embedded.builder.base import stage_index
 from lamina.core.embedded.builder.copy import (
@@ -40,7 +41,7 @@ from lamina.core.embedded.builder.scratch import Scratch
 from lamina.core.embedded.builder.state import State, Step
 from lamina.core.embedded.builder.words import Words
 from lamina.core.embedded.store import Store
-from lamina.core.errors import BuildError, ContextError, LaminaError, NotFound
+from lamina.core.errors import BuildError, ContextError, DockerfileError, LaminaError, NotFound
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 
@@ -224,6 +225,8 @@ class Handlers:
                 sources.append(file_source(self.scratch.heredoc(data), doc.path, 0o644))
             if ins.flag("chmod"):
                 parse_chmod(ins.flag("chmod") or "")
+        except DockerfileError:
+            raise  # a bad substitution: it names the file and line already
         except LaminaError as exc:
             raise ContextError(f"{self.words.where(ins)}: {kw}: {exc}") from None
         if (len(sources) > 1 or len(paths) + len(contents) > 1) and not dest.endswith("/"):
@@ -259,13 +262,15 @@ class Handlers:
         )
 
     def _from_root(self, number: int, ins: Instruction, ref: str) -> RootFS | None:
-        """The files ``COPY --from=ref`` copies from (None when a dry run cannot know them)."""
+        """The files ``COPY --from=ref`` copies from (None when a dry run cannot know them).
+
+        Raises:
+            BuildError: no such stage or image (the caller names the instruction).
+        """
         idx = stage_index(self.stages, ref, number)
         if idx is not None:
             if idx not in self.built:
-                raise self.words.fail(
-                    ins, f"--from={ref}: stage {ref} is not built before this one"
-                )
+                raise BuildError(f"--from={ref}: stage {ref} is not built before this one")
             state = self.built[idx]
             if not state.chain_known:
                 return None
@@ -273,7 +278,7 @@ class Handlers:
         try:
             image_id = self.store.images.resolve(ref)
         except NotFound:
-            raise self.words.fail(ins, f"--from={ref}: no such stage or image") from None
+            raise BuildError(f"--from={ref}: no such stage or image") from None
         chain = self.store.images.chain_of(self.store.images.get_config(image_id))
         return layer_stack(self.store.layers, chain[-1] if chain else None)
 
@@ -326,10 +331,14 @@ class Handlers:
     def _expose(self, s: _Draft) -> Step:
         ports = dict(s.cfg.get("ExposedPorts") or {})
         raw_ports = []
-        for word in s.ins.args:
-            for port in self.words.words(s.ins, word, s.env):
-                raw_ports.append(port)
-                ports[port if "/" in port else f"{port}/tcp"] = {}
+        # Docker sorts EXPOSE's words as written, before expanding them.
+        for word in sorted(s.ins.args):
+            raw_ports += self.words.words(s.ins, word, s.env)
+        try:
+            exposed = exposed_ports(raw_ports)
+        except PortSpecError as exc:
+            raise self.words.fail(s.ins, str(exc)) from None
+        ports.update({port: {} for port in exposed})
         s.cfg["ExposedPorts"] = ports
         return s.nop("EXPOSE " + " ".join(raw_ports))
 
