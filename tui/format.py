@@ -172,8 +172,8 @@ def explain_reason(reason: Mapping[str, Any] | None) -> str:
     """What would have made a missed step hit, from its structured reason."""
     kind = (reason or {}).get("kind", "")
     return {
-        "first_build": "Nothing had run on this parent state before; the next build with the "
-        "same Dockerfile and context will hit here.",
+        "first_build": "Nothing had run at this step of this stage before; the next build "
+        "with the same Dockerfile and context will hit here.",
         "parent_missed": "An earlier step in this stage missed, so this one ran on a new parent "
         "state. Make that earlier step hit (or move this step above it) and this one hits too.",
         "instruction_changed": "The instruction text differs from the cached one. Revert the "

@@ -86,9 +86,7 @@ def test_intermediate_images_need_all(loaded: Path, capsys: pytest.CaptureFixtur
 def _listed(capsys: pytest.CaptureFixture[str], *argv: str) -> list[tuple[str, str, str]]:
     code, out, err = run(capsys, "images", "--format", "json", *argv)
     assert code == 0, err
-    return [
-        (d["Repository"], d["Tag"], d["ID"]) for d in (json.loads(x) for x in out.splitlines())
-    ]
+    return [(d["Repository"], d["Tag"], d["ID"]) for d in (json.loads(x) for x in out.splitlines())]
 
 
 def test_images_filters_as_docker_applies_them(

@@ -117,8 +117,8 @@ LONG_RUN = (
         (
             LONG_RUN,
             LONG_RUN + " && true",
-            "…& echo built version one",
-            "…& echo built version one && true",
+            "…&& echo built version one",
+            "…&& echo built version one && true",
         ),
     ],
     ids=["short", "edit-at-the-end", "edit-at-the-start", "appended"],
