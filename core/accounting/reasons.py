@@ -174,6 +174,10 @@ def _window(old: str, new: str, width: int = 60, before: int = 24) -> tuple[str,
         min(len(old), len(new)),
     )
     start = max(0, first - before)
+    if start:
+        # Begin at the start of a word, a little earlier rather than mid-word.
+        space = old.rfind(" ", max(0, start - 12), start)
+        start = space + 1 if space >= 0 else start
     return _cut(old, start, width), _cut(new, start, width)
 
 
