@@ -50,6 +50,8 @@ if TYPE_CHECKING:
         InUse,
         LaminaError,
         NotFound,
+        RegistryAuthError,
+        RegistryError,
         RmiError,
         RunFailed,
         SandboxUnavailable,
@@ -85,6 +87,18 @@ if TYPE_CHECKING:
         StepRecord,
     )
     from lamina.core.open import default_home, open_engine
+    from lamina.core.registry.client import TransferCancelled
+    from lamina.core.registry.login import login as registry_login
+    from lamina.core.registry.login import logout as registry_logout
+    from lamina.core.registry.plan import PlannedPullLayer, PullPlan
+    from lamina.core.registry.progress import (
+        PullFinished,
+        PushFinished,
+        TransferEvent,
+        TransferFinished,
+        TransferProgressed,
+        TransferStarted,
+    )
 
 __all__ = [
     "Analysis",
@@ -123,10 +137,16 @@ __all__ = [
     "PlannedCache",
     "PlannedImage",
     "PlannedLayer",
+    "PlannedPullLayer",
     "PrunePlan",
     "PruneRequest",
     "PruneResult",
+    "PullFinished",
+    "PullPlan",
+    "PushFinished",
     "RebuildReport",
+    "RegistryAuthError",
+    "RegistryError",
     "RmiError",
     "RunFailed",
     "SandboxUnavailable",
@@ -136,6 +156,11 @@ __all__ = [
     "StepRecord",
     "StepStarted",
     "StoreError",
+    "TransferCancelled",
+    "TransferEvent",
+    "TransferFinished",
+    "TransferProgressed",
+    "TransferStarted",
     "UsageError",
     "WastedPath",
     "create_demo",
@@ -147,6 +172,8 @@ __all__ = [
     "parse_image_list_filters",
     "parse_size",
     "rebuild_index",
+    "registry_login",
+    "registry_logout",
     "select_images",
     "short_digest",
 ]
@@ -185,6 +212,8 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "InUse",
         "LaminaError",
         "NotFound",
+        "RegistryAuthError",
+        "RegistryError",
         "RmiError",
         "RunFailed",
         "SandboxUnavailable",
@@ -222,6 +251,17 @@ _HOMES: dict[str, tuple[str, ...]] = {
     ),
     "lamina.core.dockerfile.parser": ("ParseResult",),
     "lamina.core.demo.workspace": ("DemoResult", "create_demo"),
+    # Registries: the pull plan, transfer progress, and where credentials are kept.
+    "lamina.core.registry.plan": ("PlannedPullLayer", "PullPlan"),
+    "lamina.core.registry.progress": (
+        "PullFinished",
+        "PushFinished",
+        "TransferEvent",
+        "TransferFinished",
+        "TransferProgressed",
+        "TransferStarted",
+    ),
+    "lamina.core.registry.client": ("TransferCancelled",),
     # Recovering a lost index must work when the store refuses to open, so it takes
     # the store's directory rather than an engine.
     "lamina.core.embedded.store.recover": ("RebuildReport", "rebuild_index"),
@@ -231,6 +271,8 @@ _HOMES: dict[str, tuple[str, ...]] = {
 _RENAMED: dict[str, tuple[str, str]] = {
     "parse_dockerfile": ("lamina.core.dockerfile.parser", "parse"),
     "short_digest": ("lamina.core.digest", "short"),
+    "registry_login": ("lamina.core.registry.login", "login"),
+    "registry_logout": ("lamina.core.registry.login", "logout"),
 }
 
 _EXPORTS: dict[str, tuple[str, str]] = {

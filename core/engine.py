@@ -40,6 +40,8 @@ if TYPE_CHECKING:
         PruneResult,
     )
     from lamina.core.accounting.usage import DiskUsage
+    from lamina.core.registry.plan import PullPlan
+    from lamina.core.registry.progress import TransferEvent
 
 
 class Engine(Protocol):
@@ -94,6 +96,20 @@ class Engine(Protocol):
 
     def builds(self, limit: int = 50) -> list[BuildRecord]:
         """Recorded builds, newest first, each with its steps."""
+        ...
+
+    def plan_pull(self, ref: str, platform: str | None = None) -> PullPlan:
+        """What pulling ``ref`` would download, before anything moves (``--dry-run``)."""
+        ...
+
+    def pull(
+        self, plan: PullPlan, cancel: threading.Event | None = None
+    ) -> Iterator[TransferEvent]:
+        """Carries out a pull plan, yielding per-blob progress and ``PullFinished``."""
+        ...
+
+    def push(self, ref: str, cancel: threading.Event | None = None) -> Iterator[TransferEvent]:
+        """Pushes a local image, uploading only what the registry lacks."""
         ...
 
     def disk_usage(self) -> DiskUsage: ...

@@ -96,6 +96,18 @@ def isolation() -> None:
     _gate(_can_isolate(), "root or user namespaces")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """No test may write into the real home: unless a test sets its own, every store and
+    record lands in one temp directory for the session (``lamina_home`` gives a test a
+    fresh one)."""
+    import tempfile
+
+    if not os.environ.get("LAMINA_TEST_KEEP_HOME"):
+        session_home = Path(tempfile.mkdtemp(prefix="lamina-test-home-"))
+        os.environ["LAMINA_HOME"] = str(session_home / "lamina")
+        os.environ["XDG_DATA_HOME"] = str(session_home / "data")
+
+
 _DOCKER_STATE: dict[str, str | None] = {}
 
 
@@ -148,3 +160,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item, "fixturenames", []
         ):
             item.fixturenames.append("docker_available")  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def classic_builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Builds follow the classic builder's rules (``[build] builder = "classic"`` in an
+    isolated config.toml): for tests of the rules of ``cache-semantics.md``, now that
+    BuildKit's are the default. Subprocesses inherit it."""
+    config = tmp_path / "config"  # the same as ``isolation``'s, whichever runs first
+    (config / "lamina").mkdir(parents=True, exist_ok=True)
+    (config / "lamina" / "config.toml").write_text('[build]\nbuilder = "classic"\n')
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config))

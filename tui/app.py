@@ -107,6 +107,9 @@ class LaminaApp(App[None]):
             yield SystemCommand(
                 "Prune dangling", "Preview and prune dangling images", main.action_prune
             )
+            yield SystemCommand(
+                "Pull an image", "Plan, confirm and watch a pull from a registry", main.action_pull
+            )
             yield SystemCommand("Refresh", "Reload everything from the engine", self.action_refresh)
             yield SystemCommand("Help", "Show every key", self.action_help)
         yield from super().get_system_commands(screen)

@@ -24,22 +24,28 @@ if TYPE_CHECKING:
 Clock = Callable[[], float]
 
 
-def size(n: float | None, *, docker: bool = False) -> str:
+def size(n: float | None, *, docker: bool = False, precision: int = 3) -> str:
     """Bytes in decimal units.
 
     Args:
         n: a byte count; None shows as ``-``.
-        docker: three significant digits and no space, as Docker's tables show sizes
+        docker: significant digits and no space, as Docker's tables show sizes
             (``1.43MB``, ``512B``), instead of dive's one decimal (``1.4 MB``).
+        precision: Docker's significant digits: 3 in its per-object tables
+            (``HumanSizeWithPrecision(n, 3)``), 4 in ``system df``'s summary rows
+            (go-units ``HumanSize``: ``1.986MB``).
     """
     if n is None:
         return "-"
     n = int(n)
     if not docker:
         return str(humanize.naturalsize(n, binary=False, format="%.1f"))
-    if n < 1000:
-        return f"{n}B"
-    return str(humanize.naturalsize(n, binary=False, format="%.3g")).replace(" ", "")
+    value, unit = float(n), 0
+    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
+    while value >= 1000 and unit < len(units) - 1:
+        value /= 1000
+        unit += 1
+    return f"{value:.{precision}g}{units[unit]}"
 
 
 def duration(seconds: float) -> str:
@@ -101,9 +107,9 @@ def seconds(value: float) -> str:
 
 
 def verdict(step: StepRecord) -> str:
-    """HIT / MISS / (FROM) in theme colours."""
+    """HIT / MISS / ? (a what-if that cannot say) / (FROM) in theme colours."""
     if step.cached is None:
-        return "[dim]—[/]"
+        return "[b $warning]?[/]" if step.reason else "[dim]—[/]"
     return "[b $success]HIT[/]" if step.cached else "[b $error]MISS[/]"
 
 
@@ -133,8 +139,11 @@ def plan_summary(plan: PrunePlan) -> str:
     parts = [
         _count(n, one, many)
         for n, one, many in (
+            (len(plan.containers), "container", ""),
+            (len(plan.volumes), "volume", ""),
             (len(plan.images), "image", ""),
             (len(plan.cache), "cache entry", "cache entries"),
+            (len(plan.cache_mounts), "cache mount", ""),
             (len(plan.layers), "layer", ""),
             (len(plan.blobs), "config", ""),
             (len(plan.leftovers), "leftover", ""),
@@ -149,10 +158,16 @@ def plan_summary(plan: PrunePlan) -> str:
 
 def prune_result(result: PruneResult) -> str:
     """What an applied prune removed and reclaimed, on one line."""
-    return (
-        f"removed {len(result.images)} image(s), {len(result.layers)} layer(s); "
-        f"reclaimed {size(result.reclaimed_bytes)}"
-    )
+    removed = []
+    if result.containers:
+        removed.append(f"{len(result.containers)} container(s)")
+    if result.volumes:
+        removed.append(f"{len(result.volumes)} volume(s)")
+    removed.append(f"{len(result.images)} image(s)")
+    if result.cache:
+        removed.append(f"{len(result.cache)} cache entr{'y' if len(result.cache) == 1 else 'ies'}")
+    removed.append(f"{len(result.layers)} layer(s)")
+    return f"removed {', '.join(removed)}; reclaimed {size(result.reclaimed_bytes)}"
 
 
 def describe_reason(reason: Mapping[str, Any] | None) -> str:

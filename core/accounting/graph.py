@@ -8,6 +8,9 @@ Liveness follows docs/architecture.md: an image's ``top_layer`` and a cache entr
 plus live layers whose parent it is), so releasing a root cascades down the chain in
 O(what it frees). Pure data: the embedded store loads a graph from its index
 (``embedded/store/graph.py``), the Docker backend builds one from the Engine's lists.
+
+Containers and volumes (``ContainerRow``, ``VolumeRow``) exist only on a Docker Engine;
+the embedded store has none, so its graph leaves them empty.
 """
 
 from __future__ import annotations
@@ -64,6 +67,66 @@ class CacheRow:
     use_count: int
 
 
+@dataclass(frozen=True)
+class ContainerRow:
+    """A container, as much as disk accounting and ``container prune`` need.
+
+    Attributes:
+        id: the container ID.
+        name: its name, without Docker's leading ``/``.
+        image_id: the image it was created from.
+        image: the image as the user named it.
+        state: Docker's state word (``created``, ``running``, ``paused``, ``exited``...).
+        size: bytes of its writable layer (Docker's ``SizeRw``).
+        created: unix time.
+        labels: its labels.
+        volumes: names of the volumes it mounts.
+    """
+
+    id: str
+    name: str
+    image_id: str
+    image: str
+    state: str
+    size: int
+    created: float
+    labels: dict[str, str] = field(default_factory=dict)
+    volumes: tuple[str, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        """Running, paused or restarting: what ``docker system df`` counts as active and
+        what ``container prune`` leaves alone."""
+        return any(word in self.state for word in ("running", "paused", "restarting"))
+
+
+@dataclass(frozen=True)
+class VolumeRow:
+    """A volume, as much as disk accounting and ``volume prune`` need.
+
+    Attributes:
+        name: the volume name.
+        driver: its driver (only ``local`` volumes are pruned).
+        size: bytes of its data, or -1 when Docker does not know.
+        links: how many containers (running or not) use it.
+        created: unix time.
+        labels: its labels.
+        anonymous: made by Docker for a ``VOLUME`` or ``-v /path`` (no name given).
+        options: it was created with driver options (Docker's prune skips those).
+        containers: IDs of the containers that use it.
+    """
+
+    name: str
+    driver: str
+    size: int
+    links: int
+    created: float
+    labels: dict[str, str] = field(default_factory=dict)
+    anonymous: bool = False
+    options: bool = False
+    containers: tuple[str, ...] = ()
+
+
 @dataclass
 class RefGraph:
     """Every reference in the store at one moment.
@@ -81,6 +144,11 @@ class RefGraph:
         busy_unknown_base: a running build has not recorded a step yet, so the image
             it builds FROM is unknown and no image may go.
         loaded_at: when the graph was read.
+        containers: by container ID (a Docker Engine's; none in the embedded store).
+        volumes: by volume name (likewise).
+        volumes_named_need_all: the engine's ``volume prune`` removes only anonymous
+            volumes unless asked for all (Docker 23+, API 1.42); Docker 20.10 removes
+            every unused local volume.
     """
 
     layers: dict[str, LayerRow]
@@ -92,6 +160,9 @@ class RefGraph:
     busy_images: frozenset[str] = frozenset()
     busy_unknown_base: bool = False
     loaded_at: float = field(default_factory=time.time)
+    containers: dict[str, ContainerRow] = field(default_factory=dict)
+    volumes: dict[str, VolumeRow] = field(default_factory=dict)
+    volumes_named_need_all: bool = False
 
     def image_busy(self, image_id: str) -> bool:
         """Whether a running build may be standing on this image."""

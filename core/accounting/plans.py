@@ -1,8 +1,8 @@
 """Prune plans, pure: what a request would remove from a reference graph, and why.
 
-``build_plan`` turns a ``RefGraph`` and a ``PruneRequest`` into a ``PrunePlan`` (images,
-cache entries, layers, config blobs, leftovers), each with its reason and the bytes it
-frees. Both engines plan with it; applying a plan belongs to each engine
+``build_plan`` turns a ``RefGraph`` and a ``PruneRequest`` into a ``PrunePlan`` (containers,
+volumes, images, cache entries, layers, config blobs, leftovers), each with its reason and
+the bytes it frees. Both engines plan with it; applying a plan belongs to each engine
 (``embedded/prune.py``, ``docker/prune.py``).
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from lamina.core.accounting.graph import Liveness, RefGraph
+from lamina.core.accounting.graph import ContainerRow, Liveness, RefGraph, VolumeRow
 from lamina.core.errors import UsageError
 from lamina.core.filters import (
     BUILDER_FILTERS,
@@ -53,7 +53,12 @@ class Leftover:
     mtime: float = 0.0
 
 
-KINDS = ("image", "builder", "system", "gc")
+KINDS = ("image", "builder", "system", "gc", "container", "volume")
+
+# Docker's filters for the verbs that only a Docker Engine has (daemon 20.10: containers
+# take until and labels, volumes labels only).
+CONTAINER_FILTERS = frozenset({"until", "label", "label!"})
+VOLUME_FILTERS = frozenset({"label", "label!"})
 
 
 # A config written this recently may be between put_config and add_image in a build.
@@ -65,6 +70,8 @@ _ALLOWED = {
     "builder": BUILDER_FILTERS,
     "system": SYSTEM_FILTERS,
     "gc": frozenset[str](),
+    "container": CONTAINER_FILTERS,
+    "volume": VOLUME_FILTERS,
 }
 
 
@@ -73,14 +80,17 @@ class PruneRequest:
     """What to prune.
 
     Attributes:
-        kind: ``image``, ``builder``, ``system``, or ``gc`` (only what nothing
-            references: orphan layers, unreferenced configs, leftovers).
+        kind: ``image``, ``builder``, ``system``, ``container`` (stopped containers),
+            ``volume`` (unused volumes), or ``gc`` (only what nothing references: orphan
+            layers, unreferenced configs, leftovers).
         all: ``-a``: every unused image (not only dangling ones) / every cache entry
-            (also those shared with images).
+            (also those shared with images) / named volumes too, on an engine whose
+            ``volume prune`` takes only anonymous ones by default.
         filters: ``key=value`` strings or parsed ``Filter``s (``until``, ``label``,
             ``label!``; builder takes only ``until``).
         keep_storage: ``--keep-storage`` in bytes (builder and system), or None.
         grace: seconds during which unreferenced fresh data is left alone.
+        volumes: ``system prune --volumes``: unused volumes go too.
     """
 
     kind: str = "image"
@@ -88,6 +98,7 @@ class PruneRequest:
     filters: tuple[str | Filter, ...] = ()
     keep_storage: int | None = None
     grace: float = DEFAULT_GRACE
+    volumes: bool = False
 
     def checked(self) -> tuple[Filter, ...]:
         """Validates the request; returns its parsed filters.
@@ -104,7 +115,53 @@ class PruneRequest:
                 raise UsageError("--keep-storage applies to the build cache, not to images")
             if self.keep_storage < 0:
                 raise UsageError("--keep-storage must not be negative")
-        return parse_filters(self.filters, _ALLOWED[self.kind])
+            if self.kind in ("container", "volume"):
+                raise UsageError(f"--keep-storage does not apply to {self.kind} prune")
+        if self.volumes and self.kind != "system":
+            raise UsageError("--volumes applies to system prune only")
+        filters = parse_filters(self.filters, _ALLOWED[self.kind])
+        if self.volumes and any(f.key == "until" for f in filters):
+            # docker system prune says the same: volumes have no until filter.
+            raise UsageError('the "until" filter is not supported with "--volumes"')
+        return filters
+
+
+@dataclass(frozen=True)
+class PlannedContainer:
+    """A stopped container the plan removes.
+
+    Attributes:
+        id: container ID.
+        name: its name.
+        image: the image it was created from, as named.
+        state: Docker's state word.
+        reason: why it goes.
+        bytes: its writable layer.
+    """
+
+    id: str
+    name: str
+    image: str
+    state: str
+    reason: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class PlannedVolume:
+    """An unused volume the plan removes.
+
+    Attributes:
+        name: volume name.
+        anonymous: whether Docker named it (a ``VOLUME`` or ``-v /path``).
+        reason: why it goes.
+        bytes: its data.
+    """
+
+    name: str
+    anonymous: bool
+    reason: str
+    bytes: int
 
 
 @dataclass(frozen=True)
@@ -124,6 +181,26 @@ class PlannedImage:
     reason: str
     bytes: int
     disk_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class PlannedCacheMount:
+    """A ``RUN --mount=type=cache`` directory the plan removes (BuildKit's
+    ``exec.cachemount`` records).
+
+    Attributes:
+        id: what it is shared by (``sha256:<hex>``).
+        mount_id: the id it was asked for by.
+        last_used: when a RUN last used it.
+        reason: why it goes.
+        bytes: its size.
+    """
+
+    id: str
+    mount_id: str
+    last_used: float
+    reason: str
+    bytes: int
 
 
 @dataclass(frozen=True)
@@ -191,7 +268,7 @@ class PrunePlan:
     Attributes:
         request: what was asked.
         created: when the plan was made.
-        images, cache, layers, blobs, leftovers: what goes.
+        containers, volumes, images, cache, layers, blobs, leftovers: what goes.
     """
 
     request: PruneRequest
@@ -201,26 +278,34 @@ class PrunePlan:
     layers: tuple[PlannedLayer, ...] = ()
     blobs: tuple[PlannedBlob, ...] = ()
     leftovers: tuple[Leftover, ...] = ()
+    containers: tuple[PlannedContainer, ...] = ()
+    volumes: tuple[PlannedVolume, ...] = ()
+    cache_mounts: tuple[PlannedCacheMount, ...] = ()
 
     @property
     def reclaimable_bytes(self) -> int:
-        """Bytes applying the plan frees in Docker's sizes (layers, blobs and leftovers,
-        each once; a blob counts 0, a leftover what it occupies): what ``system df``
-        counts as reclaimable, never more than the sizes it lists."""
+        """Bytes applying the plan frees in Docker's sizes (containers' writable layers,
+        volumes, layers, blobs, leftovers and cache mounts, each once; a blob counts 0,
+        a leftover and a cache mount what they occupy): what ``system df`` counts as
+        reclaimable, never more than the sizes it lists."""
         return (
-            sum(p.bytes for p in self.layers)
+            sum(p.bytes for p in self.containers)
+            + sum(p.bytes for p in self.volumes)
+            + sum(p.bytes for p in self.layers)
             + sum(p.bytes for p in self.blobs)
             + sum(p.bytes for p in self.leftovers)
+            + sum(p.bytes for p in self.cache_mounts)
         )
 
     @property
     def disk_bytes(self) -> int:
-        """Bytes applying the plan frees on disk (blocks of layer directories, configs
-        and leftovers, each once): what the store's filesystem gets back."""
+        """Bytes applying the plan frees on disk (blocks of layer directories, configs,
+        leftovers and cache mounts, each once): what the store's filesystem gets back."""
         return (
             sum(p.disk_bytes for p in self.layers)
             + sum(p.disk_bytes for p in self.blobs)
             + sum(p.bytes for p in self.leftovers)
+            + sum(p.bytes for p in self.cache_mounts)
         )
 
     @property
@@ -230,11 +315,25 @@ class PrunePlan:
 
     @property
     def empty(self) -> bool:
-        return not (self.images or self.cache or self.layers or self.blobs or self.leftovers)
+        return not (
+            self.containers
+            or self.volumes
+            or self.images
+            or self.cache
+            or self.layers
+            or self.blobs
+            or self.leftovers
+            or self.cache_mounts
+        )
 
     def describe(self) -> list[str]:
         """One line per item, in deletion order, for a dry run or a confirmation."""
-        lines = [f"image {p.id}{_tags(p.tags)}: {p.reason}" for p in self.images]
+        lines = [
+            f"container {p.id} ({p.name}, {p.image}, {p.state}, {p.bytes} bytes): {p.reason}"
+            for p in self.containers
+        ]
+        lines += [f"volume {p.name} ({p.bytes} bytes): {p.reason}" for p in self.volumes]
+        lines += [f"image {p.id}{_tags(p.tags)}: {p.reason}" for p in self.images]
         lines += [f"cache {p.key} ({p.instruction}): {p.reason}" for p in self.cache]
         lines += [
             f"layer {p.chain_id} ({p.bytes} bytes{_on_disk(p.disk_bytes)}): {p.reason}"
@@ -244,6 +343,9 @@ class PrunePlan:
             f"config {p.digest} ({p.disk_bytes} bytes on disk): {p.reason}" for p in self.blobs
         ]
         lines += [f"leftover {p.path} ({p.bytes} bytes): {p.reason}" for p in self.leftovers]
+        lines += [
+            f"cache mount {p.mount_id} ({p.bytes} bytes): {p.reason}" for p in self.cache_mounts
+        ]
         return lines
 
     def to_json(self) -> dict[str, Any]:
@@ -253,12 +355,16 @@ class PrunePlan:
             "all": self.request.all,
             "filters": [str(f) for f in self.request.filters],
             "keep_storage": self.request.keep_storage,
+            "volumes_requested": self.request.volumes,
             "created": self.created,
+            "containers": [asdict(p) for p in self.containers],
+            "volumes": [asdict(p) for p in self.volumes],
             "images": [asdict(p) | {"tags": list(p.tags)} for p in self.images],
             "cache": [asdict(p) for p in self.cache],
             "layers": [asdict(p) for p in self.layers],
             "blobs": [asdict(p) for p in self.blobs],
             "leftovers": [asdict(p) for p in self.leftovers],
+            "cache_mounts": [asdict(p) for p in self.cache_mounts],
             "reclaimable_bytes": self.reclaimable_bytes,
             "disk_bytes": self.disk_bytes,
         }
@@ -279,13 +385,16 @@ class PruneResult:
 
     Attributes:
         untagged: tags removed.
-        images, cache, layers, blobs, leftovers: what was deleted (IDs, keys, paths).
+        containers, volumes, images, cache, layers, blobs, leftovers: what was deleted
+            (IDs, names, keys, paths).
         skipped: planned items kept because they changed since planning.
         reclaimed_bytes: bytes freed, in Docker's sizes (as ``reclaimable_bytes``).
         disk_reclaimed_bytes: bytes the store's filesystem got back (0 where the
             engine does not know).
     """
 
+    containers: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
     untagged: tuple[str, ...] = ()
     images: tuple[str, ...] = ()
     cache: tuple[str, ...] = ()
@@ -294,6 +403,7 @@ class PruneResult:
     leftovers: tuple[str, ...] = ()
     skipped: tuple[Skipped, ...] = ()
     reclaimed_bytes: int = 0
+    cache_mounts: tuple[str, ...] = ()
     disk_reclaimed_bytes: int = 0
 
     @property
@@ -304,6 +414,8 @@ class PruneResult:
     def merged(self, other: PruneResult) -> PruneResult:
         """Both results as one (for several prunes in a row)."""
         return PruneResult(
+            containers=self.containers + other.containers,
+            volumes=self.volumes + other.volumes,
             untagged=self.untagged + other.untagged,
             images=self.images + other.images,
             cache=self.cache + other.cache,
@@ -312,6 +424,7 @@ class PruneResult:
             leftovers=self.leftovers + other.leftovers,
             skipped=self.skipped + other.skipped,
             reclaimed_bytes=self.reclaimed_bytes + other.reclaimed_bytes,
+            cache_mounts=self.cache_mounts + other.cache_mounts,
             disk_reclaimed_bytes=self.disk_reclaimed_bytes + other.disk_reclaimed_bytes,
         )
 
@@ -332,7 +445,17 @@ def _on_disk(disk: int) -> str:
     return f", {disk} on disk" if disk else ""
 
 
-_RESULT_FIELDS = ("untagged", "images", "cache", "layers", "blobs", "leftovers", "skipped")
+_RESULT_FIELDS = (
+    "containers",
+    "volumes",
+    "untagged",
+    "images",
+    "cache",
+    "layers",
+    "blobs",
+    "leftovers",
+    "skipped",
+)
 
 
 @dataclass
@@ -397,6 +520,8 @@ def build_plan(
     filters = request.checked()
     sizer = sizer or Sizer()
     cutoff = until_cutoff(filters, now)
+    if request.kind in ("container", "volume"):
+        return plan_containers_and_volumes(graph, request, now)
     live, orphans = _liveness(graph, now, request.grace)
     releases = _Releases(graph, live, sizer, now, request.grace)
     images: list[PlannedImage] = []
@@ -421,6 +546,11 @@ def build_plan(
             )
             for chain_id in orphans
         ]
+    outside = (
+        plan_containers_and_volumes(graph, request, now)
+        if request.kind == "system"
+        else PrunePlan(request, now)
+    )
     return PrunePlan(
         request=replace(request, filters=filters),
         created=now,
@@ -429,7 +559,95 @@ def build_plan(
         layers=tuple(planned_orphans + releases.layers),
         blobs=tuple(releases.blobs),
         leftovers=tuple(leftovers),
+        containers=outside.containers,
+        volumes=outside.volumes,
     )
+
+
+def plan_containers_and_volumes(graph: RefGraph, request: PruneRequest, now: float) -> PrunePlan:
+    """The containers and volumes part of a prune, in Docker's order.
+
+    ``container`` removes every stopped container the filters match; ``volume`` every
+    unused local volume without driver options (only the anonymous ones where
+    ``graph.volumes_named_need_all`` and no ``all``); ``system`` the containers, then,
+    with ``volumes``, the volumes no remaining container uses. Images and the build
+    cache are planned by :func:`build_plan`.
+
+    Raises:
+        UsageError: for a bad request.
+    """
+    filters = request.checked()
+    containers: list[PlannedContainer] = []
+    if request.kind in ("container", "system"):
+        containers = [
+            PlannedContainer(
+                c.id, c.name, c.image, c.state, _container_reason(c, filters), max(c.size, 0)
+            )
+            for c in _containers_to_prune(graph, filters, now)
+        ]
+    volumes: list[PlannedVolume] = []
+    if request.kind == "volume" or (request.kind == "system" and request.volumes):
+        removed = {p.id for p in containers}
+        # system prune passes its filters to every part; volumes take labels only.
+        label_filters = tuple(f for f in filters if f.key != "until")
+        volumes = [
+            PlannedVolume(v.name, v.anonymous, _volume_reason(v), max(v.size, 0))
+            for v in _volumes_to_prune(
+                graph, label_filters, removed, request.all and request.kind == "volume"
+            )
+        ]
+    return PrunePlan(
+        request=replace(request, filters=filters),
+        created=now,
+        containers=tuple(containers),
+        volumes=tuple(volumes),
+    )
+
+
+def _containers_to_prune(
+    graph: RefGraph, filters: tuple[Filter, ...], now: float
+) -> list[ContainerRow]:
+    """Stopped containers the filters match, oldest first (moby's ``ContainersPrune``)."""
+    cutoff = until_cutoff(filters, now)
+    chosen = [
+        c
+        for c in graph.containers.values()
+        if not c.active
+        and (cutoff is None or c.created < cutoff)
+        and labels_match(filters, c.labels)
+    ]
+    return sorted(chosen, key=lambda c: (c.created, c.id))
+
+
+def _container_reason(container: ContainerRow, filters: tuple[Filter, ...]) -> str:
+    reason = f"stopped container ({container.state})"
+    if any(f.key == "until" for f in filters):
+        reason += " created before the until filter"
+    return reason
+
+
+def _volumes_to_prune(
+    graph: RefGraph, filters: tuple[Filter, ...], removed_containers: set[str], all_: bool
+) -> list[VolumeRow]:
+    """Unused local volumes without driver options (moby's ``VolumesService.Prune``).
+
+    A volume used only by containers the same prune removes is unused by then.
+    """
+    chosen = []
+    for v in graph.volumes.values():
+        users = set(v.containers) - removed_containers
+        links = v.links - (len(v.containers) - len(users))
+        if v.driver != "local" or v.options or users or links > 0:
+            continue
+        if graph.volumes_named_need_all and not all_ and not v.anonymous:
+            continue
+        if labels_match(filters, v.labels):
+            chosen.append(v)
+    return sorted(chosen, key=lambda v: (v.created, v.name))
+
+
+def _volume_reason(volume: VolumeRow) -> str:
+    return ("anonymous" if volume.anonymous else "named") + " volume no container uses"
 
 
 class _Releases:

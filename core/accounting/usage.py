@@ -20,8 +20,14 @@ Numbers mean one thing each:
 * a category's ``reclaimable`` is exactly the ``reclaimable_bytes`` of the default
   prune for it (``image prune``, ``builder prune``; orphans and leftovers go with any
   prune), and the total is that of ``system prune``. ``reclaimable_all`` is the same
-  with ``-a``. A prune frees only layers the category counts, so ``reclaimable`` never
-  exceeds ``size``.
+  with ``-a``. A prune frees only what the category counts, so ``reclaimable`` never
+  exceeds ``size``. (A Docker Engine's rows use Docker's own definitions instead, so
+  they read as ``docker system df`` does: see ``lamina.core.docker.usage``.)
+* ``prunes`` says, per prune command, the bytes and items its plan removes: the one
+  list the CLI and the Disk view show.
+
+The ``containers`` and ``volumes`` rows exist for both engines; lamina's own store has
+neither, so there they read 0.
 """
 
 from __future__ import annotations
@@ -129,11 +135,81 @@ class CacheUsage:
 
 
 @dataclass(frozen=True)
+class ContainerUsage:
+    """One container's writable layer.
+
+    Attributes:
+        id: container ID.
+        name: its name.
+        image: the image it was created from, as named.
+        image_id: that image's ID.
+        state: Docker's state word (``running``, ``exited``...).
+        active: running, paused or restarting (``container prune`` keeps it).
+        size: bytes of its writable layer.
+        created: unix time.
+        volumes: the volumes it mounts.
+    """
+
+    id: str
+    name: str
+    image: str
+    image_id: str
+    state: str
+    active: bool
+    size: int
+    created: float
+    volumes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VolumeUsage:
+    """One volume.
+
+    Attributes:
+        name: volume name.
+        anonymous: Docker named it (``VOLUME`` or ``-v /path``), not the user.
+        size: bytes of its data (-1 when Docker does not know).
+        links: how many containers use it.
+        containers: IDs of those containers.
+        created: unix time.
+    """
+
+    name: str
+    anonymous: bool
+    size: int
+    links: int
+    containers: tuple[str, ...]
+    created: float
+
+
+@dataclass(frozen=True)
+class PruneEstimate:
+    """What one prune command would remove now, from its plan.
+
+    Attributes:
+        command: the command as typed (``image prune -a``).
+        bytes: ``reclaimable_bytes`` of its plan.
+        items: how many objects it removes (containers, volumes, images, cache entries).
+    """
+
+    command: str
+    bytes: int
+    items: int
+
+
+def estimate(command: str, plan: PrunePlan) -> PruneEstimate:
+    """The :class:`PruneEstimate` of a plan."""
+    items = len(plan.containers) + len(plan.volumes) + len(plan.images) + len(plan.cache)
+    return PruneEstimate(command, plan.reclaimable_bytes, items)
+
+
+@dataclass(frozen=True)
 class CategoryUsage:
     """A ``system df`` row.
 
     Attributes:
-        name: ``images``, ``build_cache``, ``orphan_layers`` or ``leftovers``.
+        name: ``images``, ``containers``, ``volumes``, ``build_cache``, ``orphan_layers``
+            or ``leftovers``.
         count: how many.
         active: how many are in use (tagged images, cache entries shared with images).
         size: bytes, each layer counted once within the category.
@@ -150,6 +226,31 @@ class CategoryUsage:
 
 
 @dataclass(frozen=True)
+class CacheMountUsage:
+    """One ``RUN --mount=type=cache`` directory (``exec.cachemount`` in BuildKit).
+
+    Attributes:
+        id: what it is shared by.
+        mount_id: the id (or target) RUN asked for.
+        sharing: ``shared``, ``private`` or ``locked``.
+        size: bytes it holds.
+        created: when it was made.
+        last_used: when a RUN last used it.
+        use_count: how many RUNs used it.
+        in_use: a build uses it now.
+    """
+
+    id: str
+    mount_id: str
+    sharing: str
+    size: int
+    created: float
+    last_used: float
+    use_count: int
+    in_use: bool
+
+
+@dataclass(frozen=True)
 class DiskUsage:
     """The whole store's accounting.
 
@@ -163,6 +264,10 @@ class DiskUsage:
         reclaimable_all: what ``system prune -a`` frees.
         fs_free, fs_total: the store filesystem's free and total bytes.
         home: the store directory.
+        containers, volumes: per object (a Docker Engine's; none in lamina's store).
+        prunes: what each prune command would remove now.
+        cache_mounts: ``RUN --mount=type=cache`` directories (``builder prune`` and
+            ``system prune`` remove them).
         layers_disk: what every layer's files occupy on disk (0 where not known).
         reclaimable_disk: what ``system prune`` frees on disk (layer directories,
             configs, leftovers).
@@ -181,6 +286,10 @@ class DiskUsage:
     fs_free: int
     fs_total: int
     home: str
+    containers: tuple[ContainerUsage, ...] = ()
+    volumes: tuple[VolumeUsage, ...] = ()
+    prunes: tuple[PruneEstimate, ...] = ()
+    cache_mounts: tuple[CacheMountUsage, ...] = ()
     layers_disk: int = 0
     reclaimable_disk: int = 0
     reclaimable_all_disk: int = 0
@@ -210,6 +319,9 @@ class DiskUsage:
                 for layer in self.layers
             ],
             "cache": [asdict(c) for c in self.cache],
+            "containers": [asdict(c) | {"volumes": list(c.volumes)} for c in self.containers],
+            "volumes": [asdict(v) | {"containers": list(v.containers)} for v in self.volumes],
+            "prunes": [asdict(p) for p in self.prunes],
             "dangling": list(self.dangling),
             "orphans": list(self.orphans),
             "layers_size": self.layers_size,
@@ -260,6 +372,7 @@ def account(
         fs_free=fs_free,
         fs_total=fs_total,
         home=str(home) if home is not None else "",
+        prunes=plans.estimates(),
         layers_disk=sum(row.disk for row in graph.layers.values()),
         reclaimable_disk=plans.system.disk_bytes,
         reclaimable_all_disk=plans.system_all.disk_bytes,
@@ -388,6 +501,8 @@ class _Plans:
     system_all: PrunePlan
     builder: PrunePlan
     builder_all: PrunePlan
+    image: PrunePlan
+    image_all: PrunePlan
 
     @classmethod
     def of(cls, graph: RefGraph, now: float, sizer: Sizer, leftovers: list[Any]) -> _Plans:
@@ -399,6 +514,19 @@ class _Plans:
             plan("system", True),
             plan("builder", False),
             plan("builder", True),
+            plan("image", False),
+            plan("image", True),
+        )
+
+    def estimates(self) -> tuple[PruneEstimate, ...]:
+        """The prune commands lamina's own store has, each with what it removes."""
+        return (
+            estimate("image prune", self.image),
+            estimate("image prune -a", self.image_all),
+            estimate("builder prune", self.builder),
+            estimate("builder prune --all", self.builder_all),
+            estimate("system prune", self.system),
+            estimate("system prune -a", self.system_all),
         )
 
 
@@ -410,7 +538,8 @@ def _categories(
     plans: _Plans,
     leftovers: list[Any],
 ) -> tuple[CategoryUsage, ...]:
-    """The ``system df`` rows: images, build cache, orphan layers, leftovers."""
+    """The ``system df`` rows: images, containers and volumes (none here), build cache,
+    orphan layers, leftovers."""
     orphan_bytes = sum(p.bytes for p in plans.system.layers if p.reason == "referenced by nothing")
     leftover_bytes = sum(left.bytes for left in leftovers)
     return (
@@ -422,6 +551,8 @@ def _categories(
             sum(p.bytes for p in plans.system.images),
             sum(p.bytes for p in plans.system_all.images),
         ),
+        CategoryUsage("containers", 0, 0, 0, 0, 0),
+        CategoryUsage("volumes", 0, 0, 0, 0, 0),
         CategoryUsage(
             "build_cache",
             len(graph.cache),

@@ -21,12 +21,19 @@ from typing import IO, Any
 
 from lamina.core.digest import chain_ids
 from lamina.core.docker import convert
-from lamina.core.docker.client import call, unreachable
-from lamina.core.docker.context import context_tar
+from lamina.core.docker.client import call, explanation, unreachable
+from lamina.core.docker.context import context_tar, tar_style
 from lamina.core.docker.inputs import dockerfile_of, explain, plan_inputs
 from lamina.core.docker.inventory import Inventory
+from lamina.core.docker.predict import predict
 from lamina.core.docker.records import BuildRecords, build_record, records_dir
-from lamina.core.errors import ContextError, LaminaError, NotFound, UsageError
+from lamina.core.errors import (
+    BuildError,
+    ContextError,
+    DockerfileError,
+    LaminaError,
+    NotFound,
+)
 from lamina.core.events import (
     BuildEvent,
     BuildFailed,
@@ -72,18 +79,49 @@ class DockerBuilder:
         """Build and yield progress events (see ``Engine.build``).
 
         Raises:
-            UsageError: ``dry_run`` (Docker cannot predict a build) or an unknown target.
-            DockerfileError: the Dockerfile does not parse.
+            UsageError: an unknown target.
+            DockerfileError: for a dry run, the Dockerfile does not parse (a real build
+                sends it anyway, so the daemon's own message is the error).
         """
-        if request.dry_run:
-            raise UsageError("--dry-run is only available with the embedded engine")
         context = Path(request.context)
         if not context.is_dir():
             raise ContextError(f"build context {context} is not a directory")
         request = replace(request, tags=tuple(convert.normal_tag(t) for t in request.tags))
-        planned = plan_inputs(request)
-        context_file, dockerfile_name = context_tar(context.resolve(), dockerfile_of(request))
+        if request.dry_run:
+            return self._predict(request)
+        try:
+            planned = plan_inputs(request)
+        except DockerfileError as exc:
+            # Docker's own parser decides, and its message (with its line number) is the
+            # one users know: send the build and let the daemon say what is wrong. Should
+            # the daemon accept what lamina's parser refused, the build still runs, only
+            # without recorded inputs to explain its misses.
+            log.info("lamina's parser refused %s (%s); Docker decides", request.context, exc)
+            planned = []
+        style = tar_style(str(self.api.api_version))
+        context_file, dockerfile_name = context_tar(
+            context.resolve(), dockerfile_of(request), style
+        )
         return self._guarded(request, planned, cancel, context_file, dockerfile_name)
+
+    def _predict(self, request: BuildRequest) -> Iterator[BuildEvent]:
+        """What-if: every step's hit or miss on this daemon (:mod:`~lamina.core.docker.predict`).
+
+        Raises:
+            DockerfileError: the Dockerfile does not parse (nothing is sent to Docker).
+        """
+        planned = plan_inputs(request)
+        dockerfile = dockerfile_of(request)
+        probe = {
+            "id": None,
+            "tags": list(request.tags),
+            "dockerfile": str(dockerfile),
+            "context": str(Path(request.context).resolve()),
+        }
+        history = self.records.load_all()
+        return predict(
+            self.inventory, request, planned, history, self.records.previous(probe), str(dockerfile)
+        )
 
     def _guarded(
         self,
@@ -158,7 +196,7 @@ class DockerBuilder:
         buffer = ""
         error: str | None = None
         try:
-            stream = call("starting the build", api.build, **kwargs)
+            stream = _start(api, kwargs)
             for chunk in _chunks(stream, cancel):
                 if chunk is _CANCELLED:
                     self._cancel(state)
@@ -381,6 +419,9 @@ class _State:
         else:
             cached = bool(current["hit_seen"])
             reason = None
+            if planned is not None:
+                # What a later what-if looks for among the parent's children.
+                planned["result"] = _full_id(inventory, short_id)
             if not cached:
                 cur = dict(planned) if planned is not None else None
                 if cur is not None:
@@ -408,6 +449,32 @@ class _State:
             size=size,
         )
         yield StepFinished(step)
+
+
+def _start(api: Any, kwargs: dict[str, Any]) -> Any:
+    """Starts the build; a request the daemon refuses fails with the daemon's words.
+
+    Docker rejects a Dockerfile it cannot parse before streaming anything (HTTP 400,
+    ``dockerfile parse error line 9: unknown instruction: SET``): that message is the
+    error, exactly as ``docker build`` prints it.
+    """
+    import docker  # type: ignore[import-untyped]
+
+    try:
+        stream = api.build(**kwargs)
+    except docker.errors.APIError as exc:
+        raise BuildError(explanation(exc)) from exc
+    except (docker.errors.DockerException, OSError) as exc:
+        raise unreachable(exc) from exc
+
+    def chunks() -> Iterator[Any]:
+        # With a streamed response the SDK reads the status only at the first chunk.
+        try:
+            yield from stream
+        except docker.errors.APIError as exc:
+            raise BuildError(explanation(exc)) from exc
+
+    return chunks()
 
 
 def _full_id(inventory: Inventory, short_id: str) -> str:

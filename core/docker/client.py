@@ -170,11 +170,11 @@ def call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     except LaminaError:
         raise
     except docker.errors.NotFound as exc:
-        raise NotFound(f"{what}: {_explanation(exc)}") from exc
+        raise NotFound(f"{what}: {explanation(exc)}") from exc
     except docker.errors.APIError as exc:
         if exc.status_code == 409:
-            raise InUse(f"{what}: {_explanation(exc)}") from exc
-        raise EngineUnavailable(f"{what}: Docker answered {_explanation(exc)}") from exc
+            raise InUse(f"{what}: {explanation(exc)}") from exc
+        raise EngineUnavailable(f"{what}: Docker answered {explanation(exc)}") from exc
     except docker.errors.DockerException as exc:
         raise unreachable(exc) from exc
     except OSError as exc:
@@ -186,8 +186,22 @@ def call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise
 
 
-def _explanation(exc: Any) -> str:
-    text = getattr(exc, "explanation", None) or str(exc)
+def explanation(exc: Any) -> str:
+    """The daemon's own words for a failed API call (its JSON ``message``), first line.
+
+    The SDK's ``str()`` of an API error is ``400 Client Error for <url>: Bad Request
+    ("...")``; users compare lamina's words with Docker's, so only the daemon's message
+    is kept, or the HTTP status when the daemon said nothing.
+    """
+    text = getattr(exc, "explanation", None)
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    return str(text).strip().splitlines()[0] if str(text).strip() else type(exc).__name__
+    text = str(text or "").strip()
+    if text:
+        return text.splitlines()[0]
+    response = getattr(exc, "response", None)
+    status = getattr(exc, "status_code", None) or getattr(response, "status_code", None)
+    reason = getattr(response, "reason", None)
+    if status:
+        return f"HTTP {status} {reason or ''}".strip()
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,13 +1,29 @@
 """The build context tar, sent the way the ``docker`` CLI sends it.
 
-The SDK's own context tar keeps each file's real uid/gid and names, so a ``chown`` in
-the context would miss Docker's cache; the CLI forces uid/gid 0 (moby's
-``archive.TarWithOptions`` with ``ChownOpts``), and that is what users' caches are made
-of. This module writes the context like the CLI: ``.dockerignore`` applied (the
-Dockerfile and ``.dockerignore`` themselves are always sent, and the daemon drops them
-if the patterns match), owners zeroed, and a Dockerfile from outside the context added
-under a random ``.dockerfile.<hex>`` name that ``.dockerignore`` lists (docker/cli's
-``AddDockerfileToBuildContext``).
+The classic builder hashes each COPY/ADD source from the tar headers it receives
+(tarsum v1: name, mode, uid, gid, size, typeflag, linkname, uname, gname, devmajor,
+devminor), so a build shares the user's own ``docker build`` cache only if lamina's tar
+headers are the CLI's, field for field. The CLI writes the context with moby's
+``archive.TarWithOptions`` and ``ChownOpts`` uid/gid 0, and what that writes changed:
+
+* CLI up to 20.10 (moby ``pkg/archive`` 20.10, ``FileInfoHeader``): ``uname``/``gname``
+  looked up from the file's *real* owner (``root``, or a local user's name; empty when
+  the uid has no name), and the file type bits in ``mode`` (``0100644``, ``040755``:
+  ``fillGo18FileTypeBits``);
+* CLI 23.0 (``FileInfoHeaderNoLookups``): no names, type bits still in ``mode``;
+* CLI 24.0 and newer (moby cddaa84777 dropped ``fillGo18FileTypeBits``): no names, and
+  ``mode`` holds the permission bits only.
+
+lamina writes the tar of the CLI that ships with the daemon it talks to (daemon 20.10 is
+API 1.41, 23.0 is 1.42, 24.0 is 1.43): Debian 12's ``docker.io`` is CLI and daemon
+20.10, and a 28.x CLI on the same 20.10 daemon hashes differently from both (its cache
+is not the 20.10 CLI's either). Checked against Docker 20.10.24 and a 28.2.2 CLI.
+
+Otherwise the context is the CLI's: ``.dockerignore`` applied (the Dockerfile and
+``.dockerignore`` themselves are always sent, and the daemon drops them if the patterns
+match), owners zeroed, and a Dockerfile from outside the context added under a random
+``.dockerfile.<hex>`` name that ``.dockerignore`` lists (docker/cli's
+``AddDockerfileToBuildContext``, which writes mode ``0600`` without type bits).
 """
 
 from __future__ import annotations
@@ -16,6 +32,7 @@ import io
 import logging
 import os
 import secrets
+import stat
 import tarfile
 import tempfile
 import time
@@ -28,9 +45,58 @@ from lamina.core.errors import ContextError, LaminaError
 log = logging.getLogger(__name__)
 
 
-def _zero_owner(info: tarfile.TarInfo) -> tarfile.TarInfo:
+# The context tar each generation of the docker CLI writes (see the module docstring).
+STYLE_LOOKUPS = "cli-20.10"  # names of the real owner, file type bits in mode
+STYLE_TYPE_BITS = "cli-23"  # no names, file type bits in mode
+STYLE_PLAIN = "cli-24"  # no names, permission bits only
+
+
+def tar_style(api_version: str) -> str:
+    """The context tar of the CLI that ships with a daemon speaking ``api_version``."""
+    try:
+        version = tuple(int(p) for p in api_version.split(".")[:2])
+    except ValueError:
+        return STYLE_PLAIN
+    if version <= (1, 41):
+        return STYLE_LOOKUPS
+    if version == (1, 42):
+        return STYLE_TYPE_BITS
+    return STYLE_PLAIN
+
+
+class _GoTarInfo(tarfile.TarInfo):
+    """A tar entry whose ``mode`` field may carry the file type bits, as Go's
+    ``archive/tar`` writes them for moby's ``fillGo18FileTypeBits`` (Python's tarfile
+    masks ``mode`` to ``0o7777``)."""
+
+    full_mode: int | None = None
+
+    def tobuf(
+        self,
+        format: int | None = tarfile.DEFAULT_FORMAT,
+        encoding: str | None = None,
+        errors: str = "surrogateescape",
+    ) -> bytes:
+        buf = super().tobuf(format, encoding or tarfile.ENCODING, errors)  # type: ignore[arg-type]
+        if self.full_mode is None:
+            return buf
+        # The entry's own header is the last block (extended headers come before it).
+        header = bytearray(buf[-tarfile.BLOCKSIZE :])
+        header[100:108] = b"%07o\0" % self.full_mode
+        header[148:156] = b"        "
+        # tarfile's own checksum: unsigned sum of the block, the field read as spaces.
+        chksum = sum(header)
+        header[148:155] = b"%06o\0" % chksum
+        return buf[: -tarfile.BLOCKSIZE] + bytes(header)
+
+
+def _as_cli(info: tarfile.TarInfo, st_mode: int, style: str) -> tarfile.TarInfo:
+    """Owner and mode as that CLI writes them; uid/gid are always 0 (``ChownOpts``)."""
     info.uid = info.gid = 0
-    info.uname = info.gname = ""
+    if style != STYLE_LOOKUPS:
+        info.uname = info.gname = ""  # 20.10 keeps the names tarfile looked up
+    if style != STYLE_PLAIN and isinstance(info, _GoTarInfo):
+        info.full_mode = stat.S_IFMT(st_mode) | stat.S_IMODE(st_mode)
     return info
 
 
@@ -47,12 +113,15 @@ def _capability(path: Path, info: tarfile.TarInfo) -> None:
     info.pax_headers = {**info.pax_headers, key: value.decode("utf-8", "surrogateescape")}
 
 
-def context_tar(context_dir: Path, dockerfile: Path) -> tuple[IO[bytes], str]:
+def context_tar(
+    context_dir: Path, dockerfile: Path, style: str = STYLE_PLAIN
+) -> tuple[IO[bytes], str]:
     """Writes the context as the CLI would send it.
 
     Args:
         context_dir: the build context.
         dockerfile: the Dockerfile (inside or outside the context).
+        style: which CLI's tar (:func:`tar_style`).
 
     Returns:
         ``(tar file, Dockerfile name inside the tar)``; the file is positioned at 0 and
@@ -86,7 +155,9 @@ def context_tar(context_dir: Path, dockerfile: Path) -> tuple[IO[bytes], str]:
     # Returned open: the build streams it to Docker and closes it.
     out = tempfile.TemporaryFile(prefix="lamina-context-")  # noqa: SIM115
     try:
-        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        with tarfile.open(
+            fileobj=out, mode="w", format=tarfile.PAX_FORMAT, tarinfo=_GoTarInfo
+        ) as tar:
             for rel, _is_dir in walk_context(root, exclude=walk_excludes or None):
                 if outside and rel == ".dockerignore":
                     continue  # rewritten below
@@ -100,7 +171,7 @@ def context_tar(context_dir: Path, dockerfile: Path) -> tuple[IO[bytes], str]:
                     ) from exc
                 if info is None:
                     continue  # a socket: the CLI skips those too
-                _zero_owner(info)
+                _as_cli(info, os.lstat(full).st_mode, style)
                 _capability(full, info)
                 if info.isreg():
                     try:

@@ -10,11 +10,12 @@ module only reads the JSON it is handed.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from lamina.core.accounting.graph import CacheRow, ImageRow, LayerRow
+from lamina.core.accounting.graph import CacheRow, ContainerRow, ImageRow, LayerRow, VolumeRow
 from lamina.core.digest import chain_ids
 from lamina.core.errors import UsageError
 from lamina.core.model import HistoryEntry, ImageSummary, LayerInfo
@@ -289,6 +290,55 @@ def intermediate_row(data: dict[str, Any], history: list[dict[str, Any]]) -> Cac
     )
 
 
+# moby's stringid.GenerateRandomID: the name Docker gives a volume nobody named.
+_RANDOM_ID_RE = re.compile(r"^[0-9a-f]{64}$")
+# Docker 23+ labels the volumes it creates for VOLUME and `-v /path`; 20.10 does not.
+ANONYMOUS_LABEL = "com.docker.volume.anonymous"
+
+
+def container_row(ctr: dict[str, Any]) -> ContainerRow:
+    """A ``Containers`` entry of ``/system/df`` (or ``/containers/json?size=1``)."""
+    names = [str(n).lstrip("/") for n in ctr.get("Names") or []]
+    volumes = tuple(
+        str(m["Name"])
+        for m in ctr.get("Mounts") or []
+        if m.get("Type") == "volume" and m.get("Name")
+    )
+    return ContainerRow(
+        id=str(ctr["Id"]),
+        name=names[0] if names else "",
+        image_id=str(ctr.get("ImageID") or ""),
+        image=str(ctr.get("Image") or ""),
+        state=str(ctr.get("State") or ""),
+        size=int(ctr.get("SizeRw") or 0),
+        created=parse_time(ctr.get("Created")),
+        labels=dict(ctr.get("Labels") or {}),
+        volumes=volumes,
+    )
+
+
+def volume_row(vol: dict[str, Any], users: tuple[str, ...]) -> VolumeRow:
+    """A ``Volumes`` entry of ``/system/df``, with the IDs of the containers mounting it.
+
+    A volume is anonymous when Docker labelled it so (23+), or, on a daemon that does not
+    label them (20.10), when its name is the random 64-hex ID Docker generates.
+    """
+    usage = vol.get("UsageData") or {}
+    labels = dict(vol.get("Labels") or {})
+    name = str(vol["Name"])
+    return VolumeRow(
+        name=name,
+        driver=str(vol.get("Driver") or ""),
+        size=int(usage.get("Size", -1)),
+        links=int(usage.get("RefCount", 0)),
+        created=parse_time(vol.get("CreatedAt")),
+        labels=labels,
+        anonymous=ANONYMOUS_LABEL in labels or bool(_RANDOM_ID_RE.match(name)),
+        options=bool(vol.get("Options")),
+        containers=users,
+    )
+
+
 @dataclass(frozen=True)
 class BuildKitRecord:
     """One BuildKit cache record from ``system df``.
@@ -302,6 +352,7 @@ class BuildKitRecord:
         shared: it shares storage with image layers.
         description: what made it.
         type: BuildKit's record type.
+        parent: the record it stands on ("" for none).
     """
 
     id: str
@@ -313,6 +364,7 @@ class BuildKitRecord:
     shared: bool
     description: str
     type: str
+    parent: str = ""
 
     @property
     def key(self) -> str:
@@ -349,4 +401,5 @@ def buildkit_record(rec: dict[str, Any]) -> BuildKitRecord:
         shared=bool(rec.get("Shared")),
         description=str(rec.get("Description") or ""),
         type=str(rec.get("Type") or ""),
+        parent=str(rec.get("Parent") or ""),
     )

@@ -25,7 +25,8 @@ from lamina.core.accounting.dive import Analysis, analyze_entries
 from lamina.core.accounting.plans import PrunePlan, PruneRequest, PruneResult
 from lamina.core.accounting.usage import DiskUsage
 from lamina.core.docker import client as docker_client
-from lamina.core.docker import convert, prune
+from lamina.core.docker import convert, prune, usage
+from lamina.core.docker import pull as registry
 from lamina.core.docker.build import DockerBuilder
 from lamina.core.docker.inventory import Inventory
 from lamina.core.docker.save import saved_layers
@@ -39,6 +40,8 @@ from lamina.core.model import (
     ImageSummary,
     LayerInfo,
 )
+from lamina.core.registry.plan import PullPlan
+from lamina.core.registry.progress import TransferEvent
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +167,23 @@ class DockerEngine:
         """Builds lamina ran on this Docker Engine, newest first."""
         return DockerBuilder(self._inventory, self._home).list_builds(limit)
 
+    # -- registries (lamina.core.docker.pull) -----------------------------------------
+
+    def plan_pull(self, ref: str, platform: str | None = None) -> PullPlan:
+        """What the daemon would download for ``ref``, from the registry's manifest."""
+        return registry.plan_pull(self.images(), self.layers(), ref, platform)
+
+    def pull(
+        self, plan: PullPlan, cancel: threading.Event | None = None
+    ) -> Iterator[TransferEvent]:
+        """Has the daemon pull the plan's image, streaming its progress."""
+        self._inventory.forget()
+        return registry.pull(self.api, plan, cancel)
+
+    def push(self, ref: str, cancel: threading.Event | None = None) -> Iterator[TransferEvent]:
+        """Has the daemon push a tag it has."""
+        return registry.push(self.api, self.images(), ref, cancel)
+
     # -- disk usage and prune --------------------------------------------------------
 
     @property
@@ -172,8 +192,8 @@ class DockerEngine:
         return prune.DIFFERENCES
 
     def disk_usage(self) -> DiskUsage:
-        """``system df`` through lamina's accounting (see :mod:`lamina.core.docker.prune`)."""
-        return prune.disk_usage(self._inventory)
+        """``system df`` as Docker counts it, with lamina's plans (:mod:`~lamina.core.docker.usage`)."""
+        return usage.disk_usage(self._inventory)
 
     def plan_prune(self, request: PruneRequest) -> PrunePlan:
         """What Docker's prune will remove and the bytes it frees (a dry run)."""

@@ -10,10 +10,10 @@ The conversions themselves live in :mod:`lamina.core.docker.convert`.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from lamina.core.accounting.graph import LayerRow
+from lamina.core.accounting.graph import ContainerRow, LayerRow, VolumeRow
 from lamina.core.digest import chain_ids, is_digest
 from lamina.core.docker import convert
 from lamina.core.docker.client import call
@@ -37,6 +37,12 @@ class DockerRefs:
         build_cache: BuildKit cache records from ``system df``.
         layers_size: Docker's own ``LayersSize``.
         root_dir: the daemon's data root.
+        image_layers: per image ID, its history rows that made layers, base first, each
+            with the chainID it made.
+        container_rows: every container by ID, with its writable layer's size.
+        volumes: every volume by name, with its size and users.
+        api_version: the API version spoken with the daemon.
+        server_version: the daemon's version (``20.10.24``).
     """
 
     top: set[str]
@@ -47,6 +53,32 @@ class DockerRefs:
     build_cache: list[BuildKitRecord]
     layers_size: int
     root_dir: str
+    image_layers: dict[str, list[tuple[dict[str, Any], str]]] = field(default_factory=dict)
+    container_rows: dict[str, ContainerRow] = field(default_factory=dict)
+    volumes: dict[str, VolumeRow] = field(default_factory=dict)
+    api_version: str = ""
+    server_version: str = ""
+
+    @property
+    def volume_prune_takes_all(self) -> bool:
+        """Whether ``volume prune`` removes named volumes too without ``all``.
+
+        Checked on the daemons themselves: 20.10 (API 1.41) removes every unused local
+        volume and rejects an ``all`` filter; 23.0 (API 1.42) and newer remove only
+        anonymous ones unless ``all=true``.
+        """
+        return version_tuple(self.api_version) < (1, 42)
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``1.41`` -> ``(1, 41)``; anything unreadable sorts first."""
+    out: list[int] = []
+    for part in version.split("."):
+        digits = "".join(c for c in part if c.isdigit())
+        if not digits:
+            break
+        out.append(int(digits))
+    return tuple(out) or (0,)
 
 
 class Inventory:
@@ -235,6 +267,7 @@ class Inventory:
         images: dict[str, dict[str, Any]] = {}
         history: dict[str, list[dict[str, Any]]] = {}
         layers: dict[str, LayerRow] = {}
+        image_layers: dict[str, list[tuple[dict[str, Any], str]]] = {}
         for row in self.listed(all_images=True):
             try:
                 data = dict(self.inspect_id(row["Id"]))
@@ -243,16 +276,26 @@ class Inventory:
             data["RepoTags"] = [t for t in row.get("RepoTags") or [] if t != "<none>:<none>"]
             images[data["Id"]] = data
             history[data["Id"]] = self.history(data["Id"])
-            for info in self.layer_infos(data):
+            view = self.layer_rows(data)
+            image_layers[data["Id"]] = [(row, chain) for row, _e, chain in view if chain]
+            for info in convert.layer_infos(data, view):
                 if info.chain_id not in layers:
                     layers[info.chain_id] = LayerRow(
                         info.chain_id, info.parent, info.size, info.created, info.created_by
                     )
-        containers: dict[str, list[str]] = {}
-        for ctr in call("listing containers", self.api.containers, all=True):
-            containers.setdefault(str(ctr.get("ImageID") or ""), []).append(str(ctr["Id"]))
         df: dict[str, Any] = call("reading Docker's disk usage", self.api.df)
         daemon: dict[str, Any] = call("reading Docker's info", self.api.info)
+        rows = [convert.container_row(c) for c in df.get("Containers") or []]
+        containers: dict[str, list[str]] = {}
+        users: dict[str, list[str]] = {}
+        for ctr in rows:
+            containers.setdefault(ctr.image_id, []).append(ctr.id)
+            for name in ctr.volumes:
+                users.setdefault(name, []).append(ctr.id)
+        volumes = [
+            convert.volume_row(v, tuple(users.get(str(v["Name"]), ())))
+            for v in df.get("Volumes") or []
+        ]
         return DockerRefs(
             top={row["Id"] for row in top_rows if row["Id"] in images},
             images=images,
@@ -262,4 +305,9 @@ class Inventory:
             build_cache=[convert.buildkit_record(rec) for rec in df.get("BuildCache") or []],
             layers_size=int(df.get("LayersSize") or 0),
             root_dir=str(daemon.get("DockerRootDir") or ""),
+            image_layers=image_layers,
+            container_rows={c.id: c for c in rows},
+            volumes={v.name: v for v in volumes},
+            api_version=str(self.api.api_version),
+            server_version=str(daemon.get("ServerVersion") or ""),
         )

@@ -1,14 +1,20 @@
 """lamina's own records of the builds it ran on a Docker daemon.
 
 Docker keeps no record of a build's inputs, so lamina writes one JSON file per build
-under ``<home>/docker/<daemon-id>/builds/`` (builds on different daemons never explain
+under ``<home>/docker/<daemon>/builds/`` (builds on different daemons never explain
 each other): the request, the steps with hit or miss and reason, and the inputs each
 step had (:mod:`lamina.core.docker.inputs`), which the next build of the same tag is
 compared with.
+
+``<daemon>`` names one daemon: its ``ID`` from ``docker info`` alone is not enough,
+because dockerd 20.10 derives it from ``/etc/docker/key.json``, which every daemon on a
+host shares; together with the daemon's data root (``DockerRootDir``), which two daemons
+on one host cannot share, it is.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -28,10 +34,20 @@ def records_dir(home: Path, daemon_info: dict[str, Any]) -> Path:
 
     Args:
         home: the lamina home.
-        daemon_info: Docker's ``info`` (its ``ID`` names the daemon).
+        daemon_info: Docker's ``info``: its ``ID`` and ``DockerRootDir`` name the daemon.
     """
-    daemon = _SAFE_RE.sub("_", str(daemon_info.get("ID") or daemon_info.get("Name") or "default"))
-    return Path(home) / "docker" / daemon / "builds"
+    return Path(home) / "docker" / daemon_key(daemon_info) / "builds"
+
+
+def daemon_key(daemon_info: dict[str, Any]) -> str:
+    """A directory name that differs between any two daemons, even on one host.
+
+    The daemon's ID (readable, shortened) and a hash of ID and data root together.
+    """
+    daemon_id = str(daemon_info.get("ID") or daemon_info.get("Name") or "default")
+    root = str(daemon_info.get("DockerRootDir") or "")
+    digest = hashlib.sha256(f"{daemon_id}\0{root}".encode()).hexdigest()[:16]
+    return f"{_SAFE_RE.sub('_', daemon_id)[:24]}-{digest}"
 
 
 class BuildRecords:

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
         PruneResult,
     )
     from lamina.core.accounting.usage import DiskUsage
+    from lamina.core.registry.plan import PullPlan
+    from lamina.core.registry.progress import TransferEvent
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +236,28 @@ class EmbeddedEngine:
         from lamina.core.embedded.builder.records import list_builds
 
         return list_builds(self.store, limit)
+
+    # -- registries ------------------------------------------------------------------
+
+    def plan_pull(self, ref: str, platform: str | None = None) -> PullPlan:
+        """What pulling ``ref`` would download into this store (nothing is changed)."""
+        from lamina.core.embedded.pull import plan_pull
+
+        return plan_pull(self.store, ref, platform)
+
+    def pull(
+        self, plan: PullPlan, cancel: threading.Event | None = None
+    ) -> Iterator[TransferEvent]:
+        """Downloads what the plan lacks, verifies it, then records the image."""
+        from lamina.core.embedded.pull import pull
+
+        return pull(self.store, plan, cancel)
+
+    def push(self, ref: str, cancel: threading.Event | None = None) -> Iterator[TransferEvent]:
+        """Pushes a local image, uploading only what the registry lacks."""
+        from lamina.core.embedded.pull import push
+
+        return push(self.store, ref, cancel)
 
     def disk_usage(self) -> DiskUsage:
         """Sizes, sharing and what is reclaimable."""

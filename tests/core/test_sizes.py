@@ -20,7 +20,7 @@ import pytest
 from lamina.core.embedded.builder.walk import run_build
 from lamina.core.embedded.engine import EmbeddedEngine
 from lamina.core.embedded.store import Store
-from lamina.core.embedded.store.index import SCHEMA_V1
+from lamina.core.embedded.store.index import SCHEMA_V1, SCHEMA_VERSION
 from lamina.core.embedded.store.layers import measure
 from lamina.core.events import BuildFinished
 from lamina.core.model import BuildRequest
@@ -135,7 +135,7 @@ def test_a_version_1_store_is_measured_again_when_it_opens(tmp_path: Path) -> No
 
     store = Store(home)
     try:
-        assert store.index.schema_version() == 2
+        assert store.index.schema_version() == SCHEMA_VERSION
         migrated = store.layers.get(chain_id)
         assert (migrated.size, migrated.disk_size) == (15, info.disk_size)
         steps = store.builds.recent()[0].steps

@@ -39,6 +39,16 @@ def _import_base(engine: DockerEngine, tmp: Path) -> str:
     return BASE
 
 
+@pytest.fixture(autouse=True)
+def _docker_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every Docker test records builds under a temp ``LAMINA_HOME``, never the real home
+    (the CLI opens its engine with ``default_home()``)."""
+    home = tmp_path / "lamina-home"
+    monkeypatch.setenv("LAMINA_HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    return home
+
+
 @pytest.fixture
 def docker_engine(docker_available: None, tmp_path: Path) -> Iterator[DockerEngine]:
     """A DockerEngine on the daemon ``DOCKER_HOST`` names, recording builds in tmp_path."""

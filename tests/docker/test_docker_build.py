@@ -171,8 +171,12 @@ def test_dockerfile_outside_context_and_target(
     assert [(s.stage, s.index) for s in steps(events)] == [(0, 0), (0, 1)]
     with pytest.raises(UsageError, match="target stage 'third' not found"):
         run(docker_engine, context, tag, dockerfile=str(dockerfile), target="third")
-    with pytest.raises(UsageError, match="embedded engine"):
-        run(docker_engine, context, tag, dry_run=True)
+    # What-if works on Docker too: the same target, predicted from what the daemon holds.
+    predicted = run(
+        docker_engine, context, tag, dockerfile=str(dockerfile), target="first", dry_run=True
+    )
+    assert isinstance(predicted[-1], BuildFinished) and predicted[-1].image is None
+    assert [s.cached for s in steps(predicted)] == [None, True]
 
 
 def test_builds_are_recorded_newest_first(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon_state import docker_2010
 
 from lamina.tui.cli import main
 
@@ -69,8 +70,10 @@ def test_build_progress_json_agrees_with_docker_build(
     capsys: pytest.CaptureFixture[str], built: tuple[str, Path]
 ) -> None:
     tag, ctx = built
-    # Docker's own classic build of the same context hits every step lamina stored.
-    out = docker("build", "--network", "none", "-t", tag, str(ctx))
+    # Docker's own classic build of the same context hits every step lamina stored: the
+    # CLI that ships with this 20.10 daemon, named explicitly (a newer CLI on PATH writes
+    # the context tar differently; see lamina.core.docker.context).
+    out = docker_2010("build", "--network", "none", "-t", tag, str(ctx))
     assert out.count(" ---> Using cache") == 3
     code, out, _ = lamina(capsys, "build", "--progress", "json", "-t", tag, str(ctx))
     assert code == 0

@@ -129,3 +129,37 @@ async def test_the_disk_view_system_df_and_the_dialog_agree(
     for c in df["categories"]:
         assert c["reclaimable"] <= c["reclaimable_all"] <= c["size"], c
     assert dry["reclaimable_bytes"] == 30_000 + 7_000 + sum(x["bytes"] for x in dry["leftovers"])
+
+
+def test_cache_mounts_count_in_system_df_as_in_the_dry_runs(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = Store(home)
+    try:
+        with store.cache_mounts.use("pip", "shared") as path:
+            (path / "wheel.whl").write_bytes(b"w" * 50_000)
+    finally:
+        store.close()
+    df = cli(capsys, "system", "df", "--format", "json")
+    mount = store_mount_size(home)
+    assert mount >= 50_000
+    cache = {c["name"]: c for c in df["categories"]}["build_cache"]
+    builder = cli(capsys, "builder", "prune", "--dry-run", "--format", "json")
+    system = cli(capsys, "system", "prune", "--dry-run", "--format", "json")
+    # The row is the cache part of builder prune's plan: its entries and its mounts.
+    assert cache["reclaimable"] == sum(c["bytes"] for c in builder["cache"]) + sum(
+        m["bytes"] for m in builder["cache_mounts"]
+    )
+    assert mount <= cache["reclaimable"] <= cache["size"]
+    assert df["reclaimable_bytes"] == system["reclaimable_bytes"]
+    estimates = {p["command"]: p["bytes"] for p in df["prunes"]}
+    assert estimates["builder prune"] == builder["reclaimable_bytes"]
+    assert estimates["system prune"] == system["reclaimable_bytes"]
+
+
+def store_mount_size(home: Path) -> int:
+    store = Store(home)
+    try:
+        return sum(m.size for m in store.cache_mounts.entries())
+    finally:
+        store.close()

@@ -19,7 +19,7 @@ from lamina.core import LaminaError, UsageError
 from lamina.tui.cli.context import CliContext
 
 # Verb groups, in the order `lamina --help` lists them.
-COMMAND_MODULES = ("build", "images", "archive", "disk", "debug", "app")
+COMMAND_MODULES = ("build", "images", "registry", "archive", "disk", "debug", "app")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import threading
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -32,6 +33,7 @@ from lamina.core import (
     short_digest,
 )
 from lamina.tui.cli.context import CliContext
+from lamina.tui.format import ago
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,9 +48,77 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-cache", action="store_true", help="skip cache lookups")
     p.add_argument("--dry-run", action="store_true", help="predict hits and misses, build nothing")
     p.add_argument("--network", choices=("host", "none"), default="host")
+    p.add_argument(
+        "--builder",
+        choices=("buildkit", "classic"),
+        help="whose cache rules to follow (default: config.toml's [build] builder, else buildkit)",
+    )
+    p.add_argument(
+        "--no-cache-filter",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="skip cache lookups for this stage (repeatable; BuildKit rules)",
+    )
+    p.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="id=ID,src=PATH",
+        help="a secret for RUN --mount=type=secret (never stored)",
+    )
+    p.add_argument(
+        "--ssh",
+        action="append",
+        default=[],
+        metavar="ID=SOCKET",
+        help="an ssh agent socket for RUN --mount=type=ssh (default: $SSH_AUTH_SOCK)",
+    )
+    p.add_argument(
+        "--base-substitute",
+        action="append",
+        default=[],
+        metavar="REF=IMAGE",
+        help="use IMAGE of the store where FROM names REF, which the store lacks ('*=IMAGE'"
+        " for any missing base); for checking Dockerfiles whose bases cannot be had offline",
+    )
     p.add_argument("--progress", choices=("auto", "plain", "json"), default="auto")
     p.add_argument("context", metavar="CONTEXT")
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("builds", help="list recorded builds with their steps")
+    p.add_argument("-n", "--last", type=int, default=50, metavar="N", help="at most N builds")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_builds)
+
+
+def cmd_builds(args: argparse.Namespace, ctx: CliContext) -> int:
+    """``lamina builds``: the builds the engine recorded, newest first (like ``docker
+    buildx history ls``); ``--format json`` gives every build with its steps."""
+    if args.last < 1:
+        raise UsageError("--last must be at least 1")
+    records = ctx.engine.builds(limit=args.last)
+    if args.format == "json":
+        print(json.dumps([asdict(r) for r in records], indent=2, sort_keys=True))
+        return 0
+    rows = [["BUILD ID", "NAME", "STATUS", "CREATED AT", "DURATION", "STEPS", "CACHED"]]
+    for r in records:
+        steps = [s for s in r.steps if s.cached is not None]
+        rows.append(
+            [
+                str(r.id),
+                ", ".join(r.tags) or r.context,
+                r.status,
+                ago(r.started, docker=True),
+                f"{r.finished - r.started:.1f}s" if r.finished else "-",
+                str(len(steps)),
+                str(sum(1 for s in steps if s.cached)),
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return 0
 
 
 def parse_build_args(items: list[str]) -> dict[str, str]:
@@ -68,6 +138,46 @@ def parse_build_args(items: list[str]) -> dict[str, str]:
     return out
 
 
+def parse_secrets(items: list[str]) -> dict[str, str]:
+    """``--secret id=ID,src=PATH`` (also ``source=``; ``env=`` reads a variable)."""
+    import os
+    import tempfile
+
+    out: dict[str, str] = {}
+    for item in items:
+        fields = dict(f.partition("=")[::2] for f in item.split(",") if f)
+        ident = fields.get("id")
+        src = fields.get("src") or fields.get("source")
+        if not ident:
+            raise UsageError(f"invalid --secret {item!r} (expected id=ID,src=PATH)")
+        if src is None and "env" in fields:
+            value = os.environ.get(fields["env"])
+            if value is None:
+                raise UsageError(f"--secret {item!r}: ${fields['env']} is not set")
+            fd, src = tempfile.mkstemp(prefix="lamina-secret-")
+            with os.fdopen(fd, "w") as fh:
+                fh.write(value)
+        if src is None:
+            raise UsageError(f"invalid --secret {item!r} (expected id=ID,src=PATH)")
+        out[ident] = str(Path(src).absolute())
+    return out
+
+
+def parse_pairs(items: list[str], flag: str, default_key: str | None = None) -> dict[str, str]:
+    """``K=V`` items of a repeatable flag (a bare ``V`` is ``default_key=V``)."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            if default_key is None:
+                raise UsageError(f"invalid {flag} {item!r} (expected KEY=VALUE)")
+            key, value = default_key, item
+        if not key or not value:
+            raise UsageError(f"invalid {flag} {item!r} (expected KEY=VALUE)")
+        out[key] = value
+    return out
+
+
 def request_from_args(args: argparse.Namespace) -> BuildRequest:
     """The :class:`BuildRequest` a command line asks for (``-f`` relative to the cwd)."""
     context = Path(args.context)
@@ -81,7 +191,24 @@ def request_from_args(args: argparse.Namespace) -> BuildRequest:
         no_cache=args.no_cache,
         dry_run=args.dry_run,
         network=args.network,
+        builder=args.builder,
+        no_cache_filter=tuple(args.no_cache_filter),
+        secrets=parse_secrets(args.secret),
+        ssh=_ssh(args.ssh),
+        base_substitutes=parse_pairs(args.base_substitute, "--base-substitute"),
     )
+
+
+def _ssh(items: list[str]) -> dict[str, str]:
+    import os
+
+    out = {}
+    for item in items:
+        if item == "default" and os.environ.get("SSH_AUTH_SOCK"):
+            out["default"] = os.environ["SSH_AUTH_SOCK"]
+        else:
+            out.update(parse_pairs([item], "--ssh", "default"))
+    return out
 
 
 class _Plain:
@@ -103,9 +230,15 @@ class _Plain:
         elif isinstance(ev, StepFinished):
             step = ev.step
             if step.cached is True:
-                w(" ---> CACHED\n")
+                note = step.reason
+                w(f" ---> CACHED ({note.get('message')})\n" if note else " ---> CACHED\n")
             elif step.cached is False and step.reason is not None:
                 w(f" ---> MISS ({step.reason.get('kind')}): {step.reason.get('message')}\n")
+            elif step.reason is not None and step.reason.get("kind") == "stage_skipped":
+                w(f" ---> {step.reason.get('message')}\n")
+            elif step.cached is None and step.reason is not None:
+                # A what-if that cannot say: the reason names the step and why.
+                w(f" ---> UNKNOWN ({step.reason.get('kind')}): {step.reason.get('message')}\n")
             if step.layer:
                 w(f" ---> layer {short_digest(step.layer)}\n")
         elif isinstance(ev, BuildFinished):
@@ -129,16 +262,18 @@ class _Json:
     def event(self, ev: BuildEvent) -> None:
         if isinstance(ev, StepFinished):
             s = ev.step
-            self.emit(
-                {
-                    "type": "step",
-                    "stage": s.stage,
-                    "index": s.index,
-                    "instruction": s.instruction,
-                    "cached": s.cached,
-                    "reason": s.reason,
-                }
-            )
+            doc: dict[str, Any] = {
+                "type": "step",
+                "stage": s.stage,
+                "index": s.index,
+                "instruction": s.instruction,
+                "cached": s.cached,
+                "reason": s.reason,
+            }
+            if s.other is not None:
+                # What the other builder would have decided here.
+                doc["other"] = s.other
+            self.emit(doc)
         elif isinstance(ev, BuildFinished):
             self.emit({"type": "result", "image": ev.image, "tags": list(ev.tags)})
 

@@ -1,10 +1,16 @@
-"""``lamina system df|prune``, ``image prune``, ``builder prune`` and ``fsck``.
+"""``lamina system df|prune``, ``container prune``, ``volume prune``, ``image prune``,
+``builder prune`` and ``fsck``.
 
 Shaped like Docker's verbs, with what Docker lacks: every prune can print its plan
 (``--dry-run``) and the plan is exactly what applying deletes; ``--format json`` gives
 ``reclaimable_bytes`` (``df`` and dry runs) and ``reclaimed_bytes`` (after a prune).
 Without ``-f`` a prune asks for confirmation on the terminal; with no terminal on stdin
 it refuses rather than guess.
+
+lamina's own store has no containers and no volumes: there ``system df`` shows those
+rows as 0, and ``container prune`` / ``volume prune`` print one line saying so and exit
+0 (nothing is left to remove, which is what the command asks for), so a script can run
+them on either engine.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from lamina.core import UsageError, default_home, parse_size, short_digest
+from lamina.core import LocalStore, UsageError, default_home, parse_size, short_digest
 from lamina.tui.cli.context import CliContext, local_only
 from lamina.tui.format import ago, size
 
@@ -37,10 +43,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_df)
 
-    p = system.add_parser("prune", help="remove dangling images, build cache and unused layers")
+    p = system.add_parser(
+        "prune", help="remove stopped containers, dangling images, build cache, unused layers"
+    )
     p.add_argument("-a", "--all", action="store_true", help="all unused images and all build cache")
+    p.add_argument("--volumes", action="store_true", help="also remove unused volumes")
     _prune_options(p, filters=True, keep_storage=False)
     p.set_defaults(func=cmd_prune, kind="system")
+
+    container = _group(sub, "container", "manage containers (Docker Engine)")
+    p = container.add_parser("prune", help="remove all stopped containers")
+    _prune_options(p, filters=True, keep_storage=False)
+    p.set_defaults(func=cmd_prune, kind="container", all=False)
+
+    volume = _group(sub, "volume", "manage volumes (Docker Engine)")
+    p = volume.add_parser("prune", help="remove unused local volumes")
+    p.add_argument(
+        "-a",
+        "--all",
+        action="store_true",
+        help="named volumes too (Docker 23+; Docker 20.10 removes them without -a)",
+    )
+    _prune_options(p, filters=True, keep_storage=False)
+    p.set_defaults(func=cmd_prune, kind="volume")
 
     image = _group(sub, "image", "manage images")
     p = image.add_parser("prune", help="remove dangling images (and their unused layers)")
@@ -88,7 +113,8 @@ def _prune_options(p: argparse.ArgumentParser, filters: bool, keep_storage: bool
             action="append",
             default=[],
             metavar="FILTER",
-            help="until=<duration|timestamp>, label=<key>[=<value>], label!=<key>[=<value>]",
+            help="until=<duration|timestamp>, label=<key>[=<value>], label!=<key>[=<value>] "
+            "(volumes: labels only)",
         )
     if keep_storage:
         p.add_argument("--keep-storage", metavar="SIZE", help="keep this much cache (e.g. 5GB)")
@@ -100,7 +126,36 @@ def _prune_options(p: argparse.ArgumentParser, filters: bool, keep_storage: bool
 
 
 def _percent(part: int, whole: int) -> str:
-    return f" ({round(100 * part / whole)}%)" if whole else ""
+    # docker/cli's formatter: integer division, and no percentage of nothing.
+    return f" ({part * 100 // whole}%)" if whole > 0 else ""
+
+
+_NAMES = {
+    "images": "Images",
+    "containers": "Containers",
+    "volumes": "Local Volumes",
+    "build_cache": "Build Cache",
+    "orphan_layers": "Unused layers",
+    "leftovers": "Leftovers",
+}
+
+
+def category_rows(usage: DiskUsage) -> list[list[str]]:
+    """The ``system df`` table, written as ``docker system df`` writes its rows
+    (go-units sizes of 4 digits; Build Cache has no percentage)."""
+    rows = [["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]]
+    for c in usage.categories:
+        percent = "" if c.name == "build_cache" else _percent(c.reclaimable, c.size)
+        rows.append(
+            [
+                _NAMES.get(c.name, c.name),
+                str(c.count),
+                str(c.active),
+                size(c.size, docker=True, precision=4),
+                size(c.reclaimable, docker=True, precision=4) + percent,
+            ]
+        )
+    return rows
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -118,29 +173,19 @@ def cmd_df(args: argparse.Namespace, ctx: CliContext) -> int:
     if args.format == "json":
         print(json.dumps(usage.to_json(), indent=2, sort_keys=True))
         return 0
-    names = {
-        "images": "Images",
-        "build_cache": "Build Cache",
-        "orphan_layers": "Unused layers",
-        "leftovers": "Leftovers",
-    }
-    rows = [["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]]
-    for c in usage.categories:
-        rows.append(
-            [
-                names.get(c.name, c.name),
-                str(c.count),
-                str(c.active),
-                size(c.size, docker=True),
-                size(c.reclaimable, docker=True) + _percent(c.reclaimable, c.size),
-            ]
-        )
-    print(_table(rows))
+    print(_table(category_rows(usage)))
     print()
     print(
         f"Reclaimable by `system prune`: {size(usage.reclaimable, docker=True)}"
         f" (with -a: {size(usage.reclaimable_all, docker=True)})"
     )
+    if usage.prunes:
+        print("\nWhat each prune would free now:")
+        width = max(len(p.command) for p in usage.prunes)
+        for p in usage.prunes:
+            print(
+                f"  lamina {p.command.ljust(width)}  {size(p.bytes, docker=True):>8}  ({p.items} items)"
+            )
     if usage.fs_total:
         print(
             f"Store {usage.home}: {size(usage.fs_free, docker=True)} free of {size(usage.fs_total, docker=True)}"
@@ -212,6 +257,36 @@ def _df_verbose(usage: DiskUsage) -> None:
             ]
         )
     print(_table(rows))
+    if usage.containers:
+        print("\nContainers space usage:\n")
+        rows = [["CONTAINER ID", "IMAGE", "LOCAL VOLUMES", "SIZE", "CREATED", "STATUS", "NAMES"]]
+        for ctr in usage.containers:
+            rows.append(
+                [
+                    ctr.id[:12],
+                    ctr.image,
+                    str(len(ctr.volumes)),
+                    size(ctr.size, docker=True),
+                    ago(ctr.created, docker=True),
+                    ctr.state,
+                    ctr.name,
+                ]
+            )
+        print(_table(rows))
+    if usage.volumes:
+        print("\nLocal Volumes space usage:\n")
+        rows = [["VOLUME NAME", "LINKS", "SIZE", "KIND", "CONTAINERS"]]
+        for vol in usage.volumes:
+            rows.append(
+                [
+                    vol.name,
+                    str(vol.links),
+                    "N/A" if vol.size < 0 else size(vol.size, docker=True),
+                    "anonymous" if vol.anonymous else "named",
+                    ", ".join(c[:12] for c in vol.containers) or "-",
+                ]
+            )
+        print(_table(rows))
     print("\nBuild cache usage:\n")
     rows = [["CACHE ID", "SIZE", "CREATED", "LAST USED", "USAGE", "SHARED", "FREES", "STEP"]]
     for c in usage.cache:
@@ -228,10 +303,28 @@ def _df_verbose(usage: DiskUsage) -> None:
             ]
         )
     print(_table(rows))
+    if usage.cache_mounts:
+        # BuildKit lists these among its build cache records as exec.cachemount.
+        print("\nCache mounts (exec.cachemount):\n")
+        rows = [["CACHE ID", "TYPE", "SIZE", "CREATED", "LAST USED", "USAGE", "IN USE", "ID"]]
+        for m in usage.cache_mounts:
+            rows.append(
+                [
+                    short_digest(m.id),
+                    "exec.cachemount",
+                    size(m.size, docker=True),
+                    ago(m.created, docker=True),
+                    ago(m.last_used, docker=True),
+                    str(m.use_count),
+                    "true" if m.in_use else "false",
+                    m.mount_id[:45],
+                ]
+            )
+        print(_table(rows))
 
 
 def cmd_prune(args: argparse.Namespace, ctx: CliContext) -> int:
-    from lamina.core import PruneRequest
+    from lamina.core import PruneRequest, PruneResult
 
     keep = getattr(args, "keep_storage", None)
     request = PruneRequest(
@@ -239,9 +332,25 @@ def cmd_prune(args: argparse.Namespace, ctx: CliContext) -> int:
         all=args.all,
         filters=tuple(args.filter),
         keep_storage=parse_size(keep) if keep is not None else None,
+        volumes=bool(getattr(args, "volumes", False)),
     )
     request.checked()  # bad input fails before the store is read
     engine = ctx.engine
+    if args.kind in ("container", "volume") and isinstance(engine, LocalStore):
+        # One line, exit 0: there is nothing of the kind, so nothing is left to remove.
+        things = "containers" if args.kind == "container" else "volumes"
+        if args.format == "json":
+            doc = (
+                engine.plan_prune(request).to_json() | {"dry_run": True}
+                if args.dry_run
+                else PruneResult().to_json()
+            )
+            print(json.dumps(doc, indent=2, sort_keys=True))
+        else:
+            print(
+                f"lamina's own store has no {things} (they exist on --engine docker): nothing to prune"
+            )
+        return 0
     plan = engine.plan_prune(request)
     if args.dry_run:
         if args.format == "json":
@@ -260,6 +369,16 @@ def cmd_prune(args: argparse.Namespace, ctx: CliContext) -> int:
     if args.format == "json":
         print(json.dumps(result.to_json(), indent=2, sort_keys=True))
         return 0
+    if result.containers:
+        print("Deleted Containers:")
+        for container_id in result.containers:
+            print(container_id)
+        print()
+    if result.volumes:
+        print("Deleted Volumes:")
+        for name in result.volumes:
+            print(name)
+        print()
     if result.images:
         print("Deleted Images:")
         for tag in result.untagged:
@@ -267,6 +386,10 @@ def cmd_prune(args: argparse.Namespace, ctx: CliContext) -> int:
         for image_id in result.images:
             print(f"deleted: {image_id}")
         print()
+    if result.cache_mounts:
+        print("Deleted cache mounts:")
+        for mount_id in result.cache_mounts:
+            print(mount_id)
     if result.cache:
         print("Deleted build cache objects:")
         for key in result.cache:

@@ -26,8 +26,17 @@ class _Confirm(ModalScreen[bool]):
     title_text = ""
     confirm_label = "Confirm"
 
+    @property
+    def offers_confirm(self) -> bool:
+        """Whether there is anything to confirm (else only Cancel is shown)."""
+        return True
+
     def body(self) -> str:
         raise NotImplementedError
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Confirming is hidden when there is nothing to go ahead with.
+        return not (action == "answer" and parameters == (True,) and not self.offers_confirm)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
@@ -35,7 +44,8 @@ class _Confirm(ModalScreen[bool]):
             with VerticalScroll(id="dialog-body"):
                 yield Static(self.body(), id="dialog-text")
             with Horizontal(id="dialog-buttons"):
-                yield Button(f"{self.confirm_label} (y)", variant="error", id="yes")
+                if self.offers_confirm:
+                    yield Button(f"{self.confirm_label} (y)", variant="error", id="yes")
                 yield Button("Cancel (n)", variant="primary", id="no")
 
     def on_mount(self) -> None:
@@ -76,12 +86,23 @@ class WhatIfScreen(_Confirm):
         super().__init__()
         self.build, self.steps, self.ok, self.message = build, steps, ok, message
 
+    @property
+    def offers_confirm(self) -> bool:
+        """A failed prediction offers no build: it would fail the same way."""
+        return self.ok
+
     def body(self) -> str:
         if not self.ok:
             return f"[$error]The prediction failed:[/] {escape(self.message)}"
         hits = sum(1 for s in self.steps if s.cached is True)
         misses = sum(1 for s in self.steps if s.cached is False)
+        unknown = sum(1 for s in self.steps if s.cached is None and s.reason)
         rows = [f"Build #{self.build.id} would have {hits} HIT and {misses} MISS:"]
+        if unknown:
+            rows[0] = (
+                f"Build #{self.build.id} would have {hits} HIT and {misses} MISS; "
+                f"{unknown} step(s) cannot be predicted (?):"
+            )
         for s in self.steps:
             reason = fmt.describe_reason(s.reason)
             rows.append(

@@ -54,6 +54,7 @@ from lamina.tui.messages import (
     WhatIfRequested,
 )
 from lamina.tui.screens.confirm import ConfirmPruneScreen, WhatIfScreen
+from lamina.tui.screens.pull import PullScreen
 from lamina.tui.widgets.builds import BuildsView
 from lamina.tui.widgets.disk import DiskView
 from lamina.tui.widgets.images import ImagesView
@@ -204,6 +205,14 @@ class MainScreen(Screen[None]):
         Binding(
             "b", "tour_back", "Back", tooltip="Previous step of the guided tour", id="learn.back"
         ),
+        Binding(
+            "P",
+            "pull",
+            "Pull",
+            tooltip="Pull an image: see what it would download, confirm, watch each layer",
+            id="pull",
+            show=False,
+        ),
     ]
 
     # A build (or what-if) is running: rebuild, what-if and prune grey out, cancel shows.
@@ -329,6 +338,17 @@ class MainScreen(Screen[None]):
     def action_prune(self) -> None:
         self.show_view("disk")
         self.query_one(DiskView).request_prune()
+
+    def action_pull(self) -> None:
+        """Opens the pull screen; a finished pull reloads the views onto its image."""
+
+        def pulled(image_id: str | None) -> None:
+            if image_id:
+                self.notify(f"Pulled {image_id}", title="Pull")
+                self.reload()
+                self.show_view("layers")
+
+        self.app.push_screen(PullScreen(self.engine), pulled)
 
     def action_tour_next(self) -> None:
         self.query_one(LearnView).move_tour(1)

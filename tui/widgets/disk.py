@@ -65,21 +65,12 @@ def usage_rows(usage: DiskUsage) -> list[tuple[str, int | None, int, int]]:
 
 
 def prune_rows(usage: DiskUsage, dangling_plan: PrunePlan | None) -> list[tuple[str, int]]:
-    """What each prune would free now."""
+    """What each prune would free now: the engine's own list (``DiskUsage.prunes``, the
+    plans a dry run prints), with the ``p`` key's plan first."""
     rows = []
     if dangling_plan is not None:
         rows.append(("image prune (dangling)  [key p]", dangling_plan.reclaimable_bytes))
-    for label, name, attr in (
-        ("image prune -a", "images", "reclaimable_all"),
-        ("builder prune", "build_cache", "reclaimable"),
-        ("builder prune --all", "build_cache", "reclaimable_all"),
-    ):
-        try:
-            rows.append((label, int(getattr(usage.category(name), attr))))
-        except KeyError:
-            continue
-    rows.append(("system prune", usage.reclaimable))
-    rows.append(("system prune -a", usage.reclaimable_all))
+    rows += [(p.command, p.bytes) for p in usage.prunes if p.command != "image prune"]
     return rows
 
 

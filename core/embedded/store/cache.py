@@ -35,7 +35,8 @@ class CacheHit:
 
 
 class StepPosition(NamedTuple):
-    """Where a step stands: its Dockerfile (as the build records it), stage and index.
+    """Where a step stands: its Dockerfile (as the build records it), its stage and its
+    index in the stage.
 
     A miss is explained only against entries that builds of the same Dockerfile
     recorded at the same stage and index, never against another stage's steps that
@@ -44,7 +45,7 @@ class StepPosition(NamedTuple):
 
     dockerfile: str
     stage: int
-    index: int
+    step: int
 
 
 # An entry some build recorded (or hit) at the position asked about.
@@ -68,6 +69,17 @@ class CacheEntries:
         """The entry of ``key``, or None."""
         row = self.index.row("SELECT result, top_layer FROM cache WHERE key = ?", (key,))
         return None if row is None else CacheHit(str(row[0]), row[1])
+
+    def recorded_config(self, key: str) -> dict[str, Any] | None:
+        """The image config recorded with the entry of ``key`` (what the classic builder
+        would have compared), or None when there is none."""
+        row = self.index.row(
+            "SELECT json_extract(inputs, '$.config') FROM cache WHERE key = ?", (key,)
+        )
+        if row is None or row[0] is None:
+            return None
+        doc = json.loads(str(row[0]))
+        return doc if isinstance(doc, dict) else None
 
     def touch(self, key: str, now: float | None = None) -> None:
         """Marks the entry used (prune keeps recently and often used entries)."""
@@ -180,4 +192,4 @@ class CacheEntries:
 
 
 def _position(position: StepPosition) -> tuple[int, int, str]:
-    return (position.stage, position.index, position.dockerfile)
+    return (position.stage, position.step, position.dockerfile)
