@@ -61,6 +61,10 @@ def test_df_table_and_json_agree_with_the_dry_run(
     assert out.splitlines()[1].split()[:3] == ["Images", "2", "1"]
     code, out, _ = run(capsys, "system", "df", "-v")
     assert "<none>:<none>" in out and "app:1" in out and "SHARED SIZE" in out
+    # Sizes are Docker's; what the store occupies on disk is its own, labelled figure.
+    assert "On disk (blocks, hard links once): layers " in out
+    header = next(line for line in out.splitlines() if line.startswith("LAYER"))
+    assert header.split()[:3] == ["LAYER", "SIZE", "ON"]
     code, out, _ = run(capsys, "system", "df", "--format", "json")
     df = json.loads(out)
     code, out, _ = run(capsys, "system", "prune", "--dry-run", "--format", "json")

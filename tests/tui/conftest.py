@@ -98,11 +98,12 @@ def dive_engine(dive_home: Path) -> Iterator[Engine]:
     engine.close()
 
 
-# A long line edited at its end: the reason must show where the two differ.
+# A long line edited at its end: the reason must show where the two differ. (A COPY, so
+# it is a cached step under either builder's rules.)
 BUILDS_DOCKERFILE = (
     "FROM busybox\n"
-    'ENV GREETING="hello from a Dockerfile whose environment line is long enough to be cut'
-    ' by any table column, version one"\n'
+    "COPY app.txt /srv/greeter/share/a/destination/long/enough/to/be/cut/by/any/table/column"
+    "/version-one.txt\n"
     "COPY app.txt /app/app.txt\n"
     "LABEL org.example.team=core\n"
 )
@@ -125,7 +126,7 @@ def builds_home(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> 
     store = Store(base / "store")
     try:
         import_rootfs(store, busybox_tar, "busybox:latest")
-        for text in (BUILDS_DOCKERFILE, BUILDS_DOCKERFILE.replace("version one", "version two")):
+        for text in (BUILDS_DOCKERFILE, BUILDS_DOCKERFILE.replace("version-one", "version-two")):
             (ctx / "Dockerfile").write_text(text)
             events = list(run_build(store, BuildRequest(context=str(ctx), tags=("greeter",))))
             assert isinstance(events[-1], BuildFinished), events[-1]

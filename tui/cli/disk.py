@@ -244,13 +244,15 @@ def _df_verbose(usage: DiskUsage) -> None:
             )
     print(_table(rows))
     print("\nLayers space usage:\n")
-    rows = [["LAYER", "SIZE", "ON DISK", "IMAGES", "CACHE", "CREATED BY"]]
+    # The blocks column only where the engine knows them (lamina's own store).
+    on_disk = bool(usage.layers_disk)
+    rows = [["LAYER", "SIZE", *(["ON DISK"] if on_disk else []), "IMAGES", "CACHE", "CREATED BY"]]
     for layer in usage.layers:
         rows.append(
             [
                 short_digest(layer.chain_id),
                 size(layer.size, docker=True),
-                size(layer.disk, docker=True) if layer.disk else "-",
+                *([size(layer.disk, docker=True)] if on_disk else []),
                 str(len(layer.images)),
                 str(len(layer.cache)),
                 (layer.created_by or "")[:45],
