@@ -67,7 +67,14 @@ if TYPE_CHECKING:
         StepOutput,
         StepStarted,
     )
-    from lamina.core.filters import Filter, parse_duration, parse_filters, parse_size
+    from lamina.core.filters import (
+        Filter,
+        parse_duration,
+        parse_filters,
+        parse_image_list_filters,
+        parse_size,
+        select_images,
+    )
     from lamina.core.model import (
         BuildRecord,
         BuildRequest,
@@ -162,10 +169,12 @@ __all__ = [
     "parse_dockerfile",
     "parse_duration",
     "parse_filters",
+    "parse_image_list_filters",
     "parse_size",
     "rebuild_index",
     "registry_login",
     "registry_logout",
+    "select_images",
     "short_digest",
 ]
 
@@ -232,7 +241,14 @@ _HOMES: dict[str, tuple[str, ...]] = {
     ),
     "lamina.core.accounting.dive": ("Analysis", "WastedPath"),
     # What the command line parses the way Docker does.
-    "lamina.core.filters": ("Filter", "parse_duration", "parse_filters", "parse_size"),
+    "lamina.core.filters": (
+        "Filter",
+        "parse_duration",
+        "parse_filters",
+        "parse_image_list_filters",
+        "parse_size",
+        "select_images",
+    ),
     "lamina.core.dockerfile.parser": ("ParseResult",),
     "lamina.core.demo.workspace": ("DemoResult", "create_demo"),
     # Registries: the pull plan, transfer progress, and where credentials are kept.

@@ -19,9 +19,13 @@ class LayerInfo:
         chain_id: identity of the layer in its stack (OCI chainID).
         diff_id: sha256 of the layer's uncompressed tar.
         parent: chainID of the layer below, or None for a base layer.
-        size: bytes the layer's directory uses on disk (hardlinks counted once).
+        size: Docker's size of the layer: the bytes of its files (``st_size`` of every
+            entry but directories, a symlink its target's length, hard links once), what
+            ``docker history`` shows for it.
         created: unix time the layer was committed.
         created_by: the instruction that produced it, as written ("" if unknown).
+        disk_size: bytes its files occupy on disk (blocks, hard links once); 0 where
+            the engine does not say (a Docker Engine).
     """
 
     chain_id: str
@@ -30,6 +34,7 @@ class LayerInfo:
     size: int
     created: float
     created_by: str = ""
+    disk_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ class ImageSummary:
         id: image ID (sha256 of the config JSON).
         tags: every tag pointing at it (empty for a dangling image).
         created: unix time from the config's ``created`` field.
-        size: total bytes of its layers.
+        size: total bytes of its layers (Docker's sizes, as ``docker images`` shows).
         layers: its chainIDs, base first.
         labels: the config's labels.
     """

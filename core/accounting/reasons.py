@@ -8,9 +8,9 @@ made here and nowhere else:
   (``step`` = ``"<stage>/<index>"``, ``instruction``).
 * ``pruned``: this exact step was cached once but its entry (or its result) was pruned.
 * ``base_changed``: ``FROM`` resolved to another image than last time (``old``, ``new``).
-* ``first_build``: nothing has ever run on this state.
-* ``instruction_changed``: the last step run on this state was another instruction
-  (``old``, ``new``).
+* ``first_build``: nothing ran at this step of this stage before.
+* ``instruction_changed``: the last step run here on this state was another instruction
+  (``old``, ``new``; the message shows where they differ).
 * ``build_arg_changed``: a build arg in scope has another value (``name``, ``old``,
   ``new``; a missing value is None).
 * ``sources_changed``: COPY/ADD sources differ (``added``, ``removed``, ``changed``,
@@ -18,9 +18,11 @@ made here and nowhere else:
   ``link target`` or ``owner``; ``unknown`` when they cannot be known yet).
 * ``config_changed``: the resulting image config differs (``field``, ``old``, ``new``).
 
-A miss is explained against the cache entries the engine remembers (:class:`History`):
-the most recent entry with the same parent state, preferring one with the same
-instruction text. This module only reads that data; the engine fetches it.
+A miss is explained against the cache entries the engine remembers (:class:`History`)
+at the same step of the same stage: the most recent entry with the same parent state,
+preferring one with the same instruction text. Another stage's steps never explain it,
+even when they ran on the same state. This module only reads that data; the engine
+fetches it.
 """
 
 from __future__ import annotations
@@ -60,10 +62,12 @@ class History:
 
     Attributes:
         pruned: this exact key had an entry that was pruned (a tombstone remains).
-        on_parent: entries recorded on the same parent state, newest first (empty when
-            the parent is not known, as in a dry run over a stage that runs again).
-        same_instruction: entries of the same instruction text on any parent, newest
-            first; only consulted for the first step of a stage, to tell a changed base.
+        on_parent: entries recorded on the same parent state at the same step of the
+            same stage, newest first (empty when the parent is not known, as in a dry
+            run over a stage that runs again).
+        same_instruction: entries of the same instruction text at that step on any
+            parent, newest first; only consulted for the first step of a stage, to tell
+            a changed base.
     """
 
     pruned: bool = False
@@ -102,7 +106,9 @@ def parent_missed(step: str, instruction: str) -> Reason:
     }
 
 
-def first_build(message: str = "no step has been cached on this state before") -> Reason:
+def first_build(
+    message: str = "first build: nothing was cached at this step of this stage before",
+) -> Reason:
     """The reason for a step that nothing comparable ever ran before.
 
     Args:
@@ -160,6 +166,52 @@ def _clip(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _window(old: str, new: str, width: int = 60, before: int = 24) -> tuple[str, str]:
+    """The two texts as a reader can tell them apart: whole when both are short, else
+    both cut to the same window, which starts a little before their first difference
+    (so an edit at the end of a long RUN shows, never two identical clipped strings).
+    Line breaks show as ``↵``.
+    """
+    if len(old) <= width and len(new) <= width:
+        return _visible(old), _visible(new)
+    first = next(
+        (i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b),
+        min(len(old), len(new)),
+    )
+    start = max(0, first - before)
+    if start:
+        # Begin at the start of a word, a little earlier rather than mid-word.
+        space = old.rfind(" ", max(0, start - 12), start)
+        start = space + 1 if space >= 0 else start
+    return _cut(old, start, width), _cut(new, start, width)
+
+
+def _cut(text: str, start: int, width: int) -> str:
+    stop = min(len(text), start + width)
+    return ("…" if start else "") + _visible(text[start:stop]) + ("…" if stop < len(text) else "")
+
+
+def _visible(text: str) -> str:
+    return text.replace("\r\n", "↵").replace("\n", "↵")
+
+
+def instruction_changed(old: str, new: str) -> Reason:
+    """The reason for a step whose instruction text differs from the one cached here.
+
+    Args:
+        old: the cached step's instruction as written.
+        new: this step's.
+    """
+    shown_old, shown_new = _window(old, new)
+    hint = " (only whitespace differs)" if old.split() == new.split() else ""
+    return {
+        "kind": "instruction_changed",
+        "message": f"the instruction changed from '{shown_old}' to '{shown_new}'{hint}",
+        "old": old,
+        "new": new,
+    }
+
+
 def _first_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
     for name in sorted(set(old) | set(new)):
         if old.get(name) != new.get(name):
@@ -186,13 +238,7 @@ def compare(prev: Mapping[str, Any], cur: Mapping[str, Any]) -> Reason:
         then the step's own fields.
     """
     if prev.get("instruction") != cur.get("instruction"):
-        old, new = prev.get("instruction", ""), cur.get("instruction", "")
-        return {
-            "kind": "instruction_changed",
-            "message": f"the instruction changed from '{_clip(old)}' to '{_clip(new)}'",
-            "old": old,
-            "new": new,
-        }
+        return instruction_changed(prev.get("instruction", ""), cur.get("instruction", ""))
     old_src, new_src = prev.get("sources"), cur.get("sources")
     if new_src is not None and (old_src or {}).get("checksum") != new_src.get("checksum"):
         added, removed, changed = diff_manifests(

@@ -86,11 +86,11 @@ def _walk_stats(path: Path, top: os.stat_result) -> Iterator[os.stat_result]:
 
 
 def layer_overhead(store: Store, chain_id: str) -> int:
-    """Bytes of a layer directory outside what its ``size`` column counts.
+    """Bytes of a layer directory outside what its ``disk_size`` column counts.
 
-    ``size`` counts the entries below ``diff/``; the directory itself, ``diff/`` and the
-    tar-split are a few more blocks that deleting the layer frees too. Three stats, not
-    a walk.
+    ``disk_size`` counts the blocks of the entries below ``diff/``; the directory itself,
+    ``diff/`` and the tar-split are a few more blocks that deleting the layer frees too.
+    Three stats, not a walk.
     """
     # Plain strings: this runs once per reclaimable layer in `system df`.
     root = f"{store.home}/layers/{hex_of(chain_id)}"

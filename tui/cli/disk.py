@@ -218,6 +218,13 @@ def _frees(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def _df_verbose(usage: DiskUsage) -> None:
+    if usage.layers_disk:
+        # Sizes above are Docker's (the files' bytes); the filesystem counts blocks.
+        print(
+            f"\nOn disk (blocks, hard links once): layers {size(usage.layers_disk, docker=True)};"
+            f" `system prune` frees {size(usage.reclaimable_disk, docker=True)}"
+            f" (with -a: {size(usage.reclaimable_all_disk, docker=True)})"
+        )
     print("\nImages space usage:\n")
     rows = [
         ["REPOSITORY:TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "FREES"]
@@ -237,12 +244,15 @@ def _df_verbose(usage: DiskUsage) -> None:
             )
     print(_table(rows))
     print("\nLayers space usage:\n")
-    rows = [["LAYER", "SIZE", "IMAGES", "CACHE", "CREATED BY"]]
+    # The blocks column only where the engine knows them (lamina's own store).
+    on_disk = bool(usage.layers_disk)
+    rows = [["LAYER", "SIZE", *(["ON DISK"] if on_disk else []), "IMAGES", "CACHE", "CREATED BY"]]
     for layer in usage.layers:
         rows.append(
             [
                 short_digest(layer.chain_id),
                 size(layer.size, docker=True),
+                *([size(layer.disk, docker=True)] if on_disk else []),
                 str(len(layer.images)),
                 str(len(layer.cache)),
                 (layer.created_by or "")[:45],

@@ -92,6 +92,7 @@ VIEWS = (
 VIEW_ACTIONS = {
     "toggle_digests": "layers",
     "filter_files": "layers",
+    "leave_filter": "layers",
     "sort_images": "images",
     "reverse_sort": "images",
     "rebuild": "builds",
@@ -159,6 +160,14 @@ class MainScreen(Screen[None]):
             "Filter files",
             tooltip="Filter the layer's file changes",
             id="layers.filter",
+        ),
+        Binding(
+            "escape",
+            "leave_filter",
+            "Leave filter",
+            tooltip="Back to the layer tree (the filter stays)",
+            id="layers.leave_filter",
+            show=False,
         ),
         Binding("s", "sort_images", "Sort", tooltip="Sort by the next column", id="images.sort"),
         Binding(
@@ -295,6 +304,9 @@ class MainScreen(Screen[None]):
             return None if self.building else True
         if action in ("sort_images", "reverse_sort"):
             return True
+        if action == "leave_filter":
+            # Only while typing a filter; elsewhere Escape keeps its other meanings.
+            return self.query_one(LayersView).filtering
         return True
 
     # ---------------------------------------------------------------- actions
@@ -304,6 +316,9 @@ class MainScreen(Screen[None]):
 
     def action_filter_files(self) -> None:
         self.query_one(LayersView).focus_filter()
+
+    def action_leave_filter(self) -> None:
+        self.query_one(LayersView).leave_filter()
 
     def action_sort_images(self) -> None:
         self.query_one(ImagesView).next_sort()
@@ -367,9 +382,20 @@ class MainScreen(Screen[None]):
     def on_prune_requested(self, event: PruneRequested) -> None:
         self.plan_prune(event.request)
 
+    # The Learn view follows what the user selects in the view they are looking at; a
+    # hidden view's cursor moving on new data (a build listed, a prune) is not a choice.
+
     def on_builds_view_step_selected(self, event: BuildsView.StepSelected) -> None:
-        self.query_one(LearnView).step = event.step
-        self.query_one(LearnView).build = event.build
+        if self.active_view == "builds":
+            self.query_one(LearnView).follow_step(event.build, event.step)
+
+    def on_layers_view_layer_selected(self, event: LayersView.LayerSelected) -> None:
+        if self.active_view == "layers":
+            self.query_one(LearnView).follow_layer(event.chain_id)
+
+    def on_images_view_image_selected(self, event: ImagesView.ImageSelected) -> None:
+        if self.active_view == "images":
+            self.query_one(LearnView).follow_image(event.image_id)
 
     # ------------------------------------------------ what the workers report
 
@@ -521,7 +547,18 @@ class MainScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="prune-plan")
     def plan_prune(self, request: PruneRequest) -> None:
-        """Computes a prune plan (a dry run) for confirmation."""
+        """Computes a prune plan (a dry run) for confirmation.
+
+        The dangling prune the Disk view previews is planned together with fresh
+        accounting, which the view shows first: the view and the dialog then give the
+        numbers of one plan.
+        """
+        if request == PruneRequest():
+            usage = self.engine.disk_usage()
+            plan = self.engine.plan_prune(request)
+            self.post_message(DiskUsageLoaded(usage, plan))
+            self.post_message(PrunePlanned(plan))
+            return
         self.post_message(PrunePlanned(self.engine.plan_prune(request)))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="prune-apply")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.markup import escape
+from textual.message import Message
 from textual.reactive import reactive
 from textual.timer import Timer
 from textual.widget import Widget
@@ -19,6 +21,9 @@ from lamina.tui import format as fmt
 from lamina.tui.graph import LayerGraph
 from lamina.tui.messages import ImageDetailsRequested
 from lamina.tui.widgets.settling import SETTLE_DELAY, after_settling
+
+# Seconds between redraws of the relative times ("a minute ago"), so they stay current.
+TIME_REFRESH = 30.0
 
 # (column key, title) in the order `s` cycles through them.
 SORTS = (
@@ -33,6 +38,12 @@ SORTS = (
 
 class ImagesView(Widget):
     """Every image with its size split, and per-image history and dive analysis."""
+
+    @dataclass
+    class ImageSelected(Message):
+        """The user highlighted an image (the Learn view explains its build)."""
+
+        image_id: str
 
     graph: reactive[LayerGraph | None] = reactive(None, always_update=True)
     sort_key: reactive[str] = reactive("size")
@@ -68,6 +79,7 @@ class ImagesView(Widget):
                 yield wasted
 
     def on_mount(self) -> None:
+        self.set_interval(TIME_REFRESH, self.refresh_times)
         table = self.query_one("#images-table", DataTable)
         for key, title in (
             ("name", "image"),
@@ -87,6 +99,13 @@ class ImagesView(Widget):
         wasted.add_column("count", key="count", width=5)
         wasted.add_column("total", key="total", width=9)
         wasted.add_column("path", key="path", width=56)
+
+    def refresh_times(self) -> None:
+        """Redraws the "created" column against the clock."""
+        table = self.query_one("#images-table", DataTable)
+        for image_id, (_image, row) in self.rows.items():
+            if image_id in table.rows:
+                table.update_cell(image_id, "created", fmt.ago(row["created"], self.clock))
 
     def render_if_stale(self) -> None:
         """Renders the table if a snapshot arrived while the view was hidden."""
@@ -188,6 +207,7 @@ class ImagesView(Widget):
     def watch_selected(self, image_id: str | None) -> None:
         if image_id is None or not self.is_mounted:
             return
+        self.post_message(self.ImageSelected(image_id))
         self.query_one("#analysis", Static).update("Analysing layers…")
         # Reading every layer tar is heavy: wait until the cursor rests on an image.
         if self._details_timer is not None:

@@ -58,10 +58,14 @@ class LearnView(Widget):
     build: reactive[BuildRecord | None] = reactive(None)
     tour_index: reactive[int] = reactive(0)
     graph: reactive[LayerGraph | None] = reactive(None)
+    # What the explanation follows when it came from the Layers or Images view.
+    origin: reactive[str] = reactive("")
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.builds: list[BuildRecord] = []
+        # The layer or image the explanation follows, while it came from one.
+        self._following: str | None = None
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
@@ -73,6 +77,59 @@ class LearnView(Widget):
 
     def watch_step(self) -> None:
         self.refresh_explanation()
+
+    def watch_origin(self) -> None:
+        self.refresh_explanation()
+
+    def watch_graph(self, graph: LayerGraph | None) -> None:
+        # A pruned layer or image leaves nothing to follow.
+        followed = self._following
+        if graph is None or followed is None:
+            return
+        if followed not in graph.by_id and all(i.id != followed for i in graph.images):
+            self._following = None
+            self.origin = ""
+            self.build, self.step = None, None
+
+    def follow_step(self, build: BuildRecord | None, step: StepRecord) -> None:
+        """Explains a step selected in the Builds view."""
+        self._following = None
+        self.origin = ""
+        self.build, self.step = build, step
+
+    def follow_layer(self, chain_id: str) -> None:
+        """Explains the latest recorded step that made (or reused) a layer selected in
+        the Layers view."""
+        found = next(((b, s) for b in self.builds for s in b.steps if s.layer == chain_id), None)
+        what = f"layer {fmt.digest(chain_id)}"
+        self._following = chain_id
+        if found is None:
+            self.build, self.step = None, None
+            self.origin = (
+                f"{what} was not made by a build lamina recorded (it was loaded or imported,"
+                " or its build record is gone): there is no cache decision to explain."
+            )
+            return
+        self.build, self.step = found
+        self.origin = f"{what}, selected in Layers, comes from this step:"
+
+    def follow_image(self, image_id: str) -> None:
+        """Explains the build of an image selected in the Images view: its first miss,
+        or its last step when every step hit."""
+        build = next((b for b in self.builds if b.image == image_id), None)
+        what = f"image {fmt.digest(image_id)}"
+        self._following = image_id
+        if build is None or not build.steps:
+            self.build, self.step = None, None
+            self.origin = (
+                f"{what} was not built by a build lamina recorded (it was loaded or"
+                " imported, or its build record is gone): there is no cache decision to"
+                " explain."
+            )
+            return
+        step = next((s for s in build.steps if s.cached is False), build.steps[-1])
+        self.build, self.step = build, step
+        self.origin = f"{what}, selected in Images, was built by build #{build.id}:"
 
     def watch_tour_index(self) -> None:
         self.refresh_explanation()
@@ -105,8 +162,9 @@ class LearnView(Widget):
         """Plain words on why ``step`` hit or missed and what would make it hit."""
         if step is None:
             return (
-                "[b]Why did it hit or miss?[/b]\nSelect a step in the Builds view (3) and "
-                "this panel explains its cache decision."
+                "[b]Why did it hit or miss?[/b]\nSelect a step in the Builds view (3), a "
+                "layer in Layers (1) or an image in Images (2), and this panel explains its "
+                "cache decision."
             )
         where = f"build #{build.id}, " if build else ""
         head = (
@@ -134,7 +192,10 @@ class LearnView(Widget):
     def refresh_explanation(self) -> None:
         if not self.is_mounted:
             return
-        self.query_one("#explain", Static).update(self.explanation(self.build, self.step))
+        text = self.explanation(self.build, self.step)
+        if self.origin:
+            text = f"[dim]{escape(self.origin)}[/]\n{text}"
+        self.query_one("#explain", Static).update(text)
         stop = TOUR[self.tour_index]
         example = self.example_for(stop)
         lines = [

@@ -8,6 +8,7 @@ default ``PATH`` and runs the base image's ``ONBUILD`` triggers as its first ste
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -95,7 +96,26 @@ class Bases:
             stage.base,
             {k: v for k, v in meta.items() if v is not None},
         )
-        state, base_id = self._state(number, stage, ref)
+        blank = not ref.strip()
+        if blank or ref.startswith((":", "@", "/")) or ref.endswith((":", "@", "/")):
+            # Docker's words, and which variable left it blank or cut.
+            problem = (
+                f"base name ({stage.base}) should not be blank"
+                if blank
+                else f"invalid reference format: {ref!r}"
+            )
+            raise DockerfileError(
+                f"FROM {stage.base}: {problem}{_blank_variables(stage.base, meta)}",
+                str(self.words.path),
+                stage.from_instruction.line,
+            )
+        try:
+            state, base_id = self._state(number, stage, ref)
+        except DockerfileError as exc:
+            note = _blank_variables(stage.base, meta)
+            if not note:
+                raise
+            raise DockerfileError(exc.reason + note, exc.path, exc.line) from None
         from_stage = stage_index(self.stages, stage.base, number) is not None
         image = base_id if base_id and base_id.startswith("sha256:") and not from_stage else None
         env = list(state.config.get("Env") or [])
@@ -174,3 +194,21 @@ class Bases:
             inner=inner.inner,
             env_pairs=inner.env_pairs,
         )
+
+
+_VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def _blank_variables(text: str, meta: Mapping[str, str | None]) -> str:
+    """``: X is empty`` (or not set, or not an ARG before the first FROM) for the
+    variables of ``text`` that expand to nothing; "" when none does."""
+    notes = []
+    for braced, bare in _VARIABLE.findall(text):
+        name = braced or bare
+        if name not in meta:
+            notes.append(f"{name} is not an ARG declared before the first FROM")
+        elif meta[name] is None:
+            notes.append(f"{name} is not set (no default and no --build-arg)")
+        elif meta[name] == "":
+            notes.append(f"{name} is empty")
+    return ": " + "; ".join(dict.fromkeys(notes)) if notes else ""

@@ -19,7 +19,7 @@ from lamina.core.embedded.builder.base import Base
 from lamina.core.embedded.builder.rules import CacheRules, StepKey
 from lamina.core.embedded.builder.state import State, Step
 from lamina.core.embedded.store import Store
-from lamina.core.embedded.store.cache import CacheHit
+from lamina.core.embedded.store.cache import CacheHit, StepPosition
 from lamina.core.model import Reason
 
 
@@ -45,12 +45,17 @@ class Decisions:
         store: the store whose cache is consulted.
         rules: what makes a key.
         no_cache: ``--no-cache``: every step misses (results are still recorded).
+        dockerfile: the Dockerfile's path as the build records it; a miss is explained
+            only against what builds of it recorded at the same step.
     """
 
-    def __init__(self, store: Store, rules: CacheRules, *, no_cache: bool) -> None:
+    def __init__(
+        self, store: Store, rules: CacheRules, *, no_cache: bool, dockerfile: str = ""
+    ) -> None:
         self.store = store
         self.rules = rules
         self.no_cache = no_cache
+        self.dockerfile = dockerfile
 
     def decide(
         self,
@@ -65,6 +70,7 @@ class Decisions:
         ignore_cache: Reason | None = None,
         chain_missed: tuple[str, str] | None = None,
         context: Context | None = None,
+        at: tuple[int, int] | None = None,
     ) -> Decision:
         """Hit or miss for ``step`` on ``parent``.
 
@@ -82,6 +88,8 @@ class Decisions:
                 that missed, to explain a miss on a key nothing was recorded under.
             context: the build context (a miss records its files' mtimes, so a later
                 miss can tell where BuildKit would have reused stale content).
+            at: ``(stage, index)`` of the step: a miss is compared only with what ran at
+                this step of this stage before (None: with whatever ran on the parent).
         """
         key = self.rules.key(ins, step, parent, args, base)
         if self.no_cache:
@@ -104,6 +112,7 @@ class Decisions:
             key.key or "",
             self.rules.parent(parent),
             ins.original if first_in_stage else None,
+            None if at is None else StepPosition(self.dockerfile, *at),
         )
         if chain_missed is not None and not history.on_parent and not history.pruned:
             return Decision(key, None, reasons.parent_missed(*chain_missed))

@@ -26,6 +26,7 @@ from lamina.core.dockerfile.instructions import (
     sources_and_dest,
 )
 from lamina.core.dockerfile.mounts import Mount, parse_mount, parse_network
+from lamina.core.dockerfile.ports import PortSpecError, exposed_ports
 from lamina.core.dockerfile.quote import go_quote
 from lamina.core.embedded.builder.base import stage_index
 from lamina.core.embedded.builder.contenthash import sources_checksum
@@ -300,6 +301,8 @@ class Handlers:
                     raise ContextError("no source files were specified: every match is excluded")
             if ins.flag("checksum") is not None:
                 _verify_checksum(sources, self.words.word(ins, ins.flag("checksum") or "", env))
+        except DockerfileError:
+            raise  # a bad substitution: it names the file and line already
         except LaminaError as exc:
             raise ContextError(f"{self.words.where(ins)}: {kw}: {exc}") from None
         if (len(sources) > 1 or len(paths) + len(contents) > 1) and not dest.endswith("/"):
@@ -342,13 +345,15 @@ class Handlers:
         )
 
     def _from_root(self, number: int, ins: Instruction, ref: str) -> RootFS | None:
-        """The files ``COPY --from=ref`` copies from (None when a dry run cannot know them)."""
+        """The files ``COPY --from=ref`` copies from (None when a dry run cannot know them).
+
+        Raises:
+            BuildError: no such stage or image (the caller names the instruction).
+        """
         idx = stage_index(self.stages, ref, number)
         if idx is not None:
             if idx not in self.built:
-                raise self.words.fail(
-                    ins, f"--from={ref}: stage {ref} is not built before this one"
-                )
+                raise BuildError(f"--from={ref}: stage {ref} is not built before this one")
             state = self.built[idx]
             if not state.chain_known:
                 return None
@@ -356,7 +361,7 @@ class Handlers:
         try:
             image_id = self.store.images.resolve(ref)
         except NotFound:
-            raise self.words.fail(ins, f"--from={ref}: no such stage or image") from None
+            raise BuildError(f"--from={ref}: no such stage or image") from None
         chain = self.store.images.chain_of(self.store.images.get_config(image_id))
         return layer_stack(self.store.layers, chain[-1] if chain else None)
 
@@ -409,10 +414,14 @@ class Handlers:
     def _expose(self, s: _Draft) -> Step:
         ports = dict(s.cfg.get("ExposedPorts") or {})
         raw_ports = []
-        for word in s.ins.args:
-            for port in self.words.words(s.ins, word, s.env):
-                raw_ports.append(port)
-                ports[port if "/" in port else f"{port}/tcp"] = {}
+        # Docker sorts EXPOSE's words as written, before expanding them.
+        for word in sorted(s.ins.args):
+            raw_ports += self.words.words(s.ins, word, s.env)
+        try:
+            exposed = exposed_ports(raw_ports)
+        except PortSpecError as exc:
+            raise self.words.fail(s.ins, str(exc)) from None
+        ports.update({port: {} for port in exposed})
         s.cfg["ExposedPorts"] = ports
         return s.nop("EXPOSE " + " ".join(raw_ports))
 

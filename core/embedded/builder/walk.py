@@ -125,7 +125,9 @@ class Walk:
         self.handlers = Handlers(
             store, self.words, context, scratch, dockerfile.stages, self.built, rules
         )
-        self.decisions = Decisions(store, rules, no_cache=request.no_cache)
+        self.decisions = Decisions(
+            store, rules, no_cache=request.no_cache, dockerfile=str(dockerfile_path)
+        )
         self.executor = Executor(
             store,
             self.words,
@@ -323,6 +325,7 @@ class Walk:
             ignore_cache=walked.ignore,
             chain_missed=walked.chain_missed,
             context=self.context,
+            at=(number, index),
         )
         key = decision.key.key
         shared = self._share(key, f"{number}/{index}", ins.original)

@@ -104,6 +104,8 @@ class Store:
         # Builds whose process died (kill -9, power loss) are recorded failed by the
         # next process that opens the store; fsck lists them as information.
         self.recovered_builds = self.builds.recover_interrupted()
+        # Layers recorded before index version 2 get Docker's size and their disk size.
+        self.layers.measure_unmeasured()
 
     @contextmanager
     def lock(self) -> Iterator[None]:

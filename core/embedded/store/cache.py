@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from lamina.core.accounting.graph import CacheRow
 from lamina.core.accounting.reasons import History, Prior
@@ -32,6 +32,27 @@ class CacheHit:
 
     result: str
     top_layer: str | None
+
+
+class StepPosition(NamedTuple):
+    """Where a step stands: its Dockerfile (as the build records it), its stage and its
+    index in the stage.
+
+    A miss is explained only against entries that builds of the same Dockerfile
+    recorded at the same stage and index, never against another stage's steps that
+    happen to run on the same state.
+    """
+
+    dockerfile: str
+    stage: int
+    step: int
+
+
+# An entry some build recorded (or hit) at the position asked about.
+_AT_POSITION = (
+    " AND EXISTS (SELECT 1 FROM build_steps s JOIN builds b ON b.id = s.build_id"
+    " WHERE s.cache_key = cache.key AND s.stage = ? AND s.idx = ? AND b.dockerfile = ?)"
+)
 
 
 class CacheEntries:
@@ -125,7 +146,13 @@ class CacheEntries:
                 )
                 conn.execute("DELETE FROM cache WHERE key = ?", (entry.key,))
 
-    def history(self, key: str, parent: str | None, instruction: str | None) -> History:
+    def history(
+        self,
+        key: str,
+        parent: str | None,
+        instruction: str | None,
+        position: StepPosition | None = None,
+    ) -> History:
         """What the cache remembers around a missed ``key``, for ``reasons.explain_miss``.
 
         Args:
@@ -133,23 +160,26 @@ class CacheEntries:
             parent: the state the step runs on, or None when it is not known yet.
             instruction: the instruction text, to find its entries on other parents
                 (only needed for the first step of a stage); None to skip that query.
+            position: where the step stands; when given, only entries recorded at the
+                same position of the same Dockerfile are remembered.
         """
+        where, extra = ("", ()) if position is None else (_AT_POSITION, _position(position))
         with self.index.snapshot() as conn:
             tomb = conn.execute("SELECT 1 FROM pruned_cache WHERE key = ?", (key,)).fetchone()
             on_parent = (
                 conn.execute(
-                    "SELECT instruction, inputs FROM cache WHERE parent = ?"
+                    f"SELECT instruction, inputs FROM cache WHERE parent = ?{where}"
                     " ORDER BY created DESC, rowid DESC",
-                    (parent,),
+                    (parent, *extra),
                 ).fetchall()
                 if parent is not None
                 else []
             )
             same = (
                 conn.execute(
-                    "SELECT instruction, inputs FROM cache WHERE instruction = ?"
+                    f"SELECT instruction, inputs FROM cache WHERE instruction = ?{where}"
                     " ORDER BY created DESC, rowid DESC",
-                    (instruction,),
+                    (instruction, *extra),
                 ).fetchall()
                 if instruction is not None
                 else []
@@ -159,3 +189,7 @@ class CacheEntries:
             on_parent=tuple(Prior(str(r[0]), str(r[1])) for r in on_parent),
             same_instruction=tuple(Prior(str(r[0]), str(r[1])) for r in same),
         )
+
+
+def _position(position: StepPosition) -> tuple[int, int, str]:
+    return (position.stage, position.step, position.dockerfile)

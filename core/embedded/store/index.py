@@ -111,8 +111,23 @@ CREATE TABLE cache_mounts (
 );
 """
 
+# Version 3: a layer's ``size`` is Docker's (the bytes of its files, as ``docker images``
+# and ``docker history`` count them), and ``disk_size`` the blocks its directory occupies,
+# which versions 1 and 2 kept in ``size``. SQL cannot measure a directory, so the new column
+# starts NULL, meaning "not measured yet", and the store measures those rows when it
+# opens (``LayerStore.measure_unmeasured``): a walk of each old layer, once, resumed
+# on the next open if interrupted, and rows written by this version never need it.
+#
+# Also an index on build_steps.cache_key: a miss is explained against the entries builds
+# of the same Dockerfile recorded at the same step, found through the steps that used
+# each entry on the parent state (``CacheEntries.history``).
+SCHEMA_V3_SIZES = """
+ALTER TABLE layers ADD COLUMN disk_size INTEGER;
+CREATE INDEX build_steps_key ON build_steps(cache_key);
+"""
+
 # MIGRATIONS[n] upgrades user_version n to n + 1. Append; never edit a released step.
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2_BUILDERS)
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2_BUILDERS, SCHEMA_V3_SIZES)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -121,17 +121,40 @@ def _list_dir(root: Path, rel: str) -> Iterator[tuple[str, os.stat_result]]:
         yield child, os.lstat(root / child)
 
 
-def disk_size(root: Path) -> int:
-    """Bytes ``root``'s entries occupy (``st_blocks * 512``), each inode counted once."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
+@dataclass(frozen=True)
+class Measure:
+    """A layer directory's two sizes.
+
+    Attributes:
+        size: Docker's size of a layer: moby's ``directory.Size`` of its diff directory,
+            the sum of ``st_size`` of every entry that is not a directory (a symlink
+            counts its target's length, a whiteout 0), each inode once. It is what
+            ``docker images`` and ``docker history`` show for the same layer, since
+            overlay2 keeps a layer in the same format and measures it so.
+        disk: bytes the entries occupy on disk (``st_blocks * 512``), each inode once.
+    """
+
+    size: int
+    disk: int
+
+
+def measure(root: Path) -> Measure:
+    """Both sizes of the entries below ``root`` (see :class:`Measure`), in one walk."""
+    seen_size: set[int] = set()
+    seen_disk: set[tuple[int, int]] = set()
+    size = disk = 0
     for _rel, st in walk_sorted(root):
         key = (st.st_dev, st.st_ino)
-        if key in seen:
+        if key not in seen_disk:
+            seen_disk.add(key)
+            disk += st.st_blocks * 512
+        # moby skips directories and empty entries before it looks at the inode, and
+        # keys on the inode number alone (a layer is on one filesystem).
+        if stat.S_ISDIR(st.st_mode) or st.st_size == 0 or st.st_ino in seen_size:
             continue
-        seen.add(key)
-        total += st.st_blocks * 512
-    return total
+        seen_size.add(st.st_ino)
+        size += st.st_size
+    return Measure(size, disk)
 
 
 def _fsync_tree(root: Path) -> None:
@@ -870,6 +893,50 @@ class LayerStore:
             for chain_id in chain_ids:
                 conn.execute("DELETE FROM layers WHERE chain_id = ?", (chain_id,))
 
+    def measure_unmeasured(self) -> int:
+        """Measures the layers recorded before sizes meant Docker's (index version 2).
+
+        Those rows hold the blocks their directory used in ``size`` and nothing in
+        ``disk_size``; each gets both figures from a walk of its directory. A layer
+        whose directory is gone keeps its old figure as its disk size (fsck reports it).
+        The build steps that made them show the new size too. Cheap once done: the
+        query finds nothing.
+
+        Returns:
+            How many layers were measured.
+        """
+        rows = self.index.rows("SELECT chain_id, size FROM layers WHERE disk_size IS NULL")
+        if not rows:
+            return 0
+        measured: list[tuple[int, int, str]] = []
+        for row in rows:
+            chain_id, old = str(row[0]), int(row[1])
+            diff = self.diff_path(chain_id)
+            try:
+                sizes = measure(diff) if diff.is_dir() else Measure(old, old)
+            except (OSError, StoreError) as exc:
+                log.warning("%s: cannot measure the layer: %s", chain_id, exc)
+                sizes = Measure(old, old)
+            measured.append((sizes.size, sizes.disk, chain_id))
+        try:
+            with self.index.transaction("measuring layers") as conn:
+                conn.executemany(
+                    "UPDATE layers SET size = ?, disk_size = ? WHERE chain_id = ?"
+                    " AND disk_size IS NULL",
+                    measured,
+                )
+                # Recorded build steps show their layer's size: the same figure, measured so.
+                conn.executemany(
+                    "UPDATE build_steps SET size = ? WHERE layer = ?",
+                    [(size, chain_id) for size, _disk, chain_id in measured],
+                )
+        except StoreError as exc:
+            # A read-only or full store keeps its old figures until a writer opens it.
+            log.debug("layers not measured: %s", exc)
+            return 0
+        log.info("measured %d layer(s) the way Docker sizes layers", len(measured))
+        return len(measured)
+
     def _check_parent(self, parent: str | None) -> None:
         if parent is None:
             return
@@ -887,7 +954,7 @@ class LayerStore:
     ) -> LayerInfo:
         chain_id = chain_ids([parent, diff_id])[-1] if parent else diff_id
         dest = self.dir_path(chain_id)
-        size = disk_size(stage / "diff")
+        sizes = measure(stage / "diff")
         now = time.time()
         with self._lock.hold(), self.index.transaction() as conn:
             row = conn.execute("SELECT * FROM layers WHERE chain_id = ?", (chain_id,)).fetchone()
@@ -904,14 +971,14 @@ class LayerStore:
             try:
                 conn.execute(
                     "INSERT INTO layers (chain_id, diff_id, parent, size, tar_size, created,"
-                    " created_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (chain_id, diff_id, parent, size, tar_size, now, created_by),
+                    " created_by, disk_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (chain_id, diff_id, parent, sizes.size, tar_size, now, created_by, sizes.disk),
                 )
             except BaseException:
                 _discard(dest, stage)
                 raise
-        log.info("committed layer %s (diffID %s, %d bytes)", chain_id, diff_id, size)
-        return LayerInfo(chain_id, diff_id, parent, size, now, created_by)
+        log.info("committed layer %s (diffID %s, %d bytes)", chain_id, diff_id, sizes.size)
+        return LayerInfo(chain_id, diff_id, parent, sizes.size, now, created_by, sizes.disk)
 
 
 def _discard(dest: Path, stage: Path) -> None:
@@ -934,6 +1001,7 @@ def _info(row: object) -> LayerInfo:
         size=int(r["size"]),  # type: ignore[index]
         created=float(r["created"]),  # type: ignore[index]
         created_by=r["created_by"],  # type: ignore[index]
+        disk_size=int(r["disk_size"] or 0),  # type: ignore[index]
     )
 
 
