@@ -49,6 +49,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lamina.core.embedded.sandbox import cgroup
+from lamina.core.embedded.sandbox.profile import capability_numbers, seccomp_rules
 from lamina.core.errors import BuildError, SandboxUnavailable
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,9 @@ NETWORKS = ("host", "none")
 # How long a cancelled monitor may take to tear its namespace down before SIGKILL.
 KILL_GRACE = 5.0
 OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
+# Processes (and threads) one RUN may have at once: Podman's default pids_limit. Docker
+# sets none by default; a build needing more is rare, a fork bomb is stopped here.
+DEFAULT_PIDS_LIMIT = 2048
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,7 @@ class RunSpec:
         network: "host" shares the host network, "none" gets only loopback.
         hostname: the sandbox's hostname (and /etc/hostname).
         mounts: binds and tmpfs mounts on top of the root filesystem, in order.
+        pids_limit: the most processes the command may have at once (0: no limit).
     """
 
     lowerdirs: tuple[Path, ...]
@@ -108,6 +114,7 @@ class RunSpec:
     network: str = "host"
     hostname: str = "lamina"
     mounts: tuple[MountSpec, ...] = ()
+    pids_limit: int = DEFAULT_PIDS_LIMIT
 
 
 def _read_sysctl(proc: Path, name: str) -> str | None:
@@ -277,6 +284,7 @@ def run(
     _prepare_upper_root(spec)
     userns = os.geteuid() != 0
     scratch = Path(tempfile.mkdtemp(prefix="lamina-run-"))
+    group = cgroup.create(spec.pids_limit) if spec.pids_limit else None
     job = {
         "lowerdirs": [str(Path(p).absolute()) for p in spec.lowerdirs],
         "upper": str(spec.upper.absolute()),
@@ -300,6 +308,10 @@ def run(
         "userns": userns,
         "uid": os.geteuid(),
         "gid": os.getegid(),
+        "caps": capability_numbers(),
+        "seccomp": seccomp_rules(),
+        "pids_limit": spec.pids_limit,
+        "cgroup": None if group is None else str(group),
     }
     ctl_read, ctl_write = os.pipe()
     messages: list[dict[str, object]] = []
@@ -324,6 +336,8 @@ def run(
                 _stop(proc)
     finally:
         os.close(ctl_read)
+        if group is not None:
+            cgroup.remove(group)
         _clear_dir(spec.work)
         try:
             normalize_upper(spec.upper)
@@ -336,6 +350,8 @@ def run(
         except OSError:
             log.warning("sandbox scratch dir %s left behind", scratch)
     for message in messages:
+        if "warning" in message:
+            log.warning("%s", message["warning"])
         if "error" in message:
             text = str(message["error"])
             if message.get("kind") == "unavailable":

@@ -36,6 +36,10 @@ from lamina.core.errors import StoreError
 
 log = logging.getLogger(__name__)
 
+# What may hold device nodes, FIFOs and setuid files exactly as images and RUN steps
+# made them: layers, work in progress (a RUN's upper dir) and cache mounts.
+PRIVATE_DIRS = ("layers", "tmp", "cachemounts")
+
 __all__ = [
     "BuildRecords",
     "CacheEntries",
@@ -82,11 +86,16 @@ class Store:
         if not adopt_unindexed:
             _refuse_lost_index(self.home, db)
         try:
-            for sub in ("blobs/sha256", "layers", "tmp"):
+            # A new store is its owner's alone (Docker's root is 0710 and its layer
+            # dirs 0700); nothing in the sandbox needs another user to reach it.
+            self.home.parent.mkdir(parents=True, exist_ok=True)
+            self.home.mkdir(mode=0o700, exist_ok=True)
+            for sub in ("blobs/sha256", *PRIVATE_DIRS):
                 (self.home / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"{self.home}: cannot create the store: {exc.strerror}") from exc
-        _private(self.home / "layers")
+        for sub in PRIVATE_DIRS:
+            _private(self.home / sub)
         self._lock = lock or StoreLock(self.home / "lock")
 
         def check_fresh(index: Index) -> None:
@@ -138,8 +147,8 @@ class Store:
 
 
 def _private(path: Path) -> None:
-    """Keeps ``layers/`` to the store's owner: layers may hold device nodes, FIFOs and
-    setuid files exactly as images define them, which no other user may reach."""
+    """Keeps one of ``PRIVATE_DIRS`` to the store's owner (0700), whatever an older
+    lamina or the umask made it: no other user may reach what it holds."""
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
         if mode & 0o077:
