@@ -388,7 +388,13 @@ class Walk:
         first_keyword: str | None = None
         if walked.missed is None and self.rules.cascades(ins):
             walked.missed = (f"{number}/{index}", ins.original)
-            walked.missed_keyword = ins.keyword
+            # Only a setting that changed since its entry is a cascade BuildKit would not
+            # have: a first build or a pruned entry misses under both.
+            changed = (decision.reason or {}).get("kind") in (
+                "instruction_changed",
+                "config_changed",
+            )
+            walked.missed_keyword = ins.keyword if changed else None
         elif walked.missed is not None:
             first_keyword = walked.missed_keyword
         if not self.rules.hit_keeps_config and walked.chain_missed is None:
@@ -556,7 +562,8 @@ class _Walked:
 
     Attributes:
         missed: the step whose miss the rest of the stage follows (cascading rules).
-        missed_keyword: its instruction.
+        missed_keyword: its instruction, when it missed for a change of its own (not a
+            first build, a prune or ``--no-cache``).
         chain_missed: rules whose keys chain on keys: the last step that missed since
             the last hit (explains a miss on a key nothing was recorded under).
         ignore: the reason every step of the stage skips the lookup, if any.
