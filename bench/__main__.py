@@ -277,7 +277,9 @@ def _run_stages(state: _State, results: Results) -> None:
         state.rootfs = busybox_rootfs_tar(state.work / "busybox-rootfs.tar")
     _say(f"bench: one stage against two of {sizes.stage_mb:,} MB each x{sizes.repeat}")
     try:
-        samples = run_stages(state.work, state.rootfs, sizes.stage_mb, sizes.repeat)
+        from lamina.core.demo.workspace import find_busybox
+
+        samples = run_stages(state.work, state.rootfs, sizes.stage_mb, sizes.repeat, find_busybox())
     except (BenchError, OSError) as exc:
         results.fail("parallel stages", str(exc))
         return

@@ -12,6 +12,10 @@ runs) and taking turns within each repeat:
 * **two stages, one after the other**: the same Dockerfile with ``--builder classic``,
   which builds every stage in order: what building in parallel saves.
 
+Next to them, the machine itself: the same hashing as one process and as two at once,
+outside lamina. On a shared machine other work takes cores too, and this pair says how
+much parallel room there was during the run, so the builds' ratio can be read against it.
+
 The work is CPU-bound (busybox's ``sha256sum`` over zeros), so the two stages really
 compete for the machine's cores; with one core the ratio would be about 2. Every build's
 record is checked: status ``ok``, and every RUN a miss that ran.
@@ -26,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.lamina_side import LaminaSide
-from bench.measure import BenchError, Samples
+from bench.measure import BenchError, Samples, run_child
 from bench.report import Row
 
 log = logging.getLogger(__name__)
@@ -65,11 +69,14 @@ class StageSamples:
     one: Samples = field(default_factory=lambda: Samples("s"))
     two: Samples = field(default_factory=lambda: Samples("s"))
     sequential: Samples = field(default_factory=lambda: Samples("s"))
+    raw_one: Samples = field(default_factory=lambda: Samples("s"))
+    raw_two: Samples = field(default_factory=lambda: Samples("s"))
     run_step: list[float] = field(default_factory=list)
 
-    def ratios(self) -> list[float]:
-        """Two stages over one, repeat by repeat."""
-        return [t / o for t, o in zip(self.two.values, self.one.values, strict=False) if o]
+    def ratios(self, two: Samples | None = None, one: Samples | None = None) -> list[float]:
+        """Two over one, repeat by repeat (the builds' by default)."""
+        two, one = two or self.two, one or self.one
+        return [t / o for t, o in zip(two.values, one.values, strict=False) if o]
 
 
 def write_contexts(work: Path, mb: int) -> tuple[Path, Path]:
@@ -81,6 +88,17 @@ def write_contexts(work: Path, mb: int) -> tuple[Path, Path]:
         (context / "Dockerfile").write_text(dockerfile(stages, mb))
         out.append(context)
     return out[0], out[1]
+
+
+def _hash_processes(busybox: str, count: int, mb: int) -> float:
+    """Seconds for ``count`` processes at once, each hashing ``mb`` MB as a stage does.
+
+    Raises:
+        BenchError: the shell failed.
+    """
+    one = f"dd if=/dev/zero bs=1048576 count={mb} 2>/dev/null | {busybox} sha256sum >/dev/null"
+    script = " ".join(f"({one}) &" for _ in range(count)) + " wait"
+    return run_child(["/bin/sh", "-c", script]).check("the hashing processes").seconds
 
 
 def _check(side: LaminaSide, runs: int, what: str) -> list[float]:
@@ -95,8 +113,11 @@ def _check(side: LaminaSide, runs: int, what: str) -> list[float]:
     return [s.duration for s in steps]
 
 
-def run_stages(work: Path, rootfs_tar: Path, mb: int, repeat: int) -> StageSamples:
-    """The three builds, ``repeat`` times, in a rotating order.
+def run_stages(
+    work: Path, rootfs_tar: Path, mb: int, repeat: int, busybox: str | None = None
+) -> StageSamples:
+    """The three builds, ``repeat`` times, in a rotating order, and with ``busybox`` the
+    machine's own one-against-two hashing.
 
     Raises:
         BenchError: a build failed or did not run what it should have.
@@ -117,17 +138,27 @@ def run_stages(work: Path, rootfs_tar: Path, mb: int, repeat: int) -> StageSampl
 
         return run
 
+    def raw(samples: Samples, count: int) -> Callable[[], None]:
+        def run() -> None:
+            assert busybox is not None
+            samples.add(_hash_processes(busybox, count, mb))
+
+        return run
+
     order = [
         build(one, out.one, 1),
         build(two, out.two, 2),
         build(two, out.sequential, 2, "--builder", "classic"),
     ]
+    if busybox is not None:
+        order += [raw(out.raw_one, 1), raw(out.raw_two, 2)]
     # A warm-up build: the first one after the import pays for cold page caches.
     order[0]()
     out.one.values.clear()
     out.run_step.clear()
     for r in range(repeat):
-        for step in order[r % 3 :] + order[: r % 3]:
+        turn = r % len(order)
+        for step in order[turn:] + order[:turn]:
             step()
     return out
 
@@ -141,7 +172,7 @@ def stage_rows(samples: StageSamples, mb: int, cpus: int) -> list[Row]:
         f" on its own), on {cpus} CPU(s); whole `lamina build --no-cache` runs, start-up"
         " included; two stages over one, repeat by repeat: " + ", ".join(f"{r:.2f}" for r in ratios)
     )
-    return [
+    rows = [
         Row(
             SECTION,
             "two independent stages of equal cost (BuildKit rules: in parallel)",
@@ -159,3 +190,17 @@ def stage_rows(samples: StageSamples, mb: int, cpus: int) -> list[Row]:
             "one stage",
         ),
     ]
+    if samples.raw_one.values:
+        raw = samples.ratios(samples.raw_two, samples.raw_one)
+        rows.append(
+            Row(
+                SECTION,
+                "the machine: two hashing processes at once (no lamina)",
+                samples.raw_two,
+                samples.raw_one,
+                "one process",
+                notes="the parallel room the machine had during the run; two over one,"
+                " repeat by repeat: " + ", ".join(f"{r:.2f}" for r in raw),
+            )
+        )
+    return rows

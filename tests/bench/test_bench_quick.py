@@ -71,7 +71,8 @@ def test_quick_run_without_docker_measures_every_lamina_part(tmp_path: Path) -> 
     )
     assert opened["met"] is True and read["met"] is True
     # Two independent stages against one, and the same two built one after the other.
-    parallel, sequential = _rows(data, "Parallel stages")
+    parallel, sequential, machine = _rows(data, "Parallel stages")
+    assert machine["reference_name"] == "one process" and machine["reference"]["median"] > 0
     assert parallel["reference_name"] == sequential["reference_name"] == "one stage"
     assert parallel["reference"]["median"] > 0 and parallel["speedup"] is not None
     assert parallel["target"] and sequential["target"] == ""
