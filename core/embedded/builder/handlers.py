@@ -145,6 +145,7 @@ class Handlers:
         """The step ``ins`` makes on ``state``.
 
         Raises:
+            DockerfileError: a malformed ``RUN --mount`` or ``--network`` (names the line).
             BuildError: a flag only BuildKit knows, or an instruction the builder lacks.
             ContextError: a COPY/ADD source that cannot be read.
             DockerfileError: a malformed variable substitution.
@@ -206,7 +207,11 @@ class Handlers:
             if network is not None:
                 network = parse_network(self.words.word(ins, network, s.env))
         except DockerfileError as exc:
-            raise self.words.fail(ins, exc.reason) from None
+            # A malformed --mount or --network is a Dockerfile error, as BuildKit's
+            # frontend reports it: it names the line.
+            raise DockerfileError(
+                f"{ins.keyword}: {exc.reason}", str(self.words.path), ins.line
+            ) from None
         # A bind mount's files are in the key by content, as BuildKit's read-only
         # mounts with a selector get content keys.
         mount_sums: list[str] = []
