@@ -229,6 +229,41 @@ def parse_mount(value: str, ssh_index: int = 0) -> Mount:
     return Mount(type=kind, target=target, readonly=bool(readonly), **options)
 
 
+def mount_from(value: str) -> str | None:
+    """The ``from=`` of a ``--mount`` value as written (None when it has none).
+
+    Quotes are dropped first, as BuildKit's flag parser drops them before the fields are
+    split, so ``"from=build"`` names ``build`` too.
+    """
+    text = value.replace('"', "").replace("'", "")
+    try:
+        rows = list(csv.reader([text]))
+    except csv.Error:
+        return None
+    for field in rows[0] if rows else []:
+        key, sep, raw = field.partition("=")
+        if sep and key.strip().lower() == "from":
+            return raw
+    return None
+
+
+def reject_variable_from(value: str) -> None:
+    """Refuses a ``from=`` that holds a variable, in a ``--mount`` value as written.
+
+    Neither builder expands one there: Docker 20.10's BuildKit takes ``$SRC`` as an
+    image name, which cannot hold a ``$`` (measured), and newer frontends refuse it with
+    this message.
+
+    Raises:
+        DockerfileError: ``from`` holds a variable.
+    """
+    ref = mount_from(value)
+    if ref is not None and "$" in ref[:-1]:
+        raise DockerfileError(
+            "'from' doesn't support variable expansion, define alias stage instead"
+        )
+
+
 def field_of(fields: list[str], key: str) -> str:
     """The field of ``fields`` naming ``key`` (for error messages)."""
     for field in fields:
@@ -248,4 +283,11 @@ def parse_network(value: str) -> str:
     return value
 
 
-__all__ = ["MOUNT_TYPES", "Mount", "parse_mount", "parse_network"]
+__all__ = [
+    "MOUNT_TYPES",
+    "Mount",
+    "mount_from",
+    "parse_mount",
+    "parse_network",
+    "reject_variable_from",
+]

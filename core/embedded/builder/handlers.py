@@ -25,7 +25,7 @@ from lamina.core.dockerfile.instructions import (
     health_config,
     sources_and_dest,
 )
-from lamina.core.dockerfile.mounts import Mount, parse_mount, parse_network
+from lamina.core.dockerfile.mounts import Mount, parse_mount, parse_network, reject_variable_from
 from lamina.core.dockerfile.quote import go_quote
 from lamina.core.embedded.builder.base import stage_index
 from lamina.core.embedded.builder.contenthash import sources_checksum
@@ -197,6 +197,7 @@ class Handlers:
         mounts: list[Mount] = []
         try:
             for value in ins.flags.get("mount", ()):
+                reject_variable_from(value)
                 expanded = self.words.word(ins, value, s.env)
                 ssh_before = sum(1 for m in mounts if m.type == "ssh")
                 mount = parse_mount(expanded, ssh_before)
@@ -269,7 +270,13 @@ class Handlers:
         unknown: str | None = None
         try:
             if from_ref is not None and kw == "COPY":
-                from_ref = self.words.word(ins, from_ref, env)
+                if "$" in from_ref:
+                    # Neither builder expands --from (both take it as an image name,
+                    # which cannot hold a "$"): an alias stage names it instead.
+                    raise BuildError(
+                        f"--from={from_ref}: variables are not expanded in --from; name the"
+                        " stage with FROM ${VAR} AS alias, then --from=alias"
+                    )
                 root = self._from_root(s.scope.number, ins, from_ref)
                 if root is None:
                     # A dry run cannot know the files of a stage that runs again.
