@@ -9,11 +9,13 @@ What is checked:
   ``rootfs.diff_ids`` give exactly the chain its ``top_layer`` stands on;
 * every cache entry's layer and configs (``result``, and ``parent`` when a digest) exist;
 * leftovers of interrupted work (``gc.find_leftovers``) and builds recorded as running
-  whose process is gone.
+  whose process is gone, and cache mounts such a build left marked in use (which no
+  prune would ever remove).
 
 ``repair`` fixes only what is safe: it sweeps leftovers, drops cache rows whose layers
 or configs are gone (with a ``pruned_cache`` tombstone), drops layer rows whose
-directory is gone when no image needs them, and marks interrupted builds failed. It never
+directory is gone when no image needs them, marks interrupted builds failed and clears
+the in-use marks they left on cache mounts. It never
 deletes an image's data; such problems stay reported and make the exit status 1.
 """
 
@@ -91,6 +93,15 @@ def fsck(
                 "interrupted-build",
                 str(build_id),
                 f"build {build_id} is recorded as running but process {pid} is gone",
+                True,
+            )
+        )
+    for mount in store.cache_mounts.stuck():
+        problems.append(
+            Problem(
+                "stuck-cache-mount",
+                mount.id,
+                f"cache mount {mount.mount_id} is marked in use, but no running build uses it",
                 True,
             )
         )
@@ -261,6 +272,9 @@ def _repair(
     trash = []
     with store.lock():
         dropped = _repair_rows(store, problems, broken_cache, bad_layers, builds, fixed, now)
+        stuck = [p.subject for p in problems if p.kind == "stuck-cache-mount"]
+        store.cache_mounts.reset_in_use(stuck)
+        fixed.update(("stuck-cache-mount", ident) for ident in stuck)
         # Unused layers that stood on a missing one lost their rows too; their
         # directories go the way prune removes them.
         for chain_id in sorted(dropped):
