@@ -7,7 +7,8 @@ What is checked:
   diffID (``store.layers.verify``);
 * every tag names an image; every image's config exists, parses, and its
   ``rootfs.diff_ids`` give exactly the chain its ``top_layer`` stands on;
-* every cache entry's layer and configs (``result``, and ``parent`` when a digest) exist;
+* every cache entry's layer and configs (``result``, and ``parent`` when it is a config
+  digest, not the key of the step before as under BuildKit's rules) exist;
 * leftovers of interrupted work (``gc.find_leftovers``) and builds recorded as running
   whose process is gone, and cache mounts such a build left marked in use (which no
   prune would ever remove).
@@ -230,6 +231,7 @@ def _check_cache(
 ) -> set[str]:
     """Cache keys whose layer or configs are gone (safe to drop: a miss rebuilds them)."""
     broken: set[str] = set()
+    on_keys = store.cache.chained_on_keys()
     for key, entry in sorted(graph.cache.items()):
         if entry.top_layer is not None and (
             entry.top_layer not in graph.layers or entry.top_layer in bad_layers
@@ -244,7 +246,9 @@ def _check_cache(
             )
             broken.add(key)
             continue
-        for digest in (entry.result, entry.parent):
+        # Under BuildKit's rules a parent is mostly the step before's key, no config.
+        configs = (entry.result,) if key in on_keys else (entry.result, entry.parent)
+        for digest in configs:
             if is_digest(digest) and not store.images.has_blob(digest):
                 problems.append(
                     Problem(
