@@ -314,8 +314,9 @@ class Executor:
                     thread.join(0.05)
                     while pending:
                         yield StepOutput(number, index, pending.pop(0))
-            except KeyboardInterrupt:
-                # Ctrl-C in the caller: stop the sandbox before the work dir goes away.
+            except (KeyboardInterrupt, GeneratorExit):
+                # Ctrl-C, or the caller stopped reading the build's events: stop the
+                # sandbox before the work dir goes away.
                 if self.cancel is not None:
                     self.cancel.set()
                 thread.join()
