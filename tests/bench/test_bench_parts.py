@@ -214,7 +214,6 @@ def test_generated_files_are_old_and_an_edit_is_new(tmp_path: Path) -> None:
 
 def test_stage_dockerfiles_are_independent_stages_of_equal_cost() -> None:
     from bench.stages import BASE_TAG, dockerfile
-
     from lamina.core.dockerfile.instructions import load_dockerfile
     from lamina.core.dockerfile.reachable import dependencies, needed_stages
 

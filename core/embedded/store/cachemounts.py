@@ -216,10 +216,15 @@ class CacheMounts:
         """Mounts marked in use while no build runs: a build whose process died mid-RUN
         left the mark, and a marked mount is never pruned. Only the last build to use a
         mount is recorded, so while any build of the store runs, none is called stuck."""
-        running = self.index.rows("SELECT pid FROM builds WHERE status = 'running'")
-        if any(r["pid"] is not None and pid_alive(int(r["pid"])) for r in running):
+        # One snapshot: a build that starts meanwhile is seen running, or not yet using.
+        with self.index.snapshot() as conn:
+            running = conn.execute("SELECT pid FROM builds WHERE status = 'running'").fetchall()
+            marked = {
+                str(r[0]) for r in conn.execute("SELECT id FROM cache_mounts WHERE in_use > 0")
+            }
+        if any(r[0] is not None and pid_alive(int(r[0])) for r in running):
             return []
-        return [m for m in self.entries() if m.in_use]
+        return [m for m in self.entries() if m.id in marked]
 
     def reset_in_use(self, idents: list[str] | None = None) -> None:
         """Clears in-use marks a dead build left: those of ``idents``, or every mark
