@@ -422,10 +422,8 @@ class Walk:
             walked.missed = (f"{number}/{index}", ins.original)
             # Only a setting that changed since its entry is a cascade BuildKit would not
             # have: a first build or a pruned entry misses under both.
-            changed = (decision.reason or {}).get("kind") in (
-                "instruction_changed",
-                "config_changed",
-            )
+            kind = decision.reason["kind"] if decision.reason is not None else None
+            changed = kind in ("instruction_changed", "config_changed")
             walked.missed_keyword = ins.keyword if changed else None
         elif walked.missed is not None:
             first_keyword = walked.missed_keyword
