@@ -30,13 +30,15 @@ async def _settle(app: Any, pilot: Any) -> None:
 
 
 async def _select_build_with(app: Any, pilot: Any, kind: str) -> None:
-    """Highlights the first build and step whose miss reason is ``kind``."""
+    """Highlights the first rebuild (a build with hits) and step whose reason is ``kind``."""
     from textual.widgets import DataTable
 
     from lamina.tui.widgets.builds import BuildsView
 
     view = app.screen.query_one(BuildsView)
     for build in view.builds:
+        if not any(s.cached for s in build.steps):
+            continue  # a first build misses everywhere: not the story of a rebuild
         for i, step in enumerate(build.steps):
             if (step.reason or {}).get("kind") == kind:
                 table = view.query_one("#builds-table", DataTable)
@@ -70,6 +72,13 @@ async def _learn(app: Any, pilot: Any) -> None:
     await _press("5")(app, pilot)
 
 
+async def _learn_builders(app: Any, pilot: Any) -> None:
+    # The tour's last stop: the LABEL edit where BuildKit and the classic builder part.
+    from lamina.tui.widgets.learn import TOUR
+
+    await _press("5", *["n"] * (len(TOUR) - 1))(app, pilot)
+
+
 async def _layers(app: Any, pilot: Any) -> None:
     # Two steps down the shared base: a RUN layer with its files.
     await _press("down", "down")(app, pilot)
@@ -82,6 +91,7 @@ SHOTS: list[Shot] = [
     ("disk", (120, 36), _press("4")),
     ("prune-confirm", (120, 36), _press("4", "p")),
     ("learn", (120, 36), _learn),
+    ("learn-builders", (120, 36), _learn_builders),
     ("help", (120, 36), _press("question_mark")),
     ("layers-80x24", (80, 24), _press()),
     ("builds-80x24", (80, 24), _builds),

@@ -467,7 +467,8 @@ def contrast(
         cached: this build's decision (None: no cached step).
         reason: its reason or note.
         first_miss_keyword: classic: the instruction of the stage's first miss, when
-            this step missed because of it.
+            this step missed because of it and that miss was a change of the instruction
+            or its config (a first build misses under both builders).
 
     Returns:
         None when the step alone does not tell (or the builders agree).
@@ -501,6 +502,11 @@ def contrast(
                 " make every later step of the stage miss",
             )
         return None
+    if keyword in SETTING_INSTRUCTIONS:
+        # Whatever the classic builder decided, BuildKit has no step here to decide.
+        return other_builder(
+            "buildkit", None, f"BuildKit makes no step of {keyword}: it only sets the image config"
+        )
     if cached is False and kind == "config_changed" and reason is not None:
         field = str(reason.get("field") or "")
         if field in IMAGE_SETTINGS:
@@ -518,10 +524,6 @@ def contrast(
             True,
             f"BuildKit would not miss for this: it makes no step of {first_miss_keyword},"
             " so a change there does not cascade",
-        )
-    if keyword in SETTING_INSTRUCTIONS:
-        return other_builder(
-            "buildkit", None, f"BuildKit makes no step of {keyword}: it only sets the image config"
         )
     return None
 

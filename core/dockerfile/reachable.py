@@ -6,10 +6,11 @@ BuildKit solves only what the target reaches (``dockerfile2llb/convert.go``,
 builds every stage up to the target instead (:func:`~lamina.core.dockerfile.args.stages_to_build`).
 
 References are resolved as the builder resolves them: by stage name
-(case-insensitive) or number among the earlier stages, after expanding the meta ARGs
-(the values ``FROM`` may use). A reference that still holds a variable after that
-cannot be resolved before the stage runs; it keeps every earlier stage, so nothing a
-stage may read is skipped.
+(case-insensitive) or number among the earlier stages. ``FROM`` is read after expanding
+the meta ARGs (the values ``FROM`` may use); a ``FROM`` that cannot be expanded keeps
+every earlier stage, so nothing a stage may read is skipped. ``COPY --from`` and
+``--mount from=`` are taken as written, as both builders take them: a variable there
+names no stage (the build refuses it at that step).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 
 from lamina.core.dockerfile.args import expand, stages_to_build
 from lamina.core.dockerfile.instructions import Dockerfile, Instruction, Stage
+from lamina.core.dockerfile.mounts import mount_from
 from lamina.core.errors import DockerfileError
 
 
@@ -39,10 +41,9 @@ def _refs(stage: Stage) -> list[tuple[Instruction, str]]:
             out.append((ins, ins.flag("from") or ""))
         if ins.keyword == "RUN":
             for mount in ins.flags.get("mount", ()):
-                for field in mount.split(","):
-                    key, _, value = field.partition("=")
-                    if key.strip().lower() == "from" and value:
-                        out.append((ins, value))
+                ref = mount_from(mount)
+                if ref:
+                    out.append((ins, ref))
     return out
 
 
@@ -58,15 +59,14 @@ def dependencies(dockerfile: Dockerfile, number: int, meta: Mapping[str, str | N
     stage = stages[number]
     env = {k: v for k, v in meta.items() if v is not None}
     out: set[int] = set()
-    for ins, ref in [(stage.from_instruction, stage.base), *_refs(stage)]:
-        try:
-            word = expand(dockerfile, ins, ref, env)
-        except DockerfileError:
-            word = ref
-        if "$" in word:
-            # Known only once the stage runs: keep whatever it may name.
-            out.update(range(number))
-            continue
+    try:
+        base = expand(dockerfile, stage.from_instruction, stage.base, env)
+    except DockerfileError:
+        base = stage.base
+    if "$" in base:
+        # Known only once the stage runs: keep whatever it may name.
+        out.update(range(number))
+    for word in [base, *(ref for _, ref in _refs(stage))]:
         idx = _index(stages, word, number)
         if idx is not None:
             out.add(idx)

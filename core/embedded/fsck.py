@@ -7,13 +7,16 @@ What is checked:
   diffID (``store.layers.verify``);
 * every tag names an image; every image's config exists, parses, and its
   ``rootfs.diff_ids`` give exactly the chain its ``top_layer`` stands on;
-* every cache entry's layer and configs (``result``, and ``parent`` when a digest) exist;
+* every cache entry's layer and configs (``result``, and ``parent`` when it is a config
+  digest, not the key of the step before as under BuildKit's rules) exist;
 * leftovers of interrupted work (``gc.find_leftovers``) and builds recorded as running
-  whose process is gone.
+  whose process is gone, and cache mounts such a build left marked in use (which no
+  prune would ever remove).
 
 ``repair`` fixes only what is safe: it sweeps leftovers, drops cache rows whose layers
 or configs are gone (with a ``pruned_cache`` tombstone), drops layer rows whose
-directory is gone when no image needs them, and marks interrupted builds failed. It never
+directory is gone when no image needs them, marks interrupted builds failed and clears
+the in-use marks they left on cache mounts. It never
 deletes an image's data; such problems stay reported and make the exit status 1.
 """
 
@@ -113,6 +116,17 @@ def fsck(
                 "interrupted-build",
                 str(build_id),
                 f"build {build_id} is recorded as running but process {pid} is gone",
+                True,
+                note=True,
+            )
+        )
+    for mount in store.cache_mounts.stuck():
+        problems.append(
+            Problem(
+                "stuck-cache-mount",
+                mount.id,
+                f"cache mount {mount.mount_id} is marked in use, but no running build uses it"
+                " (a build was interrupted); `lamina fsck --repair` clears the mark",
                 True,
                 note=True,
             )
@@ -253,6 +267,7 @@ def _check_cache(
 ) -> set[str]:
     """Cache keys whose layer or configs are gone (safe to drop: a miss rebuilds them)."""
     broken: set[str] = set()
+    on_keys = store.cache.chained_on_keys()
     for key, entry in sorted(graph.cache.items()):
         if entry.top_layer is not None and (
             entry.top_layer not in graph.layers or entry.top_layer in bad_layers
@@ -267,7 +282,9 @@ def _check_cache(
             )
             broken.add(key)
             continue
-        for digest in (entry.result, entry.parent):
+        # Under BuildKit's rules a parent is mostly the step before's key, no config.
+        configs = (entry.result,) if key in on_keys else (entry.result, entry.parent)
+        for digest in configs:
             if is_digest(digest) and not store.images.has_blob(digest):
                 problems.append(
                     Problem(
@@ -295,6 +312,9 @@ def _repair(
     trash = []
     with store.lock():
         dropped = _repair_rows(store, problems, broken_cache, bad_layers, builds, fixed, now)
+        stuck = [p.subject for p in problems if p.kind == "stuck-cache-mount"]
+        store.cache_mounts.reset_in_use(stuck)
+        fixed.update(("stuck-cache-mount", ident) for ident in stuck)
         # Unused layers that stood on a missing one lost their rows too; their
         # directories go the way prune removes them.
         for chain_id in sorted(dropped):

@@ -256,6 +256,7 @@ class Executor:
     ) -> Generator[StepOutput, None, str]:
         env_list = list(state.config.get("Env") or [])
         run_env = env_list + [f"{k}={v}" for k, v in sorted(args.active(env_list).items())]
+        run_env += _ssh_agent_env(step.mounts, run_env)
         network = self.network if step.network in (None, "default") else step.network
         argv = (
             step.cmd[1 + int(step.cmd[0][1:]) :]
@@ -313,8 +314,9 @@ class Executor:
                     thread.join(0.05)
                     while pending:
                         yield StepOutput(number, index, pending.pop(0))
-            except KeyboardInterrupt:
-                # Ctrl-C in the caller: stop the sandbox before the work dir goes away.
+            except (KeyboardInterrupt, GeneratorExit):
+                # Ctrl-C, or the caller stopped reading the build's events: stop the
+                # sandbox before the work dir goes away.
                 if self.cancel is not None:
                     self.cancel.set()
                 thread.join()
@@ -415,6 +417,16 @@ class Executor:
             return data / sources[0].name
         data.mkdir(exist_ok=True)
         return data
+
+
+def _ssh_agent_env(mounts: tuple[Mount, ...], env: list[str]) -> list[str]:
+    """``SSH_AUTH_SOCK`` at the first ssh mount's socket, as BuildKit sets it for a RUN
+    with an ssh mount (``llb`` ``ExecOp``), whether an agent was given or not, unless
+    the environment names one already."""
+    targets = [m.target for m in mounts if m.type == "ssh"]
+    if not targets or any(e.startswith("SSH_AUTH_SOCK=") for e in env):
+        return []
+    return [f"SSH_AUTH_SOCK={targets[0]}"]
 
 
 def _drop_secret_mountpoints(upper: Path, below: RootFS, mounts: tuple[Mount, ...]) -> None:

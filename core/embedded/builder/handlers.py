@@ -25,7 +25,7 @@ from lamina.core.dockerfile.instructions import (
     health_config,
     sources_and_dest,
 )
-from lamina.core.dockerfile.mounts import Mount, parse_mount, parse_network
+from lamina.core.dockerfile.mounts import Mount, parse_mount, parse_network, reject_variable_from
 from lamina.core.dockerfile.ports import PortSpecError, exposed_ports
 from lamina.core.dockerfile.quote import go_quote
 from lamina.core.embedded.builder.base import stage_index
@@ -146,6 +146,7 @@ class Handlers:
         """The step ``ins`` makes on ``state``.
 
         Raises:
+            DockerfileError: a malformed ``RUN --mount`` or ``--network`` (names the line).
             BuildError: a flag only BuildKit knows, or an instruction the builder lacks.
             ContextError: a COPY/ADD source that cannot be read.
             DockerfileError: a malformed variable substitution.
@@ -197,6 +198,7 @@ class Handlers:
         mounts: list[Mount] = []
         try:
             for value in ins.flags.get("mount", ()):
+                reject_variable_from(value)
                 expanded = self.words.word(ins, value, s.env)
                 ssh_before = sum(1 for m in mounts if m.type == "ssh")
                 mount = parse_mount(expanded, ssh_before)
@@ -207,7 +209,11 @@ class Handlers:
             if network is not None:
                 network = parse_network(self.words.word(ins, network, s.env))
         except DockerfileError as exc:
-            raise self.words.fail(ins, exc.reason) from None
+            # A malformed --mount or --network is a Dockerfile error, as BuildKit's
+            # frontend reports it: it names the line.
+            raise DockerfileError(
+                f"{ins.keyword}: {exc.reason}", str(self.words.path), ins.line
+            ) from None
         # A bind mount's files are in the key by content, as BuildKit's read-only
         # mounts with a selector get content keys.
         mount_sums: list[str] = []
@@ -265,7 +271,13 @@ class Handlers:
         unknown: str | None = None
         try:
             if from_ref is not None and kw == "COPY":
-                from_ref = self.words.word(ins, from_ref, env)
+                if "$" in from_ref:
+                    # Neither builder expands --from (both take it as an image name,
+                    # which cannot hold a "$"): an alias stage names it instead.
+                    raise BuildError(
+                        f"--from={from_ref}: variables are not expanded in --from; name the"
+                        " stage with FROM ${VAR} AS alias, then --from=alias"
+                    )
                 root = self._from_root(s.scope.number, ins, from_ref)
                 if root is None:
                     # A dry run cannot know the files of a stage that runs again.

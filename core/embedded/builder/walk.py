@@ -78,6 +78,33 @@ class _Shared:
         self.result: tuple[str | None, str | None, bool] | None = None
 
 
+class _Stop(threading.Event):
+    """What the build's steps watch: set when a stage of the build failed, and seen set
+    whenever the caller's cancel is.
+
+    The caller's event is only ever read: a failing stage must neither look like the
+    user's cancel to the caller nor clear a cancel the user gave meanwhile, and the
+    other stages stop whether or not the caller passed an event.
+    """
+
+    def __init__(self, cancel: threading.Event | None) -> None:
+        super().__init__()
+        self.cancel = cancel
+
+    def is_set(self) -> bool:
+        return super().is_set() or (self.cancel is not None and self.cancel.is_set())
+
+    def wait(self, timeout: float | None = None) -> bool:
+        # The caller's event cannot wake this one: poll both, a little at a time.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            super().wait(left)
+        return True
+
+
 class Walk:
     """One pass over a Dockerfile: a preflight or dry run, or the real build.
 
@@ -114,6 +141,8 @@ class Walk:
         self.rules = rules
         self.dry_run = dry_run
         self.cancel = cancel
+        # Set by the first stage of a parallel build that fails: the others stop.
+        self.stop = _Stop(cancel)
         self.context = context
         self.build_log = build_log or BuildLog(store)
         self.words = Words(dockerfile_path, dockerfile.escape)
@@ -132,7 +161,7 @@ class Walk:
             store,
             self.words,
             context,
-            cancel,
+            self.stop,
             request.network,
             RunOptions(
                 rules.name,
@@ -209,29 +238,32 @@ class Walk:
                 events.put((number, None, exc))
 
         with concurrent.futures.ThreadPoolExecutor(workers, "lamina-stage") as pool:
-            while len(done) < len(needed):
-                if failure is None:
-                    for n in needed:
-                        if n not in done and n not in running and deps[n] <= done:
-                            running.add(n)
-                            pool.submit(work, n)
-                if not running:
-                    break
-                number, event, error = events.get()
-                if event is not None:
-                    yield event
-                    continue
-                running.discard(number)
-                done.add(number)
-                if error is not None and failure is None:
-                    failure = error
-                    # The other stages stop at their next step or RUN.
-                    if self.cancel is not None and not isinstance(error, Cancelled):
-                        self._failing = True
-                        self.cancel.set()
+            try:
+                while len(done) < len(needed):
+                    if failure is None:
+                        for n in needed:
+                            if n not in done and n not in running and deps[n] <= done:
+                                running.add(n)
+                                pool.submit(work, n)
+                    if not running:
+                        break
+                    number, event, error = events.get()
+                    if event is not None:
+                        yield event
+                        continue
+                    running.discard(number)
+                    done.add(number)
+                    if error is not None and failure is None:
+                        failure = error
+                        # The other stages stop: a running RUN is killed, the rest stop
+                        # at their next step, and no stage starts after this.
+                        self.stop.set()
+            except BaseException:
+                # Ctrl-C, or the caller stopped reading the events: the stages must not
+                # run on (the pool waits for them before this propagates).
+                self.stop.set()
+                raise
         if failure is not None:
-            if getattr(self, "_failing", False) and self.cancel is not None:
-                self.cancel.clear()
             raise failure
 
     def _mount_root(self, ref: str) -> RootFS | None:
@@ -266,7 +298,7 @@ class Walk:
             ignore = reasons.no_cache_filter(stage.name)
         walked = _Walked(ignore=ignore)
         for index, instruction in enumerate((*base.triggers, *stage.instructions), start=1):
-            if self.cancel is not None and self.cancel.is_set():
+            if self.stop.is_set():
                 raise Cancelled()
             state = yield from self._step(scope, index, instruction, state, base, walked)
         if state.id is None and not self.dry_run:
@@ -391,7 +423,11 @@ class Walk:
         first_keyword: str | None = None
         if walked.missed is None and self.rules.cascades(ins):
             walked.missed = (f"{number}/{index}", ins.original)
-            walked.missed_keyword = ins.keyword
+            # Only a setting that changed since its entry is a cascade BuildKit would not
+            # have: a first build or a pruned entry misses under both.
+            kind = decision.reason["kind"] if decision.reason is not None else None
+            changed = kind in ("instruction_changed", "config_changed")
+            walked.missed_keyword = ins.keyword if changed else None
         elif walked.missed is not None:
             first_keyword = walked.missed_keyword
         if not self.rules.hit_keeps_config and walked.chain_missed is None:
@@ -449,7 +485,7 @@ class Walk:
     ) -> Generator[BuildEvent, None, State]:
         """A step identical to one another stage of this build decided: its result."""
         while not shared.done.wait(0.1):
-            if self.cancel is not None and self.cancel.is_set():
+            if self.stop.is_set():
                 raise Cancelled()
         if shared.result is None:
             raise BuildError(
@@ -559,7 +595,8 @@ class _Walked:
 
     Attributes:
         missed: the step whose miss the rest of the stage follows (cascading rules).
-        missed_keyword: its instruction.
+        missed_keyword: its instruction, when it missed for a change of its own (not a
+            first build, a prune or ``--no-cache``).
         chain_missed: rules whose keys chain on keys: the last step that missed since
             the last hit (explains a miss on a key nothing was recorded under).
         ignore: the reason every step of the stage skips the lookup, if any.
@@ -719,6 +756,11 @@ def _recorded(
         cancel.set()
         record.finish("cancelled", None, "build cancelled")
         yield BuildFailed(build_id, "build cancelled", cancelled=True)
+    except GeneratorExit:
+        # The caller stopped reading the events: the walk has stopped its steps, and
+        # the record says so (nothing more can be yielded).
+        record.finish("cancelled", None, "build cancelled")
+        raise
     except LaminaError as exc:
         cancelled = cancel.is_set()
         record.finish("cancelled" if cancelled else "failed", None, str(exc))

@@ -130,6 +130,16 @@ class CacheEntries:
             )
             conn.execute("DELETE FROM pruned_cache WHERE key = ?", (key,))
 
+    def chained_on_keys(self) -> set[str]:
+        """Entries whose ``parent`` is the cache key of the step before them, not a
+        config: BuildKit's keys chain on keys, except at a stage's first step, whose
+        parent is the base image."""
+        rows = self.index.rows(
+            "SELECT key FROM cache WHERE json_extract(inputs, '$.step.rules') = 'buildkit'"
+            " AND parent IS NOT json_extract(inputs, '$.base')"
+        )
+        return {str(r["key"]) for r in rows}
+
     def drop(self, entries: Iterable[CacheRow], now: float) -> None:
         """Deletes entries, leaving a tombstone for each (one transaction, or the caller's).
 

@@ -13,6 +13,7 @@ turns, ``private`` gives a RUN that finds the mount in use a directory of its ow
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import shutil
 import threading
@@ -23,11 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lamina.core.embedded.store.index import Index
+from lamina.core.embedded.store.process import pid_alive
 from lamina.core.errors import StoreError
 
 # One lock per mount id in this process, for sharing=locked (and to count users).
 _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
+# Numbers the private directories of this process (a RUN that found its mount in use).
+_PRIVATE = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,7 @@ class CacheMounts:
         """What a mount is shared by: its id, and the ``from=`` it starts from."""
         return "sha256:" + hashlib.sha256(f"{mount_id}\0{scope}".encode()).hexdigest()
 
-    def _path(self, ident: str, private: int = 0) -> Path:
+    def _path(self, ident: str, private: str = "") -> Path:
         hexpart = ident.split(":", 1)[1]
         return self.root / (hexpart if not private else f"{hexpart}-{private}")
 
@@ -125,7 +129,7 @@ class CacheMounts:
         ident = self.identity(mount_id, scope)
         with _LOCKS_GUARD:
             lock = _LOCKS.setdefault(ident, threading.Lock())
-        private = 0
+        private = ""
         held = False
         if sharing == "locked":
             lock.acquire()
@@ -133,7 +137,8 @@ class CacheMounts:
         elif sharing == "private":
             held = lock.acquire(blocking=False)
             if not held:
-                private = os.getpid() * 1000 + threading.get_ident() % 1000
+                # Unique in this process and across processes, however many RUNs ask.
+                private = f"{os.getpid()}-{next(_PRIVATE)}"
         path = self._path(ident, private)
         try:
             if empty and path.exists():
@@ -163,11 +168,12 @@ class CacheMounts:
             yield path
         finally:
             try:
-                size = _dir_size(path)
+                # A private directory goes with its RUN: the mount's size stays its own.
+                size = None if private else _dir_size(path)
                 with self.index.transaction() as conn:
                     conn.execute(
-                        "UPDATE cache_mounts SET in_use = MAX(in_use - 1, 0), size = ?,"
-                        " last_used = ? WHERE id = ?",
+                        "UPDATE cache_mounts SET in_use = MAX(in_use - 1, 0),"
+                        " size = COALESCE(?, size), last_used = ? WHERE id = ?",
                         (size, time.time(), ident),
                     )
                 if private:
@@ -206,10 +212,28 @@ class CacheMounts:
             shutil.rmtree(mount.path, ignore_errors=True)
         return freed
 
-    def reset_in_use(self) -> None:
-        """Clears the in-use marks a crashed build left (call with no build running)."""
+    def stuck(self) -> list[CacheMount]:
+        """Mounts marked in use while no build runs: a build whose process died mid-RUN
+        left the mark, and a marked mount is never pruned. Only the last build to use a
+        mount is recorded, so while any build of the store runs, none is called stuck."""
+        # One snapshot: a build that starts meanwhile is seen running, or not yet using.
+        with self.index.snapshot() as conn:
+            running = conn.execute("SELECT pid FROM builds WHERE status = 'running'").fetchall()
+            marked = {
+                str(r[0]) for r in conn.execute("SELECT id FROM cache_mounts WHERE in_use > 0")
+            }
+        if any(r[0] is not None and pid_alive(int(r[0])) for r in running):
+            return []
+        return [m for m in self.entries() if m.id in marked]
+
+    def reset_in_use(self, idents: list[str] | None = None) -> None:
+        """Clears in-use marks a dead build left: those of ``idents``, or every mark
+        (call with no build running)."""
         with self.index.transaction() as conn:
-            conn.execute("UPDATE cache_mounts SET in_use = 0 WHERE in_use != 0")
+            if idents is None:
+                conn.execute("UPDATE cache_mounts SET in_use = 0 WHERE in_use != 0")
+            for ident in idents or ():
+                conn.execute("UPDATE cache_mounts SET in_use = 0 WHERE id = ?", (ident,))
 
 
 __all__ = ["CacheMount", "CacheMounts"]
