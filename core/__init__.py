@@ -16,6 +16,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from lamina.core.accounting.ci import CiConfigError, Evaluation, RuleResult, analysis_lines, read_dive_ci
+    from lamina.core.accounting.ci import Rules as CiRules
+    from lamina.core.accounting.ci import report_lines as ci_report_lines
+    from lamina.core.accounting.diff import FileDiff, ImageDiff, ImageFiles, diff_images
     from lamina.core.accounting.dive import Analysis, WastedPath
     from lamina.core.accounting.plans import (
         Leftover,
@@ -79,7 +83,8 @@ if TYPE_CHECKING:
         LayerInfo,
         StepRecord,
     )
-    from lamina.core.open import default_home, open_engine
+    from lamina.core.settings import Config, load_config
+    from lamina.core.open import default_home, open_archive, open_engine, open_remote, source_of
     from lamina.core.registry.client import TransferCancelled
     from lamina.core.registry.login import login as registry_login
     from lamina.core.registry.login import logout as registry_logout
@@ -112,10 +117,13 @@ __all__ = [
     "Engine",
     "EngineUnavailable",
     "FileChange",
+    "FileDiff",
     "Filter",
     "FsckProblem",
     "FsckReport",
     "HistoryEntry",
+    "ImageDiff",
+    "ImageFiles",
     "ImageSummary",
     "ImageUsage",
     "InUse",
@@ -158,6 +166,7 @@ __all__ = [
     "WastedPath",
     "create_demo",
     "default_home",
+    "diff_images",
     "open_engine",
     "parse_dockerfile",
     "parse_duration",
@@ -172,8 +181,10 @@ __all__ = [
 # Where each public name lives.
 _HOMES: dict[str, tuple[str, ...]] = {
     # Opening an engine, and the Protocols front ends talk to.
-    "lamina.core.open": ("default_home", "open_engine"),
+    "lamina.core.open": ("default_home", "open_archive", "open_engine", "open_remote", "source_of"),
     "lamina.core.engine": ("Engine", "LocalStore"),
+    # The settings file (the cache policy, the app's keymap).
+    "lamina.core.settings": ("Config", "load_config"),
     "lamina.core.model": (
         "BuildRecord",
         "BuildRequest",
@@ -231,6 +242,16 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "LayerUsage",
     ),
     "lamina.core.accounting.dive": ("Analysis", "WastedPath"),
+    # dive's CI gate (`lamina analyze --ci`).
+    "lamina.core.accounting.ci": (
+        "CiConfigError",
+        "Evaluation",
+        "RuleResult",
+        "analysis_lines",
+        "read_dive_ci",
+    ),
+    # Comparing two images file by file (`lamina diff`).
+    "lamina.core.accounting.diff": ("FileDiff", "ImageDiff", "ImageFiles", "diff_images"),
     # What the command line parses the way Docker does.
     "lamina.core.filters": ("Filter", "parse_duration", "parse_filters", "parse_size"),
     "lamina.core.dockerfile.parser": ("ParseResult",),
@@ -255,6 +276,8 @@ _HOMES: dict[str, tuple[str, ...]] = {
 _RENAMED: dict[str, tuple[str, str]] = {
     "parse_dockerfile": ("lamina.core.dockerfile.parser", "parse"),
     "short_digest": ("lamina.core.digest", "short"),
+    "CiRules": ("lamina.core.accounting.ci", "Rules"),
+    "ci_report_lines": ("lamina.core.accounting.ci", "report_lines"),
     "registry_login": ("lamina.core.registry.login", "login"),
     "registry_logout": ("lamina.core.registry.login", "logout"),
 }

@@ -1,12 +1,18 @@
 """lamina's settings file, ``$XDG_CONFIG_HOME/lamina/config.toml``.
 
-Only the build cache retention policy lives here so far::
+The build cache retention policy and the app's keys::
 
     [cache]
     keep_storage = "5GB"      # prune least recently used cache until it fits
     max_unused_age = "30d"    # prune cache entries unused for longer than this
 
-Both are off when absent; a missing file means every default.
+    [keymap]                  # binding id = keys (comma-separated), as Textual names them
+    "images.sort" = "o"
+    "view.builds" = "3,b"
+
+Both cache limits are off when absent; a missing file means every default. The
+keymap names bindings by their stable ids (the help screen lists them); the app
+checks that each id exists.
 """
 
 from __future__ import annotations
@@ -50,10 +56,12 @@ class Config:
 
     Attributes:
         cache: the build cache retention policy.
+        keymap: binding id -> keys (``"ctrl+o,o"``) for the app.
         path: the file it was read from (None when there was none).
     """
 
     cache: CachePolicy = field(default_factory=CachePolicy)
+    keymap: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
 
 
@@ -87,10 +95,32 @@ def load_config(path: Path | None = None) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: {exc}") from exc
-    unknown = set(data) - {"cache"}
+    unknown = set(data) - {"cache", "keymap"}
     if unknown:
         raise UsageError(f"{path}: unknown section or key {min(unknown)!r}")
-    return Config(cache=_cache_policy(path, data.get("cache", {})), path=path)
+    return Config(
+        cache=_cache_policy(path, data.get("cache", {})),
+        keymap=_keymap(path, data.get("keymap", {})),
+        path=path,
+    )
+
+
+def _keymap(path: Path, table: Any) -> dict[str, str]:
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: [keymap] must be a table of binding id = keys")
+    out: dict[str, str] = {}
+    for binding_id, keys in table.items():
+        if isinstance(keys, dict):
+            # An unquoted dotted id (images.sort = "o") is a nested table in TOML.
+            for sub, value in _keymap(path, keys).items():
+                out[f"{binding_id}.{sub}"] = value
+            continue
+        if isinstance(keys, list) and keys and all(isinstance(k, str) for k in keys):
+            keys = ",".join(keys)
+        if not isinstance(keys, str) or not keys.strip():
+            raise UsageError(f'{path}: keymap.{binding_id} must be keys such as "ctrl+o"')
+        out[binding_id] = ",".join(k.strip() for k in keys.split(",") if k.strip())
+    return out
 
 
 def _cache_policy(path: Path, table: Any) -> CachePolicy:
