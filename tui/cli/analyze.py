@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -38,7 +38,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "them. With --ci, check it against dive's rules and exit 1 when one fails."
         ),
     )
-    p.add_argument("ref", metavar="IMAGE")
+    p.add_argument(
+        "ref", metavar="IMAGE", help="a tag or ID, or docker-archive:PATH, oci-archive:PATH, oci:DIR"
+    )
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--ci", action="store_true", help="check dive's CI rules; exit 1 on failure")
     p.add_argument(
@@ -94,7 +96,8 @@ def cmd_analyze(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = 
     rules = rules_from_args(args) if args.ci else None
     if rules is not None:
         rules.check()  # a malformed threshold fails before the image is read, as in dive
-    analysis = ctx.engine.analyze(args.ref)
+    engine, ref = ctx.engine_for(args.ref)
+    analysis = replace(engine.analyze(ref), image=args.ref)
     if rules is None:
         if args.format == "json":
             print(json.dumps(asdict(analysis), indent=2), file=out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from lamina.core import Engine, LocalStore, UsageError, open_engine
+from lamina.core import Engine, LocalStore, UsageError, open_archive, open_engine, source_of
 
 # What the refusal says when no better advice applies.
 NOT_FOR_DOCKER = "it does not apply to --engine docker"
@@ -25,6 +25,7 @@ def local_only(what: str, instead: str = NOT_FOR_DOCKER) -> UsageError:
 class CliContext:
     engine_kind: str | None = None
     _engine: Engine | None = field(default=None, repr=False)
+    _archives: dict[str, Engine] = field(default_factory=dict, repr=False)
 
     @property
     def engine(self) -> Engine:
@@ -44,7 +45,27 @@ class CliContext:
             raise local_only(what, instead)
         return engine
 
+    def engine_for(self, ref: str) -> tuple[Engine, str]:
+        """The engine holding ``ref`` and the image's name there: an archive source
+        (``docker-archive:PATH``, ``oci-archive:PATH``, ``oci:DIR``) is opened read-only
+        in place, once per command; anything else is an image of the current engine."""
+        source = source_of(ref)
+        if source is None or source[0] == "docker":
+            return self.engine, ref
+        if ref not in self._archives:
+            from pathlib import Path
+
+            self._archives[ref] = open_archive(Path(source[1]), ref)
+        engine = self._archives[ref]
+        images = engine.images()
+        if len(images) != 1:
+            raise UsageError(f"{ref} holds {len(images)} images; load it to pick one")
+        return engine, images[0].id
+
     def close(self) -> None:
+        for archive in self._archives.values():
+            archive.close()
+        self._archives.clear()
         if self._engine is not None:
             self._engine.close()
             self._engine = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from typing import TextIO
 
 from lamina.core import FileDiff, ImageDiff, diff_images, short_digest
@@ -30,8 +31,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "link target) with its size and the instruction that explains it."
         ),
     )
-    p.add_argument("a", metavar="IMAGE_A")
-    p.add_argument("b", metavar="IMAGE_B")
+    p.add_argument("a", metavar="IMAGE_A", help="a tag or ID, or an archive (docker-archive:PATH…)")
+    p.add_argument("b", metavar="IMAGE_B", help="likewise")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument(
         "--exit-code",
@@ -44,8 +45,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_diff(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina diff A B``; with ``--exit-code``, 1 when the images differ."""
     out = out or sys.stdout
-    engine = ctx.engine
-    result = diff_images(engine.image_files(args.a), engine.image_files(args.b))
+    sides = []
+    for ref in (args.a, args.b):
+        engine, name = ctx.engine_for(ref)
+        sides.append(replace(engine.image_files(name), ref=ref))
+    result = diff_images(sides[0], sides[1])
     if args.format == "json":
         print(json.dumps(result.to_json(), indent=2), file=out)
     else:

@@ -247,7 +247,11 @@ class MainScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         clock, delay = self.clock, self.settle_delay
         yield Header()
-        with TabbedContent(initial="layers", id="views"):
+        # Opened on an image or a build: that view first, so nothing has to switch later.
+        initial = "builds" if self._focus_build is not None else "layers"
+        if self._focus_image is not None and self._focus_build is None:
+            initial = "images"
+        with TabbedContent(initial=initial, id="views"):
             with TabPane("1 Layers", id="layers"):
                 yield LayersView(id="layers-view", clock=clock, settle_delay=delay)
             with TabPane("2 Images", id="images"):
@@ -295,8 +299,7 @@ class MainScreen(Screen[None]):
         self.refresh_bindings()
 
     def select_build(self, build_id: int) -> None:
-        """Shows the Builds view with this build selected (``lamina build --open``)."""
-        self.show_view("builds")
+        """Selects this build in the Builds view (``lamina build --open``)."""
         table = self.query_one("#builds-table", DataTable)
         try:
             table.move_cursor(row=table.get_row_index(str(build_id)))
@@ -441,8 +444,6 @@ class MainScreen(Screen[None]):
         if self._focus_image is not None:
             images.focus_on = self._focus_image
             self._focus_image = None
-            if self._focus_build is None:
-                self.show_view("images")
         images.graph = graph
         self.query_one(LearnView).graph = graph
         if self._disk_pending:
