@@ -16,7 +16,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from lamina.core.accounting.ci import CiConfigError, Evaluation, RuleResult, analysis_lines, read_dive_ci
+    from lamina.core.accounting.ci import (
+        CiConfigError,
+        Evaluation,
+        RuleResult,
+        analysis_lines,
+        read_dive_ci,
+    )
     from lamina.core.accounting.ci import Rules as CiRules
     from lamina.core.accounting.ci import report_lines as ci_report_lines
     from lamina.core.accounting.diff import FileDiff, ImageDiff, ImageFiles, diff_images
@@ -83,7 +89,6 @@ if TYPE_CHECKING:
         LayerInfo,
         StepRecord,
     )
-    from lamina.core.settings import Config, load_config
     from lamina.core.open import default_home, open_archive, open_engine, open_remote, source_of
     from lamina.core.registry.client import TransferCancelled
     from lamina.core.registry.login import login as registry_login
@@ -97,6 +102,7 @@ if TYPE_CHECKING:
         TransferProgressed,
         TransferStarted,
     )
+    from lamina.core.settings import Config, load_config
 
 __all__ = [
     "Analysis",
@@ -110,12 +116,16 @@ __all__ = [
     "BuildStarted",
     "CacheUsage",
     "CategoryUsage",
+    "CiConfigError",
+    "CiRules",
+    "Config",
     "ContextError",
     "DemoResult",
     "DiskUsage",
     "DockerfileError",
     "Engine",
     "EngineUnavailable",
+    "Evaluation",
     "FileChange",
     "FileDiff",
     "Filter",
@@ -149,6 +159,7 @@ __all__ = [
     "RegistryAuthError",
     "RegistryError",
     "RmiError",
+    "RuleResult",
     "RunFailed",
     "SandboxUnavailable",
     "Skipped",
@@ -164,18 +175,25 @@ __all__ = [
     "TransferStarted",
     "UsageError",
     "WastedPath",
+    "analysis_lines",
+    "ci_report_lines",
     "create_demo",
     "default_home",
     "diff_images",
+    "load_config",
+    "open_archive",
     "open_engine",
+    "open_remote",
     "parse_dockerfile",
     "parse_duration",
     "parse_filters",
     "parse_size",
+    "read_dive_ci",
     "rebuild_index",
     "registry_login",
     "registry_logout",
     "short_digest",
+    "source_of",
 ]
 
 # Where each public name lives.

@@ -163,7 +163,12 @@ def binding_ids() -> set[str]:
     from lamina.tui.screens.diff import DiffScreen
 
     ids = set()
-    for bindings in (LaminaApp.BINDINGS, MainScreen.BINDINGS, HelpScreen.BINDINGS, DiffScreen.BINDINGS):
+    for bindings in (
+        LaminaApp.BINDINGS,
+        MainScreen.BINDINGS,
+        HelpScreen.BINDINGS,
+        DiffScreen.BINDINGS,
+    ):
         for binding in bindings:
             if isinstance(binding, Binding) and binding.id:
                 ids.add(binding.id)

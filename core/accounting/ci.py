@@ -363,7 +363,9 @@ def read_dive_ci(path: Path) -> dict[str, str]:
             in_rules = key.strip() == "rules" and bool(sep)
             indent = None
             if in_rules and _scalar(rest):
-                raise CiConfigError(f"failed to unmarshal CI config file {path}: rules is not a mapping")
+                raise CiConfigError(
+                    f"failed to unmarshal CI config file {path}: rules is not a mapping"
+                )
             continue
         if not in_rules:
             continue

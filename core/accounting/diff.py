@@ -458,7 +458,15 @@ def diff_images(a: ImageFiles, b: ImageFiles) -> ImageDiff:
         elif pb is not None:
             out.append(
                 FileDiff(
-                    path, "added", (), "", pb.entry.kind, 0, pb.entry.size, None, origin(b, pb.layer)
+                    path,
+                    "added",
+                    (),
+                    "",
+                    pb.entry.kind,
+                    0,
+                    pb.entry.size,
+                    None,
+                    origin(b, pb.layer),
                 )
             )
         elif pa is not None:

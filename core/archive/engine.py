@@ -174,7 +174,9 @@ class ArchiveEngine:
                         raise ArchiveError(f"{where}: not a layer tar ({exc})") from exc
                     got = reader.drain()
                 if got != diff_id:
-                    raise ArchiveError(f"{where}: diffID {got} does not match the config's {diff_id}")
+                    raise ArchiveError(
+                        f"{where}: diffID {got} does not match the config's {diff_id}"
+                    )
                 self._blob[chain_id] = blob
                 self._layers[chain_id] = LayerInfo(
                     chain_id=chain_id,
@@ -232,9 +234,10 @@ class ArchiveEngine:
             return cached
         info = self._layers[chain_id]
         where = f"{self.label}: layer {chain_id}"
-        with self._opened.source.open(self._blob[chain_id]) as raw, decompressed(
-            raw, where
-        ) as stream:
+        with (
+            self._opened.source.open(self._blob[chain_id]) as raw,
+            decompressed(raw, where) as stream,
+        ):
             files = read_layer_files(stream, chain_id, info.diff_id, info.created_by, where)
         with self._lock:
             self._files[chain_id] = files
@@ -249,9 +252,7 @@ class ArchiveEngine:
 
     def images(self) -> list[ImageSummary]:
         """Every image of the archive, newest first."""
-        return sorted(
-            (self._summary(i) for i in self._images), key=lambda s: (-s.created, s.id)
-        )
+        return sorted((self._summary(i) for i in self._images), key=lambda s: (-s.created, s.id))
 
     def image(self, ref: str) -> ImageSummary:
         """One image by tag, full ID or unique ID prefix; raises NotFound."""
@@ -330,10 +331,7 @@ class ArchiveEngine:
         layers = [self._layer_files(c) for c in image.chain]
         # A whiteout stays an entry for dive, named as in the tar.
         listings = [
-            [
-                (_dive_path(e.path, e.kind), e.size, e.kind == "dir")
-                for e in layer.entries
-            ]
+            [(_dive_path(e.path, e.kind), e.size, e.kind == "dir") for e in layer.entries]
             for layer in layers
         ]
         return analyze_entries(listings, ref)
@@ -382,7 +380,9 @@ class ArchiveEngine:
                 for c, info in self._layers.items()
             },
             images={
-                i.id: ImageRow(i.id, i.chain[-1] if i.chain else None, i.created, i.created, None, i.tags)
+                i.id: ImageRow(
+                    i.id, i.chain[-1] if i.chain else None, i.created, i.created, None, i.tags
+                )
                 for i in self._images
             },
             cache={},

@@ -357,7 +357,9 @@ def _oci(
             for layer in doc.get("layers") or []
             if isinstance(layer, dict)
         ]
-        out.append(ArchivedImage(config, layers, [own_tag] if own_tag else [], f"{src.label}: {name}"))
+        out.append(
+            ArchivedImage(config, layers, [own_tag] if own_tag else [], f"{src.label}: {name}")
+        )
 
 
 def read_images(src: Source) -> list[ArchivedImage]:

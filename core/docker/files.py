@@ -99,5 +99,7 @@ def image_files(
         files = found.get(diff_id)
         if files is None:
             raise NotFound(f"{ref}: Docker's saved image lacks layer {diff_id}")
-        layers.append(LayerFiles(chain_id, diff_id, lines[i] if i < len(lines) else "", files.entries))
+        layers.append(
+            LayerFiles(chain_id, diff_id, lines[i] if i < len(lines) else "", files.entries)
+        )
     return ImageFiles(ref, image_id, tuple(layers))

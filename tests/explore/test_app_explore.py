@@ -36,7 +36,9 @@ def _build(engine: Engine, ctx: Path, name: str, files: dict[str, str]) -> Build
 
 
 @pytest.fixture
-def store(lamina_home: Path, busybox_tar: Path, tmp_path: Path) -> Iterator[tuple[Engine, list[BuildFinished]]]:
+def store(
+    lamina_home: Path, busybox_tar: Path, tmp_path: Path
+) -> Iterator[tuple[Engine, list[BuildFinished]]]:
     engine = open_engine("embedded", lamina_home)
     assert isinstance(engine, LocalStore)
     engine.import_rootfs(busybox_tar, "busybox:latest")

@@ -56,7 +56,9 @@ def test_dive_s_evaluator_table(conformance: Path, image: str) -> None:
         expect = case["expect"]
         assert isinstance(expect, dict)
         for rule, status in expect.items():
-            assert any(line.startswith(f"  {words[status]}  {rule} ") for line in out.splitlines()), (
+            assert any(
+                line.startswith(f"  {words[status]}  {rule} ") for line in out.splitlines()
+            ), (
                 case["name"],
                 rule,
                 out,
@@ -81,10 +83,18 @@ def test_dive_s_defaults_and_messages(image: str) -> None:
         "  wastedBytes:       32025 bytes (32 kB)",
         "  userWastedPercent: 48.35 %",
     ]
-    code, out, _ = _run(["analyze", image, "--ci", "--lowestEfficiency", "0.99", "--highestWastedBytes", "1B"])
+    code, out, _ = _run(
+        ["analyze", image, "--ci", "--lowestEfficiency", "0.99", "--highestWastedBytes", "1B"]
+    )
     assert code == 1
-    assert "  FAIL  lowestEfficiency (image efficiency is too low (efficiency=0.98 < threshold=0.99))" in out
-    assert "  FAIL  highestWastedBytes (too many bytes wasted (wasted-bytes=32025 > threshold=1))" in out
+    assert (
+        "  FAIL  lowestEfficiency (image efficiency is too low (efficiency=0.98 < threshold=0.99))"
+        in out
+    )
+    assert (
+        "  FAIL  highestWastedBytes (too many bytes wasted (wasted-bytes=32025 > threshold=1))"
+        in out
+    )
 
 
 def test_the_dive_ci_file_is_read_and_flags_win(image: str, tmp_path: Path) -> None:
@@ -103,7 +113,9 @@ def test_the_dive_ci_file_is_read_and_flags_win(image: str, tmp_path: Path) -> N
     code, out, _ = _run(["analyze", image, "--ci", "--highest-user-wasted-percent", "0.2"])
     assert code == 1 and "  FAIL  highestUserWastedPercent" in out
     other = tmp_path / "elsewhere.yaml"
-    other.write_text("---\nplugins:\n  - plugin1\nrules:\n  lowest-efficiency: off\n  plugin1/rule1: error\n")
+    other.write_text(
+        "---\nplugins:\n  - plugin1\nrules:\n  lowest-efficiency: off\n  plugin1/rule1: error\n"
+    )
     code, out, _ = _run(["analyze", image, "--ci", "--ci-config", str(other)])
     assert "  SKIP  lowestEfficiency (disabled)" in out and code == 1  # 0.48 > default 0.1
     assert read_dive_ci(other) == {"lowestEfficiency": "off"}
@@ -187,7 +199,15 @@ def test_dive_s_ci_fail_snapshot_line_for_line() -> None:
 
 @pytest.mark.parametrize(
     ("text", "n"),
-    [("1B", 1), ("50kB", 50_000), ("20Mb", 20_000_000), ("19MB", 19_000_000), ("1.5GiB", 1610612736), ("1,000", 1000), ("7", 7)],
+    [
+        ("1B", 1),
+        ("50kB", 50_000),
+        ("20Mb", 20_000_000),
+        ("19MB", 19_000_000),
+        ("1.5GiB", 1610612736),
+        ("1,000", 1000),
+        ("7", 7),
+    ],
 )
 def test_sizes_read_as_go_humanize_reads_them(text: str, n: int) -> None:
     assert parse_bytes(text) == n
@@ -205,4 +225,6 @@ def test_sizes_print_as_go_humanize_prints_them(n: int, text: str) -> None:
 def test_rules_refuse_what_dive_refuses() -> None:
     with pytest.raises(CiConfigError, match="outside allowed range"):
         CiRules(lowest_efficiency="-0.1").check()
-    CiRules(lowest_efficiency="disabled", highest_wasted_bytes="off", highest_user_wasted_percent="").check()
+    CiRules(
+        lowest_efficiency="disabled", highest_wasted_bytes="off", highest_user_wasted_percent=""
+    ).check()

@@ -69,7 +69,9 @@ def _bash_complete(line: str, env: dict[str, str], words: list[str] | None = Non
         "_lamina\n"
         'printf "%s\\n" "${COMPREPLY[@]}"\n'
     )
-    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    done = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     return [w for w in done.stdout.splitlines() if w]
 
@@ -80,9 +82,9 @@ def test_bash_completes_verbs_flags_and_images(store: Path) -> None:
     assert _bash_complete("lamina analyze --highest-w", env) == ["--highest-wasted-bytes"]
     assert "busybox:latest" in _bash_complete("lamina diff ", env)
     # bash splits "busybox:la" at the colon; the reply completes the part after it.
-    assert _bash_complete("lamina diff busybox:la", env, ["lamina", "diff", "busybox", ":", "la"]) == [
-        "latest"
-    ]
+    assert _bash_complete(
+        "lamina diff busybox:la", env, ["lamina", "diff", "busybox", ":", "la"]
+    ) == ["latest"]
 
 
 def test_verbs_come_from_the_parser() -> None:
@@ -98,13 +100,17 @@ def test_verbs_come_from_the_parser() -> None:
     assert "--no-cache" in _complete("lamina build --no")
 
 
-def test_image_references_and_stage_names(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_image_references_and_stage_names(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert "busybox:latest" in _complete("lamina history ")
     assert _complete("lamina tag busy") == ["busybox:latest"]
     assert "busybox:latest" in _complete("lamina ")  # `lamina IMAGE` opens the app
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    (ctx / "Dockerfile").write_text("FROM busybox AS base\nFROM base AS test\nRUN true\nFROM scratch\n")
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox AS base\nFROM base AS test\nRUN true\nFROM scratch\n"
+    )
     (tmp_path / "Other.Dockerfile").write_text("FROM busybox AS other\n")
     monkeypatch.chdir(tmp_path)
     assert _complete(f"lamina build {ctx} --target ") == ["base", "test"]
@@ -113,12 +119,20 @@ def test_image_references_and_stage_names(store: Path, tmp_path: Path, monkeypat
     assert _complete("lamina load -i ") == [FILES]
 
 
-@pytest.mark.parametrize(("shell", "check"), [("zsh", ["zsh", "-n"]), ("fish", ["fish", "--no-execute"])])
-def test_zsh_and_fish_scripts_parse(shell: str, check: list[str], tmp_path: Path, lamina_home: Path) -> None:
+@pytest.mark.parametrize(
+    ("shell", "check"), [("zsh", ["zsh", "-n"]), ("fish", ["fish", "--no-execute"])]
+)
+def test_zsh_and_fish_scripts_parse(
+    shell: str, check: list[str], tmp_path: Path, lamina_home: Path
+) -> None:
     if shutil.which(check[0]) is None:
         pytest.skip(f"{shell} is not installed")
     script = subprocess.run(
-        ["lamina", "completion", shell], capture_output=True, text=True, env=_env(lamina_home), check=True
+        ["lamina", "completion", shell],
+        capture_output=True,
+        text=True,
+        env=_env(lamina_home),
+        check=True,
     ).stdout
     path = tmp_path / f"lamina.{shell}"
     path.write_text(script)

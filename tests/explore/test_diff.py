@@ -25,15 +25,21 @@ RUN mkdir -p /data/keep /data/wipe && echo keep > /data/keep/k && echo w > /data
 """
 
 # A: the base plus its own files. B: the same base layers, then every kind of change.
-DOCKERFILE_A = COMMON + """COPY a/ /srv/
+DOCKERFILE_A = (
+    COMMON
+    + """COPY a/ /srv/
 RUN echo same-size-a > /app/two.txt && chmod 600 /app/three.txt
 """
-DOCKERFILE_B = COMMON + """COPY b/ /srv/
+)
+DOCKERFILE_B = (
+    COMMON
+    + """COPY b/ /srv/
 RUN echo same-size-b > /app/two.txt && chmod 755 /app/three.txt \\
     && chown 1000:1000 /app/one.txt && rm /app/four.txt && ln -sf /etc/hostname /app/link \\
     && rm -rf /data/wipe && mkdir /data/wipe && echo new > /data/wipe/w2 \\
     && ln /app/one.txt /app/one-hard
 """
+)
 
 
 @pytest.fixture
@@ -70,7 +76,9 @@ def pair(engine: Engine, tmp_path: Path) -> tuple[str, str]:
     }.items():
         (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
         (ctx / rel).write_text(text)
-    return _build(engine, ctx, DOCKERFILE_A, "diff-a:1"), _build(engine, ctx, DOCKERFILE_B, "diff-b:1")
+    return _build(engine, ctx, DOCKERFILE_A, "diff-a:1"), _build(
+        engine, ctx, DOCKERFILE_B, "diff-b:1"
+    )
 
 
 def test_the_diff_lists_exactly_what_a_real_unpacking_differs_in(
@@ -88,7 +96,9 @@ def test_the_diff_lists_exactly_what_a_real_unpacking_differs_in(
     assert {"/srv/only-a.txt", "/srv/only-b.txt", "/app/four.txt", "/data/wipe/w1"} <= expected
     by_path = {f.path: f for f in result.files}
     assert by_path["/srv/only-a.txt"].change == "removed"
-    assert by_path["/srv/only-b.txt"].change == "added" and by_path["/srv/only-b.txt"].size_b == 2000
+    assert (
+        by_path["/srv/only-b.txt"].change == "added" and by_path["/srv/only-b.txt"].size_b == 2000
+    )
     assert by_path["/srv/both.txt"].what == ("content",)
     assert by_path["/app/two.txt"].what == ("content",)  # same size, other bytes
     assert "mode" in by_path["/app/three.txt"].what

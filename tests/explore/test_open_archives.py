@@ -15,8 +15,7 @@ import pytest
 
 from lamina.core import ArchiveError, LocalStore, NotFound, UsageError, open_archive, open_engine
 from lamina.tui.app import make_app
-from lamina.tui.cli import route
-from lamina.tui.cli import make_parser
+from lamina.tui.cli import make_parser, route
 from lamina.tui.cli.app import opening_for
 from lamina.tui.cli.context import CliContext
 from lamina.tui.screens.main import MainScreen
@@ -44,7 +43,7 @@ def user_store(lamina_home: Path, busybox_tar: Path) -> Iterator[Path]:
     assert isinstance(engine, LocalStore)
     engine.import_rootfs(busybox_tar, "busybox:latest")
     engine.close()
-    yield lamina_home
+    return lamina_home
 
 
 @pytest.fixture
@@ -114,14 +113,18 @@ async def test_the_app_opens_on_an_oci_layout_folder_and_changes_nothing(
     view, selected, count = await _open_app_on(f"oci:{oci_dir}")
     assert view == "images" and count == 1
     index = json.loads((oci_dir / "index.json").read_text())
-    manifest = json.loads((oci_dir / "blobs/sha256" / index["manifests"][0]["digest"][7:]).read_text())
+    manifest = json.loads(
+        (oci_dir / "blobs/sha256" / index["manifests"][0]["digest"][7:]).read_text()
+    )
     assert selected == manifest["config"]["digest"]  # the image ID is its config's digest
     assert snapshot(user_store) == before
     assert snapshot(oci_dir) == layout_before
 
 
 def test_an_archive_reads_as_dive_reads_it(conformance: Path) -> None:
-    expected = json.loads((conformance / DIVE / "expected/test-docker-image.analysis.json").read_text())
+    expected = json.loads(
+        (conformance / DIVE / "expected/test-docker-image.analysis.json").read_text()
+    )
     engine = open_archive(conformance / DIVE / "test-docker-image.tar")
     try:
         analysis = engine.analyze("dive-test:latest")
@@ -143,7 +146,9 @@ def test_an_archive_reads_as_dive_reads_it(conformance: Path) -> None:
         engine.close()
 
 
-def test_a_layer_that_does_not_match_its_diff_id_is_refused(conformance: Path, tmp_path: Path) -> None:
+def test_a_layer_that_does_not_match_its_diff_id_is_refused(
+    conformance: Path, tmp_path: Path
+) -> None:
     dest = tmp_path / "layout"
     with tarfile.open(conformance / DIVE / "test-oci-uncompressed-image.tar") as tar:
         tar.extractall(dest, filter="data")
@@ -160,7 +165,9 @@ def test_a_layer_that_does_not_match_its_diff_id_is_refused(conformance: Path, t
 def test_load_loads_the_archive_into_the_store(user_store: Path, conformance: Path) -> None:
     ctx = CliContext()
     try:
-        opening = opening_for(f"docker-archive:{conformance / DIVE / 'test-docker-image.tar'}", ctx, load=True)
+        opening = opening_for(
+            f"docker-archive:{conformance / DIVE / 'test-docker-image.tar'}", ctx, load=True
+        )
         assert not opening.owned and opening.engine.name == "embedded"
         assert "dive-test:latest" in opening.engine.image(opening.focus_image or "").tags
     finally:
@@ -171,7 +178,9 @@ def test_an_image_of_the_current_engine_is_opened_by_name(user_store: Path) -> N
     ctx = CliContext()
     try:
         opening = opening_for("busybox", ctx)
-        assert not opening.owned and opening.focus_image == opening.engine.image("busybox:latest").id
+        assert (
+            not opening.owned and opening.focus_image == opening.engine.image("busybox:latest").id
+        )
         with pytest.raises(NotFound):
             opening_for("no-such-image", ctx)
     finally:
@@ -181,7 +190,12 @@ def test_an_image_of_the_current_engine_is_opened_by_name(user_store: Path) -> N
 def test_a_word_that_is_not_a_verb_opens_the_app_on_it() -> None:
     parser = make_parser()
     assert route(parser, ["busybox"]) == ["app", "busybox"]
-    assert route(parser, ["--engine", "docker", "oci:/x"]) == ["--engine", "docker", "app", "oci:/x"]
+    assert route(parser, ["--engine", "docker", "oci:/x"]) == [
+        "--engine",
+        "docker",
+        "app",
+        "oci:/x",
+    ]
     assert route(parser, ["images", "-a"]) == ["images", "-a"]
     assert route(parser, []) == []
     args = parser.parse_args(route(parser, ["docker-archive:/tmp/x.tar", "--load"]))

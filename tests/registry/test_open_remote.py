@@ -42,7 +42,7 @@ def test_docker_ref_opens_in_place_and_load_pulls(
         opening = opening_for(f"docker://{ref}", ctx)
         engine = opening.engine
         assert opening.owned and engine.name == "archive" and opening.focus_image == image_id
-        layout = Path(str(getattr(engine, "path")))
+        layout = Path(str(engine.path))
         assert layout.is_dir() and _files(layout)
         # The fetched image holds the same files as the pushed one.
         result = diff_images(origin.image_files(ref), engine.image_files(image_id))

@@ -49,8 +49,16 @@ def unpack(archive: Path, dest: Path, work: Path) -> Path:
             elif base.startswith(".wh."):
                 _remove(target_dir / base[len(".wh.") :])
         subprocess.run(
-            [TAR, "-xpf", str(blob), "-C", str(dest), "--same-owner", "--numeric-owner",
-             "--exclude=.wh.*"],
+            [
+                TAR,
+                "-xpf",
+                str(blob),
+                "-C",
+                str(dest),
+                "--same-owner",
+                "--numeric-owner",
+                "--exclude=.wh.*",
+            ],
             check=True,
         )
         blob.unlink()
@@ -75,12 +83,28 @@ def walk(root: Path) -> dict[str, tuple[object, ...]]:
             st = os.lstat(full)
             rel = "/" + str(full.relative_to(root))
             if stat.S_ISLNK(st.st_mode):
-                out[rel] = ("symlink", stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, 0, "", os.readlink(full))
+                out[rel] = (
+                    "symlink",
+                    stat.S_IMODE(st.st_mode),
+                    st.st_uid,
+                    st.st_gid,
+                    0,
+                    "",
+                    os.readlink(full),
+                )
             elif stat.S_ISDIR(st.st_mode):
                 out[rel] = ("dir", stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, 0, "", "")
             elif stat.S_ISREG(st.st_mode):
                 digest = hashlib.sha256(full.read_bytes()).hexdigest()
-                out[rel] = ("file", stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_size, digest, "")
+                out[rel] = (
+                    "file",
+                    stat.S_IMODE(st.st_mode),
+                    st.st_uid,
+                    st.st_gid,
+                    st.st_size,
+                    digest,
+                    "",
+                )
             else:
                 out[rel] = ("other", stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, 0, "", "")
     return out

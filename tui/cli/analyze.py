@@ -39,7 +39,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     p.add_argument(
-        "ref", metavar="IMAGE", help="a tag or ID, or docker-archive:PATH, oci-archive:PATH, oci:DIR"
+        "ref",
+        metavar="IMAGE",
+        help="a tag or ID, or docker-archive:PATH, oci-archive:PATH, oci:DIR",
     )
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--ci", action="store_true", help="check dive's CI rules; exit 1 on failure")

@@ -134,7 +134,9 @@ def _split(line: str) -> tuple[list[str], str]:
     return words[1:], cur
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction[argparse.ArgumentParser] | None:
+def _subparsers(
+    parser: argparse.ArgumentParser,
+) -> argparse._SubParsersAction[argparse.ArgumentParser] | None:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return action
@@ -156,7 +158,7 @@ def _takes_value(action: argparse.Action) -> bool:
 
 
 def _visible_options(parser: argparse.ArgumentParser) -> list[str]:
-    out = []
+    out: list[str] = []
     for action in parser._actions:
         if action.help == argparse.SUPPRESS:
             continue

@@ -103,7 +103,9 @@ def diff_lines(result: ImageDiff) -> list[str]:
             mark, sizes = "-", size(f.size_a)
         else:
             mark = "~"
-            sizes = size(f.size_b) if f.size_a == f.size_b else f"{size(f.size_a)} → {size(f.size_b)}"
+            sizes = (
+                size(f.size_b) if f.size_a == f.size_b else f"{size(f.size_a)} → {size(f.size_b)}"
+            )
         what = f" [{', '.join(f.what)}]" if f.what else ""
         lines.append(f"{mark} {f.path}{what}  {sizes}  {_why(f)}")
     return lines

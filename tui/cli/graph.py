@@ -48,7 +48,9 @@ def _short(text: str, width: int = LABEL_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def dot_source(images: list[ImageSummary], layers: list[LayerInfo], instructions: dict[str, str]) -> str:
+def dot_source(
+    images: list[ImageSummary], layers: list[LayerInfo], instructions: dict[str, str]
+) -> str:
     """Graphviz source for ``images`` and the layers they stand on.
 
     Args:
@@ -65,7 +67,9 @@ def dot_source(images: list[ImageSummary], layers: list[LayerInfo], instructions
         '  node [shape=box, style="rounded", fontname="Helvetica", fontsize=10];',
         '  edge [color="#888888", arrowsize=0.6];',
     ]
-    for chain_id in sorted(wanted, key=lambda c: (graph.by_id[c].created, c) if c in graph.by_id else (0, c)):
+    for chain_id in sorted(
+        wanted, key=lambda c: (graph.by_id[c].created, c) if c in graph.by_id else (0, c)
+    ):
         users = sum(1 for image in images if chain_id in image.layers)
         text = instruction(graph.created_by(chain_id)) or "(no history)"
         label = f"{_short(text)}\n{short_digest(chain_id)}  {size(graph.layer_size(chain_id))}"
@@ -86,7 +90,9 @@ def dot_source(images: list[ImageSummary], layers: list[LayerInfo], instructions
             'fillcolor="#d7e8ff", color="#3566a8"];'
         )
         if image.layers:
-            out.append(f'  {_quote(image.layers[-1])} -> {_quote(node)} [style=dashed, color="#3566a8"];')
+            out.append(
+                f'  {_quote(image.layers[-1])} -> {_quote(node)} [style=dashed, color="#3566a8"];'
+            )
     out.append("}")
     return "\n".join(out) + "\n"
 
@@ -119,7 +125,7 @@ def cmd_graph(args: argparse.Namespace, ctx: CliContext) -> int:
     """``lamina graph``."""
     engine = ctx.engine
     if args.images:
-        images = list(dict((i.id, i) for i in (engine.image(r) for r in args.images)).values())
+        images = list({i.id: i for i in (engine.image(r) for r in args.images)}.values())
     else:
         images = engine.images()
     layers = engine.layers()

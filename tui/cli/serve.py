@@ -71,6 +71,8 @@ def cmd_serve(args: argparse.Namespace, ctx: CliContext) -> int:
     else:
         note = "open to the network: anyone who can reach it can use the app and its store"
     print(f"lamina: serving the app on http://{where} ({note})", file=sys.stderr, flush=True)
-    server = Server(app_command(args, ctx.engine_kind), host=args.host, port=args.port, title="lamina")
+    server = Server(
+        app_command(args, ctx.engine_kind), host=args.host, port=args.port, title="lamina"
+    )
     server.serve()
     return 0

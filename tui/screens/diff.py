@@ -77,9 +77,7 @@ class DiffScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="diff-dialog"):
-            yield Static(
-                f"Comparing {escape(self.a)} with {escape(self.b)}…", id="diff-summary"
-            )
+            yield Static(f"Comparing {escape(self.a)} with {escape(self.b)}…", id="diff-summary")
             table: DataTable[str] = DataTable(id="diff-table", cursor_type="row")
             yield table
         yield Footer()
@@ -128,9 +126,7 @@ class DiffScreen(ModalScreen[None]):
             return
         error = event.worker.error
         message = str(error) if isinstance(error, LaminaError) else repr(error)
-        self.query_one("#diff-summary", Static).update(
-            f"[b]Cannot compare:[/b] {escape(message)}"
-        )
+        self.query_one("#diff-summary", Static).update(f"[b]Cannot compare:[/b] {escape(message)}")
 
     async def action_dismiss(self, result: None = None) -> None:
         self.dismiss(None)

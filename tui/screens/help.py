@@ -83,7 +83,7 @@ class HelpScreen(ModalScreen[None]):
         lines += [
             "  [b]ctrl+p  [/b] command palette: every lamina command by name",
             "",
-            "[dim]Remap any key in config.toml: [keymap] \"images.sort\" = \"o\" (ids in grey).[/]",
+            '[dim]Remap any key in config.toml: [keymap] "images.sort" = "o" (ids in grey).[/]',
             "[dim]Mouse: click tabs, rows, headers (to sort), tree nodes and any key in the footer.[/]",
         ]
         with Vertical(id="help-dialog"), VerticalScroll():
