@@ -70,6 +70,7 @@ async def _open_app_on(spec: str) -> tuple[str, str, int]:
             assert isinstance(screen, MainScreen)
             await app.workers.wait_for_complete()
             await pilot.pause()
+            assert not screen.query_one("#error-bar").display  # every view read the archive
             view = screen.active_view
             selected = screen.query_one(ImagesView).selected or ""
             layers = len(opening.engine.layers())

@@ -285,3 +285,17 @@ def test_the_app_in_a_real_browser(server: tuple[int, Path], browser: int, tmp_p
         assert width == 1280 and height > 400  # the window, less headless Chrome's chrome
         colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
         assert colours is None or len(colours) > 8  # text drawn, not a blank page
+
+
+def test_loopback_unless_told_otherwise() -> None:
+    import argparse
+
+    from lamina.tui.cli import make_parser
+    from lamina.tui.cli.serve import DEFAULT_HOST, app_command, is_loopback
+
+    args = make_parser().parse_args(["serve"])
+    assert args.host == DEFAULT_HOST == "127.0.0.1" and args.port == 8000
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.7")
+    command = app_command(argparse.Namespace(image="busybox:latest"), "docker")
+    assert command.endswith("-m lamina.tui --engine docker app busybox:latest")
