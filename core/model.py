@@ -93,6 +93,11 @@ ReasonKind = Literal[
     "no_cache",
     "pruned",
     "base_changed",
+    "stage_skipped",
+    "merged",
+    "settings_not_keyed",
+    "stale_reuse",
+    "other_builder",
     "unpredictable",
 ]
 
@@ -133,6 +138,13 @@ class Reason(_ReasonCore, total=False):
         changed: ``sources_changed``: copied paths that differ, with what differs.
         unknown: ``sources_changed``: the sources are not known before an earlier
             stage runs (a dry run over a stage that runs again).
+        stage: ``stage_skipped``: the stage's name (or number).
+        builder: ``other_builder``: the builder the note is about; ``settings_not_keyed``
+            and ``stale_reuse``: the builder that decides differently.
+        cached: ``other_builder``: what that builder would have decided (None: it has
+            no step here).
+        stale: ``stale_reuse``: the paths BuildKit's context transfer would not have
+            sent again (so it would have reused the old layer).
     """
 
     step: str
@@ -145,6 +157,10 @@ class Reason(_ReasonCore, total=False):
     removed: list[str]
     changed: list[SourceChange]
     unknown: bool
+    stage: str
+    builder: str
+    cached: bool | None
+    stale: list[str]
 
 
 @dataclass(frozen=True)
@@ -155,11 +171,16 @@ class StepRecord:
         stage: 0-based stage number.
         index: 0-based instruction number within the stage (FROM is 0).
         instruction: the instruction as written, continuation lines joined.
-        cached: True on a hit, False on a miss, None for FROM.
-        reason: on a miss, why (see :class:`Reason`); None on a hit and for FROM.
+        cached: True on a hit, False on a miss, None for FROM and for a step the
+            builder's rules do not cache (BuildKit's image settings).
+        reason: on a miss, why (see :class:`Reason`); on a hit, None or a note where
+            the hit is worth explaining (``merged``, ``settings_not_keyed``); for FROM,
+            ``stage_skipped`` when the stage was not built.
         duration: seconds the step took.
         layer: chainID of the layer it produced, if it changed the filesystem.
         size: bytes of that layer.
+        other: what the other builder would have decided here and why
+            (``other_builder``), when the build knows it.
     """
 
     stage: int
@@ -170,11 +191,13 @@ class StepRecord:
     duration: float = 0.0
     layer: str | None = None
     size: int = 0
+    other: Reason | None = None
 
 
 @dataclass(frozen=True)
 class BuildRecord:
-    """One build as the index remembers it."""
+    """One build as the index remembers it (``builder``: the cache rules it decided by,
+    None when the engine does not say)."""
 
     id: int
     started: float
@@ -188,6 +211,7 @@ class BuildRecord:
     status: str  # "running" | "ok" | "failed" | "cancelled"
     error: str | None
     steps: tuple[StepRecord, ...] = ()
+    builder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -203,7 +227,18 @@ class BuildRequest:
         target: the stage to stop at (``--target``), or None for the last stage.
         no_cache: skip cache lookups (results are still recorded).
         dry_run: predict every step's hit or miss without executing anything.
-        network: "host" or "none" for RUN steps.
+        network: "host" or "none" for RUN steps (``RUN --network`` may choose per step
+            under BuildKit).
+        builder: the cache rules: ``buildkit`` or ``classic``; None for the configured
+            default (``[build] builder`` in config.toml, else ``buildkit``).
+        no_cache_filter: ``--no-cache-filter``: stages (by name, case-insensitive) whose
+            steps skip cache lookups (BuildKit only).
+        secrets: ``--secret``: secret id to the file holding it (``RUN
+            --mount=type=secret``; never stored in a layer or a key).
+        ssh: ``--ssh``: ssh id to an agent socket (``RUN --mount=type=ssh``).
+        base_substitutes: FROM references to stand-in images of the store (``*`` for
+            any base the store lacks), so a Dockerfile whose bases are not available
+            can still be checked with a dry run.
     """
 
     context: str
@@ -214,6 +249,11 @@ class BuildRequest:
     no_cache: bool = False
     dry_run: bool = False
     network: str = "host"
+    builder: str | None = None
+    no_cache_filter: tuple[str, ...] = ()
+    secrets: dict[str, str] = field(default_factory=dict)
+    ssh: dict[str, str] = field(default_factory=dict)
+    base_substitutes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

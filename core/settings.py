@@ -1,18 +1,22 @@
 """lamina's settings file, ``$XDG_CONFIG_HOME/lamina/config.toml``.
 
-The build cache retention policy and the app's keys::
+The build cache retention policy, the builder whose cache rules builds follow, and
+the app's keys::
 
     [cache]
     keep_storage = "5GB"      # prune least recently used cache until it fits
     max_unused_age = "30d"    # prune cache entries unused for longer than this
 
+    [build]
+    builder = "buildkit"      # or "classic": the cache rules `lamina build` decides by
+
     [keymap]                  # binding id = keys (comma-separated), as Textual names them
     "images.sort" = "o"
     "view.builds" = "3,b"
 
-Both cache limits are off when absent; a missing file means every default. The
-keymap names bindings by their stable ids (the help screen lists them); the app
-checks that each id exists.
+The cache policy is off when absent; a missing file means every default. The keymap
+names bindings by their stable ids (the help screen lists them); the app checks that
+each id exists.
 """
 
 from __future__ import annotations
@@ -50,12 +54,30 @@ class CachePolicy:
         return self.keep_storage is not None or self.max_unused_age is not None
 
 
+# The builders whose cache rules a build can follow; the first is the default.
+BUILDERS = ("buildkit", "classic")
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """How ``lamina build`` builds.
+
+    Attributes:
+        builder: the cache rules builds follow when ``--builder`` does not say:
+            ``buildkit`` (BuildKit's, the default) or ``classic`` (Docker's classic
+            builder's).
+    """
+
+    builder: str = BUILDERS[0]
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything ``config.toml`` can set.
 
     Attributes:
         cache: the build cache retention policy.
+        build: how builds build.
         keymap: binding id -> keys (``"ctrl+o,o"``) for the app.
         path: the file it was read from (None when there was none).
     """
@@ -63,6 +85,7 @@ class Config:
     cache: CachePolicy = field(default_factory=CachePolicy)
     keymap: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
+    build: BuildSettings = field(default_factory=BuildSettings)
 
 
 def config_path() -> Path:
@@ -95,14 +118,36 @@ def load_config(path: Path | None = None) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: {exc}") from exc
-    unknown = set(data) - {"cache", "keymap"}
+    unknown = set(data) - {"cache", "build", "keymap"}
     if unknown:
         raise UsageError(f"{path}: unknown section or key {min(unknown)!r}")
     return Config(
         cache=_cache_policy(path, data.get("cache", {})),
         keymap=_keymap(path, data.get("keymap", {})),
         path=path,
+        build=_build_settings(path, data.get("build", {})),
     )
+
+
+def _build_settings(path: Path, table: Any) -> BuildSettings:
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: [build] must be a table")
+    unknown = set(table) - {"builder"}
+    if unknown:
+        raise UsageError(f"{path}: unknown key build.{min(unknown)}")
+    builder = table.get("builder", BUILDERS[0])
+    if builder not in BUILDERS:
+        raise UsageError(f"{path}: build.builder must be one of {', '.join(BUILDERS)}")
+    return BuildSettings(builder=str(builder))
+
+
+def default_builder() -> str:
+    """The builder ``config.toml`` names (``buildkit`` when it names none).
+
+    Raises:
+        UsageError: the settings file is malformed.
+    """
+    return load_config().build.builder
 
 
 def _keymap(path: Path, table: Any) -> dict[str, str]:

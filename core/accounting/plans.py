@@ -181,6 +181,26 @@ class PlannedImage:
 
 
 @dataclass(frozen=True)
+class PlannedCacheMount:
+    """A ``RUN --mount=type=cache`` directory the plan removes (BuildKit's
+    ``exec.cachemount`` records).
+
+    Attributes:
+        id: what it is shared by (``sha256:<hex>``).
+        mount_id: the id it was asked for by.
+        last_used: when a RUN last used it.
+        reason: why it goes.
+        bytes: its size.
+    """
+
+    id: str
+    mount_id: str
+    last_used: float
+    reason: str
+    bytes: int
+
+
+@dataclass(frozen=True)
 class PlannedCache:
     """A build cache entry the plan removes.
 
@@ -244,17 +264,19 @@ class PrunePlan:
     leftovers: tuple[Leftover, ...] = ()
     containers: tuple[PlannedContainer, ...] = ()
     volumes: tuple[PlannedVolume, ...] = ()
+    cache_mounts: tuple[PlannedCacheMount, ...] = ()
 
     @property
     def reclaimable_bytes(self) -> int:
         """Bytes applying the plan frees (containers' writable layers, volumes, layers,
-        blobs and leftovers, each once)."""
+        blobs, leftovers and cache mounts, each once)."""
         return (
             sum(p.bytes for p in self.containers)
             + sum(p.bytes for p in self.volumes)
             + sum(p.bytes for p in self.layers)
             + sum(p.bytes for p in self.blobs)
             + sum(p.bytes for p in self.leftovers)
+            + sum(p.bytes for p in self.cache_mounts)
         )
 
     @property
@@ -272,6 +294,7 @@ class PrunePlan:
             or self.layers
             or self.blobs
             or self.leftovers
+            or self.cache_mounts
         )
 
     def describe(self) -> list[str]:
@@ -286,6 +309,9 @@ class PrunePlan:
         lines += [f"layer {p.chain_id} ({p.bytes} bytes): {p.reason}" for p in self.layers]
         lines += [f"config {p.digest} ({p.bytes} bytes): {p.reason}" for p in self.blobs]
         lines += [f"leftover {p.path} ({p.bytes} bytes): {p.reason}" for p in self.leftovers]
+        lines += [
+            f"cache mount {p.mount_id} ({p.bytes} bytes): {p.reason}" for p in self.cache_mounts
+        ]
         return lines
 
     def to_json(self) -> dict[str, Any]:
@@ -304,6 +330,7 @@ class PrunePlan:
             "layers": [asdict(p) for p in self.layers],
             "blobs": [asdict(p) for p in self.blobs],
             "leftovers": [asdict(p) for p in self.leftovers],
+            "cache_mounts": [asdict(p) for p in self.cache_mounts],
             "reclaimable_bytes": self.reclaimable_bytes,
         }
 
@@ -339,6 +366,7 @@ class PruneResult:
     leftovers: tuple[str, ...] = ()
     skipped: tuple[Skipped, ...] = ()
     reclaimed_bytes: int = 0
+    cache_mounts: tuple[str, ...] = ()
 
     @property
     def reclaimed(self) -> int:

@@ -219,6 +219,31 @@ class CategoryUsage:
 
 
 @dataclass(frozen=True)
+class CacheMountUsage:
+    """One ``RUN --mount=type=cache`` directory (``exec.cachemount`` in BuildKit).
+
+    Attributes:
+        id: what it is shared by.
+        mount_id: the id (or target) RUN asked for.
+        sharing: ``shared``, ``private`` or ``locked``.
+        size: bytes it holds.
+        created: when it was made.
+        last_used: when a RUN last used it.
+        use_count: how many RUNs used it.
+        in_use: a build uses it now.
+    """
+
+    id: str
+    mount_id: str
+    sharing: str
+    size: int
+    created: float
+    last_used: float
+    use_count: int
+    in_use: bool
+
+
+@dataclass(frozen=True)
 class DiskUsage:
     """The whole store's accounting.
 
@@ -234,6 +259,8 @@ class DiskUsage:
         home: the store directory.
         containers, volumes: per object (a Docker Engine's; none in lamina's store).
         prunes: what each prune command would remove now.
+        cache_mounts: ``RUN --mount=type=cache`` directories (``builder prune`` and
+            ``system prune`` remove them).
     """
 
     images: tuple[ImageUsage, ...]
@@ -251,6 +278,7 @@ class DiskUsage:
     containers: tuple[ContainerUsage, ...] = ()
     volumes: tuple[VolumeUsage, ...] = ()
     prunes: tuple[PruneEstimate, ...] = ()
+    cache_mounts: tuple[CacheMountUsage, ...] = ()
 
     def category(self, name: str) -> CategoryUsage:
         """The summary row called ``name``."""

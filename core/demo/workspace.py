@@ -61,6 +61,10 @@ TOOL_SH = "#!/bin/sh\nls -l /app\n"
 def _app_dockerfile(base: str, greeting: str, with_run: bool) -> str:
     lines = [f"FROM {base}", 'LABEL org.lamina.demo="app"']
     if with_run:
+        # A step that never changes comes first, so the rebuild after the greeting edit
+        # shows hits above the edited line under both builders (BuildKit makes no step
+        # of the LABEL).
+        lines.append("RUN mkdir -p /app")
         lines.append(f'RUN echo "greeting={greeting}" > /etc/demo.conf')
     else:
         lines.append("COPY demo.conf /etc/demo.conf")

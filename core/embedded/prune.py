@@ -24,6 +24,7 @@ after the grace period.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -37,6 +38,7 @@ from lamina.core.accounting.plans import (
     DEFAULT_GRACE,
     PlannedBlob,
     PlannedCache,
+    PlannedCacheMount,
     PlannedImage,
     PlannedLayer,
     PrunePlan,
@@ -57,6 +59,7 @@ from lamina.core.embedded.trash import (
 )
 from lamina.core.filters import (
     Filter,
+    until_cutoff,
 )
 from lamina.core.settings import load_config
 
@@ -110,7 +113,26 @@ def plan_prune(store: Store, request: PruneRequest, now: float | None = None) ->
     now = time.time() if now is None else now
     graph = load_graph(store)
     leftovers = find_leftovers(store, graph, request.grace, now)
-    return build_plan(graph, request, now, store_sizer(store), leftovers)
+    plan = build_plan(graph, request, now, store_sizer(store), leftovers)
+    mounts = _plan_cache_mounts(store, request, now)
+    return dataclasses.replace(plan, cache_mounts=mounts) if mounts else plan
+
+
+def _plan_cache_mounts(
+    store: Store, request: PruneRequest, now: float
+) -> tuple[PlannedCacheMount, ...]:
+    """The cache mounts ``builder prune`` and ``system prune`` remove: those no build
+    uses, unused for longer than ``until=`` when given (BuildKit's ``exec.cachemount``
+    records are build cache; ``--keep-storage`` keeps them, as it keeps what fits)."""
+    if request.kind not in ("builder", "system") or request.keep_storage is not None:
+        return ()
+    cutoff = until_cutoff(request.checked(), now)
+    out = []
+    for m in store.cache_mounts.entries():
+        if m.in_use or (cutoff is not None and m.last_used >= cutoff):
+            continue
+        out.append(PlannedCacheMount(m.id, m.mount_id, m.last_used, "cache mount", m.size))
+    return tuple(out)
 
 
 # -- applying ---------------------------------------------------------------------------
@@ -182,10 +204,12 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
     for left in plan.leftovers:
         if left.path not in swept_paths:
             skipped.append(Skipped("leftover", left.path, "in use again or already gone"))
+    mounts_freed = store.cache_mounts.remove([m.id for m in plan.cache_mounts])
     reclaimed = (
         sum(p.bytes for p in layers)
         + sum(b.bytes for b in blobs)
         + sum(left.bytes for left in swept)
+        + mounts_freed
     )
     result = PruneResult(
         untagged=tuple(untagged),
@@ -196,6 +220,7 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
         leftovers=tuple(left.path for left in swept),
         skipped=tuple(skipped),
         reclaimed_bytes=reclaimed,
+        cache_mounts=tuple(m.mount_id for m in plan.cache_mounts),
     )
     log.info(
         "pruned %d images, %d cache entries, %d layers, %d blobs, %d leftovers: %d bytes",

@@ -6,11 +6,13 @@ index and the filesystem, and answers "what would removing this free" for the st
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
 from lamina.core.accounting.graph import Liveness, RefGraph
 from lamina.core.accounting.usage import (
+    CacheMountUsage,
     DiskUsage,
     account,
     bytes_freed,
@@ -39,7 +41,14 @@ def disk_usage(store: Store, now: float | None = None) -> DiskUsage:
     graph = load_graph(store)
     sizer = store_sizer(store)
     leftovers = find_leftovers(store, graph, now=now)
-    return account(graph, now, sizer, leftovers, store.home)
+    usage = account(graph, now, sizer, leftovers, store.home)
+    mounts = tuple(
+        CacheMountUsage(
+            m.id, m.mount_id, m.sharing, m.size, m.created, m.last_used, m.use_count, m.in_use
+        )
+        for m in store.cache_mounts.entries()
+    )
+    return dataclasses.replace(usage, cache_mounts=mounts) if mounts else usage
 
 
 def frees(store: Store, target: str) -> int:

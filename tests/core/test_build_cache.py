@@ -25,7 +25,7 @@ from lamina.core.model import BuildRequest, StepRecord
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-pytestmark = pytest.mark.usefixtures("busybox_store")
+pytestmark = pytest.mark.usefixtures("busybox_store", "classic_builder")
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from lamina.core.errors import NotFound
 from lamina.core.events import BuildFailed, BuildFinished, StepOutput
 from lamina.core.model import BuildRequest
 
-pytestmark = pytest.mark.usefixtures("busybox_store")
+pytestmark = pytest.mark.usefixtures("busybox_store", "classic_builder")
 
 
 @pytest.fixture
@@ -93,11 +93,11 @@ def seeded(store: Store, ctx: Path) -> None:
         ),
         (
             "FROM busybox\nRUN --mount=type=cache,target=/c true\n",
-            "Dockerfile:2: RUN: --mount needs BuildKit",
+            "Dockerfile:2: RUN: the --mount option requires BuildKit",
         ),
         (
             "FROM busybox\nCOPY --exclude=*.log a.txt /x/\n",
-            "Dockerfile:2: COPY: --exclude needs BuildKit",
+            "Dockerfile:2: COPY: the --exclude option requires BuildKit",
         ),
     ],
 )

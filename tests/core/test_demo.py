@@ -9,6 +9,9 @@ import pytest
 from lamina.core.demo import workspace as demo
 from lamina.core.embedded.store import Store
 
+# These tests state the classic builder's rules.
+pytestmark = pytest.mark.usefixtures("classic_builder")
+
 
 def _kinds(build: demo.DemoBuild) -> list[str | None]:
     return [(s.reason or {}).get("kind") if s.cached is False else None for s in build.steps]

@@ -295,6 +295,24 @@ def _df_verbose(usage: DiskUsage) -> None:
             ]
         )
     print(_table(rows))
+    if usage.cache_mounts:
+        # BuildKit lists these among its build cache records as exec.cachemount.
+        print("\nCache mounts (exec.cachemount):\n")
+        rows = [["CACHE ID", "TYPE", "SIZE", "CREATED", "LAST USED", "USAGE", "IN USE", "ID"]]
+        for m in usage.cache_mounts:
+            rows.append(
+                [
+                    short_digest(m.id),
+                    "exec.cachemount",
+                    size(m.size, docker=True),
+                    ago(m.created, docker=True),
+                    ago(m.last_used, docker=True),
+                    str(m.use_count),
+                    "true" if m.in_use else "false",
+                    m.mount_id[:45],
+                ]
+            )
+        print(_table(rows))
 
 
 def cmd_prune(args: argparse.Namespace, ctx: CliContext) -> int:
@@ -360,6 +378,10 @@ def cmd_prune(args: argparse.Namespace, ctx: CliContext) -> int:
         for image_id in result.images:
             print(f"deleted: {image_id}")
         print()
+    if result.cache_mounts:
+        print("Deleted cache mounts:")
+        for mount_id in result.cache_mounts:
+            print(mount_id)
     if result.cache:
         print("Deleted build cache objects:")
         for key in result.cache:

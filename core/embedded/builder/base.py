@@ -60,15 +60,24 @@ class Bases:
         words: the Dockerfile's variable expansion.
         stages: the Dockerfile's stages.
         built: the final state of each stage built so far, by number.
+        substitutes: stand-in images for bases the store lacks (``FROM`` reference, or
+            ``*`` for any, to an image of the store): a Dockerfile whose bases cannot
+            be had offline can still be checked.
     """
 
     def __init__(
-        self, store: Store, words: Words, stages: Sequence[Stage], built: Mapping[int, State]
+        self,
+        store: Store,
+        words: Words,
+        stages: Sequence[Stage],
+        built: Mapping[int, State],
+        substitutes: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
         self.words = words
         self.stages = stages
         self.built = built
+        self.substitutes = dict(substitutes or {})
 
     def resolve(self, number: int, stage: Stage, meta: Mapping[str, str | None]) -> Base:
         """Where stage ``number`` starts.
@@ -110,10 +119,12 @@ class Bases:
         idx = stage_index(self.stages, ref, number)
         if idx is not None:
             built = self.built[idx]
-            state = State(built.id, copy.deepcopy(built.doc), built.chain, built.chain_known)
+            state = State(
+                built.id, copy.deepcopy(built.doc), built.chain, built.chain_known, built.key
+            )
             return state, built.id
         try:
-            image_id = self.store.images.resolve(ref)
+            image_id = self._resolve(ref)
             doc = self.store.images.get_config(image_id)
         except NotFound:
             raise DockerfileError(
@@ -123,7 +134,21 @@ class Bases:
                 stage.from_instruction.line,
             ) from None
         chain = self.store.images.chain_of(doc)
-        return State(image_id, doc, chain[-1] if chain else None), image_id
+        return State(image_id, doc, chain[-1] if chain else None, key=image_id), image_id
+
+    def _resolve(self, ref: str) -> str:
+        """The image ``ref`` names: in the store, else its stand-in.
+
+        Raises:
+            NotFound: neither the image nor a stand-in is in the store.
+        """
+        try:
+            return self.store.images.resolve(ref)
+        except NotFound:
+            stand_in = self.substitutes.get(ref) or self.substitutes.get("*")
+            if stand_in is None:
+                raise
+            return self.store.images.resolve(stand_in)
 
     def _trigger(self, stage: Stage, text: str) -> Instruction:
         """An ``ONBUILD`` trigger as an instruction placed on the FROM line."""

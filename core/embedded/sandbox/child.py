@@ -38,7 +38,7 @@ import stat
 import struct
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 CLONE_NEWNS = 0x00020000
@@ -312,6 +312,7 @@ class Job:
     userns: bool
     uid: int = 0
     gid: int = 0
+    mounts: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Control:
@@ -621,6 +622,35 @@ class Monitor:
                     bind(target, target, readonly=True, recursive=True)
                 except SetupError:
                     pass
+        for extra in job.mounts:
+            self._mount_extra(extra)
+
+    def _mount_extra(self, extra: dict[str, Any]) -> None:
+        """One RUN --mount: its mount point made in the rootfs (it stays in the layer, as
+        BuildKit's does), then a bind or a tmpfs on it."""
+        target = self.root + os.path.normpath(extra["target"])
+        source = extra.get("source")
+        # The rootfs is not trusted and this runs before pivot_root: a symlink on the
+        # way would make the mount point (or the mount) land outside the rootfs.
+        walked = self.root
+        for part in os.path.normpath(extra["target"]).strip("/").split("/"):
+            walked = os.path.join(walked, part)
+            if os.path.islink(walked):
+                raise SetupError(f"mount target {extra['target']} passes through a symlink")
+        try:
+            if source is not None and not os.path.isdir(source):
+                os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+                if not os.path.exists(target):
+                    _write(target, "", 0o644)
+            else:
+                os.makedirs(target, 0o755, exist_ok=True)
+        except OSError as exc:
+            raise SetupError(f"create mount point {extra['target']}: {exc.strerror}") from exc
+        if source is None:
+            size = int(extra.get("size") or 0)
+            mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size}" if size else None)
+        else:
+            bind(source, target, readonly=bool(extra.get("readonly")), recursive=True)
 
     def _pivot(self) -> None:
         os.chdir(self.root)

@@ -61,6 +61,25 @@ OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 
 
 @dataclass(frozen=True)
+class MountSpec:
+    """One extra mount inside the RUN's filesystem (``RUN --mount``).
+
+    Attributes:
+        target: absolute path inside the sandbox; created (a directory, or an empty
+            file for a file ``source``) when missing, and left in the layer as BuildKit
+            leaves its mount points.
+        source: the host path bound there; None for a tmpfs.
+        readonly: bound read-only.
+        size: tmpfs size in bytes (0: the kernel's default).
+    """
+
+    target: str
+    source: Path | None = None
+    readonly: bool = False
+    size: int = 0
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """One RUN step.
 
@@ -76,6 +95,7 @@ class RunSpec:
         user: "", "name", "uid", "uid:gid" or "name:group", resolved in the rootfs.
         network: "host" shares the host network, "none" gets only loopback.
         hostname: the sandbox's hostname (and /etc/hostname).
+        mounts: binds and tmpfs mounts on top of the root filesystem, in order.
     """
 
     lowerdirs: tuple[Path, ...]
@@ -87,6 +107,7 @@ class RunSpec:
     user: str = ""
     network: str = "host"
     hostname: str = "lamina"
+    mounts: tuple[MountSpec, ...] = ()
 
 
 def _read_sysctl(proc: Path, name: str) -> str | None:
@@ -177,6 +198,11 @@ def _validate(spec: RunSpec) -> None:
     for lower in spec.lowerdirs:
         if not lower.is_dir():
             raise BuildError(f"RUN: layer directory {lower} does not exist")
+    for m in spec.mounts:
+        if not m.target.startswith("/") or "\0" in m.target:
+            raise BuildError(f"RUN: mount target {m.target!r} is not absolute")
+        if m.source is not None and not m.source.exists():
+            raise BuildError(f"RUN: mount source {m.source} does not exist")
     for name, path in (("upper", spec.upper), ("work", spec.work)):
         if not path.is_dir():
             raise BuildError(f"RUN: {name} directory {path} does not exist")
@@ -261,6 +287,15 @@ def run(
         "user": spec.user,
         "network": spec.network,
         "hostname": spec.hostname,
+        "mounts": [
+            {
+                "target": m.target,
+                "source": None if m.source is None else str(m.source.absolute()),
+                "readonly": m.readonly,
+                "size": m.size,
+            }
+            for m in spec.mounts
+        ],
         "scratch": str(scratch),
         "userns": userns,
         "uid": os.geteuid(),

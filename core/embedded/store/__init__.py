@@ -25,6 +25,7 @@ from pathlib import Path
 
 from lamina.core.embedded.store.builds import BuildRecords
 from lamina.core.embedded.store.cache import CacheEntries
+from lamina.core.embedded.store.cachemounts import CacheMounts
 from lamina.core.embedded.store.images import ImageStore, normalize_tag
 from lamina.core.embedded.store.index import Index
 from lamina.core.embedded.store.layers import LayerStore
@@ -95,6 +96,7 @@ class Store:
         self.layers = LayerStore(self.home, self.index, self._lock, self.tmpdir)
         self.images = ImageStore(self.home, self.index, self._lock, self.layers)
         self.cache = CacheEntries(self.index)
+        self.cache_mounts = CacheMounts(self.home, self.index)
         self.builds = BuildRecords(self.index)
         self.stat_cache = StatCacheTable(self.index)
 

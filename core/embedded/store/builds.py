@@ -30,12 +30,18 @@ class BuildRecords:
     def __init__(self, index: Index) -> None:
         self.index = index
 
-    def start(self, request: BuildRequest, dockerfile: Path) -> int:
-        """Records a build as running in this process; returns its ID."""
+    def start(self, request: BuildRequest, dockerfile: Path, builder: str | None = None) -> int:
+        """Records a build as running in this process; returns its ID.
+
+        Args:
+            request: what is built.
+            dockerfile: the Dockerfile read.
+            builder: the cache rules the build decides by (``buildkit``, ``classic``).
+        """
         with self.index.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO builds (started, dockerfile, context, tags, build_args, target,"
-                " status, pid) VALUES (?,?,?,?,?,?,?,?)",
+                " status, pid, builder) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     time.time(),
                     str(dockerfile),
@@ -45,6 +51,7 @@ class BuildRecords:
                     request.target,
                     "running",
                     os.getpid(),
+                    builder,
                 ),
             )
             return int(cur.lastrowid or 0)
@@ -62,7 +69,7 @@ class BuildRecords:
         with self.index.transaction() as conn:
             conn.execute(
                 "INSERT INTO build_steps (build_id, seq, stage, idx, instruction, cached, reason,"
-                " duration, layer, size, cache_key) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " duration, layer, size, cache_key, other) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     build_id,
                     seq,
@@ -75,6 +82,7 @@ class BuildRecords:
                     step.layer,
                     step.size,
                     cache_key,
+                    json.dumps(step.other) if step.other is not None else None,
                 ),
             )
 
@@ -107,6 +115,7 @@ class BuildRecords:
                         duration=s["duration"],
                         layer=s["layer"],
                         size=s["size"],
+                        other=json.loads(s["other"]) if s["other"] else None,
                     )
                     for s in conn.execute(
                         "SELECT * FROM build_steps WHERE build_id = ? ORDER BY seq", (row["id"],)
@@ -131,6 +140,7 @@ class BuildRecords:
                         status=status,
                         error=error,
                         steps=steps,
+                        builder=row["builder"],
                     )
                 )
         return out

@@ -49,6 +49,17 @@ class CacheEntries:
         row = self.index.row("SELECT result, top_layer FROM cache WHERE key = ?", (key,))
         return None if row is None else CacheHit(str(row[0]), row[1])
 
+    def recorded_config(self, key: str) -> dict[str, Any] | None:
+        """The image config recorded with the entry of ``key`` (what the classic builder
+        would have compared), or None when there is none."""
+        row = self.index.row(
+            "SELECT json_extract(inputs, '$.config') FROM cache WHERE key = ?", (key,)
+        )
+        if row is None or row[0] is None:
+            return None
+        doc = json.loads(str(row[0]))
+        return doc if isinstance(doc, dict) else None
+
     def touch(self, key: str, now: float | None = None) -> None:
         """Marks the entry used (prune keeps recently and often used entries)."""
         with self.index.transaction() as conn:

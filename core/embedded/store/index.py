@@ -91,8 +91,27 @@ CREATE TABLE stat_cache (
 );
 """
 
+# BuildKit's rules: the builder each build decided by, what the other builder would have
+# decided per step, and the cache mounts RUN --mount=type=cache keeps between builds.
+SCHEMA_V2_BUILDERS = """
+ALTER TABLE builds ADD COLUMN builder TEXT;
+ALTER TABLE build_steps ADD COLUMN other TEXT;
+CREATE TABLE cache_mounts (
+  id         TEXT PRIMARY KEY,
+  mount_id   TEXT NOT NULL,
+  sharing    TEXT NOT NULL,
+  dir        TEXT NOT NULL,
+  created    REAL NOT NULL,
+  last_used  REAL NOT NULL,
+  use_count  INTEGER NOT NULL DEFAULT 0,
+  size       INTEGER NOT NULL DEFAULT 0,
+  in_use     INTEGER NOT NULL DEFAULT 0,
+  build_id   INTEGER
+);
+"""
+
 # MIGRATIONS[n] upgrades user_version n to n + 1. Append; never edit a released step.
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1,)
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2_BUILDERS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
