@@ -51,6 +51,11 @@ def test_docker_ref_opens_in_place_and_load_pulls(
         assert not layout.exists()  # the temporary layout went with it
         assert not home.exists()  # and the user's store was never opened
 
+        # `lamina diff` and `analyze` take the same form, fetched once per command.
+        engine, name = ctx.engine_for(f"docker://{ref}")
+        assert name == image_id and engine.analyze(name).size_bytes > 0
+        assert not home.exists()
+
         loaded = opening_for(f"docker://{ref}", ctx, load=True)
         assert not loaded.owned and loaded.focus_image == image_id
         assert loaded.engine.image(ref).id == image_id

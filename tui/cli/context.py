@@ -5,7 +5,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from lamina.core import Engine, LocalStore, UsageError, open_archive, open_engine, source_of
+from lamina.core import (
+    Engine,
+    LocalStore,
+    UsageError,
+    open_archive,
+    open_engine,
+    open_remote,
+    source_of,
+)
 
 # What the refusal says when no better advice applies.
 NOT_FOR_DOCKER = "it does not apply to --engine docker"
@@ -48,14 +56,18 @@ class CliContext:
     def engine_for(self, ref: str) -> tuple[Engine, str]:
         """The engine holding ``ref`` and the image's name there: an archive source
         (``docker-archive:PATH``, ``oci-archive:PATH``, ``oci:DIR``) is opened read-only
-        in place, once per command; anything else is an image of the current engine."""
+        in place, and ``docker://REF`` fetched into a temporary layout, once per command;
+        anything else is an image of the current engine."""
         source = source_of(ref)
-        if source is None or source[0] == "docker":
+        if source is None:
             return self.engine, ref
         if ref not in self._archives:
             from pathlib import Path
 
-            self._archives[ref] = open_archive(Path(source[1]), ref)
+            kind, rest = source
+            self._archives[ref] = (
+                open_remote(rest) if kind == "docker" else open_archive(Path(rest), ref)
+            )
         engine = self._archives[ref]
         images = engine.images()
         if len(images) != 1:
