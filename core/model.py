@@ -269,6 +269,8 @@ class FsckProblem:
         message: one line for a user.
         repairable: whether ``--repair`` may fix it.
         repaired: whether this run fixed it.
+        note: information, not damage (leftovers of interrupted work that the next
+            prune sweeps, a build recorded as interrupted): it never fails ``fsck``.
     """
 
     kind: str
@@ -276,6 +278,7 @@ class FsckProblem:
     message: str
     repairable: bool
     repaired: bool = False
+    note: bool = False
 
 
 @dataclass(frozen=True)
@@ -291,8 +294,8 @@ class FsckReport:
 
     @property
     def remaining(self) -> tuple[FsckProblem, ...]:
-        """Problems not fixed by this run."""
-        return tuple(p for p in self.problems if not p.repaired)
+        """Problems not fixed by this run (notes do not count)."""
+        return tuple(p for p in self.problems if not p.repaired and not p.note)
 
     @property
     def ok(self) -> bool:

@@ -19,6 +19,7 @@ deletes an image's data; such problems stay reported and make the exit status 1.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -71,8 +72,16 @@ def fsck(
     broken_cache = _check_cache(store, graph, bad_layers, problems)
     leftovers = find_leftovers(store, graph, grace)
     for left in leftovers:
+        # Debris of interrupted work (a kill, a crash) that the next prune sweeps: worth
+        # knowing, never damage.
         problems.append(
-            Problem("leftover", left.path, f"{left.path}: {left.reason} ({left.bytes} bytes)", True)
+            Problem(
+                "leftover",
+                left.path,
+                f"{left.path}: {left.reason} ({left.bytes} bytes)",
+                True,
+                note=True,
+            )
         )
     for name in unindexed_layer_dirs(store)[1]:
         problems.append(
@@ -84,6 +93,19 @@ def fsck(
                 False,
             )
         )
+    # What opening the store recovered is told once, by the first check that follows.
+    recovered, store.recovered_builds = store.recovered_builds, []
+    for build_id, pid in recovered:
+        problems.append(
+            Problem(
+                "interrupted-build",
+                str(build_id),
+                f"build {build_id} was interrupted (process {pid} is gone); recorded as failed",
+                True,
+                repaired=True,
+                note=True,
+            )
+        )
     builds = store.builds.interrupted()
     for build_id, pid in builds:
         problems.append(
@@ -92,6 +114,7 @@ def fsck(
                 str(build_id),
                 f"build {build_id} is recorded as running but process {pid} is gone",
                 True,
+                note=True,
             )
         )
     if repair:
@@ -169,13 +192,24 @@ def _check_images(
             kind = "missing-config" if "no such blob" in str(exc) else "bad-config"
             problems.append(Problem(kind, image_id, f"image {image_id}: config: {exc}", False))
             continue
+        problem = store.images.config_problem(image_id)
+        if problem is not None:
+            # Readers get a normalised view, but Docker could not load this config, and
+            # the fields left out of that view are lost to inspect and FROM.
+            problems.append(
+                Problem("bad-config", image_id, f"image {image_id}: config: {problem}", False)
+            )
         diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
         if not isinstance(diff_ids, list) or not all(is_digest(d) for d in diff_ids):
-            problems.append(
-                Problem(
-                    "bad-config", image_id, f"image {image_id}: malformed rootfs.diff_ids", False
+            if problem is None:
+                problems.append(
+                    Problem(
+                        "bad-config",
+                        image_id,
+                        f"image {image_id}: malformed rootfs.diff_ids",
+                        False,
+                    )
                 )
-            )
             continue
         expected = chain_ids(diff_ids)
         if image.top_layer is not None and image.top_layer not in graph.layers:
@@ -274,7 +308,7 @@ def _repair(
     out: list[Problem] = []
     for p in problems:
         if (p.kind, p.subject) in fixed:
-            out.append(Problem(p.kind, p.subject, p.message, p.repairable, True))
+            out.append(dataclasses.replace(p, repaired=True))
         else:
             out.append(p)
     log.info("fsck repaired %d of %d problems", sum(p.repaired for p in out), len(out))

@@ -175,6 +175,8 @@ def test_kill_9_during_builds_and_prunes_loses_nothing(
 
     store = Store(home)
     try:
+        # A plain fsck (no --repair, the default grace) calls a killed store healthy.
+        assert fsck(store).ok, fsck(store).remaining
         report = fsck(store, grace=0.0)
         assert {p.kind for p in report.problems} <= {"leftover", "interrupted-build"}, (
             report.problems

@@ -39,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line with exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"lamina: {message}\n")
+        self.exit(2, f"lamina: {printable(message)}\n")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -107,11 +107,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         code = 141
     except LaminaError as exc:
-        print(f"lamina: {exc}", file=sys.stderr)
+        print(f"lamina: {printable(str(exc))}", file=sys.stderr)
         code = exc.exit_code
+    except Exception as exc:
+        # A defect, not a user error: one line all the same (--debug shows where).
+        if args.debug:
+            raise
+        text = printable(str(exc).splitlines()[0]) if str(exc) else ""
+        print(
+            f"lamina: internal error: {type(exc).__name__}"
+            + (f": {text}" if text else "")
+            + " (run with --debug for details)",
+            file=sys.stderr,
+        )
+        code = 1
     finally:
-        ctx.close()
+        try:
+            ctx.close()
+        except LaminaError as exc:
+            print(f"lamina: {printable(str(exc))}", file=sys.stderr)
     return int(code or 0)
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped, so that a name from an archive or a
+    tag cannot move the cursor, clear the screen or retitle the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
 
 
 __all__ = ["UsageError", "main", "make_parser"]

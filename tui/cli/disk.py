@@ -422,12 +422,16 @@ def cmd_fsck(args: argparse.Namespace, ctx: CliContext) -> int:
     else:
         for p in report.problems:
             mark = " [repaired]" if p.repaired else ""
-            print(f"{p.kind}: {p.message}{mark}")
+            print(f"{'note: ' if p.note else ''}{p.kind}: {p.message}{mark}")
         remaining = len(report.remaining)
         checked = f"{report.layers} layers, {report.images} images, {report.cache} cache entries"
         if report.ok:
+            repaired = sum(p.repaired and not p.note for p in report.problems)
+            notes = sum(p.note and not p.repaired for p in report.problems)
             print(
-                f"ok: {checked}" + (f"; {len(report.problems)} repaired" if report.problems else "")
+                f"ok: {checked}"
+                + (f"; {repaired} repaired" if repaired else "")
+                + (f"; {notes} note(s) (the next prune sweeps leftovers)" if notes else "")
             )
         else:
             hint = "" if args.repair else " (--repair fixes what is safe)"

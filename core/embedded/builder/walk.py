@@ -656,6 +656,10 @@ def _build(
     except Cancelled:
         yield BuildFailed(0, "build cancelled", cancelled=True)
         return
+    except Exception as exc:
+        log.debug("build preflight failed unexpectedly", exc_info=True)
+        yield BuildFailed(0, unexpected(exc))
+        return
     steps_total = sum(1 for e in planned if isinstance(e, StepFinished))
     if request.dry_run:
         yield BuildStarted(0, str(df_path), str(Path(request.context)), steps_total)
@@ -718,6 +722,23 @@ def _recorded(
         yield BuildFailed(
             build_id, "build cancelled" if cancelled else str(exc), cancelled=cancelled
         )
+    except Exception as exc:
+        # A defect, not a user error: still a finished record and one line, never a
+        # build left "running" for ever (the traceback goes to the debug log).
+        log.debug("build %d failed unexpectedly", build_id, exc_info=True)
+        message = unexpected(exc)
+        record.finish("failed", None, message)
+        yield BuildFailed(build_id, message)
+
+
+def unexpected(exc: BaseException) -> str:
+    """One line for an error no check foresaw."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return (
+        f"internal error: {type(exc).__name__}: {text}"
+        if text
+        else (f"internal error: {type(exc).__name__}")
+    )
 
 
 def _apply_retention(store: Store) -> None:

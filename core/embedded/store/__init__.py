@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from lamina.core.embedded.store.beneath import remove_quietly
 from lamina.core.embedded.store.builds import BuildRecords
 from lamina.core.embedded.store.cache import CacheEntries
 from lamina.core.embedded.store.cachemounts import CacheMounts
@@ -85,6 +86,7 @@ class Store:
                 (self.home / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"{self.home}: cannot create the store: {exc.strerror}") from exc
+        _private(self.home / "layers")
         self._lock = lock or StoreLock(self.home / "lock")
 
         def check_fresh(index: Index) -> None:
@@ -99,6 +101,9 @@ class Store:
         self.cache_mounts = CacheMounts(self.home, self.index)
         self.builds = BuildRecords(self.index)
         self.stat_cache = StatCacheTable(self.index)
+        # Builds whose process died (kill -9, power loss) are recorded failed by the
+        # next process that opens the store; fsck lists them as information.
+        self.recovered_builds = self.builds.recover_interrupted()
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -123,11 +128,22 @@ class Store:
         try:
             yield path
         finally:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_quietly(path)
 
     def close(self) -> None:
         """Closes the index connections."""
         self.index.close()
+
+
+def _private(path: Path) -> None:
+    """Keeps ``layers/`` to the store's owner: layers may hold device nodes, FIFOs and
+    setuid files exactly as images define them, which no other user may reach."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & 0o077:
+            os.chmod(path, mode & 0o700)
+    except OSError as exc:
+        log.warning("%s: cannot restrict to its owner: %s", path, exc.strerror)
 
 
 def stored_data(home: Path) -> tuple[int, int]:

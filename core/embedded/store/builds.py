@@ -8,13 +8,17 @@ build is told apart from one still under way (GC keeps what a live build stands 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
 
 from lamina.core.embedded.store.index import Index
 from lamina.core.embedded.store.process import pid_alive
+from lamina.core.errors import StoreError
 from lamina.core.model import BuildRecord, BuildRequest, StepRecord
+
+log = logging.getLogger(__name__)
 
 # What a build left as "running" whose process is gone says about itself.
 INTERRUPTED = "interrupted: the building process is gone"
@@ -153,6 +157,21 @@ class BuildRecords:
             for r in rows
             if r["pid"] is None or not pid_alive(int(r["pid"]))
         ]
+
+    def recover_interrupted(self) -> list[tuple[int, int | None]]:
+        """Records every interrupted build as failed; returns ``(build ID, pid)`` of each.
+
+        Never fails: on a read-only or full store the builds stay as they are (readers
+        report them failed anyway) and nothing is returned.
+        """
+        try:
+            builds = self.interrupted()
+            if builds:
+                self.mark_interrupted([b for b, _pid in builds], time.time())
+        except StoreError as exc:
+            log.debug("interrupted builds not recorded: %s", exc)
+            return []
+        return builds
 
     def mark_interrupted(self, build_ids: list[int], now: float) -> None:
         """Records interrupted builds as failed (those still marked running)."""
