@@ -40,7 +40,12 @@ from lamina.core.errors import ArchiveError
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-MAX_JSON = 64 << 20
+# The bounds `lamina load` keeps (docs/limits.md), so an archive opened in place costs
+# no more memory or time than loading it would.
+MAX_JSON = 8 << 20
+MAX_JSON_DEPTH = 64
+MAX_MEMBERS = 100_000
+MAX_LAYERS = 1_000
 CHUNK = 1 << 20
 
 MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -156,6 +161,8 @@ class TarSource(Source):
         try:
             with tarfile.open(path, mode="r:") as tar:
                 for m in tar:
+                    if len(self.members) >= MAX_MEMBERS:
+                        raise ArchiveError(f"{label}: more than {MAX_MEMBERS} files in the archive")
                     self.members[_clean(m.name)] = m
         except (tarfile.TarError, OSError) as exc:
             raise ArchiveError(f"{label}: not a tar archive ({exc})") from exc
@@ -187,11 +194,40 @@ class TarSource(Source):
         return cast(BinaryIO, io.BufferedReader(_Slice(self.path, m.offset_data, m.size), CHUNK))
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_json(data: bytes, where: str) -> Any:
+    """A manifest, index or config: JSON, at most 64 levels deep, no NaN or Infinity."""
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise ArchiveError(f"{where}: JSON nested more than {MAX_JSON_DEPTH} levels")
     try:
-        return json.loads(data)
-    except ValueError as exc:
+        return json.loads(data, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
         raise ArchiveError(f"{where}: not valid JSON ({exc})") from exc
+
+
+def _depth(data: bytes) -> int:
+    """How deeply the document's arrays and objects nest (brackets in strings skipped)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in b"]}":
+            depth -= 1
+    return deepest
 
 
 @contextmanager
@@ -366,7 +402,8 @@ def read_images(src: Source) -> list[ArchivedImage]:
     """Every image the archive holds.
 
     Raises:
-        ArchiveError: not an image archive, or a malformed one.
+        ArchiveError: not an image archive, a malformed one, or one past the bounds
+            ``lamina load`` keeps (``docs/limits.md``).
     """
     if src.exists("manifest.json"):
         images = _docker_archive(src)
@@ -377,6 +414,9 @@ def read_images(src: Source) -> list[ArchivedImage]:
         raise ArchiveError(f"{src.label}: not an image archive (no manifest.json or index.json)")
     if not images:
         raise ArchiveError(f"{src.label}: the archive holds no image")
+    for image in images:
+        if len(image.layers) > MAX_LAYERS:
+            raise ArchiveError(f"{image.where}: more than {MAX_LAYERS} layers")
     return images
 
 

@@ -201,3 +201,19 @@ def test_a_word_that_is_not_a_verb_opens_the_app_on_it() -> None:
     assert route(parser, []) == []
     args = parser.parse_args(route(parser, ["docker-archive:/tmp/x.tar", "--load"]))
     assert args.command == "app" and args.image == "docker-archive:/tmp/x.tar" and args.load
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (b'{"rootfs": {"diff_ids": []}, "x": NaN}', "not valid JSON"),
+        (b'{"a": ' * 70 + b"1" + b"}" * 70, "nested more than 64"),
+    ],
+)
+def test_an_archive_is_held_to_load_s_bounds(tmp_path: Path, config: bytes, message: str) -> None:
+    layout = tmp_path / "layout"
+    (layout / "blobs").mkdir(parents=True)
+    (layout / "manifest.json").write_text('[{"Config": "blobs/config.json", "Layers": []}]')
+    (layout / "blobs/config.json").write_bytes(config)
+    with pytest.raises(ArchiveError, match=message):
+        open_archive(layout)
