@@ -33,6 +33,7 @@ from lamina.core.model import (
 )
 
 if TYPE_CHECKING:
+    from lamina.core.accounting.diff import ImageFiles
     from lamina.core.accounting.dive import Analysis
     from lamina.core.accounting.plans import (
         PrunePlan,
@@ -80,6 +81,11 @@ class Engine(Protocol):
 
     def analyze(self, ref: str) -> Analysis:
         """dive's efficiency score and wasted space for one image."""
+        ...
+
+    def image_files(self, ref: str) -> ImageFiles:
+        """Every layer of one image with its files and their content digests, base first
+        (what ``lamina diff`` compares)."""
         ...
 
     def tag(self, ref: str, new_tag: str) -> None: ...

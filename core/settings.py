@@ -1,6 +1,7 @@
 """lamina's settings file, ``$XDG_CONFIG_HOME/lamina/config.toml``.
 
-The build cache retention policy and the builder whose cache rules builds follow::
+The build cache retention policy, the builder whose cache rules builds follow, and
+the app's keys::
 
     [cache]
     keep_storage = "5GB"      # prune least recently used cache until it fits
@@ -9,7 +10,13 @@ The build cache retention policy and the builder whose cache rules builds follow
     [build]
     builder = "buildkit"      # or "classic": the cache rules `lamina build` decides by
 
-The cache policy is off when absent; a missing file means every default.
+    [keymap]                  # binding id = keys (comma-separated), as Textual names them
+    "images.sort" = "o"
+    "view.builds" = "3,b"
+
+The cache policy is off when absent; a missing file means every default. The keymap
+names bindings by their stable ids (the help screen lists them); the app checks that
+each id exists.
 """
 
 from __future__ import annotations
@@ -71,10 +78,12 @@ class Config:
     Attributes:
         cache: the build cache retention policy.
         build: how builds build.
+        keymap: binding id -> keys (``"ctrl+o,o"``) for the app.
         path: the file it was read from (None when there was none).
     """
 
     cache: CachePolicy = field(default_factory=CachePolicy)
+    keymap: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
     build: BuildSettings = field(default_factory=BuildSettings)
 
@@ -109,11 +118,12 @@ def load_config(path: Path | None = None) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: {exc}") from exc
-    unknown = set(data) - {"cache", "build"}
+    unknown = set(data) - {"cache", "build", "keymap"}
     if unknown:
         raise UsageError(f"{path}: unknown section or key {min(unknown)!r}")
     return Config(
         cache=_cache_policy(path, data.get("cache", {})),
+        keymap=_keymap(path, data.get("keymap", {})),
         path=path,
         build=_build_settings(path, data.get("build", {})),
     )
@@ -138,6 +148,24 @@ def default_builder() -> str:
         UsageError: the settings file is malformed.
     """
     return load_config().build.builder
+
+
+def _keymap(path: Path, table: Any) -> dict[str, str]:
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: [keymap] must be a table of binding id = keys")
+    out: dict[str, str] = {}
+    for binding_id, keys in table.items():
+        if isinstance(keys, dict):
+            # An unquoted dotted id (images.sort = "o") is a nested table in TOML.
+            for sub, value in _keymap(path, keys).items():
+                out[f"{binding_id}.{sub}"] = value
+            continue
+        if isinstance(keys, list) and keys and all(isinstance(k, str) for k in keys):
+            keys = ",".join(keys)
+        if not isinstance(keys, str) or not keys.strip():
+            raise UsageError(f'{path}: keymap.{binding_id} must be keys such as "ctrl+o"')
+        out[binding_id] = ",".join(k.strip() for k in keys.split(",") if k.strip())
+    return out
 
 
 def _cache_policy(path: Path, table: Any) -> CachePolicy:

@@ -4,7 +4,9 @@
 
 Builds the demo (``lamina.core.demo.workspace``) in a temporary store, opens every view in a
 Pilot run, saves each as SVG with ``app.save_screenshot`` and converts it to PNG with
-cairosvg. Also saves the Layers and Builds views at 80x24, the smallest supported size.
+cairosvg. Also saves the Layers and Builds views at 80x24, the smallest supported size,
+and draws the demo's layer graph with ``lamina graph --format svg`` (``layer-graph.svg``,
+needs Graphviz's dot).
 """
 
 from __future__ import annotations
@@ -130,6 +132,25 @@ def _to_png(svg: Path) -> Path:
     return png
 
 
+GRAPH = "layer-graph"
+
+
+def _graph(home: Path, out: Path) -> Path:
+    """The demo's tagged images and the layers they share, drawn by Graphviz."""
+    from lamina.core.open import open_engine
+    from lamina.tui.cli.graph import dot_source, render
+
+    engine = open_engine("embedded", home)
+    try:
+        images = [i for i in engine.images() if i.tags]
+        source = dot_source(images, engine.layers(), {})
+    finally:
+        engine.close()
+    svg = out / f"{GRAPH}.svg"
+    svg.write_bytes(render(source, "svg"))
+    return svg
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=HERE, help="where to write the images")
@@ -156,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             svg = asyncio.run(_shoot(home, args.out, name, size, steps))
             png = _to_png(svg)
             log.info("wrote %s and %s", svg.name, png.name)
+        if not args.only or GRAPH in args.only:
+            log.info("wrote %s", _graph(home, args.out).name)
     return 0
 
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lamina.core.accounting.diff import ImageFiles, layer_instructions
 from lamina.core.accounting.dive import Analysis, analyze_entries
 from lamina.core.accounting.plans import PrunePlan, PruneRequest, PruneResult
 from lamina.core.accounting.usage import DiskUsage
@@ -144,6 +145,16 @@ class DockerEngine:
         return analyze_entries(
             ([(e.path, e.size, e.kind == "dir") for e in listings[d]] for d in diff_ids), ref
         )
+
+    def image_files(self, ref: str) -> ImageFiles:
+        """Every layer's files with content digests, from one pass over the saved stream."""
+        from lamina.core.digest import chain_ids
+        from lamina.core.docker.files import image_files
+
+        data = self._inventory.resolve(ref)
+        diff_ids = convert.diff_ids(data)
+        lines = layer_instructions(self.history(ref), chain_ids(diff_ids))
+        return image_files(self.api, ref, data["Id"], diff_ids, lines)
 
     # -- tags and removal ------------------------------------------------------------
 

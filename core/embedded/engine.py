@@ -25,6 +25,7 @@ from lamina.core.model import (
 )
 
 if TYPE_CHECKING:
+    from lamina.core.accounting.diff import ImageFiles
     from lamina.core.accounting.dive import Analysis
     from lamina.core.accounting.plans import (
         PrunePlan,
@@ -152,6 +153,12 @@ class EmbeddedEngine:
         from lamina.core.embedded.analysis import analyze
 
         return analyze(self.store, ref)
+
+    def image_files(self, ref: str) -> ImageFiles:
+        """Every layer's files with content digests, from the regenerated layer tars."""
+        from lamina.core.embedded.files import image_files
+
+        return image_files(self.store, ref, self.history(ref))
 
     def tag(self, ref: str, new_tag: str) -> None:
         """Points ``new_tag`` at the image ``ref`` names."""

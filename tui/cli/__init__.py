@@ -19,7 +19,20 @@ from lamina.core import LaminaError, UsageError
 from lamina.tui.cli.context import CliContext
 
 # Verb groups, in the order `lamina --help` lists them.
-COMMAND_MODULES = ("build", "images", "registry", "archive", "disk", "debug", "app")
+COMMAND_MODULES = (
+    "build",
+    "images",
+    "diff",
+    "analyze",
+    "graph",
+    "registry",
+    "archive",
+    "disk",
+    "debug",
+    "app",
+    "serve",
+    "completion",
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,9 +58,35 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _verbs(parser: argparse.ArgumentParser) -> set[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return set(action.choices)
+    return set()
+
+
+def route(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """``lamina IMAGE …`` as ``lamina app IMAGE …``: the first word that is neither a
+    global option nor a verb names what to open the app on (as ``dive IMAGE`` does)."""
+    words = list(argv)
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--engine":
+            i += 2
+            continue
+        if word.startswith("-"):
+            i += 1
+            continue
+        if word not in _verbs(parser):
+            words.insert(i, "app")
+        break
+    return words
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(route(parser, sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
     ctx = CliContext(engine_kind=args.engine)
     func = getattr(args, "func", None)

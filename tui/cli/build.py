@@ -83,6 +83,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " for any missing base); for checking Dockerfiles whose bases cannot be had offline",
     )
     p.add_argument("--progress", choices=("auto", "plain", "json"), default="auto")
+    p.add_argument(
+        "--open",
+        action="store_true",
+        help="then open the app on the built image, its build selected (like `dive build`)",
+    )
     p.add_argument("context", metavar="CONTEXT")
     p.set_defaults(func=cmd_build)
 
@@ -285,6 +290,7 @@ def cmd_build(args: argparse.Namespace, ctx: CliContext) -> int:
     cancel = threading.Event()
     events = ctx.engine.build(request, cancel)
     failed: BuildFailed | None = None
+    finished: BuildFinished | None = None
     interrupted = False
     while True:
         # SIGINT may land anywhere in this loop: while the engine works or while a line
@@ -294,6 +300,8 @@ def cmd_build(args: argparse.Namespace, ctx: CliContext) -> int:
             if isinstance(ev, BuildFailed):
                 failed = ev
             else:
+                if isinstance(ev, BuildFinished):
+                    finished = ev
                 printer.event(ev)
         except StopIteration:
             break
@@ -306,4 +314,16 @@ def cmd_build(args: argparse.Namespace, ctx: CliContext) -> int:
     if interrupted:
         print("lamina: build cancelled", file=sys.stderr)
         return 130
+    if getattr(args, "open", False) and finished is not None:
+        return open_built(finished, ctx)
     return 0
+
+
+def open_built(finished: BuildFinished, ctx: CliContext) -> int:
+    """Opens the app on the built image with its build selected (``build --open``)."""
+    from lamina.tui.cli.app import Opening, needs_terminal, run_app
+
+    refused = needs_terminal()
+    if refused is not None:
+        return refused
+    return run_app(Opening(ctx.engine, finished.image, finished.build_id))

@@ -22,7 +22,8 @@ from textual.containers import Horizontal
 from textual.markup import escape
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets.data_table import RowDoesNotExist
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from lamina.core import (
@@ -95,6 +96,8 @@ VIEW_ACTIONS = {
     "leave_filter": "layers",
     "sort_images": "images",
     "reverse_sort": "images",
+    "mark_image": "images",
+    "diff_images": "images",
     "rebuild": "builds",
     "what_if": "builds",
     "cancel_build": "builds",
@@ -174,6 +177,20 @@ class MainScreen(Screen[None]):
             "S", "reverse_sort", "Reverse", tooltip="Reverse the sort order", id="images.reverse"
         ),
         Binding(
+            "m",
+            "mark_image",
+            "Mark",
+            tooltip="Mark the selected image as A, to compare another image with it",
+            id="images.mark",
+        ),
+        Binding(
+            "d",
+            "diff_images",
+            "Diff",
+            tooltip="Compare the marked image (A) with the selected one (B), file by file",
+            id="images.diff",
+        ),
+        Binding(
             "r",
             "rebuild",
             "Rebuild",
@@ -219,18 +236,31 @@ class MainScreen(Screen[None]):
     building: reactive[bool] = reactive(False, bindings=True)
 
     def __init__(
-        self, engine: Engine, *, clock: fmt.Clock = time.time, settle_delay: float = SETTLE_DELAY
+        self,
+        engine: Engine,
+        *,
+        clock: fmt.Clock = time.time,
+        settle_delay: float = SETTLE_DELAY,
+        focus_image: str | None = None,
+        focus_build: int | None = None,
     ) -> None:
         super().__init__()
         self.engine = engine
         self.clock = clock
         self.settle_delay = settle_delay
         self._disk_pending = False
+        # What to open on, once the snapshot and the builds are in.
+        self._focus_image = focus_image
+        self._focus_build = focus_build
 
     def compose(self) -> ComposeResult:
         clock, delay = self.clock, self.settle_delay
         yield Header()
-        with TabbedContent(initial="layers", id="views"):
+        # Opened on an image or a build: that view first, so nothing has to switch later.
+        initial = "builds" if self._focus_build is not None else "layers"
+        if self._focus_image is not None and self._focus_build is None:
+            initial = "images"
+        with TabbedContent(initial=initial, id="views"):
             with TabPane("1 Layers", id="layers"):
                 yield LayersView(id="layers-view", clock=clock, settle_delay=delay)
             with TabPane("2 Images", id="images"):
@@ -277,6 +307,14 @@ class MainScreen(Screen[None]):
         self.query_one(TabbedContent).active = view_id
         self.refresh_bindings()
 
+    def select_build(self, build_id: int) -> None:
+        """Selects this build in the Builds view (``lamina build --open``)."""
+        table = self.query_one("#builds-table", DataTable)
+        try:
+            table.move_cursor(row=table.get_row_index(str(build_id)))
+        except RowDoesNotExist as exc:  # the build is not among those listed
+            log.info("build %s not listed: %s", build_id, exc)
+
     def action_show_view(self, view_id: str) -> None:
         self.show_view(view_id)
 
@@ -307,6 +345,10 @@ class MainScreen(Screen[None]):
         if action == "leave_filter":
             # Only while typing a filter; elsewhere Escape keeps its other meanings.
             return self.query_one(LayersView).filtering
+        if action == "diff_images":
+            images = self.query_one(ImagesView)
+            ready = images.marked is not None and images.selected not in (None, images.marked)
+            return True if ready else None
         return True
 
     # ---------------------------------------------------------------- actions
@@ -325,6 +367,26 @@ class MainScreen(Screen[None]):
 
     def action_reverse_sort(self) -> None:
         self.query_one(ImagesView).reverse_sort()
+
+    def action_mark_image(self) -> None:
+        images = self.query_one(ImagesView)
+        images.toggle_mark()
+        self.refresh_bindings()
+
+    def action_diff_images(self) -> None:
+        """Opens the diff of the marked image (A) against the selected one (B)."""
+        images = self.query_one(ImagesView)
+        if images.marked is None or images.selected in (None, images.marked):
+            return
+        from lamina.tui.screens.diff import DiffScreen
+
+        assert images.selected is not None
+        self.app.push_screen(
+            DiffScreen(self.engine, images.name_of(images.marked), images.name_of(images.selected))
+        )
+
+    def on_images_view_selection_changed(self, event: ImagesView.SelectionChanged) -> None:
+        self.refresh_bindings()
 
     def action_rebuild(self) -> None:
         self.query_one(BuildsView).request_build(dry_run=False)
@@ -404,7 +466,11 @@ class MainScreen(Screen[None]):
         self.query_one(LayersView).graph = graph
         if event.partial:
             return
-        self.query_one(ImagesView).graph = graph
+        images = self.query_one(ImagesView)
+        if self._focus_image is not None:
+            images.focus_on = self._focus_image
+            self._focus_image = None
+        images.graph = graph
         self.query_one(LearnView).graph = graph
         if self._disk_pending:
             self._disk_pending = False
@@ -412,6 +478,9 @@ class MainScreen(Screen[None]):
 
     def on_builds_loaded(self, event: BuildsLoaded) -> None:
         self.query_one(BuildsView).builds = event.builds
+        if self._focus_build is not None:
+            self.select_build(self._focus_build)
+            self._focus_build = None
         # The Layers view shows which build made a layer.
         self.query_one(LayersView).builds = event.builds
         self.query_one(LearnView).set_builds(event.builds)

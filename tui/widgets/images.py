@@ -49,6 +49,11 @@ class ImagesView(Widget):
     sort_key: reactive[str] = reactive("size")
     sort_reverse: reactive[bool] = reactive(True)
     selected: reactive[str | None] = reactive(None)
+    # The image marked as A for a diff (``m``); the selected one is B.
+    marked: reactive[str | None] = reactive(None)
+
+    class SelectionChanged(Message):
+        """The selected or marked image changed (the diff key may now apply)."""
 
     def __init__(
         self,
@@ -65,6 +70,8 @@ class ImagesView(Widget):
         self.history_for: str | None = None
         self._stale = False
         self._details_timer: Timer | None = None
+        # An image to select once the table is drawn (opening the app on one image).
+        self.focus_on: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("", id="images-sort")
@@ -178,6 +185,8 @@ class ImagesView(Widget):
         for image_id in self.sorted_ids():
             image, row = self.rows[image_id]
             name = escape(row["name"]) if image.tags else "[$warning]<none>[/]"
+            if image_id == self.marked:
+                name = f"[b $accent]A▸[/] {name}"
             table.add_row(
                 fmt.themed(self.app, name),
                 fmt.digest(image_id),
@@ -193,8 +202,11 @@ class ImagesView(Widget):
             f"{len(self.rows)} images, sorted by [b]{self.sort_key}[/] {arrow}"
             "   [dim](s: next column, S: reverse, or click a header)[/]"
         )
+        if self.focus_on in self.rows:
+            previous, self.focus_on = self.focus_on, None
         if previous in self.rows:
             table.move_cursor(row=table.get_row_index(previous))
+            self.selected = previous
         elif self.rows:
             table.move_cursor(row=0)
             self.selected = self.sorted_ids()[0]
@@ -204,7 +216,23 @@ class ImagesView(Widget):
         if event.row_key.value:
             self.selected = str(event.row_key.value)
 
+    def name_of(self, image_id: str) -> str:
+        """The image's first tag, else its ID (what the diff screen calls it)."""
+        row = self.rows.get(image_id)
+        return row[0].tags[0] if row and row[0].tags else image_id
+
+    def toggle_mark(self) -> None:
+        """Marks the selected image as A (or unmarks it)."""
+        if self.selected is None:
+            return
+        self.marked = None if self.marked == self.selected else self.selected
+
+    def watch_marked(self, old: str | None, new: str | None) -> None:
+        self._render_table()
+        self.post_message(self.SelectionChanged())
+
     def watch_selected(self, image_id: str | None) -> None:
+        self.post_message(self.SelectionChanged())
         if image_id is None or not self.is_mounted:
             return
         self.post_message(self.ImageSelected(image_id))
