@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from lamina.core.dockerfile.quote import go_bytes
 from lamina.core.embedded.store.index import Index
 from lamina.core.embedded.store.process import pid_alive
 from lamina.core.errors import StoreError
@@ -92,7 +93,7 @@ class CacheMounts:
     @staticmethod
     def identity(mount_id: str, scope: str = "") -> str:
         """What a mount is shared by: its id, and the ``from=`` it starts from."""
-        return "sha256:" + hashlib.sha256(f"{mount_id}\0{scope}".encode()).hexdigest()
+        return "sha256:" + hashlib.sha256(go_bytes(f"{mount_id}\0{scope}")).hexdigest()
 
     def _path(self, ident: str, private: str = "") -> Path:
         hexpart = ident.split(":", 1)[1]

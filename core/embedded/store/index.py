@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lamina.core.dockerfile.quote import go_json_text
 from lamina.core.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,7 @@ class Index:
             timeout=BUSY_TIMEOUT,
             isolation_level=None,
             check_same_thread=False,
+            factory=_Connection,
         )
         try:
             conn.row_factory = sqlite3.Row
@@ -221,6 +223,7 @@ class Index:
             uri=True,
             isolation_level=None,
             check_same_thread=False,
+            factory=_Connection,
         )
         conn.row_factory = sqlite3.Row
         try:
@@ -379,6 +382,38 @@ class Index:
                     conn.execute(f"PRAGMA user_version = {step + 1}")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: not a usable index: {exc}{hint(exc)}") from exc
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that stores text that is not UTF-8 as Docker records it.
+
+    A Dockerfile's bytes that are not UTF-8 (held surrogate-escaped) reach the index
+    in instructions, history and messages; SQLite text must be UTF-8, so such text is
+    written, and looked up, with U+FFFD for each of those bytes, as Go's JSON writes
+    it in Docker's configs. Text that is valid costs nothing: the conversion only runs
+    after sqlite3 refused the parameters.
+    """
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return super().execute(sql, parameters)
+        except UnicodeEncodeError:
+            return super().execute(sql, _valid_text(parameters))
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        rows = list(parameters)
+        try:
+            return super().executemany(sql, rows)
+        except UnicodeEncodeError:
+            # The index's executemany statements are idempotent (UPDATE ... SET to a
+            # value, INSERT OR REPLACE): rows written before the refusal are rewritten.
+            return super().executemany(sql, [_valid_text(row) for row in rows])
+
+
+def _valid_text(parameters: Any) -> Any:
+    if isinstance(parameters, dict):
+        return {k: go_json_text(v) if isinstance(v, str) else v for k, v in parameters.items()}
+    return tuple(go_json_text(v) if isinstance(v, str) else v for v in parameters)
 
 
 def hint(exc: sqlite3.Error) -> str:
