@@ -39,6 +39,7 @@ from lamina.core.context.checksum import (
     hash_string_slice,
     tarsum_file,
 )
+from lamina.core.dockerfile.quote import go_bytes
 from lamina.core.embedded.builder.rootfs import RootFS, lookup_group, lookup_user, split
 from lamina.core.embedded.store import beneath
 from lamina.core.errors import BuildError, ContextError
@@ -322,9 +323,10 @@ def download(url: str, dest_dir: Path, timeout: float = 60.0) -> tuple[Path, str
     Raises:
         BuildError: the download fails.
     """
-    name = os.path.basename(urllib.parse.urlparse(url).path) or "download"
-    target = dest_dir / f"url-{hashlib.sha256(url.encode()).hexdigest()[:16]}"
+    target = dest_dir / f"url-{hashlib.sha256(go_bytes(url)).hexdigest()[:16]}"
     try:
+        # urlparse refuses some URLs itself ("http://[::1/x": ValueError).
+        name = os.path.basename(urllib.parse.urlparse(url).path) or "download"
         with urllib.request.urlopen(url, timeout=timeout) as resp, open(target, "wb") as f:
             shutil.copyfileobj(resp, f)
     except (OSError, ValueError) as exc:

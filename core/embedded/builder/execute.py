@@ -329,8 +329,11 @@ class Executor:
             if status != 0:
                 last = lines[-1] if lines else ""
                 text = ins.original if len(ins.original) <= 60 else ins.original[:59] + "…"
+                # Named by its line, as every other build error is: the stage and
+                # index ("step 0/2") read like a count of steps.
                 raise RunFailed(
-                    f"step {number}/{index} '{text}' exited with status {status}: {last}",
+                    f"{self.words.where(ins)}: '{text}' exited with status {status}"
+                    + (f": {last}" if last else ""),
                     status,
                     lines[-10:],
                 )
