@@ -41,7 +41,7 @@ from lamina.core.embedded.builder.rootfs import (
 from lamina.core.embedded.builder.state import State, Step
 from lamina.core.embedded.builder.words import Words
 from lamina.core.embedded.sandbox.runner import MountSpec, RunSpec, run
-from lamina.core.embedded.store import Store
+from lamina.core.embedded.store import Store, beneath
 from lamina.core.errors import BuildError, LaminaError, RunFailed
 from lamina.core.events import StepOutput
 
@@ -494,9 +494,6 @@ def _volume_mountpoints(upper: Path, below: RootFS, state: State) -> None:
         inside = upper.joinpath(*parts)
         if inside.is_dir() and not inside.is_symlink():
             for child in list(inside.iterdir()):
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
+                beneath.remove_path(child)  # iterative: a RUN may make any depth
         elif not below.is_dir(volume):
             writer.ensure_dir(parts)
