@@ -174,9 +174,12 @@ class EmbeddedEngine:
           only untagged when named by tag, and refused by ID unless ``force``).
         * An ID of an image with several tags needs ``force``.
 
-        Layers are left to GC. Stops at the first failure with ``RmiError`` carrying the
+        Layers are left to GC. A reference that names no image is refused before anything
+        is removed; past that, stops at the first failure with ``RmiError`` carrying the
         lines done so far.
         """
+        for ref in refs:
+            self.store.images.resolve(ref)  # NotFound: nothing removed yet
         done: list[str] = []
         for ref in refs:
             try:
