@@ -771,7 +771,8 @@ def _recorded(
         # A defect, not a user error: still a finished record and one line, never a
         # build left "running" for ever (the traceback goes to the debug log).
         log.debug("build %d failed unexpectedly", build_id, exc_info=True)
-        message = unexpected(exc)
+        damaged = store.index.damaged()
+        message = str(damaged) if damaged is not None else unexpected(exc)
         record.finish("failed", None, message)
         yield BuildFailed(build_id, message)
 

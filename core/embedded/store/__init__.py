@@ -50,6 +50,7 @@ __all__ = [
     "Store",
     "StoreLock",
     "normalize_tag",
+    "raise_if_damaged",
     "stored_data",
 ]
 
@@ -110,11 +111,15 @@ class Store:
         self.cache_mounts = CacheMounts(self.home, self.index)
         self.builds = BuildRecords(self.index)
         self.stat_cache = StatCacheTable(self.index)
-        # Builds whose process died (kill -9, power loss) are recorded failed by the
-        # next process that opens the store; fsck lists them as information.
-        self.recovered_builds = self.builds.recover_interrupted()
-        # Layers recorded before index version 2 get Docker's size and their disk size.
-        self.layers.measure_unmeasured()
+        try:
+            # Builds whose process died (kill -9, power loss) are recorded failed by the
+            # next process that opens the store; fsck lists them as information.
+            self.recovered_builds = self.builds.recover_interrupted()
+            # Layers recorded before index version 2 get Docker's size and disk size.
+            self.layers.measure_unmeasured()
+        except Exception as exc:
+            raise_if_damaged(self.index, exc)
+            raise
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -144,6 +149,24 @@ class Store:
     def close(self) -> None:
         """Closes the index connections."""
         self.index.close()
+
+
+def raise_if_damaged(index: Index, exc: Exception) -> None:
+    """Raises the one-line damage error, chained to ``exc``, if a damaged index file
+    explains ``exc``; returns otherwise.
+
+    ``exc`` is an error a reader did not expect, or one it did not expect from the
+    index ("malformed digest None": a row of NULLs). Errors about the index itself
+    already say what is wrong with it (a full disk, a damaged file).
+
+    Raises:
+        StoreError: the index is damaged; ``lamina fsck --rebuild-index`` is the way out.
+    """
+    if isinstance(exc, StoreError) and str(index.path) in str(exc):
+        return
+    damaged = index.damaged()
+    if damaged is not None:
+        raise damaged from exc
 
 
 def _private(path: Path) -> None:

@@ -166,11 +166,12 @@ class Index:
             raise StoreError(f"{self.path}: index is closed")
         try:
             conn = self._connect()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeError) as exc:
+            # UnicodeError: a damaged header can make a PRAGMA's answer undecodable.
             try:
                 # A read-only or full store can still be listed: read it as it is.
                 conn = self._connect_read_only(exc)
-            except sqlite3.Error:
+            except (sqlite3.Error, UnicodeError):
                 raise StoreError(f"{self.path}: cannot open the index: {exc}{hint(exc)}") from exc
         self._local.conn = conn
         self._local.depth = 0
@@ -208,7 +209,7 @@ class Index:
             raise
         return conn
 
-    def _connect_read_only(self, why: sqlite3.Error) -> sqlite3.Connection:
+    def _connect_read_only(self, why: Exception) -> sqlite3.Connection:
         """The index opened read-only, when it cannot be opened for writing.
 
         ``immutable`` makes SQLite take no lock and create no ``-shm`` file, which is
@@ -346,6 +347,29 @@ class Index:
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: not a usable index: {exc}{hint(exc)}") from exc
 
+    def damaged(self) -> StoreError | None:
+        """The error to report if the database file is damaged, else None.
+
+        SQLite reads some damaged pages without complaint (a zeroed page gives rows of
+        NULLs), so a reader fails later in its own terms; ``PRAGMA quick_check`` tells
+        whether the file is the cause. It reads the whole file (milliseconds per
+        megabyte): callers ask after something failed, and before a repair or a prune
+        acts on what the index says.
+        """
+        try:
+            rows = self.connection().execute("PRAGMA quick_check(1)").fetchall()
+            problem = "" if [tuple(r) for r in rows] == [("ok",)] else str(rows[0][0])
+        except (sqlite3.Error, StoreError) as exc:
+            problem = str(exc)
+        if not problem:
+            return None
+        # quick_check's first line names the database ("*** in database main ***").
+        lines = [ln for ln in problem.splitlines() if ln and not ln.startswith("***")]
+        return StoreError(
+            f"{self.path}: the index is damaged ({(lines or [problem])[0]});"
+            " `lamina fsck --rebuild-index` rebuilds it"
+        )
+
     def close(self) -> None:
         """Closes every thread's connection (call from the owning thread at exit)."""
         self._closed = True
@@ -416,12 +440,13 @@ def _valid_text(parameters: Any) -> Any:
     return tuple(go_json_text(v) if isinstance(v, str) else v for v in parameters)
 
 
-def hint(exc: sqlite3.Error) -> str:
+def hint(exc: Exception) -> str:
     """The way out to add to a message about ``exc``: a damaged database file is
     rebuilt by fsck; a full disk or a lock needs no such advice."""
     text = str(exc).lower()
-    if isinstance(exc, sqlite3.DatabaseError) and (
-        "malformed" in text or "not a database" in text or "corrupt" in text
+    damage_words = ("malformed", "not a database", "corrupt", "could not decode")
+    if isinstance(exc, UnicodeError) or (
+        isinstance(exc, sqlite3.DatabaseError) and any(w in text for w in damage_words)
     ):
         return "; the index is damaged: `lamina fsck --rebuild-index` rebuilds it"
     if "disk is full" in text or "disk i/o" in text:
