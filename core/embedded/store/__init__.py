@@ -31,6 +31,7 @@ from lamina.core.embedded.store.images import ImageStore, normalize_tag
 from lamina.core.embedded.store.index import Index
 from lamina.core.embedded.store.layers import LayerStore
 from lamina.core.embedded.store.lock import StoreLock
+from lamina.core.embedded.store.reserve import RESERVE_NAME, Reserve
 from lamina.core.embedded.store.statcache import StatCacheTable
 from lamina.core.errors import StoreError
 
@@ -104,7 +105,8 @@ class Store:
             if not adopt_unindexed and index.schema_version() == 0:
                 _refuse_lost_index(self.home, db, "has no tables")
 
-        self.index = Index(db, check_fresh)
+        reserve = Reserve(self.home / RESERVE_NAME)
+        self.index = Index(db, check_fresh, reserve)
         self.layers = LayerStore(self.home, self.index, self._lock, self.tmpdir)
         self.images = ImageStore(self.home, self.index, self._lock, self.layers)
         self.cache = CacheEntries(self.index)
@@ -120,6 +122,7 @@ class Store:
         except Exception as exc:
             raise_if_damaged(self.index, exc)
             raise
+        reserve.keep()
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -140,7 +143,9 @@ class Store:
             path = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=self.home / "tmp"))
             (path / "pid").write_text(f"{os.getpid()}\n")
         except OSError as exc:
-            raise StoreError(f"{self.home / 'tmp'}: cannot create a work directory: {exc}") from exc
+            raise StoreError(
+                f"{self.home / 'tmp'}: cannot create a work directory: {exc.strerror or exc}"
+            ) from exc
         try:
             yield path
         finally:

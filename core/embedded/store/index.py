@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lamina.core.dockerfile.quote import go_json_text
+from lamina.core.embedded.store.reserve import Reserve
 from lamina.core.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -139,11 +140,18 @@ class Index:
         path: the database file; created and migrated on first use.
         check_fresh: called with the index before a version-0 database is migrated;
             raises to refuse (the store uses it to tell a lost index from a new store).
+        reserve: space to give up when a write finds the disk full (``reserve.py``).
     """
 
-    def __init__(self, path: Path, check_fresh: Callable[[Index], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        check_fresh: Callable[[Index], None] | None = None,
+        reserve: Reserve | None = None,
+    ) -> None:
         self.path = path
         self._check_fresh = check_fresh
+        self._reserve = reserve
         self._local = threading.local()
         self._lock = threading.Lock()
         # Every open connection with the thread that owns it, so connections of
@@ -232,7 +240,8 @@ class Index:
         except BaseException:
             conn.close()
             raise
-        log.warning("%s: opened read-only (%s)", self.path, why)
+        # Reading verbs work; a write says the store is read-only when it is tried.
+        log.info("%s: opened read-only (%s)", self.path, why)
         self.read_only = True
         return conn
 
@@ -261,6 +270,11 @@ class Index:
             finally:
                 self._local.depth = depth
             return
+        # A full disk: rmi and prune must still be able to record what they free.
+        reserve = self._reserve
+        released = reserve is not None and (self.read_only or reserve.low()) and reserve.release()
+        if released and self.read_only:
+            conn = self._reopen()
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -280,6 +294,16 @@ class Index:
         except sqlite3.Error as exc:
             self._rollback(conn)
             raise StoreError(f"{self.path}: cannot commit: {exc}{hint(exc)}") from exc
+
+    def _reopen(self) -> sqlite3.Connection:
+        """This thread's connection opened again (for writing, if the disk now allows)."""
+        conn: sqlite3.Connection = self._local.conn
+        with self._lock:
+            self._all = [(t, c) for t, c in self._all if c is not conn]
+        conn.close()
+        del self._local.conn
+        self.read_only = False
+        return self.connection()
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
         if not conn.in_transaction:
