@@ -263,3 +263,29 @@ def test_a_read_only_store_is_listed_and_checked(
         code, out, err = run(capsys, *argv)
         assert code == 1 and err.count("\n") == 1 and "read-only" in err, (argv, err)
     assert listing(read_only_store) == before
+
+
+def test_a_load_that_fails_after_installing_layers_removes_them(
+    full_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The layers are staged and installed; then the config cannot be written (its
+    # directory is a read-only mount here, a full disk in the field): what the load
+    # installed, and no image uses, goes at once instead of after prune's grace period.
+    archive = big_archive(tmp_path / "small.tar", layers=3, each=1 << 16)
+    blobs = full_store / "blobs" / "sha256"
+    before = listing(full_store)
+    assert _mount("--bind", str(blobs), str(blobs)).returncode == 0
+    try:
+        assert _mount("-o", "remount,ro,bind", str(blobs)).returncode == 0
+        code, out, err = run(capsys, "load", "-i", str(archive))
+    finally:
+        _umount(blobs)
+    assert code == 1 and out == "" and err.count("\n") == 1, err
+    assert "Read-only file system" in err
+    assert listing(full_store) == before
+    store = Store(full_store)
+    try:
+        assert len(store.layers.all()) == 1  # busybox's, as before
+    finally:
+        store.close()
+    assert run(capsys, "fsck")[0] == 0
