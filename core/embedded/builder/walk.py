@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import hashlib
 import logging
 import os
 import queue
@@ -176,6 +177,11 @@ class Walk:
         self.final_base: str | None = None
         self._shared: dict[str, _Shared] = {}
         self._lock = threading.Lock()
+        # Parallel builds: the steps BuildKit's definition already makes one vertex with
+        # an earlier stage's step, and the keys those earlier steps claimed.
+        self._twins: dict[tuple[int, int], tuple[int, int]] = {}
+        self._claims: dict[tuple[int, int], str | None] = {}
+        self._claimed = threading.Condition(self._lock)
 
     def run(self) -> Iterator[BuildEvent]:
         """Walks the stages the target needs, yielding step events.
@@ -228,6 +234,7 @@ class Walk:
         running: set[int] = set()
         failure: BaseException | None = None
         workers = max(1, min(os.cpu_count() or 1, len(needed)))
+        self._twins = twin_steps(self.df, needed, deps, self.filtered)
 
         def work(number: int) -> None:
             try:
@@ -236,6 +243,8 @@ class Walk:
                 events.put((number, None, None))
             except BaseException as exc:  # noqa: BLE001 - handed to the walking thread
                 events.put((number, None, exc))
+            finally:
+                self._stage_ended(number)
 
         with concurrent.futures.ThreadPoolExecutor(workers, "lamina-stage") as pool:
             try:
@@ -360,7 +369,10 @@ class Walk:
             at=(number, index),
         )
         key = decision.key.key
+        position = (number, index - len(base.triggers))
+        self._await_twin(position)
         shared = self._share(key, f"{number}/{index}", ins.original)
+        self._claim(position, key)
         if shared is not None:
             state = yield from self._merged(scope, index, ins, state, step, key, shared, started)
             walked.chain_missed = None
@@ -461,6 +473,39 @@ class Walk:
                 self._shared[key] = _Shared(where, instruction)
                 return None
             return shared
+
+    def _await_twin(self, position: tuple[int, int]) -> None:
+        """Waits until the earlier step this one is a twin of has claimed its key.
+
+        BuildKit names a merged vertex after the first stage that defines it, whichever
+        stage's thread gets there first here: the earlier step always runs, the later
+        one is the merged step.
+        """
+        twin = self._twins.get(position)
+        if twin is None:
+            return
+        with self._claimed:
+            while twin not in self._claims:
+                if self.stop.is_set():
+                    raise Cancelled()
+                self._claimed.wait(0.1)
+
+    def _claim(self, position: tuple[int, int], key: str | None) -> None:
+        if not self._twins:
+            return
+        with self._claimed:
+            self._claims[position] = key
+            self._claimed.notify_all()
+
+    def _stage_ended(self, number: int) -> None:
+        """A stage finished or failed: its twins stop waiting for steps it never reached."""
+        if not self._twins:
+            return
+        with self._claimed:
+            for twin in self._twins.values():
+                if twin[0] == number:
+                    self._claims.setdefault(twin, None)
+            self._claimed.notify_all()
 
     def _release(self, key: str | None, state: State | None) -> None:
         if not self.rules.merges or key is None:
@@ -798,3 +843,45 @@ def _apply_retention(store: Store) -> None:
         return
     if result is not None and result.reclaimed_bytes:
         log.info("cache retention policy reclaimed %d bytes", result.reclaimed_bytes)
+
+
+def twin_steps(
+    dockerfile: Dockerfile,
+    needed: list[int],
+    deps: dict[int, set[int]],
+    filtered: set[str],
+) -> dict[tuple[int, int], tuple[int, int]]:
+    """The steps that are the same vertex as an earlier stage's step, by definition.
+
+    Two stages with the same ``FROM`` and the same instructions up to a step define the
+    same op on the same input there, which BuildKit merges before it runs anything. Each
+    such step maps to the first stage's: ``(stage, n)`` to ``(earlier stage, n)``, ``n``
+    counting the stage's own instructions from 1. A stage is only paired with an earlier
+    one whose stages it reads are among its own (so the earlier one never waits in the
+    queue behind it), and never when ``--no-cache-filter`` names either of them.
+
+    Args:
+        dockerfile: the Dockerfile.
+        needed: the stages being built.
+        deps: the stages each of them reads directly.
+        filtered: the stage names of ``--no-cache-filter``, lowercased.
+    """
+    first: dict[str, tuple[int, int]] = {}
+    twins: dict[tuple[int, int], tuple[int, int]] = {}
+    for number in needed:
+        stage = dockerfile.stages[number]
+        if stage.name and stage.name.lower() in filtered:
+            continue
+        signature = _digest(f"FROM\0{stage.base}\0{stage.platform}")
+        for n, ins in enumerate(stage.instructions, start=1):
+            signature = _digest(f"{signature}\0{ins.original}")
+            earlier = first.get(signature)
+            if earlier is None:
+                first[signature] = (number, n)
+            elif deps[earlier[0]] <= deps[number]:
+                twins[(number, n)] = earlier
+    return twins
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
