@@ -40,19 +40,21 @@ from lamina.core.embedded.builder.base import Base
 from lamina.core.embedded.builder.keys import compared_config, step_key
 from lamina.core.embedded.builder.state import State, Step
 
-# The instruction flags each builder knows (the parser knows all of them). The classic
-# builder takes COPY --link as a no-op (lamina's layers are content-addressed either
-# way) and COPY/ADD --chmod as newer classic builders do.
+# The instruction flags each builder knows (the parser knows all of them), as measured on
+# Docker 20.10's classic builder: it knows COPY --from/--chown and ADD --chown; it parses
+# RUN --mount and COPY/ADD --chmod only to refuse them at their step ("the --chmod option
+# requires BuildKit"), and any other flag is a parse error ("Unknown flag: link").
 CLASSIC_FLAGS: dict[str, frozenset[str]] = {
-    "COPY": frozenset({"from", "chown", "chmod", "link"}),
-    "ADD": frozenset({"chown", "chmod", "link"}),
+    "COPY": frozenset({"from", "chown"}),
+    "ADD": frozenset({"chown"}),
     "FROM": frozenset({"platform"}),
     "HEALTHCHECK": frozenset({"interval", "timeout", "start-period", "start-interval", "retries"}),
 }
+CLASSIC_REQUIRES_BUILDKIT = frozenset({"mount", "chmod"})
 BUILDKIT_FLAGS: dict[str, frozenset[str]] = {
     **CLASSIC_FLAGS,
-    "COPY": CLASSIC_FLAGS["COPY"] | {"parents", "exclude"},
-    "ADD": CLASSIC_FLAGS["ADD"] | {"checksum", "exclude"},
+    "COPY": CLASSIC_FLAGS["COPY"] | {"chmod", "link", "parents", "exclude"},
+    "ADD": CLASSIC_FLAGS["ADD"] | {"chmod", "link", "checksum", "exclude"},
     "RUN": frozenset({"mount", "network"}),
 }
 
@@ -137,13 +139,11 @@ class ClassicRules:
         self, ins: Instruction, step: Step, parent: State, args: BuildArgs, base: Base
     ) -> StepKey:
         """The classic key: the parent's config digest, the step's command line (with
-        the source checksum and ``--chmod`` for COPY/ADD) and the compared config."""
+        the source checksum for COPY/ADD) and the compared config."""
         config = compared_config(step.new_config)
         keyed: dict[str, Any] = {"cmd": step.cmd, "config": config}
         if step.source_checksum is not None:
             keyed["sources"] = step.source_checksum
-            if ins.flag("chmod"):
-                keyed["chmod"] = ins.flag("chmod")
         inputs: dict[str, Any] = {
             "instruction": ins.original,
             "step": keyed,
