@@ -349,6 +349,17 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def _serve(www: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """An HTTP server on 127.0.0.1 serving ``www`` (created), and its address. The
+    daemon fetches ``ADD <url>`` itself, in the host's network namespace, so both
+    builders reach it even with ``--network=none`` builds."""
+    www.mkdir(parents=True)
+    handler = functools.partial(_QuietHandler, directory=str(www))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, name="parity-http", daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
 @pytest.fixture(scope="session")
 def rootfs_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """lamina's reproducible busybox rootfs, the base of every scenario."""
@@ -380,12 +391,7 @@ def parity(
     tag = f"lamina-parity-{RUN_ID}/result-{nonce}:latest"
     _created_tags.add(tag)
 
-    www = tmp_path / "ws" / "www"
-    www.mkdir(parents=True)
-    handler = functools.partial(_QuietHandler, directory=str(www))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, name="parity-http", daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
+    server, url = _serve(tmp_path / "ws" / "www")
 
     def run(name: str, files: dict[str, str | bytes], steps: list[tuple[Any, ...]]) -> None:
         ws = Workspace(tmp_path / "ws", base, url)
@@ -677,6 +683,7 @@ def buildkit_parity(
     import_rootfs(embedded.store, rootfs_tar, base)
     tag = f"lamina-parity-{RUN_ID}/bk-result-{nonce}:latest"
     _created_tags.add(tag)
+    server, url = _serve(tmp_path / "ws" / "www")
 
     def run(
         name: str,
@@ -684,7 +691,7 @@ def buildkit_parity(
         steps: list[tuple[Any, ...]],
         docker_too: bool = True,
     ) -> list[Any]:
-        ws = Workspace(tmp_path / "ws", base)
+        ws = Workspace(tmp_path / "ws", base, url)
         ws.ctx.mkdir(parents=True)
         for rel, content in files.items():
             ws.apply(("write", rel, content))
@@ -693,6 +700,8 @@ def buildkit_parity(
     try:
         yield run
     finally:
+        server.shutdown()
+        server.server_close()
         docker.close()
         embedded.close()
 
