@@ -621,7 +621,7 @@ class Walk:
         ours = list((doc.get("rootfs") or {}).get("diff_ids") or [])
         last = stored_history[-1] if stored_history else {}
         if hit.top_layer is None or not theirs:
-            raise BuildError(f"{step.created_by}: the cached linked layer has no layer")
+            raise BuildError(f"{step.created_by}: the cached linked copy has no layer")
         diff_id = theirs[-1]
         if not parent.chain_known:
             # A dry run after a miss: the layers below are not known, nor the chain.
