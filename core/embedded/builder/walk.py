@@ -34,6 +34,7 @@ from typing import Any
 from lamina.core.accounting import reasons
 from lamina.core.context.checksum import Context, StatCache
 from lamina.core.context.files import load_build_files
+from lamina.core.digest import chain_ids
 from lamina.core.dockerfile.args import BuildArgs, meta_values, stages_to_build
 from lamina.core.dockerfile.instructions import Dockerfile, Instruction, Stage, load_dockerfile
 from lamina.core.dockerfile.reachable import dependencies, needed_stages
@@ -43,7 +44,7 @@ from lamina.core.embedded.builder.execute import Cancelled, Executor, RunOptions
 from lamina.core.embedded.builder.handlers import BuildingStage, Handlers
 from lamina.core.embedded.builder.records import BuildLog
 from lamina.core.embedded.builder.rootfs import RootFS, layer_stack
-from lamina.core.embedded.builder.rules import CacheRules, StepKey, rules_for
+from lamina.core.embedded.builder.rules import CacheRules, StepKey, linked_key, rules_for
 from lamina.core.embedded.builder.scratch import Scratch
 from lamina.core.embedded.builder.state import SCRATCH, State, Step
 from lamina.core.embedded.builder.words import Words
@@ -364,7 +365,8 @@ class Walk:
             after_miss=walked.missed,
             first_in_stage=index == 1,
             ignore_cache=walked.ignore,
-            chain_missed=walked.chain_missed,
+            # A linked copy's key does not chain on the step that missed above it.
+            chain_missed=None if self.rules.links(ins) else walked.chain_missed,
             context=self.context,
             at=(number, index),
         )
@@ -406,6 +408,8 @@ class Walk:
         builder = self.rules.name
         if decision.hit is not None:
             hit = decision.hit
+            parent = state
+            links = self.rules.links(ins)
             if not self.dry_run and key is not None:
                 self.store.cache.touch(key)
             note: Reason | None = None
@@ -417,9 +421,18 @@ class Walk:
                     new = decision.key.inputs.get("config") or {}
                     if old is not None:
                         note = reasons.settings_not_keyed(ins.keyword, old, new)
-                state = self._rebase(state, step, hit)
-            state.key = key
-            walked.chain_missed = None
+                if links:
+                    state = self._link(parent, step, hit)
+                else:
+                    state = self._rebase(state, step, hit)
+            if links:
+                # Reused whatever changed below it; the next step chains on both, and
+                # a miss above still explains the misses after it.
+                state.key = linked_key(parent.key, key)
+            else:
+                state.key = key
+                walked.chain_missed = None
+            top = state.chain if links else hit.top_layer
             record = StepRecord(
                 number,
                 index,
@@ -427,8 +440,8 @@ class Walk:
                 True,
                 note,
                 time.monotonic() - started,
-                layer=hit.top_layer if step.layer else None,
-                size=self._layer_size(hit.top_layer) if step.layer else 0,
+                layer=top if step.layer else None,
+                size=self._layer_size(top) if step.layer else 0,
                 other=reasons.contrast(builder, ins.keyword, True, note),
             )
             return state, record
@@ -447,7 +460,7 @@ class Walk:
         parent = state
         fresh = decision.reason is not None and decision.reason.get("kind") == "no_cache"
         state, layer = yield from self._apply(scope, index, ins, parent, step, fresh)
-        state.key = key
+        state.key = linked_key(parent.key, key) if self.rules.links(ins) else key
         if not self.dry_run:
             self._remember(decision.key, ins, step, parent, state)
         record = StepRecord(
@@ -537,14 +550,18 @@ class Walk:
                 f"{self.words.where(ins)}: {ins.keyword}: the identical step {shared.owner} failed"
             )
         result_id, chain, known = shared.result
-        if result_id is not None:
+        parent_key = state.key
+        if result_id is not None and self.rules.links(ins):
+            # The same linked copy on another stage's parent: its layer, on ours.
+            state = self._link(state, step, CacheHit(result_id, chain))
+        elif result_id is not None:
             hit = CacheHit(result_id, chain)
             state = self._rebase(state, step, hit)
         else:
             doc = copy.deepcopy(state.doc)
             doc["config"] = copy.deepcopy(step.new_config)
             state = State(None, doc, chain, known)
-        state.key = key
+        state.key = linked_key(parent_key, key) if self.rules.links(ins) else key
         note = reasons.merged(shared.owner, shared.instruction)
         record = StepRecord(
             scope.number,
@@ -553,8 +570,8 @@ class Walk:
             True,
             note,
             time.monotonic() - started,
-            layer=chain if step.layer else None,
-            size=self._layer_size(chain) if step.layer else 0,
+            layer=state.chain if step.layer else None,
+            size=self._layer_size(state.chain) if step.layer else 0,
             other=reasons.contrast(self.rules.name, ins.keyword, True, note),
         )
         self.build_log.step(record, key)
@@ -590,6 +607,57 @@ class Walk:
         if "created" in stored:
             doc["created"] = stored["created"]
         return State(None, doc, hit.top_layer)
+
+    def _link(self, parent: State, step: Step, hit: CacheHit) -> State:
+        """A ``COPY --link`` hit: the stored layer (the same diffID) on this build's
+        parent, whatever the parent it was made on, as BuildKit merges a linked copy
+        onto its parent. The layer is registered under its new chainID when the store
+        lacks it (a dry run only predicts that)."""
+        stored = self.store.images.get_config(hit.result)
+        theirs = list((stored.get("rootfs") or {}).get("diff_ids") or [])
+        stored_history = list(stored.get("history") or [])
+        doc = copy.deepcopy(parent.doc)
+        doc["config"] = {k: v for k, v in step.new_config.items() if v is not None}
+        ours = list((doc.get("rootfs") or {}).get("diff_ids") or [])
+        last = stored_history[-1] if stored_history else {}
+        if hit.top_layer is None or not theirs:
+            raise BuildError(f"{step.created_by}: the cached linked copy has no layer")
+        diff_id = theirs[-1]
+        if not parent.chain_known:
+            # A dry run after a miss: the layers below are not known, nor the chain.
+            chain: str | None = None
+        elif parent.chain is None:
+            chain = diff_id
+        else:
+            chain = chain_ids([parent.chain, diff_id])[-1]
+        known = chain is not None
+        if chain is not None and not self.store.layers.exists(chain):
+            if self.dry_run:
+                chain, known = None, False
+            else:
+                chain = self._relink(hit.top_layer, parent.chain, diff_id, step.created_by)
+        doc.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"] = ours + [diff_id]
+        history = list(doc.get("history") or [])
+        history.append(
+            {"created": last.get("created", stored.get("created")), "created_by": step.created_by}
+        )
+        doc["history"] = history
+        if "created" in stored:
+            doc["created"] = stored["created"]
+        return State(None, doc, chain, known)
+
+    def _relink(self, layer: str, parent: str | None, diff_id: str, created_by: str) -> str:
+        """Commits the bytes of ``layer`` again on ``parent``: the same tar (so the same
+        diffID), under the chainID it has there."""
+        with self.store.tmpdir("link") as work:
+            tar = work / "layer.tar"
+            with open(tar, "wb") as out:
+                self.store.layers.write_tar(layer, out)
+            with open(tar, "rb") as stream:
+                info = self.store.layers.commit_tar(stream, parent, created_by, "linked layer")
+        if info.diff_id != diff_id:
+            raise BuildError(f"{created_by}: the linked layer changed: {info.diff_id} != {diff_id}")
+        return info.chain_id
 
     def _apply(
         self,
