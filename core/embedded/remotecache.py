@@ -119,7 +119,9 @@ def load_source(text: str) -> _Source:
     ref = parse_reference(text)
     where = str(ref)
     with client_for(ref) as client:
-        fetched = client.get_manifest(ref.path, ref.ref, accept=MT_OCI_MANIFEST)
+        # Every manifest type: given only the OCI one, distribution rewrites a Docker
+        # image's manifest to schema 1, which would hide what the ref really holds.
+        fetched = client.get_manifest(ref.path, ref.ref)
         desc = cache_config_descriptor(fetched.data, where)
         if desc.size > MAX_CACHE_CONFIG_BYTES:
             raise RegistryError(f"{where}: the cache config is larger than allowed")
