@@ -406,7 +406,7 @@ def remote_cache(ref: str) -> Reason:
     """
     return {
         "kind": "remote_cache",
-        "message": f"from the remote cache {ref} (--cache-from)",
+        "message": f"from the remote cache {ref}",
         "ref": ref,
     }
 

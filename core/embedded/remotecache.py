@@ -156,7 +156,9 @@ class RemoteCache:
             try:
                 sources.append(load_source(text))
             except LaminaError as exc:
-                log.warning("--cache-from %s: %s; building without it", text, exc)
+                # The registry's own words, which name the ref already when it got that far.
+                words = str(exc) if str(exc).startswith(str(_shown(text))) else f"{text}: {exc}"
+                log.warning("--cache-from %s; building without it", words)
         return cls(sources)
 
     def lookup(self, key: str, builder: str) -> RemoteHit | None:
@@ -249,6 +251,14 @@ class RemoteCache:
                 build_id,
             )
             del self._pending[key]
+
+
+def _shown(text: str) -> str:
+    """The ref as the registry's errors name it (``text`` itself when malformed)."""
+    try:
+        return str(parse_reference(text))
+    except LaminaError:
+        return text
 
 
 def _created_by(doc: Mapping[str, Any], count: int) -> list[str]:

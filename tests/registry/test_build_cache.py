@@ -286,7 +286,7 @@ def test_a_failed_fetch_of_a_needed_layer_fails_the_build_in_one_line(
         a, _context(tmp_path, SIMPLE, {"a.txt": "a\n", "b.txt": "b\n"}), cache_to=CacheExport(ref)
     )
     exported = _layer_blobs(reg, ref)
-    first = [d for d in _diff_ids(a, image_a) if d not in _diff_ids(a, "busybox:latest")][0]
+    first = next(d for d in _diff_ids(a, image_a) if d not in _diff_ids(a, "busybox:latest"))
     path = blob_file(reg, exported[first])
     path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
     b = fleet("b")
