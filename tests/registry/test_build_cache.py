@@ -303,3 +303,46 @@ def test_a_failed_fetch_of_a_needed_layer_fails_the_build_in_one_line(
     assert "digest" in last.message and "\n" not in last.message
     # Nothing half-fetched is in the store.
     assert not [layer for layer in b.layers() if layer.diff_id == first]
+
+
+def test_a_dry_run_predicts_the_remote_hits_and_fetches_no_layer(
+    registry, fleet, repo, tmp_path: Path, isolation: None
+) -> None:
+    ref = f"{registry.address}/{repo('cache')}:main"
+    files = {"a.txt": "a\n", "b.txt": "b\n"}
+    a = fleet("a")
+    _build(a, _context(tmp_path, SIMPLE, files), cache_to=CacheExport(ref))
+    b = fleet("b")
+    mark = registry.mark()
+    events = list(
+        b.build(
+            BuildRequest(
+                context=str(_context(tmp_path, SIMPLE, files)), cache_from=(ref,), dry_run=True
+            )
+        )
+    )
+    steps = [e for e in events if isinstance(e, StepFinished)]
+    assert {(c, k) for _, c, k in _cached(steps)} == {(True, "remote_cache")}
+    assert len(registry.blob_fetches(mark)) == 1  # the cache config alone
+    assert b.builds() == []
+
+
+def test_the_classic_rules_share_their_cache_too(
+    registry, fleet, repo, tmp_path: Path, isolation: None
+) -> None:
+    ref = f"{registry.address}/{repo('cache')}:classic"
+    files = {"a.txt": "a\n", "b.txt": "b\n"}
+    a = fleet("a")
+    image_a, _ = _build(
+        a, _context(tmp_path, SIMPLE, files), cache_to=CacheExport(ref), builder="classic"
+    )
+    b = fleet("b")
+    # A cache made under other rules is never hit: its keys mean something else.
+    _, steps = _build(b, _context(tmp_path, SIMPLE, files), cache_from=(ref,))
+    assert all(not c for _, c, _ in _cached(steps))
+    c = fleet("c")
+    image_c, steps = _build(
+        c, _context(tmp_path, SIMPLE, files), cache_from=(ref,), builder="classic"
+    )
+    assert image_c == image_a
+    assert {(c_, k) for _, c_, k in _cached(steps)} == {(True, "remote_cache")}
