@@ -53,7 +53,7 @@ from lamina.core.embedded.pull import (
 )
 from lamina.core.embedded.store import Store
 from lamina.core.embedded.store.cache import CacheHit
-from lamina.core.errors import BuildError, LaminaError, NotFound, RegistryError, UsageError
+from lamina.core.errors import BuildError, LaminaError, RegistryError, UsageError
 from lamina.core.events import BuildFailed, BuildFinished
 from lamina.core.model import CacheExport, StepRecord
 from lamina.core.registry.cache import (
@@ -185,7 +185,13 @@ class RemoteCache:
         with self._lock:
             self._pending[key] = _Pending(hit, parent, instruction, copy.deepcopy(dict(inputs)))
 
-    def materialize(self, store: Store, doc: Mapping[str, Any], build_id: int) -> None:
+    def materialize(
+        self,
+        store: Store,
+        doc: Mapping[str, Any],
+        build_id: int,
+        cancel: threading.Event | None = None,
+    ) -> None:
         """Makes sure the store has every layer of the state ``doc`` describes.
 
         The layers the store lacks are fetched from the imported caches (each blob
@@ -195,16 +201,22 @@ class RemoteCache:
         Raises:
             BuildError: a layer neither the store nor any imported cache has.
             RegistryError, ArchiveError: the fetch failed (the store is as it was).
+            TransferCancelled: ``cancel`` was set.
         """
         diff_ids = list((doc.get("rootfs") or {}).get("diff_ids") or [])
         chains = chain_ids(diff_ids)
         with self._lock:
             if chains and not store.layers.exists(chains[-1]):
-                self._fetch(store, doc, diff_ids, chains)
+                self._fetch(store, doc, diff_ids, chains, cancel)
             self._record(store, build_id)
 
     def _fetch(
-        self, store: Store, doc: Mapping[str, Any], diff_ids: list[str], chains: list[str]
+        self,
+        store: Store,
+        doc: Mapping[str, Any],
+        diff_ids: list[str],
+        chains: list[str],
+        cancel: threading.Event | None,
     ) -> None:
         groups: dict[int, list[WantedLayer]] = {}
         for i, chain in enumerate(chains):
@@ -225,8 +237,9 @@ class RemoteCache:
                 source = self.sources[n]
                 log.info("fetching %d layer(s) from the cache %s", len(wanted), source.text)
                 with client_for(source.ref) as client:
+                    where = f"--cache-from {source.text}"
                     for item in fetch_layers(
-                        store, client, source.ref.path, wanted, work, f"--cache-from {source.text}"
+                        store, client, source.ref.path, wanted, work, where, cancel
                     ):
                         if isinstance(item, dict):
                             staged.update(item)
@@ -298,7 +311,12 @@ class KeyedBuildLog(BuildLog):
 
 
 def export_cache(
-    store: Store, spec: CacheExport, steps: list[_Exported], target: int, builder: str
+    store: Store,
+    spec: CacheExport,
+    steps: list[_Exported],
+    target: int,
+    builder: str,
+    cancel: threading.Event | None = None,
 ) -> str:
     """Writes the build cache of ``steps`` to ``spec.ref``; returns the manifest digest.
 
@@ -334,7 +352,8 @@ def export_cache(
         )
     descriptors: dict[str, Descriptor] = {}
     with client_for(ref) as client, store.tmpdir("cache-to") as work:
-        for _ in upload_layers(store, client, ref, list(chains.items()), descriptors, work):
+        pairs_ = list(chains.items())
+        for _ in upload_layers(store, client, ref, pairs_, descriptors, work, cancel):
             pass
         # The same gzip bytes, named with the OCI type an OCI manifest lists.
         layers = [
@@ -359,14 +378,17 @@ def finish_export(
     target: int,
     builder: str,
     finished: BuildFinished,
+    cancel: threading.Event | None = None,
 ) -> BuildFinished | BuildFailed:
     """Exports the finished build's cache; a failure fails the build, as BuildKit's
     does, unless ``ignore-error=true`` makes it a warning (the image is built either
     way)."""
     steps = build_log.steps if isinstance(build_log, KeyedBuildLog) else []
     try:
-        export_cache(store, spec, steps, target, builder)
-    except (LaminaError, NotFound) as exc:
+        export_cache(store, spec, steps, target, builder, cancel)
+    except LaminaError as exc:
+        if cancel is not None and cancel.is_set():
+            return BuildFailed(finished.build_id, "build cancelled", cancelled=True)
         image = short(finished.image) if finished.image else "the image"
         message = f"--cache-to {spec.ref}: {exc} ({image} is built; its cache is not exported)"
         if spec.ignore_error:

@@ -652,7 +652,7 @@ class Walk:
     def _materialize(self, state: State) -> None:
         """Fetches the layers of a state a remote hit reached, now that they are needed."""
         if self.remote is not None and not self.dry_run:
-            self.remote.materialize(self.store, state.doc, self.build_log.build_id)
+            self.remote.materialize(self.store, state.doc, self.build_log.build_id, self.stop)
 
     def _files_read(self, number: int, ins: Instruction, state: State) -> None:
         """Before a step is prepared: the states whose files preparing it reads (the
@@ -819,7 +819,8 @@ def _build(
     )
     for event in _recorded(store, walk, record, tags, cancel):
         if isinstance(event, BuildFinished) and request.cache_to is not None:
-            yield finish_export(store, request.cache_to, record, walk.target, rules.name, event)
+            spec = request.cache_to
+            yield finish_export(store, spec, record, walk.target, rules.name, event, cancel)
             continue
         yield event
 
