@@ -237,6 +237,11 @@ def test_cli_flags_and_bad_inputs(
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("lamina: --cache-"), err
 
+    capsys.readouterr()
+    assert main(["--engine", "docker", "build", "--cache-from", ref, str(ctx)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "embedded engine" in err[0], err
+
     # Unreadable caches: a warning in the registry's words, and the build goes on.
     not_cache = f"{registry.address}/{repo('cache')}:none"
     down = "127.0.0.1:9/nothing/here:latest"

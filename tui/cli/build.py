@@ -240,7 +240,16 @@ def parse_cache_from(items: list[str]) -> tuple[str, ...]:
 
 def request_from_args(args: argparse.Namespace) -> BuildRequest:
     """The :class:`BuildRequest` a command line asks for (``-f`` relative to the cwd)."""
+    import os
+
     context = Path(args.context)
+    cache = getattr(args, "cache_to", None) or getattr(args, "cache_from", None)
+    engine = getattr(args, "engine", None) or os.environ.get("LAMINA_ENGINE")
+    if cache and engine == "docker":
+        raise UsageError(
+            "--cache-to/--cache-from: the embedded engine's cache only"
+            " (with Docker, use docker buildx build --cache-to/--cache-from)"
+        )
     dockerfile = str(Path(args.file).absolute()) if args.file else None
     return BuildRequest(
         context=str(context.absolute()),
