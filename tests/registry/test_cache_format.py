@@ -87,3 +87,27 @@ def test_what_is_not_a_lamina_cache_says_what_it_is(
 def test_another_version_is_refused_in_one_line() -> None:
     with pytest.raises(RegistryError, match=r"^r: cache config version 2 \(lamina reads 1\)$"):
         parse_config(b'{"version": 2}', "r")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "type=registry,ref=reg.example/team/cache:main",
+            ("reg.example/team/cache:main", "min", False),
+        ),
+        ("ref=reg.example/c:1,mode=max", ("reg.example/c:1", "max", False)),
+        ("type=registry,ref=r/c:1,mode=MAX,ignore-error=true", ("r/c:1", "max", True)),
+    ],
+)
+def test_cache_to_reads_like_buildx(text: str, expected: tuple[str, str, bool]) -> None:
+    from lamina.tui.cli.build import parse_cache_to
+
+    spec = parse_cache_to(text)
+    assert spec is not None and (spec.ref, spec.mode, spec.ignore_error) == expected
+
+
+def test_cache_from_takes_a_bare_ref_and_keeps_the_order() -> None:
+    from lamina.tui.cli.build import parse_cache_from
+
+    assert parse_cache_from(["r/a:1", "type=registry,ref=r/b:2"]) == ("r/a:1", "r/b:2")
