@@ -88,6 +88,7 @@ if TYPE_CHECKING:
     from lamina.core.model import (
         BuildRecord,
         BuildRequest,
+        CacheExport,
         FileChange,
         FsckProblem,
         FsckReport,
@@ -121,6 +122,7 @@ __all__ = [
     "BuildRecord",
     "BuildRequest",
     "BuildStarted",
+    "CacheExport",
     "CacheUsage",
     "CategoryUsage",
     "CiConfigError",
@@ -215,6 +217,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
     "lamina.core.model": (
         "BuildRecord",
         "BuildRequest",
+        "CacheExport",
         "FileChange",
         "FsckProblem",
         "FsckReport",

@@ -49,6 +49,7 @@ from lamina.core.embedded.builder.scratch import Scratch
 from lamina.core.embedded.builder.state import SCRATCH, State, Step
 from lamina.core.embedded.builder.words import Words
 from lamina.core.embedded.prune import apply_retention
+from lamina.core.embedded.remotecache import KeyedBuildLog, RemoteCache, RemoteHit, finish_export
 from lamina.core.embedded.store import Store, normalize_tag
 from lamina.core.embedded.store.cache import CacheHit
 from lamina.core.errors import BuildError, LaminaError, NotFound, UsageError
@@ -121,6 +122,8 @@ class Walk:
         dry_run: decide every step without executing or recording anything.
         cancel: set to stop the walk.
         build_log: the build's record (a dry run records nothing).
+        remote: the caches of ``--cache-from`` (see ``remotecache`` for when a remote
+            hit's layers are fetched).
     """
 
     def __init__(
@@ -136,8 +139,10 @@ class Walk:
         dry_run: bool,
         cancel: threading.Event | None,
         build_log: BuildLog | None = None,
+        remote: RemoteCache | None = None,
     ) -> None:
         self.store = store
+        self.remote = remote
         self.request = request
         self.df = dockerfile
         self.rules = rules
@@ -157,7 +162,11 @@ class Walk:
             store, self.words, context, scratch, dockerfile.stages, self.built, rules
         )
         self.decisions = Decisions(
-            store, rules, no_cache=request.no_cache, dockerfile=str(dockerfile_path)
+            store,
+            rules,
+            no_cache=request.no_cache,
+            dockerfile=str(dockerfile_path),
+            remote=remote,
         )
         self.executor = Executor(
             store,
@@ -283,6 +292,7 @@ class Walk:
             state = self.built.get(idx)
             if state is None or not state.chain_known:
                 return None
+            self._materialize(state)
             return layer_stack(self.store.layers, state.chain)
         try:
             image_id = self.store.images.resolve(ref)
@@ -318,6 +328,7 @@ class Walk:
             )
         self.built[number] = state
         if number == self.target:
+            self._materialize(state)
             self.final, self.final_base = state, base.image
 
     def _step(
@@ -333,6 +344,7 @@ class Walk:
         number = scope.number
         yield StepStarted(number, index, ins.original)
         started = time.monotonic()
+        self._files_read(number, ins, state)
         step = self.handlers.prepare(scope, ins, state)
         key: str | None = None
         builder = self.rules.name
@@ -413,8 +425,10 @@ class Walk:
             if not self.dry_run and key is not None:
                 self.store.cache.touch(key)
             note: Reason | None = None
+            if isinstance(hit, RemoteHit):
+                note = reasons.remote_cache(hit.ref)
             if self.rules.hit_keeps_config:
-                state = State(hit.result, self.store.images.get_config(hit.result), hit.top_layer)
+                state = State(hit.result, self._config_of(hit), hit.top_layer)
             else:
                 if key is not None:
                     old = self.store.cache.recorded_config(key)
@@ -422,6 +436,11 @@ class Walk:
                     if old is not None:
                         note = reasons.settings_not_keyed(ins.keyword, old, new)
                 if links:
+                    if isinstance(hit, RemoteHit) and self.remote is not None and not self.dry_run:
+                        # Relinking reads the stored layer: fetch the remote one first.
+                        self.remote.materialize(
+                            self.store, hit.doc(), self.build_log.build_id, self.stop
+                        )
                     state = self._link(parent, step, hit)
                 else:
                     state = self._rebase(state, step, hit)
@@ -432,6 +451,9 @@ class Walk:
             else:
                 state.key = key
                 walked.chain_missed = None
+            if isinstance(hit, RemoteHit) and self.dry_run:
+                # Its layers are not in the store: what reads them cannot be predicted.
+                state.chain_known = False
             top = state.chain if links else hit.top_layer
             record = StepRecord(
                 number,
@@ -582,7 +604,7 @@ class Walk:
         """A hit under rules whose hits keep only the filesystem: the stored result's
         layers under this build's config, with the stored entry's history times (so a
         fully cached rebuild makes the same image)."""
-        stored = self.store.images.get_config(hit.result)
+        stored = self._config_of(hit)
         doc = copy.deepcopy(state.doc)
         doc["config"] = {k: v for k, v in step.new_config.items() if v is not None}
         ours = list((doc.get("rootfs") or {}).get("diff_ids") or [])
@@ -613,7 +635,7 @@ class Walk:
         parent, whatever the parent it was made on, as BuildKit merges a linked copy
         onto its parent. The layer is registered under its new chainID when the store
         lacks it (a dry run only predicts that)."""
-        stored = self.store.images.get_config(hit.result)
+        stored = self._config_of(hit)
         theirs = list((stored.get("rootfs") or {}).get("diff_ids") or [])
         stored_history = list(stored.get("history") or [])
         doc = copy.deepcopy(parent.doc)
@@ -671,6 +693,7 @@ class Walk:
         """Executes a step (a dry run predicts it): the new state and the layer made."""
         if self.dry_run:
             return self.executor.predict(ins, state, step), None
+        self._materialize(state)
         executed = yield from self.executor.execute(
             scope.number, index, ins, state, step, scope.args, fresh_mounts=fresh_mounts
         )
@@ -692,6 +715,29 @@ class Walk:
             CacheHit(result.id, result.chain),
             self.build_log.build_id,
         )
+
+    def _config_of(self, hit: CacheHit) -> dict[str, Any]:
+        """The result config of a hit (a remote hit carries its own)."""
+        if isinstance(hit, RemoteHit):
+            return hit.doc()
+        return self.store.images.get_config(hit.result)
+
+    def _materialize(self, state: State) -> None:
+        """Fetches the layers of a state a remote hit reached, now that they are needed."""
+        if self.remote is not None and not self.dry_run:
+            self.remote.materialize(self.store, state.doc, self.build_log.build_id, self.stop)
+
+    def _files_read(self, number: int, ins: Instruction, state: State) -> None:
+        """Before a step is prepared: the states whose files preparing it reads (the
+        parent's users for ``--chown``, the stage ``COPY --from`` names) are fetched."""
+        if self.remote is None or self.dry_run or ins.keyword not in ("COPY", "ADD"):
+            return
+        if ins.flag("chown"):
+            self._materialize(state)
+        ref = ins.flag("from")
+        idx = stage_index(self.df.stages, ref, number) if ref else None
+        if idx is not None and idx in self.built:
+            self._materialize(self.built[idx])
 
     def _layer_size(self, chain: str | None) -> int:
         if not chain:
@@ -791,6 +837,7 @@ def _build(
         df_path, context = files.dockerfile, files.context
         dockerfile = load_dockerfile(files.text, str(df_path))
         context.stat_cache = StatCache(store.stat_cache)
+        remote = RemoteCache.load(request.cache_from) if request.cache_from else None
         preflight = Walk(
             store,
             request,
@@ -801,6 +848,7 @@ def _build(
             rules=rules,
             dry_run=True,
             cancel=cancel,
+            remote=remote,
         )
         planned = list(preflight.run())
     except LaminaError as exc:
@@ -826,7 +874,8 @@ def _build(
         yield BuildFailed(0, str(exc))
         return
     context.stat_cache.flush()
-    record = BuildLog.start(store, request, df_path, rules.name)
+    logs = KeyedBuildLog if request.cache_to is not None else BuildLog
+    record = logs.start(store, request, df_path, rules.name)
     yield BuildStarted(record.build_id, str(df_path), str(Path(request.context)), steps_total)
     walk = Walk(
         store,
@@ -839,8 +888,14 @@ def _build(
         dry_run=False,
         cancel=cancel,
         build_log=record,
+        remote=remote,
     )
-    yield from _recorded(store, walk, record, tags, cancel)
+    for event in _recorded(store, walk, record, tags, cancel):
+        if isinstance(event, BuildFinished) and request.cache_to is not None:
+            spec = request.cache_to
+            yield finish_export(store, spec, record, walk.target, rules.name, event, cancel)
+            continue
+        yield event
 
 
 def _recorded(
