@@ -45,6 +45,8 @@ if TYPE_CHECKING:
         ImageUsage,
         LayerUsage,
     )
+    from lamina.core.advice.advise import advise
+    from lamina.core.advice.findings import Advice, AdviceReport, Proof, ProofBuild, Saving
     from lamina.core.demo.workspace import DemoResult, create_demo
     from lamina.core.digest import short as short_digest
     from lamina.core.dockerfile.parser import ParseResult
@@ -88,6 +90,7 @@ if TYPE_CHECKING:
     from lamina.core.model import (
         BuildRecord,
         BuildRequest,
+        BuildSources,
         FileChange,
         FsckProblem,
         FsckReport,
@@ -112,6 +115,8 @@ if TYPE_CHECKING:
     from lamina.core.settings import Config, load_config
 
 __all__ = [
+    "Advice",
+    "AdviceReport",
     "Analysis",
     "ArchiveError",
     "BuildError",
@@ -120,6 +125,7 @@ __all__ = [
     "BuildFinished",
     "BuildRecord",
     "BuildRequest",
+    "BuildSources",
     "BuildStarted",
     "CacheUsage",
     "CategoryUsage",
@@ -156,6 +162,8 @@ __all__ = [
     "PlannedImage",
     "PlannedLayer",
     "PlannedPullLayer",
+    "Proof",
+    "ProofBuild",
     "PrunePlan",
     "PruneRequest",
     "PruneResult",
@@ -169,6 +177,7 @@ __all__ = [
     "RuleResult",
     "RunFailed",
     "SandboxUnavailable",
+    "Saving",
     "Skipped",
     "StepFinished",
     "StepOutput",
@@ -182,6 +191,7 @@ __all__ = [
     "TransferStarted",
     "UsageError",
     "WastedPath",
+    "advise",
     "analysis_lines",
     "ci_report_lines",
     "create_demo",
@@ -215,6 +225,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
     "lamina.core.model": (
         "BuildRecord",
         "BuildRequest",
+        "BuildSources",
         "FileChange",
         "FsckProblem",
         "FsckReport",
@@ -269,6 +280,9 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "LayerUsage",
     ),
     "lamina.core.accounting.dive": ("Analysis", "WastedPath"),
+    # Advice on a Dockerfile, proved on its build history (`lamina advise`).
+    "lamina.core.advice.advise": ("advise",),
+    "lamina.core.advice.findings": ("Advice", "AdviceReport", "Proof", "ProofBuild", "Saving"),
     # dive's CI gate (`lamina analyze --ci`).
     "lamina.core.accounting.ci": (
         "CiConfigError",
