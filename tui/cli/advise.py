@@ -16,11 +16,10 @@ import json
 import sys
 from typing import TextIO
 
-from lamina.core import Advice, AdviceReport, advise
+from lamina.core import AdviceReport, advise
 from lamina.tui.cli import printable
 from lamina.tui.cli.context import CliContext
-from lamina.tui.format import seconds as fmt_seconds
-from lamina.tui.format import size as fmt_size
+from lamina.tui.format import saving as fmt_saving
 
 BUILDERS = {"buildkit": "BuildKit's", "classic": "the classic builder's"}
 
@@ -62,25 +61,6 @@ def cmd_advise(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = N
     return 0
 
 
-def saving_text(advice: Advice) -> str:
-    """The saving in words ("" when nothing was measured)."""
-    s = advice.saving
-    parts = []
-    if s.reruns_now is not None and s.reruns_after is not None:
-        parts.append(f"reruns {s.reruns_now} → {s.reruns_after} over {s.builds} builds")
-    elif s.reruns_now is not None:
-        parts.append(f"reran {s.reruns_now} times")
-    if s.seconds_now is not None and s.seconds_after is not None:
-        parts.append(f"{fmt_seconds(s.seconds_now)} → {fmt_seconds(s.seconds_after)} of steps")
-    elif s.seconds_now:
-        parts.append(f"{fmt_seconds(s.seconds_now)} spent")
-    if s.bytes:
-        parts.append(fmt_size(s.bytes))
-    if s.layers_now is not None and s.layers_after is not None:
-        parts.append(f"layers {s.layers_now} → {s.layers_after}")
-    return "; ".join(parts)
-
-
 def report_lines(report: AdviceReport) -> list[str]:
     """The table form: a heading, each piece of advice with its evidence, the notes."""
     rules = BUILDERS.get(report.builder, report.builder)
@@ -94,7 +74,7 @@ def report_lines(report: AdviceReport) -> list[str]:
         lines.append("")
         lines.append(f"line {a.line}  {a.rule}  {a.message}")
         lines.extend(f"    · {e}" for e in a.evidence)
-        saving = saving_text(a)
+        saving = fmt_saving(a)
         if saving:
             lines.append(f"    saving: {saving}")
         if a.diff:
