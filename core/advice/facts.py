@@ -99,17 +99,21 @@ class Facts:
         return statistics.median(times) if times else None
 
     def matches_today(self, build: BuildRecord) -> bool:
-        """Whether the build's steps are today's Dockerfile's (same instructions in the
-        same places)."""
-        today = {
-            (n, i): normalized(ins.original)
-            for n, stage in enumerate(self.dockerfile.stages)
-            for i, ins in enumerate(stage.instructions, start=1)
-        }
-        steps = [s for s in build.steps if s.index > 0]
-        return bool(steps) and all(
-            today.get((s.stage, s.index)) == normalized(s.instruction) for s in steps
-        )
+        """Whether the build's steps are today's Dockerfile's: every stage it built has
+        today's instructions, all of them, in the same places."""
+        stages: dict[int, list[tuple[int, str]]] = {}
+        for s in build.steps:
+            if s.index > 0:
+                stages.setdefault(s.stage, []).append((s.index, normalized(s.instruction)))
+        if not stages:
+            return False
+        for number, recorded in stages.items():
+            if number >= len(self.dockerfile.stages):
+                return False
+            today = [normalized(i.original) for i in self.dockerfile.stages[number].instructions]
+            if sorted(recorded) != list(enumerate(today, start=1)):
+                return False
+        return True
 
     # -- proving a rewrite ----------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from lamina.core.advice.commands import (
     split_commands,
 )
 from lamina.core.advice.ecosystems import NPM, PIP, PNPM, POETRY, UV, YARN, install_of, manifests_in
-from lamina.core.advice.facts import Facts
+from lamina.core.advice.facts import MIN_HISTORY, Facts
 from lamina.core.advice.findings import Advice, Saving
 from lamina.core.advice.replay import normalized, select
 from lamina.core.advice.rewrite import Edit, instruction_text, lines_of, source_lines, unified_diff
@@ -433,7 +433,9 @@ def volatile_copy_first(facts: Facts) -> list[Advice]:
                 if later.keyword == "RUN" and (facts.duration(later.original) or 0) >= SLOW_SECONDS
             ]
             volatile = changes >= MIN_CHANGES and bool(slow)
-            if not volatile and not (plan is not None and not facts.builds):
+            # Without the history to judge, the Dockerfile alone shows the pattern.
+            unjudged = plan is not None and len(facts.builds) < MIN_HISTORY
+            if not volatile and not unjudged:
                 continue
             evidence = []
             if facts.builds:
@@ -446,9 +448,10 @@ def volatile_copy_first(facts: Facts) -> list[Advice]:
                     evidence.append(
                         f"line {later.line}: RUN {_clip(' '.join(later.args), 40)} {_history_note(facts, later)}"
                     )
-            else:
+            if not volatile:
                 evidence.append(
-                    "no build recorded yet: every change to a copied file reruns the install"
+                    "every change to a copied file reruns the install after it"
+                    + ("" if facts.builds else " (no build recorded yet)")
                 )
             if plan is None:
                 message = (
