@@ -3,7 +3,7 @@
 What an engine must offer is small and read-only (:class:`BuildHistory`): its build
 records and its layers' files; an engine that also records what each build copied from
 its context (:class:`SourceHistory`, lamina's own store) lets the rules prove their
-rewrites by replaying the builds.
+rewrites by replaying the builds, and has its layers measured for wasted space.
 """
 
 from __future__ import annotations
@@ -164,8 +164,12 @@ def advise(
         replayable=tuple(replayable),
         context=entries,
     )
-    layers_build, layers = _layers(engine, facts, build_id)
-    facts = replace(facts, layers=layers, layers_build=layers_build)
+    if isinstance(engine, SourceHistory):
+        # lamina's own store reads a layer's files from its directory; a Docker Engine
+        # would stream a whole image per layer, so there wasted-space reads the
+        # Dockerfile alone.
+        layers_build, layers = _layers(engine, facts, build_id)
+        facts = replace(facts, layers=layers, layers_build=layers_build)
     found: list[Advice] = []
     for rule in RULE_FUNCTIONS:
         found.extend(rule(facts))
