@@ -62,6 +62,8 @@ class Facts:
     context: Mapping[str, ContextEntry] = field(default_factory=dict)
     layers: Mapping[int, list[FileChange]] = field(default_factory=dict)
     layers_build: int | None = None
+    # The replay of today's Dockerfile, made once for every rule that proves a rewrite.
+    _replays: dict[str, Replay] = field(default_factory=dict, compare=False, repr=False)
 
     # -- the history of one instruction ---------------------------------------------------
 
@@ -159,7 +161,9 @@ class Facts:
         except LaminaError as exc:
             return Saving(), None, f"the rewrite does not parse: {exc}"
         builds = list(self.replayable)
-        now = replay(self.dockerfile, builds, self.builder)
+        now = self._replays.get("now")
+        if now is None:
+            now = self._replays["now"] = replay(self.dockerfile, builds, self.builder)
         after = replay(rewritten, builds, self.builder, exclude=exclude)
         saving = self._saving(now, after, focus_now, focus_after, timed or {})
         return saving, self._proof(now, after, focus_now), None

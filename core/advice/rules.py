@@ -325,8 +325,8 @@ def group_runs(facts: Facts) -> list[Advice]:
             if facts.builds:
                 evidence.append("no recorded build ran one of them on its own after a slow one hit")
             message = (
-                f"{len(group)} consecutive RUNs can be one layer: they rerun together anyway,"
-                " so one RUN loses no cache hit"
+                f"{len(group)} consecutive RUNs make {len(group)} layers: as one RUN they make"
+                " one, and no slow step reruns for it"
             )
             advice = _advice(facts, "group-runs", first, message, evidence, last=last, edits=edits)
             extra = Saving(layers_now=layers_now, layers_after=layers_after)
