@@ -238,6 +238,28 @@ class CacheExport:
 
 
 @dataclass(frozen=True)
+class BuildSources:
+    """What one build's COPY/ADD steps read from its context, path by path: the data a
+    replay of the build through another Dockerfile needs.
+
+    Attributes:
+        build_id: the build.
+        paths: context path to a short hash of its entry (name, mode, size, content,
+            link target); a key ending in ``/`` stands for everything below that
+            directory (deep paths are folded so that a record stays bounded).
+        bases: stage number to the image ID the stage started from.
+        complete: False when the context was too large to record (``paths`` is empty).
+        folded: some paths were folded into their directories.
+    """
+
+    build_id: int
+    paths: dict[str, str]
+    bases: dict[int, str] = field(default_factory=dict)
+    complete: bool = True
+    folded: bool = False
+
+
+@dataclass(frozen=True)
 class BuildRequest:
     """What to build.
 

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "images",
     "diff",
     "analyze",
+    "advise",
     "graph",
     "registry",
     "archive",

@@ -305,6 +305,7 @@ class Walk:
         self, number: int, stage: Stage, meta: dict[str, str | None]
     ) -> Iterator[BuildEvent]:
         base = self.bases.resolve(number, stage, meta)
+        self.build_log.base(number, base.id)
         from_step = StepRecord(number, 0, base.instruction.original, None, None)
         yield StepStarted(number, 0, from_step.instruction)
         self.build_log.step(from_step, None)
@@ -346,6 +347,8 @@ class Walk:
         started = time.monotonic()
         self._files_read(number, ins, state)
         step = self.handlers.prepare(scope, ins, state)
+        if step.sources and not self.dry_run:
+            self.build_log.sources(step.sources, self.context)
         key: str | None = None
         builder = self.rules.name
         if not self.rules.caches(ins):
