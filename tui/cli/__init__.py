@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Dockerfiles included, reaches the terminal with its control characters escaped.
     """
     out, err = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = EscapingStream(out), EscapingStream(err)  # type: ignore[assignment]
+    sys.stdout, sys.stderr = EscapingStream(out), EscapingStream(err)
     try:
         return _main(argv)
     finally:
@@ -153,7 +153,7 @@ def _main(argv: Sequence[str] | None) -> int:
     return int(code or 0)
 
 
-__all__ = ["UsageError", "main", "make_parser"]
+__all__ = ["UsageError", "main", "make_parser", "printable"]
 
 
 def run() -> None:
