@@ -255,7 +255,8 @@ def test_failing_run_names_the_step_and_keeps_earlier_cache(store: Store, ctx: P
     end = events[-1]
     assert isinstance(end, BuildFailed) and not end.cancelled
     assert end.message == (
-        "step 0/2 'RUN echo first && echo 'it broke' && exit 3' exited with status 3: it broke"
+        f"{ctx}/Dockerfile:3: 'RUN echo first && echo 'it broke' && exit 3' exited with"
+        " status 3: it broke"
     )
     assert [e.line for e in events if isinstance(e, StepOutput)] == ["first", "it broke"]
     assert store.images.resolve("seed") == seed_image

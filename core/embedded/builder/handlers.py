@@ -48,7 +48,7 @@ from lamina.core.embedded.builder.rules import (
 )
 from lamina.core.embedded.builder.scratch import Scratch
 from lamina.core.embedded.builder.state import State, Step
-from lamina.core.embedded.builder.words import Words
+from lamina.core.embedded.builder.words import Words, no_nul
 from lamina.core.embedded.store import Store
 from lamina.core.errors import BuildError, ContextError, DockerfileError, LaminaError, NotFound
 
@@ -308,7 +308,7 @@ class Handlers:
     def _copy(self, s: _Draft) -> Step:
         ins, kw, env = s.ins, s.ins.keyword, s.env
         paths, contents, raw_dest = sources_and_dest(ins)
-        dest_word = self.words.word(ins, raw_dest, env)
+        dest_word = self.words.path_word(ins, raw_dest, env)
         dest = join(s.cfg.get("WorkingDir") or "/", dest_word)
         if raw_dest.endswith("/") and not dest.endswith("/"):
             dest += "/"
@@ -331,6 +331,8 @@ class Handlers:
                     unknown = from_ref
                 for p in paths:
                     src = self.words.word(ins, p, env)
+                    if "\0" in src:
+                        raise BuildError(no_nul(src))
                     if root is not None:
                         sources.extend(rootfs_sources(root, src))
             else:
@@ -427,7 +429,7 @@ class Handlers:
     # -- WORKDIR ------------------------------------------------------------------------
 
     def _workdir(self, s: _Draft) -> Step:
-        path = self.words.word(s.ins, s.ins.args[0], s.env)
+        path = self.words.path_word(s.ins, s.ins.args[0], s.env)
         workdir = join(s.cfg.get("WorkingDir") or "/", path).rstrip("/") or "/"
         s.cfg["WorkingDir"] = workdir
         # moby's dispatchWorkdir uses withCmdCommentString: one "#(nop) ..." word.

@@ -862,7 +862,7 @@ def _build(
         return
     except Exception as exc:
         log.debug("build preflight failed unexpectedly", exc_info=True)
-        yield BuildFailed(0, unexpected(exc))
+        yield BuildFailed(0, _unexpected_in(store, exc))
         return
     steps_total = sum(1 for e in planned if isinstance(e, StepFinished))
     if request.dry_run:
@@ -942,9 +942,15 @@ def _recorded(
         # A defect, not a user error: still a finished record and one line, never a
         # build left "running" for ever (the traceback goes to the debug log).
         log.debug("build %d failed unexpectedly", build_id, exc_info=True)
-        message = unexpected(exc)
+        message = _unexpected_in(store, exc)
         record.finish("failed", None, message)
         yield BuildFailed(build_id, message)
+
+
+def _unexpected_in(store: Store, exc: BaseException) -> str:
+    """One line for an error no check foresaw: the damaged index, if that explains it."""
+    damaged = store.index.damaged()
+    return str(damaged) if damaged is not None else unexpected(exc)
 
 
 def unexpected(exc: BaseException) -> str:
