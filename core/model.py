@@ -174,7 +174,8 @@ class StepRecord:
 
 @dataclass(frozen=True)
 class BuildRecord:
-    """One build as the index remembers it."""
+    """One build as the index remembers it (``builder``: the cache rules it decided by,
+    None when the engine does not say)."""
 
     id: int
     started: float
@@ -188,6 +189,7 @@ class BuildRecord:
     status: str  # "running" | "ok" | "failed" | "cancelled"
     error: str | None
     steps: tuple[StepRecord, ...] = ()
+    builder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,8 @@ class BuildRequest:
         no_cache: skip cache lookups (results are still recorded).
         dry_run: predict every step's hit or miss without executing anything.
         network: "host" or "none" for RUN steps.
+        builder: whose cache rules decide: ``buildkit`` (BuildKit's, the default, as
+            ``docker build`` since Docker 23) or ``classic`` (the classic builder's).
     """
 
     context: str
@@ -214,6 +218,7 @@ class BuildRequest:
     no_cache: bool = False
     dry_run: bool = False
     network: str = "host"
+    builder: str = "buildkit"
 
 
 @dataclass(frozen=True)

@@ -67,4 +67,5 @@ async def test_app_shows_shared_base_layers_from_docker(
             await app.workers.wait_for_complete()
             await pilot.pause()
         assert view.changes_for == top_a
-        assert [c.path for c in view.changes] == ["/a"]
+        # BuildKit's RUN layer also holds the mount points it made for the command.
+        assert [c.path for c in view.changes] == ["/a", "/dev", "/etc", "/proc", "/sys"]

@@ -48,6 +48,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-cache", action="store_true", help="skip cache lookups")
     p.add_argument("--dry-run", action="store_true", help="predict hits and misses, build nothing")
     p.add_argument("--network", choices=("host", "none"), default="host")
+    p.add_argument(
+        "--builder",
+        choices=("buildkit", "classic"),
+        default="buildkit",
+        help="whose cache rules to follow (default: buildkit)",
+    )
     p.add_argument("--progress", choices=("auto", "plain", "json"), default="auto")
     p.add_argument("context", metavar="CONTEXT")
     p.set_defaults(func=cmd_build)
@@ -117,6 +123,7 @@ def request_from_args(args: argparse.Namespace) -> BuildRequest:
         no_cache=args.no_cache,
         dry_run=args.dry_run,
         network=args.network,
+        builder=args.builder,
     )
 
 
