@@ -9,8 +9,11 @@ response is the same JSON stream as the classic builder's, its progress carried 
 ``moby.image.id``. The alternatives were worse: running ``docker build`` needs a CLI
 installed and parses output written for people, and BuildKit's own gRPC API is not
 reachable on dockerd 20.10 without a session, which needs gRPC over a hijacked
-connection and fsutil's file-sync protocol. The one cost of the upload is that BuildKit
-reads the Dockerfile from it (see :func:`~lamina.core.docker.context.buildkit_context_tar`).
+connection and fsutil's file-sync protocol. What the upload costs: BuildKit reads the
+Dockerfile from it, and a copy of the context's root does not share the CLI's cache
+(:func:`~lamina.core.docker.context.buildkit_context_tar` says why); each upload is
+also kept by BuildKit as an ``http url`` build cache record, where the CLI's session
+leaves one ``local source`` record per context (``builder prune`` removes either).
 
 Every vertex BuildKit names as a Dockerfile step (:mod:`lamina.core.docker.vertices`)
 becomes the same events as the embedded engine yields: ``StepStarted`` when it starts,
@@ -20,7 +23,7 @@ build of the same tag on this daemon, by what the step's BuildKit key holds
 (:func:`~lamina.core.docker.inputs.explain_buildkit`): a LABEL edited above a COPY is no
 miss there, so it needs no reason. The context is the one BuildKit would have had from
 the docker CLI, so lamina's builds and ``DOCKER_BUILDKIT=1 docker build`` hit each
-other's steps.
+other's steps (but for a copy of the whole context, see above).
 """
 
 from __future__ import annotations

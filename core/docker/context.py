@@ -24,6 +24,9 @@ Otherwise the context is the CLI's: ``.dockerignore`` applied (the Dockerfile an
 match), owners zeroed, and a Dockerfile from outside the context added under a random
 ``.dockerfile.<hex>`` name that ``.dockerignore`` lists (docker/cli's
 ``AddDockerfileToBuildContext``, which writes mode ``0600`` without type bits).
+
+That is the classic builder's context. A BuildKit build uploads one of its own,
+:func:`buildkit_context_tar`: BuildKit checksums what it unpacks, not the tar headers.
 """
 
 from __future__ import annotations
@@ -247,10 +250,17 @@ def buildkit_context_tar(context_dir: Path, dockerfile: Path) -> tuple[IO[bytes]
     zeroed anyway, so ``COPY`` steps key as they do for the CLI's builds and the two
     share the cache.
 
-    Two things differ from the CLI, because BuildKit reads the Dockerfile from the
-    upload: a Dockerfile the patterns exclude is still sent, and one from outside the
-    context is sent as ``.dockerfile.lamina``; a ``COPY`` of the whole context then
-    sees that one file more than the CLI's build does.
+    What cannot be the CLI's:
+
+    * BuildKit reads the Dockerfile from the upload, so a Dockerfile the patterns
+      exclude is still sent, and one from outside the context is sent as
+      ``.dockerfile.lamina``: a copy of the whole context sees that one file more;
+    * a copy of the context's root (``COPY . /app``) never shares the CLI's cache:
+      BuildKit checksums the root of a context a session synced with a placeholder for
+      its header (``cache/contenthash/checksum.go``, ``HandleChange``: "root is not
+      called by HandleChange. need to fake it") and the root of an unpacked upload
+      from the directory itself. lamina's own builds of it hit each other; every
+      other ``COPY`` and ``ADD`` of the context, and everything after, is shared.
 
     The upload must look like a tar in its first 1024 bytes (BuildKit's ``isArchive``
     reads one header there), so no entry carries sub-second mtimes (which would take a

@@ -381,9 +381,6 @@ def explain_buildkit(
         return reasons.no_cache()
     if first_miss is not None:
         return reasons.parent_missed(*first_miss)
-    if source_miss is not None:
-        # Had the stage made the same files, BuildKit's content key would have hit.
-        return reasons.stage_sources_changed(*source_miss)
     if cur is None or prev_build is None:
         if classic_before:
             return reasons.first_build(
@@ -393,6 +390,9 @@ def explain_buildkit(
         return reasons.first_build(
             "lamina has no earlier BuildKit build of this tag on this Docker Engine to compare with"
         )
+    if source_miss is not None:
+        # Had the stage made the same files, BuildKit's content key would have hit.
+        return reasons.stage_sources_changed(*source_miss)
     prev_steps = {(s.get("label"), s.get("cmd")): s for s in prev_build.get("inputs", ())}
     if base_step is not None:
         # Every step of a stage stands on its base: a FROM that now resolves to another

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import Tree
+from textual.widgets import DataTable, Tree
 
 from lamina.core.docker.engine import DockerEngine
 from lamina.core.events import BuildFinished
 from lamina.core.model import BuildRequest
 from lamina.tui.app import LaminaApp, make_app
 from lamina.tui.screens.main import MainScreen
+from lamina.tui.widgets.disk import DiskView
 from lamina.tui.widgets.layers import LayersView
 
 pytestmark = pytest.mark.docker
@@ -69,3 +70,40 @@ async def test_app_shows_shared_base_layers_from_docker(
         assert view.changes_for == top_a
         # BuildKit's RUN layer also holds the mount points it made for the command.
         assert [c.path for c in view.changes] == ["/a", "/dev", "/etc", "/proc", "/sys"]
+
+
+async def test_disk_view_lists_buildkits_records(
+    docker_engine: DockerEngine,
+    docker_base: str,
+    docker_tag: Callable[[str], str],
+    tmp_path: Path,
+    tree: Any,
+) -> None:
+    ctx = tree(
+        tmp_path / "c", {"Dockerfile": f"FROM {docker_base}\nRUN echo {os.urandom(6).hex()}\n"}
+    )
+    _build(docker_engine, ctx, docker_tag("app-du"))
+    records = {r["ID"]: r for r in docker_engine.api.df()["BuildCache"]}
+    assert records
+    app: LaminaApp = make_app(docker_engine, clock=lambda: 1_800_000_000.0)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("4")
+        for _ in range(3):
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+        screen = next(s for s in app.screen_stack if isinstance(s, MainScreen))
+        table = screen.query_one(DiskView).query_one("#disk-buildkit", DataTable)
+        assert table.display and table.row_count == len(records)
+        rows = [table.get_row_at(i) for i in range(table.row_count)]
+        # Record, type, description, parents, in use, shared, size, last used, usage.
+        by_id = {next(r for r in records if r.startswith(row[0])): row for row in rows}
+        assert set(by_id) == set(records)
+        for record_id, row in by_id.items():
+            r = records[record_id]
+            assert row[1] == r["Type"] and row[2] == (r["Description"] or "-")
+            assert row[3] == (r["Parent"][:12] if r.get("Parent") else "-")
+            assert (row[4], row[5]) == (
+                "yes" if r["InUse"] else "no",
+                "yes" if r["Shared"] else "no",
+            )
+            assert row[8] == str(r["UsageCount"])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from lamina.core import LocalStore, UsageError, default_home, parse_size, short_digest
@@ -25,7 +26,7 @@ from lamina.tui.cli.context import CliContext, local_only
 from lamina.tui.format import ago, size
 
 if TYPE_CHECKING:
-    from lamina.core import DiskUsage, PrunePlan
+    from lamina.core import CacheUsage, DiskUsage, PrunePlan
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -295,6 +296,34 @@ def _df_verbose(usage: DiskUsage) -> None:
             ]
         )
     print(_table(rows))
+    records = [c for c in usage.cache if c.record_type]
+    if records:
+        print("\nBuildKit's build cache records (as `docker buildx du --verbose` shows them):\n")
+        print("\n\n".join(buildkit_record_lines(c) for c in records))
+
+
+def buildkit_record_lines(record: CacheUsage) -> str:
+    """One BuildKit record, field by field as ``docker buildx du --verbose`` prints it.
+
+    buildx also prints ``Mutable``, which the Engine API does not report.
+    """
+    when = datetime.fromtimestamp(record.created, tz=timezone.utc)
+    fields = [("ID", record.key.split(":", 1)[-1])]
+    if record.parents:
+        fields.append(("Parent", ",".join(record.parents)))
+    fields += [
+        ("Created at", f"{when:%Y-%m-%d %H:%M:%S.%f} +0000 UTC"),
+        ("Reclaimable", "false" if record.in_use else "true"),
+        ("Shared", "true" if record.shared else "false"),
+        ("Size", size(record.size, docker=True, precision=4)),
+    ]
+    if record.description:
+        fields.append(("Description", record.description))
+    fields.append(("Usage count", str(record.use_count)))
+    if record.last_used:
+        fields.append(("Last used", ago(record.last_used, docker=True)))
+    fields.append(("Type", record.record_type))
+    return "\n".join(f"{name + ':':<16}{value}" for name, value in fields)
 
 
 def cmd_prune(args: argparse.Namespace, ctx: CliContext) -> int:

@@ -220,7 +220,7 @@ class MainScreen(Screen[None]):
             with TabPane("3 Builds", id="builds"):
                 yield BuildsView(id="builds-view", clock=clock)
             with TabPane("4 Disk", id="disk"):
-                yield DiskView(id="disk-view")
+                yield DiskView(id="disk-view", clock=clock)
             with TabPane("5 Learn", id="learn"):
                 yield LearnView(id="learn-view")
         with Horizontal(id="error-bar"):
