@@ -46,7 +46,12 @@ from lamina.core.docker.client import (
     until_cancelled,
 )
 from lamina.core.docker.context import buildkit_context_tar
-from lamina.core.docker.inputs import dockerfile_of, explain_buildkit, plan_buildkit
+from lamina.core.docker.inputs import (
+    dockerfile_of,
+    explain_buildkit,
+    plan_buildkit,
+    trigger_inputs,
+)
 from lamina.core.docker.inventory import Inventory
 from lamina.core.docker.records import BuildRecords
 from lamina.core.docker.trace import IMAGE_ID, TRACE_ID, TraceError, Vertex, decode_aux
@@ -89,7 +94,7 @@ class BuildKitBuilder:
             ContextError: the context or the Dockerfile cannot be read.
         """
         try:
-            plan: BuildKitPlan | None = plan_buildkit(request)
+            plan: BuildKitPlan | None = self.plan(request)
         except DockerfileError as exc:
             # As with the classic builder: the daemon's own parser decides, and its words
             # are the error; should it accept the file, steps come from vertex names.
@@ -100,6 +105,28 @@ class BuildKitBuilder:
         )
         return self._guarded(request, plan, cancel, upload, dockerfile_name)
 
+    def plan(self, request: BuildRequest) -> BuildKitPlan:
+        """The build's steps (:func:`~lamina.core.docker.inputs.plan_buildkit`), with the
+        ONBUILD triggers of each base the daemon already holds (a base it must pull
+        first has none lamina can read before the build).
+
+        Raises:
+            DockerfileError: the Dockerfile does not parse.
+            ContextError: the context or the Dockerfile cannot be read.
+            UsageError: an unknown target.
+        """
+        plan = plan_buildkit(request)
+        for stage in plan.stages.values():
+            if not stage.steps or "from" not in stage.steps[0]:
+                continue
+            try:
+                config = self.inventory.resolve(str(stage.steps[0]["from"])).get("Config") or {}
+            except LaminaError:
+                continue
+            for step in stage.add_triggers([str(t) for t in config.get("OnBuild") or ()]):
+                step.update(trigger_inputs(request, step["instruction"]))
+        return plan
+
     def predict(self, request: BuildRequest) -> Iterator[BuildEvent]:
         """What-if under BuildKit's rules, from lamina's records (see :func:`predict`).
 
@@ -107,7 +134,7 @@ class BuildKitBuilder:
             DockerfileError: the Dockerfile does not parse.
             UsageError: an unknown target.
         """
-        plan = plan_buildkit(request)
+        plan = self.plan(request)
         probe = _probe(request)
         previous = self.records.previous(probe, builder="buildkit")
         classic_before = previous is None and self.records.previous(probe) is not None
@@ -259,8 +286,10 @@ class _Run:
             "dockerfile": dockerfile_name,
             "t": list(request.tags),
             "buildargs": json.dumps(dict(request.build_args)),
-            "networkmode": "none" if request.network == "none" else "host",
         }
+        network = self._network()
+        if network:
+            params["networkmode"] = network
         if request.target:
             params["target"] = request.target
         if request.no_cache:
@@ -285,6 +314,23 @@ class _Run:
             response.close()
             raise BuildError(text.splitlines()[0] if text else f"HTTP {response.status_code}")
         return response
+
+    def _network(self) -> str:
+        """The network mode to ask for ("": the daemon's default).
+
+        BuildKit keys a RUN on its network mode, so lamina's RUNs with network use the
+        daemon's default network, as a plain ``docker build`` does, and the two share
+        their RUN steps; a daemon without a ``bridge`` network has no default to use
+        (its own ``docker build`` fails there), so they get the host's network, as the
+        classic builder's RUNs do.
+        """
+        if self.request.network == "none":
+            return "none"
+        try:
+            bridges = call("listing Docker's networks", self.api.networks, names=["bridge"])
+        except LaminaError:
+            return "host"
+        return "" if any(n.get("Name") == "bridge" for n in bridges) else "host"
 
     def _url(self, path: str) -> str:
         return f"{self.api.base_url}/v{self.api.api_version}{path}"
@@ -526,7 +572,8 @@ class _Run:
             rows = self.inventory.layer_rows(data)
         except LaminaError:
             return
-        count = self.plan.instructions.get(target, 0)
+        # Each ONBUILD trigger writes its row first, then each instruction of the stage.
+        count = stage.triggers + self.plan.instructions.get(target, 0)
         if count == 0 or len(rows) < count:
             return
         by_index = {}

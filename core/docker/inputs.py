@@ -344,6 +344,20 @@ def _plan_stage(
         add(step)
 
 
+def trigger_inputs(request: BuildRequest, trigger: str) -> dict[str, Any]:
+    """What lamina records of an ONBUILD trigger BuildKit runs as a step: the sources of
+    a COPY or ADD from the context (nothing else it holds is known before it runs)."""
+    try:
+        parsed = load_dockerfile(f"FROM scratch\n{trigger}\n").stages[0].instructions[0]
+        if parsed.keyword not in ("COPY", "ADD") or parsed.flag("from") is not None:
+            return {}
+        files = load_build_files(request.context, dockerfile_of(request), dockerfile_ignore=True)
+    except (LaminaError, IndexError) as exc:
+        log.debug("ONBUILD trigger %r not read: %s", trigger, exc)
+        return {}
+    return {"sources": _sources(files.context, list(parsed.args[:-1]))}
+
+
 def _keyed(step: dict[str, Any]) -> dict[str, Any]:
     """What a BuildKit step's key holds, of what lamina records."""
     keys = ("instruction", "sources", "args", "config", "step", "from", "from_stage", "from_image")

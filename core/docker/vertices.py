@@ -86,12 +86,40 @@ class StagePlan:
             first when the base is an image); each has ``stage``, ``index`` (the
             instruction's place in the stage, FROM = 0), ``instruction`` and ``cmd``
             (its ``i``).
+        triggers: how many ONBUILD triggers of the base run first (as steps 1..n,
+            the stage's own instructions after them, as in the classic builder).
     """
 
     number: int
     label: str
     base_stage: int | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
+    triggers: int = 0
+
+    def add_triggers(self, triggers: list[str]) -> list[dict[str, Any]]:
+        """Puts the base image's ONBUILD triggers first: BuildKit's frontend dispatches
+        them before the stage's instructions, so those that make a vertex take the
+        numbers after ``FROM``.
+
+        Returns:
+            The steps made for them.
+        """
+        if not triggers or not self.steps or "from" not in self.steps[0]:
+            return []
+        first, rest = self.steps[0], self.steps[1:]
+        made: list[dict[str, Any]] = []
+        for number, trigger in enumerate(triggers, 1):
+            keyword = trigger.split(None, 1)[0].upper() if trigger.strip() else ""
+            if keyword in VERTEX_KEYWORDS:
+                made.append({"stage": self.number, "index": number, "instruction": trigger})
+        for cmd, step in enumerate(made, 2):
+            step.update(label=self.label, cmd=cmd)
+        for step in rest:
+            step["index"] += len(triggers)
+            step["cmd"] += len(made)
+        self.steps = [first, *made, *rest]
+        self.triggers = len(triggers)
+        return made
 
 
 @dataclass

@@ -22,9 +22,11 @@ from typing import Any
 import pytest
 
 from lamina.core.demo.busybox import busybox_rootfs_tar
+from lamina.core.docker.buildkit_build import BuildKitBuilder
 from lamina.core.docker.convert import BUILDKIT_PREFIX
 from lamina.core.docker.engine import DockerEngine
-from lamina.core.docker.inputs import plan_buildkit
+from lamina.core.docker.inventory import Inventory
+from lamina.core.docker.records import BuildRecords
 from lamina.core.events import BuildFailed, BuildFinished, StepFinished, StepStarted
 from lamina.core.model import BuildRequest, StepRecord
 from lamina.tui.cli import main
@@ -79,7 +81,7 @@ def finished(events: list[Any]) -> list[StepRecord]:
 def lamina_build(engine: DockerEngine, request: BuildRequest) -> tuple[Decisions, list[str]]:
     """lamina's BuildKit build: its decisions keyed as BuildKit's progress names steps,
     and in Dockerfile order ``HIT`` or ``MISS <reason kind>`` per step."""
-    plan = plan_buildkit(request)
+    plan = BuildKitBuilder(Inventory(engine.api), BuildRecords(None)).plan(request)
     where = {(s["stage"], s["index"]): (s["label"], s["cmd"]) for s in plan.steps}
     events = list(engine.build(request))
     assert isinstance(events[-1], BuildFinished), events[-1]
@@ -260,6 +262,41 @@ def test_hits_and_misses_are_buildkits(
             assert "[unused" not in proc.stderr
 
 
+def test_onbuild_triggers_are_steps_before_the_stages_own(
+    docker_engine: DockerEngine, fresh_base: Callable[[], str], docker_tag: Callable[[str], str],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """BuildKit runs a base's ONBUILD triggers first, numbered after FROM ("[3/2] COPY f
+    /f"); lamina makes them steps 1..n as the classic builder does."""
+    sides = []
+    for side in ("lamina", "docker"):
+        parent = tmp_path / side / "parent"
+        write(parent, {"Dockerfile": "FROM {base}\nONBUILD RUN echo t > /t\n"
+                       "ONBUILD LABEL x=1\nONBUILD COPY f /f\n"}, fresh_base())  # fmt: skip
+        onbuild = docker_tag("onbuild")
+        assert docker_buildkit(parent, onbuild).returncode == 0
+        child = tmp_path / side / "child"
+        write(child, {"Dockerfile": "FROM {base}\nRUN cat /t /f > /tf\n", "f": "f\n"}, onbuild)
+        sides.append(child)
+    ours, theirs = sides
+    tag = docker_tag("onbuild-child")
+    request = BuildRequest(context=str(ours), tags=(tag,), network="none")
+    for edit in ("f\n", "f, edited\n"):
+        (ours / "f").write_text(edit)
+        (theirs / "f").write_text(edit)
+        decisions, ordered = lamina_build(docker_engine, request)
+        proc = docker_buildkit(theirs, docker_tag("onbuild-child"))
+        assert decisions == docker_decisions(proc.stderr), proc.stderr
+    assert ordered == ["HIT", "MISS sources_changed", "MISS parent_missed"]
+    steps = [(s.index, s.instruction) for s in docker_engine.builds(limit=1)[0].steps]
+    assert steps == [(0, f"FROM {request_base(ours)}"), (1, "RUN echo t > /t"),
+                     (3, "COPY f /f"), (4, "RUN cat /t /f > /tf")]  # fmt: skip
+
+
+def request_base(ctx: Path) -> str:
+    return (ctx / "Dockerfile").read_text().splitlines()[0].split()[1]
+
+
 def test_lamina_and_docker_buildkit_share_the_cache(
     docker_engine: DockerEngine, fresh_base: Callable[[], str], docker_tag: Callable[[str], str],
     tmp_path: Path,
@@ -376,7 +413,10 @@ def test_cancel_stops_the_build_on_the_daemon(
 ) -> None:
     marker = f"lamina-cancel-{os.urandom(4).hex()}"
     ctx = tmp_path / "slow"
-    write(ctx, {"Dockerfile": f"FROM {docker_base}\nRUN echo {marker} && sleep 30\n"}, "")
+    # The marker is in the shell's command line while `sleep` runs (not the last command,
+    # so the shell does not exec it away).
+    write(ctx, {"Dockerfile": f"FROM {docker_base}\nRUN sleep 30 && echo {marker}\n"}, "")
+    local = docker_engine.api.base_url.startswith("http+docker://local")
     cancel = threading.Event()
     events: list[Any] = []
     began = time.monotonic()
@@ -385,16 +425,17 @@ def test_cancel_stops_the_build_on_the_daemon(
         events.append(event)
         if isinstance(event, StepStarted) and event.index == 1:
             deadline = time.monotonic() + 10
-            while not _processes_with(marker) and time.monotonic() < deadline:
-                time.sleep(0.1)  # the RUN is really running
+            while local and not _processes_with(marker) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not local or _processes_with(marker), "the RUN never started"
             cancel.set()
     assert isinstance(events[-1], BuildFailed) and events[-1].cancelled
     assert time.monotonic() - began < 20
     assert docker_engine.builds(limit=1)[0].status == "cancelled"
-    if docker_engine.api.base_url.startswith("http+docker://local"):
+    if local:
         deadline = time.monotonic() + 15
         while _processes_with(marker) and time.monotonic() < deadline:
-            time.sleep(0.2)
+            time.sleep(0.1)
         assert not _processes_with(marker), "the daemon kept running the cancelled RUN"
 
 
