@@ -1,6 +1,7 @@
 """``python -m bench`` (``make bench``): lamina against Docker, in one run.
 
-Runs the build comparison (cold, cached, one-file edit), layer commit throughput,
+Runs the build comparison (cold, cached, one-file edit), two independent stages
+against one (built in parallel), layer commit throughput,
 inspect-at-scale on a synthetic store, and a profile of the slowest path; writes
 ``results.json`` and ``results.md`` to ``--out``. Parts that cannot run here (no
 dockerd, no sandbox) are skipped and listed with the reason; the rest still runs.
@@ -24,7 +25,7 @@ from bench.report import Results
 
 log = logging.getLogger("bench")
 
-PARTS = ("builds", "commit", "inspect", "profile")
+PARTS = ("builds", "stages", "commit", "inspect", "profile")
 # Git-ignored; the README's table is copied from here by hand after a full run.
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -41,6 +42,7 @@ class Sizes:
     commit_mb: int
     repeat: int
     presses: int
+    stage_mb: int
 
 
 FULL = Sizes(
@@ -52,6 +54,7 @@ FULL = Sizes(
     commit_mb=1_000,
     repeat=3,
     presses=50,
+    stage_mb=600,
 )
 QUICK = Sizes(
     files=200,
@@ -62,6 +65,7 @@ QUICK = Sizes(
     commit_mb=5,
     repeat=1,
     presses=5,
+    stage_mb=8,
 )
 
 
@@ -82,6 +86,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--commit-files", type=int, help="files in the committed layer (2000)")
     parser.add_argument("--repeat", type=int, help="repeats per measurement (3; 1 with --quick)")
     parser.add_argument("--presses", type=int, help="key presses per app session (50)")
+    parser.add_argument(
+        "--stage-mb", type=int, help="MB each stage hashes in the parallel-stages builds (600)"
+    )
     parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts")
     parser.add_argument("--no-docker", action="store_true", help="skip the Docker columns")
     parser.add_argument(
@@ -118,6 +125,7 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         commit_mb=pick("commit_mb"),
         repeat=pick("repeat"),
         presses=pick("presses"),
+        stage_mb=pick("stage_mb"),
     )
     for name, value in vars(sizes).items():
         if value < 1:
@@ -163,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         # through none of the other measurements.
         with ExitStack() as stack:
             _run_builds(state, results, stack, args.no_docker)
+    if "stages" in parts:
+        _run_stages(state, results)
     if "commit" in parts:
         _run_commit(state, results)
     if "inspect" in parts:
@@ -247,6 +257,33 @@ def _run_builds(state: _State, results: Results, stack: ExitStack, no_docker: bo
         )
     except (BenchError, OSError) as exc:
         results.fail("system df comparison", str(exc))
+
+
+def _run_stages(state: _State, results: Results) -> None:
+    import os
+
+    from bench.lamina_side import check_builder
+    from bench.stages import run_stages, stage_rows
+
+    sizes = state.sizes
+    try:
+        check_builder()
+    except Skipped as exc:
+        results.skip("parallel stages", str(exc))
+        return
+    if state.rootfs is None:
+        from lamina.core.demo.busybox import busybox_rootfs_tar
+
+        state.rootfs = busybox_rootfs_tar(state.work / "busybox-rootfs.tar")
+    _say(f"bench: one stage against two of {sizes.stage_mb:,} MB each x{sizes.repeat}")
+    try:
+        from lamina.core.demo.workspace import find_busybox
+
+        samples = run_stages(state.work, state.rootfs, sizes.stage_mb, sizes.repeat, find_busybox())
+    except (BenchError, OSError) as exc:
+        results.fail("parallel stages", str(exc))
+        return
+    results.rows += stage_rows(samples, sizes.stage_mb, os.cpu_count() or 1)
 
 
 def _run_commit(state: _State, results: Results) -> None:

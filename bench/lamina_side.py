@@ -14,8 +14,12 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.measure import BenchError, ChildResult, Skipped, run_child
+
+if TYPE_CHECKING:
+    from lamina.core import BuildRecord
 
 log = logging.getLogger(__name__)
 
@@ -94,19 +98,24 @@ class LaminaSide:
             store.close()
         return summary.id
 
-    def build(self, context: Path, tag: str) -> LaminaBuild:
-        """``lamina build -t tag context``; its cache decisions from the build record.
+    def build(self, context: Path, tag: str, *extra: str) -> LaminaBuild:
+        """``lamina build -t tag [extra...] context``; its cache decisions from the build
+        record.
 
         Raises:
             BenchError: the build failed.
         """
         result = run_child(
-            [*lamina_command(), "build", "-t", tag, str(context)], env=self.env
+            [*lamina_command(), "build", "-t", tag, *extra, str(context)], env=self.env
         ).check(f"lamina build of {context}")
         return LaminaBuild(result=result, cached=self.last_decisions())
 
-    def last_decisions(self) -> tuple[bool | None, ...]:
-        """Each step's cache decision in the newest recorded build."""
+    def last_record(self) -> BuildRecord:
+        """The newest recorded build.
+
+        Raises:
+            BenchError: there is none.
+        """
         from lamina.core.embedded.builder.records import list_builds
         from lamina.core.embedded.store import Store
 
@@ -117,7 +126,11 @@ class LaminaSide:
             store.close()
         if not records:
             raise BenchError(f"{self.home}: lamina recorded no build")
-        record = records[0]
+        return records[0]
+
+    def last_decisions(self) -> tuple[bool | None, ...]:
+        """Each step's cache decision in the newest recorded build."""
+        record = self.last_record()
         if record.status != "ok":
             raise BenchError(f"{self.home}: the last build is {record.status}: {record.error}")
         return tuple(step.cached for step in record.steps)

@@ -16,6 +16,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from lamina.core.accounting.ci import (
+        CiConfigError,
+        Evaluation,
+        RuleResult,
+        analysis_lines,
+        read_dive_ci,
+    )
+    from lamina.core.accounting.ci import Rules as CiRules
+    from lamina.core.accounting.ci import report_lines as ci_report_lines
+    from lamina.core.accounting.diff import FileDiff, ImageDiff, ImageFiles, diff_images
     from lamina.core.accounting.dive import Analysis, WastedPath
     from lamina.core.accounting.plans import (
         Leftover,
@@ -50,6 +60,8 @@ if TYPE_CHECKING:
         InUse,
         LaminaError,
         NotFound,
+        RegistryAuthError,
+        RegistryError,
         RmiError,
         RunFailed,
         SandboxUnavailable,
@@ -65,7 +77,14 @@ if TYPE_CHECKING:
         StepOutput,
         StepStarted,
     )
-    from lamina.core.filters import Filter, parse_duration, parse_filters, parse_size
+    from lamina.core.filters import (
+        Filter,
+        parse_duration,
+        parse_filters,
+        parse_image_list_filters,
+        parse_size,
+        select_images,
+    )
     from lamina.core.model import (
         BuildRecord,
         BuildRequest,
@@ -77,7 +96,20 @@ if TYPE_CHECKING:
         LayerInfo,
         StepRecord,
     )
-    from lamina.core.open import default_home, open_engine
+    from lamina.core.open import default_home, open_archive, open_engine, open_remote, source_of
+    from lamina.core.registry.client import TransferCancelled
+    from lamina.core.registry.login import login as registry_login
+    from lamina.core.registry.login import logout as registry_logout
+    from lamina.core.registry.plan import PlannedPullLayer, PullPlan
+    from lamina.core.registry.progress import (
+        PullFinished,
+        PushFinished,
+        TransferEvent,
+        TransferFinished,
+        TransferProgressed,
+        TransferStarted,
+    )
+    from lamina.core.settings import Config, load_config
 
 __all__ = [
     "Analysis",
@@ -91,17 +123,24 @@ __all__ = [
     "BuildStarted",
     "CacheUsage",
     "CategoryUsage",
+    "CiConfigError",
+    "CiRules",
+    "Config",
     "ContextError",
     "DemoResult",
     "DiskUsage",
     "DockerfileError",
     "Engine",
     "EngineUnavailable",
+    "Evaluation",
     "FileChange",
+    "FileDiff",
     "Filter",
     "FsckProblem",
     "FsckReport",
     "HistoryEntry",
+    "ImageDiff",
+    "ImageFiles",
     "ImageSummary",
     "ImageUsage",
     "InUse",
@@ -116,11 +155,18 @@ __all__ = [
     "PlannedCache",
     "PlannedImage",
     "PlannedLayer",
+    "PlannedPullLayer",
     "PrunePlan",
     "PruneRequest",
     "PruneResult",
+    "PullFinished",
+    "PullPlan",
+    "PushFinished",
     "RebuildReport",
+    "RegistryAuthError",
+    "RegistryError",
     "RmiError",
+    "RuleResult",
     "RunFailed",
     "SandboxUnavailable",
     "Skipped",
@@ -129,24 +175,43 @@ __all__ = [
     "StepRecord",
     "StepStarted",
     "StoreError",
+    "TransferCancelled",
+    "TransferEvent",
+    "TransferFinished",
+    "TransferProgressed",
+    "TransferStarted",
     "UsageError",
     "WastedPath",
+    "analysis_lines",
+    "ci_report_lines",
     "create_demo",
     "default_home",
+    "diff_images",
+    "load_config",
+    "open_archive",
     "open_engine",
+    "open_remote",
     "parse_dockerfile",
     "parse_duration",
     "parse_filters",
+    "parse_image_list_filters",
     "parse_size",
+    "read_dive_ci",
     "rebuild_index",
+    "registry_login",
+    "registry_logout",
+    "select_images",
     "short_digest",
+    "source_of",
 ]
 
 # Where each public name lives.
 _HOMES: dict[str, tuple[str, ...]] = {
     # Opening an engine, and the Protocols front ends talk to.
-    "lamina.core.open": ("default_home", "open_engine"),
+    "lamina.core.open": ("default_home", "open_archive", "open_engine", "open_remote", "source_of"),
     "lamina.core.engine": ("Engine", "LocalStore"),
+    # The settings file (the cache policy, the app's keymap).
+    "lamina.core.settings": ("Config", "load_config"),
     "lamina.core.model": (
         "BuildRecord",
         "BuildRequest",
@@ -176,6 +241,8 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "InUse",
         "LaminaError",
         "NotFound",
+        "RegistryAuthError",
+        "RegistryError",
         "RmiError",
         "RunFailed",
         "SandboxUnavailable",
@@ -202,10 +269,38 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "LayerUsage",
     ),
     "lamina.core.accounting.dive": ("Analysis", "WastedPath"),
+    # dive's CI gate (`lamina analyze --ci`).
+    "lamina.core.accounting.ci": (
+        "CiConfigError",
+        "Evaluation",
+        "RuleResult",
+        "analysis_lines",
+        "read_dive_ci",
+    ),
+    # Comparing two images file by file (`lamina diff`).
+    "lamina.core.accounting.diff": ("FileDiff", "ImageDiff", "ImageFiles", "diff_images"),
     # What the command line parses the way Docker does.
-    "lamina.core.filters": ("Filter", "parse_duration", "parse_filters", "parse_size"),
+    "lamina.core.filters": (
+        "Filter",
+        "parse_duration",
+        "parse_filters",
+        "parse_image_list_filters",
+        "parse_size",
+        "select_images",
+    ),
     "lamina.core.dockerfile.parser": ("ParseResult",),
     "lamina.core.demo.workspace": ("DemoResult", "create_demo"),
+    # Registries: the pull plan, transfer progress, and where credentials are kept.
+    "lamina.core.registry.plan": ("PlannedPullLayer", "PullPlan"),
+    "lamina.core.registry.progress": (
+        "PullFinished",
+        "PushFinished",
+        "TransferEvent",
+        "TransferFinished",
+        "TransferProgressed",
+        "TransferStarted",
+    ),
+    "lamina.core.registry.client": ("TransferCancelled",),
     # Recovering a lost index must work when the store refuses to open, so it takes
     # the store's directory rather than an engine.
     "lamina.core.embedded.store.recover": ("RebuildReport", "rebuild_index"),
@@ -215,6 +310,10 @@ _HOMES: dict[str, tuple[str, ...]] = {
 _RENAMED: dict[str, tuple[str, str]] = {
     "parse_dockerfile": ("lamina.core.dockerfile.parser", "parse"),
     "short_digest": ("lamina.core.digest", "short"),
+    "CiRules": ("lamina.core.accounting.ci", "Rules"),
+    "ci_report_lines": ("lamina.core.accounting.ci", "report_lines"),
+    "registry_login": ("lamina.core.registry.login", "login"),
+    "registry_logout": ("lamina.core.registry.login", "logout"),
 }
 
 _EXPORTS: dict[str, tuple[str, str]] = {

@@ -33,6 +33,7 @@ from lamina.core.model import (
 )
 
 if TYPE_CHECKING:
+    from lamina.core.accounting.diff import ImageFiles
     from lamina.core.accounting.dive import Analysis
     from lamina.core.accounting.plans import (
         PrunePlan,
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
         PruneResult,
     )
     from lamina.core.accounting.usage import DiskUsage
+    from lamina.core.registry.plan import PullPlan
+    from lamina.core.registry.progress import TransferEvent
 
 
 class Engine(Protocol):
@@ -80,6 +83,11 @@ class Engine(Protocol):
         """dive's efficiency score and wasted space for one image."""
         ...
 
+    def image_files(self, ref: str) -> ImageFiles:
+        """Every layer of one image with its files and their content digests, base first
+        (what ``lamina diff`` compares)."""
+        ...
+
     def tag(self, ref: str, new_tag: str) -> None: ...
 
     def rmi(self, refs: list[str], force: bool = False) -> list[str]:
@@ -94,6 +102,20 @@ class Engine(Protocol):
 
     def builds(self, limit: int = 50) -> list[BuildRecord]:
         """Recorded builds, newest first, each with its steps."""
+        ...
+
+    def plan_pull(self, ref: str, platform: str | None = None) -> PullPlan:
+        """What pulling ``ref`` would download, before anything moves (``--dry-run``)."""
+        ...
+
+    def pull(
+        self, plan: PullPlan, cancel: threading.Event | None = None
+    ) -> Iterator[TransferEvent]:
+        """Carries out a pull plan, yielding per-blob progress and ``PullFinished``."""
+        ...
+
+    def push(self, ref: str, cancel: threading.Event | None = None) -> Iterator[TransferEvent]:
+        """Pushes a local image, uploading only what the registry lacks."""
         ...
 
     def disk_usage(self) -> DiskUsage: ...

@@ -16,6 +16,8 @@ Every error carries a one-line, user-ready message (``str(exc)``). Library error
     │   └── InUse                  a removal that something else still needs
     │       └── RmiError           an ``rmi`` that stopped part-way (``done``: what it did)
     ├── ArchiveError               an archive that cannot be imported, loaded or saved safely
+    ├── RegistryError              a registry that cannot be reached, refuses, or sends bad data
+    │   └── RegistryAuthError      a registry that refuses our credentials (401/403)
     └── EngineUnavailable          a backend (the Docker Engine) that cannot be reached or used
 """
 
@@ -127,6 +129,15 @@ class RmiError(InUse):
 
 class ArchiveError(LaminaError):
     """An archive that cannot be imported, loaded or saved safely."""
+
+
+class RegistryError(LaminaError):
+    """A pull or push that failed at the registry: unreachable, an error it answered
+    (in its own words), or bytes that do not match their digest."""
+
+
+class RegistryAuthError(RegistryError):
+    """The registry (or its token server) refused the credentials, or asked for some."""
 
 
 class EngineUnavailable(LaminaError):

@@ -1,5 +1,11 @@
 """Sizes, durations and ``--filter`` values as the Docker CLI spells them.
 
+``lamina images --filter`` takes the daemon's image-list filters (``dangling``,
+``label``, ``before``, ``since``, ``reference``) with their semantics and error words
+(moby 20.10's ``daemon/images/images.go``; ``reference`` is a Go ``path.Match`` glob over
+``name:tag`` or ``name``); ``image prune --filter`` also takes ``dangling``, where
+``false`` (or ``0``) means every unused image, as ``-a`` does.
+
 Sizes follow docker/go-units ``RAMInBytes`` (what ``--keep-storage`` uses): the unit
 letters are binary, so ``5GB`` and ``5GiB`` are both 5 x 1024**3 bytes. Durations
 follow Go's ``time.ParseDuration`` (``90s``, ``1h30m``, ``1.5h``) plus ``d`` and ``w``
@@ -11,11 +17,12 @@ or a timestamp (unix seconds, ``2006-01-02``, RFC 3339), like the daemon's
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from lamina.core.errors import UsageError
+from lamina.core.model import ImageSummary
 
 _SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp])?(i)?(b)?$", re.IGNORECASE)
 _SIZE_UNITS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
@@ -35,7 +42,11 @@ _DURATION_PART_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d|w)")
 _UNIX_RE = re.compile(r"^\d+(?:\.\d+)?$")
 
 # Filter keys each prune verb accepts (Docker's sets, minus what has no meaning here).
-IMAGE_FILTERS = frozenset({"until", "label", "label!"})
+IMAGE_FILTERS = frozenset({"until", "label", "label!", "dangling"})
+# What `lamina images --filter` takes (the daemon's image-list filters).
+IMAGE_LIST_FILTERS = frozenset({"dangling", "label", "before", "since", "reference"})
+# The values the daemon's image prune takes for dangling (its list takes true|false).
+_PRUNE_DANGLING = {"true": True, "1": True, "false": False, "0": False}
 BUILDER_FILTERS = frozenset({"until"})
 SYSTEM_FILTERS = frozenset({"until", "label", "label!"})
 
@@ -180,6 +191,9 @@ def parse_filters(raw: Iterable[str | Filter], allowed: frozenset[str]) -> tuple
             if any(o.key == "until" for o in out):
                 raise UsageError("more than one until filter given")
             parse_until(f.value, 0.0)  # validate now, not halfway through a plan
+        elif f.key == "dangling":
+            if f.value not in _PRUNE_DANGLING:
+                raise UsageError(f"Invalid filter 'dangling=[{f.value}]'")
         elif not f.value or f.value.startswith("="):
             raise UsageError(f"bad filter {str(f)!r} (expected {f.key}=KEY or {f.key}=KEY=VALUE)")
         out.append(f)
@@ -215,6 +229,169 @@ def labels_match(filters: Iterable[Filter], labels: dict[str, str]) -> bool:
     return not (negative and all(negative))
 
 
+def prunes_every_unused_image(filters: Iterable[Filter]) -> bool:
+    """Whether an image prune's filters say ``dangling=false`` (or ``0``): then it
+    removes every unused image, as ``-a`` does (one false among several values wins,
+    as in the daemon's ``ExactMatch``)."""
+    return any(f.key == "dangling" and not _PRUNE_DANGLING[f.value] for f in filters)
+
+
 def has_label_filters(filters: Iterable[Filter]) -> bool:
     """Whether any filter needs the image labels (so configs must be read)."""
     return any(f.key in ("label", "label!") for f in filters)
+
+
+# -- lamina images --filter --------------------------------------------------------------
+
+
+def parse_image_list_filters(raw: Iterable[str]) -> tuple[Filter, ...]:
+    """Parses ``lamina images --filter`` values, refusing what the daemon refuses.
+
+    Raises:
+        UsageError: an unknown key (``Invalid filter 'foo'``), a dangling value other
+            than ``true`` or ``false`` (``Invalid filter 'dangling=[1]'``), or a
+            malformed reference pattern (``syntax error in pattern``), in Docker's words.
+    """
+    out: list[Filter] = []
+    for text in raw:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise UsageError(f"bad format of filter (expected name=value): {text!r}")
+        f = Filter(key, value)
+        if f.key not in IMAGE_LIST_FILTERS:
+            raise UsageError(f"Invalid filter '{f.key}'")
+        if f.key == "dangling" and f.value not in ("true", "false"):
+            raise UsageError(f"Invalid filter 'dangling=[{f.value}]'")
+        if f.key == "reference":
+            go_path_match(f.value, "")  # a bad pattern fails before anything is listed
+        out.append(f)
+    return tuple(out)
+
+
+def select_images(
+    images: Iterable[ImageSummary],
+    filters: Iterable[Filter],
+    *,
+    all_images: bool,
+    parents: set[str],
+    created_of: Callable[[str], float],
+) -> list[ImageSummary]:
+    """The images ``docker images [-a] --filter ...`` would list, tags narrowed to the
+    ones a ``reference`` filter matched.
+
+    Args:
+        images: every image, in the order to list them.
+        filters: from :func:`parse_image_list_filters`.
+        all_images: ``-a``: untagged images others were built FROM are listed too.
+        parents: IDs of images another image was built FROM (intermediate ones).
+        created_of: the creation time of the image a ``before``/``since`` names
+            (raises ``NotFound`` for an unknown one).
+    """
+    filters = list(filters)
+    dangling = [f.value for f in filters if f.key == "dangling"]
+    dangling_only = "true" in dangling
+    labels = [f.value for f in filters if f.key == "label"]
+    patterns = [f.value for f in filters if f.key == "reference"]
+    before = [created_of(f.value) for f in filters if f.key == "before"]
+    since = [created_of(f.value) for f in filters if f.key == "since"]
+    out: list[ImageSummary] = []
+    for image in images:
+        if labels and not all(_label_matches(v, image.labels) for v in labels):
+            continue
+        if any(image.created >= cut for cut in before) or any(
+            image.created <= cut for cut in since
+        ):
+            continue
+        tags = image.tags
+        if patterns:
+            tags = tuple(t for t in tags if any(reference_match(p, t) for p in patterns))
+        if not tags:
+            # Untagged, or no tag matched: listed as <none> only if no other image
+            # stands on it (or with -a), and never under dangling=false or a reference.
+            if image.tags or patterns or (dangling and not dangling_only):
+                continue
+            if not all_images and image.id in parents:
+                continue
+        elif dangling_only:
+            continue
+        out.append(image if tags == image.tags else replace(image, tags=tags))
+    return out
+
+
+def _label_matches(value: str, labels: dict[str, str]) -> bool:
+    key, sep, want = value.partition("=")
+    return key in labels and (not sep or labels[key] == want)
+
+
+def reference_match(pattern: str, tag: str) -> bool:
+    """docker/distribution's ``FamiliarMatch``: ``pattern`` against ``name:tag``, then
+    against ``name`` alone (so ``busybox`` matches ``busybox:latest``)."""
+    if go_path_match(pattern, tag):
+        return True
+    slash = tag.rfind("/")
+    colon = tag.rfind(":")
+    return colon > slash and go_path_match(pattern, tag[:colon])
+
+
+def go_path_match(pattern: str, name: str) -> bool:
+    """Go's ``path.Match``: ``*`` and ``?`` never match ``/``, ``[...]`` classes (``^``
+    negates), ``\\`` escapes; the whole name must match.
+
+    Raises:
+        UsageError: a malformed pattern (``syntax error in pattern``, Go's words).
+    """
+    return _glob_regex(pattern).fullmatch(name) is not None
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    bad = UsageError("syntax error in pattern")
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "\\":
+            if i + 1 >= n:
+                raise bad
+            i += 1
+            out.append(re.escape(pattern[i]))
+        elif c == "[":
+            i += 1
+            negated = i < n and pattern[i] == "^"
+            i += 1 if negated else 0
+            ranges: list[tuple[str, str]] = []
+            while True:
+                if i < n and pattern[i] == "]" and ranges:
+                    i += 1
+                    break
+                lo, i = _class_char(pattern, i, bad)
+                hi = lo
+                if pattern[i] == "-":
+                    hi, i = _class_char(pattern, i + 1, bad)
+                ranges.append((lo, hi))
+            parts = "".join(f"{re.escape(lo)}-{re.escape(hi)}" for lo, hi in ranges if lo <= hi)
+            if parts:
+                out.append(f"[{'^' if negated else ''}{parts}]")
+            else:
+                out.append("(?s:.)" if negated else "(?!)")
+            continue
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _class_char(pattern: str, i: int, bad: UsageError) -> tuple[str, int]:
+    """One character of a ``[...]`` class (Go's ``getEsc``) and where the class goes on."""
+    if i >= len(pattern) or pattern[i] in "-]":
+        raise bad
+    if pattern[i] == "\\":
+        i += 1
+        if i >= len(pattern):
+            raise bad
+    if i + 1 >= len(pattern):
+        raise bad  # the class never closes
+    return pattern[i], i + 1

@@ -19,9 +19,13 @@ class LayerInfo:
         chain_id: identity of the layer in its stack (OCI chainID).
         diff_id: sha256 of the layer's uncompressed tar.
         parent: chainID of the layer below, or None for a base layer.
-        size: bytes the layer's directory uses on disk (hardlinks counted once).
+        size: Docker's size of the layer: the bytes of its files (``st_size`` of every
+            entry but directories, a symlink its target's length, hard links once), what
+            ``docker history`` shows for it.
         created: unix time the layer was committed.
         created_by: the instruction that produced it, as written ("" if unknown).
+        disk_size: bytes its files occupy on disk (blocks, hard links once); 0 where
+            the engine does not say (a Docker Engine).
     """
 
     chain_id: str
@@ -30,6 +34,7 @@ class LayerInfo:
     size: int
     created: float
     created_by: str = ""
+    disk_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ class ImageSummary:
         id: image ID (sha256 of the config JSON).
         tags: every tag pointing at it (empty for a dangling image).
         created: unix time from the config's ``created`` field.
-        size: total bytes of its layers.
+        size: total bytes of its layers (Docker's sizes, as ``docker images`` shows).
         layers: its chainIDs, base first.
         labels: the config's labels.
     """
@@ -93,6 +98,11 @@ ReasonKind = Literal[
     "no_cache",
     "pruned",
     "base_changed",
+    "stage_skipped",
+    "merged",
+    "settings_not_keyed",
+    "stale_reuse",
+    "other_builder",
     "unpredictable",
 ]
 
@@ -133,6 +143,13 @@ class Reason(_ReasonCore, total=False):
         changed: ``sources_changed``: copied paths that differ, with what differs.
         unknown: ``sources_changed``: the sources are not known before an earlier
             stage runs (a dry run over a stage that runs again).
+        stage: ``stage_skipped``: the stage's name (or number).
+        builder: ``other_builder``: the builder the note is about; ``settings_not_keyed``
+            and ``stale_reuse``: the builder that decides differently.
+        cached: ``other_builder``: what that builder would have decided (None: it has
+            no step here).
+        stale: ``stale_reuse``: the paths BuildKit's context transfer would not have
+            sent again (so it would have reused the old layer).
     """
 
     step: str
@@ -145,6 +162,10 @@ class Reason(_ReasonCore, total=False):
     removed: list[str]
     changed: list[SourceChange]
     unknown: bool
+    stage: str
+    builder: str
+    cached: bool | None
+    stale: list[str]
 
 
 @dataclass(frozen=True)
@@ -155,11 +176,16 @@ class StepRecord:
         stage: 0-based stage number.
         index: 0-based instruction number within the stage (FROM is 0).
         instruction: the instruction as written, continuation lines joined.
-        cached: True on a hit, False on a miss, None for FROM.
-        reason: on a miss, why (see :class:`Reason`); None on a hit and for FROM.
+        cached: True on a hit, False on a miss, None for FROM and for a step the
+            builder's rules do not cache (BuildKit's image settings).
+        reason: on a miss, why (see :class:`Reason`); on a hit, None or a note where
+            the hit is worth explaining (``merged``, ``settings_not_keyed``); for FROM,
+            ``stage_skipped`` when the stage was not built.
         duration: seconds the step took.
         layer: chainID of the layer it produced, if it changed the filesystem.
         size: bytes of that layer.
+        other: what the other builder would have decided here and why
+            (``other_builder``), when the build knows it.
     """
 
     stage: int
@@ -170,6 +196,7 @@ class StepRecord:
     duration: float = 0.0
     layer: str | None = None
     size: int = 0
+    other: Reason | None = None
 
 
 @dataclass(frozen=True)
@@ -205,9 +232,18 @@ class BuildRequest:
         target: the stage to stop at (``--target``), or None for the last stage.
         no_cache: skip cache lookups (results are still recorded).
         dry_run: predict every step's hit or miss without executing anything.
-        network: "host" or "none" for RUN steps.
-        builder: whose cache rules decide: ``buildkit`` (BuildKit's, the default, as
-            ``docker build`` since Docker 23) or ``classic`` (the classic builder's).
+        network: "host" or "none" for RUN steps (``RUN --network`` may choose per step
+            under BuildKit).
+        builder: the cache rules: ``buildkit`` or ``classic``; None for the configured
+            default (``[build] builder`` in config.toml, else ``buildkit``).
+        no_cache_filter: ``--no-cache-filter``: stages (by name, case-insensitive) whose
+            steps skip cache lookups (BuildKit only).
+        secrets: ``--secret``: secret id to the file holding it (``RUN
+            --mount=type=secret``; never stored in a layer or a key).
+        ssh: ``--ssh``: ssh id to an agent socket (``RUN --mount=type=ssh``).
+        base_substitutes: FROM references to stand-in images of the store (``*`` for
+            any base the store lacks), so a Dockerfile whose bases are not available
+            can still be checked with a dry run.
     """
 
     context: str
@@ -218,7 +254,11 @@ class BuildRequest:
     no_cache: bool = False
     dry_run: bool = False
     network: str = "host"
-    builder: str = "buildkit"
+    builder: str | None = None
+    no_cache_filter: tuple[str, ...] = ()
+    secrets: dict[str, str] = field(default_factory=dict)
+    ssh: dict[str, str] = field(default_factory=dict)
+    base_substitutes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -234,6 +274,8 @@ class FsckProblem:
         message: one line for a user.
         repairable: whether ``--repair`` may fix it.
         repaired: whether this run fixed it.
+        note: information, not damage (leftovers of interrupted work that the next
+            prune sweeps, a build recorded as interrupted): it never fails ``fsck``.
     """
 
     kind: str
@@ -241,6 +283,7 @@ class FsckProblem:
     message: str
     repairable: bool
     repaired: bool = False
+    note: bool = False
 
 
 @dataclass(frozen=True)
@@ -256,8 +299,8 @@ class FsckReport:
 
     @property
     def remaining(self) -> tuple[FsckProblem, ...]:
-        """Problems not fixed by this run."""
-        return tuple(p for p in self.problems if not p.repaired)
+        """Problems not fixed by this run (notes do not count)."""
+        return tuple(p for p in self.problems if not p.repaired and not p.note)
 
     @property
     def ok(self) -> bool:

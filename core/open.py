@@ -34,3 +34,51 @@ def open_engine(kind: str | None = None, home: Path | None = None) -> Engine:
         # lamina keeps its records of Docker builds in its own home.
         return DockerEngine(home=home or default_home())
     raise UsageError(f"unknown engine {kind!r} (expected 'embedded' or 'docker')")
+
+
+# The image sources ``lamina SOURCE:PATH`` opens read-only, as skopeo and dive name them.
+ARCHIVE_SOURCES = ("docker-archive", "oci-archive", "oci")
+REGISTRY_SOURCE = "docker"
+
+
+def source_of(text: str) -> tuple[str, str] | None:
+    """``(transport, rest)`` for ``docker-archive:PATH``, ``oci-archive:PATH``,
+    ``oci:DIR`` and ``docker://REF``; None for a plain image reference."""
+    if text.startswith("docker://"):
+        return REGISTRY_SOURCE, text[len("docker://") :]
+    head, sep, rest = text.partition(":")
+    if sep and head in ARCHIVE_SOURCES:
+        return head, rest
+    return None
+
+
+def open_archive(path: Path, label: str = "") -> Engine:
+    """A read-only engine over an image archive or OCI layout, read where it lies.
+
+    Raises:
+        ArchiveError: not a readable image archive.
+    """
+    from lamina.core.archive.engine import ArchiveEngine
+
+    return ArchiveEngine(Path(path), label)
+
+
+def open_remote(reference: str, platform: str | None = None) -> Engine:
+    """A read-only engine over an image fetched from a registry into a temporary layout
+    (removed when the engine closes); nothing is loaded into a store.
+
+    Raises:
+        UsageError: a malformed reference.
+        RegistryError: the registry failed or refused.
+    """
+    from lamina.core.archive.engine import ArchiveEngine
+    from lamina.core.archive.remote import download_layout
+
+    layout = download_layout(reference, platform)
+    try:
+        return ArchiveEngine(layout, f"docker://{reference}", cleanup=layout)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(layout, ignore_errors=True)
+        raise

@@ -1,12 +1,22 @@
 """lamina's settings file, ``$XDG_CONFIG_HOME/lamina/config.toml``.
 
-Only the build cache retention policy lives here so far::
+The build cache retention policy, the builder whose cache rules builds follow, and
+the app's keys::
 
     [cache]
     keep_storage = "5GB"      # prune least recently used cache until it fits
     max_unused_age = "30d"    # prune cache entries unused for longer than this
 
-Both are off when absent; a missing file means every default.
+    [build]
+    builder = "buildkit"      # or "classic": the cache rules `lamina build` decides by
+
+    [keymap]                  # binding id = keys (comma-separated), as Textual names them
+    "images.sort" = "o"
+    "view.builds" = "3,b"
+
+The cache policy is off when absent; a missing file means every default. The keymap
+names bindings by their stable ids (the help screen lists them); the app checks that
+each id exists.
 """
 
 from __future__ import annotations
@@ -44,17 +54,38 @@ class CachePolicy:
         return self.keep_storage is not None or self.max_unused_age is not None
 
 
+# The builders whose cache rules a build can follow; the first is the default.
+BUILDERS = ("buildkit", "classic")
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """How ``lamina build`` builds.
+
+    Attributes:
+        builder: the cache rules builds follow when ``--builder`` does not say:
+            ``buildkit`` (BuildKit's, the default) or ``classic`` (Docker's classic
+            builder's).
+    """
+
+    builder: str = BUILDERS[0]
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything ``config.toml`` can set.
 
     Attributes:
         cache: the build cache retention policy.
+        build: how builds build.
+        keymap: binding id -> keys (``"ctrl+o,o"``) for the app.
         path: the file it was read from (None when there was none).
     """
 
     cache: CachePolicy = field(default_factory=CachePolicy)
+    keymap: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
+    build: BuildSettings = field(default_factory=BuildSettings)
 
 
 def config_path() -> Path:
@@ -87,10 +118,54 @@ def load_config(path: Path | None = None) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: {exc}") from exc
-    unknown = set(data) - {"cache"}
+    unknown = set(data) - {"cache", "build", "keymap"}
     if unknown:
         raise UsageError(f"{path}: unknown section or key {min(unknown)!r}")
-    return Config(cache=_cache_policy(path, data.get("cache", {})), path=path)
+    return Config(
+        cache=_cache_policy(path, data.get("cache", {})),
+        keymap=_keymap(path, data.get("keymap", {})),
+        path=path,
+        build=_build_settings(path, data.get("build", {})),
+    )
+
+
+def _build_settings(path: Path, table: Any) -> BuildSettings:
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: [build] must be a table")
+    unknown = set(table) - {"builder"}
+    if unknown:
+        raise UsageError(f"{path}: unknown key build.{min(unknown)}")
+    builder = table.get("builder", BUILDERS[0])
+    if builder not in BUILDERS:
+        raise UsageError(f"{path}: build.builder must be one of {', '.join(BUILDERS)}")
+    return BuildSettings(builder=str(builder))
+
+
+def default_builder() -> str:
+    """The builder ``config.toml`` names (``buildkit`` when it names none).
+
+    Raises:
+        UsageError: the settings file is malformed.
+    """
+    return load_config().build.builder
+
+
+def _keymap(path: Path, table: Any) -> dict[str, str]:
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: [keymap] must be a table of binding id = keys")
+    out: dict[str, str] = {}
+    for binding_id, keys in table.items():
+        if isinstance(keys, dict):
+            # An unquoted dotted id (images.sort = "o") is a nested table in TOML.
+            for sub, value in _keymap(path, keys).items():
+                out[f"{binding_id}.{sub}"] = value
+            continue
+        if isinstance(keys, list) and keys and all(isinstance(k, str) for k in keys):
+            keys = ",".join(keys)
+        if not isinstance(keys, str) or not keys.strip():
+            raise UsageError(f'{path}: keymap.{binding_id} must be keys such as "ctrl+o"')
+        out[binding_id] = ",".join(k.strip() for k in keys.split(",") if k.strip())
+    return out
 
 
 def _cache_policy(path: Path, table: Any) -> CachePolicy:

@@ -4,7 +4,9 @@
 
 Builds the demo (``lamina.core.demo.workspace``) in a temporary store, opens every view in a
 Pilot run, saves each as SVG with ``app.save_screenshot`` and converts it to PNG with
-cairosvg. Also saves the Layers and Builds views at 80x24, the smallest supported size.
+cairosvg. Also saves the Layers and Builds views at 80x24, the smallest supported size,
+and draws the demo's layer graph with ``lamina graph --format svg`` (``layer-graph.svg``,
+needs Graphviz's dot).
 """
 
 from __future__ import annotations
@@ -30,13 +32,15 @@ async def _settle(app: Any, pilot: Any) -> None:
 
 
 async def _select_build_with(app: Any, pilot: Any, kind: str) -> None:
-    """Highlights the first build and step whose miss reason is ``kind``."""
+    """Highlights the first rebuild (a build with hits) and step whose reason is ``kind``."""
     from textual.widgets import DataTable
 
     from lamina.tui.widgets.builds import BuildsView
 
     view = app.screen.query_one(BuildsView)
     for build in view.builds:
+        if not any(s.cached for s in build.steps):
+            continue  # a first build misses everywhere: not the story of a rebuild
         for i, step in enumerate(build.steps):
             if (step.reason or {}).get("kind") == kind:
                 table = view.query_one("#builds-table", DataTable)
@@ -70,6 +74,13 @@ async def _learn(app: Any, pilot: Any) -> None:
     await _press("5")(app, pilot)
 
 
+async def _learn_builders(app: Any, pilot: Any) -> None:
+    # The tour's last stop: the LABEL edit where BuildKit and the classic builder part.
+    from lamina.tui.widgets.learn import TOUR
+
+    await _press("5", *["n"] * (len(TOUR) - 1))(app, pilot)
+
+
 async def _layers(app: Any, pilot: Any) -> None:
     # Two steps down the shared base: a RUN layer with its files.
     await _press("down", "down")(app, pilot)
@@ -82,6 +93,7 @@ SHOTS: list[Shot] = [
     ("disk", (120, 36), _press("4")),
     ("prune-confirm", (120, 36), _press("4", "p")),
     ("learn", (120, 36), _learn),
+    ("learn-builders", (120, 36), _learn_builders),
     ("help", (120, 36), _press("question_mark")),
     ("layers-80x24", (80, 24), _press()),
     ("builds-80x24", (80, 24), _builds),
@@ -120,6 +132,25 @@ def _to_png(svg: Path) -> Path:
     return png
 
 
+GRAPH = "layer-graph"
+
+
+def _graph(home: Path, out: Path) -> Path:
+    """The demo's tagged images and the layers they share, drawn by Graphviz."""
+    from lamina.core.open import open_engine
+    from lamina.tui.cli.graph import dot_source, render
+
+    engine = open_engine("embedded", home)
+    try:
+        images = [i for i in engine.images() if i.tags]
+        source = dot_source(images, engine.layers(), {})
+    finally:
+        engine.close()
+    svg = out / f"{GRAPH}.svg"
+    svg.write_bytes(render(source, "svg"))
+    return svg
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=HERE, help="where to write the images")
@@ -146,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             svg = asyncio.run(_shoot(home, args.out, name, size, steps))
             png = _to_png(svg)
             log.info("wrote %s and %s", svg.name, png.name)
+        if not args.only or GRAPH in args.only:
+            log.info("wrote %s", _graph(home, args.out).name)
     return 0
 
 

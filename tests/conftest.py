@@ -160,3 +160,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item, "fixturenames", []
         ):
             item.fixturenames.append("docker_available")  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def classic_builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Builds follow the classic builder's rules (``[build] builder = "classic"`` in an
+    isolated config.toml): for tests of the rules of ``cache-semantics.md``, now that
+    BuildKit's are the default. Subprocesses inherit it."""
+    config = tmp_path / "config"  # the same as ``isolation``'s, whichever runs first
+    (config / "lamina").mkdir(parents=True, exist_ok=True)
+    (config / "lamina" / "config.toml").write_text('[build]\nbuilder = "classic"\n')
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config))

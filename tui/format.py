@@ -125,6 +125,37 @@ def plan_lines(plan: PrunePlan) -> tuple[list[str], int]:
     return lines, plan.reclaimable_bytes
 
 
+def _count(n: int, one: str, many: str = "") -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def plan_summary(plan: PrunePlan) -> str:
+    """What a prune plan removes and frees, on one line: the Disk view and the
+    confirmation say it in the same words, from the same plan.
+
+    Sizes are Docker's (what ``system df`` calls reclaimable); what the filesystem gets
+    back follows, labelled, where the engine knows it.
+    """
+    parts = [
+        _count(n, one, many)
+        for n, one, many in (
+            (len(plan.containers), "container", ""),
+            (len(plan.volumes), "volume", ""),
+            (len(plan.images), "image", ""),
+            (len(plan.cache), "cache entry", "cache entries"),
+            (len(plan.cache_mounts), "cache mount", ""),
+            (len(plan.layers), "layer", ""),
+            (len(plan.blobs), "config", ""),
+            (len(plan.leftovers), "leftover", ""),
+        )
+        if n
+    ]
+    disk = plan.disk_bytes
+    return f"{', '.join(parts) or 'nothing'}: frees {size(plan.reclaimable_bytes)}" + (
+        f" ({size(disk)} on disk)" if disk else ""
+    )
+
+
 def prune_result(result: PruneResult) -> str:
     """What an applied prune removed and reclaimed, on one line."""
     removed = []
@@ -156,8 +187,8 @@ def explain_reason(reason: Mapping[str, Any] | None) -> str:
     """What would have made a missed step hit, from its structured reason."""
     kind = (reason or {}).get("kind", "")
     return {
-        "first_build": "Nothing had run on this parent state before; the next build with the "
-        "same Dockerfile and context will hit here.",
+        "first_build": "Nothing had run at this step of this stage before; the next build "
+        "with the same Dockerfile and context will hit here.",
         "parent_missed": "An earlier step in this stage missed, so this one ran on a new parent "
         "state. Make that earlier step hit (or move this step above it) and this one hits too.",
         "instruction_changed": "The instruction text differs from the cached one. Revert the "

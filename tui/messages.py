@@ -20,6 +20,7 @@ from lamina.core import (
     DiskUsage,
     FileChange,
     HistoryEntry,
+    ImageDiff,
     ImageSummary,
     LayerInfo,
     PrunePlan,
@@ -140,3 +141,10 @@ class BuildEnded(Message):
     dry_run: bool
     ok: bool
     message: str
+
+
+@dataclass
+class DiffLoaded(Message):
+    """Two images were compared file by file."""
+
+    result: ImageDiff

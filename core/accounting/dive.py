@@ -107,21 +107,36 @@ class _Node:
         return self.name.startswith(WHITEOUT_PREFIX)
 
     def walk_child_first(self) -> Iterator[_Node]:
-        """Every node below (not this one), children before parents, names sorted."""
-        for name in sorted(self.children):
-            child = self.children[name]
-            yield from child.walk_child_first()
-            yield child
+        """Every node below (not this one), children before parents, names sorted.
+
+        Iterative: a layer may be thousands of directories deep.
+        """
+        stack: list[tuple[_Node, Iterator[str]]] = [(self, iter(sorted(self.children)))]
+        while stack:
+            node, names = stack[-1]
+            name = next(names, None)
+            if name is None:
+                stack.pop()
+                if stack:
+                    yield node
+                continue
+            child = node.children[name]
+            stack.append((child, iter(sorted(child.children))))
 
     def subtree_size(self) -> int:
         """This node's size plus every descendant's."""
         return self.size + sum(child.size for child in self.walk_child_first())
 
     def copy(self, parent: _Node | None = None) -> _Node:
-        twin = _Node(self.name, parent, self.size, self.is_dir)
-        for name, child in self.children.items():
-            twin.children[name] = child.copy(twin)
-        return twin
+        top = _Node(self.name, parent, self.size, self.is_dir)
+        pending = [(self, top)]
+        while pending:
+            node, twin = pending.pop()
+            for name, child in node.children.items():
+                copied = _Node(child.name, twin, child.size, child.is_dir)
+                twin.children[name] = copied
+                pending.append((child, copied))
+        return top
 
 
 class Tree:

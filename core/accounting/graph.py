@@ -25,13 +25,20 @@ from lamina.core.errors import StoreError
 
 @dataclass(frozen=True)
 class LayerRow:
-    """A ``layers`` row, as much as accounting needs."""
+    """A ``layers`` row, as much as accounting needs.
+
+    Attributes:
+        size: Docker's size of the layer (its files' bytes), what sizes and reclaimable
+            bytes are counted in.
+        disk: bytes its files occupy on disk, where the engine knows (else 0).
+    """
 
     chain_id: str
     parent: str | None
     size: int
     created: float
     created_by: str = ""
+    disk: int = 0
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from lamina.core.filters import (
     has_label_filters,
     labels_match,
     parse_filters,
+    prunes_every_unused_image,
     until_cutoff,
 )
 
@@ -171,11 +172,33 @@ class PlannedImage:
         id: image ID.
         tags: tags removed with it (only with ``all``).
         reason: why it goes.
-        bytes: what removing it frees: the layers only it kept and its config.
+        bytes: what removing it frees in Docker's sizes: the layers only it kept.
+        disk_bytes: what that frees on disk: those layers' directories and its config.
     """
 
     id: str
     tags: tuple[str, ...]
+    reason: str
+    bytes: int
+    disk_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class PlannedCacheMount:
+    """A ``RUN --mount=type=cache`` directory the plan removes (BuildKit's
+    ``exec.cachemount`` records).
+
+    Attributes:
+        id: what it is shared by (``sha256:<hex>``).
+        mount_id: the id it was asked for by.
+        last_used: when a RUN last used it.
+        reason: why it goes.
+        bytes: its size.
+    """
+
+    id: str
+    mount_id: str
+    last_used: float
     reason: str
     bytes: int
 
@@ -190,7 +213,8 @@ class PlannedCache:
         last_used: when it was last hit (apply skips it if that changed).
         use_count: how often it was hit.
         reason: why it goes.
-        bytes: what removing it frees.
+        bytes: what removing it frees in Docker's sizes (the layers only it kept).
+        disk_bytes: what that frees on disk, with its configs.
     """
 
     key: str
@@ -199,6 +223,7 @@ class PlannedCache:
     use_count: int
     reason: str
     bytes: int
+    disk_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -208,21 +233,32 @@ class PlannedLayer:
     Attributes:
         chain_id: the layer.
         reason: which removal frees it, or that nothing referenced it.
-        bytes: its directory on disk (``size`` plus the directory, ``diff/`` and tar-split).
+        bytes: its Docker size (the ``size`` column).
+        disk_bytes: its directory on disk (its files' blocks plus the directory,
+            ``diff/`` and the tar-split).
     """
 
     chain_id: str
     reason: str
     bytes: int
+    disk_bytes: int = 0
 
 
 @dataclass(frozen=True)
 class PlannedBlob:
-    """A config blob the plan removes."""
+    """A config blob the plan removes.
+
+    Attributes:
+        digest: the config.
+        reason: whose config it was.
+        bytes: 0: Docker's sizes count layers only, never configs.
+        disk_bytes: the file on disk.
+    """
 
     digest: str
     reason: str
     bytes: int
+    disk_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -244,17 +280,32 @@ class PrunePlan:
     leftovers: tuple[Leftover, ...] = ()
     containers: tuple[PlannedContainer, ...] = ()
     volumes: tuple[PlannedVolume, ...] = ()
+    cache_mounts: tuple[PlannedCacheMount, ...] = ()
 
     @property
     def reclaimable_bytes(self) -> int:
-        """Bytes applying the plan frees (containers' writable layers, volumes, layers,
-        blobs and leftovers, each once)."""
+        """Bytes applying the plan frees in Docker's sizes (containers' writable layers,
+        volumes, layers, blobs, leftovers and cache mounts, each once; a blob counts 0,
+        a leftover and a cache mount what they occupy): what ``system df`` counts as
+        reclaimable, never more than the sizes it lists."""
         return (
             sum(p.bytes for p in self.containers)
             + sum(p.bytes for p in self.volumes)
             + sum(p.bytes for p in self.layers)
             + sum(p.bytes for p in self.blobs)
             + sum(p.bytes for p in self.leftovers)
+            + sum(p.bytes for p in self.cache_mounts)
+        )
+
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes applying the plan frees on disk (blocks of layer directories, configs,
+        leftovers and cache mounts, each once): what the store's filesystem gets back."""
+        return (
+            sum(p.disk_bytes for p in self.layers)
+            + sum(p.disk_bytes for p in self.blobs)
+            + sum(p.bytes for p in self.leftovers)
+            + sum(p.bytes for p in self.cache_mounts)
         )
 
     @property
@@ -272,6 +323,7 @@ class PrunePlan:
             or self.layers
             or self.blobs
             or self.leftovers
+            or self.cache_mounts
         )
 
     def describe(self) -> list[str]:
@@ -283,9 +335,17 @@ class PrunePlan:
         lines += [f"volume {p.name} ({p.bytes} bytes): {p.reason}" for p in self.volumes]
         lines += [f"image {p.id}{_tags(p.tags)}: {p.reason}" for p in self.images]
         lines += [f"cache {p.key} ({p.instruction}): {p.reason}" for p in self.cache]
-        lines += [f"layer {p.chain_id} ({p.bytes} bytes): {p.reason}" for p in self.layers]
-        lines += [f"config {p.digest} ({p.bytes} bytes): {p.reason}" for p in self.blobs]
+        lines += [
+            f"layer {p.chain_id} ({p.bytes} bytes{_on_disk(p.disk_bytes)}): {p.reason}"
+            for p in self.layers
+        ]
+        lines += [
+            f"config {p.digest} ({p.disk_bytes} bytes on disk): {p.reason}" for p in self.blobs
+        ]
         lines += [f"leftover {p.path} ({p.bytes} bytes): {p.reason}" for p in self.leftovers]
+        lines += [
+            f"cache mount {p.mount_id} ({p.bytes} bytes): {p.reason}" for p in self.cache_mounts
+        ]
         return lines
 
     def to_json(self) -> dict[str, Any]:
@@ -304,7 +364,9 @@ class PrunePlan:
             "layers": [asdict(p) for p in self.layers],
             "blobs": [asdict(p) for p in self.blobs],
             "leftovers": [asdict(p) for p in self.leftovers],
+            "cache_mounts": [asdict(p) for p in self.cache_mounts],
             "reclaimable_bytes": self.reclaimable_bytes,
+            "disk_bytes": self.disk_bytes,
         }
 
 
@@ -326,7 +388,9 @@ class PruneResult:
         containers, volumes, images, cache, layers, blobs, leftovers: what was deleted
             (IDs, names, keys, paths).
         skipped: planned items kept because they changed since planning.
-        reclaimed_bytes: bytes freed.
+        reclaimed_bytes: bytes freed, in Docker's sizes (as ``reclaimable_bytes``).
+        disk_reclaimed_bytes: bytes the store's filesystem got back (0 where the
+            engine does not know).
     """
 
     containers: tuple[str, ...] = ()
@@ -339,6 +403,8 @@ class PruneResult:
     leftovers: tuple[str, ...] = ()
     skipped: tuple[Skipped, ...] = ()
     reclaimed_bytes: int = 0
+    cache_mounts: tuple[str, ...] = ()
+    disk_reclaimed_bytes: int = 0
 
     @property
     def reclaimed(self) -> int:
@@ -358,6 +424,8 @@ class PruneResult:
             leftovers=self.leftovers + other.leftovers,
             skipped=self.skipped + other.skipped,
             reclaimed_bytes=self.reclaimed_bytes + other.reclaimed_bytes,
+            cache_mounts=self.cache_mounts + other.cache_mounts,
+            disk_reclaimed_bytes=self.disk_reclaimed_bytes + other.disk_reclaimed_bytes,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -365,11 +433,16 @@ class PruneResult:
         out: dict[str, Any] = {f: list(getattr(self, f)) for f in _RESULT_FIELDS}
         out["skipped"] = [asdict(s) for s in self.skipped]
         out["reclaimed_bytes"] = self.reclaimed_bytes
+        out["disk_reclaimed_bytes"] = self.disk_reclaimed_bytes
         return out
 
 
 def _tags(tags: tuple[str, ...]) -> str:
     return f" ({', '.join(tags)})" if tags else ""
+
+
+def _on_disk(disk: int) -> str:
+    return f", {disk} on disk" if disk else ""
 
 
 _RESULT_FIELDS = (
@@ -387,8 +460,21 @@ _RESULT_FIELDS = (
 
 @dataclass
 class Sizer:
-    """Where bytes and labels come from: the size column plus a few stats for a store,
-    or plain data (everything defaults to 0 / no labels) for a graph built by hand."""
+    """Where bytes and labels come from: the size columns plus a few stats for a store,
+    or plain data (everything defaults to 0 / no labels) for a graph built by hand.
+
+    Two measures, never mixed: Docker's (a layer's ``size``; configs count nothing),
+    which sizes and reclaimable bytes are in, and the disk's (a layer's ``disk`` plus
+    the blocks of its directory around ``diff/``, a config's file), which says what the
+    filesystem gets back.
+
+    Attributes:
+        layer_extra: on-disk bytes of a layer's directory outside its files.
+        blob: on-disk bytes of a config.
+        labels: an image's labels.
+        blob_mtime: when a config was last written.
+        cache: on-disk bytes per layer, as computed.
+    """
 
     layer_extra: Callable[[str], int] = lambda _c: 0
     blob: Callable[[str], int] = lambda _d: 0
@@ -397,8 +483,13 @@ class Sizer:
     cache: dict[str, int] = field(default_factory=dict)
 
     def layer(self, graph: RefGraph, chain_id: str) -> int:
+        """A layer's Docker size."""
+        return graph.layers[chain_id].size
+
+    def layer_disk(self, graph: RefGraph, chain_id: str) -> int:
+        """What deleting a layer's directory frees on disk."""
         if chain_id not in self.cache:
-            self.cache[chain_id] = graph.layers[chain_id].size + self.layer_extra(chain_id)
+            self.cache[chain_id] = graph.layers[chain_id].disk + self.layer_extra(chain_id)
         return self.cache[chain_id]
 
 
@@ -447,7 +538,12 @@ def build_plan(
     planned_orphans = []
     if include_orphans:
         planned_orphans = [
-            PlannedLayer(chain_id, "referenced by nothing", sizer.layer(graph, chain_id))
+            PlannedLayer(
+                chain_id,
+                "referenced by nothing",
+                sizer.layer(graph, chain_id),
+                sizer.layer_disk(graph, chain_id),
+            )
             for chain_id in orphans
         ]
     outside = (
@@ -582,7 +678,8 @@ class _Releases:
         self.blobs: list[PlannedBlob] = []
 
     def blob(self, digest: str, owner: str) -> int:
-        """Drops ``owner``'s reference to a config; returns the bytes that frees."""
+        """Drops ``owner``'s reference to a config; returns the bytes that frees on disk
+        (in Docker's sizes a config frees nothing)."""
         if digest not in self.blob_refs:
             return 0
         self.blob_refs[digest] -= 1
@@ -592,23 +689,24 @@ class _Releases:
             # Re-added moments ago (put_blob refreshes the mtime): a build may be about
             # to record an image or cache entry for it. The next prune takes it.
             return 0
-        size = self.sizer.blob(digest)
-        self.blobs.append(PlannedBlob(digest, f"config of {owner}", size))
-        return size
+        disk = self.sizer.blob(digest)
+        self.blobs.append(PlannedBlob(digest, f"config of {owner}", 0, disk))
+        return disk
 
     def stack(self, top: str | None, owner: str) -> tuple[int, int]:
         """Drops ``owner``'s reference to a layer stack.
 
         Returns:
-            (bytes freed on disk, of which the layers' ``size``).
+            (bytes freed in Docker's sizes, bytes freed on disk).
         """
-        freed = content = 0
+        freed = disk = 0
         for chain_id in self.live.release(top):
             size = self.sizer.layer(self.graph, chain_id)
-            self.layers.append(PlannedLayer(chain_id, f"only used by {owner}", size))
+            on_disk = self.sizer.layer_disk(self.graph, chain_id)
+            self.layers.append(PlannedLayer(chain_id, f"only used by {owner}", size, on_disk))
             freed += size
-            content += self.graph.layers[chain_id].size
-        return freed, content
+            disk += on_disk
+        return freed, disk
 
 
 def _plan_images(
@@ -621,14 +719,17 @@ def _plan_images(
 ) -> list[PlannedImage]:
     """The images an image (or system) prune removes, releasing what each kept."""
     images: list[PlannedImage] = []
-    for image_id in _images_to_prune(graph, request.all, cutoff, filters, sizer):
+    # dangling=false asks for every unused image, as -a does.
+    every = request.all or prunes_every_unused_image(filters)
+    for image_id in _images_to_prune(graph, every, cutoff, filters, sizer):
         image = graph.images[image_id]
-        reason = "unused image" if request.all and image.tags else "dangling image"
+        reason = "unused image" if every and image.tags else "dangling image"
         if cutoff is not None:
             reason += " created before the until filter"
         owner = f"image {image_id}"
-        freed = releases.stack(image.top_layer, owner)[0] + releases.blob(image.id, owner)
-        images.append(PlannedImage(image_id, image.tags if request.all else (), reason, freed))
+        freed, disk = releases.stack(image.top_layer, owner)
+        disk += releases.blob(image.id, owner)
+        images.append(PlannedImage(image_id, image.tags if every else (), reason, freed, disk))
     return images
 
 
@@ -666,16 +767,16 @@ def _plan_cache(
         if storage is not None and storage <= (request.keep_storage or 0):
             break
         owner = f"cache entry {entry.key}"
-        freed, content = releases.stack(entry.top_layer, owner)
-        freed += releases.blob(entry.result, owner)
+        freed, disk = releases.stack(entry.top_layer, owner)
+        disk += releases.blob(entry.result, owner)
         if entry.parent != entry.result:
-            freed += releases.blob(entry.parent, owner)
+            disk += releases.blob(entry.parent, owner)
         if storage is not None:
-            storage -= content
+            storage -= freed
         reason = _cache_reason(request, cutoff, storage is not None)
         cache.append(
             PlannedCache(
-                entry.key, entry.instruction, entry.last_used, entry.use_count, reason, freed
+                entry.key, entry.instruction, entry.last_used, entry.use_count, reason, freed, disk
             )
         )
     return cache
@@ -768,7 +869,7 @@ def plan_summary(plan: PrunePlan) -> str:
     return (
         f"{len(plan.images)} images, {len(plan.cache)} cache entries, {len(plan.layers)} layers,"
         f" {len(plan.blobs)} configs, {len(plan.leftovers)} leftovers:"
-        f" {plan.reclaimable_bytes} bytes"
+        f" {plan.reclaimable_bytes} bytes ({plan.disk_bytes} on disk)"
     )
 
 

@@ -8,9 +8,9 @@ made here and nowhere else:
   (``step`` = ``"<stage>/<index>"``, ``instruction``).
 * ``pruned``: this exact step was cached once but its entry (or its result) was pruned.
 * ``base_changed``: ``FROM`` resolved to another image than last time (``old``, ``new``).
-* ``first_build``: nothing has ever run on this state.
-* ``instruction_changed``: the last step run on this state was another instruction
-  (``old``, ``new``).
+* ``first_build``: nothing ran at this step of this stage before.
+* ``instruction_changed``: the last step run here on this state was another instruction
+  (``old``, ``new``; the message shows where they differ).
 * ``build_arg_changed``: a build arg in scope has another value (``name``, ``old``,
   ``new``; a missing value is None).
 * ``sources_changed``: COPY/ADD sources differ (``added``, ``removed``, ``changed``,
@@ -19,9 +19,11 @@ made here and nowhere else:
   and ``instruction`` of the step that ran again in a stage ``COPY --from`` reads).
 * ``config_changed``: the resulting image config differs (``field``, ``old``, ``new``).
 
-A miss is explained against the cache entries the engine remembers (:class:`History`):
-the most recent entry with the same parent state, preferring one with the same
-instruction text. This module only reads that data; the engine fetches it.
+A miss is explained against the cache entries the engine remembers (:class:`History`)
+at the same step of the same stage: the most recent entry with the same parent state,
+preferring one with the same instruction text. Another stage's steps never explain it,
+even when they ran on the same state. This module only reads that data; the engine
+fetches it.
 """
 
 from __future__ import annotations
@@ -61,10 +63,12 @@ class History:
 
     Attributes:
         pruned: this exact key had an entry that was pruned (a tombstone remains).
-        on_parent: entries recorded on the same parent state, newest first (empty when
-            the parent is not known, as in a dry run over a stage that runs again).
-        same_instruction: entries of the same instruction text on any parent, newest
-            first; only consulted for the first step of a stage, to tell a changed base.
+        on_parent: entries recorded on the same parent state at the same step of the
+            same stage, newest first (empty when the parent is not known, as in a dry
+            run over a stage that runs again).
+        same_instruction: entries of the same instruction text at that step on any
+            parent, newest first; only consulted for the first step of a stage, to tell
+            a changed base.
     """
 
     pruned: bool = False
@@ -103,7 +107,9 @@ def parent_missed(step: str, instruction: str) -> Reason:
     }
 
 
-def first_build(message: str = "no step has been cached on this state before") -> Reason:
+def first_build(
+    message: str = "first build: nothing was cached at this step of this stage before",
+) -> Reason:
     """The reason for a step that nothing comparable ever ran before.
 
     Args:
@@ -182,6 +188,52 @@ def _clip(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _window(old: str, new: str, width: int = 60, before: int = 24) -> tuple[str, str]:
+    """The two texts as a reader can tell them apart: whole when both are short, else
+    both cut to the same window, which starts a little before their first difference
+    (so an edit at the end of a long RUN shows, never two identical clipped strings).
+    Line breaks show as ``↵``.
+    """
+    if len(old) <= width and len(new) <= width:
+        return _visible(old), _visible(new)
+    first = next(
+        (i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b),
+        min(len(old), len(new)),
+    )
+    start = max(0, first - before)
+    if start:
+        # Begin at the start of a word, a little earlier rather than mid-word.
+        space = old.rfind(" ", max(0, start - 12), start)
+        start = space + 1 if space >= 0 else start
+    return _cut(old, start, width), _cut(new, start, width)
+
+
+def _cut(text: str, start: int, width: int) -> str:
+    stop = min(len(text), start + width)
+    return ("…" if start else "") + _visible(text[start:stop]) + ("…" if stop < len(text) else "")
+
+
+def _visible(text: str) -> str:
+    return text.replace("\r\n", "↵").replace("\n", "↵")
+
+
+def instruction_changed(old: str, new: str) -> Reason:
+    """The reason for a step whose instruction text differs from the one cached here.
+
+    Args:
+        old: the cached step's instruction as written.
+        new: this step's.
+    """
+    shown_old, shown_new = _window(old, new)
+    hint = " (only whitespace differs)" if old.split() == new.split() else ""
+    return {
+        "kind": "instruction_changed",
+        "message": f"the instruction changed from '{shown_old}' to '{shown_new}'{hint}",
+        "old": old,
+        "new": new,
+    }
+
+
 def _first_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
     for name in sorted(set(old) | set(new)):
         if old.get(name) != new.get(name):
@@ -208,13 +260,7 @@ def compare(prev: Mapping[str, Any], cur: Mapping[str, Any]) -> Reason:
         then the step's own fields.
     """
     if prev.get("instruction") != cur.get("instruction"):
-        old, new = prev.get("instruction", ""), cur.get("instruction", "")
-        return {
-            "kind": "instruction_changed",
-            "message": f"the instruction changed from '{_clip(old)}' to '{_clip(new)}'",
-            "old": old,
-            "new": new,
-        }
+        return instruction_changed(prev.get("instruction", ""), cur.get("instruction", ""))
     old_src, new_src = prev.get("sources"), cur.get("sources")
     if new_src is not None and (old_src or {}).get("checksum") != new_src.get("checksum"):
         added, removed, changed = diff_manifests(
@@ -303,3 +349,255 @@ def explain_miss(inputs: Mapping[str, Any], history: History, *, first_in_stage:
                     old, new, f"{inputs.get('from')} now resolves to {new_word} (was {old_word})"
                 )
     return first_build()
+
+
+# -- BuildKit's decisions, and where the two builders part --------------------------------
+
+# Config fields that only describe the image: BuildKit's steps never read them, so a
+# change there misses under the classic builder and hits under BuildKit.
+IMAGE_SETTINGS = frozenset(
+    {
+        "Labels",
+        "ExposedPorts",
+        "Cmd",
+        "Entrypoint",
+        "Healthcheck",
+        "StopSignal",
+        "Volumes",
+        "OnBuild",
+    }
+)
+# Instructions BuildKit makes no step of.
+SETTING_INSTRUCTIONS = frozenset(
+    {
+        "ENV", "ARG", "LABEL", "USER", "EXPOSE", "CMD", "ENTRYPOINT", "HEALTHCHECK",
+        "SHELL", "STOPSIGNAL", "ONBUILD", "VOLUME", "MAINTAINER",
+    }
+)  # fmt: skip
+_FIELD_INSTRUCTION = {
+    "Labels": "LABEL",
+    "ExposedPorts": "EXPOSE",
+    "Cmd": "CMD",
+    "Entrypoint": "ENTRYPOINT",
+    "Healthcheck": "HEALTHCHECK",
+    "StopSignal": "STOPSIGNAL",
+    "Volumes": "VOLUME",
+    "OnBuild": "ONBUILD",
+    "Env": "ENV",
+    "User": "USER",
+    "WorkingDir": "WORKDIR",
+    "Shell": "SHELL",
+}
+STALE_REUSE_ISSUE = "moby/buildkit#7176"
+
+
+def stage_skipped(stage: str) -> Reason:
+    """The note on the FROM of a stage BuildKit does not build.
+
+    Args:
+        stage: the stage's name (or number).
+    """
+    return {
+        "kind": "stage_skipped",
+        "message": f"the stage `{stage}` is not needed by the target and was skipped",
+        "stage": stage,
+    }
+
+
+def merged(step: str, instruction: str) -> Reason:
+    """The note on a step identical to one of another stage of the same build.
+
+    Args:
+        step: ``"<stage>/<index>"`` of the step that ran (or hit) first.
+        instruction: that step's instruction.
+    """
+    return {
+        "kind": "merged",
+        "message": "this step ran once for both stages (the same step on the same"
+        f" state as {step}, so one result serves both)",
+        "step": step,
+        "instruction": instruction,
+    }
+
+
+def no_cache_filter(stage: str) -> Reason:
+    """The reason for a step of a stage named by ``--no-cache-filter``."""
+    return {
+        "kind": "no_cache",
+        "message": f"--no-cache-filter {stage}: the cache was not consulted for this stage",
+        "stage": stage,
+    }
+
+
+def _changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    return [f for f in sorted(set(old) | set(new)) if old.get(f) != new.get(f)]
+
+
+def settings_not_keyed(
+    keyword: str, old: Mapping[str, Any], new: Mapping[str, Any]
+) -> Reason | None:
+    """The note on a BuildKit hit whose image settings changed since its entry was made
+    (the classic builder, which compares the whole config, would have missed).
+
+    Args:
+        keyword: the step's instruction (``COPY``, ``RUN``, ...).
+        old: the config recorded with the entry (``compared_config``).
+        new: this build's config at the step.
+
+    Returns:
+        None when nothing changed.
+    """
+    fields = _changed_fields(old, new)
+    if not fields:
+        return None
+    names = sorted({_FIELD_INSTRUCTION.get(f, f) for f in fields})
+    what = " and ".join(names)
+    return {
+        "kind": "settings_not_keyed",
+        "message": f"hit: the {what} above changed, but under BuildKit image settings"
+        f" don't enter a {keyword}'s key",
+        "field": fields[0],
+        "old": old.get(fields[0]),
+        "new": new.get(fields[0]),
+        "builder": "classic",
+    }
+
+
+def other_builder(builder: str, cached: bool | None, message: str) -> Reason:
+    """What the other builder would have decided at a step.
+
+    Args:
+        builder: the other builder (``classic`` or ``buildkit``).
+        cached: its decision: True hit, False miss, None no step at all.
+        message: why, in plain words.
+    """
+    return {"kind": "other_builder", "message": message, "builder": builder, "cached": cached}
+
+
+def contrast(
+    builder: str,
+    keyword: str,
+    cached: bool | None,
+    reason: Reason | None,
+    first_miss_keyword: str | None = None,
+) -> Reason | None:
+    """What the other builder would have decided, where the step alone tells it.
+
+    Args:
+        builder: the builder this build followed.
+        keyword: the step's instruction.
+        cached: this build's decision (None: no cached step).
+        reason: its reason or note.
+        first_miss_keyword: classic: the instruction of the stage's first miss, when
+            this step missed because of it and that miss was a change of the instruction
+            or its config (a first build misses under both builders).
+
+    Returns:
+        None when the step alone does not tell (or the builders agree).
+    """
+    kind = reason.get("kind") if reason else None
+    if builder == "buildkit":
+        if kind == "stage_skipped":
+            return other_builder(
+                "classic", False, "the classic builder builds every stage up to the target"
+            )
+        if kind == "merged":
+            return other_builder(
+                "classic",
+                True,
+                "the classic builder runs the step in each stage; the second one hits",
+            )
+        if kind == "settings_not_keyed" and reason is not None:
+            return other_builder(
+                "classic",
+                False,
+                f"the classic builder compares the whole image config: {reason.get('field')}"
+                " changed, so it misses here and at every later step of the stage",
+            )
+        if kind == "stale_reuse":
+            return None
+        if cached is None and keyword in SETTING_INSTRUCTIONS:
+            return other_builder(
+                "classic",
+                None,
+                f"the classic builder makes a cached step of {keyword}: a change here would"
+                " make every later step of the stage miss",
+            )
+        return None
+    if keyword in SETTING_INSTRUCTIONS:
+        # Whatever the classic builder decided, BuildKit has no step here to decide.
+        return other_builder(
+            "buildkit", None, f"BuildKit makes no step of {keyword}: it only sets the image config"
+        )
+    if cached is False and kind == "config_changed" and reason is not None:
+        field = str(reason.get("field") or "")
+        if field in IMAGE_SETTINGS:
+            return other_builder(
+                "buildkit",
+                True,
+                f"BuildKit would not miss for this: {field} is an image setting, and image"
+                f" settings don't enter a {keyword}'s key",
+            )
+    if cached is False and kind == "parent_missed" and first_miss_keyword in (
+        "LABEL", "EXPOSE", "CMD", "ENTRYPOINT", "HEALTHCHECK", "STOPSIGNAL", "MAINTAINER"
+    ):  # fmt: skip
+        return other_builder(
+            "buildkit",
+            True,
+            f"BuildKit would not miss for this: it makes no step of {first_miss_keyword},"
+            " so a change there does not cascade",
+        )
+    return None
+
+
+def stale_reuse(base: Reason, stale: list[str]) -> Reason:
+    """A sources change BuildKit's context transfer would have missed.
+
+    BuildKit compares its copy of the context with the client's by size, mtime and
+    mode and sends only what differs, and an existing directory's new metadata never
+    reaches its checksum: a rewrite with the same size and mtime, or a changed
+    directory mode, leaves the old checksum, so BuildKit reuses the old layer.
+    lamina decides by content.
+
+    Args:
+        base: the ``sources_changed`` reason.
+        stale: the paths BuildKit would not have seen change.
+    """
+    shown = ", ".join(stale[:3]) + (" …" if len(stale) > 3 else "")
+    out: Reason = dict(base)  # type: ignore[assignment]
+    out["kind"] = "stale_reuse"
+    out["stale"] = list(stale)
+    out["builder"] = "buildkit"
+    out["message"] = (
+        f"{base['message']}; decided by content: BuildKit would have reused the old layer"
+        f" here, since its context transfer does not see {shown} change ({STALE_REUSE_ISSUE})"
+    )
+    return out
+
+
+def stale_paths(prev: Mapping[str, Any], cur: Mapping[str, Any], reason: Reason) -> list[str]:
+    """The changed paths BuildKit's context transfer would not have sent again.
+
+    Args:
+        prev: the inputs of the entry the miss is explained against.
+        cur: this step's inputs.
+        reason: the ``sources_changed`` reason ``compare`` gave.
+    """
+    old_src, new_src = prev.get("sources") or {}, cur.get("sources") or {}
+    old_m, new_m = old_src.get("manifest", {}), new_src.get("manifest", {})
+    old_t, new_t = old_src.get("mtimes", {}), new_src.get("mtimes", {})
+    out = []
+    for change in reason.get("changed", []):
+        path, what = change["path"], change["what"]
+        old, new = old_m.get(path), new_m.get(path)
+        if not old or not new:
+            continue
+        if (old[0] == "dir" and new[0] == "dir" and set(what) <= {"mode", "owner"}) or (
+            "content" in what
+            and old[0] == new[0] == "file"
+            and old[2] == new[2]
+            and path in old_t
+            and old_t.get(path) == new_t.get(path)
+        ):
+            out.append(path)
+    return out

@@ -1,21 +1,28 @@
 """Disk accounting: sizes, shared and unique bytes, reclaimable space, what frees what.
 
-Everything comes from the index in a few queries (the ``size`` column is the bytes of a
-layer's ``diff/`` on disk, hardlinks once); the filesystem is asked only for the store's
-free space and for the few blocks around layers and configs that a removal would free.
+Everything comes from the index in a few queries; the filesystem is asked only for the
+store's free space and for the few blocks around layers and configs that a removal
+would free on disk.
+
+Sizes are Docker's: a layer's ``size`` is the bytes of its files as Docker counts them
+(moby's ``directory.Size`` of the layer's diff, which ``docker images``, ``history`` and
+``system df`` show), configs count nothing. What the store occupies on disk (blocks,
+hardlinks once, with the directories around layers and the config files) is a second
+figure, kept apart and always labelled so: ``disk`` on a layer, ``layers_disk`` and
+``reclaimable_disk`` on the whole.
 
 Numbers mean one thing each:
 
 * an image's ``size`` is the sum of its layers; ``shared_size`` the part whose chainIDs
   other images use too; ``unique_size = size - shared_size`` (Docker's definitions).
 * ``frees`` is what removing it alone would free *now*: the layers that nothing else
-  (no other image, no cache entry) references, plus its config, plus the directory
-  blocks around those layers. It is what ``rmi`` / prune would report.
+  (no other image, no cache entry) references. It is what ``rmi`` / prune would report.
 * a category's ``reclaimable`` is exactly the ``reclaimable_bytes`` of the default
   prune for it (``image prune``, ``builder prune``; orphans and leftovers go with any
   prune), and the total is that of ``system prune``. ``reclaimable_all`` is the same
-  with ``-a``. (A Docker Engine's rows use Docker's own definitions instead, so they
-  read as ``docker system df`` does: see ``lamina.core.docker.usage``.)
+  with ``-a``. A prune frees only what the category counts, so ``reclaimable`` never
+  exceeds ``size``. (A Docker Engine's rows use Docker's own definitions instead, so
+  they read as ``docker system df`` does: see ``lamina.core.docker.usage``.)
 * ``prunes`` says, per prune command, the bytes and items its plan removes: the one
   list the CLI and the Disk view show.
 
@@ -32,7 +39,6 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]
 
 from lamina.core.accounting.graph import (
-    CacheRow,
     Liveness,
     RefGraph,
 )
@@ -42,7 +48,6 @@ from lamina.core.accounting.plans import (
     Sizer,
     build_plan,
 )
-from lamina.core.digest import is_digest
 from lamina.core.errors import StoreError
 
 
@@ -81,11 +86,12 @@ class LayerUsage:
 
     Attributes:
         chain_id: the layer.
-        size: bytes of its ``diff/`` on disk.
+        size: its Docker size (its files' bytes).
         created: when it was committed.
         created_by: the instruction that made it.
         images: IDs of images whose stack contains it.
         cache: keys of cache entries whose stack contains it.
+        disk: bytes its files occupy on disk (0 where the engine does not say).
     """
 
     chain_id: str
@@ -94,6 +100,7 @@ class LayerUsage:
     created_by: str
     images: tuple[str, ...]
     cache: tuple[str, ...]
+    disk: int = 0
 
     @property
     def orphan(self) -> bool:
@@ -230,6 +237,31 @@ class CategoryUsage:
 
 
 @dataclass(frozen=True)
+class CacheMountUsage:
+    """One ``RUN --mount=type=cache`` directory (``exec.cachemount`` in BuildKit).
+
+    Attributes:
+        id: what it is shared by.
+        mount_id: the id (or target) RUN asked for.
+        sharing: ``shared``, ``private`` or ``locked``.
+        size: bytes it holds.
+        created: when it was made.
+        last_used: when a RUN last used it.
+        use_count: how many RUNs used it.
+        in_use: a build uses it now.
+    """
+
+    id: str
+    mount_id: str
+    sharing: str
+    size: int
+    created: float
+    last_used: float
+    use_count: int
+    in_use: bool
+
+
+@dataclass(frozen=True)
 class DiskUsage:
     """The whole store's accounting.
 
@@ -245,6 +277,12 @@ class DiskUsage:
         home: the store directory.
         containers, volumes: per object (a Docker Engine's; none in lamina's store).
         prunes: what each prune command would remove now.
+        cache_mounts: ``RUN --mount=type=cache`` directories (``builder prune`` and
+            ``system prune`` remove them).
+        layers_disk: what every layer's files occupy on disk (0 where not known).
+        reclaimable_disk: what ``system prune`` frees on disk (layer directories,
+            configs, leftovers).
+        reclaimable_all_disk: the same for ``system prune -a``.
     """
 
     images: tuple[ImageUsage, ...]
@@ -262,6 +300,10 @@ class DiskUsage:
     containers: tuple[ContainerUsage, ...] = ()
     volumes: tuple[VolumeUsage, ...] = ()
     prunes: tuple[PruneEstimate, ...] = ()
+    cache_mounts: tuple[CacheMountUsage, ...] = ()
+    layers_disk: int = 0
+    reclaimable_disk: int = 0
+    reclaimable_all_disk: int = 0
 
     def category(self, name: str) -> CategoryUsage:
         """The summary row called ``name``."""
@@ -296,6 +338,9 @@ class DiskUsage:
             "layers_size": self.layers_size,
             "reclaimable_bytes": self.reclaimable,
             "reclaimable_all_bytes": self.reclaimable_all,
+            "layers_disk": self.layers_disk,
+            "reclaimable_disk_bytes": self.reclaimable_disk,
+            "reclaimable_all_disk_bytes": self.reclaimable_all_disk,
             "fs_free": self.fs_free,
             "fs_total": self.fs_total,
         }
@@ -319,9 +364,8 @@ def account(
     """
     users = _Users.of(graph)
     live = Liveness(graph)
-    blob_refs = graph.blob_refs()
-    images = _image_usages(graph, users, live, blob_refs, sizer)
-    cache = _cache_usages(graph, live, blob_refs, sizer)
+    images = _image_usages(graph, users, live, sizer)
+    cache = _cache_usages(graph, live, sizer)
     layers = _layer_usages(graph, users)
     orphans = tuple(layer.chain_id for layer in layers if layer.orphan)
     plans = _Plans.of(graph, now, sizer, leftovers)
@@ -340,6 +384,9 @@ def account(
         fs_total=fs_total,
         home=str(home) if home is not None else "",
         prunes=plans.estimates(),
+        layers_disk=sum(row.disk for row in graph.layers.values()),
+        reclaimable_disk=plans.system.disk_bytes,
+        reclaimable_all_disk=plans.system_all.disk_bytes,
     )
 
 
@@ -384,7 +431,7 @@ def _by_layer(chains: dict[str, list[str]]) -> dict[str, list[str]]:
 
 
 def _image_usages(
-    graph: RefGraph, users: _Users, live: Liveness, blob_refs: dict[str, int], sizer: Sizer
+    graph: RefGraph, users: _Users, live: Liveness, sizer: Sizer
 ) -> tuple[ImageUsage, ...]:
     """Each image's size, shared and unique bytes, and what removing it frees; newest first."""
     images: list[ImageUsage] = []
@@ -400,7 +447,7 @@ def _image_usages(
                 size,
                 shared,
                 size - shared,
-                bytes_freed(graph, live, blob_refs, sizer, image.top_layer, {image.id}),
+                bytes_freed(graph, live, sizer, image.top_layer),
                 len(chain),
             )
         )
@@ -408,9 +455,7 @@ def _image_usages(
     return tuple(images)
 
 
-def _cache_usages(
-    graph: RefGraph, live: Liveness, blob_refs: dict[str, int], sizer: Sizer
-) -> tuple[CacheUsage, ...]:
+def _cache_usages(graph: RefGraph, live: Liveness, sizer: Sizer) -> tuple[CacheUsage, ...]:
     """Each cache entry's own layer, whether an image shares it, and what removing it
     frees; most recently used first."""
     image_live = Liveness(graph, cache=(), busy=False)
@@ -430,7 +475,7 @@ def _cache_usages(
                 e.last_used,
                 e.use_count,
                 e.top_layer is not None and image_live.live(e.top_layer),
-                bytes_freed(graph, live, blob_refs, sizer, e.top_layer, entry_configs(e)),
+                bytes_freed(graph, live, sizer, e.top_layer),
                 e.top_layer,
             )
         )
@@ -448,6 +493,7 @@ def _layer_usages(graph: RefGraph, users: _Users) -> tuple[LayerUsage, ...]:
             row.created_by,
             tuple(users.images.get(row.chain_id, ())),
             tuple(users.cache.get(row.chain_id, ())),
+            row.disk,
         )
         for row in sorted(graph.layers.values(), key=lambda r: (r.created, r.chain_id))
     )
@@ -561,18 +607,6 @@ def _parent_layer(graph: RefGraph, top: str | None) -> str | None:
     return graph.layers[top].parent
 
 
-def entry_configs(entry: CacheRow) -> set[str]:
-    return {d for d in (entry.result, entry.parent) if is_digest(d)}
-
-
-def bytes_freed(
-    graph: RefGraph,
-    live: Liveness,
-    blob_refs: dict[str, int],
-    sizer: Sizer,
-    top: str | None,
-    configs: set[str],
-) -> int:
-    """Bytes of the layers only ``top`` keeps, plus configs only this object references."""
-    total = sum(sizer.layer(graph, c) for c in live.would_free([top]))
-    return total + sum(sizer.blob(d) for d in configs if blob_refs.get(d, 0) == 1)
+def bytes_freed(graph: RefGraph, live: Liveness, sizer: Sizer, top: str | None) -> int:
+    """Docker's size of the layers only ``top`` keeps (configs count nothing)."""
+    return sum(sizer.layer(graph, c) for c in live.would_free([top]))

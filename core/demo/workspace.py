@@ -7,9 +7,13 @@ real builder on a busybox base made from the machine's static busybox:
    (so the base layer is shared by every image);
 2. ``demo-app`` again after touching ``app.sh`` (mtime only: the COPY still hits) and
    making ``data/run.sh`` executable (a mode change: that COPY misses);
-3. ``demo-app`` again after editing its first RUN line (a miss that cascades);
-4. ``demo-tools`` FROM the final ``demo-app`` (shares all of its layers);
-5. ``demo-release`` imported twice (``lamina import``): the first release is left
+3. ``demo-app`` again after editing the RUN line that writes the greeting (a miss that
+   cascades);
+4. ``demo-app`` again after editing the LABEL above its COPY steps: where the two
+   builders part (BuildKit, the default, hits everywhere, since image settings enter no
+   step's key; the classic builder misses from the LABEL down);
+5. ``demo-tools`` FROM the final ``demo-app`` (shares all of its layers);
+6. ``demo-release`` imported twice (``lamina import``): the first release is left
    dangling, and since no build cache holds its layer, pruning dangling images frees it.
 
 Each rebuild moves the ``demo-app`` tag, so the earlier images become dangling, and
@@ -41,7 +45,7 @@ from lamina.core.model import BuildRequest, StepRecord
 log = logging.getLogger(__name__)
 
 MARKER = ".lamina-demo.json"
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 BASE_TAG = "lamina-demo/busybox:latest"
 APP_TAG = "demo-app:latest"
 WEB_TAG = "demo-web:latest"
@@ -58,12 +62,26 @@ INDEX_HTML = (
 TOOL_SH = "#!/bin/sh\nls -l /app\n"
 
 
-def _app_dockerfile(base: str, greeting: str, with_run: bool) -> str:
-    lines = [f"FROM {base}", 'LABEL org.lamina.demo="app"']
+APP_LABEL = "app"
+EDITED_LABEL = "app, v2"
+
+
+def _app_dockerfile(
+    base: str,
+    greeting: str,
+    with_run: bool,
+    label: str = APP_LABEL,
+    conf_dest: str = "/etc/demo.conf",
+) -> str:
+    lines = [f"FROM {base}", f'LABEL org.lamina.demo="{label}"']
     if with_run:
+        # A step that never changes comes first, so the rebuild after the greeting edit
+        # shows hits above the edited line under both builders (BuildKit makes no step
+        # of the LABEL).
+        lines.append("RUN mkdir -p /app")
         lines.append(f'RUN echo "greeting={greeting}" > /etc/demo.conf')
     else:
-        lines.append("COPY demo.conf /etc/demo.conf")
+        lines.append(f"COPY demo.conf {conf_dest}")
     lines += ["COPY app.sh /app/app.sh", "COPY data/ /app/data/"]
     if with_run:
         lines.append("RUN wc -c /app/data/* > /app/sizes.txt")
@@ -319,17 +337,19 @@ def create_demo(source: Any, workspace: Path) -> DemoResult:
         builder.build("demo-app (touched app.sh, chmod +x data/run.sh)", app, APP_TAG)
     )
 
-    # Change a line: the edited step misses and every step after it follows.
-    if with_run:
-        _write(app / "Dockerfile", _app_dockerfile(base, "hi", with_run))
-    else:
-        _write(
-            app / "Dockerfile",
-            _app_dockerfile(base, "hello", with_run).replace(
-                'LABEL org.lamina.demo="app"', 'LABEL org.lamina.demo="app, edited"'
-            ),
-        )
+    # Change a line: the edited step misses and every step after it follows. Without
+    # RUN, the first COPY's line changes (same file, same place: only the text differs).
+    greeting = "hi" if with_run else "hello"
+    conf_dest = "/etc/demo.conf" if with_run else "/etc/"
+    _write(app / "Dockerfile", _app_dockerfile(base, greeting, with_run, conf_dest=conf_dest))
     result.builds.append(builder.build("demo-app (edited a line)", app, APP_TAG))
+
+    # Edit the LABEL above the COPY steps: where BuildKit and the classic builder part.
+    _write(
+        app / "Dockerfile",
+        _app_dockerfile(base, greeting, with_run, label=EDITED_LABEL, conf_dest=conf_dest),
+    )
+    result.builds.append(builder.build("demo-app (edited the LABEL)", app, APP_TAG))
     result.builds.append(builder.build("demo-tools", tools, TOOLS_TAG))
     _import_releases(store, ws)
 

@@ -48,11 +48,9 @@ from lamina.core.events import (
     StepStarted,
 )
 from lamina.core.model import BuildRecord, BuildRequest, StepRecord
+from lamina.core.settings import BUILDERS, default_builder
 
 log = logging.getLogger(__name__)
-
-# The builders a Docker build can use; the first is the default.
-BUILDERS = ("buildkit", "classic")
 
 _STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _ID_RE = re.compile(r"^ ---> ([0-9a-f]{12,64})$")
@@ -93,7 +91,11 @@ class DockerBuilder:
         context = Path(request.context)
         if not context.is_dir():
             raise ContextError(f"build context {context} is not a directory")
-        request = replace(request, tags=tuple(convert.normal_tag(t) for t in request.tags))
+        request = replace(
+            request,
+            tags=tuple(convert.normal_tag(t) for t in request.tags),
+            builder=request.builder or default_builder(),
+        )
         if request.builder not in BUILDERS:
             raise UsageError(
                 f"unknown builder {request.builder!r} (expected {' or '.join(BUILDERS)})"

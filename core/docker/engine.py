@@ -21,11 +21,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lamina.core.accounting.diff import ImageFiles, layer_instructions
 from lamina.core.accounting.dive import Analysis, analyze_entries
 from lamina.core.accounting.plans import PrunePlan, PruneRequest, PruneResult
 from lamina.core.accounting.usage import DiskUsage
 from lamina.core.docker import client as docker_client
 from lamina.core.docker import convert, prune, usage
+from lamina.core.docker import pull as registry
 from lamina.core.docker.build import DockerBuilder
 from lamina.core.docker.inventory import Inventory
 from lamina.core.docker.save import saved_layers
@@ -39,6 +41,8 @@ from lamina.core.model import (
     ImageSummary,
     LayerInfo,
 )
+from lamina.core.registry.plan import PullPlan
+from lamina.core.registry.progress import TransferEvent
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +146,16 @@ class DockerEngine:
             ([(e.path, e.size, e.kind == "dir") for e in listings[d]] for d in diff_ids), ref
         )
 
+    def image_files(self, ref: str) -> ImageFiles:
+        """Every layer's files with content digests, from one pass over the saved stream."""
+        from lamina.core.digest import chain_ids
+        from lamina.core.docker.files import image_files
+
+        data = self._inventory.resolve(ref)
+        diff_ids = convert.diff_ids(data)
+        lines = layer_instructions(self.history(ref), chain_ids(diff_ids))
+        return image_files(self.api, ref, data["Id"], diff_ids, lines)
+
     # -- tags and removal ------------------------------------------------------------
 
     def tag(self, ref: str, new_tag: str) -> None:
@@ -163,6 +177,23 @@ class DockerEngine:
     def builds(self, limit: int = 50) -> list[BuildRecord]:
         """Builds lamina ran on this Docker Engine, newest first."""
         return DockerBuilder(self._inventory, self._home).list_builds(limit)
+
+    # -- registries (lamina.core.docker.pull) -----------------------------------------
+
+    def plan_pull(self, ref: str, platform: str | None = None) -> PullPlan:
+        """What the daemon would download for ``ref``, from the registry's manifest."""
+        return registry.plan_pull(self.images(), self.layers(), ref, platform)
+
+    def pull(
+        self, plan: PullPlan, cancel: threading.Event | None = None
+    ) -> Iterator[TransferEvent]:
+        """Has the daemon pull the plan's image, streaming its progress."""
+        self._inventory.forget()
+        return registry.pull(self.api, plan, cancel)
+
+    def push(self, ref: str, cancel: threading.Event | None = None) -> Iterator[TransferEvent]:
+        """Has the daemon push a tag it has."""
+        return registry.push(self.api, self.images(), ref, cancel)
 
     # -- disk usage and prune --------------------------------------------------------
 

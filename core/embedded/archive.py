@@ -23,6 +23,7 @@ import os
 import platform
 import posixpath
 import shutil
+import stat
 import tarfile
 import tempfile
 import time
@@ -34,10 +35,16 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from lamina.core.digest import Hasher, chain_ids, hex_of, is_digest, sha256_bytes
-from lamina.core.embedded.store import Store, normalize_tag
+from lamina.core.embedded.store import Store, normalize_tag, schema
 from lamina.core.embedded.store.images import format_created
 from lamina.core.embedded.store.layers import StagedLayer
-from lamina.core.embedded.store.tarsplit import CHUNK, END_OF_ARCHIVE, padding, pax_header
+from lamina.core.embedded.store.tarsplit import (
+    CHUNK,
+    END_OF_ARCHIVE,
+    TarReader,
+    padding,
+    pax_header,
+)
 from lamina.core.errors import ArchiveError, LaminaError, StoreError
 from lamina.core.model import ImageSummary
 
@@ -56,7 +63,12 @@ INDEX_TYPES = (MT_OCI_INDEX, MT_DOCKER_LIST)
 MANIFEST_TYPES = (MT_OCI_MANIFEST, MT_DOCKER_MANIFEST)
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
-MAX_JSON = 64 << 20  # no manifest or config is this big; refuse to read one into memory
+MAX_JSON = schema.MAX_JSON_BYTES  # no manifest or config is this big; refuse to read one
+# Descriptors one archive may list in all (index entries, manifests' layers, docker-archive
+# images and their layers), counting repeats: bounds the work a small archive can ask for.
+MAX_DESCRIPTORS = 50_000
+# Files in an archive (a docker save tar holds a few per image and layer).
+MAX_ARCHIVE_MEMBERS = 100_000
 
 
 def host_platform() -> tuple[str, str]:
@@ -100,6 +112,10 @@ def open_decompressed(raw: BinaryIO, where: str) -> Iterator[BinaryIO]:
 
 
 def _peek(raw: BinaryIO, n: int) -> bytes:
+    peek = getattr(raw, "peek", None)
+    if peek is not None:
+        # A buffered stream peeks without seeking, so a pipe works too.
+        return bytes(peek(n)[:n])
     pos = raw.tell()
     head = raw.read(n)
     raw.seek(pos)
@@ -146,7 +162,10 @@ class _Source:
         with self.open(name) as f:
             data = f.read(MAX_JSON + 1)
         if len(data) > MAX_JSON:
-            raise ArchiveError(f"{self.label}: {name}: too large for a manifest or config")
+            raise ArchiveError(
+                f"{self.label}: {name}: too large for a manifest or config "
+                f"(the limit is {MAX_JSON >> 20} MiB)"
+            )
         return data
 
     def close(self) -> None:
@@ -163,7 +182,10 @@ class _DirSource(_Source):
         self.label = str(root)
 
     def _path(self, name: str) -> Path:
-        path = (self.root / _clean(name)).resolve()
+        try:
+            path = (self.root / _clean(name)).resolve()
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise ArchiveError(f"{self.label}: {name!r}: cannot be resolved ({exc})") from None
         if path != self.root and self.root not in path.parents:
             raise ArchiveError(f"{self.label}: {name}: points outside the layout")
         return path
@@ -172,58 +194,151 @@ class _DirSource(_Source):
         return self._path(name).is_file()
 
     def open(self, name: str) -> BinaryIO:
+        # O_NONBLOCK: opening a FIFO planted in the layout must not wait for a writer.
         try:
-            return open(self._path(name), "rb")
+            fd = os.open(self._path(name), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             raise ArchiveError(f"{self.label}: {name}: missing from the archive") from None
         except OSError as exc:
             raise ArchiveError(f"{self.label}: {name}: {exc.strerror}") from exc
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ArchiveError(f"{self.label}: {name}: not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A member of an archive tar: where its payload is."""
+
+    name: str
+    type: bytes
+    offset: int
+    size: int
+    linkname: str
+
+    def is_file(self) -> bool:
+        return self.type in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
+
+
+class _Slice:
+    """A read-only view of ``size`` bytes at ``offset`` of an open file (positional
+    reads, so several can be open at once)."""
+
+    def __init__(self, fd: int, offset: int, size: int, where: str) -> None:
+        self.fd, self.offset, self.size, self.where = fd, offset, size, where
+        self.pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        left = self.size - self.pos
+        n = left if n is None or n < 0 else min(n, left)
+        if n <= 0:
+            return b""
+        data = os.pread(self.fd, n, self.offset + self.pos)
+        if not data:
+            raise ArchiveError(f"{self.where}: truncated archive")
+        self.pos += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.pos, os.SEEK_END: self.size}[whence]
+        self.pos = max(0, min(self.size, base + pos))
+        return self.pos
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> _Slice:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class _TarSource(_Source):
+    """An archive tar, indexed in one streaming pass with the layer reader's limits
+    (1 MiB extended headers, nothing read after the end-of-archive blocks)."""
+
     def __init__(self, path: Path, label: str) -> None:
         self.label = label
         try:
-            self.tar = tarfile.open(path, mode="r:")  # noqa: SIM115 - closed by close()
-            self.members: dict[str, tarfile.TarInfo] = {}
-            for m in self.tar:
-                self.members[_clean(m.name)] = m
-        except (tarfile.TarError, OSError) as exc:
-            raise ArchiveError(f"{label}: not a tar archive ({exc})") from exc
+            self.file = open(path, "rb")  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise ArchiveError(f"{label}: {exc.strerror}") from exc
+        try:
+            self.members = self._index(os.fstat(self.file.fileno()).st_size)
+        except BaseException:
+            self.file.close()
+            raise
 
-    def _member(self, name: str) -> tarfile.TarInfo:
+    def _index(self, file_size: int) -> dict[str, _Entry]:
+        members: dict[str, _Entry] = {}
+        reader = TarReader(self.file, self.label, hashing=False, keep_trailer=False)
+        for m in reader:
+            if len(members) >= MAX_ARCHIVE_MEMBERS:
+                raise ArchiveError(
+                    f"{self.label}: more than {MAX_ARCHIVE_MEMBERS} files in the archive"
+                )
+            entry = _Entry(m.name, m.type, reader.offset, reader.pending, m.linkname)
+            if entry.offset + entry.size > file_size:
+                raise ArchiveError(f"{self.label}: {_clean(m.name)}: truncated archive")
+            members[_clean(m.name)] = entry
+            reader.skip_payload()
+        if not members and reader.size == 0:
+            raise ArchiveError(f"{self.label}: empty file, not a tar archive")
+        return members
+
+    def _member(self, name: str) -> _Entry:
         m = self.members.get(_clean(name))
         for _ in range(16):
             if m is None:
                 raise ArchiveError(f"{self.label}: {name}: missing from the archive")
-            if m.issym():
+            if m.type == tarfile.SYMTYPE:
                 m = self.members.get(_clean(posixpath.join(posixpath.dirname(m.name), m.linkname)))
-            elif m.islnk():
+            elif m.type == tarfile.LNKTYPE:
                 m = self.members.get(_clean(m.linkname))
             else:
                 break
-        if m is None or not m.isfile():
+        if m is None or not m.is_file():
             raise ArchiveError(f"{self.label}: {name}: not a regular file in the archive")
         return m
 
     def exists(self, name: str) -> bool:
         m = self.members.get(_clean(name))
-        return m is not None and (m.isfile() or m.issym() or m.islnk())
+        return m is not None and (m.is_file() or m.type in (tarfile.SYMTYPE, tarfile.LNKTYPE))
 
     def open(self, name: str) -> BinaryIO:
-        f = self.tar.extractfile(self._member(name))
-        assert f is not None
-        return f  # type: ignore[return-value]
+        m = self._member(name)
+        return cast(BinaryIO, _Slice(self.file.fileno(), m.offset, m.size, f"{self.label}: {name}"))
 
     def close(self) -> None:
-        self.tar.close()
+        self.file.close()
 
 
 def _parse_json(data: bytes, where: str) -> Any:
     try:
-        return json.loads(data)
-    except ValueError as exc:
-        raise ArchiveError(f"{where}: not valid JSON ({exc})") from exc
+        return schema.parse(data)
+    except schema.Invalid as exc:
+        raise ArchiveError(f"{where}: {exc}") from None
+
+
+def _checked(check: Callable[[Any, str], None], doc: Any, where: str, path: str) -> Any:
+    """``doc`` after ``check`` (a ``schema`` check) passed; else a one-line refusal."""
+    try:
+        check(doc, path)
+    except schema.Invalid as exc:
+        raise ArchiveError(f"{where}: {exc}") from None
+    return doc
 
 
 @dataclass
@@ -236,40 +351,65 @@ class _ImagePlan:
     where: str = ""
 
 
+class _Budget:
+    """Counts the descriptors an archive makes lamina follow (``MAX_DESCRIPTORS``)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.used = 0
+
+    def spend(self, n: int) -> None:
+        self.used += n
+        if self.used > MAX_DESCRIPTORS:
+            raise ArchiveError(
+                f"{self.label}: lists more than {MAX_DESCRIPTORS} manifests and layers "
+                "in all; not loaded"
+            )
+
+
 def _docker_archive_plans(src: _Source) -> list[_ImagePlan]:
-    manifest = src.read_json("manifest.json")
-    if not isinstance(manifest, list):
-        raise ArchiveError(f"{src.label}: manifest.json: expected a list of images")
+    manifest = _checked(
+        schema.check_docker_manifest,
+        src.read_json("manifest.json"),
+        src.label,
+        "manifest.json",
+    )
     repositories: dict[str, dict[str, str]] = {}
     if src.exists("repositories"):
-        doc = src.read_json("repositories")
-        if isinstance(doc, dict):
-            repositories = doc
+        repositories = _checked(
+            schema.check_repositories, src.read_json("repositories"), src.label, "repositories"
+        )
+    budget = _Budget(src.label)
     plans = []
+    by_config: dict[str, _ImagePlan] = {}
     for n, entry in enumerate(manifest, 1):
         where = f"{src.label}: manifest.json image {n}"
-        if not isinstance(entry, dict) or not isinstance(entry.get("Config"), str):
-            raise ArchiveError(f"{where}: no Config")
         layers = entry.get("Layers") or []
-        if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
-            raise ArchiveError(f"{where}: Layers must be a list of paths")
-        tags = [t for t in entry.get("RepoTags") or [] if isinstance(t, str)]
+        budget.spend(1 + len(layers))
+        tags = list(entry.get("RepoTags") or [])
         if not tags and layers:
             # Pre-1.10 archives name tags in `repositories` by the top layer's folder.
             top = _clean(layers[-1]).split("/")[0]
             for repo, by_tag in repositories.items():
-                for tag, legacy_id in (by_tag or {}).items():
+                for tag, legacy_id in by_tag.items():
                     if legacy_id == top:
                         tags.append(f"{repo}:{tag}")
-        plans.append(_ImagePlan(src.read(entry["Config"]), list(layers), tags, where))
+        key = f"{_clean(entry['Config'])}\0{chr(0).join(layers)}"
+        if key in by_config:
+            # The same image listed again: one plan, every tag.
+            by_config[key].tags.extend(t for t in tags if t not in by_config[key].tags)
+            continue
+        plan = _ImagePlan(src.read(entry["Config"]), list(layers), tags, where)
+        by_config[key] = plan
+        plans.append(plan)
     return plans
 
 
 def _oci_plans(src: _Source) -> list[_ImagePlan]:
     index = src.read_json("index.json")
-    plans: list[_ImagePlan] = []
-    _walk_index(src, index, "index.json", plans, depth=0)
-    return plans
+    walk = _IndexWalk(src)
+    walk.index(index, "index.json", depth=0, inherited_tag=None)
+    return walk.plans
 
 
 def _blob_name(digest: Any, where: str) -> str:
@@ -280,7 +420,7 @@ def _blob_name(digest: Any, where: str) -> str:
 
 def _read_blob(src: _Source, desc: dict[str, Any], where: str) -> bytes:
     digest = desc.get("digest")
-    data = src.read(_blob_name(digest, where))
+    data = src.read(_blob_name(digest, f"{src.label}: {where}"))
     if sha256_bytes(data) != digest:
         raise ArchiveError(f"{src.label}: {where}: blob {digest} does not match its digest")
     return data
@@ -324,62 +464,102 @@ def _tag_from(desc: dict[str, Any]) -> str | None:
     return None
 
 
-def _walk_index(
-    src: _Source,
-    index: Any,
-    where: str,
-    plans: list[_ImagePlan],
-    depth: int,
-    inherited_tag: str | None = None,
-) -> None:
-    if depth > 8:
-        raise ArchiveError(f"{src.label}: {where}: indexes nested too deeply")
-    if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
-        raise ArchiveError(f"{src.label}: {where}: not an image index")
-    for desc in _select_platform([d for d in index["manifests"] if isinstance(d, dict)]):
+class _IndexWalk:
+    """Walks an OCI index down to its manifests, each blob read and checked once.
+
+    An index may list the same manifest (or nested index) any number of times; each
+    digest is followed once (a repeat only adds its tag), and every descriptor listed
+    counts against ``MAX_DESCRIPTORS``, so neither fan-out nor repetition can make the
+    walk exponential.
+    """
+
+    def __init__(self, src: _Source) -> None:
+        self.src = src
+        self.plans: list[_ImagePlan] = []
+        self.budget = _Budget(src.label)
+        self.seen_indexes: set[str] = set()
+        self.by_manifest: dict[str, _ImagePlan] = {}
+
+    def index(self, index: Any, where: str, depth: int, inherited_tag: str | None) -> None:
+        src = self.src
+        if depth > 8:
+            raise ArchiveError(f"{src.label}: {where}: indexes nested too deeply")
+        if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
+            raise ArchiveError(f"{src.label}: {where}: not an image index")
+        _checked(schema.check_index, index, f"{src.label}: {where}", "index")
+        self.budget.spend(len(index["manifests"]))
+        for desc in _select_platform(index["manifests"]):
+            self.descriptor(desc, where, depth, _tag_from(desc) or inherited_tag)
+
+    def descriptor(self, desc: dict[str, Any], where: str, depth: int, tag: str | None) -> None:
+        src = self.src
         mt = desc.get("mediaType")
-        tag = _tag_from(desc) or inherited_tag
-        digest = desc.get("digest")
+        digest = str(desc.get("digest"))
         name = f"{where} -> {digest}"
+        if digest in self.by_manifest:
+            plan = self.by_manifest[digest]
+            if tag and tag not in plan.tags:
+                plan.tags.append(tag)
+            return
         if mt in INDEX_TYPES:
+            if digest in self.seen_indexes:
+                return
+            self.seen_indexes.add(digest)
             sub = _parse_json(_read_blob(src, desc, name), f"{src.label}: {name}")
-            _walk_index(src, sub, name, plans, depth + 1, tag)
-            continue
+            self.index(sub, name, depth + 1, tag)
+            return
         doc = _parse_json(_read_blob(src, desc, name), f"{src.label}: {name}")
         if mt is None and isinstance(doc, dict) and "manifests" in doc:
-            _walk_index(src, doc, name, plans, depth + 1, tag)
-            continue
+            if digest not in self.seen_indexes:
+                self.seen_indexes.add(digest)
+                self.index(doc, name, depth + 1, tag)
+            return
         if mt not in MANIFEST_TYPES and not (isinstance(doc, dict) and "config" in doc):
             log.info("%s: skipping %s (%s)", src.label, digest, mt)
-            continue
+            return
         if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
             raise ArchiveError(f"{src.label}: {name}: manifest has no config")
+        _checked(schema.check_manifest, doc, f"{src.label}: {name}", "manifest")
+        self.budget.spend(1 + len(doc["layers"]))
         config = _read_blob(src, doc["config"], name + " config")
-        layers = [
-            _blob_name(layer.get("digest"), name)
-            for layer in doc.get("layers") or []
-            if isinstance(layer, dict)
-        ]
-        plans.append(_ImagePlan(config, layers, [tag] if tag else [], f"{src.label}: {name}"))
+        layers = [_blob_name(layer["digest"], f"{src.label}: {name}") for layer in doc["layers"]]
+        plan = _ImagePlan(config, layers, [tag] if tag else [], f"{src.label}: {name}")
+        self.by_manifest[digest] = plan
+        self.plans.append(plan)
 
 
 @contextmanager
 def _open_source(store: Store, path: Path) -> Iterator[_Source]:
     path = Path(path)
-    if path.is_dir():
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ArchiveError(f"{path}: no such file or directory") from None
+    except OSError as exc:
+        raise ArchiveError(f"{path}: {exc.strerror}") from exc
+    if stat.S_ISDIR(st.st_mode):
         src: _Source = _DirSource(path)
         yield src
         return
-    if not path.is_file():
-        raise ArchiveError(f"{path}: no such file or directory")
+    if not stat.S_ISREG(st.st_mode):
+        # A pipe (`load -i <(…)`) or a device: read it once, into the store's tmp.
+        with store.tmpdir("load") as work:
+            plain = work / "input"
+            _spool(path, plain)
+            with _open_source(store, plain) as src:
+                yield src
+        return
     with open(path, "rb") as f:
         head = f.read(4)
     if head.startswith(GZIP_MAGIC) or head == ZSTD_MAGIC:
         # `docker save | gzip` is common: decompress once into the store's tmp.
         with store.tmpdir("load") as work, open(path, "rb") as raw:
             plain = work / "archive.tar"
-            with open_decompressed(raw, str(path)) as stream, open(plain, "wb") as out:
-                shutil.copyfileobj(stream, out, CHUNK)
+            try:
+                with open_decompressed(raw, str(path)) as stream, open(plain, "wb") as out:
+                    shutil.copyfileobj(stream, out, CHUNK)
+            except OSError as exc:
+                raise ArchiveError(f"{path}: cannot decompress into {work}: {exc}") from exc
             src = _TarSource(plain, str(path))
             try:
                 yield src
@@ -391,6 +571,14 @@ def _open_source(store: Store, path: Path) -> Iterator[_Source]:
         yield src
     finally:
         src.close()
+
+
+def _spool(path: Path, dest: Path) -> None:
+    try:
+        with open(path, "rb") as f, open(dest, "wb") as out:
+            shutil.copyfileobj(f, out, CHUNK)
+    except OSError as exc:
+        raise ArchiveError(f"{path}: cannot read: {exc.strerror or exc}") from exc
 
 
 def load_archive(store: Store, path: Path) -> list[ImageSummary]:
@@ -429,11 +617,8 @@ def _load_plans(store: Store, src: _Source, plans: list[_ImagePlan]) -> list[Ima
     prepared: list[tuple[_ImagePlan, list[str], list[str]]] = []
     for plan in plans:
         config = _parse_json(plan.config, f"{plan.where}: config")
-        if not isinstance(config, dict):
-            raise ArchiveError(f"{plan.where}: config is not a JSON object")
-        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
-        if not isinstance(diff_ids, list) or not all(is_digest(d) for d in diff_ids):
-            raise ArchiveError(f"{plan.where}: config has malformed rootfs.diff_ids")
+        _checked(schema.check_config, config, plan.where, "config")
+        diff_ids: list[str] = config["rootfs"]["diff_ids"]
         if len(diff_ids) != len(plan.layers):
             raise ArchiveError(
                 f"{plan.where}: {len(plan.layers)} layers but the config lists "
@@ -464,18 +649,48 @@ def _load_plans(store: Store, src: _Source, plans: list[_ImagePlan]) -> list[Ima
                 staged[chain_id] = layer
                 order.append((chain_id, parent, created_by[i]))
         results = []
+        installed: list[str] = []
         with store.lock():
-            for chain_id, parent, created_by_text in order:
-                store.layers.install(staged[chain_id], parent, created_by_text)
-            for plan, _diff_ids, tags in prepared:
-                image_id = store.images.put_blob(plan.config)
-                store.images.add_image(image_id)
-                for tag in tags:
-                    store.images.tag(image_id, tag)
-                results.append(store.images.summary(image_id))
+            try:
+                for chain_id, parent, created_by_text in order:
+                    if store.layers.exists(chain_id):
+                        continue  # another process installed it meanwhile: not ours
+                    store.layers.install(staged[chain_id], parent, created_by_text)
+                    installed.append(chain_id)
+                for plan, _diff_ids, tags in prepared:
+                    image_id = store.images.put_blob(plan.config)
+                    store.images.add_image(image_id)
+                    for tag in tags:
+                        store.images.tag(image_id, tag)
+                    results.append(store.images.summary(image_id))
+            except BaseException:
+                # A full disk, say: what this load installed and no image uses goes now,
+                # not after prune's grace period.
+                _uninstall(store, installed)
+                raise
     for summary in results:
         log.info("loaded %s %s", summary.id, " ".join(summary.tags))
     return results
+
+
+def _uninstall(store: Store, chain_ids_: list[str]) -> None:
+    """Removes the layers among ``chain_ids_`` that nothing references (best effort:
+    what cannot be removed now is swept by a later prune)."""
+    from lamina.core.accounting.graph import Liveness
+    from lamina.core.embedded.store.graph import load_graph
+    from lamina.core.embedded.trash import remove_tree, to_trash
+
+    try:
+        with store.index.transaction("load rollback"):
+            live = Liveness(load_graph(store))
+            dead = [c for c in reversed(chain_ids_) if not live.live(c)]
+            store.layers.forget(dead)
+        for chain_id in dead:
+            moved = to_trash(store, store.layers.dir_path(chain_id))
+            if moved is not None:
+                remove_tree(moved)
+    except (LaminaError, OSError) as exc:
+        log.warning("layers of the failed load stay until the next prune: %s", exc)
 
 
 # -- import ----------------------------------------------------------------------------
@@ -503,6 +718,9 @@ def import_rootfs(store: Store, tar_path: Path, ref: str, message: str = "") -> 
         raise ArchiveError(f"{tar_path}: {exc.strerror}") from exc
     with raw, open_decompressed(raw, where) as stream, store.tmpdir("import") as work:
         layer = store.layers.stage_tar(stream, work / "layer", where)
+        if layer.tar_size == 0:
+            # Nothing at all (``import /dev/null``) is not an empty tar: refuse it.
+            raise ArchiveError(f"{tar_path}: empty input, not a tar archive")
         now = time.time()
         created = format_created(now)
         os_name, arch = host_platform()
@@ -613,6 +831,17 @@ def save_archive(store: Store, refs: list[str], out_path: Path) -> None:
         if tag and tag not in tags:
             tags.append(tag)
     out_path = Path(out_path)
+    try:
+        st: os.stat_result | None = os.stat(out_path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise ArchiveError(f"{out_path}: cannot write: {exc.strerror}") from exc
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        _save_to_stream(store, images, out_path, st)
+        return
+    # A symlink to a file stays a symlink: the file it names is what gets replaced.
+    out_path = Path(os.path.realpath(out_path)) if out_path.is_symlink() else out_path
     out_dir = out_path.parent if str(out_path.parent) else Path(".")
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", dir=out_dir)
@@ -632,6 +861,26 @@ def save_archive(store: Store, refs: list[str], out_path: Path) -> None:
         if isinstance(exc, OSError):
             raise ArchiveError(f"{out_path}: cannot write: {exc.strerror or exc}") from exc
         raise
+
+
+def _save_to_stream(
+    store: Store, images: dict[str, list[str]], out_path: Path, st: os.stat_result
+) -> None:
+    """Writes the archive into an existing pipe or device, like ``docker save -o``: the
+    node itself is never replaced (``save -o /dev/null`` must leave /dev/null alone)."""
+    if stat.S_ISDIR(st.st_mode):
+        raise ArchiveError(f"{out_path}: is a directory")
+    if not (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise ArchiveError(f"{out_path}: not a regular file, a pipe or a device")
+    try:
+        fd = os.open(out_path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ArchiveError(f"{out_path}: cannot write: {exc.strerror}") from exc
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            _write_archive(store, images, raw)
+    except OSError as exc:
+        raise ArchiveError(f"{out_path}: cannot write: {exc.strerror or exc}") from exc
 
 
 def _tag_of_ref(store: Store, ref: str, image_id: str) -> str | None:

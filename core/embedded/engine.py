@@ -25,6 +25,7 @@ from lamina.core.model import (
 )
 
 if TYPE_CHECKING:
+    from lamina.core.accounting.diff import ImageFiles
     from lamina.core.accounting.dive import Analysis
     from lamina.core.accounting.plans import (
         PrunePlan,
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
         PruneResult,
     )
     from lamina.core.accounting.usage import DiskUsage
+    from lamina.core.registry.plan import PullPlan
+    from lamina.core.registry.progress import TransferEvent
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +154,12 @@ class EmbeddedEngine:
 
         return analyze(self.store, ref)
 
+    def image_files(self, ref: str) -> ImageFiles:
+        """Every layer's files with content digests, from the regenerated layer tars."""
+        from lamina.core.embedded.files import image_files
+
+        return image_files(self.store, ref, self.history(ref))
+
     def tag(self, ref: str, new_tag: str) -> None:
         """Points ``new_tag`` at the image ``ref`` names."""
         image_id = self.store.images.resolve(ref)
@@ -234,6 +243,28 @@ class EmbeddedEngine:
         from lamina.core.embedded.builder.records import list_builds
 
         return list_builds(self.store, limit)
+
+    # -- registries ------------------------------------------------------------------
+
+    def plan_pull(self, ref: str, platform: str | None = None) -> PullPlan:
+        """What pulling ``ref`` would download into this store (nothing is changed)."""
+        from lamina.core.embedded.pull import plan_pull
+
+        return plan_pull(self.store, ref, platform)
+
+    def pull(
+        self, plan: PullPlan, cancel: threading.Event | None = None
+    ) -> Iterator[TransferEvent]:
+        """Downloads what the plan lacks, verifies it, then records the image."""
+        from lamina.core.embedded.pull import pull
+
+        return pull(self.store, plan, cancel)
+
+    def push(self, ref: str, cancel: threading.Event | None = None) -> Iterator[TransferEvent]:
+        """Pushes a local image, uploading only what the registry lacks."""
+        from lamina.core.embedded.pull import push
+
+        return push(self.store, ref, cancel)
 
     def disk_usage(self) -> DiskUsage:
         """Sizes, sharing and what is reclaimable."""

@@ -7,18 +7,22 @@ What is checked:
   diffID (``store.layers.verify``);
 * every tag names an image; every image's config exists, parses, and its
   ``rootfs.diff_ids`` give exactly the chain its ``top_layer`` stands on;
-* every cache entry's layer and configs (``result``, and ``parent`` when a digest) exist;
+* every cache entry's layer and configs (``result``, and ``parent`` when it is a config
+  digest, not the key of the step before as under BuildKit's rules) exist;
 * leftovers of interrupted work (``gc.find_leftovers``) and builds recorded as running
-  whose process is gone.
+  whose process is gone, and cache mounts such a build left marked in use (which no
+  prune would ever remove).
 
 ``repair`` fixes only what is safe: it sweeps leftovers, drops cache rows whose layers
 or configs are gone (with a ``pruned_cache`` tombstone), drops layer rows whose
-directory is gone when no image needs them, and marks interrupted builds failed. It never
+directory is gone when no image needs them, marks interrupted builds failed and clears
+the in-use marks they left on cache mounts. It never
 deletes an image's data; such problems stay reported and make the exit status 1.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -71,8 +75,16 @@ def fsck(
     broken_cache = _check_cache(store, graph, bad_layers, problems)
     leftovers = find_leftovers(store, graph, grace)
     for left in leftovers:
+        # Debris of interrupted work (a kill, a crash) that the next prune sweeps: worth
+        # knowing, never damage.
         problems.append(
-            Problem("leftover", left.path, f"{left.path}: {left.reason} ({left.bytes} bytes)", True)
+            Problem(
+                "leftover",
+                left.path,
+                f"{left.path}: {left.reason} ({left.bytes} bytes)",
+                True,
+                note=True,
+            )
         )
     for name in unindexed_layer_dirs(store)[1]:
         problems.append(
@@ -84,6 +96,19 @@ def fsck(
                 False,
             )
         )
+    # What opening the store recovered is told once, by the first check that follows.
+    recovered, store.recovered_builds = store.recovered_builds, []
+    for build_id, pid in recovered:
+        problems.append(
+            Problem(
+                "interrupted-build",
+                str(build_id),
+                f"build {build_id} was interrupted (process {pid} is gone); recorded as failed",
+                True,
+                repaired=True,
+                note=True,
+            )
+        )
     builds = store.builds.interrupted()
     for build_id, pid in builds:
         problems.append(
@@ -92,6 +117,18 @@ def fsck(
                 str(build_id),
                 f"build {build_id} is recorded as running but process {pid} is gone",
                 True,
+                note=True,
+            )
+        )
+    for mount in store.cache_mounts.stuck():
+        problems.append(
+            Problem(
+                "stuck-cache-mount",
+                mount.id,
+                f"cache mount {mount.mount_id} is marked in use, but no running build uses it"
+                " (a build was interrupted); `lamina fsck --repair` clears the mark",
+                True,
+                note=True,
             )
         )
     if repair:
@@ -169,13 +206,24 @@ def _check_images(
             kind = "missing-config" if "no such blob" in str(exc) else "bad-config"
             problems.append(Problem(kind, image_id, f"image {image_id}: config: {exc}", False))
             continue
+        problem = store.images.config_problem(image_id)
+        if problem is not None:
+            # Readers get a normalised view, but Docker could not load this config, and
+            # the fields left out of that view are lost to inspect and FROM.
+            problems.append(
+                Problem("bad-config", image_id, f"image {image_id}: config: {problem}", False)
+            )
         diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
         if not isinstance(diff_ids, list) or not all(is_digest(d) for d in diff_ids):
-            problems.append(
-                Problem(
-                    "bad-config", image_id, f"image {image_id}: malformed rootfs.diff_ids", False
+            if problem is None:
+                problems.append(
+                    Problem(
+                        "bad-config",
+                        image_id,
+                        f"image {image_id}: malformed rootfs.diff_ids",
+                        False,
+                    )
                 )
-            )
             continue
         expected = chain_ids(diff_ids)
         if image.top_layer is not None and image.top_layer not in graph.layers:
@@ -219,6 +267,7 @@ def _check_cache(
 ) -> set[str]:
     """Cache keys whose layer or configs are gone (safe to drop: a miss rebuilds them)."""
     broken: set[str] = set()
+    on_keys = store.cache.chained_on_keys()
     for key, entry in sorted(graph.cache.items()):
         if entry.top_layer is not None and (
             entry.top_layer not in graph.layers or entry.top_layer in bad_layers
@@ -233,7 +282,9 @@ def _check_cache(
             )
             broken.add(key)
             continue
-        for digest in (entry.result, entry.parent):
+        # Under BuildKit's rules a parent is mostly the step before's key, no config.
+        configs = (entry.result,) if key in on_keys else (entry.result, entry.parent)
+        for digest in configs:
             if is_digest(digest) and not store.images.has_blob(digest):
                 problems.append(
                     Problem(
@@ -261,6 +312,9 @@ def _repair(
     trash = []
     with store.lock():
         dropped = _repair_rows(store, problems, broken_cache, bad_layers, builds, fixed, now)
+        stuck = [p.subject for p in problems if p.kind == "stuck-cache-mount"]
+        store.cache_mounts.reset_in_use(stuck)
+        fixed.update(("stuck-cache-mount", ident) for ident in stuck)
         # Unused layers that stood on a missing one lost their rows too; their
         # directories go the way prune removes them.
         for chain_id in sorted(dropped):
@@ -274,7 +328,7 @@ def _repair(
     out: list[Problem] = []
     for p in problems:
         if (p.kind, p.subject) in fixed:
-            out.append(Problem(p.kind, p.subject, p.message, p.repairable, True))
+            out.append(dataclasses.replace(p, repaired=True))
         else:
             out.append(p)
     log.info("fsck repaired %d of %d problems", sum(p.repaired for p in out), len(out))

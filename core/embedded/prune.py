@@ -24,6 +24,7 @@ after the grace period.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -37,6 +38,7 @@ from lamina.core.accounting.plans import (
     DEFAULT_GRACE,
     PlannedBlob,
     PlannedCache,
+    PlannedCacheMount,
     PlannedImage,
     PlannedLayer,
     PrunePlan,
@@ -57,6 +59,8 @@ from lamina.core.embedded.trash import (
 )
 from lamina.core.filters import (
     Filter,
+    prunes_every_unused_image,
+    until_cutoff,
 )
 from lamina.core.settings import load_config
 
@@ -70,7 +74,8 @@ log = logging.getLogger(__name__)
 
 
 def store_sizer(store: Store) -> Sizer:
-    """A ``Sizer`` reading the store: directory overhead, blob sizes, config labels."""
+    """A ``Sizer`` reading the store: directory overhead and blob sizes on disk, config
+    labels."""
 
     def labels(image_id: str) -> dict[str, str]:
         try:
@@ -110,7 +115,26 @@ def plan_prune(store: Store, request: PruneRequest, now: float | None = None) ->
     now = time.time() if now is None else now
     graph = load_graph(store)
     leftovers = find_leftovers(store, graph, request.grace, now)
-    return build_plan(graph, request, now, store_sizer(store), leftovers)
+    plan = build_plan(graph, request, now, store_sizer(store), leftovers)
+    mounts = plan_cache_mounts(store, request, now)
+    return dataclasses.replace(plan, cache_mounts=mounts) if mounts else plan
+
+
+def plan_cache_mounts(
+    store: Store, request: PruneRequest, now: float
+) -> tuple[PlannedCacheMount, ...]:
+    """The cache mounts ``builder prune`` and ``system prune`` remove: those no build
+    uses, unused for longer than ``until=`` when given (BuildKit's ``exec.cachemount``
+    records are build cache; ``--keep-storage`` keeps them, as it keeps what fits)."""
+    if request.kind not in ("builder", "system") or request.keep_storage is not None:
+        return ()
+    cutoff = until_cutoff(request.checked(), now)
+    out = []
+    for m in store.cache_mounts.entries():
+        if m.in_use or (cutoff is not None and m.last_used >= cutoff):
+            continue
+        out.append(PlannedCacheMount(m.id, m.mount_id, m.last_used, "cache mount", m.size))
+    return tuple(out)
 
 
 # -- applying ---------------------------------------------------------------------------
@@ -182,10 +206,18 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
     for left in plan.leftovers:
         if left.path not in swept_paths:
             skipped.append(Skipped("leftover", left.path, "in use again or already gone"))
+    mounts_freed = store.cache_mounts.remove([m.id for m in plan.cache_mounts])
     reclaimed = (
         sum(p.bytes for p in layers)
         + sum(b.bytes for b in blobs)
         + sum(left.bytes for left in swept)
+        + mounts_freed
+    )
+    disk_reclaimed = (
+        sum(p.disk_bytes for p in layers)
+        + sum(b.disk_bytes for b in blobs)
+        + sum(left.bytes for left in swept)
+        + mounts_freed
     )
     result = PruneResult(
         untagged=tuple(untagged),
@@ -196,15 +228,19 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
         leftovers=tuple(left.path for left in swept),
         skipped=tuple(skipped),
         reclaimed_bytes=reclaimed,
+        cache_mounts=tuple(m.mount_id for m in plan.cache_mounts),
+        disk_reclaimed_bytes=disk_reclaimed,
     )
     log.info(
-        "pruned %d images, %d cache entries, %d layers, %d blobs, %d leftovers: %d bytes",
+        "pruned %d images, %d cache entries, %d layers, %d blobs, %d leftovers: %d bytes"
+        " (%d on disk)",
         len(result.images),
         len(result.cache),
         len(result.layers),
         len(result.blobs),
         len(result.leftovers),
         reclaimed,
+        disk_reclaimed,
     )
     return result
 
@@ -212,6 +248,7 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
 def _recheck_images(graph: RefGraph, plan: PrunePlan, skipped: list[Skipped]) -> list[PlannedImage]:
     planned = {p.id for p in plan.images}
     children = graph.children()
+    every = plan.request.all or prunes_every_unused_image(plan.request.checked())
     out: list[PlannedImage] = []
     for p in plan.images:
         image = graph.images.get(p.id)
@@ -225,7 +262,7 @@ def _recheck_images(graph: RefGraph, plan: PrunePlan, skipped: list[Skipped]) ->
         if new_tags:
             skipped.append(Skipped("image", p.id, f"tagged {min(new_tags)} since planning"))
             continue
-        if not p.tags and not plan.request.all:
+        if not p.tags and not every:
             kept_child = [c for c in children.get(p.id, ()) if c not in planned]
             if kept_child:
                 skipped.append(Skipped("image", p.id, f"parent of image {kept_child[0]}"))

@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import stat
 import time
 from collections.abc import Iterable, Iterator
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from lamina.core.accounting.plans import DEFAULT_GRACE, Leftover
 from lamina.core.digest import hex_of, is_digest
+from lamina.core.embedded.store import beneath
 from lamina.core.embedded.store.graph import load_graph
 from lamina.core.embedded.store.process import pid_alive
 from lamina.core.embedded.store.recover import chains_named_by_configs
@@ -86,11 +86,11 @@ def _walk_stats(path: Path, top: os.stat_result) -> Iterator[os.stat_result]:
 
 
 def layer_overhead(store: Store, chain_id: str) -> int:
-    """Bytes of a layer directory outside what its ``size`` column counts.
+    """Bytes of a layer directory outside what its ``disk_size`` column counts.
 
-    ``size`` counts the entries below ``diff/``; the directory itself, ``diff/`` and the
-    tar-split are a few more blocks that deleting the layer frees too. Three stats, not
-    a walk.
+    ``disk_size`` counts the blocks of the entries below ``diff/``; the directory itself,
+    ``diff/`` and the tar-split are a few more blocks that deleting the layer frees too.
+    Three stats, not a walk.
     """
     # Plain strings: this runs once per reclaimable layer in `system df`.
     root = f"{store.home}/layers/{hex_of(chain_id)}"
@@ -227,20 +227,18 @@ def to_trash(store: Store, path: Path) -> Path | None:
 
 
 def remove_tree(path: Path) -> None:
-    """Deletes a trash directory or file; what cannot go stays for the next sweep."""
+    """Deletes a trash directory or file; what cannot go stays for the next sweep.
+
+    Removal is iterative and walks directory file descriptors (``beneath.remove_at``),
+    so a tree of any depth (an archive or a ``RUN mkdir -p`` may make one thousands of
+    levels deep) is removed without recursion and without following a symlink.
+    """
     try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, onerror=_log_rm_error)
-        else:
-            path.unlink()
+        beneath.remove_path(path)
     except FileNotFoundError:
         pass
     except OSError as exc:
-        log.warning("%s: cannot remove (%s); the next prune retries", path, exc.strerror)
-
-
-def _log_rm_error(func: object, path: str, exc_info: object) -> None:
-    log.warning("%s: cannot remove; the next prune retries", path)
+        log.warning("%s: cannot remove (%s); the next prune retries", path, exc.strerror or exc)
 
 
 def sweep(store: Store, leftovers: Iterable[Leftover]) -> list[Leftover]:

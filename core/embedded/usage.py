@@ -6,17 +6,19 @@ index and the filesystem, and answers "what would removing this free" for the st
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
 from lamina.core.accounting.graph import Liveness, RefGraph
+from lamina.core.accounting.plans import PlannedCacheMount, PruneRequest
 from lamina.core.accounting.usage import (
+    CacheMountUsage,
     DiskUsage,
     account,
     bytes_freed,
-    entry_configs,
 )
-from lamina.core.embedded.prune import store_sizer
+from lamina.core.embedded.prune import plan_cache_mounts, store_sizer
 from lamina.core.embedded.store.graph import load_graph
 from lamina.core.embedded.trash import find_leftovers
 from lamina.core.errors import NotFound, StoreError
@@ -39,11 +41,59 @@ def disk_usage(store: Store, now: float | None = None) -> DiskUsage:
     graph = load_graph(store)
     sizer = store_sizer(store)
     leftovers = find_leftovers(store, graph, now=now)
-    return account(graph, now, sizer, leftovers, store.home)
+    usage = account(graph, now, sizer, leftovers, store.home)
+    mounts = tuple(
+        CacheMountUsage(
+            m.id, m.mount_id, m.sharing, m.size, m.created, m.last_used, m.use_count, m.in_use
+        )
+        for m in store.cache_mounts.entries()
+    )
+    if not mounts:
+        return usage
+    return _with_cache_mounts(usage, mounts, plan_cache_mounts(store, PruneRequest("builder"), now))
+
+
+def _with_cache_mounts(
+    usage: DiskUsage, mounts: tuple[CacheMountUsage, ...], freed: tuple[PlannedCacheMount, ...]
+) -> DiskUsage:
+    """Cache mounts are build cache (BuildKit's ``exec.cachemount`` records): their bytes
+    join the build cache row and every prune that takes them (builder and system), so
+    ``system df``, the Disk view and the dry runs give one figure."""
+    size, free = sum(m.size for m in mounts), sum(p.bytes for p in freed)
+    categories = tuple(
+        dataclasses.replace(
+            c,
+            count=c.count + len(mounts),
+            active=c.active + sum(1 for m in mounts if m.in_use),
+            size=c.size + size,
+            reclaimable=c.reclaimable + free,
+            reclaimable_all=c.reclaimable_all + free,
+        )
+        if c.name == "build_cache"
+        else c
+        for c in usage.categories
+    )
+    prunes = tuple(
+        dataclasses.replace(p, bytes=p.bytes + free, items=p.items + len(freed))
+        if p.command.startswith(("builder prune", "system prune"))
+        else p
+        for p in usage.prunes
+    )
+    return dataclasses.replace(
+        usage,
+        categories=categories,
+        prunes=prunes,
+        cache_mounts=mounts,
+        reclaimable=usage.reclaimable + free,
+        reclaimable_all=usage.reclaimable_all + free,
+        reclaimable_disk=usage.reclaimable_disk + free,
+        reclaimable_all_disk=usage.reclaimable_all_disk + free,
+    )
 
 
 def frees(store: Store, target: str) -> int:
-    """Exact bytes that removing ``target`` would free now.
+    """Exact bytes that removing ``target`` would free now, in Docker's sizes (the
+    layers only it keeps; its configs count nothing).
 
     Args:
         store: the store.
@@ -56,18 +106,17 @@ def frees(store: Store, target: str) -> int:
     graph = load_graph(store)
     sizer = store_sizer(store)
     live = Liveness(graph)
-    blob_refs = graph.blob_refs()
     image_id = _resolve_image(store, graph, target)
     if image_id is not None:
         image = graph.images[image_id]
         by_tag = target in image.tags or _looks_like_tag(target, image.tags)
         if by_tag and len(image.tags) > 1:
             return 0
-        return bytes_freed(graph, live, blob_refs, sizer, image.top_layer, {image.id})
+        return bytes_freed(graph, live, sizer, image.top_layer)
     entry = graph.cache.get(target) or _unique_prefix(graph.cache, target, "cache entry")
     if entry is None:
         raise NotFound(f"no such image, tag or cache entry: {target}")
-    return bytes_freed(graph, live, blob_refs, sizer, entry.top_layer, entry_configs(entry))
+    return bytes_freed(graph, live, sizer, entry.top_layer)
 
 
 def _looks_like_tag(ref: str, tags: tuple[str, ...]) -> bool:

@@ -210,3 +210,21 @@ def test_generated_files_are_old_and_an_edit_is_new(tmp_path: Path) -> None:
     assert (root / rel).stat().st_mtime > time.time() - 60
     revert_edit(root, spec)
     assert int((root / file_path(spec.files // 2)).stat().st_mtime) == OLD_MTIME
+
+
+def test_stage_dockerfiles_are_independent_stages_of_equal_cost() -> None:
+    from bench.stages import BASE_TAG, dockerfile
+    from lamina.core.dockerfile.instructions import load_dockerfile
+    from lamina.core.dockerfile.reachable import dependencies, needed_stages
+
+    text = dockerfile(2, 64)
+    df = load_dockerfile(text, "Dockerfile")
+    assert [s.base for s in df.stages] == [BASE_TAG] * 3
+    # The final stage needs both, and neither needs the other: they can run at once.
+    assert needed_stages(df, None, {}) == [0, 1, 2]
+    assert dependencies(df, 1, {}) == set() and dependencies(df, 2, {}) == {0, 1}
+    runs = [i.original for s in df.stages for i in s.instructions if i.keyword == "RUN"]
+    assert len(runs) == 2 and runs[0] != runs[1], "identical steps would be merged into one"
+    assert runs[0].replace("/out/a", "/out/b") == runs[1] and "count=64" in runs[0]
+    one = load_dockerfile(dockerfile(1, 64), "Dockerfile")
+    assert len(one.stages) == 2 and needed_stages(one, None, {}) == [0, 1]

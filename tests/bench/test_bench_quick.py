@@ -70,6 +70,13 @@ def test_quick_run_without_docker_measures_every_lamina_part(tmp_path: Path) -> 
         "a dry run after a one-file edit opens that file only"
     )
     assert opened["met"] is True and read["met"] is True
+    # Two independent stages against one, and the same two built one after the other.
+    parallel, sequential, machine = _rows(data, "Parallel stages")
+    assert machine["reference_name"] == "one process" and machine["reference"]["median"] > 0
+    assert parallel["reference_name"] == sequential["reference_name"] == "one stage"
+    assert parallel["reference"]["median"] > 0 and parallel["speedup"] is not None
+    assert parallel["target"] and sequential["target"] == ""
+    assert "two stages over one, repeat by repeat" in parallel["notes"]
     commit = _rows(data, "Layer commit")
     assert commit and all(r["reference"]["median"] > 0 for r in commit)
     inspect = {r["what"].split(",")[0] for r in _rows(data, "Inspect at scale")}

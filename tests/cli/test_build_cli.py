@@ -16,6 +16,9 @@ from lamina.core.demo.busybox import busybox_rootfs_tar
 from lamina.core.embedded.archive import import_rootfs
 from lamina.core.embedded.store import Store
 
+# These tests state the classic builder's rules.
+pytestmark = pytest.mark.usefixtures("classic_builder")
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 

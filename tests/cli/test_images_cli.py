@@ -36,7 +36,8 @@ def test_images_table(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert rows[0][:3] == ["<none>", "<none>", "3eaccc100f86"]  # newest first
     assert rows[1][:3] == ["dive-test", "latest", "75ae28b8ebf8"]
     assert rows[1][3].endswith("years ago")
-    assert rows[1][4] == "1.43MB"
+    # Docker's size of dive's test image (`docker images` after `docker load`).
+    assert rows[1][4] == "1.22MB"
     # Columns line up under the header.
     assert lines[1].index("3eaccc100f86") == lines[0].index("IMAGE ID")
 
@@ -50,7 +51,7 @@ def test_images_quiet_and_json(loaded: Path, capsys: pytest.CaptureFixture[str])
         ("<none>", "<none>"),
         ("dive-test", "latest"),
     ]
-    assert docs[1]["SizeBytes"] == 1433600 and docs[1]["Layers"] == 14
+    assert docs[1]["SizeBytes"] == 1220598 and docs[1]["Layers"] == 14
     assert docs[1]["FullID"].startswith("sha256:75ae28b8ebf8")
 
 
@@ -82,6 +83,79 @@ def test_intermediate_images_need_all(loaded: Path, capsys: pytest.CaptureFixtur
     assert out.split() == [child[7:19], "3eaccc100f86", "75ae28b8ebf8"]
 
 
+def _listed(capsys: pytest.CaptureFixture[str], *argv: str) -> list[tuple[str, str, str]]:
+    code, out, err = run(capsys, "images", "--format", "json", *argv)
+    assert code == 0, err
+    return [(d["Repository"], d["Tag"], d["ID"]) for d in (json.loads(x) for x in out.splitlines())]
+
+
+def test_images_filters_as_docker_applies_them(
+    loaded: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lamina.core.embedded.store import Store
+
+    store = Store(loaded)
+    dive = store.images.resolve("dive-test")
+    config = store.images.get_config(dive)
+    labelled = store.images.put_config(
+        dict(
+            config,
+            created="2030-01-01T00:00:00Z",
+            config=dict(config["config"], Labels={"team": "core", "tier": "web"}),
+        )
+    )
+    store.images.add_image(labelled)
+    store.images.tag(labelled, "registry.local:5000/team/app:v1")
+    store.images.tag(labelled, "app:v1")
+    store.close()
+    app, gz = labelled[7:19], "3eaccc100f86"
+
+    assert _listed(capsys, "--filter", "dangling=true") == [("<none>", "<none>", gz)]
+    assert [r[0] for r in _listed(capsys, "--filter", "dangling=false")] == [
+        "app",
+        "registry.local:5000/team/app",
+        "dive-test",
+    ]
+    assert _listed(capsys, "--filter", "label=team") == [
+        ("app", "v1", app),
+        ("registry.local:5000/team/app", "v1", app),
+    ]
+    assert _listed(capsys, "-f", "label=team=core", "-f", "label=tier") == _listed(
+        capsys, "--filter", "label=team"
+    )
+    assert _listed(capsys, "--filter", "label=team=other") == []
+    # A reference is a glob over name:tag, or over the name alone; tags are narrowed.
+    assert _listed(capsys, "--filter", "reference=app") == [("app", "v1", app)]
+    assert _listed(capsys, "--filter", "reference=*:v1") == [("app", "v1", app)]
+    assert _listed(capsys, "--filter", "reference=registry.local:5000/*/*") == [
+        ("registry.local:5000/team/app", "v1", app)
+    ]
+    assert _listed(capsys, "--filter", "reference=dive-*", "dive-test") == [
+        ("dive-test", "latest", "75ae28b8ebf8")
+    ]
+    assert [r[2] for r in _listed(capsys, "--filter", "before=app:v1")] == [gz, "75ae28b8ebf8"]
+    assert [r[2] for r in _listed(capsys, "--filter", "since=dive-test")] == [app, app, gz]
+
+
+@pytest.mark.parametrize(
+    ("filter_", "message"),
+    [
+        ("dangling=1", "Invalid filter 'dangling=[1]'"),
+        ("dangling=TRUE", "Invalid filter 'dangling=[TRUE]'"),
+        ("label!=team", "Invalid filter 'label!'"),
+        ("foo=bar", "Invalid filter 'foo'"),
+        ("reference=[", "syntax error in pattern"),
+        ("before=nosuch", "no such image: nosuch"),
+    ],
+)
+def test_images_refuses_the_filters_docker_refuses(
+    loaded: Path, capsys: pytest.CaptureFixture[str], filter_: str, message: str
+) -> None:
+    code, out, err = run(capsys, "images", "--filter", filter_)
+    assert code != 0 and out == ""
+    assert err == f"lamina: {message}\n"
+
+
 def test_history(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "history", "dive-test")
     assert code == 0
@@ -96,7 +170,7 @@ def test_history(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
     docs = [json.loads(line) for line in js.splitlines()]
     assert len(docs) == len(lines) - 1
     assert any(d["EmptyLayer"] for d in docs)
-    assert sum(d["SizeBytes"] for d in docs) == 1433600
+    assert sum(d["SizeBytes"] for d in docs) == 1220598
 
 
 def test_inspect_json(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:

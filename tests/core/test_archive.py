@@ -239,7 +239,7 @@ BAD_LAYERS = {
     "dotdot": layer_bytes([(_ti("../../escape", size=1), b"x")]),
     "symlink-escape": layer_bytes([(_ti("a", tarfile.SYMTYPE, link="../../../etc/shadow"), b"")]),
     "hardlink-escape": layer_bytes([(_ti("h", tarfile.LNKTYPE, link="../outside"), b"")]),
-    "device": layer_bytes([(_ti("dev/sda", tarfile.BLKTYPE), b"")]),
+    "bad-type": layer_bytes([(_ti("v", b"V"), b"")]),
     "through-symlink": layer_bytes(
         [(_ti("etc", tarfile.SYMTYPE, link="/tmp"), b""), (_ti("etc/cron", size=1), b"x")]
     ),

@@ -29,7 +29,7 @@ from lamina.core.errors import NotFound
 from lamina.core.events import BuildFailed, BuildFinished, StepOutput
 from lamina.core.model import BuildRequest
 
-pytestmark = pytest.mark.usefixtures("busybox_store")
+pytestmark = pytest.mark.usefixtures("busybox_store", "classic_builder")
 
 
 @pytest.fixture
@@ -93,11 +93,37 @@ def seeded(store: Store, ctx: Path) -> None:
         ),
         (
             "FROM busybox\nRUN --mount=type=cache,target=/c true\n",
-            "Dockerfile:2: RUN: --mount needs BuildKit",
+            "Dockerfile:2: RUN: the --mount option requires BuildKit",
         ),
         (
             "FROM busybox\nCOPY --exclude=*.log a.txt /x/\n",
-            "Dockerfile:2: COPY: --exclude needs BuildKit",
+            "Dockerfile:2: COPY: the --exclude option requires BuildKit",
+        ),
+        # Docker's own words for a port it refuses (go-connections' nat), after expansion.
+        ("FROM busybox\nEXPOSE 80 abc\n", "Dockerfile:2: EXPOSE: Invalid containerPort: abc"),
+        (
+            "FROM busybox\nARG P=80/xyz\nEXPOSE $P\n",
+            "Dockerfile:3: EXPOSE: Invalid proto: xyz",
+        ),
+        # A FROM that expands to nothing says which variable is empty.
+        (
+            "ARG BASE\nFROM ${BASE}\n",
+            "Dockerfile:2: FROM ${BASE}: base name (${BASE}) should not be blank:"
+            " BASE is not set (no default and no --build-arg)",
+        ),
+        (
+            "ARG BASE=\nFROM $BASE AS build\n",
+            "Dockerfile:2: FROM $BASE: base name ($BASE) should not be blank: BASE is empty",
+        ),
+        (
+            "FROM ${BASE}\n",
+            "Dockerfile:1: FROM ${BASE}: base name (${BASE}) should not be blank:"
+            " BASE is not an ARG declared before the first FROM",
+        ),
+        (
+            "ARG TAG\nFROM busybox:${TAG}\n",
+            "Dockerfile:2: FROM busybox:${TAG}: invalid reference format: 'busybox:':"
+            " TAG is not set",
         ),
     ],
 )
@@ -111,7 +137,44 @@ def test_preflight_failures_leave_the_store_untouched(
     message = events[0].message
     assert "\n" not in message
     assert expected in message, message
+    # The location is said once, however deep the error was found.
+    assert message.count("Dockerfile:") == 1, message
     assert snapshot(store.home) == before
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "FROM busybox\nCOPY --from=nostage /a /a\n",
+        "FROM busybox AS one\nFROM busybox\nCOPY --from=nostage /a /a\n",
+        "FROM busybox\nCOPY ${X:?set X} /a\n",
+    ],
+)
+def test_a_copy_error_names_its_location_once(store: Store, ctx: Path, text: str) -> None:
+    events = events_of(store, ctx, text)
+    assert isinstance(events[-1], BuildFailed)
+    message = events[-1].message
+    assert message.count(str(ctx / "Dockerfile")) == 1, message
+
+
+def test_expose_is_read_as_docker_reads_it(store: Store, ctx: Path) -> None:
+    events = events_of(
+        store, ctx, "FROM busybox\nARG P=8080-8081/udp\nEXPOSE 80/TCP $P 1.2.3.4:81:81 82/\n"
+    )
+    assert isinstance(events[-1], BuildFinished), events[-1]
+    config = store.images.get_config(events[-1].image or "")
+    assert set(config["config"]["ExposedPorts"]) == {
+        "80/tcp",
+        "8080/udp",
+        "8081/udp",
+        "81/tcp",
+        "82/tcp",
+    }
+    # The words as written, sorted as Docker's parser sorts them ("$P" first), then
+    # expanded: what Docker 20.10's classic builder records for this Dockerfile.
+    assert config["history"][-1]["created_by"] == (
+        "/bin/sh -c #(nop)  EXPOSE 8080-8081/udp 1.2.3.4:81:81 80/TCP 82/"
+    )
 
 
 def test_unreadable_file_fails_the_preflight(busybox_tar: Path) -> None:

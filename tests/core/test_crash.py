@@ -41,6 +41,9 @@ from lamina.core.embedded.trash import find_leftovers
 from lamina.core.events import BuildFinished, StepFinished
 from lamina.core.model import BuildRequest
 
+# These tests state the classic builder's rules.
+pytestmark = pytest.mark.usefixtures("classic_builder")
+
 S = prune_support
 CONTEXTS = 3
 DOCKERFILE = "FROM scratch\nCOPY base /base\nLABEL k=v\nCOPY many /many\nCOPY top /top\n"
@@ -172,6 +175,8 @@ def test_kill_9_during_builds_and_prunes_loses_nothing(
 
     store = Store(home)
     try:
+        # A plain fsck (no --repair, the default grace) calls a killed store healthy.
+        assert fsck(store).ok, fsck(store).remaining
         report = fsck(store, grace=0.0)
         assert {p.kind for p in report.problems} <= {"leftover", "interrupted-build"}, (
             report.problems

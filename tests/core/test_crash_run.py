@@ -33,6 +33,9 @@ from lamina.core.embedded.trash import find_leftovers
 from lamina.core.events import BuildFinished, StepFinished
 from lamina.core.model import BuildRequest
 
+# These tests state the classic builder's rules.
+pytestmark = pytest.mark.usefixtures("classic_builder")
+
 S = prune_support
 
 DOCKERFILE = (

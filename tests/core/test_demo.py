@@ -9,6 +9,9 @@ import pytest
 from lamina.core.demo import workspace as demo
 from lamina.core.embedded.store import Store
 
+# These tests state the classic builder's rules.
+pytestmark = pytest.mark.usefixtures("classic_builder")
+
 
 def _kinds(build: demo.DemoBuild) -> list[str | None]:
     return [(s.reason or {}).get("kind") if s.cached is False else None for s in build.steps]
@@ -22,7 +25,7 @@ def test_demo_shows_hits_misses_sharing_and_dangling(
     try:
         result = demo.create_demo(store, tmp_path / "ws")
         assert result.created and result.with_run, result.notes
-        first, _web, touched, edited, _tools = result.builds
+        first, _web, touched, edited, label, _tools = result.builds
         assert first.hits == 0 and first.misses == len(first.steps) - 1
         # touched app.sh (mtime only) still hits; chmod +x data/run.sh misses on sources.
         by_text = {s.instruction: s for s in touched.steps}
@@ -35,13 +38,26 @@ def test_demo_shows_hits_misses_sharing_and_dangling(
         first_miss = next(i for i, k in enumerate(kinds) if k)
         assert kinds[first_miss] == "instruction_changed"
         assert set(kinds[first_miss + 1 :]) == {"parent_missed"}
+        # The edited LABEL misses under the classic rules, and everything below it; each
+        # COPY says that BuildKit would have hit.
+        assert label.hits == 0
+        assert _kinds(label)[1] == "instruction_changed"
+        assert set(_kinds(label)[2:]) == {"parent_missed"}
+        copies = [s for s in label.steps if s.instruction.startswith("COPY")]
+        assert len(copies) == 2
+        for step in copies:
+            assert step.other is not None
+            assert (step.other["builder"], step.other["cached"]) == ("buildkit", True)
+            assert "LABEL" in step.other["message"]
+        # ...where the first build, which misses under both, claims nothing of the kind.
+        assert all(s.other is None for s in first.steps if s.instruction.startswith("COPY"))
 
         images = store.images.list()
         tagged = {t for i in images for t in i.tags}
         assert {demo.APP_TAG, demo.WEB_TAG, demo.TOOLS_TAG, demo.BASE_TAG} <= tagged
         assert demo.RELEASE_TAG in tagged
-        # two rebuilt demo-app images and the first imported release.
-        assert sum(1 for i in images if i.dangling) == 3
+        # three rebuilt demo-app images and the first imported release.
+        assert sum(1 for i in images if i.dangling) == 4
         # every built image stands on the same busybox base layer.
         releases = {store.images.resolve(demo.RELEASE_TAG)} | {
             i.id for i in images if i.dangling and len(i.layers) == 1

@@ -128,26 +128,27 @@ def test_reclaimable_equals_the_dry_run_of_each_prune(store: Store, world: dict[
 def test_frees_predicts_what_removing_each_target_frees(
     store: Store, world: dict[str, Any]
 ) -> None:
-    # The dangling image: its own layer and config. Measured by removing it for real.
+    # The dangling image: its own layer (Docker's size; its config counts nothing).
+    # Measured by removing it for real.
     predicted = frees(store, world["dangling"])
     assert predicted == frees(store, world["dangling"][7:19])  # a unique ID prefix
     store.images.remove(world["dangling"])
     plan = plan_prune(store, PruneRequest("image", grace=0.0))
-    before = S.disk_bytes_of_store(store.home)
-    apply_prune(store, plan)
-    freed = before - S.disk_bytes_of_store(store.home)
-    orphan_bytes = sum(p.bytes for p in plan.layers if p.chain_id == world["orphan"][0])
-    assert freed - orphan_bytes == predicted > 8_000
+    result = apply_prune(store, plan)
+    assert set(result.layers) == {p.chain_id for p in plan.layers}
+    sizes = [p.bytes for p in plan.layers if p.chain_id != world["orphan"][0]]
+    assert sum(sizes) == predicted == 8_000
 
 
 def test_frees_of_tags_and_cache_entries(store: Store, world: dict[str, Any]) -> None:
-    # app:b's own layer, its config; the base stays for app:a.
-    assert frees(store, "app:b") == frees(store, world["img_b"]) > 50_000
+    # app:b's own layer; the base stays for app:a.
+    assert frees(store, "app:b") == frees(store, world["img_b"]) == 50_000
     store.images.tag(world["img_b"], "app:b2")
     assert frees(store, "app:b") == 0  # only untags
-    # app:a's layer is also kept by the cache: removing the image frees only its config.
-    assert frees(store, "app:a") < 4096 * 2
-    assert frees(store, S.key("step")) > 16_000
+    # app:a's layer is also kept by the cache: removing the image frees only its config,
+    # which Docker's sizes do not count.
+    assert frees(store, "app:a") == 0
+    assert frees(store, S.key("step")) == 16_000
     with pytest.raises(NotFound):
         frees(store, "nosuch:tag")
 

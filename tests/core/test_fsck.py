@@ -35,7 +35,8 @@ def test_repair_sweeps_leftovers(store: Store) -> None:
     (store.home / "tmp" / ".trash-x-1").mkdir()
     report = fsck(store)
     assert kinds(report) == {("leftover", False)} and len(report.problems) == 2
-    assert not report.ok
+    # Leftovers of interrupted work are information, never damage: fsck stays ok.
+    assert report.ok and all(p.note for p in report.problems)
     report = fsck(store, repair=True)
     assert report.ok and kinds(report) == {("leftover", True)}
     assert not stray.exists()
@@ -96,4 +97,32 @@ def test_missing_config_and_interrupted_builds(store: Store) -> None:
     assert ("interrupted-build", True) in kinds(report)
     status = store.index.connection().execute("SELECT status FROM builds").fetchone()[0]
     assert status == "failed"
-    assert report.to_json()["ok"] is False
+    assert report.to_json()["ok"] is False  # the missing config, not the build
+    assert [p.note for p in report.problems if p.kind == "interrupted-build"] == [True]
+
+
+def test_buildkit_cache_chained_on_keys_is_consistent(busybox_store: Store, tmp_path: Any) -> None:
+    # Under BuildKit's rules an entry's parent is the key of the step before it, not a
+    # config: fsck must neither report it nor drop it on repair.
+    from lamina.core.embedded.builder.walk import run_build
+    from lamina.core.events import BuildFinished
+    from lamina.core.model import BuildRequest
+
+    store = busybox_store
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    for name in ("a", "b", "c"):
+        (ctx / name).write_text(name)
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY a /a\nCOPY b /b\nCOPY c /c\n")
+    request = BuildRequest(context=str(ctx), builder="buildkit")
+    assert isinstance(list(run_build(store, request))[-1], BuildFinished)
+    entries = store.index.rows("SELECT key FROM cache")
+    assert len(entries) == 3 and len(store.cache.chained_on_keys()) == 2
+    assert fsck(store, deep=True).ok
+    assert fsck(store, repair=True).problems == ()
+    assert len(store.index.rows("SELECT key FROM cache")) == 3
+    # The first step's parent is the base image's config, and is still checked.
+    (first,) = store.index.rows("SELECT key, parent FROM cache WHERE instruction = 'COPY a /a'")
+    store.images.blob_path(first["parent"]).unlink()
+    report = fsck(store)
+    assert ("cache-missing-config", first["key"]) in {(p.kind, p.subject) for p in report.problems}

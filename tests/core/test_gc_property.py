@@ -88,7 +88,8 @@ def prune(store: Store, kind: str, all_: bool, keep: int | None) -> None:
     assert result.skipped == ()
     assert set(result.layers) == {p.chain_id for p in plan.layers}
     assert set(result.images) == {p.id for p in plan.images}
-    assert before - after == result.reclaimed_bytes == plan.reclaimable_bytes
+    assert before - after == result.disk_reclaimed_bytes == plan.disk_bytes
+    assert result.reclaimed_bytes == plan.reclaimable_bytes
     if kind == "system" and not all_ and keep is None:
         graph = load_graph(store)
         # Nothing remains that no tagged image needs, except cache shared with images.

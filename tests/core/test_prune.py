@@ -1,8 +1,11 @@
 """Prune as plan, then apply, on a real store under tmp_path.
 
-Bytes are checked against a real walk of the store directory (st_blocks, each inode
-once) before and after applying, so "what the plan says" and "what the disk lost" are
-compared, not two computations of the same formula.
+Bytes are checked two ways. What a plan frees on disk (``disk_bytes``) is compared with
+a real walk of the store directory (st_blocks, each inode once) before and after
+applying, so "what the plan says" and "what the disk lost" are compared, not two
+computations of the same formula. What it frees in Docker's sizes
+(``reclaimable_bytes``) is compared with the sizes of the layers it removes, as the
+store recorded them.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ def req(kind: str, **kw: Any) -> PruneRequest:
 
 def applied(store: Store, plan: PrunePlan) -> int:
     """Applies the plan and returns the bytes the store directory really lost."""
+    docker_sizes = sum(store.layers.get(p.chain_id).size for p in plan.layers)
     before = S.disk_bytes_of_store(store.home)
     result = apply_prune(store, plan)
     after = S.disk_bytes_of_store(store.home)
@@ -42,7 +46,10 @@ def applied(store: Store, plan: PrunePlan) -> int:
     assert set(result.cache) == {p.key for p in plan.cache}
     assert set(result.layers) == {p.chain_id for p in plan.layers}
     assert set(result.blobs) == {p.digest for p in plan.blobs}
-    assert result.reclaimed_bytes == plan.reclaimable_bytes
+    # Docker's measure: the removed layers' sizes (configs count nothing), plus leftovers.
+    leftovers = sum(left.bytes for left in plan.leftovers)
+    assert result.reclaimed_bytes == plan.reclaimable_bytes == docker_sizes + leftovers
+    assert result.disk_reclaimed_bytes == plan.disk_bytes
     return before - after
 
 
@@ -63,10 +70,13 @@ def test_dangling_prune_frees_exactly_the_unshared_layers_and_config(store: Stor
     assert [p.chain_id for p in plan.layers] == [b[1]]  # b[0] is still used by app:b
     assert [p.digest for p in plan.blobs] == [old]
     assert plan.images[0].reason == "dangling image"
-    assert plan.reclaimable_bytes == plan.images[0].bytes > 10_000
+    # Docker's size of the one layer that goes: its file's 10,000 bytes, exactly.
+    assert plan.reclaimable_bytes == plan.images[0].bytes == 10_000
+    # On disk it frees the layer's directory and the config too.
+    assert plan.disk_bytes == plan.images[0].disk_bytes > 10_000 + plan.blobs[0].disk_bytes
 
     freed = applied(store, plan)
-    assert freed == plan.reclaimable_bytes
+    assert freed == plan.disk_bytes
     assert not store.images.exists(old) and store.images.exists(tagged)
     assert b[1] not in layer_ids(store)
     assert not store.layers.diff_path(b[1]).parent.exists()
@@ -84,8 +94,31 @@ def test_prune_all_removes_tagged_images_and_reports_untags(store: Store) -> Non
     before = S.disk_bytes_of_store(store.home)
     result = apply_prune(store, plan)
     assert sorted(result.untagged) == ["one:1", "one:also"]
-    assert before - S.disk_bytes_of_store(store.home) == result.reclaimed_bytes > 20_000
+    assert before - S.disk_bytes_of_store(store.home) == result.disk_reclaimed_bytes > 20_000
+    assert result.reclaimed_bytes == 20_000
     assert layer_ids(store) == set()
+
+
+def test_dangling_false_prunes_every_unused_image_as_all_does(store: Store) -> None:
+    base = S.stack(store, [4_000], "base")
+    tagged = S.image(store, base, tag="one:1")
+    dangling = S.image(store, S.stack(store, [4_000], "d"), nonce="d")
+    everything = plan_prune(store, req("image", all=True))
+    assert {p.id for p in everything.images} == {tagged, dangling}
+    for value in ("false", "0"):
+        plan = plan_prune(store, req("image", filters=(f"dangling={value}",)))
+        assert [(p.id, p.tags, p.reason) for p in plan.images] == [
+            (p.id, p.tags, p.reason) for p in everything.images
+        ]
+        assert plan.reclaimable_bytes == everything.reclaimable_bytes
+    for value in ("true", "1"):
+        plan = plan_prune(store, req("image", filters=(f"dangling={value}",)))
+        assert [p.id for p in plan.images] == [dangling]
+    # As the daemon reads several values: one false among them asks for everything.
+    plan = plan_prune(store, req("image", filters=("dangling=true", "dangling=false")))
+    assert {p.id for p in plan.images} == {tagged, dangling}
+    assert applied(store, plan) == plan.disk_bytes
+    assert store.images.list() == []
 
 
 def test_dangling_image_a_kept_image_was_built_from_stays(store: Store) -> None:
@@ -121,7 +154,7 @@ def test_dry_run_plan_equals_apply_with_cache_and_orphans(store: Store) -> None:
     # Children are deleted before their parents (the index's foreign key needs it).
     order = [p.chain_id for p in plan.layers]
     assert order.index(cached[1]) < order.index(cached[0])
-    assert applied(store, plan) == plan.reclaimable_bytes
+    assert applied(store, plan) == plan.disk_bytes
     assert layer_ids(store) == set(base)
     S.assert_tagged_intact(store)
     # The cache entries leave tombstones so a later miss can say "pruned".
@@ -142,7 +175,7 @@ def test_builder_prune_keeps_entries_shared_with_images_unless_all(store: Store)
     # The shared entry's layer and config stay: the image still uses them.
     assert {p.chain_id for p in plan_all.layers} == {own[0]}
     assert img not in {b.digest for b in plan_all.blobs}
-    assert applied(store, plan_all) == plan_all.reclaimable_bytes
+    assert applied(store, plan_all) == plan_all.disk_bytes
     S.assert_tagged_intact(store)
 
 
@@ -173,7 +206,7 @@ def test_keep_storage_removes_least_recently_then_least_frequently_used(store: S
     assert plan.cache[-1].reason.endswith("beyond --keep-storage")
     assert plan_prune(store, req("builder", keep_storage=sum(sizes.values()))).cache == ()
     assert len(plan_prune(store, req("builder", keep_storage=0)).cache) == 4
-    assert applied(store, plan) == plan.reclaimable_bytes
+    assert applied(store, plan) == plan.disk_bytes
 
 
 def test_image_filters_until_and_labels(store: Store) -> None:
@@ -200,7 +233,8 @@ def test_image_filters_until_and_labels(store: Store) -> None:
 @pytest.mark.parametrize(
     ("request_", "message"),
     [
-        (PruneRequest("image", filters=("dangling=true",)), "invalid filter 'dangling'"),
+        (PruneRequest("image", filters=("dangling=maybe",)), "Invalid filter 'dangling=[maybe]'"),
+        (PruneRequest("system", filters=("dangling=false",)), "invalid filter 'dangling'"),
         (PruneRequest("builder", filters=("label=a",)), "invalid filter 'label'"),
         (PruneRequest("image", filters=("until=yesterday",)), "invalid until filter"),
         (PruneRequest("image", filters=("until=1h", "until=2h")), "more than one until"),
@@ -269,7 +303,7 @@ def test_leftovers_of_interrupted_work_are_swept(store: Store) -> None:
         "tmp/.trash-deadbeef-1",
         "tmp/build-dead",
     }
-    assert applied(store, plan) == plan.reclaimable_bytes > 9000
+    assert applied(store, plan) == plan.disk_bytes > 9000
     assert live.is_dir() and not dead.exists()
     assert store.images.exists(keep)
     S.assert_tagged_intact(store)
@@ -285,12 +319,15 @@ def test_gc_collects_only_what_nothing_references(store: Store) -> None:
     store.images.untag("gone:1")
     store.images.remove(gone)  # what rmi does: the layers are left to GC
     before = S.disk_bytes_of_store(store.home)
+    config_blocks = (store.home / "blobs" / "sha256" / gone[7:]).lstat().st_blocks * 512
     result = collect(store, grace=0.0)
     assert result.images == () and result.cache == ()
     assert len(result.layers) == 2
     # Its config was already unreferenced on disk: a leftover blob.
     assert result.leftovers == (f"blobs/sha256/{gone[7:]}",)
-    assert before - S.disk_bytes_of_store(store.home) == result.reclaimed_bytes
+    assert before - S.disk_bytes_of_store(store.home) == result.disk_reclaimed_bytes
+    # Docker's measure: the two 7,000-byte layers and the leftover config's blocks.
+    assert result.reclaimed_bytes == 14_000 + config_blocks
     assert store.images.exists(dangling)
     with pytest.raises(UsageError, match="invalid filter"):
         plan_prune(store, PruneRequest("gc", filters=("until=1h",)))
@@ -350,12 +387,15 @@ def test_hardlinked_files_are_counted_once(store: Store) -> None:
         for name in ("alias1", "alias2", "alias3"):
             os.link(src / "bin" / "tool", src / "bin" / name)
         chain_id = store.layers.commit_dir(src, None, "RUN install").chain_id
-    assert 60_000 <= store.layers.get(chain_id).size < 2 * 60_000
+    # Docker counts the inode once (moby's directory.Size); so do the blocks.
+    assert store.layers.get(chain_id).size == 60_000
+    assert 60_000 <= store.layers.get(chain_id).disk_size < 2 * 60_000
     dangling = S.image(store, [chain_id], nonce="links")
     plan = plan_prune(store, req("image"))
     assert [p.id for p in plan.images] == [dangling]
-    assert plan.reclaimable_bytes < 2 * 60_000
-    assert applied(store, plan) == plan.reclaimable_bytes
+    assert plan.reclaimable_bytes == 60_000
+    assert plan.disk_bytes < 2 * 60_000
+    assert applied(store, plan) == plan.disk_bytes
 
 
 def test_system_prune_all_leaves_an_empty_store_and_until_limits_both_halves(
@@ -369,10 +409,10 @@ def test_system_prune_all_leaves_an_empty_store_and_until_limits_both_halves(
     plan = plan_prune(store, req("system", all=True, filters=("until=48h",)))
     assert [p.id for p in plan.images] == [old]
     assert [p.key for p in plan.cache] == [S.key("old")]
-    assert applied(store, plan) == plan.reclaimable_bytes
+    assert applied(store, plan) == plan.disk_bytes
     assert store.images.exists(new)
     plan = plan_prune(store, req("system", all=True))
-    assert applied(store, plan) == plan.reclaimable_bytes
+    assert applied(store, plan) == plan.disk_bytes
     assert layer_ids(store) == set()
     assert store.images.list() == []
     assert not any((store.home / "blobs" / "sha256").iterdir())
@@ -392,4 +432,4 @@ def test_a_fresh_unreferenced_layer_keeps_the_layers_below_it(store: Store) -> N
     # Past the grace period all three go, children first.
     plan = plan_prune(store, req("gc"))
     assert [p.chain_id for p in plan.layers] == [fresh[0], base[1], base[0]]
-    assert applied(store, plan) == plan.reclaimable_bytes
+    assert applied(store, plan) == plan.disk_bytes

@@ -100,7 +100,8 @@ def test_filters_parse_at_the_first_equals_sign() -> None:
 @pytest.mark.parametrize(
     ("raw", "allowed", "message"),
     [
-        (["dangling=true"], IMAGE_FILTERS, "invalid filter 'dangling'"),
+        (["dangling=TRUE"], IMAGE_FILTERS, r"Invalid filter 'dangling=\[TRUE\]'"),
+        (["dangling=true"], BUILDER_FILTERS, "invalid filter 'dangling'"),
         (["label=x"], BUILDER_FILTERS, "invalid filter 'label'"),
         (["until"], IMAGE_FILTERS, "expected key=value"),
         (["=x"], IMAGE_FILTERS, "expected key=value"),

@@ -67,7 +67,7 @@ def test_nothing_remembered_is_a_first_build() -> None:
     reason = reasons.explain_miss(inputs("RUN a"), History(), first_in_stage=True)
     assert reason == {
         "kind": "first_build",
-        "message": "no step has been cached on this state before",
+        "message": "first build: nothing was cached at this step of this stage before",
     }
 
 
@@ -88,10 +88,63 @@ def test_sources_changed_names_what_differs() -> None:
     assert reason.get("changed") == [{"path": "a", "what": ["mode"]}]
 
 
+LONG_RUN = (
+    "RUN apt-get update && apt-get install -y --no-install-recommends curl ca-certificates"
+    " git make gcc && rm -rf /var/lib/apt/lists/* && echo built version one"
+)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "shown_old", "shown_new"),
+    [
+        # Short: both whole.
+        ("RUN echo a", "RUN echo b", "RUN echo a", "RUN echo b"),
+        # An edit at the end of a long RUN: the same window over both, around the edit.
+        (
+            LONG_RUN,
+            LONG_RUN.replace("version one", "version two"),
+            "…* && echo built version one",
+            "…* && echo built version two",
+        ),
+        # An edit at the start: no leading ellipsis, the rest cut.
+        (
+            LONG_RUN,
+            LONG_RUN.replace("apt-get update", "apt update", 1),
+            "RUN apt-get update && apt-get install -y --no-install-recomm…",
+            "RUN apt update && apt-get install -y --no-install-recommends…",
+        ),
+        # One text a prefix of the other: the added tail shows.
+        (
+            LONG_RUN,
+            LONG_RUN + " && true",
+            "…&& echo built version one",
+            "…&& echo built version one && true",
+        ),
+    ],
+    ids=["short", "edit-at-the-end", "edit-at-the-start", "appended"],
+)
+def test_a_changed_instruction_shows_where_the_two_differ(
+    old: str, new: str, shown_old: str, shown_new: str
+) -> None:
+    reason = reasons.compare(inputs(old), inputs(new))
+    assert reason["kind"] == "instruction_changed"
+    assert (reason.get("old"), reason.get("new")) == (old, new)
+    assert reason["message"] == f"the instruction changed from '{shown_old}' to '{shown_new}'"
+    assert shown_old != shown_new
+
+
+def test_a_whitespace_change_says_so_and_line_breaks_show() -> None:
+    reason = reasons.compare(inputs("RUN echo a"), inputs("RUN echo  a"))
+    assert reason["message"].endswith("(only whitespace differs)")
+    reason = reasons.compare(inputs("RUN a \\\n  b"), inputs("RUN a \\\n  c"))
+    assert "\n" not in reason["message"] and "↵" in reason["message"]
+
+
 @pytest.mark.parametrize(
     "reason",
     [
         reasons.no_cache(),
+        reasons.instruction_changed("RUN a\nb", "RUN a\nc"),
         reasons.parent_missed("0/1", "RUN a"),
         reasons.first_build(),
         reasons.pruned(),

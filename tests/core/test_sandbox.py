@@ -20,8 +20,9 @@ import pytest
 import sandbox_rootfs
 
 from lamina.core.embedded.sandbox import RunSpec, check_available, run
+from lamina.core.embedded.sandbox.cgroup import pids_parent
 from lamina.core.embedded.sandbox.child import SetupError, resolve_user
-from lamina.core.embedded.sandbox.runner import availability_problem
+from lamina.core.embedded.sandbox.runner import MountSpec, availability_problem
 from lamina.core.errors import BuildError
 
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -550,3 +551,117 @@ def test_etc_files_come_from_the_host_only_with_host_network(box: Sandbox, netwo
     else:
         assert resolv == []
         assert hosts == ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+
+
+# --- hardening: what Docker's defaults allow and no more ----------------------------
+
+DOCKER_CAPS = "00000000a80425fb"  # CapEff of `docker run busybox` as root
+
+
+@pytest.mark.root
+def test_the_command_has_dockers_capabilities_no_new_privs_and_seccomp(box: Sandbox) -> None:
+    status, lines = box.sh("grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status")
+    assert status == 0
+    fields = dict(line.split(":\t") for line in lines)
+    assert fields == {
+        "CapInh": "0000000000000000",
+        "CapPrm": DOCKER_CAPS,
+        "CapEff": DOCKER_CAPS,
+        "CapBnd": DOCKER_CAPS,
+        "CapAmb": "0000000000000000",
+        "NoNewPrivs": "1",
+        "Seccomp": "2",
+        "Seccomp_filters": "1",
+    }
+
+
+@pytest.mark.root
+def test_a_device_node_made_in_run_opens_nothing(box: Sandbox, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    # The reproducer, then nodes of /dev/zero (c 1 5) wherever the command can
+    # write: the rootfs, /dev, a tmpfs mount and a bind (a cache mount outlives the step).
+    script = (
+        "mknod /blk b 254 0 && chmod 666 /blk && echo made;"
+        " for d in / /dev/ /tmpfs/ /cache/; do mknod ${d}z5 c 1 5 &&"
+        " { head -c 1 ${d}z5 >/dev/null 2>&1 && echo open $d || echo refused $d; }; done;"
+        " head -c 1 /dev/zero | wc -c"
+    )
+    status, lines = box.sh(
+        script,
+        mounts=(MountSpec("/tmpfs"), MountSpec("/cache", cache)),
+    )
+    assert status == 0
+    assert lines == [
+        "made",
+        "refused /",
+        "refused /dev/",
+        "refused /tmpfs/",
+        "refused /cache/",
+        "1",
+    ]
+    # Made, as Docker makes it (CAP_MKNOD stays), but inert.
+    assert stat.S_ISBLK(os.lstat(box.upper / "blk").st_mode)
+
+
+@pytest.mark.root
+def test_a_setuid_bit_set_in_run_gives_no_privilege(box: Sandbox) -> None:
+    # busybox's su needs its setuid bit; root may su to nobody, who then tries back.
+    status, lines = box.sh(
+        "sed -i 's/^root:x:/root::/' /etc/passwd && chmod 4755 /bin/busybox &&"
+        " su -s /bin/sh -c 'su -c \"id -u\" root' nobody"
+    )
+    assert lines == ["su: must be suid to work properly"]
+    assert status != 0
+
+
+@pytest.mark.root
+@pytest.mark.parametrize(
+    ("script", "message"),
+    [
+        # Without seccomp, creating a user namespace needs no capability at all.
+        ("unshare -U true", "unshare: unshare(0x10000000): Operation not permitted"),
+        ("unshare -m true", "unshare: unshare(0x20000): Operation not permitted"),
+        ("mount -t tmpfs none /mnt", "mount: permission denied (are you root?)"),
+        ("nsenter -t 1 -m true", "nsenter: can't open '/proc/1/ns/mnt': Permission denied"),
+    ],
+)
+def test_namespaces_and_mounts_are_refused_inside_run(
+    box: Sandbox, script: str, message: str
+) -> None:
+    status, lines = box.sh(script)
+    assert status == 1
+    assert lines == [message]
+
+
+@pytest.mark.root
+def test_chroot_stays_allowed_as_in_docker(box: Sandbox) -> None:
+    assert box.sh("chroot / true") == (0, [])
+
+
+@pytest.mark.root
+def test_a_fork_bomb_stops_at_the_pids_limit(box: Sandbox) -> None:
+    started = time.monotonic()
+    status, lines = box.sh(
+        # The subshell stops at the first fork that fails; counting takes no fork.
+        "(n=0; while [ $n -lt 300 ]; do sleep 60 & n=$((n+1)); done) 2>/dev/null;"
+        " set -- /proc/[0-9]*; echo $#",
+        pids_limit=64,
+    )
+    assert status == 0
+    # The monitor counts too, outside the PID namespace.
+    assert 40 <= int(lines[-1]) <= 63, lines
+    assert time.monotonic() - started < 30
+    # Every sleeper went with the namespace, and the cgroup with them.
+    assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "60"]]
+    parent = pids_parent()[0]
+    if parent is not None:
+        assert not [p for p in parent.iterdir() if p.name.startswith(f"lamina-run-{os.getpid()}-")]
+
+
+@pytest.mark.root
+def test_the_classic_fork_bomb_does_not_outlive_its_step(box: Sandbox) -> None:
+    started = time.monotonic()
+    status, _ = box.sh("b(){ b | b & }; b; sleep 1; echo done", pids_limit=64)
+    assert status == 0
+    assert time.monotonic() - started < 30

@@ -38,6 +38,7 @@ try:
         lowerdirs=tuple(Path(p) for p in job["lowerdirs"]), upper=Path(job["upper"]),
         work=Path(job["work"]), argv=tuple(job["argv"]), env=tuple(job["env"]),
         user=job.get("user", ""), network=job.get("network", "host"),
+        pids_limit=job.get("pids_limit", 2048),
     )
     print(json.dumps({"status": run(spec, lines.append), "lines": lines}))
 except LaminaError as exc:
@@ -106,7 +107,7 @@ def _run_as_nobody(
     for path in (upper, work):
         path.mkdir()
         os.chown(path, NOBODY, NOBODY)
-    payload = {
+    payload: dict[str, Any] = {
         "lowerdirs": [str(rootfs)],
         "upper": str(upper),
         "work": str(work),
@@ -153,3 +154,36 @@ def test_rootless_refuses_other_users(rootless: tuple[str, Path, Path]) -> None:
     assert result.get("error") == "BuildError", result
     assert "needs root" in result["message"] and "\n" not in result["message"]
     assert list(upper.iterdir()) == []
+
+
+@pytest.mark.root
+def test_rootless_run_is_hardened_like_root(rootless: tuple[str, Path, Path]) -> None:
+    result, _ = _run_as_nobody(
+        rootless,
+        "hardened",
+        "grep -E '^(CapEff|CapInh|NoNewPrivs|Seccomp):' /proc/self/status;"
+        " unshare -U true 2>&1; mknod /z c 1 5 2>/dev/null && head -c 1 /z >/dev/null 2>&1 || echo inert",
+    )
+    assert result.get("status") == 0, result
+    assert result["lines"] == [
+        "CapInh:\t0000000000000000",
+        "CapEff:\t00000000a80425fb",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+        "unshare: unshare(0x10000000): Operation not permitted",
+        "inert",
+    ]
+
+
+@pytest.mark.root
+def test_rootless_fork_bomb_stops_at_the_limit(rootless: tuple[str, Path, Path]) -> None:
+    # No cgroup can be made without root: RLIMIT_NPROC in the user namespace holds.
+    result, _ = _run_as_nobody(
+        rootless,
+        "bomb",
+        "(n=0; while [ $n -lt 300 ]; do sleep 60 & n=$((n+1)); done) 2>/dev/null;"
+        " set -- /proc/[0-9]*; echo $#",
+        pids_limit=48,
+    )
+    assert result.get("status") == 0, result
+    assert 30 <= int(result["lines"][-1]) <= 48, result

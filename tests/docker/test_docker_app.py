@@ -72,6 +72,123 @@ async def test_app_shows_shared_base_layers_from_docker(
         assert [c.path for c in view.changes] == ["/a", "/dev", "/etc", "/proc", "/sys"]
 
 
+async def _open_builds(app: LaminaApp, pilot: Any) -> MainScreen:
+    for _ in range(3):
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+    await pilot.press("3")
+    await pilot.pause()
+    return next(s for s in app.screen_stack if isinstance(s, MainScreen))
+
+
+async def test_what_if_on_docker_predicts_and_offers_the_build(
+    docker_engine: DockerEngine,
+    docker_base: str,
+    docker_tag: Callable[[str], str],
+    tmp_path: Path,
+    tree: Any,
+) -> None:
+    from lamina.tui.screens.confirm import WhatIfScreen
+
+    token = os.urandom(6).hex()
+    ctx = tree(
+        tmp_path / "w",
+        {"Dockerfile": f"FROM {docker_base}\nCOPY f /f\nRUN cat /f > /g\n", "f": token},
+    )
+    request = BuildRequest(context=str(ctx), tags=(docker_tag("whatif"),))
+    events = list(docker_engine.build(request))
+    assert isinstance(events[-1], BuildFinished), events[-1]
+
+    app: LaminaApp = make_app(docker_engine, clock=lambda: 1_800_000_000.0)
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await _open_builds(app, pilot)
+        # What-if applies on Docker: the action is offered and enabled.
+        assert screen.check_action("what_if", ()) is True
+        await pilot.press("w")
+        for _ in range(4):
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, WhatIfScreen)
+        assert dialog.ok and dialog.offers_confirm
+        # Nothing changed since the build: every predicted step is a hit.
+        verdicts = [s.cached for s in dialog.steps if s.instruction.split()[0] != "FROM"]
+        assert verdicts and all(v is True for v in verdicts), dialog.steps
+        await pilot.press("escape")
+
+
+async def test_a_failed_prediction_on_docker_offers_no_build(
+    docker_engine: DockerEngine,
+    docker_base: str,
+    docker_tag: Callable[[str], str],
+    tmp_path: Path,
+    tree: Any,
+) -> None:
+    import shutil
+
+    from lamina.tui.screens.confirm import WhatIfScreen
+
+    ctx = tree(tmp_path / "gone", {"Dockerfile": f"FROM {docker_base}\nCOPY f /f\n", "f": "x"})
+    request = BuildRequest(context=str(ctx), tags=(docker_tag("gone"),))
+    events = list(docker_engine.build(request))
+    assert isinstance(events[-1], BuildFinished), events[-1]
+    shutil.rmtree(ctx)  # the recorded build's context is gone: nothing can be predicted
+
+    app: LaminaApp = make_app(docker_engine, clock=lambda: 1_800_000_000.0)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await _open_builds(app, pilot)
+        await pilot.press("w")
+        for _ in range(4):
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, WhatIfScreen)
+        assert not dialog.ok and not dialog.offers_confirm
+        assert "The prediction failed" in dialog.body()
+
+
+async def test_disk_view_on_docker_lists_containers_volumes_and_every_prune(
+    docker_engine: DockerEngine, docker_base: str
+) -> None:
+    import docker as docker_sdk  # type: ignore[import-untyped]
+
+    from lamina.tui.widgets.disk import DiskView
+
+    client = docker_sdk.from_env()
+    volume = client.volumes.create(name=f"lamina-app-{os.urandom(4).hex()}")
+    container = client.containers.create(
+        docker_base, ["sh", "-c", "true"], volumes={volume.name: {"bind": "/v", "mode": "rw"}}
+    )
+    try:
+        usage = docker_engine.disk_usage()
+        expected = {c.name: c for c in usage.categories}
+        app: LaminaApp = make_app(docker_engine, clock=lambda: 1_800_000_000.0)
+        async with app.run_test(size=(120, 36)) as pilot:
+            for _ in range(3):
+                await app.workers.wait_for_complete()
+                await pilot.pause()
+            await pilot.press("4")
+            for _ in range(3):
+                await app.workers.wait_for_complete()
+                await pilot.pause()
+            view = app.screen.query_one(DiskView)
+            table = view.query_one("#disk-table")
+            names = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+            for name in ("images", "containers", "volumes", "build cache"):
+                assert name in names, names
+            containers = table.get_row_at(names.index("containers"))
+            assert int(str(containers[1])) == expected["containers"].count >= 1
+            volumes = table.get_row_at(names.index("volumes"))
+            assert int(str(volumes[1])) == expected["volumes"].count >= 1
+            preview = str(view.query_one("#disk-prune").render())
+            for command in ("container prune", "volume prune", "system prune"):
+                assert command in preview, preview
+    finally:
+        container.remove(force=True)
+        volume.remove(force=True)
+        client.close()
+
+
 async def test_disk_view_lists_buildkits_records(
     docker_engine: DockerEngine,
     docker_base: str,

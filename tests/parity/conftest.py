@@ -23,8 +23,10 @@ import hashlib
 import http.server
 import io
 import os
+import re
 import shutil
 import stat
+import subprocess
 import tarfile
 import threading
 import uuid
@@ -98,6 +100,12 @@ class Workspace:
         elif op == "rename":
             self.path(args[1]).parent.mkdir(parents=True, exist_ok=True)
             os.rename(self.path(args[0]), self.path(args[1]))
+        elif op == "rewrite-same-stat":
+            # Same size, old mtime put back: what BuildKit's context transfer cannot see.
+            path = self.path(args[0])
+            st = path.stat()
+            path.write_text(args[1])
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
         elif op == "xattr":
             os.setxattr(self.path(args[0]), args[1], args[2], follow_symlinks=False)
         elif op == "mkdir":
@@ -269,6 +277,7 @@ class Parity:
             target=options.get("target"),
             no_cache=bool(options.get("no_cache")),
             network="none",
+            builder="classic",
         )
 
     def run(self, name: str, steps: list[tuple[Any, ...]]) -> None:
@@ -365,6 +374,300 @@ def parity(
     finally:
         server.shutdown()
         server.server_close()
+        docker.close()
+        embedded.close()
+
+
+# -- BuildKit ---------------------------------------------------------------------------
+#
+# The same workspaces, built by the BuildKit inside the private dockerd through Debian's
+# docker CLI 20.10 (named explicitly: a newer CLI earlier on PATH speaks buildx), its
+# `--progress=plain` lines parsed into one decision per vertex.
+
+DOCKER_CLI = "/usr/bin/docker"
+_VERTEX = re.compile(r"^#(\d+) \[(?:(\S+) )?(\d+)/(\d+)\] (.*)$")
+_STATUS = re.compile(r"^#(\d+) (CACHED|DONE|ERROR)")
+BUILDKIT_STEPS = ("RUN", "COPY", "ADD", "WORKDIR")
+
+
+@dataclass
+class Vertex:
+    """One step BuildKit reported: ``[label pos/total] text``, and whether it hit."""
+
+    label: str | None
+    pos: int
+    text: str
+    cached: bool
+
+
+def buildkit_vertices(output: str) -> list[Vertex]:
+    """The Dockerfile steps of a ``--progress=plain`` log (FROM and internals left out)."""
+    names: dict[str, tuple[str | None, int, str]] = {}
+    cached: set[str] = set()
+    for line in output.splitlines():
+        m = _VERTEX.match(line)
+        if m:
+            names[m.group(1)] = (m.group(2), int(m.group(3)), m.group(5))
+            continue
+        m = _STATUS.match(line)
+        if m and m.group(2) == "CACHED":
+            cached.add(m.group(1))
+    out = []
+    for num, (label, pos, text) in names.items():
+        if text.startswith("FROM "):
+            continue
+        out.append(Vertex(label, pos, text, num in cached))
+    return out
+
+
+def buildkit_build(ws: Workspace, tag: str, options: dict[str, Any]) -> tuple[str, list[Vertex]]:
+    """One build on the daemon's BuildKit: the image ID and the vertices."""
+    iid = ws.root / "iid"
+    if iid.exists():
+        iid.unlink()
+    cmd = [DOCKER_CLI, "build", "--progress=plain", "--network=none", "-t", tag]
+    cmd += ["--iidfile", str(iid)]
+    if options.get("dockerfile") is not None:
+        cmd += ["-f", str((ws.ctx / options["dockerfile"]).resolve())]
+    for k, v in (options.get("build_args") or {}).items():
+        cmd += ["--build-arg", f"{k}={v}"]
+    if options.get("target"):
+        cmd += ["--target", options["target"]]
+    if options.get("no_cache"):
+        cmd.append("--no-cache")
+    for secret_id, path in (options.get("secrets") or {}).items():
+        cmd += ["--secret", f"id={secret_id},src={ws.root / path}"]
+    cmd.append(str(ws.ctx))
+    env = dict(os.environ, DOCKER_BUILDKIT="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"BuildKit failed:\n{output[-3000:]}"
+    return iid.read_text().strip(), buildkit_vertices(output)
+
+
+@dataclass
+class Decided:
+    """One of lamina's cached steps, placed as BuildKit names it."""
+
+    stage: int
+    index: int
+    label: str
+    pos: int
+    cached: bool
+    merged_into: str | None  # "<stage>/<index>" of the step it ran once with
+    instruction: str
+
+
+def lamina_decisions(
+    events: list[Any], stage_names: list[str | None], on_stage: set[int] | None = None
+) -> tuple[list[Decided], set[int], str | None, str | None]:
+    """lamina's cached steps, the stages it skipped, its image and its error
+    (``on_stage``: stages whose FROM names another stage, which BuildKit does not count
+    as a step)."""
+    out: list[Decided] = []
+    skipped: set[int] = set()
+    pos: dict[int, int] = {}
+    image = error = None
+    for event in events:
+        if isinstance(event, StepFinished):
+            s = event.step
+            kind = (s.reason or {}).get("kind")
+            if s.index == 0:
+                pos[s.stage] = 0 if s.stage in (on_stage or set()) else 1
+                if kind == "stage_skipped":
+                    skipped.add(s.stage)
+                continue
+            if s.cached is None:
+                continue
+            pos[s.stage] = pos.get(s.stage, 1) + 1
+            label = stage_names[s.stage] or f"stage-{s.stage}"
+            merged = (s.reason or {}).get("step") if kind == "merged" else None
+            out.append(
+                Decided(
+                    s.stage, s.index, label, pos[s.stage], bool(s.cached), merged, s.instruction
+                )
+            )
+        elif isinstance(event, BuildFinished):
+            image = event.image
+        elif isinstance(event, BuildFailed):
+            error = event.message
+    return out, skipped, image, error
+
+
+def compare_decisions(where: str, ours: list[Decided], theirs: list[Vertex]) -> str:
+    """Asserts both builders made the same decision per step; returns lamina's H/M."""
+    labels = {v.label for v in theirs}
+    unlabelled = labels == {None}
+
+    def vertex(d: Decided) -> Vertex | None:
+        for v in theirs:
+            if v.pos == d.pos and (v.label == d.label or (unlabelled and v.label is None)):
+                return v
+        return None
+
+    by_step = {f"{d.stage}/{d.index}": d for d in ours}
+    used: set[int] = set()
+    for d in ours:
+        owner = by_step.get(d.merged_into) if d.merged_into else d
+        assert owner is not None
+        members = [m for m in ours if m.merged_into == f"{owner.stage}/{owner.index}"]
+        group = [owner, *members]
+        found = [v for v in (vertex(g) for g in group) if v is not None]
+        assert found, f"{where}: BuildKit has no step for {d.label} {d.pos}: {d.instruction}"
+        v = found[0]
+        decided = group[0].cached
+        assert v.cached == decided, (
+            f"{where}: {d.label} {d.pos} ({d.instruction}): BuildKit "
+            f"{'HIT' if v.cached else 'MISS'}, lamina {'HIT' if decided else 'MISS'}"
+        )
+        used.add(id(v))
+    extra = [v for v in theirs if id(v) not in used]
+    assert not extra, f"{where}: BuildKit ran steps lamina did not: {extra}"
+    return "".join("H" if d.cached else "M" for d in ours)
+
+
+class BuildKitParity:
+    """Runs a scenario on the daemon's BuildKit and on lamina under BuildKit's rules."""
+
+    def __init__(self, docker: DockerEngine, embedded: EmbeddedEngine, ws: Workspace, tag: str):
+        self.docker = docker
+        self.embedded = embedded
+        self.ws = ws
+        self.tag = tag
+
+    def request(self, options: dict[str, Any]) -> BuildRequest:
+        df = None
+        if options.get("dockerfile") is not None:
+            df = str((self.ws.ctx / options["dockerfile"]).resolve())
+        return BuildRequest(
+            context=str(self.ws.ctx),
+            dockerfile=df,
+            tags=(self.tag,),
+            build_args=dict(options.get("build_args") or {}),
+            target=options.get("target"),
+            no_cache=bool(options.get("no_cache")),
+            network="none",
+            builder="buildkit",
+            no_cache_filter=tuple(options.get("no_cache_filter") or ()),
+            secrets={k: str(self.ws.root / v) for k, v in (options.get("secrets") or {}).items()},
+        )
+
+    def stage_names(self, options: dict[str, Any]) -> list[str | None]:
+        return [s.name or None for s in self._stages(options)]
+
+    def on_stage(self, options: dict[str, Any]) -> set[int]:
+        stages = self._stages(options)
+        names = {s.name: i for i, s in enumerate(stages) if s.name}
+        return {
+            i
+            for i, s in enumerate(stages)
+            if s.base.lower() in names or (s.base.isdigit() and int(s.base) < i)
+        }
+
+    def _stages(self, options: dict[str, Any]) -> list[Any]:
+        from lamina.core.dockerfile.instructions import load_dockerfile
+
+        rel = options.get("dockerfile") or "Dockerfile"
+        return list(load_dockerfile((self.ws.ctx / rel).read_text()).stages)
+
+    def run(self, name: str, steps: list[tuple[Any, ...]], *, docker: bool = True) -> list[Any]:
+        """Every build on both (``docker=False``: lamina alone, for syntax 20.10's
+        BuildKit cannot parse); returns lamina's events of each build."""
+        n = 0
+        last: tuple[str | None, str | None] | None = None
+        every: list[Any] = []
+        for step in steps:
+            if step[0] != "build":
+                self.ws.apply(step)
+                continue
+            _, expect, options = step
+            n += 1
+            where = f"{name}, build {n}"
+            events = list(self.embedded.build(self.request(options)))
+            every.append(events)
+            ours, skipped, image, error = lamina_decisions(
+                events, self.stage_names(options), self.on_stage(options)
+            )
+            assert error is None, f"{where}: lamina failed: {error}"
+            pattern = "".join("H" if d.cached else "M" for d in ours)
+            theirs_image = None
+            if docker:
+                theirs_image, vertices = buildkit_build(self.ws, self.tag, options)
+                pattern = compare_decisions(where, ours, vertices)
+                for number in skipped:
+                    label = self.stage_names(options)[number] or f"stage-{number}"
+                    assert not [v for v in vertices if v.label == label], (
+                        f"{where}: BuildKit ran steps of the skipped stage {label}"
+                    )
+            if expect is not None:
+                assert pattern == expect, f"{where}: expected {expect}, lamina decided {pattern}"
+            last = (theirs_image, image)
+        assert last is not None, f"{name} has no build"
+        theirs_image, ours_image = last
+        assert ours_image is not None
+        if docker:
+            assert theirs_image is not None
+            diff = fs_diff(
+                docker_fs(self.docker, theirs_image), embedded_fs(self.embedded, ours_image)
+            )
+            assert not diff, f"{name}: final filesystems differ:\n  " + "\n  ".join(diff)
+        return every
+
+
+def _with_nonce(tar: Path, out: Path, nonce: str) -> Path:
+    """The rootfs tar with one more file, ``/.parity``, holding ``nonce``."""
+    shutil.copyfile(tar, out)
+    with tarfile.open(out, "a") as archive:
+        data = nonce.encode()
+        info = tarfile.TarInfo(".parity")
+        info.size, info.mode, info.mtime = len(data), 0o644, 1_000_000_000
+        archive.addfile(info, io.BytesIO(data))
+    return out
+
+
+@pytest.fixture
+def buildkit_parity(
+    docker_available: None,
+    isolation: None,
+    rootfs_tar: Path,
+    tmp_path: Path,
+) -> Iterator[Callable[..., list[Any]]]:
+    """``buildkit_parity(name, files, steps, docker=True)``: the scenario on the daemon's
+    BuildKit and on a fresh embedded store under BuildKit's rules."""
+    docker = DockerEngine(home=tmp_path / "lamina-home")
+    embedded = EmbeddedEngine(tmp_path / "store")
+    nonce = uuid.uuid4().hex[:12]
+    base = f"lamina-parity-{RUN_ID}/bk-base-{nonce}:latest"
+    # BuildKit keys a local base by its layers, not its config: a file of the
+    # scenario's own keeps Docker's cache of earlier scenarios from answering.
+    rootfs_tar = _with_nonce(rootfs_tar, tmp_path / "base.tar", nonce)
+    with open(rootfs_tar, "rb") as fh:
+        docker.api.import_image_from_data(
+            fh.read(),
+            repository=base.rsplit(":", 1)[0],
+            tag="latest",
+            changes=[f"LABEL lamina.parity={nonce}"],
+        )
+    _created_tags.add(base)
+    import_rootfs(embedded.store, rootfs_tar, base)
+    tag = f"lamina-parity-{RUN_ID}/bk-result-{nonce}:latest"
+    _created_tags.add(tag)
+
+    def run(
+        name: str,
+        files: dict[str, str | bytes],
+        steps: list[tuple[Any, ...]],
+        docker_too: bool = True,
+    ) -> list[Any]:
+        ws = Workspace(tmp_path / "ws", base)
+        ws.ctx.mkdir(parents=True)
+        for rel, content in files.items():
+            ws.apply(("write", rel, content))
+        return BuildKitParity(docker, embedded, ws, tag).run(name, steps, docker=docker_too)
+
+    try:
+        yield run
+    finally:
         docker.close()
         embedded.close()
 

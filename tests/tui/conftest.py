@@ -98,6 +98,61 @@ def dive_engine(dive_home: Path) -> Iterator[Engine]:
     engine.close()
 
 
+# A long line edited at its end: the reason must show where the two differ. (A COPY, so
+# it is a cached step under either builder's rules.)
+BUILDS_DOCKERFILE = (
+    "FROM busybox\n"
+    "COPY app.txt /srv/greeter/share/a/destination/long/enough/to/be/cut/by/any/table/column"
+    "/version-one.txt\n"
+    "COPY app.txt /app/app.txt\n"
+    "LABEL org.example.team=core\n"
+)
+
+
+@pytest.fixture(scope="session")
+def builds_home(tmp_path_factory: pytest.TempPathFactory, busybox_tar: Path) -> Path:
+    """Two builds of one Dockerfile (COPY and metadata only), the second after an edit
+    at the end of a long line, with pinned times, durations and paths."""
+    from lamina.core.embedded.archive import import_rootfs
+    from lamina.core.embedded.builder.walk import run_build
+    from lamina.core.embedded.store import Store
+    from lamina.core.events import BuildFinished
+    from lamina.core.model import BuildRequest
+
+    base = tmp_path_factory.mktemp("builds")
+    ctx = base / "ctx"
+    ctx.mkdir()
+    (ctx / "app.txt").write_text("app\n")
+    store = Store(base / "store")
+    try:
+        import_rootfs(store, busybox_tar, "busybox:latest")
+        for text in (BUILDS_DOCKERFILE, BUILDS_DOCKERFILE.replace("version-one", "version-two")):
+            (ctx / "Dockerfile").write_text(text)
+            events = list(run_build(store, BuildRequest(context=str(ctx), tags=("greeter",))))
+            assert isinstance(events[-1], BuildFinished), events[-1]
+    finally:
+        store.close()
+    db = sqlite3.connect(base / "store" / "index.db")
+    with db:
+        db.execute(
+            "UPDATE builds SET started = ? + id * 60, finished = ? + id * 60 + 2,"
+            " dockerfile = '/srv/greeter/Dockerfile', context = '/srv/greeter'",
+            (FIXED_COMMIT, FIXED_COMMIT),
+        )
+        db.execute("UPDATE build_steps SET duration = 0.25 WHERE cached IS NOT NULL")
+        db.execute("UPDATE layers SET created = ?", (FIXED_COMMIT,))
+        db.execute("UPDATE images SET added = ?", (FIXED_COMMIT,))
+    db.close()
+    return base / "store"
+
+
+@pytest.fixture
+def builds_engine(builds_home: Path) -> Iterator[Engine]:
+    engine = open_embedded(builds_home)
+    yield engine
+    engine.close()
+
+
 def break_layer(home: Path, chain_id: str) -> None:
     """Removes a layer's directory behind the index's back (what fsck reports)."""
     hex_part = chain_id.split(":", 1)[1]

@@ -458,8 +458,94 @@ async def test_learn_follows_the_selected_step_and_tours(demo_engine: Engine) ->
         await pilot.press("n")
         tour = str(learn.query_one("#tour", Static).render())
         assert "Change a mode" in tour and "data/run.sh" in tour
+        # The last stop: the demo's LABEL edit, a COPY that hit under BuildKit and would
+        # have missed under the classic builder; the stop selects it.
+        await pilot.press("n")
+        await pilot.pause()
+        tour = str(learn.query_one("#tour", Static).render())
+        assert "Edit a LABEL" in tour and "COPY" in tour and "HIT" in tour
+        assert "Under the classic builder: MISS" in tour
+        assert learn.step is not None and learn.step.instruction.startswith("COPY")
+        assert learn.step.cached is True and learn.step.other is not None
+        await pilot.press("n")
+        assert learn.tour_index == 0
         await pilot.press("b")
-        assert learn.tour_index == 1
+        await pilot.press("b")
+        assert learn.tour_index == 2
+
+
+@pytest.mark.root
+async def test_learn_says_what_the_other_builder_would_decide(demo_engine: Engine) -> None:
+    app = new_app(demo_engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("3")
+        await settle(app, pilot)
+        view = main_screen(app).query_one(BuildsView)
+        # The demo's LABEL edit: BuildKit's rules hit every step below it.
+        label_build = next(
+            b
+            for b in view.builds
+            if any((s.reason or {}).get("kind") == "settings_not_keyed" for s in b.steps)
+        )
+        assert label_build.builder == "buildkit"
+        table = view.query_one("#builds-table", DataTable)
+        table.move_cursor(row=table.get_row_index(str(label_build.id)))
+        await pilot.pause()
+        steps = view.query_one("#steps-table", DataTable)
+        learn = main_screen(app).query_one(LearnView)
+        section = learn.query_one("#builders", Static)
+        copy = next(i for i, s in enumerate(label_build.steps) if s.instruction.startswith("COPY"))
+        steps.move_cursor(row=copy)
+        await pilot.pause()
+        await pilot.press("5")
+        await pilot.pause()
+        assert learn.step == label_build.steps[copy]
+        text = str(section.render())
+        assert section.display
+        assert "And under the classic builder?" in text
+        assert "decided by BuildKit's rules" in text and "LABEL above changed" in text
+        assert "Under the classic builder: MISS" in text and "whole image config" in text
+        assert "Why they part here:" in text
+        explain = str(learn.query_one("#explain", Static).render())
+        assert "HIT" in explain and "Image settings such as LABEL are not part of it" in explain
+
+        # The LABEL itself is no step under BuildKit; the classic builder makes one.
+        await pilot.press("3")
+        await pilot.pause()
+        setting = next(
+            i for i, s in enumerate(label_build.steps) if s.instruction.startswith("LABEL")
+        )
+        steps.move_cursor(row=setting)
+        await pilot.pause()
+        await pilot.press("5")
+        await pilot.pause()
+        explain = str(learn.query_one("#explain", Static).render())
+        assert "no cached step" in explain and "FROM starts a stage" not in explain
+        text = str(section.render())
+        assert "Under the classic builder: a step of its own" in text
+
+        # A step both builders decide alike says so, without a reason to part.
+        await pilot.press("3")
+        await pilot.pause()
+        mode_build = next(
+            b
+            for b in view.builds
+            if any((s.reason or {}).get("kind") == "sources_changed" for s in b.steps)
+        )
+        table.move_cursor(row=table.get_row_index(str(mode_build.id)))
+        await pilot.pause()
+        index = next(
+            i
+            for i, s in enumerate(mode_build.steps)
+            if (s.reason or {}).get("kind") == "sources_changed"
+        )
+        steps.move_cursor(row=index)
+        await pilot.pause()
+        await pilot.press("5")
+        await pilot.pause()
+        text = str(section.render())
+        assert "would decide the same here" in text and "Why they part" not in text
 
 
 # ------------------------------------------------------ help, keys, errors

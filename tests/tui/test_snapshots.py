@@ -56,3 +56,22 @@ def test_view_snapshot(
             await _settled(pilot)
 
     assert snap_compare(app, terminal_size=size, run_before=run_before), name
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)], ids=["80x24", "120x36"])
+def test_builds_snapshot_shows_a_whole_reason(
+    snap_compare: Callable[..., bool], builds_engine: Engine, size: tuple[int, int]
+) -> None:
+    """The Builds view with the edited step selected: its reason is readable whole, where
+    the table's "why it missed" column is cut at the screen's edge."""
+    app = make_app(builds_engine, clock=fixed_clock)
+    app.settle_delay = 0
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await _settled(pilot)
+        await pilot.press("3")
+        await _settled(pilot)
+        await pilot.press("tab", "down")
+        await _settled(pilot)
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)

@@ -19,14 +19,27 @@ from lamina.core import LaminaError, UsageError
 from lamina.tui.cli.context import CliContext
 
 # Verb groups, in the order `lamina --help` lists them.
-COMMAND_MODULES = ("build", "images", "archive", "disk", "debug", "app")
+COMMAND_MODULES = (
+    "build",
+    "images",
+    "diff",
+    "analyze",
+    "graph",
+    "registry",
+    "archive",
+    "disk",
+    "debug",
+    "app",
+    "serve",
+    "completion",
+)
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line with exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"lamina: {message}\n")
+        self.exit(2, f"lamina: {printable(message)}\n")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -45,9 +58,35 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _verbs(parser: argparse.ArgumentParser) -> set[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return set(action.choices)
+    return set()
+
+
+def route(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """``lamina IMAGE …`` as ``lamina app IMAGE …``: the first word that is neither a
+    global option nor a verb names what to open the app on (as ``dive IMAGE`` does)."""
+    words = list(argv)
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--engine":
+            i += 2
+            continue
+        if word.startswith("-"):
+            i += 1
+            continue
+        if word not in _verbs(parser):
+            words.insert(i, "app")
+        break
+    return words
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(route(parser, sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
     ctx = CliContext(engine_kind=args.engine)
     func = getattr(args, "func", None)
@@ -68,11 +107,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         code = 141
     except LaminaError as exc:
-        print(f"lamina: {exc}", file=sys.stderr)
+        print(f"lamina: {printable(str(exc))}", file=sys.stderr)
         code = exc.exit_code
+    except Exception as exc:
+        # A defect, not a user error: one line all the same (--debug shows where).
+        if args.debug:
+            raise
+        text = printable(str(exc).splitlines()[0]) if str(exc) else ""
+        print(
+            f"lamina: internal error: {type(exc).__name__}"
+            + (f": {text}" if text else "")
+            + " (run with --debug for details)",
+            file=sys.stderr,
+        )
+        code = 1
     finally:
-        ctx.close()
+        try:
+            ctx.close()
+        except LaminaError as exc:
+            print(f"lamina: {printable(str(exc))}", file=sys.stderr)
     return int(code or 0)
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped, so that a name from an archive or a
+    tag cannot move the cursor, clear the screen or retitle the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
 
 
 __all__ = ["UsageError", "main", "make_parser"]

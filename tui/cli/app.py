@@ -1,15 +1,36 @@
 """CLI verbs that open the Textual app: ``lamina app`` and ``lamina demo``.
 
-``lamina`` with no arguments calls :func:`open_app` on the default store.
+``lamina`` with no arguments calls :func:`open_app` on the default store, and
+``lamina SOURCE`` (anything that is not a verb) is ``lamina app SOURCE``:
+
+* ``lamina IMAGE``: a tag or ID in the current engine;
+* ``lamina docker-archive:PATH``, ``lamina oci-archive:PATH``, ``lamina oci:DIR``: an
+  archive, read where it lies (nothing enters the store) unless ``--load``;
+* ``lamina docker://REF``: an image in a registry, fetched into a temporary layout
+  (removed on exit) unless ``--load`` pulls it into the current engine.
+
+The app opens on the Images view with that image selected.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from lamina.core import EngineUnavailable, default_home
+from lamina.core import (
+    Engine,
+    EngineUnavailable,
+    LocalStore,
+    UsageError,
+    default_home,
+    load_config,
+    open_archive,
+    open_remote,
+    source_of,
+)
 from lamina.tui.cli.context import CliContext
 
 
@@ -17,8 +38,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds ``lamina app`` and ``lamina demo``."""
     app = sub.add_parser(
         "app",
-        help="open the terminal app on the store",
-        description="Open the terminal app (also what `lamina` alone does).",
+        help="open the terminal app (on the store, an image, an archive or a registry image)",
+        description=(
+            "Open the terminal app (also what `lamina` alone does). With IMAGE, open it on "
+            "that image: a tag or ID, docker-archive:PATH, oci-archive:PATH, oci:DIR or "
+            "docker://REF. Archives and registry images are read without entering the "
+            "store unless --load is given."
+        ),
+    )
+    app.add_argument("image", metavar="IMAGE", nargs="?", help="the image to open the app on")
+    app.add_argument(
+        "--load",
+        action="store_true",
+        help="load the archive (or pull the registry image) into the store first",
     )
     app.set_defaults(func=open_app)
 
@@ -45,8 +77,76 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo.set_defaults(func=run_demo)
 
 
-def _run_app(ctx: CliContext) -> int:
+@dataclass
+class Opening:
+    """What the app opens on.
+
+    Attributes:
+        engine: the engine to show.
+        focus_image: the image to select, if any.
+        focus_build: the build to select, if any.
+        owned: the engine was opened for this app alone (an archive): close it after.
+    """
+
+    engine: Engine
+    focus_image: str | None = None
+    focus_build: int | None = None
+    owned: bool = False
+
+    def close(self) -> None:
+        if self.owned:
+            self.engine.close()
+
+
+def opening_for(target: str, ctx: CliContext, *, load: bool = False) -> Opening:
+    """The engine and image ``lamina TARGET`` opens the app on.
+
+    Raises:
+        NotFound: no such image in the engine.
+        ArchiveError, RegistryError: the archive or registry image cannot be read.
+        UsageError: ``--load`` where the engine cannot load archives.
+    """
+    source = source_of(target)
+    if source is None:
+        return Opening(ctx.engine, ctx.engine.image(target).id)
+    kind, rest = source
+    if not rest:
+        raise UsageError(f"{target!r}: give a path or reference after '{kind}:'")
+    if not load:
+        engine = open_remote(rest) if kind == "docker" else open_archive(Path(rest), target)
+        images = engine.images()
+        return Opening(engine, images[0].id if images else None, owned=True)
+    if kind == "docker":
+        plan = ctx.engine.plan_pull(rest)
+        for _event in ctx.engine.pull(plan):
+            pass
+        return Opening(ctx.engine, plan.image_id)
+    store = ctx.engine
+    if not isinstance(store, LocalStore):
+        raise UsageError("--load works on lamina's own store; with Docker use `docker load`")
+    loaded = store.load_archive(Path(rest))
+    return Opening(store, loaded[0].id if loaded else None)
+
+
+def run_app(opening: Opening) -> int:
+    """Runs the app on ``opening`` until the user quits."""
     # Textual loads only when the app opens, never for the other verbs.
+    from lamina.tui.app import make_app
+
+    try:
+        app = make_app(
+            opening.engine,
+            focus_image=opening.focus_image,
+            focus_build=opening.focus_build,
+            keymap=load_config().keymap,
+        )
+        app.run()
+        return int(app.return_code or 0)
+    finally:
+        opening.close()
+
+
+def _run_app(ctx: CliContext) -> int:
     from lamina.tui.app import make_app
 
     try:
@@ -56,20 +156,33 @@ def _run_app(ctx: CliContext) -> int:
         print(f"lamina: {exc}", file=sys.stderr)
         make_app(None, engine_error=str(exc)).run()
         return 1
-    app = make_app(engine)
-    app.run()
-    return int(app.return_code or 0)
+    return run_app(Opening(engine))
+
+
+def needs_terminal() -> int | None:
+    """2 with a one-line message when stdout is not a terminal, else None."""
+    # Under `lamina serve` the app draws through Textual's web driver, not a terminal.
+    if sys.stdout.isatty() or os.environ.get("TEXTUAL_DRIVER"):
+        return None
+    print(
+        "lamina: the app needs a terminal; use `lamina --help` for the commands",
+        file=sys.stderr,
+    )
+    return 2
 
 
 def open_app(args: argparse.Namespace, ctx: CliContext) -> int:
-    """Opens the app on the selected engine (``--engine``, ``$LAMINA_ENGINE``)."""
-    if not sys.stdout.isatty():
-        print(
-            "lamina: the app needs a terminal; use `lamina --help` for the commands",
-            file=sys.stderr,
-        )
-        return 2
-    return _run_app(ctx)
+    """Opens the app on the selected engine (``--engine``, ``$LAMINA_ENGINE``), or on
+    the image, archive or registry image ``args.image`` names."""
+    refused = needs_terminal()
+    if refused is not None:
+        return refused
+    target = getattr(args, "image", None)
+    if not target:
+        if getattr(args, "load", False):
+            raise UsageError("--load needs an archive or a docker://REF to load")
+        return _run_app(ctx)
+    return run_app(opening_for(target, ctx, load=args.load))
 
 
 def run_demo(args: argparse.Namespace, ctx: CliContext) -> int:

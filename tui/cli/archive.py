@@ -55,8 +55,11 @@ def _input_path(store: LocalStore, name: str) -> Iterator[Path]:
         raise UsageError("no input: give a file, or pipe an archive into stdin")
     with store.tmpdir("stdin") as work:
         path = work / "stdin.tar"
-        with open(path, "wb") as f:
-            shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+        try:
+            with open(path, "wb") as f:
+                shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+        except OSError as exc:
+            raise UsageError(f"cannot read the archive from stdin: {exc.strerror or exc}") from exc
         yield path
 
 

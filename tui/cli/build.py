@@ -51,10 +51,43 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--builder",
         choices=("buildkit", "classic"),
-        default="buildkit",
-        help="whose cache rules to follow (default: buildkit)",
+        help="whose cache rules to follow (default: config.toml's [build] builder, else buildkit)",
+    )
+    p.add_argument(
+        "--no-cache-filter",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="skip cache lookups for this stage (repeatable; BuildKit rules)",
+    )
+    p.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="id=ID,src=PATH",
+        help="a secret for RUN --mount=type=secret (never stored)",
+    )
+    p.add_argument(
+        "--ssh",
+        action="append",
+        default=[],
+        metavar="ID=SOCKET",
+        help="an ssh agent socket for RUN --mount=type=ssh (default: $SSH_AUTH_SOCK)",
+    )
+    p.add_argument(
+        "--base-substitute",
+        action="append",
+        default=[],
+        metavar="REF=IMAGE",
+        help="use IMAGE of the store where FROM names REF, which the store lacks ('*=IMAGE'"
+        " for any missing base); for checking Dockerfiles whose bases cannot be had offline",
     )
     p.add_argument("--progress", choices=("auto", "plain", "json"), default="auto")
+    p.add_argument(
+        "--open",
+        action="store_true",
+        help="then open the app on the built image, its build selected (like `dive build`)",
+    )
     p.add_argument("context", metavar="CONTEXT")
     p.set_defaults(func=cmd_build)
 
@@ -110,6 +143,46 @@ def parse_build_args(items: list[str]) -> dict[str, str]:
     return out
 
 
+def parse_secrets(items: list[str]) -> dict[str, str]:
+    """``--secret id=ID,src=PATH`` (also ``source=``; ``env=`` reads a variable)."""
+    import os
+    import tempfile
+
+    out: dict[str, str] = {}
+    for item in items:
+        fields = dict(f.partition("=")[::2] for f in item.split(",") if f)
+        ident = fields.get("id")
+        src = fields.get("src") or fields.get("source")
+        if not ident:
+            raise UsageError(f"invalid --secret {item!r} (expected id=ID,src=PATH)")
+        if src is None and "env" in fields:
+            value = os.environ.get(fields["env"])
+            if value is None:
+                raise UsageError(f"--secret {item!r}: ${fields['env']} is not set")
+            fd, src = tempfile.mkstemp(prefix="lamina-secret-")
+            with os.fdopen(fd, "w") as fh:
+                fh.write(value)
+        if src is None:
+            raise UsageError(f"invalid --secret {item!r} (expected id=ID,src=PATH)")
+        out[ident] = str(Path(src).absolute())
+    return out
+
+
+def parse_pairs(items: list[str], flag: str, default_key: str | None = None) -> dict[str, str]:
+    """``K=V`` items of a repeatable flag (a bare ``V`` is ``default_key=V``)."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            if default_key is None:
+                raise UsageError(f"invalid {flag} {item!r} (expected KEY=VALUE)")
+            key, value = default_key, item
+        if not key or not value:
+            raise UsageError(f"invalid {flag} {item!r} (expected KEY=VALUE)")
+        out[key] = value
+    return out
+
+
 def request_from_args(args: argparse.Namespace) -> BuildRequest:
     """The :class:`BuildRequest` a command line asks for (``-f`` relative to the cwd)."""
     context = Path(args.context)
@@ -124,7 +197,23 @@ def request_from_args(args: argparse.Namespace) -> BuildRequest:
         dry_run=args.dry_run,
         network=args.network,
         builder=args.builder,
+        no_cache_filter=tuple(args.no_cache_filter),
+        secrets=parse_secrets(args.secret),
+        ssh=_ssh(args.ssh),
+        base_substitutes=parse_pairs(args.base_substitute, "--base-substitute"),
     )
+
+
+def _ssh(items: list[str]) -> dict[str, str]:
+    import os
+
+    out = {}
+    for item in items:
+        if item == "default" and os.environ.get("SSH_AUTH_SOCK"):
+            out["default"] = os.environ["SSH_AUTH_SOCK"]
+        else:
+            out.update(parse_pairs([item], "--ssh", "default"))
+    return out
 
 
 class _Plain:
@@ -146,9 +235,12 @@ class _Plain:
         elif isinstance(ev, StepFinished):
             step = ev.step
             if step.cached is True:
-                w(" ---> CACHED\n")
+                note = step.reason
+                w(f" ---> CACHED ({note.get('message')})\n" if note else " ---> CACHED\n")
             elif step.cached is False and step.reason is not None:
                 w(f" ---> MISS ({step.reason.get('kind')}): {step.reason.get('message')}\n")
+            elif step.reason is not None and step.reason.get("kind") == "stage_skipped":
+                w(f" ---> {step.reason.get('message')}\n")
             elif step.cached is None and step.reason is not None:
                 # A what-if that cannot say: the reason names the step and why.
                 w(f" ---> UNKNOWN ({step.reason.get('kind')}): {step.reason.get('message')}\n")
@@ -175,16 +267,18 @@ class _Json:
     def event(self, ev: BuildEvent) -> None:
         if isinstance(ev, StepFinished):
             s = ev.step
-            self.emit(
-                {
-                    "type": "step",
-                    "stage": s.stage,
-                    "index": s.index,
-                    "instruction": s.instruction,
-                    "cached": s.cached,
-                    "reason": s.reason,
-                }
-            )
+            doc: dict[str, Any] = {
+                "type": "step",
+                "stage": s.stage,
+                "index": s.index,
+                "instruction": s.instruction,
+                "cached": s.cached,
+                "reason": s.reason,
+            }
+            if s.other is not None:
+                # What the other builder would have decided here.
+                doc["other"] = s.other
+            self.emit(doc)
         elif isinstance(ev, BuildFinished):
             self.emit({"type": "result", "image": ev.image, "tags": list(ev.tags)})
 
@@ -196,6 +290,7 @@ def cmd_build(args: argparse.Namespace, ctx: CliContext) -> int:
     cancel = threading.Event()
     events = ctx.engine.build(request, cancel)
     failed: BuildFailed | None = None
+    finished: BuildFinished | None = None
     interrupted = False
     while True:
         # SIGINT may land anywhere in this loop: while the engine works or while a line
@@ -205,6 +300,8 @@ def cmd_build(args: argparse.Namespace, ctx: CliContext) -> int:
             if isinstance(ev, BuildFailed):
                 failed = ev
             else:
+                if isinstance(ev, BuildFinished):
+                    finished = ev
                 printer.event(ev)
         except StopIteration:
             break
@@ -217,4 +314,16 @@ def cmd_build(args: argparse.Namespace, ctx: CliContext) -> int:
     if interrupted:
         print("lamina: build cancelled", file=sys.stderr)
         return 130
+    if getattr(args, "open", False) and finished is not None:
+        return open_built(finished, ctx)
     return 0
+
+
+def open_built(finished: BuildFinished, ctx: CliContext) -> int:
+    """Opens the app on the built image with its build selected (``build --open``)."""
+    from lamina.tui.cli.app import Opening, needs_terminal, run_app
+
+    refused = needs_terminal()
+    if refused is not None:
+        return refused
+    return run_app(Opening(ctx.engine, finished.image, finished.build_id))

@@ -5,7 +5,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from lamina.core import Engine, LocalStore, UsageError, open_engine
+from lamina.core import (
+    Engine,
+    LocalStore,
+    UsageError,
+    open_archive,
+    open_engine,
+    open_remote,
+    source_of,
+)
 
 # What the refusal says when no better advice applies.
 NOT_FOR_DOCKER = "it does not apply to --engine docker"
@@ -25,6 +33,7 @@ def local_only(what: str, instead: str = NOT_FOR_DOCKER) -> UsageError:
 class CliContext:
     engine_kind: str | None = None
     _engine: Engine | None = field(default=None, repr=False)
+    _archives: dict[str, Engine] = field(default_factory=dict, repr=False)
 
     @property
     def engine(self) -> Engine:
@@ -44,7 +53,31 @@ class CliContext:
             raise local_only(what, instead)
         return engine
 
+    def engine_for(self, ref: str) -> tuple[Engine, str]:
+        """The engine holding ``ref`` and the image's name there: an archive source
+        (``docker-archive:PATH``, ``oci-archive:PATH``, ``oci:DIR``) is opened read-only
+        in place, and ``docker://REF`` fetched into a temporary layout, once per command;
+        anything else is an image of the current engine."""
+        source = source_of(ref)
+        if source is None:
+            return self.engine, ref
+        if ref not in self._archives:
+            from pathlib import Path
+
+            kind, rest = source
+            self._archives[ref] = (
+                open_remote(rest) if kind == "docker" else open_archive(Path(rest), ref)
+            )
+        engine = self._archives[ref]
+        images = engine.images()
+        if len(images) != 1:
+            raise UsageError(f"{ref} holds {len(images)} images; load it to pick one")
+        return engine, images[0].id
+
     def close(self) -> None:
+        for archive in self._archives.values():
+            archive.close()
+        self._archives.clear()
         if self._engine is not None:
             self._engine.close()
             self._engine = None

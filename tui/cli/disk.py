@@ -219,6 +219,13 @@ def _frees(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def _df_verbose(usage: DiskUsage) -> None:
+    if usage.layers_disk:
+        # Sizes above are Docker's (the files' bytes); the filesystem counts blocks.
+        print(
+            f"\nOn disk (blocks, hard links once): layers {size(usage.layers_disk, docker=True)};"
+            f" `system prune` frees {size(usage.reclaimable_disk, docker=True)}"
+            f" (with -a: {size(usage.reclaimable_all_disk, docker=True)})"
+        )
     print("\nImages space usage:\n")
     rows = [
         ["REPOSITORY:TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "FREES"]
@@ -238,12 +245,15 @@ def _df_verbose(usage: DiskUsage) -> None:
             )
     print(_table(rows))
     print("\nLayers space usage:\n")
-    rows = [["LAYER", "SIZE", "IMAGES", "CACHE", "CREATED BY"]]
+    # The blocks column only where the engine knows them (lamina's own store).
+    on_disk = bool(usage.layers_disk)
+    rows = [["LAYER", "SIZE", *(["ON DISK"] if on_disk else []), "IMAGES", "CACHE", "CREATED BY"]]
     for layer in usage.layers:
         rows.append(
             [
                 short_digest(layer.chain_id),
                 size(layer.size, docker=True),
+                *([size(layer.disk, docker=True)] if on_disk else []),
                 str(len(layer.images)),
                 str(len(layer.cache)),
                 (layer.created_by or "")[:45],
@@ -296,6 +306,24 @@ def _df_verbose(usage: DiskUsage) -> None:
             ]
         )
     print(_table(rows))
+    if usage.cache_mounts:
+        # BuildKit lists these among its build cache records as exec.cachemount.
+        print("\nCache mounts (exec.cachemount):\n")
+        rows = [["CACHE ID", "TYPE", "SIZE", "CREATED", "LAST USED", "USAGE", "IN USE", "ID"]]
+        for m in usage.cache_mounts:
+            rows.append(
+                [
+                    short_digest(m.id),
+                    "exec.cachemount",
+                    size(m.size, docker=True),
+                    ago(m.created, docker=True),
+                    ago(m.last_used, docker=True),
+                    str(m.use_count),
+                    "true" if m.in_use else "false",
+                    m.mount_id[:45],
+                ]
+            )
+        print(_table(rows))
     records = [c for c in usage.cache if c.record_type]
     if records:
         print("\nBuildKit's build cache records (as `docker buildx du --verbose` shows them):\n")
@@ -389,6 +417,10 @@ def cmd_prune(args: argparse.Namespace, ctx: CliContext) -> int:
         for image_id in result.images:
             print(f"deleted: {image_id}")
         print()
+    if result.cache_mounts:
+        print("Deleted cache mounts:")
+        for mount_id in result.cache_mounts:
+            print(mount_id)
     if result.cache:
         print("Deleted build cache objects:")
         for key in result.cache:
@@ -429,12 +461,16 @@ def cmd_fsck(args: argparse.Namespace, ctx: CliContext) -> int:
     else:
         for p in report.problems:
             mark = " [repaired]" if p.repaired else ""
-            print(f"{p.kind}: {p.message}{mark}")
+            print(f"{'note: ' if p.note else ''}{p.kind}: {p.message}{mark}")
         remaining = len(report.remaining)
         checked = f"{report.layers} layers, {report.images} images, {report.cache} cache entries"
         if report.ok:
+            repaired = sum(p.repaired and not p.note for p in report.problems)
+            notes = sum(p.note and not p.repaired for p in report.problems)
             print(
-                f"ok: {checked}" + (f"; {len(report.problems)} repaired" if report.problems else "")
+                f"ok: {checked}"
+                + (f"; {repaired} repaired" if repaired else "")
+                + (f"; {notes} note(s) (the next prune sweeps leftovers)" if notes else "")
             )
         else:
             hint = "" if args.repair else " (--repair fixes what is safe)"

@@ -11,10 +11,18 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from typing import Any, TextIO
 
-from lamina.core import HistoryEntry, ImageSummary, LocalStore, NotFound, RmiError, short_digest
+from lamina.core import (
+    HistoryEntry,
+    ImageSummary,
+    LocalStore,
+    NotFound,
+    RmiError,
+    parse_image_list_filters,
+    select_images,
+    short_digest,
+)
 from lamina.tui.cli.context import CliContext
 from lamina.tui.format import ago, size
 
@@ -29,6 +37,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--no-trunc", action="store_true", help="full image IDs")
+    p.add_argument(
+        "-f",
+        "--filter",
+        action="append",
+        default=[],
+        metavar="FILTER",
+        help="dangling=true|false, label=<key>[=<value>], before=<image>, since=<image>,"
+        " reference=<pattern>",
+    )
     p.add_argument("repository", metavar="REPOSITORY[:TAG]", nargs="?", help="only these")
     p.set_defaults(func=cmd_images)
 
@@ -79,21 +96,6 @@ def _parents(ctx: CliContext) -> set[str]:
     return engine.parent_images() if isinstance(engine, LocalStore) else set()
 
 
-def _matching(images: list[ImageSummary], ref: str) -> list[ImageSummary]:
-    """Images with a tag in repository ``ref`` (``repo`` or ``repo:tag``), tags narrowed."""
-    repo, colon, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "")
-    out = []
-    for image in images:
-        tags = tuple(
-            t
-            for t in image.tags
-            if t.rpartition(":")[0] == repo and (not colon or t.rpartition(":")[2] == tag)
-        )
-        if tags:
-            out.append(replace(image, tags=tags))
-    return out
-
-
 def _image_rows(images: list[ImageSummary]) -> list[tuple[str, str, ImageSummary]]:
     rows = []
     for image in images:
@@ -108,13 +110,18 @@ def _image_rows(images: list[ImageSummary]) -> list[tuple[str, str, ImageSummary
 def cmd_images(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina images``."""
     out = out or sys.stdout
-    images = ctx.engine.images()
-    if not args.all:
-        # Like Docker, untagged images that others were built FROM are intermediate.
-        parents = _parents(ctx)
-        images = [i for i in images if i.tags or i.id not in parents]
-    if args.repository:
-        images = _matching(images, args.repository)
+    # Like the docker CLI, a REPOSITORY[:TAG] argument is one more reference filter.
+    raw = list(args.filter) + ([f"reference={args.repository}"] if args.repository else [])
+    filters = parse_image_list_filters(raw)  # bad filters fail before anything is read
+    engine = ctx.engine
+    # Like Docker, untagged images that others were built FROM are intermediate.
+    images = select_images(
+        engine.images(),
+        filters,
+        all_images=args.all,
+        parents=_parents(ctx),
+        created_of=lambda ref: engine.image(ref).created,
+    )
     if args.quiet:
         seen: set[str] = set()
         for image in images:

@@ -73,7 +73,7 @@ class ConfirmPruneScreen(_Confirm):
         if not self.lines:
             return "Nothing to prune: no dangling images or unreferenced layers."
         items = "\n".join(f"  • {escape(line)}" for line in self.lines)
-        return f"This removes {len(self.lines)} item(s) and frees [b]{fmt.size(self.freed)}[/b]:\n{items}"
+        return f"This removes [b]{escape(fmt.plan_summary(self.plan))}[/b]:\n{items}"
 
 
 class WhatIfScreen(_Confirm):

@@ -67,17 +67,24 @@ class HelpScreen(ModalScreen[None]):
         for title, text in VIEW_HELP:
             lines.append(f"[b $accent]{title}[/]  {escape(text)}")
         lines += ["", "[b]Keys[/b]"]
-        # The main screen's keys, then the app's own (help, refresh, quit).
+        # The main screen's keys, then the app's own (help, refresh, quit), each as the
+        # user's [keymap] binds it, with the id a keymap names it by.
+        key_for = getattr(self.app, "key_for", lambda b: b.key)
         for binding in [*MainScreen.BINDINGS, *self.app.BINDINGS]:
             if isinstance(binding, Binding):
-                key = binding.key.replace("question_mark", "?").replace("slash", "/")
+                key = ",".join(
+                    self.app.get_key_display(binding.with_key(k.strip()))
+                    for k in key_for(binding).split(",")
+                )
                 lines.append(
                     f"  [b]{escape(key):<8}[/b] {escape(binding.tooltip or binding.description)}"
+                    f"  [dim]{escape(binding.id or '')}[/]"
                 )
         lines += [
             "  [b]ctrl+p  [/b] command palette: every lamina command by name",
             "",
-            "[dim]Mouse: click tabs, rows, headers (to sort) and tree nodes.[/]",
+            '[dim]Remap any key in config.toml: [keymap] "images.sort" = "o" (ids in grey).[/]',
+            "[dim]Mouse: click tabs, rows, headers (to sort), tree nodes and any key in the footer.[/]",
         ]
         with Vertical(id="help-dialog"), VerticalScroll():
             yield Static("\n".join(lines), id="help-text")

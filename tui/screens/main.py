@@ -22,7 +22,8 @@ from textual.containers import Horizontal
 from textual.markup import escape
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets.data_table import RowDoesNotExist
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from lamina.core import (
@@ -54,6 +55,7 @@ from lamina.tui.messages import (
     WhatIfRequested,
 )
 from lamina.tui.screens.confirm import ConfirmPruneScreen, WhatIfScreen
+from lamina.tui.screens.pull import PullScreen
 from lamina.tui.widgets.builds import BuildsView
 from lamina.tui.widgets.disk import DiskView
 from lamina.tui.widgets.images import ImagesView
@@ -91,8 +93,11 @@ VIEWS = (
 VIEW_ACTIONS = {
     "toggle_digests": "layers",
     "filter_files": "layers",
+    "leave_filter": "layers",
     "sort_images": "images",
     "reverse_sort": "images",
+    "mark_image": "images",
+    "diff_images": "images",
     "rebuild": "builds",
     "what_if": "builds",
     "cancel_build": "builds",
@@ -159,9 +164,31 @@ class MainScreen(Screen[None]):
             tooltip="Filter the layer's file changes",
             id="layers.filter",
         ),
+        Binding(
+            "escape",
+            "leave_filter",
+            "Leave filter",
+            tooltip="Back to the layer tree (the filter stays)",
+            id="layers.leave_filter",
+            show=False,
+        ),
         Binding("s", "sort_images", "Sort", tooltip="Sort by the next column", id="images.sort"),
         Binding(
             "S", "reverse_sort", "Reverse", tooltip="Reverse the sort order", id="images.reverse"
+        ),
+        Binding(
+            "m",
+            "mark_image",
+            "Mark",
+            tooltip="Mark the selected image as A, to compare another image with it",
+            id="images.mark",
+        ),
+        Binding(
+            "d",
+            "diff_images",
+            "Diff",
+            tooltip="Compare the marked image (A) with the selected one (B), file by file",
+            id="images.diff",
         ),
         Binding(
             "r",
@@ -195,24 +222,45 @@ class MainScreen(Screen[None]):
         Binding(
             "b", "tour_back", "Back", tooltip="Previous step of the guided tour", id="learn.back"
         ),
+        Binding(
+            "P",
+            "pull",
+            "Pull",
+            tooltip="Pull an image: see what it would download, confirm, watch each layer",
+            id="pull",
+            show=False,
+        ),
     ]
 
     # A build (or what-if) is running: rebuild, what-if and prune grey out, cancel shows.
     building: reactive[bool] = reactive(False, bindings=True)
 
     def __init__(
-        self, engine: Engine, *, clock: fmt.Clock = time.time, settle_delay: float = SETTLE_DELAY
+        self,
+        engine: Engine,
+        *,
+        clock: fmt.Clock = time.time,
+        settle_delay: float = SETTLE_DELAY,
+        focus_image: str | None = None,
+        focus_build: int | None = None,
     ) -> None:
         super().__init__()
         self.engine = engine
         self.clock = clock
         self.settle_delay = settle_delay
         self._disk_pending = False
+        # What to open on, once the snapshot and the builds are in.
+        self._focus_image = focus_image
+        self._focus_build = focus_build
 
     def compose(self) -> ComposeResult:
         clock, delay = self.clock, self.settle_delay
         yield Header()
-        with TabbedContent(initial="layers", id="views"):
+        # Opened on an image or a build: that view first, so nothing has to switch later.
+        initial = "builds" if self._focus_build is not None else "layers"
+        if self._focus_image is not None and self._focus_build is None:
+            initial = "images"
+        with TabbedContent(initial=initial, id="views"):
             with TabPane("1 Layers", id="layers"):
                 yield LayersView(id="layers-view", clock=clock, settle_delay=delay)
             with TabPane("2 Images", id="images"):
@@ -259,6 +307,14 @@ class MainScreen(Screen[None]):
         self.query_one(TabbedContent).active = view_id
         self.refresh_bindings()
 
+    def select_build(self, build_id: int) -> None:
+        """Selects this build in the Builds view (``lamina build --open``)."""
+        table = self.query_one("#builds-table", DataTable)
+        try:
+            table.move_cursor(row=table.get_row_index(str(build_id)))
+        except RowDoesNotExist as exc:  # the build is not among those listed
+            log.info("build %s not listed: %s", build_id, exc)
+
     def action_show_view(self, view_id: str) -> None:
         self.show_view(view_id)
 
@@ -286,6 +342,13 @@ class MainScreen(Screen[None]):
             return None if self.building else True
         if action in ("sort_images", "reverse_sort"):
             return True
+        if action == "leave_filter":
+            # Only while typing a filter; elsewhere Escape keeps its other meanings.
+            return self.query_one(LayersView).filtering
+        if action == "diff_images":
+            images = self.query_one(ImagesView)
+            ready = images.marked is not None and images.selected not in (None, images.marked)
+            return True if ready else None
         return True
 
     # ---------------------------------------------------------------- actions
@@ -296,11 +359,34 @@ class MainScreen(Screen[None]):
     def action_filter_files(self) -> None:
         self.query_one(LayersView).focus_filter()
 
+    def action_leave_filter(self) -> None:
+        self.query_one(LayersView).leave_filter()
+
     def action_sort_images(self) -> None:
         self.query_one(ImagesView).next_sort()
 
     def action_reverse_sort(self) -> None:
         self.query_one(ImagesView).reverse_sort()
+
+    def action_mark_image(self) -> None:
+        images = self.query_one(ImagesView)
+        images.toggle_mark()
+        self.refresh_bindings()
+
+    def action_diff_images(self) -> None:
+        """Opens the diff of the marked image (A) against the selected one (B)."""
+        images = self.query_one(ImagesView)
+        if images.marked is None or images.selected in (None, images.marked):
+            return
+        from lamina.tui.screens.diff import DiffScreen
+
+        assert images.selected is not None
+        self.app.push_screen(
+            DiffScreen(self.engine, images.name_of(images.marked), images.name_of(images.selected))
+        )
+
+    def on_images_view_selection_changed(self, event: ImagesView.SelectionChanged) -> None:
+        self.refresh_bindings()
 
     def action_rebuild(self) -> None:
         self.query_one(BuildsView).request_build(dry_run=False)
@@ -314,6 +400,17 @@ class MainScreen(Screen[None]):
     def action_prune(self) -> None:
         self.show_view("disk")
         self.query_one(DiskView).request_prune()
+
+    def action_pull(self) -> None:
+        """Opens the pull screen; a finished pull reloads the views onto its image."""
+
+        def pulled(image_id: str | None) -> None:
+            if image_id:
+                self.notify(f"Pulled {image_id}", title="Pull")
+                self.reload()
+                self.show_view("layers")
+
+        self.app.push_screen(PullScreen(self.engine), pulled)
 
     def action_tour_next(self) -> None:
         self.query_one(LearnView).move_tour(1)
@@ -347,9 +444,20 @@ class MainScreen(Screen[None]):
     def on_prune_requested(self, event: PruneRequested) -> None:
         self.plan_prune(event.request)
 
+    # The Learn view follows what the user selects in the view they are looking at; a
+    # hidden view's cursor moving on new data (a build listed, a prune) is not a choice.
+
     def on_builds_view_step_selected(self, event: BuildsView.StepSelected) -> None:
-        self.query_one(LearnView).step = event.step
-        self.query_one(LearnView).build = event.build
+        if self.active_view == "builds":
+            self.query_one(LearnView).follow_step(event.build, event.step)
+
+    def on_layers_view_layer_selected(self, event: LayersView.LayerSelected) -> None:
+        if self.active_view == "layers":
+            self.query_one(LearnView).follow_layer(event.chain_id)
+
+    def on_images_view_image_selected(self, event: ImagesView.ImageSelected) -> None:
+        if self.active_view == "images":
+            self.query_one(LearnView).follow_image(event.image_id)
 
     # ------------------------------------------------ what the workers report
 
@@ -358,7 +466,11 @@ class MainScreen(Screen[None]):
         self.query_one(LayersView).graph = graph
         if event.partial:
             return
-        self.query_one(ImagesView).graph = graph
+        images = self.query_one(ImagesView)
+        if self._focus_image is not None:
+            images.focus_on = self._focus_image
+            self._focus_image = None
+        images.graph = graph
         self.query_one(LearnView).graph = graph
         if self._disk_pending:
             self._disk_pending = False
@@ -366,6 +478,9 @@ class MainScreen(Screen[None]):
 
     def on_builds_loaded(self, event: BuildsLoaded) -> None:
         self.query_one(BuildsView).builds = event.builds
+        if self._focus_build is not None:
+            self.select_build(self._focus_build)
+            self._focus_build = None
         # The Layers view shows which build made a layer.
         self.query_one(LayersView).builds = event.builds
         self.query_one(LearnView).set_builds(event.builds)
@@ -501,7 +616,18 @@ class MainScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="prune-plan")
     def plan_prune(self, request: PruneRequest) -> None:
-        """Computes a prune plan (a dry run) for confirmation."""
+        """Computes a prune plan (a dry run) for confirmation.
+
+        The dangling prune the Disk view previews is planned together with fresh
+        accounting, which the view shows first: the view and the dialog then give the
+        numbers of one plan.
+        """
+        if request == PruneRequest():
+            usage = self.engine.disk_usage()
+            plan = self.engine.plan_prune(request)
+            self.post_message(DiskUsageLoaded(usage, plan))
+            self.post_message(PrunePlanned(plan))
+            return
         self.post_message(PrunePlanned(self.engine.plan_prune(request)))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="prune-apply")

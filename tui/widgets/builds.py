@@ -27,6 +27,9 @@ from lamina.core import (
 from lamina.tui import format as fmt
 from lamina.tui.messages import RebuildRequested, WhatIfRequested
 
+# Seconds between redraws of the relative times ("a minute ago"), so they stay current.
+TIME_REFRESH = 30.0
+
 
 class BuildsView(Widget):
     """Builds, steps, and the log of a running build.
@@ -65,6 +68,8 @@ class BuildsView(Widget):
         yield Static("", id="steps-title")
         steps: DataTable[str] = DataTable(id="steps-table", cursor_type="row")
         yield steps
+        # The selected step in full, wrapped: the table's "why" column is cut at the edge.
+        yield Static("", id="step-detail")
         yield Log(id="build-log", max_lines=2000)
 
     def on_mount(self) -> None:
@@ -92,6 +97,14 @@ class BuildsView(Widget):
         ):
             steps.add_column(title, key=key, width=width)
         self.query_one("#build-log", Log).display = False
+        self.set_interval(TIME_REFRESH, self.refresh_times)
+
+    def refresh_times(self) -> None:
+        """Redraws the "started" column against the clock, so "now" becomes "a minute ago"."""
+        table = self.query_one("#builds-table", DataTable)
+        for build in self.builds:
+            if str(build.id) in table.rows:
+                table.update_cell(str(build.id), "started", fmt.ago(build.started, self.clock))
 
     # ---------------------------------------------------------------- builds
 
@@ -154,6 +167,20 @@ class BuildsView(Widget):
             )
         if steps:
             table.move_cursor(row=min(max(cursor, 0), len(steps) - 1))
+        self._show_detail(steps[table.cursor_row] if steps else None)
+
+    def _show_detail(self, step: StepRecord | None) -> None:
+        """The highlighted step's whole instruction and why it missed, wrapped."""
+        detail = self.query_one("#step-detail", Static)
+        if step is None:
+            detail.update("")
+            return
+        where = f"{step.stage}/{step.index}" if step.stage else str(step.index)
+        text = f"{fmt.verdict(step)} [b]{where}[/b] {escape(' '.join(step.instruction.split()))}"
+        reason = fmt.describe_reason(step.reason)
+        if reason:
+            text += f"\n[b]why:[/b] {escape(reason)}"
+        detail.update(fmt.themed(self.app, text))
 
     def current_steps(self) -> list[StepRecord]:
         """The steps the table shows: a live build's, or the selected build's."""
@@ -167,6 +194,7 @@ class BuildsView(Widget):
         steps = self.current_steps()
         if event.cursor_row < len(steps):
             build = self.live_for if self.showing_live else self.selected_build
+            self._show_detail(steps[event.cursor_row])
             self.post_message(self.StepSelected(build, steps[event.cursor_row]))
 
     # ------------------------------------------------------------- rebuilding

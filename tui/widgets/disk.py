@@ -169,10 +169,17 @@ class DiskView(Widget):
             records.add_row(*(escape(cell) for cell in row), key=str(number))
         records.display = bool(rows_bk)
         used = usage.fs_total - usage.fs_free
+        # Sizes are Docker's (the files' bytes); what the filesystem gives back is blocks.
+        on_disk = (
+            f"\n[dim]on disk (blocks, hard links once):[/] layers {fmt.size(usage.layers_disk)},"
+            f" system prune frees {fmt.size(usage.reclaimable_disk)}"
+            if usage.layers_disk
+            else ""
+        )
         self.query_one("#disk-summary", Static).update(
             f"layers [b]{fmt.size(usage.layers_size)}[/]   reclaimable [b]{fmt.size(usage.reclaimable)}[/]"
             f" (system prune)   filesystem: [b]{fmt.size(usage.fs_free)}[/] free of "
-            f"{fmt.size(usage.fs_total)}\n"
+            f"{fmt.size(usage.fs_total)}{on_disk}\n"
             f"[$primary]{bar(used, usage.fs_total, 40)}[/][dim]{'░' * (40 - len(bar(used, usage.fs_total, 40)))}[/]"
             f"  {escape(usage.home)}"
         )
@@ -183,7 +190,7 @@ class DiskView(Widget):
         if self.dangling_plan is None:
             prune.update("[dim]No prune preview available.[/]")
             return
-        lines, freed = fmt.plan_lines(self.dangling_plan)
+        plan = self.dangling_plan
         text = (
             "[b]What each prune would free now[/b]\n"
             + "\n".join(
@@ -193,16 +200,28 @@ class DiskView(Widget):
             if self.usage is not None
             else ""
         )
-        if not lines:
-            text += "\n[dim]Nothing dangling to prune.[/]"
+        kept = self._dangling_kept()
+        if plan.empty:
+            text += "\n[dim]Nothing to prune.[/]"
         else:
+            text += f"\n[b]p[/b] prunes {escape(fmt.plan_summary(plan))}"
+        if kept:
+            stays = "1 dangling image stays" if kept == 1 else f"{kept} dangling images stay"
             text += (
-                f"\n[b]p[/b] prunes the dangling images and their layers: "
-                f"{len(lines)} item(s), {fmt.size(freed)}"
+                f"\n[dim]{stays}: image prune keeps what a kept image was built FROM"
+                " (and what a running build uses).[/]"
             )
         if self.last_result is not None:
             text += f"\n[$success]Last prune: {escape(fmt.prune_result(self.last_result))}[/]"
         prune.update(text)
+
+    def _dangling_kept(self) -> int:
+        """How many dangling images the shown plan leaves (so a count of dangling images
+        beside "nothing to prune" says why)."""
+        if self.usage is None or self.dangling_plan is None:
+            return 0
+        planned = {p.id for p in self.dangling_plan.images}
+        return sum(1 for i in self.usage.dangling if i not in planned)
 
     def request_prune(self) -> None:
         """Asks for a dangling prune; the screen confirms its plan before applying it."""

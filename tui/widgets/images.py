@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.markup import escape
+from textual.message import Message
 from textual.reactive import reactive
 from textual.timer import Timer
 from textual.widget import Widget
@@ -19,6 +21,9 @@ from lamina.tui import format as fmt
 from lamina.tui.graph import LayerGraph
 from lamina.tui.messages import ImageDetailsRequested
 from lamina.tui.widgets.settling import SETTLE_DELAY, after_settling
+
+# Seconds between redraws of the relative times ("a minute ago"), so they stay current.
+TIME_REFRESH = 30.0
 
 # (column key, title) in the order `s` cycles through them.
 SORTS = (
@@ -34,10 +39,21 @@ SORTS = (
 class ImagesView(Widget):
     """Every image with its size split, and per-image history and dive analysis."""
 
+    @dataclass
+    class ImageSelected(Message):
+        """The user highlighted an image (the Learn view explains its build)."""
+
+        image_id: str
+
     graph: reactive[LayerGraph | None] = reactive(None, always_update=True)
     sort_key: reactive[str] = reactive("size")
     sort_reverse: reactive[bool] = reactive(True)
     selected: reactive[str | None] = reactive(None)
+    # The image marked as A for a diff (``m``); the selected one is B.
+    marked: reactive[str | None] = reactive(None)
+
+    class SelectionChanged(Message):
+        """The selected or marked image changed (the diff key may now apply)."""
 
     def __init__(
         self,
@@ -54,6 +70,8 @@ class ImagesView(Widget):
         self.history_for: str | None = None
         self._stale = False
         self._details_timer: Timer | None = None
+        # An image to select once the table is drawn (opening the app on one image).
+        self.focus_on: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("", id="images-sort")
@@ -68,6 +86,7 @@ class ImagesView(Widget):
                 yield wasted
 
     def on_mount(self) -> None:
+        self.set_interval(TIME_REFRESH, self.refresh_times)
         table = self.query_one("#images-table", DataTable)
         for key, title in (
             ("name", "image"),
@@ -87,6 +106,13 @@ class ImagesView(Widget):
         wasted.add_column("count", key="count", width=5)
         wasted.add_column("total", key="total", width=9)
         wasted.add_column("path", key="path", width=56)
+
+    def refresh_times(self) -> None:
+        """Redraws the "created" column against the clock."""
+        table = self.query_one("#images-table", DataTable)
+        for image_id, (_image, row) in self.rows.items():
+            if image_id in table.rows:
+                table.update_cell(image_id, "created", fmt.ago(row["created"], self.clock))
 
     def render_if_stale(self) -> None:
         """Renders the table if a snapshot arrived while the view was hidden."""
@@ -159,6 +185,8 @@ class ImagesView(Widget):
         for image_id in self.sorted_ids():
             image, row = self.rows[image_id]
             name = escape(row["name"]) if image.tags else "[$warning]<none>[/]"
+            if image_id == self.marked:
+                name = f"[b $accent]A▸[/] {name}"
             table.add_row(
                 fmt.themed(self.app, name),
                 fmt.digest(image_id),
@@ -174,8 +202,11 @@ class ImagesView(Widget):
             f"{len(self.rows)} images, sorted by [b]{self.sort_key}[/] {arrow}"
             "   [dim](s: next column, S: reverse, or click a header)[/]"
         )
+        if self.focus_on in self.rows:
+            previous, self.focus_on = self.focus_on, None
         if previous in self.rows:
             table.move_cursor(row=table.get_row_index(previous))
+            self.selected = previous
         elif self.rows:
             table.move_cursor(row=0)
             self.selected = self.sorted_ids()[0]
@@ -185,9 +216,26 @@ class ImagesView(Widget):
         if event.row_key.value:
             self.selected = str(event.row_key.value)
 
+    def name_of(self, image_id: str) -> str:
+        """The image's first tag, else its ID (what the diff screen calls it)."""
+        row = self.rows.get(image_id)
+        return row[0].tags[0] if row and row[0].tags else image_id
+
+    def toggle_mark(self) -> None:
+        """Marks the selected image as A (or unmarks it)."""
+        if self.selected is None:
+            return
+        self.marked = None if self.marked == self.selected else self.selected
+
+    def watch_marked(self, old: str | None, new: str | None) -> None:
+        self._render_table()
+        self.post_message(self.SelectionChanged())
+
     def watch_selected(self, image_id: str | None) -> None:
+        self.post_message(self.SelectionChanged())
         if image_id is None or not self.is_mounted:
             return
+        self.post_message(self.ImageSelected(image_id))
         self.query_one("#analysis", Static).update("Analysing layers…")
         # Reading every layer tar is heavy: wait until the cursor rests on an image.
         if self._details_timer is not None:

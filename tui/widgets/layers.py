@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import stat
 import time
+from dataclasses import dataclass
 
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.markup import escape
+from textual.message import Message
 from textual.reactive import reactive
 from textual.timer import Timer
 from textual.widget import Widget
@@ -23,6 +25,8 @@ from lamina.tui.widgets.settling import SETTLE_DELAY, after_settling
 
 # Below this many layers the whole graph is expanded on load; above, it unfolds on demand.
 EXPAND_ALL_BELOW = 400
+# Seconds between redraws of the relative times ("a minute ago"), so they stay current.
+TIME_REFRESH = 30.0
 CHANGE_MARK = {"added": "[$success]A[/]", "modified": "[$warning]M[/]", "deleted": "[$error]D[/]"}
 
 
@@ -32,6 +36,12 @@ def _mode(change: FileChange) -> str:
 
 class LayersView(Widget):
     """Tree of layers (base at the root) with tags where images end."""
+
+    @dataclass
+    class LayerSelected(Message):
+        """The user highlighted a layer (the Learn view explains the step that made it)."""
+
+        chain_id: str
 
     graph: reactive[LayerGraph | None] = reactive(None, always_update=True)
     full_digests: reactive[bool] = reactive(False)
@@ -71,6 +81,7 @@ class LayersView(Widget):
                 yield table
 
     def on_mount(self) -> None:
+        self.set_interval(TIME_REFRESH, self.refresh_info)
         table = self.query_one("#file-changes", DataTable)
         table.add_column("", key="change", width=1)
         # Fixed widths: auto widths would depend on which rows arrived before the first layout.
@@ -127,6 +138,10 @@ class LayersView(Widget):
             )
             return
         target = previous if previous in graph.by_id else graph.roots[0] if graph.roots else None
+        if target != previous:
+            # The selected layer is gone (pruned): the details and files follow the
+            # cursor's new layer even when the cursor's line does not move.
+            self.selected = target
         self.call_after_refresh(self._select, target)
 
     def _expand_all(self, node: TreeNode[str]) -> None:
@@ -160,6 +175,7 @@ class LayersView(Widget):
         self._render_info()
         if chain_id is None:
             return
+        self.post_message(self.LayerSelected(chain_id))
         # The old rows stay until the new ones arrive: clearing per key press is wasted work.
         # Both panes have a fixed size (app.tcss), so a new text needs no relayout: on a
         # 20,000-layer tree a relayout per key press was most of its latency.
@@ -179,11 +195,15 @@ class LayersView(Widget):
         """True while a selection waits for its files to be requested."""
         return self._changes_timer is not None
 
-    def watch_full_digests(self) -> None:
+    def watch_full_digests(self, full: bool) -> None:
+        # Full digests wrap over several lines: the details pane grows to hold them
+        # (app.tcss), instead of scrolling the other fields out of its fixed height.
+        self.set_class(full, "full-digests")
         self._render_info()
 
     def refresh_info(self) -> None:
-        """Redraws the selected layer's details (after new accounting arrived)."""
+        """Redraws the selected layer's details (after new accounting arrived, and as the
+        clock moves on)."""
         self._render_info()
 
     # ---------------------------------------------------------------- detail
@@ -207,9 +227,6 @@ class LayersView(Widget):
         ]
         lines = [
             f"[b]{escape(_one_line(graph.created_by(chain_id)) or '(no instruction recorded)')}[/b]",
-            f"chainID  {show(layer.chain_id)}",
-            f"diffID   {show(layer.diff_id)}",
-            f"parent   {show(layer.parent) if layer.parent else '(base layer)'}",
             f"size     {fmt.size(layer.size)}    created {fmt.ago(layer.created, self.clock)}",
             f"used by  {len(users)} image(s): {names or '(none: kept by build cache or unused)'}",
         ]
@@ -222,7 +239,14 @@ class LayersView(Widget):
             )
         elif built:
             lines.append(built)
-        info.update("\n".join(lines), layout=False)
+        # Digests last: full ones wrap over several lines and must not push the rest away.
+        lines += [
+            f"chainID  {show(layer.chain_id)}",
+            f"diffID   {show(layer.diff_id)}",
+            f"parent   {show(layer.parent) if layer.parent else '(base layer)'}",
+        ]
+        # A fixed-height pane needs no relayout per key press; a growing one does.
+        info.update("\n".join(lines), layout=self.full_digests)
 
     def show_changes(self, chain_id: str, changes: list[FileChange]) -> None:
         """Lists a layer's file changes, unless the cursor has moved on."""
@@ -237,6 +261,19 @@ class LayersView(Widget):
 
     def focus_filter(self) -> None:
         self.query_one("#file-filter", Input).focus()
+
+    @property
+    def filtering(self) -> bool:
+        """Whether the file filter has the focus."""
+        return self.query_one("#file-filter", Input).has_focus
+
+    def leave_filter(self) -> None:
+        """Back to the tree; the filter stays applied."""
+        self.query_one("#layer-tree", Tree).focus()
+
+    @on(Input.Submitted, "#file-filter")
+    def _filter_submitted(self) -> None:
+        self.leave_filter()
 
     def visible_changes(self) -> list[FileChange]:
         """The selected layer's changes that match the filter."""

@@ -8,6 +8,7 @@ default ``PATH`` and runs the base image's ``ONBUILD`` triggers as its first ste
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -60,15 +61,24 @@ class Bases:
         words: the Dockerfile's variable expansion.
         stages: the Dockerfile's stages.
         built: the final state of each stage built so far, by number.
+        substitutes: stand-in images for bases the store lacks (``FROM`` reference, or
+            ``*`` for any, to an image of the store): a Dockerfile whose bases cannot
+            be had offline can still be checked.
     """
 
     def __init__(
-        self, store: Store, words: Words, stages: Sequence[Stage], built: Mapping[int, State]
+        self,
+        store: Store,
+        words: Words,
+        stages: Sequence[Stage],
+        built: Mapping[int, State],
+        substitutes: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
         self.words = words
         self.stages = stages
         self.built = built
+        self.substitutes = dict(substitutes or {})
 
     def resolve(self, number: int, stage: Stage, meta: Mapping[str, str | None]) -> Base:
         """Where stage ``number`` starts.
@@ -86,7 +96,26 @@ class Bases:
             stage.base,
             {k: v for k, v in meta.items() if v is not None},
         )
-        state, base_id = self._state(number, stage, ref)
+        blank = not ref.strip()
+        if blank or ref.startswith((":", "@", "/")) or ref.endswith((":", "@", "/")):
+            # Docker's words, and which variable left it blank or cut.
+            problem = (
+                f"base name ({stage.base}) should not be blank"
+                if blank
+                else f"invalid reference format: {ref!r}"
+            )
+            raise DockerfileError(
+                f"FROM {stage.base}: {problem}{_blank_variables(stage.base, meta)}",
+                str(self.words.path),
+                stage.from_instruction.line,
+            )
+        try:
+            state, base_id = self._state(number, stage, ref)
+        except DockerfileError as exc:
+            note = _blank_variables(stage.base, meta)
+            if not note:
+                raise
+            raise DockerfileError(exc.reason + note, exc.path, exc.line) from None
         from_stage = stage_index(self.stages, stage.base, number) is not None
         image = base_id if base_id and base_id.startswith("sha256:") and not from_stage else None
         env = list(state.config.get("Env") or [])
@@ -110,10 +139,12 @@ class Bases:
         idx = stage_index(self.stages, ref, number)
         if idx is not None:
             built = self.built[idx]
-            state = State(built.id, copy.deepcopy(built.doc), built.chain, built.chain_known)
+            state = State(
+                built.id, copy.deepcopy(built.doc), built.chain, built.chain_known, built.key
+            )
             return state, built.id
         try:
-            image_id = self.store.images.resolve(ref)
+            image_id = self._resolve(ref)
             doc = self.store.images.get_config(image_id)
         except NotFound:
             raise DockerfileError(
@@ -123,7 +154,21 @@ class Bases:
                 stage.from_instruction.line,
             ) from None
         chain = self.store.images.chain_of(doc)
-        return State(image_id, doc, chain[-1] if chain else None), image_id
+        return State(image_id, doc, chain[-1] if chain else None, key=image_id), image_id
+
+    def _resolve(self, ref: str) -> str:
+        """The image ``ref`` names: in the store, else its stand-in.
+
+        Raises:
+            NotFound: neither the image nor a stand-in is in the store.
+        """
+        try:
+            return self.store.images.resolve(ref)
+        except NotFound:
+            stand_in = self.substitutes.get(ref) or self.substitutes.get("*")
+            if stand_in is None:
+                raise
+            return self.store.images.resolve(stand_in)
 
     def _trigger(self, stage: Stage, text: str) -> Instruction:
         """An ``ONBUILD`` trigger as an instruction placed on the FROM line."""
@@ -149,3 +194,21 @@ class Bases:
             inner=inner.inner,
             env_pairs=inner.env_pairs,
         )
+
+
+_VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def _blank_variables(text: str, meta: Mapping[str, str | None]) -> str:
+    """``: X is empty`` (or not set, or not an ARG before the first FROM) for the
+    variables of ``text`` that expand to nothing; "" when none does."""
+    notes = []
+    for braced, bare in _VARIABLE.findall(text):
+        name = braced or bare
+        if name not in meta:
+            notes.append(f"{name} is not an ARG declared before the first FROM")
+        elif meta[name] is None:
+            notes.append(f"{name} is not set (no default and no --build-arg)")
+        elif meta[name] == "":
+            notes.append(f"{name} is empty")
+    return ": " + "; ".join(dict.fromkeys(notes)) if notes else ""

@@ -75,10 +75,37 @@ class Source:
     manifest_of: Callable[[], list[ManifestEntry]] | None = field(
         default=None, repr=False, compare=False
     )
+    # COPY/ADD --exclude (BuildKit): patterns of paths below a directory source that
+    # are not copied (matched against the path relative to the source).
+    exclude: tuple[str, ...] = ()
+    # COPY --parents (BuildKit): the source's own path is kept below the destination.
+    parents: bool = False
 
     def entries(self) -> list[ManifestEntry]:
         """Every entry the source contributes (``manifest``, built now if deferred)."""
-        return self.manifest_of() if self.manifest_of is not None else self.manifest
+        every = self.manifest_of() if self.manifest_of is not None else self.manifest
+        if not self.exclude:
+            return every
+        top = self.path.lstrip("/") if self.origin == "rootfs" else self.path
+        return [e for e in every if not self.excluded(_below(top, e.path))]
+
+    def excluded(self, rel: str) -> bool:
+        """Whether ``rel`` (relative to the source) or a directory above it matches an
+        ``--exclude`` pattern."""
+        if not rel or not self.exclude:
+            return False
+        parts = rel.split("/")
+        for i in range(1, len(parts) + 1):
+            head = "/".join(parts[:i])
+            if any(go_match(p.strip("/"), head) for p in self.exclude):
+                return True
+        return False
+
+
+def _below(top: str, path: str) -> str:
+    if not top:
+        return path
+    return path[len(top) + 1 :] if path.startswith(top + "/") else ""
 
 
 # -- Go's filepath.Match --------------------------------------------------------------
@@ -585,15 +612,20 @@ def apply_copy(
             f"when copying more than one source the destination must end with '/': {dest}"
         )
     for src in sources:
+        # --parents: the source's path (not only its name) is kept below the destination.
+        kept = split(src.path)[:-1] if src.parents and src.origin != "file" else []
         if src.archive:
             writer.extract(dest_parts, (context.root if context else Path("/")) / src.path)
         elif src.is_dir:
-            writer.ensure_dir(dest_parts, own=True)
+            base = dest_parts + (split(src.path) if src.parents else [])
+            writer.ensure_dir(base, own=True)
             for rel, disk, st in _walk_source(src, context, from_root):
-                writer.put(dest_parts + rel.split("/"), disk, st)
+                if src.excluded(rel):
+                    continue
+                writer.put(base + rel.split("/"), disk, st)
         else:
             disk, st = _source_file(src, context, from_root)
-            target = dest_parts + [src.name] if into_dir else dest_parts
+            target = dest_parts + kept + [src.name] if into_dir or kept else dest_parts
             if not target:
                 raise BuildError(f"cannot copy {src.name} onto /")
             writer.put(target, disk, st)

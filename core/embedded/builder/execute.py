@@ -8,11 +8,13 @@ after a miss instead (the layers stay known when only the config changes).
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import threading
 import time
-from collections.abc import Generator
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,18 +22,51 @@ from typing import Any
 from lamina.core.context.checksum import Context
 from lamina.core.dockerfile.args import BuildArgs
 from lamina.core.dockerfile.instructions import Instruction
-from lamina.core.embedded.builder.copy import LayerWriter, apply_copy, parse_chmod, parse_chown
-from lamina.core.embedded.builder.rootfs import RootFS, layer_stack, split
+from lamina.core.dockerfile.mounts import Mount
+from lamina.core.embedded.builder.copy import (
+    LayerWriter,
+    apply_copy,
+    context_sources,
+    parse_chmod,
+    parse_chown,
+    rootfs_sources,
+)
+from lamina.core.embedded.builder.rootfs import (
+    RootFS,
+    layer_stack,
+    lookup_group,
+    lookup_user,
+    split,
+)
 from lamina.core.embedded.builder.state import State, Step
 from lamina.core.embedded.builder.words import Words
-from lamina.core.embedded.sandbox.runner import RunSpec, run
+from lamina.core.embedded.sandbox.runner import MountSpec, RunSpec, run
 from lamina.core.embedded.store import Store
-from lamina.core.errors import LaminaError, RunFailed
+from lamina.core.errors import BuildError, LaminaError, RunFailed
 from lamina.core.events import StepOutput
 
 
 class Cancelled(Exception):
     """The build's cancel event was set (raised between steps and after a RUN)."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a build gives its RUN steps besides the step itself.
+
+    Attributes:
+        builder: ``classic`` or ``buildkit`` (a BuildKit WORKDIR belongs to USER).
+        secrets: secret id to the file holding it.
+        ssh: ssh id to an agent socket.
+        mount_root: the files a ``--mount=from=`` stage or image holds.
+        build_id: the build (cache mounts record who used them).
+    """
+
+    builder: str = "classic"
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    ssh: Mapping[str, str] = field(default_factory=dict)
+    mount_root: Callable[[str], RootFS | None] | None = None
+    build_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -56,6 +91,7 @@ class Executor:
         context: the build context COPY/ADD read.
         cancel: set to stop a running RUN.
         network: ``host`` or ``none`` for RUN.
+        options: secrets, ssh sockets, ``--mount=from=`` and the builder's kind.
     """
 
     def __init__(
@@ -65,12 +101,14 @@ class Executor:
         context: Context,
         cancel: threading.Event | None,
         network: str,
+        options: RunOptions | None = None,
     ) -> None:
         self.store = store
         self.words = words
         self.context = context
         self.cancel = cancel
         self.network = network
+        self.options = options or RunOptions()
 
     def execute(
         self,
@@ -80,8 +118,13 @@ class Executor:
         state: State,
         step: Step,
         args: BuildArgs,
+        *,
+        fresh_mounts: bool = False,
     ) -> Generator[StepOutput, None, Executed]:
         """Executes one step on ``state``, yielding a RUN's output lines as they come.
+
+        ``fresh_mounts`` empties the RUN's cache mounts first (``--no-cache`` reruns
+        the step from nothing, as BuildKit prunes the mounts of the steps it ignores).
 
         Returns:
             The new state and the layer made, if any.
@@ -93,11 +136,11 @@ class Executor:
         """
         layer: str | None = None
         if ins.keyword == "RUN":
-            layer = yield from self._run(number, index, ins, state, step, args)
+            layer = yield from self._run(number, index, ins, state, step, args, fresh_mounts)
         elif ins.keyword in ("COPY", "ADD"):
             layer = self._copy(ins, state, step)
         elif ins.keyword == "WORKDIR":
-            layer = self._workdir(state, step)
+            layer = self._workdir(ins, state, step)
         new_state = self._commit(state, step, layer)
         return Executed(new_state, new_state.chain if layer is not None else None)
 
@@ -164,15 +207,28 @@ class Executor:
 
     # -- WORKDIR ------------------------------------------------------------------------
 
-    def _workdir(self, state: State, step: Step) -> str | None:
+    def _workdir(self, ins: Instruction, state: State, step: Step) -> str | None:
         workdir = step.new_config.get("WorkingDir") or "/"
         below = layer_stack(self.store.layers, state.chain)
         if below.is_dir(workdir) or workdir == "/":
             return None
+        owner = (0, 0)
+        user = step.new_config.get("User") or ""
+        if self.options.builder == "buildkit" and user:
+            # BuildKit's WORKDIR is a mkdir made as USER (numeric without group: gid = uid).
+            try:
+                owner = _resolve_user(below, user)
+            except LaminaError as exc:
+                raise self.words.fail(ins, str(exc)) from None
         with self.store.tmpdir("workdir") as work:
             out = work / "layer"
             out.mkdir()
             LayerWriter(out, below).ensure_dir(split(workdir))
+            if owner != (0, 0):
+                parts = split(workdir)
+                for i in range(1, len(parts) + 1):
+                    if not below.is_dir("/" + "/".join(parts[:i])):
+                        os.lchown(out.joinpath(*parts[:i]), *owner)
             info = self.store.layers.commit_dir(out, state.chain, step.created_by)
         # The layer exists; the step still counts as a layer step.
         step.layer = True
@@ -196,9 +252,12 @@ class Executor:
         state: State,
         step: Step,
         args: BuildArgs,
+        fresh_mounts: bool = False,
     ) -> Generator[StepOutput, None, str]:
         env_list = list(state.config.get("Env") or [])
         run_env = env_list + [f"{k}={v}" for k, v in sorted(args.active(env_list).items())]
+        run_env += _ssh_agent_env(step.mounts, run_env)
+        network = self.network if step.network in (None, "default") else step.network
         argv = (
             step.cmd[1 + int(step.cmd[0][1:]) :]
             if step.cmd and step.cmd[0].startswith("|")
@@ -213,12 +272,20 @@ class Executor:
             lines.append(line)
             pending.append(line)
 
-        with self.store.tmpdir("run") as work:
+        with self.store.tmpdir("run") as work, ExitStack() as held:
             upper = work / "upper"
             scratch = work / "work"
             upper.mkdir()
             scratch.mkdir()
             mounts = _volume_layer(work / "volumes", below, state)
+            try:
+                made = [
+                    self._mount(held, work / f"mount-{i}", m, fresh_mounts)
+                    for i, m in enumerate(step.mounts)
+                ]
+                extra = tuple(ms for ms in made if ms is not None)
+            except LaminaError as exc:
+                raise self.words.fail(ins, str(exc)) from None
             spec = RunSpec(
                 lowerdirs=((mounts,) if mounts else ()) + lowers,
                 upper=upper,
@@ -227,7 +294,8 @@ class Executor:
                 env=tuple(run_env),
                 cwd=state.config.get("WorkingDir") or "/",
                 user=state.config.get("User") or "",
-                network=self.network,
+                network=network,
+                mounts=extra,
             )
             result: dict[str, Any] = {}
 
@@ -246,8 +314,9 @@ class Executor:
                     thread.join(0.05)
                     while pending:
                         yield StepOutput(number, index, pending.pop(0))
-            except KeyboardInterrupt:
-                # Ctrl-C in the caller: stop the sandbox before the work dir goes away.
+            except (KeyboardInterrupt, GeneratorExit):
+                # Ctrl-C, or the caller stopped reading the build's events: stop the
+                # sandbox before the work dir goes away.
                 if self.cancel is not None:
                     self.cancel.set()
                 thread.join()
@@ -266,8 +335,131 @@ class Executor:
                     lines[-10:],
                 )
             _volume_mountpoints(upper, below, state)
+            if self.options.builder == "buildkit":
+                _runtime_mountpoints(upper, below)
+                _drop_secret_mountpoints(upper, below, step.mounts)
             info = self.store.layers.commit_dir(upper, state.chain, step.created_by)
         return info.chain_id
+
+    def _mount(self, held: ExitStack, where: Path, m: Mount, fresh: bool) -> MountSpec | None:
+        """What one ``RUN --mount`` binds (None for an optional secret or ssh socket
+        the build was not given)."""
+        opts = self.options
+        if m.type == "tmpfs":
+            return MountSpec(m.target, None, size=m.size)
+        if m.type == "cache":
+            path = held.enter_context(
+                self.store.cache_mounts.use(
+                    m.id,
+                    m.sharing,
+                    scope=m.from_ref or "",
+                    mode=m.mode if m.mode is not None else 0o755,
+                    uid=m.uid or 0,
+                    gid=m.gid or 0,
+                    empty=fresh,
+                    build_id=opts.build_id,
+                )
+            )
+            if m.from_ref is not None and not any(path.iterdir()):
+                seed = self._materialize(where, m)
+                for child in seed.iterdir() if seed.is_dir() else ():
+                    shutil.move(str(child), path / child.name)
+            return MountSpec(m.target, path, readonly=m.readonly)
+        if m.type in ("secret", "ssh"):
+            given = (opts.secrets if m.type == "secret" else opts.ssh).get(m.id)
+            if given is None:
+                if m.required:
+                    flag = "--secret id=" if m.type == "secret" else "--ssh "
+                    raise BuildError(f"{m.type} {m.id!r} is required but not given ({flag}{m.id}…)")
+                return None
+            if m.type == "ssh":
+                return MountSpec(m.target, Path(given), readonly=False)
+            where.mkdir()
+            copied = where / "secret"
+            try:
+                shutil.copyfile(given, copied)
+                os.chmod(copied, m.mode if m.mode is not None else 0o400)
+                if os.geteuid() == 0:
+                    os.chown(copied, m.uid or 0, m.gid or 0)
+            except OSError as exc:
+                raise BuildError(f"secret {m.id!r}: cannot read {given}: {exc.strerror}") from exc
+            return MountSpec(m.target, copied, readonly=True)
+        # bind: a copy of the context (or of a stage), so a read-write bind's writes are
+        # discarded and .dockerignore'd files stay out of reach.
+        path = self._materialize(where, m)
+        return MountSpec(m.target, path, readonly=m.readonly)
+
+    def _materialize(self, where: Path, m: Mount) -> Path:
+        """Copies what a bind (or a cache mount's ``from=``) reads into ``where``."""
+        where.mkdir(exist_ok=True)
+        out = where / "m"
+        out.mkdir()
+        empty = layer_stack(self.store.layers, None)
+        root: RootFS | None = None
+        if m.from_ref is not None:
+            root = self.options.mount_root(m.from_ref) if self.options.mount_root else None
+            if root is None:
+                raise BuildError(f"--mount from={m.from_ref}: its files are not known")
+            sources = rootfs_sources(root, m.source or "/")
+        else:
+            sources = context_sources(self.context, m.source or ".", add=False)
+        single = len(sources) == 1 and not sources[0].is_dir
+        apply_copy(
+            out,
+            empty,
+            sources,
+            "/data/" if single else "/data",
+            context=self.context,
+            from_root=root,
+        )
+        data = out / "data"
+        if single:
+            return data / sources[0].name
+        data.mkdir(exist_ok=True)
+        return data
+
+
+def _ssh_agent_env(mounts: tuple[Mount, ...], env: list[str]) -> list[str]:
+    """``SSH_AUTH_SOCK`` at the first ssh mount's socket, as BuildKit sets it for a RUN
+    with an ssh mount (``llb`` ``ExecOp``), whether an agent was given or not, unless
+    the environment names one already."""
+    targets = [m.target for m in mounts if m.type == "ssh"]
+    if not targets or any(e.startswith("SSH_AUTH_SOCK=") for e in env):
+        return []
+    return [f"SSH_AUTH_SOCK={targets[0]}"]
+
+
+def _drop_secret_mountpoints(upper: Path, below: RootFS, mounts: tuple[Mount, ...]) -> None:
+    """Secrets and ssh sockets leave no file in the layer (BuildKit 0.8 leaves the
+    directories above their mount point, as measured, but not the file itself)."""
+    for m in mounts:
+        if m.type not in ("secret", "ssh"):
+            continue
+        parts = split(m.target)
+        path = upper.joinpath(*parts) if parts else upper
+        if parts and not below.exists(m.target) and path.is_file() and not path.is_symlink():
+            path.unlink()
+
+
+def _runtime_mountpoints(upper: Path, below: RootFS) -> None:
+    """What BuildKit's runc leaves in a RUN's layer when the image lacks them: the
+    directories it mounts /dev, /proc and /sys on."""
+    for name in ("dev", "proc", "sys"):
+        if not below.is_dir("/" + name) and not os.path.lexists(upper / name):
+            (upper / name).mkdir(mode=0o755)
+            os.chmod(upper / name, 0o755)
+
+
+def _resolve_user(root: RootFS, user: str) -> tuple[int, int]:
+    """USER as BuildKit resolves it for a mkdir: ``user[:group]``; a numeric user
+    without a group gets gid = uid, a named one its primary group."""
+    name, _, group = user.partition(":")
+    uid, primary = lookup_user(root, name)
+    if group:
+        return uid, lookup_group(root, group)
+    if name.isdigit() or primary is None:
+        return uid, uid
+    return uid, primary
 
 
 def _now_iso() -> str:

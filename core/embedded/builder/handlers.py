@@ -25,8 +25,11 @@ from lamina.core.dockerfile.instructions import (
     health_config,
     sources_and_dest,
 )
+from lamina.core.dockerfile.mounts import Mount, parse_mount, parse_network, reject_variable_from
+from lamina.core.dockerfile.ports import PortSpecError, exposed_ports
 from lamina.core.dockerfile.quote import go_quote
 from lamina.core.embedded.builder.base import stage_index
+from lamina.core.embedded.builder.contenthash import sources_checksum
 from lamina.core.embedded.builder.copy import (
     Source,
     context_sources,
@@ -36,11 +39,12 @@ from lamina.core.embedded.builder.copy import (
     rootfs_sources,
 )
 from lamina.core.embedded.builder.rootfs import RootFS, join, layer_stack
+from lamina.core.embedded.builder.rules import CLASSIC_FLAGS, CacheRules, ClassicRules
 from lamina.core.embedded.builder.scratch import Scratch
 from lamina.core.embedded.builder.state import State, Step
 from lamina.core.embedded.builder.words import Words
 from lamina.core.embedded.store import Store
-from lamina.core.errors import BuildError, ContextError, LaminaError, NotFound
+from lamina.core.errors import BuildError, ContextError, DockerfileError, LaminaError, NotFound
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 
@@ -53,13 +57,8 @@ METADATA = frozenset(
 )  # fmt: skip
 
 # Flags the classic builder accepts (COPY --link is accepted as a no-op: lamina's layers
-# are content-addressed either way).
-SUPPORTED_FLAGS: dict[str, set[str]] = {
-    "COPY": {"from", "chown", "chmod", "link"},
-    "ADD": {"chown", "chmod", "link"},
-    "FROM": {"platform"},
-    "HEALTHCHECK": {"interval", "timeout", "start-period", "start-interval", "retries"},
-}
+# are content-addressed either way); the rules say which a build knows.
+SUPPORTED_FLAGS: dict[str, frozenset[str]] = CLASSIC_FLAGS
 
 
 @dataclass
@@ -106,6 +105,8 @@ class Handlers:
         scratch: where heredocs and downloads go.
         stages: the Dockerfile's stages (``COPY --from`` names one).
         built: the final state of each stage built so far, by number.
+        rules: the cache rules (which flags the builder knows, and whether COPY/ADD
+            need BuildKit's content checksums).
     """
 
     def __init__(
@@ -116,7 +117,9 @@ class Handlers:
         scratch: Scratch,
         stages: Sequence[Stage],
         built: Mapping[int, State],
+        rules: CacheRules | None = None,
     ) -> None:
+        self.rules: CacheRules = rules or ClassicRules()
         self.store = store
         self.words = words
         self.context = context
@@ -143,17 +146,23 @@ class Handlers:
         """The step ``ins`` makes on ``state``.
 
         Raises:
+            DockerfileError: a malformed ``RUN --mount`` or ``--network`` (names the line).
             BuildError: a flag only BuildKit knows, or an instruction the builder lacks.
             ContextError: a COPY/ADD source that cannot be read.
             DockerfileError: a malformed variable substitution.
         """
         kw = ins.keyword
-        unsupported = sorted(set(ins.flags) - SUPPORTED_FLAGS.get(kw, set()))
+        unsupported = sorted(set(ins.flags) - self.rules.flags(kw))
         if unsupported:
-            # BuildKit-only flags: ignoring them would build something else silently.
+            # Flags the builder lacks: ignoring them would build something else silently.
+            # The classic builder's words ("the --mount option requires BuildKit").
             raise BuildError(
-                f"{self.words.where(ins)}: {kw}: --{unsupported[0]} needs BuildKit; lamina"
-                " builds like the classic builder"
+                f"{self.words.where(ins)}: {kw}: the --{unsupported[0]} option requires"
+                + (
+                    " BuildKit (lamina build --builder buildkit)"
+                    if self.rules.name == "classic"
+                    else " a newer Dockerfile frontend than lamina follows"
+                )
             )
         cfg = copy.deepcopy(state.config)
         draft = _Draft(
@@ -185,7 +194,67 @@ class Handlers:
         # moby prefixes "|N K=V..." whenever any build arg reaches the RUN, even
         # when only undeclared proxy args do (which are left out: "|0 ...").
         cmd = [f"|{len(keyed)}", *keyed, *command] if args.active(env_list) else command
-        return Step(" ".join(cmd), cmd, s.cfg, layer=True)
+        run_env = env_list + [f"{k}={v}" for k, v in sorted(args.active(env_list).items())]
+        mounts: list[Mount] = []
+        try:
+            for value in ins.flags.get("mount", ()):
+                reject_variable_from(value)
+                expanded = self.words.word(ins, value, s.env)
+                ssh_before = sum(1 for m in mounts if m.type == "ssh")
+                mount = parse_mount(expanded, ssh_before)
+                if not mount.target.startswith("/"):
+                    mount = _retarget(mount, join(s.cfg.get("WorkingDir") or "/", mount.target))
+                mounts.append(mount)
+            network = ins.flag("network")
+            if network is not None:
+                network = parse_network(self.words.word(ins, network, s.env))
+        except DockerfileError as exc:
+            # A malformed --mount or --network is a Dockerfile error, as BuildKit's
+            # frontend reports it: it names the line.
+            raise DockerfileError(
+                f"{ins.keyword}: {exc.reason}", str(self.words.path), ins.line
+            ) from None
+        # A bind mount's files are in the key by content, as BuildKit's read-only
+        # mounts with a selector get content keys.
+        mount_sums: list[str] = []
+        try:
+            for mount in mounts:
+                root = None
+                if mount.from_ref is not None:
+                    root = self._from_root(s.scope.number, ins, mount.from_ref)
+                if mount.type != "bind":
+                    continue
+                if mount.from_ref is not None and root is None:
+                    mount_sums.append(f"unknown:{mount.from_ref}")
+                    continue
+                srcs = (
+                    rootfs_sources(root, mount.source or "/")
+                    if root is not None
+                    else context_sources(self.context, mount.source or ".", add=False)
+                )
+                mount_sums.append(",".join(sources_checksum(srcs)))
+        except LaminaError as exc:
+            raise ContextError(f"{self.words.where(ins)}: {ins.keyword}: --mount: {exc}") from None
+        return Step(
+            " ".join(cmd),
+            cmd,
+            s.cfg,
+            layer=True,
+            argv=command,
+            env=run_env,
+            mounts=tuple(mounts),
+            network=network,
+            content_checksums=mount_sums,
+        )
+
+    def mount_root(self, number: int, ins: Instruction, ref: str) -> RootFS | None:
+        """The files a ``RUN --mount=from=ref`` reads (None when a dry run cannot know
+        them), like ``COPY --from``."""
+        return self._from_root(number, ins, ref)
+
+    def _mount_root(self, number: int, ins: Instruction, ref: str) -> None:
+        # Resolved now so an unknown stage or image fails the preflight.
+        self._from_root(number, ins, ref)
 
     # -- COPY / ADD ---------------------------------------------------------------------
 
@@ -202,7 +271,13 @@ class Handlers:
         unknown: str | None = None
         try:
             if from_ref is not None and kw == "COPY":
-                from_ref = self.words.word(ins, from_ref, env)
+                if "$" in from_ref:
+                    # Neither builder expands --from (both take it as an image name,
+                    # which cannot hold a "$"): an alias stage names it instead.
+                    raise BuildError(
+                        f"--from={from_ref}: variables are not expanded in --from; name the"
+                        " stage with FROM ${VAR} AS alias, then --from=alias"
+                    )
                 root = self._from_root(s.scope.number, ins, from_ref)
                 if root is None:
                     # A dry run cannot know the files of a stage that runs again.
@@ -224,6 +299,22 @@ class Handlers:
                 sources.append(file_source(self.scratch.heredoc(data), doc.path, 0o644))
             if ins.flag("chmod"):
                 parse_chmod(ins.flag("chmod") or "")
+            excludes = tuple(self.words.word(ins, e, env) for e in ins.flags.get("exclude", ()))
+            parents = ins.flag("parents") == "true"
+            if excludes or parents:
+                for source in sources:
+                    source.exclude, source.parents = excludes, parents
+                sources = [
+                    source
+                    for source in sources
+                    if source.is_dir or not _excluded_file(source, excludes)
+                ]
+                if not sources:
+                    raise ContextError("no source files were specified: every match is excluded")
+            if ins.flag("checksum") is not None:
+                _verify_checksum(sources, self.words.word(ins, ins.flag("checksum") or "", env))
+        except DockerfileError:
+            raise  # a bad substitution: it names the file and line already
         except LaminaError as exc:
             raise ContextError(f"{self.words.where(ins)}: {kw}: {exc}") from None
         if (len(sources) > 1 or len(paths) + len(contents) > 1) and not dest.endswith("/"):
@@ -246,6 +337,12 @@ class Handlers:
         # moby's withCmdCommentString: one "#(nop) <comment>" word (metadata steps use
         # withCmdComment, two words, hence their double space in `docker history`).
         cmd = s.shell + ["#(nop) " + comment]
+        content: list[str] = []
+        if self.rules.name != "classic" and unknown is None:
+            try:
+                content = sources_checksum(sources)
+            except LaminaError as exc:
+                raise ContextError(f"{self.words.where(ins)}: {kw}: {exc}") from None
         return Step(
             " ".join(cmd),
             cmd,
@@ -256,16 +353,19 @@ class Handlers:
             dest=dest,
             from_root=root,
             unknown_sources=unknown,
+            content_checksums=content,
         )
 
     def _from_root(self, number: int, ins: Instruction, ref: str) -> RootFS | None:
-        """The files ``COPY --from=ref`` copies from (None when a dry run cannot know them)."""
+        """The files ``COPY --from=ref`` copies from (None when a dry run cannot know them).
+
+        Raises:
+            BuildError: no such stage or image (the caller names the instruction).
+        """
         idx = stage_index(self.stages, ref, number)
         if idx is not None:
             if idx not in self.built:
-                raise self.words.fail(
-                    ins, f"--from={ref}: stage {ref} is not built before this one"
-                )
+                raise BuildError(f"--from={ref}: stage {ref} is not built before this one")
             state = self.built[idx]
             if not state.chain_known:
                 return None
@@ -273,7 +373,7 @@ class Handlers:
         try:
             image_id = self.store.images.resolve(ref)
         except NotFound:
-            raise self.words.fail(ins, f"--from={ref}: no such stage or image") from None
+            raise BuildError(f"--from={ref}: no such stage or image") from None
         chain = self.store.images.chain_of(self.store.images.get_config(image_id))
         return layer_stack(self.store.layers, chain[-1] if chain else None)
 
@@ -326,10 +426,14 @@ class Handlers:
     def _expose(self, s: _Draft) -> Step:
         ports = dict(s.cfg.get("ExposedPorts") or {})
         raw_ports = []
-        for word in s.ins.args:
-            for port in self.words.words(s.ins, word, s.env):
-                raw_ports.append(port)
-                ports[port if "/" in port else f"{port}/tcp"] = {}
+        # Docker sorts EXPOSE's words as written, before expanding them.
+        for word in sorted(s.ins.args):
+            raw_ports += self.words.words(s.ins, word, s.env)
+        try:
+            exposed = exposed_ports(raw_ports)
+        except PortSpecError as exc:
+            raise self.words.fail(s.ins, str(exc)) from None
+        ports.update({port: {} for port in exposed})
         s.cfg["ExposedPorts"] = ports
         return s.nop("EXPOSE " + " ".join(raw_ports))
 
@@ -388,6 +492,43 @@ class Handlers:
 
     def _maintainer(self, s: _Draft) -> Step:
         return s.nop("MAINTAINER " + s.ins.args[0])
+
+
+def _retarget(mount: Mount, target: str) -> Mount:
+    """The mount at an absolute target (a relative one is relative to WORKDIR)."""
+    import dataclasses
+
+    return dataclasses.replace(mount, target=target)
+
+
+def _excluded_file(src: Source, excludes: tuple[str, ...]) -> bool:
+    """Whether a file source is itself excluded (matched by its path)."""
+    from lamina.core.embedded.builder.copy import go_match
+
+    path = src.path.lstrip("/")
+    return any(go_match(p.strip("/"), path) or go_match(p, src.name) for p in excludes)
+
+
+def _verify_checksum(sources: list[Source], expected: str) -> None:
+    """``ADD --checksum``: the one downloaded source must have this sha256.
+
+    Raises:
+        BuildError: not one download, a malformed digest, or another digest.
+    """
+    import hashlib
+    import re
+
+    if not re.fullmatch(r"sha256:[0-9a-f]{64}", expected):
+        raise BuildError(f"invalid checksum {expected!r} (want sha256:<64 hex digits>)")
+    if len(sources) != 1 or sources[0].origin != "file":
+        raise BuildError("--checksum needs exactly one HTTP source")
+    digest = hashlib.sha256()
+    with open(sources[0].path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    got = "sha256:" + digest.hexdigest()
+    if got != expected:
+        raise BuildError(f"checksum mismatch: expected {expected}, got {got}")
 
 
 def _run_text(ins: Instruction) -> str:

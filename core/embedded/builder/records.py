@@ -3,6 +3,7 @@ as it finishes, and how it ended. A dry run (and the preflight) records nothing.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from lamina.core.embedded.store import Store
@@ -21,18 +22,25 @@ class BuildLog:
         self.store = store
         self.build_id = build_id
         self._seq = 0
+        # Stages may be built at once: one step number each.
+        self._lock = threading.Lock()
 
     @classmethod
-    def start(cls, store: Store, request: BuildRequest, dockerfile: Path) -> BuildLog:
-        """Records a new build as running in this process."""
-        return cls(store, store.builds.start(request, dockerfile))
+    def start(
+        cls, store: Store, request: BuildRequest, dockerfile: Path, builder: str | None = None
+    ) -> BuildLog:
+        """Records a new build as running in this process (``builder``: the cache rules
+        it decides by)."""
+        return cls(store, store.builds.start(request, dockerfile, builder))
 
     def step(self, record: StepRecord, key: str | None) -> None:
         """Records a finished step and the key it was looked up by."""
         if not self.build_id:
             return
-        self._seq += 1
-        self.store.builds.add_step(self.build_id, self._seq, record, key)
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+        self.store.builds.add_step(self.build_id, seq, record, key)
 
     def finish(self, status: str, image: str | None = None, error: str | None = None) -> None:
         """Records how the build ended: ``ok``, ``failed`` or ``cancelled``."""

@@ -1,12 +1,19 @@
 """Cache rules: what makes a step's cache key, and how a miss spreads.
 
-The walk asks a :class:`CacheRules` three things per instruction and decides nothing
-of this itself, so builders whose caches work differently share one walk:
+The walk asks a :class:`CacheRules` what to do and decides nothing of this itself, so
+builders whose caches work differently share one walk:
 
 * :meth:`~CacheRules.key`: what the step's key is made of (recorded with the entry,
   and compared by ``accounting.reasons`` when a later build misses) and the key;
 * :meth:`~CacheRules.caches`: whether the instruction is a cached step at all;
-* :meth:`~CacheRules.cascades`: whether a miss there makes the rest of the stage miss.
+* :meth:`~CacheRules.cascades`: whether a miss there makes the rest of the stage miss;
+* :meth:`~CacheRules.parent`: what of the parent state a key chains on (and a cache
+  entry is recorded under);
+* :attr:`~CacheRules.hit_keeps_config`: whether a hit's stored state is taken whole, or
+  only its filesystem, with the image settings of this build applied on top;
+* :meth:`~CacheRules.flags`: the instruction flags the builder knows;
+* :attr:`~CacheRules.needed_stages_only`, :attr:`~CacheRules.merges`: whether stages
+  the target does not need are skipped, and identical steps of a build run once.
 
 :class:`ClassicRules` are Docker's classic builder's (``../shared/cache-semantics.md``):
 a key chains on the parent state's config digest and holds the step's command line as
@@ -14,6 +21,12 @@ Docker records it plus the config fields the builder compares; every instruction
 metadata included, is a cached step; the first miss of a stage makes every later step
 of the stage miss. BuildKit's rules part from these (``buildkit-semantics.md``): its
 metadata instructions make no step and no key, and a miss there does not cascade.
+:class:`BuildKitRules` are those: a key chains on the parent's *key*, so image
+settings that no step reads never reach it, and a RUN's key holds what the process
+gets (argv, the final env, user, working dir, network, mount specs), a COPY/ADD's its
+own options and the content checksum of its sources by base name
+(:mod:`~lamina.core.embedded.builder.contenthash`), a WORKDIR's the directory and its
+owner.
 """
 
 from __future__ import annotations
@@ -26,6 +39,26 @@ from lamina.core.dockerfile.instructions import Instruction
 from lamina.core.embedded.builder.base import Base
 from lamina.core.embedded.builder.keys import compared_config, step_key
 from lamina.core.embedded.builder.state import State, Step
+
+# The instruction flags each builder knows (the parser knows all of them). The classic
+# builder takes COPY --link as a no-op (lamina's layers are content-addressed either
+# way) and COPY/ADD --chmod as newer classic builders do.
+CLASSIC_FLAGS: dict[str, frozenset[str]] = {
+    "COPY": frozenset({"from", "chown", "chmod", "link"}),
+    "ADD": frozenset({"chown", "chmod", "link"}),
+    "FROM": frozenset({"platform"}),
+    "HEALTHCHECK": frozenset({"interval", "timeout", "start-period", "start-interval", "retries"}),
+}
+BUILDKIT_FLAGS: dict[str, frozenset[str]] = {
+    **CLASSIC_FLAGS,
+    "COPY": CLASSIC_FLAGS["COPY"] | {"parents", "exclude"},
+    "ADD": CLASSIC_FLAGS["ADD"] | {"checksum", "exclude"},
+    "RUN": frozenset({"mount", "network"}),
+}
+
+# Instructions BuildKit makes a vertex of (a cached step); the rest only set the image
+# config (``commitToHistory``).
+BUILDKIT_STEPS = frozenset({"RUN", "COPY", "ADD", "WORKDIR"})
 
 
 @dataclass(frozen=True)
@@ -45,7 +78,20 @@ class StepKey:
 
 
 class CacheRules(Protocol):
-    """What decides a hit, for one kind of builder."""
+    """What decides a hit, for one kind of builder.
+
+    Attributes:
+        name: ``classic`` or ``buildkit``.
+        hit_keeps_config: a hit's stored state is the new state, config included
+            (classic); otherwise only its filesystem is, under this build's config.
+        needed_stages_only: stages the target does not need are skipped.
+        merges: a step whose key already ran in this build runs once.
+    """
+
+    name: str
+    hit_keeps_config: bool
+    needed_stages_only: bool
+    merges: bool
 
     def key(
         self, ins: Instruction, step: Step, parent: State, args: BuildArgs, base: Base
@@ -70,9 +116,22 @@ class CacheRules(Protocol):
         """Whether a miss at ``ins`` makes every later step of its stage miss."""
         ...
 
+    def parent(self, state: State) -> str | None:
+        """What a key on ``state`` chains on (None when a dry run cannot know it)."""
+        ...
+
+    def flags(self, keyword: str) -> frozenset[str]:
+        """The flags of ``keyword`` this builder knows."""
+        ...
+
 
 class ClassicRules:
     """Docker's classic builder's cache rules."""
+
+    name = "classic"
+    hit_keeps_config = True
+    needed_stages_only = False
+    merges = False
 
     def key(
         self, ins: Instruction, step: Step, parent: State, args: BuildArgs, base: Base
@@ -102,3 +161,91 @@ class ClassicRules:
     def cascades(self, ins: Instruction) -> bool:
         """The first miss in a stage busts the cache for the rest of it."""
         return True
+
+    def parent(self, state: State) -> str | None:
+        """The parent's config digest."""
+        return state.id
+
+    def flags(self, keyword: str) -> frozenset[str]:
+        """The classic builder's flags."""
+        return CLASSIC_FLAGS.get(keyword, frozenset())
+
+
+class BuildKitRules:
+    """BuildKit's cache rules (Dockerfile frontend, ``buildkit-semantics.md``)."""
+
+    name = "buildkit"
+    hit_keeps_config = False
+    needed_stages_only = True
+    merges = True
+
+    def key(
+        self, ins: Instruction, step: Step, parent: State, args: BuildArgs, base: Base
+    ) -> StepKey:
+        """The BuildKit key: the parent's key and the op (see the module docstring)."""
+        config = step.new_config
+        keyed: dict[str, Any] = {"rules": self.name}
+        kw = ins.keyword
+        if kw == "RUN":
+            keyed.update(
+                op="exec",
+                args=step.argv,
+                env=step.env,
+                cwd=config.get("WorkingDir") or "/",
+                user=config.get("User") or "",
+                network=step.network or "default",
+                mounts=[m.spec() for m in step.mounts],
+                mount_sources=step.content_checksums,
+            )
+        elif kw in ("COPY", "ADD"):
+            keyed.update(
+                op=kw.lower(),
+                dest=step.dest,
+                sources=step.content_checksums,
+            )
+            for flag in ("chmod", "chown", "link", "parents", "checksum"):
+                if ins.flag(flag) is not None:
+                    keyed[flag] = ins.flag(flag)
+            if ins.flags.get("exclude"):
+                keyed["exclude"] = list(ins.flags["exclude"])
+            if ins.flag("from") is not None:
+                # Which stage or image is read is in the content; that it is another
+                # filesystem than the context is in the op.
+                keyed["from"] = True
+        else:  # WORKDIR
+            keyed.update(
+                op="mkdir", path=config.get("WorkingDir") or "/", user=config.get("User") or ""
+            )
+        inputs: dict[str, Any] = {
+            "instruction": ins.original,
+            "step": keyed,
+            "args": args.active(list(parent.config.get("Env") or [])),
+            "from": base.instruction.original,
+            "base": base.id,
+            # Not in the key: kept so a hit can tell when the classic builder, which
+            # compares the whole config, would have missed.
+            "config": compared_config(config),
+        }
+        chain = self.parent(parent)
+        return StepKey(step_key(chain, keyed) if chain else None, inputs)
+
+    def caches(self, ins: Instruction) -> bool:
+        """RUN, COPY, ADD and WORKDIR are steps; image settings are not."""
+        return ins.keyword in BUILDKIT_STEPS
+
+    def cascades(self, ins: Instruction) -> bool:
+        """A miss spreads only through the keys that chain on it."""
+        return False
+
+    def parent(self, state: State) -> str | None:
+        """The parent's cache key."""
+        return state.key
+
+    def flags(self, keyword: str) -> frozenset[str]:
+        """The Dockerfile frontend's flags."""
+        return BUILDKIT_FLAGS.get(keyword, frozenset())
+
+
+def rules_for(builder: str) -> CacheRules:
+    """The cache rules of ``builder`` (``buildkit`` or ``classic``)."""
+    return ClassicRules() if builder == "classic" else BuildKitRules()

@@ -12,6 +12,7 @@ import platform
 from dataclasses import dataclass, field
 from typing import Any
 
+from lamina.core.dockerfile.mounts import Mount
 from lamina.core.embedded.builder.copy import Source
 from lamina.core.embedded.builder.rootfs import RootFS
 
@@ -29,12 +30,16 @@ class State:
         doc: the config document.
         chain: the top layer's chainID (None for an empty rootfs).
         chain_known: whether a dry run knows the layers (a metadata miss keeps them).
+        key: the cache key the state's filesystem was reached by (the base's ID at a
+            stage's start), for rules whose keys chain on the parent's key rather than
+            on its config (BuildKit's).
     """
 
     id: str | None
     doc: dict[str, Any]
     chain: str | None
     chain_known: bool = True
+    key: str | None = None
 
     @property
     def config(self) -> dict[str, Any]:
@@ -52,7 +57,7 @@ class State:
             "rootfs": {"type": "layers", "diff_ids": []},
             "history": [],
         }
-        return cls(SCRATCH, doc, None)
+        return cls(SCRATCH, doc, None, key=SCRATCH)
 
 
 @dataclass
@@ -71,6 +76,12 @@ class Step:
         dest: COPY/ADD: the destination, joined with the working directory.
         from_root: ``COPY --from``: the root filesystem copied from.
         unknown_sources: ``COPY --from`` a stage a dry run cannot know yet: its name.
+        argv: RUN: the command as executed (without the classic ``|N`` prefix).
+        env: RUN: the process environment (the config's Env and the active build args).
+        mounts: RUN: its ``--mount`` specs, variables expanded.
+        network: RUN: its ``--network`` (None: the build's).
+        content_checksums: COPY/ADD under BuildKit's rules: each source's content
+            checksum by base name.
     """
 
     created_by: str
@@ -82,3 +93,8 @@ class Step:
     dest: str = ""
     from_root: RootFS | None = None
     unknown_sources: str | None = None
+    argv: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+    mounts: tuple[Mount, ...] = ()
+    network: str | None = None
+    content_checksums: list[str] = field(default_factory=list)

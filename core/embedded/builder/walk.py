@@ -18,29 +18,38 @@ with its decisions reported.
 
 from __future__ import annotations
 
+import concurrent.futures
+import copy
 import logging
+import os
+import queue
 import threading
 import time
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from lamina.core.accounting import reasons
 from lamina.core.context.checksum import Context, StatCache
 from lamina.core.context.files import load_build_files
 from lamina.core.dockerfile.args import BuildArgs, meta_values, stages_to_build
 from lamina.core.dockerfile.instructions import Dockerfile, Instruction, Stage, load_dockerfile
-from lamina.core.embedded.builder.base import Base, Bases
-from lamina.core.embedded.builder.decisions import Decisions, add_source_manifest
-from lamina.core.embedded.builder.execute import Cancelled, Executor
+from lamina.core.dockerfile.reachable import dependencies, needed_stages
+from lamina.core.embedded.builder.base import Base, Bases, stage_index
+from lamina.core.embedded.builder.decisions import Decision, Decisions, add_source_manifest
+from lamina.core.embedded.builder.execute import Cancelled, Executor, RunOptions
 from lamina.core.embedded.builder.handlers import BuildingStage, Handlers
 from lamina.core.embedded.builder.records import BuildLog
-from lamina.core.embedded.builder.rules import CacheRules, ClassicRules, StepKey
+from lamina.core.embedded.builder.rootfs import RootFS, layer_stack
+from lamina.core.embedded.builder.rules import CacheRules, StepKey, rules_for
 from lamina.core.embedded.builder.scratch import Scratch
 from lamina.core.embedded.builder.state import SCRATCH, State, Step
 from lamina.core.embedded.builder.words import Words
 from lamina.core.embedded.prune import apply_retention
 from lamina.core.embedded.store import Store, normalize_tag
 from lamina.core.embedded.store.cache import CacheHit
-from lamina.core.errors import BuildError, LaminaError, NotFound
+from lamina.core.errors import BuildError, LaminaError, NotFound, UsageError
 from lamina.core.events import (
     BuildEvent,
     BuildFailed,
@@ -49,12 +58,51 @@ from lamina.core.events import (
     StepFinished,
     StepStarted,
 )
-from lamina.core.model import BuildRequest, StepRecord
+from lamina.core.model import BuildRequest, Reason, StepRecord
+from lamina.core.settings import default_builder
 
 log = logging.getLogger(__name__)
 
 # ("<stage>/<index>", instruction) of the step whose miss the rest of its stage follows.
 Miss = tuple[str, str]
+
+
+class _Shared:
+    """A step whose key one stage of this build decided first (BuildKit merges the
+    same op on the same input into one vertex): the others wait for its state."""
+
+    def __init__(self, owner: str, instruction: str) -> None:
+        self.owner = owner
+        self.instruction = instruction
+        self.done = threading.Event()
+        self.result: tuple[str | None, str | None, bool] | None = None
+
+
+class _Stop(threading.Event):
+    """What the build's steps watch: set when a stage of the build failed, and seen set
+    whenever the caller's cancel is.
+
+    The caller's event is only ever read: a failing stage must neither look like the
+    user's cancel to the caller nor clear a cancel the user gave meanwhile, and the
+    other stages stop whether or not the caller passed an event.
+    """
+
+    def __init__(self, cancel: threading.Event | None) -> None:
+        super().__init__()
+        self.cancel = cancel
+
+    def is_set(self) -> bool:
+        return super().is_set() or (self.cancel is not None and self.cancel.is_set())
+
+    def wait(self, timeout: float | None = None) -> bool:
+        # The caller's event cannot wake this one: poll both, a little at a time.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            super().wait(left)
+        return True
 
 
 class Walk:
@@ -93,27 +141,145 @@ class Walk:
         self.rules = rules
         self.dry_run = dry_run
         self.cancel = cancel
+        # Set by the first stage of a parallel build that fails: the others stop.
+        self.stop = _Stop(cancel)
+        self.context = context
         self.build_log = build_log or BuildLog(store)
         self.words = Words(dockerfile_path, dockerfile.escape)
         # The final state of each stage built so far; later stages and COPY --from read it.
         self.built: dict[int, State] = {}
-        self.bases = Bases(store, self.words, dockerfile.stages, self.built)
-        self.handlers = Handlers(store, self.words, context, scratch, dockerfile.stages, self.built)
-        self.decisions = Decisions(store, rules, no_cache=request.no_cache)
-        self.executor = Executor(store, self.words, context, cancel, request.network)
+        self.bases = Bases(
+            store, self.words, dockerfile.stages, self.built, request.base_substitutes
+        )
+        self.handlers = Handlers(
+            store, self.words, context, scratch, dockerfile.stages, self.built, rules
+        )
+        self.decisions = Decisions(
+            store, rules, no_cache=request.no_cache, dockerfile=str(dockerfile_path)
+        )
+        self.executor = Executor(
+            store,
+            self.words,
+            context,
+            self.stop,
+            request.network,
+            RunOptions(
+                rules.name,
+                request.secrets,
+                request.ssh,
+                self._mount_root,
+                self.build_log.build_id,
+            ),
+        )
+        self.filtered = {name.lower() for name in request.no_cache_filter}
         self.final: State | None = None
         self.final_base: str | None = None
+        self._shared: dict[str, _Shared] = {}
+        self._lock = threading.Lock()
 
     def run(self) -> Iterator[BuildEvent]:
-        """Walks the stages up to the target, yielding step events.
+        """Walks the stages the target needs, yielding step events.
 
         Raises:
             LaminaError: a step cannot be prepared or fails.
             Cancelled: ``cancel`` was set.
         """
         meta = meta_values(self.df, self.request.build_args)
-        for number in stages_to_build(self.df, self.request.target):
+        order = stages_to_build(self.df, self.request.target)
+        if self.filtered and self.rules.name == "classic":
+            raise UsageError("--no-cache-filter needs BuildKit's rules (--builder buildkit)")
+        needed = (
+            needed_stages(self.df, self.request.target, meta)
+            if self.rules.needed_stages_only
+            else order
+        )
+        self.target = order[-1]
+        for number in order:
+            if number not in needed:
+                yield from self._skipped(number, self.df.stages[number])
+        if self.rules.needed_stages_only and not self.dry_run and len(needed) > 1:
+            yield from self._parallel(needed, meta)
+            return
+        for number in needed:
             yield from self._stage(number, self.df.stages[number], meta)
+
+    def _skipped(self, number: int, stage: Stage) -> Iterator[BuildEvent]:
+        """A stage BuildKit does not build: its FROM, with the note, and nothing else."""
+        name = stage.name or str(number)
+        reason = reasons.stage_skipped(name)
+        record = StepRecord(
+            number,
+            0,
+            stage.from_instruction.original,
+            None,
+            reason,
+            other=reasons.contrast(self.rules.name, "FROM", None, reason),
+        )
+        yield StepStarted(number, 0, record.instruction)
+        self.build_log.step(record, None)
+        yield StepFinished(record)
+
+    def _parallel(self, needed: list[int], meta: dict[str, str | None]) -> Iterator[BuildEvent]:
+        """Builds independent stages at once (at most one per CPU), each as soon as the
+        stages it reads are built; their events are yielded as they come."""
+        deps = {n: dependencies(self.df, n, meta) & set(needed) for n in needed}
+        events: queue.Queue[tuple[int, BuildEvent | None, BaseException | None]] = queue.Queue()
+        done: set[int] = set()
+        running: set[int] = set()
+        failure: BaseException | None = None
+        workers = max(1, min(os.cpu_count() or 1, len(needed)))
+
+        def work(number: int) -> None:
+            try:
+                for event in self._stage(number, self.df.stages[number], meta):
+                    events.put((number, event, None))
+                events.put((number, None, None))
+            except BaseException as exc:  # noqa: BLE001 - handed to the walking thread
+                events.put((number, None, exc))
+
+        with concurrent.futures.ThreadPoolExecutor(workers, "lamina-stage") as pool:
+            try:
+                while len(done) < len(needed):
+                    if failure is None:
+                        for n in needed:
+                            if n not in done and n not in running and deps[n] <= done:
+                                running.add(n)
+                                pool.submit(work, n)
+                    if not running:
+                        break
+                    number, event, error = events.get()
+                    if event is not None:
+                        yield event
+                        continue
+                    running.discard(number)
+                    done.add(number)
+                    if error is not None and failure is None:
+                        failure = error
+                        # The other stages stop: a running RUN is killed, the rest stop
+                        # at their next step, and no stage starts after this.
+                        self.stop.set()
+            except BaseException:
+                # Ctrl-C, or the caller stopped reading the events: the stages must not
+                # run on (the pool waits for them before this propagates).
+                self.stop.set()
+                raise
+        if failure is not None:
+            raise failure
+
+    def _mount_root(self, ref: str) -> RootFS | None:
+        """The files ``RUN --mount=from=ref`` reads: a built stage, or an image."""
+        idx = stage_index(self.df.stages, ref, len(self.df.stages))
+        if idx is not None:
+            state = self.built.get(idx)
+            if state is None or not state.chain_known:
+                return None
+            return layer_stack(self.store.layers, state.chain)
+        try:
+            image_id = self.store.images.resolve(ref)
+        except NotFound:
+            return None
+        chain = self.store.images.chain_of(self.store.images.get_config(image_id))
+        return layer_stack(self.store.layers, chain[-1] if chain else None)
 
     def _stage(
         self, number: int, stage: Stage, meta: dict[str, str | None]
@@ -125,13 +291,24 @@ class Walk:
         yield StepFinished(from_step)
         scope = BuildingStage(number, BuildArgs(self.request.build_args, meta))
         state = base.state
-        missed: Miss | None = None
+        if state.key is None:
+            state.key = base.id
+        ignore: Reason | None = None
+        if stage.name and stage.name in self.filtered:
+            ignore = reasons.no_cache_filter(stage.name)
+        walked = _Walked(ignore=ignore)
         for index, instruction in enumerate((*base.triggers, *stage.instructions), start=1):
-            if self.cancel is not None and self.cancel.is_set():
+            if self.stop.is_set():
                 raise Cancelled()
-            state, missed = yield from self._step(scope, index, instruction, state, base, missed)
+            state = yield from self._step(scope, index, instruction, state, base, walked)
+        if state.id is None and not self.dry_run:
+            # BuildKit's rules apply image settings without committing each of them.
+            state = State(
+                self.store.images.put_config(state.doc), state.doc, state.chain, key=state.key
+            )
         self.built[number] = state
-        self.final, self.final_base = state, base.image
+        if number == self.target:
+            self.final, self.final_base = state, base.image
 
     def _step(
         self,
@@ -140,17 +317,21 @@ class Walk:
         ins: Instruction,
         state: State,
         base: Base,
-        missed: Miss | None,
-    ) -> Generator[BuildEvent, None, tuple[State, Miss | None]]:
-        """One instruction: its events, the state after it, and the stage's first miss."""
+        walked: _Walked,
+    ) -> Generator[BuildEvent, None, State]:
+        """One instruction: its events, and the state after it."""
         number = scope.number
         yield StepStarted(number, index, ins.original)
         started = time.monotonic()
         step = self.handlers.prepare(scope, ins, state)
         key: str | None = None
+        builder = self.rules.name
         if not self.rules.caches(ins):
             # Applied to the state with no cache decision of its own.
-            state, layer = yield from self._apply(scope, index, ins, state, step)
+            if self.rules.hit_keeps_config:
+                state, layer = yield from self._apply(scope, index, ins, state, step)
+            else:
+                state, layer = _settings(state, step), None
             record = StepRecord(
                 number,
                 index,
@@ -160,56 +341,225 @@ class Walk:
                 time.monotonic() - started,
                 layer=layer,
                 size=self._layer_size(layer),
+                other=reasons.contrast(builder, ins.keyword, None, None),
             )
-        else:
-            decision = self.decisions.decide(
-                ins, step, state, scope.args, base, after_miss=missed, first_in_stage=index == 1
+            self.build_log.step(record, None)
+            yield StepFinished(record)
+            return state
+        decision = self.decisions.decide(
+            ins,
+            step,
+            state,
+            scope.args,
+            base,
+            after_miss=walked.missed,
+            first_in_stage=index == 1,
+            ignore_cache=walked.ignore,
+            chain_missed=walked.chain_missed,
+            context=self.context,
+            at=(number, index),
+        )
+        key = decision.key.key
+        shared = self._share(key, f"{number}/{index}", ins.original)
+        if shared is not None:
+            state = yield from self._merged(scope, index, ins, state, step, key, shared, started)
+            walked.chain_missed = None
+            return state
+        try:
+            state, record = yield from self._decided(
+                scope, index, ins, state, step, base, decision, walked, started
             )
-            key = decision.key.key
-            if decision.hit is not None:
-                hit = decision.hit
-                if not self.dry_run and key is not None:
-                    self.store.cache.touch(key)
-                state = State(hit.result, self.store.images.get_config(hit.result), hit.top_layer)
-                record = StepRecord(
-                    number,
-                    index,
-                    ins.original,
-                    True,
-                    None,
-                    time.monotonic() - started,
-                    layer=hit.top_layer if step.layer else None,
-                    size=self._layer_size(hit.top_layer) if step.layer else 0,
-                )
-            else:
-                if missed is None and self.rules.cascades(ins):
-                    missed = (f"{number}/{index}", ins.original)
-                parent = state
-                state, layer = yield from self._apply(scope, index, ins, parent, step)
-                if not self.dry_run:
-                    self._remember(decision.key, ins, step, parent, state)
-                record = StepRecord(
-                    number,
-                    index,
-                    ins.original,
-                    False,
-                    decision.reason,
-                    0.0 if self.dry_run else time.monotonic() - started,
-                    layer=layer,
-                    size=self._layer_size(layer),
-                )
+        except BaseException:
+            self._release(key, None)
+            raise
+        self._release(key, state)
         self.build_log.step(record, key)
         yield StepFinished(record)
-        return state, missed
+        return state
+
+    def _decided(
+        self,
+        scope: BuildingStage,
+        index: int,
+        ins: Instruction,
+        state: State,
+        step: Step,
+        base: Base,
+        decision: Decision,
+        walked: _Walked,
+        started: float,
+    ) -> Generator[BuildEvent, None, tuple[State, StepRecord]]:
+        number = scope.number
+        key = decision.key.key
+        builder = self.rules.name
+        if decision.hit is not None:
+            hit = decision.hit
+            if not self.dry_run and key is not None:
+                self.store.cache.touch(key)
+            note: Reason | None = None
+            if self.rules.hit_keeps_config:
+                state = State(hit.result, self.store.images.get_config(hit.result), hit.top_layer)
+            else:
+                if key is not None:
+                    old = self.store.cache.recorded_config(key)
+                    new = decision.key.inputs.get("config") or {}
+                    if old is not None:
+                        note = reasons.settings_not_keyed(ins.keyword, old, new)
+                state = self._rebase(state, step, hit)
+            state.key = key
+            walked.chain_missed = None
+            record = StepRecord(
+                number,
+                index,
+                ins.original,
+                True,
+                note,
+                time.monotonic() - started,
+                layer=hit.top_layer if step.layer else None,
+                size=self._layer_size(hit.top_layer) if step.layer else 0,
+                other=reasons.contrast(builder, ins.keyword, True, note),
+            )
+            return state, record
+        first_keyword: str | None = None
+        if walked.missed is None and self.rules.cascades(ins):
+            walked.missed = (f"{number}/{index}", ins.original)
+            # Only a setting that changed since its entry is a cascade BuildKit would not
+            # have: a first build or a pruned entry misses under both.
+            kind = decision.reason["kind"] if decision.reason is not None else None
+            changed = kind in ("instruction_changed", "config_changed")
+            walked.missed_keyword = ins.keyword if changed else None
+        elif walked.missed is not None:
+            first_keyword = walked.missed_keyword
+        if not self.rules.hit_keeps_config and walked.chain_missed is None:
+            walked.chain_missed = (f"{number}/{index}", ins.original)
+        parent = state
+        fresh = decision.reason is not None and decision.reason.get("kind") == "no_cache"
+        state, layer = yield from self._apply(scope, index, ins, parent, step, fresh)
+        state.key = key
+        if not self.dry_run:
+            self._remember(decision.key, ins, step, parent, state)
+        record = StepRecord(
+            number,
+            index,
+            ins.original,
+            False,
+            decision.reason,
+            0.0 if self.dry_run else time.monotonic() - started,
+            layer=layer,
+            size=self._layer_size(layer),
+            other=reasons.contrast(builder, ins.keyword, False, decision.reason, first_keyword),
+        )
+        return state, record
+
+    def _share(self, key: str | None, where: str, instruction: str) -> _Shared | None:
+        """The step of this build that already has ``key`` (None: this one is first)."""
+        if not self.rules.merges or key is None:
+            return None
+        with self._lock:
+            shared = self._shared.get(key)
+            if shared is None:
+                self._shared[key] = _Shared(where, instruction)
+                return None
+            return shared
+
+    def _release(self, key: str | None, state: State | None) -> None:
+        if not self.rules.merges or key is None:
+            return
+        with self._lock:
+            shared = self._shared.get(key)
+        if shared is not None and not shared.done.is_set():
+            if state is not None:
+                shared.result = (state.id, state.chain, state.chain_known)
+            shared.done.set()
+
+    def _merged(
+        self,
+        scope: BuildingStage,
+        index: int,
+        ins: Instruction,
+        state: State,
+        step: Step,
+        key: str | None,
+        shared: _Shared,
+        started: float,
+    ) -> Generator[BuildEvent, None, State]:
+        """A step identical to one another stage of this build decided: its result."""
+        while not shared.done.wait(0.1):
+            if self.stop.is_set():
+                raise Cancelled()
+        if shared.result is None:
+            raise BuildError(
+                f"{self.words.where(ins)}: {ins.keyword}: the identical step {shared.owner} failed"
+            )
+        result_id, chain, known = shared.result
+        if result_id is not None:
+            hit = CacheHit(result_id, chain)
+            state = self._rebase(state, step, hit)
+        else:
+            doc = copy.deepcopy(state.doc)
+            doc["config"] = copy.deepcopy(step.new_config)
+            state = State(None, doc, chain, known)
+        state.key = key
+        note = reasons.merged(shared.owner, shared.instruction)
+        record = StepRecord(
+            scope.number,
+            index,
+            ins.original,
+            True,
+            note,
+            time.monotonic() - started,
+            layer=chain if step.layer else None,
+            size=self._layer_size(chain) if step.layer else 0,
+            other=reasons.contrast(self.rules.name, ins.keyword, True, note),
+        )
+        self.build_log.step(record, key)
+        yield StepFinished(record)
+        return state
+
+    def _rebase(self, state: State, step: Step, hit: CacheHit) -> State:
+        """A hit under rules whose hits keep only the filesystem: the stored result's
+        layers under this build's config, with the stored entry's history times (so a
+        fully cached rebuild makes the same image)."""
+        stored = self.store.images.get_config(hit.result)
+        doc = copy.deepcopy(state.doc)
+        doc["config"] = {k: v for k, v in step.new_config.items() if v is not None}
+        ours = list((doc.get("rootfs") or {}).get("diff_ids") or [])
+        theirs = list((stored.get("rootfs") or {}).get("diff_ids") or [])
+        history = list(doc.get("history") or [])
+        stored_history = list(stored.get("history") or [])
+        last = stored_history[-1] if stored_history else {}
+        if theirs[: len(ours)] == ours and len(theirs) - len(ours) <= 1:
+            entry: dict[str, Any] = {
+                "created": last.get("created", stored.get("created")),
+                "created_by": step.created_by,
+            }
+            if len(theirs) == len(ours):
+                entry["empty_layer"] = True
+            history.append(entry)
+        else:
+            # The same step on other layers (a COPY --from that converged): the stored
+            # filesystem, with its own history.
+            history = stored_history
+        doc["history"] = history
+        doc.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"] = theirs
+        if "created" in stored:
+            doc["created"] = stored["created"]
+        return State(None, doc, hit.top_layer)
 
     def _apply(
-        self, scope: BuildingStage, index: int, ins: Instruction, state: State, step: Step
+        self,
+        scope: BuildingStage,
+        index: int,
+        ins: Instruction,
+        state: State,
+        step: Step,
+        fresh_mounts: bool = False,
     ) -> Generator[BuildEvent, None, tuple[State, str | None]]:
         """Executes a step (a dry run predicts it): the new state and the layer made."""
         if self.dry_run:
             return self.executor.predict(ins, state, step), None
         executed = yield from self.executor.execute(
-            scope.number, index, ins, state, step, scope.args
+            scope.number, index, ins, state, step, scope.args, fresh_mounts=fresh_mounts
         )
         return executed.state, executed.layer
 
@@ -217,12 +567,13 @@ class Walk:
         self, key: StepKey, ins: Instruction, step: Step, parent: State, result: State
     ) -> None:
         """Records a missed step's result in the cache, for the next build to hit."""
-        if key.key is None or parent.id is None or result.id is None:
+        chained = self.rules.parent(parent)
+        if key.key is None or chained is None or result.id is None:
             return
-        add_source_manifest(key.inputs, step)
+        add_source_manifest(key.inputs, step, self.context)
         self.store.cache.record(
             key.key,
-            parent.id,
+            chained,
             ins.original,
             key.inputs,
             CacheHit(result.id, result.chain),
@@ -236,6 +587,40 @@ class Walk:
             return self.store.layers.get(chain).size
         except NotFound:
             return 0
+
+
+@dataclass
+class _Walked:
+    """What a stage's walk carries from step to step.
+
+    Attributes:
+        missed: the step whose miss the rest of the stage follows (cascading rules).
+        missed_keyword: its instruction, when it missed for a change of its own (not a
+            first build, a prune or ``--no-cache``).
+        chain_missed: rules whose keys chain on keys: the last step that missed since
+            the last hit (explains a miss on a key nothing was recorded under).
+        ignore: the reason every step of the stage skips the lookup, if any.
+    """
+
+    missed: Miss | None = None
+    missed_keyword: str | None = None
+    chain_missed: Miss | None = None
+    ignore: Reason | None = None
+
+
+def _settings(state: State, step: Step) -> State:
+    """An image setting applied without a step: the config changes, and the history
+    gains its entry (timed like the state it follows, so rebuilds stay identical)."""
+    doc = copy.deepcopy(state.doc)
+    doc["config"] = {k: v for k, v in step.new_config.items() if v is not None}
+    history = list(doc.get("history") or [])
+    previous = history[-1].get("created") if history else doc.get("created")
+    entry: dict[str, Any] = {"created_by": step.created_by, "empty_layer": True}
+    if previous:
+        entry["created"] = previous
+    history.append(entry)
+    doc["history"] = history
+    return State(None, doc, state.chain, state.chain_known, state.key)
 
 
 # -- the entry point ----------------------------------------------------------------------
@@ -259,7 +644,8 @@ def run_build(
         store: the store to build in.
         request: what to build.
         cancel: set to stop the build (ends with ``BuildFailed(cancelled=True)``).
-        rules: the cache rules (Docker's classic builder's by default).
+        rules: the cache rules (by default those ``request.builder`` names, else the
+            configured builder's, else BuildKit's).
 
     Yields:
         ``BuildStarted``, then per instruction ``StepStarted``, ``StepOutput``...,
@@ -267,8 +653,16 @@ def run_build(
     """
     # Always an event, so an interrupted caller can stop a running RUN.
     cancel = cancel if cancel is not None else threading.Event()
+    if rules is None:
+        try:
+            builder = request.builder or default_builder()
+        except LaminaError as exc:
+            # A broken config file must not fail a build: BuildKit's rules, logged.
+            log.warning("config.toml not read, building with BuildKit's rules: %s", exc)
+            builder = "buildkit"
+        rules = rules_for(builder)
     with Scratch() as scratch:
-        yield from _build(store, request, cancel, rules or ClassicRules(), scratch)
+        yield from _build(store, request, cancel, rules, scratch)
 
 
 def _build(
@@ -302,6 +696,10 @@ def _build(
     except Cancelled:
         yield BuildFailed(0, "build cancelled", cancelled=True)
         return
+    except Exception as exc:
+        log.debug("build preflight failed unexpectedly", exc_info=True)
+        yield BuildFailed(0, unexpected(exc))
+        return
     steps_total = sum(1 for e in planned if isinstance(e, StepFinished))
     if request.dry_run:
         yield BuildStarted(0, str(df_path), str(Path(request.context)), steps_total)
@@ -315,7 +713,7 @@ def _build(
         yield BuildFailed(0, str(exc))
         return
     context.stat_cache.flush()
-    record = BuildLog.start(store, request, df_path)
+    record = BuildLog.start(store, request, df_path, rules.name)
     yield BuildStarted(record.build_id, str(df_path), str(Path(request.context)), steps_total)
     walk = Walk(
         store,
@@ -358,12 +756,34 @@ def _recorded(
         cancel.set()
         record.finish("cancelled", None, "build cancelled")
         yield BuildFailed(build_id, "build cancelled", cancelled=True)
+    except GeneratorExit:
+        # The caller stopped reading the events: the walk has stopped its steps, and
+        # the record says so (nothing more can be yielded).
+        record.finish("cancelled", None, "build cancelled")
+        raise
     except LaminaError as exc:
         cancelled = cancel.is_set()
         record.finish("cancelled" if cancelled else "failed", None, str(exc))
         yield BuildFailed(
             build_id, "build cancelled" if cancelled else str(exc), cancelled=cancelled
         )
+    except Exception as exc:
+        # A defect, not a user error: still a finished record and one line, never a
+        # build left "running" for ever (the traceback goes to the debug log).
+        log.debug("build %d failed unexpectedly", build_id, exc_info=True)
+        message = unexpected(exc)
+        record.finish("failed", None, message)
+        yield BuildFailed(build_id, message)
+
+
+def unexpected(exc: BaseException) -> str:
+    """One line for an error no check foresaw."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return (
+        f"internal error: {type(exc).__name__}: {text}"
+        if text
+        else (f"internal error: {type(exc).__name__}")
+    )
 
 
 def _apply_retention(store: Store) -> None:
@@ -378,6 +798,3 @@ def _apply_retention(store: Store) -> None:
         return
     if result is not None and result.reclaimed_bytes:
         log.info("cache retention policy reclaimed %d bytes", result.reclaimed_bytes)
-
-
-__all__ = ["Walk", "run_build"]

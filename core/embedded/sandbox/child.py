@@ -32,13 +32,14 @@ import fcntl
 import json
 import os
 import platform
+import resource
 import signal
 import socket
 import stat
 import struct
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 CLONE_NEWNS = 0x00020000
@@ -66,6 +67,17 @@ MNT_DETACH = 0x2
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+# libseccomp's constants (seccomp.h).
+SCMP_ACT_ALLOW = 0x7FFF0000
+SCMP_ACT_ERRNO = 0x00050000
+SCMP_CMP = {"ne": 1, "lt": 2, "le": 3, "eq": 4, "ge": 5, "gt": 6, "masked_eq": 7}
+SCMP_FLTATR_CTL_NNP = 3
+NR_SCMP_ERROR = -1
 
 # pivot_root has no glibc wrapper; syscall numbers per architecture.
 PIVOT_ROOT_NR = {
@@ -82,9 +94,6 @@ PIVOT_ROOT_NR = {
     "ppc64": 203,
     "s390x": 217,
 }
-
-# Docker's default capability set; everything else leaves the bounding set.
-KEEP_CAPS = frozenset({0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31})
 
 # Docker's default masked and read-only /proc and /sys paths.
 MASKED_PATHS = (
@@ -143,6 +152,57 @@ _libc.prctl.argtypes = [
     ctypes.c_ulong,
 ]
 _libc.syscall.restype = ctypes.c_long
+
+# Loaded now: after pivot_root no host library can be found.
+try:
+    _seccomp: ctypes.CDLL | None = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+except OSError:
+    _seccomp = None
+if _seccomp is not None:
+    _seccomp.seccomp_init.restype = ctypes.c_void_p
+    _seccomp.seccomp_init.argtypes = [ctypes.c_uint32]
+    _seccomp.seccomp_release.argtypes = [ctypes.c_void_p]
+    _seccomp.seccomp_arch_resolve_name.restype = ctypes.c_uint32
+    _seccomp.seccomp_arch_resolve_name.argtypes = [ctypes.c_char_p]
+    _seccomp.seccomp_arch_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    _seccomp.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    _seccomp.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
+    _seccomp.seccomp_load.argtypes = [ctypes.c_void_p]
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+class _ArgCmp(ctypes.Structure):
+    """libseccomp's ``struct scmp_arg_cmp``."""
+
+    _fields_ = [
+        ("arg", ctypes.c_uint),
+        ("op", ctypes.c_int),
+        ("datum_a", ctypes.c_uint64),
+        ("datum_b", ctypes.c_uint64),
+    ]
+
+
+_libc.capget.argtypes = [ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData)]
+_libc.capset.argtypes = [ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData)]
+if _seccomp is not None:
+    _seccomp.seccomp_rule_add_array.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_uint32,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.POINTER(_ArgCmp),
+    ]
 
 
 def _b(value: str | None) -> bytes | None:
@@ -312,6 +372,11 @@ class Job:
     userns: bool
     uid: int = 0
     gid: int = 0
+    mounts: list[dict[str, Any]] = field(default_factory=list)
+    caps: list[int] = field(default_factory=list)
+    seccomp: dict[str, Any] | None = None
+    pids_limit: int = 0
+    cgroup: str | None = None
 
 
 class Control:
@@ -390,11 +455,19 @@ def _locked_flags(path: str) -> int:
     return flags
 
 
-def bind(source: str, target: str, readonly: bool = False, recursive: bool = False) -> None:
-    """Bind-mount ``source`` on ``target``, read-only if asked."""
+def bind(
+    source: str,
+    target: str,
+    readonly: bool = False,
+    recursive: bool = False,
+    extra_flags: int = 0,
+) -> None:
+    """Bind-mount ``source`` on ``target``, read-only if asked, with ``extra_flags``
+    (MS_NODEV, MS_NOSUID) on top of the flags it already has."""
     mount(source, target, None, MS_BIND | (MS_REC if recursive else 0))
-    if readonly:
-        mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | _locked_flags(target))
+    if readonly or extra_flags:
+        flags = MS_BIND | MS_REMOUNT | _locked_flags(target) | extra_flags
+        mount(None, target, None, flags | (MS_RDONLY if readonly else 0))
 
 
 class Monitor:
@@ -413,8 +486,13 @@ class Monitor:
         job = self.job
         # Docker's umask, whatever lamina's is: it decides the modes in the layer.
         os.umask(0o022)
+        if job.cgroup:
+            # First, before any fork: every process of the RUN lands in the cgroup.
+            _join_cgroup(job.cgroup)
         if job.userns:
             self._enter_userns()
+            if job.pids_limit and not job.cgroup:
+                _limit_processes(job.pids_limit)
         flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
         if job.network == "none":
             flags |= CLONE_NEWNET
@@ -511,12 +589,12 @@ class Monitor:
         # self-contained layer in the plain overlay format.
         strict = base + ",index=off,redirect_dir=off,metacopy=off"
         try:
-            mount("overlay", "root", "overlay", 0, strict)
+            mount("overlay", "root", "overlay", MS_NODEV, strict)
         except SetupError as exc:
             if _errno_of(exc) != errno.EINVAL:
                 raise self._overlay_error(exc) from exc
             try:
-                mount("overlay", "root", "overlay", 0, base)
+                mount("overlay", "root", "overlay", MS_NODEV, base)
             except SetupError as exc2:
                 raise self._overlay_error(exc2) from exc2
 
@@ -559,7 +637,9 @@ class Monitor:
         root = self.root
         mount("proc", f"{root}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         dev = f"{root}/dev"
-        mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
+        # nodev: a node the command makes here (it keeps CAP_MKNOD, as in Docker) opens
+        # nothing; the standard nodes are bind mounts of the host's, which keep theirs.
+        mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NODEV | MS_STRICTATIME, "mode=755,size=65536k")
         for name in DEVICES:
             host = f"/dev/{name}"
             if not os.path.exists(host):
@@ -621,6 +701,43 @@ class Monitor:
                     bind(target, target, readonly=True, recursive=True)
                 except SetupError:
                     pass
+        for extra in job.mounts:
+            self._mount_extra(extra)
+
+    def _mount_extra(self, extra: dict[str, Any]) -> None:
+        """One RUN --mount: its mount point made in the rootfs (it stays in the layer, as
+        BuildKit's does), then a bind or a tmpfs on it."""
+        target = self.root + os.path.normpath(extra["target"])
+        source = extra.get("source")
+        # The rootfs is not trusted and this runs before pivot_root: a symlink on the
+        # way would make the mount point (or the mount) land outside the rootfs.
+        walked = self.root
+        for part in os.path.normpath(extra["target"]).strip("/").split("/"):
+            walked = os.path.join(walked, part)
+            if os.path.islink(walked):
+                raise SetupError(f"mount target {extra['target']} passes through a symlink")
+        try:
+            if source is not None and not os.path.isdir(source):
+                os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+                if not os.path.exists(target):
+                    _write(target, "", 0o644)
+            else:
+                os.makedirs(target, 0o755, exist_ok=True)
+        except OSError as exc:
+            raise SetupError(f"create mount point {extra['target']}: {exc.strerror}") from exc
+        if source is None:
+            size = int(extra.get("size") or 0)
+            mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size}" if size else None)
+        else:
+            # nodev and nosuid like every other writable place: a cache mount outlives
+            # the step, and a node or setuid file made in it must stay inert.
+            bind(
+                source,
+                target,
+                readonly=bool(extra.get("readonly")),
+                recursive=True,
+                extra_flags=MS_NODEV | MS_NOSUID,
+            )
 
     def _pivot(self) -> None:
         os.chdir(self.root)
@@ -646,9 +763,15 @@ class Monitor:
             os.makedirs(job.cwd, 0o755, exist_ok=True)
         except OSError as exc:
             raise SetupError(f"create working directory {job.cwd}: {exc.strerror}") from exc
+        rules = None
+        if job.seccomp is not None and _seccomp is None:
+            # As Docker runs without a filter where the kernel has no seccomp.
+            self.ctl.send({"warning": "RUN without a seccomp filter: no libseccomp.so.2 here"})
+        elif job.seccomp is not None:
+            rules = SeccompFilter(job.seccomp)
         pid = os.fork()
         if pid == 0:
-            self._exec(user, env)
+            self._exec(user, env, rules)
         while True:
             try:
                 got, status = os.waitpid(-1, 0)
@@ -658,7 +781,7 @@ class Monitor:
                 code = os.waitstatus_to_exitcode(status)
                 return code if code >= 0 else 128 - code
 
-    def _exec(self, user: ExecUser, env: list[str]) -> None:
+    def _exec(self, user: ExecUser, env: list[str], rules: SeccompFilter | None) -> None:
         job = self.job
         try:
             os.setsid()
@@ -668,7 +791,7 @@ class Monitor:
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
             os.close(null)
-            _drop_capabilities()
+            _drop_capabilities(job.caps)
             who = f"{job.user or 'root'} ({user.uid}:{user.gid})"
             if job.userns and (user.uid, user.gid) != (0, 0):
                 raise SetupError(f"user {who} needs root: without it only uid 0 is mapped")
@@ -684,6 +807,12 @@ class Monitor:
             except OSError as exc:
                 raise SetupError(f"chdir to {job.cwd}: {exc.strerror}") from exc
             environ = dict(item.split("=", 1) for item in env)
+            # Last, so nothing above runs under them: a setuid or file-capability
+            # binary gives the command nothing, and the syscalls Docker's default
+            # profile refuses (mount, unshare, keyctl, ...) fail with EPERM.
+            prctl(PR_SET_NO_NEW_PRIVS, 1)
+            if rules is not None:
+                rules.load()
             try:
                 os.execvpe(job.argv[0], job.argv, environ)
             except FileNotFoundError:
@@ -727,17 +856,101 @@ def _read_text(path: str) -> str:
         return ""
 
 
-def _drop_capabilities() -> None:
+def _drop_capabilities(keep: Sequence[int]) -> None:
+    """Leave only ``keep`` in the bounding, permitted and effective sets; nothing
+    inheritable or ambient.
+
+    The bounding set alone is not enough: at ``execve`` a root process gains its
+    inheritable set too, so whatever lamina inherited there would reach the command.
+    """
     try:
         with open("/proc/sys/kernel/cap_last_cap") as handle:
             last = int(handle.read())
     except (OSError, ValueError):
         last = 40
     for cap in range(last + 1):
-        if cap in KEEP_CAPS:
+        if cap in keep:
             continue
         if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == -1 and ctypes.get_errno() != errno.EINVAL:
             _check(-1, f"drop capability {cap}")
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(header), data), "capget")
+    for word in range(2):
+        mask = sum(1 << (cap - 32 * word) for cap in keep if 32 * word <= cap < 32 * (word + 1))
+        data[word].permitted &= mask
+        data[word].effective &= mask
+        data[word].inheritable = 0
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+    cleared = _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    # EINVAL: kernels before 4.3 have no ambient set.
+    if cleared == -1 and ctypes.get_errno() != errno.EINVAL:
+        _check(-1, "clear ambient capabilities")
+
+
+class SeccompFilter:
+    """A libseccomp filter compiled from the rules ``profile.seccomp_rules`` sends.
+
+    Built in PID 1 before the command is forked (so a bad rule is a setup error, not
+    a command that never runs) and loaded by the command just before ``execve``.
+    """
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        lib = _seccomp
+        if lib is None:
+            raise SetupError("seccomp: libseccomp.so.2 cannot be loaded")
+        self.lib = lib
+        default = SCMP_ACT_ERRNO | (int(spec.get("default_errno", errno.EPERM)) & 0xFFFF)
+        ctx = lib.seccomp_init(default)
+        if not ctx:
+            raise SetupError("seccomp: cannot create a filter")
+        self.ctx = ctypes.c_void_p(ctx)
+        for name in spec.get("arches", ()):
+            token = lib.seccomp_arch_resolve_name(name.encode())
+            ret = lib.seccomp_arch_add(self.ctx, token) if token else 0
+            if ret < 0 and -ret != errno.EEXIST:
+                raise SetupError(f"seccomp: add architecture {name}: {os.strerror(-ret)}")
+        for rule in spec.get("rules", ()):
+            action = SCMP_ACT_ALLOW
+            if rule.get("action") == "errno":
+                action = SCMP_ACT_ERRNO | (int(rule.get("errno", errno.EPERM)) & 0xFFFF)
+            args = rule.get("args") or []
+            array = (_ArgCmp * max(1, len(args)))()
+            for i, (index, op, value, value_two) in enumerate(args):
+                array[i] = _ArgCmp(index, SCMP_CMP[op], value, value_two)
+            for name in rule["names"]:
+                nr = lib.seccomp_syscall_resolve_name(name.encode())
+                if nr == NR_SCMP_ERROR:
+                    continue  # unknown to this libseccomp: Docker skips it too
+                ret = lib.seccomp_rule_add_array(self.ctx, action, nr, len(args), array)
+                # EDOM/EFAULT: a call this architecture does not have.
+                if ret < 0 and -ret not in (errno.EDOM, errno.EFAULT, errno.EEXIST):
+                    raise SetupError(f"seccomp: rule for {name}: {os.strerror(-ret)}")
+
+    def load(self) -> None:
+        """Install the filter on this process (``no_new_privs`` must be set)."""
+        ret = self.lib.seccomp_load(self.ctx)
+        if ret < 0:
+            raise SetupError(f"seccomp: load the filter: {os.strerror(-ret)}")
+
+
+def _join_cgroup(path: str) -> None:
+    """Move this process (and so everything it forks) into the RUN's cgroup."""
+    try:
+        _write(os.path.join(path, "cgroup.procs"), f"{os.getpid()}\n")
+    except OSError as exc:
+        raise SetupError(f"join cgroup {path}: {exc.strerror}") from exc
+
+
+def _limit_processes(limit: int) -> None:
+    """RLIMIT_NPROC for a user namespace without a cgroup: the kernel counts the
+    processes of the namespace's uid 0, so the limit is the sandbox's own."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    value = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NPROC, (value, value))
+    except (OSError, ValueError) as exc:
+        raise SetupError(f"limit processes to {limit}: {exc}") from exc
 
 
 def probe(userns: bool, uid: int, gid: int, scratch: str) -> str | None:

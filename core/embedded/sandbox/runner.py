@@ -49,6 +49,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lamina.core.embedded.sandbox import cgroup
+from lamina.core.embedded.sandbox.profile import capability_numbers, seccomp_rules
 from lamina.core.errors import BuildError, SandboxUnavailable
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,28 @@ NETWORKS = ("host", "none")
 # How long a cancelled monitor may take to tear its namespace down before SIGKILL.
 KILL_GRACE = 5.0
 OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
+# Processes (and threads) one RUN may have at once: Podman's default pids_limit. Docker
+# sets none by default; a build needing more is rare, a fork bomb is stopped here.
+DEFAULT_PIDS_LIMIT = 2048
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    """One extra mount inside the RUN's filesystem (``RUN --mount``).
+
+    Attributes:
+        target: absolute path inside the sandbox; created (a directory, or an empty
+            file for a file ``source``) when missing, and left in the layer as BuildKit
+            leaves its mount points.
+        source: the host path bound there; None for a tmpfs.
+        readonly: bound read-only.
+        size: tmpfs size in bytes (0: the kernel's default).
+    """
+
+    target: str
+    source: Path | None = None
+    readonly: bool = False
+    size: int = 0
 
 
 @dataclass(frozen=True)
@@ -76,6 +100,8 @@ class RunSpec:
         user: "", "name", "uid", "uid:gid" or "name:group", resolved in the rootfs.
         network: "host" shares the host network, "none" gets only loopback.
         hostname: the sandbox's hostname (and /etc/hostname).
+        mounts: binds and tmpfs mounts on top of the root filesystem, in order.
+        pids_limit: the most processes the command may have at once (0: no limit).
     """
 
     lowerdirs: tuple[Path, ...]
@@ -87,6 +113,8 @@ class RunSpec:
     user: str = ""
     network: str = "host"
     hostname: str = "lamina"
+    mounts: tuple[MountSpec, ...] = ()
+    pids_limit: int = DEFAULT_PIDS_LIMIT
 
 
 def _read_sysctl(proc: Path, name: str) -> str | None:
@@ -177,6 +205,11 @@ def _validate(spec: RunSpec) -> None:
     for lower in spec.lowerdirs:
         if not lower.is_dir():
             raise BuildError(f"RUN: layer directory {lower} does not exist")
+    for m in spec.mounts:
+        if not m.target.startswith("/") or "\0" in m.target:
+            raise BuildError(f"RUN: mount target {m.target!r} is not absolute")
+        if m.source is not None and not m.source.exists():
+            raise BuildError(f"RUN: mount source {m.source} does not exist")
     for name, path in (("upper", spec.upper), ("work", spec.work)):
         if not path.is_dir():
             raise BuildError(f"RUN: {name} directory {path} does not exist")
@@ -251,6 +284,7 @@ def run(
     _prepare_upper_root(spec)
     userns = os.geteuid() != 0
     scratch = Path(tempfile.mkdtemp(prefix="lamina-run-"))
+    group = cgroup.create(spec.pids_limit) if spec.pids_limit else None
     job = {
         "lowerdirs": [str(Path(p).absolute()) for p in spec.lowerdirs],
         "upper": str(spec.upper.absolute()),
@@ -261,10 +295,23 @@ def run(
         "user": spec.user,
         "network": spec.network,
         "hostname": spec.hostname,
+        "mounts": [
+            {
+                "target": m.target,
+                "source": None if m.source is None else str(m.source.absolute()),
+                "readonly": m.readonly,
+                "size": m.size,
+            }
+            for m in spec.mounts
+        ],
         "scratch": str(scratch),
         "userns": userns,
         "uid": os.geteuid(),
         "gid": os.getegid(),
+        "caps": capability_numbers(),
+        "seccomp": seccomp_rules(),
+        "pids_limit": spec.pids_limit,
+        "cgroup": None if group is None else str(group),
     }
     ctl_read, ctl_write = os.pipe()
     messages: list[dict[str, object]] = []
@@ -289,6 +336,8 @@ def run(
                 _stop(proc)
     finally:
         os.close(ctl_read)
+        if group is not None:
+            cgroup.remove(group)
         _clear_dir(spec.work)
         try:
             normalize_upper(spec.upper)
@@ -301,6 +350,8 @@ def run(
         except OSError:
             log.warning("sandbox scratch dir %s left behind", scratch)
     for message in messages:
+        if "warning" in message:
+            log.warning("%s", message["warning"])
         if "error" in message:
             text = str(message["error"])
             if message.get("kind") == "unavailable":

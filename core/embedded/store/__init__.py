@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from lamina.core.embedded.store.beneath import remove_quietly
 from lamina.core.embedded.store.builds import BuildRecords
 from lamina.core.embedded.store.cache import CacheEntries
+from lamina.core.embedded.store.cachemounts import CacheMounts
 from lamina.core.embedded.store.images import ImageStore, normalize_tag
 from lamina.core.embedded.store.index import Index
 from lamina.core.embedded.store.layers import LayerStore
@@ -33,6 +35,10 @@ from lamina.core.embedded.store.statcache import StatCacheTable
 from lamina.core.errors import StoreError
 
 log = logging.getLogger(__name__)
+
+# What may hold device nodes, FIFOs and setuid files exactly as images and RUN steps
+# made them: layers, work in progress (a RUN's upper dir) and cache mounts.
+PRIVATE_DIRS = ("layers", "tmp", "cachemounts")
 
 __all__ = [
     "BuildRecords",
@@ -80,10 +86,16 @@ class Store:
         if not adopt_unindexed:
             _refuse_lost_index(self.home, db)
         try:
-            for sub in ("blobs/sha256", "layers", "tmp"):
+            # A new store is its owner's alone (Docker's root is 0710 and its layer
+            # dirs 0700); nothing in the sandbox needs another user to reach it.
+            self.home.parent.mkdir(parents=True, exist_ok=True)
+            self.home.mkdir(mode=0o700, exist_ok=True)
+            for sub in ("blobs/sha256", *PRIVATE_DIRS):
                 (self.home / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"{self.home}: cannot create the store: {exc.strerror}") from exc
+        for sub in PRIVATE_DIRS:
+            _private(self.home / sub)
         self._lock = lock or StoreLock(self.home / "lock")
 
         def check_fresh(index: Index) -> None:
@@ -95,8 +107,14 @@ class Store:
         self.layers = LayerStore(self.home, self.index, self._lock, self.tmpdir)
         self.images = ImageStore(self.home, self.index, self._lock, self.layers)
         self.cache = CacheEntries(self.index)
+        self.cache_mounts = CacheMounts(self.home, self.index)
         self.builds = BuildRecords(self.index)
         self.stat_cache = StatCacheTable(self.index)
+        # Builds whose process died (kill -9, power loss) are recorded failed by the
+        # next process that opens the store; fsck lists them as information.
+        self.recovered_builds = self.builds.recover_interrupted()
+        # Layers recorded before index version 2 get Docker's size and their disk size.
+        self.layers.measure_unmeasured()
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -121,11 +139,22 @@ class Store:
         try:
             yield path
         finally:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_quietly(path)
 
     def close(self) -> None:
         """Closes the index connections."""
         self.index.close()
+
+
+def _private(path: Path) -> None:
+    """Keeps one of ``PRIVATE_DIRS`` to the store's owner (0700), whatever an older
+    lamina or the umask made it: no other user may reach what it holds."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & 0o077:
+            os.chmod(path, mode & 0o700)
+    except OSError as exc:
+        log.warning("%s: cannot restrict to its owner: %s", path, exc.strerror)
 
 
 def stored_data(home: Path) -> tuple[int, int]:

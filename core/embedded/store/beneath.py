@@ -149,6 +149,23 @@ def apply_link(dir_fd: int, name: str, meta: Meta) -> None:
     os.utime(name, (meta.mtime, meta.mtime), dir_fd=dir_fd, follow_symlinks=False)
 
 
+def apply_node(dir_fd: int, name: str, meta: Meta) -> None:
+    """Owner, mode and times of the FIFO or device node ``name`` in ``dir_fd``.
+
+    The node was just made in a private staging directory, so nothing can have swapped
+    it for a symlink; it is still refused if it is one (fchmodat cannot refuse to follow).
+    """
+    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if stat.S_ISLNK(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+        raise EscapeRefused(f"{name}: not a FIFO or device node")
+    try:
+        os.chown(name, meta.uid, meta.gid, dir_fd=dir_fd, follow_symlinks=False)
+    except PermissionError:
+        log.debug("%s: cannot chown to %d:%d (not root)", name, meta.uid, meta.gid)
+    os.chmod(name, meta.mode & 0o7777, dir_fd=dir_fd)
+    os.utime(name, (meta.mtime, meta.mtime), dir_fd=dir_fd, follow_symlinks=False)
+
+
 def remove_at(dir_fd: int, name: str) -> None:
     """Removes whatever ``name`` is in ``dir_fd``; a directory goes with its contents.
 
@@ -198,6 +215,19 @@ def remove_path(path: Path) -> None:
         os.close(parent)
 
 
+def remove_quietly(path: Path) -> None:
+    """``remove_path`` for cleanup: a failure is logged, never raised.
+
+    What stays behind is a leftover under ``tmp/`` that the next prune sweeps.
+    """
+    try:
+        remove_path(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("%s: cannot remove (%s); the next prune retries", path, exc.strerror or exc)
+
+
 def _open_for_removal(dir_fd: int, name: str) -> int:
     try:
         return open_dir(dir_fd, name)
@@ -210,6 +240,12 @@ def _open_for_removal(dir_fd: int, name: str) -> int:
 def _unlink_files(fd: int) -> list[str]:
     """Unlinks every non-directory in ``fd``; returns the subdirectories' names."""
     subdirs = []
+    if os.geteuid() != 0:
+        # A (non-root) owner needs write and search permission to empty a directory
+        # that an archive or a RUN step left read-only.
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode & 0o700 != 0o700:
+            os.fchmod(fd, mode | 0o700)
     with os.scandir(fd) as entries:
         listed = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
     for entry_name, is_dir in listed:

@@ -8,13 +8,17 @@ build is told apart from one still under way (GC keeps what a live build stands 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
 
 from lamina.core.embedded.store.index import Index
 from lamina.core.embedded.store.process import pid_alive
+from lamina.core.errors import StoreError
 from lamina.core.model import BuildRecord, BuildRequest, StepRecord
+
+log = logging.getLogger(__name__)
 
 # What a build left as "running" whose process is gone says about itself.
 INTERRUPTED = "interrupted: the building process is gone"
@@ -30,12 +34,18 @@ class BuildRecords:
     def __init__(self, index: Index) -> None:
         self.index = index
 
-    def start(self, request: BuildRequest, dockerfile: Path) -> int:
-        """Records a build as running in this process; returns its ID."""
+    def start(self, request: BuildRequest, dockerfile: Path, builder: str | None = None) -> int:
+        """Records a build as running in this process; returns its ID.
+
+        Args:
+            request: what is built.
+            dockerfile: the Dockerfile read.
+            builder: the cache rules the build decides by (``buildkit``, ``classic``).
+        """
         with self.index.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO builds (started, dockerfile, context, tags, build_args, target,"
-                " status, pid) VALUES (?,?,?,?,?,?,?,?)",
+                " status, pid, builder) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     time.time(),
                     str(dockerfile),
@@ -45,6 +55,7 @@ class BuildRecords:
                     request.target,
                     "running",
                     os.getpid(),
+                    builder,
                 ),
             )
             return int(cur.lastrowid or 0)
@@ -62,7 +73,7 @@ class BuildRecords:
         with self.index.transaction() as conn:
             conn.execute(
                 "INSERT INTO build_steps (build_id, seq, stage, idx, instruction, cached, reason,"
-                " duration, layer, size, cache_key) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " duration, layer, size, cache_key, other) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     build_id,
                     seq,
@@ -75,6 +86,7 @@ class BuildRecords:
                     step.layer,
                     step.size,
                     cache_key,
+                    json.dumps(step.other) if step.other is not None else None,
                 ),
             )
 
@@ -107,6 +119,7 @@ class BuildRecords:
                         duration=s["duration"],
                         layer=s["layer"],
                         size=s["size"],
+                        other=json.loads(s["other"]) if s["other"] else None,
                     )
                     for s in conn.execute(
                         "SELECT * FROM build_steps WHERE build_id = ? ORDER BY seq", (row["id"],)
@@ -131,6 +144,7 @@ class BuildRecords:
                         status=status,
                         error=error,
                         steps=steps,
+                        builder=row["builder"],
                     )
                 )
         return out
@@ -143,6 +157,21 @@ class BuildRecords:
             for r in rows
             if r["pid"] is None or not pid_alive(int(r["pid"]))
         ]
+
+    def recover_interrupted(self) -> list[tuple[int, int | None]]:
+        """Records every interrupted build as failed; returns ``(build ID, pid)`` of each.
+
+        Never fails: on a read-only or full store the builds stay as they are (readers
+        report them failed anyway) and nothing is returned.
+        """
+        try:
+            builds = self.interrupted()
+            if builds:
+                self.mark_interrupted([b for b, _pid in builds], time.time())
+        except StoreError as exc:
+            log.debug("interrupted builds not recorded: %s", exc)
+            return []
+        return builds
 
     def mark_interrupted(self, build_ids: list[int], now: float) -> None:
         """Records interrupted builds as failed (those still marked running)."""

@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from lamina.core.accounting.graph import CacheRow
 from lamina.core.accounting.reasons import History, Prior
@@ -34,6 +34,27 @@ class CacheHit:
     top_layer: str | None
 
 
+class StepPosition(NamedTuple):
+    """Where a step stands: its Dockerfile (as the build records it), its stage and its
+    index in the stage.
+
+    A miss is explained only against entries that builds of the same Dockerfile
+    recorded at the same stage and index, never against another stage's steps that
+    happen to run on the same state.
+    """
+
+    dockerfile: str
+    stage: int
+    step: int
+
+
+# An entry some build recorded (or hit) at the position asked about.
+_AT_POSITION = (
+    " AND EXISTS (SELECT 1 FROM build_steps s JOIN builds b ON b.id = s.build_id"
+    " WHERE s.cache_key = cache.key AND s.stage = ? AND s.idx = ? AND b.dockerfile = ?)"
+)
+
+
 class CacheEntries:
     """The ``cache`` and ``pruned_cache`` tables.
 
@@ -48,6 +69,17 @@ class CacheEntries:
         """The entry of ``key``, or None."""
         row = self.index.row("SELECT result, top_layer FROM cache WHERE key = ?", (key,))
         return None if row is None else CacheHit(str(row[0]), row[1])
+
+    def recorded_config(self, key: str) -> dict[str, Any] | None:
+        """The image config recorded with the entry of ``key`` (what the classic builder
+        would have compared), or None when there is none."""
+        row = self.index.row(
+            "SELECT json_extract(inputs, '$.config') FROM cache WHERE key = ?", (key,)
+        )
+        if row is None or row[0] is None:
+            return None
+        doc = json.loads(str(row[0]))
+        return doc if isinstance(doc, dict) else None
 
     def touch(self, key: str, now: float | None = None) -> None:
         """Marks the entry used (prune keeps recently and often used entries)."""
@@ -98,6 +130,16 @@ class CacheEntries:
             )
             conn.execute("DELETE FROM pruned_cache WHERE key = ?", (key,))
 
+    def chained_on_keys(self) -> set[str]:
+        """Entries whose ``parent`` is the cache key of the step before them, not a
+        config: BuildKit's keys chain on keys, except at a stage's first step, whose
+        parent is the base image."""
+        rows = self.index.rows(
+            "SELECT key FROM cache WHERE json_extract(inputs, '$.step.rules') = 'buildkit'"
+            " AND parent IS NOT json_extract(inputs, '$.base')"
+        )
+        return {str(r["key"]) for r in rows}
+
     def drop(self, entries: Iterable[CacheRow], now: float) -> None:
         """Deletes entries, leaving a tombstone for each (one transaction, or the caller's).
 
@@ -114,7 +156,13 @@ class CacheEntries:
                 )
                 conn.execute("DELETE FROM cache WHERE key = ?", (entry.key,))
 
-    def history(self, key: str, parent: str | None, instruction: str | None) -> History:
+    def history(
+        self,
+        key: str,
+        parent: str | None,
+        instruction: str | None,
+        position: StepPosition | None = None,
+    ) -> History:
         """What the cache remembers around a missed ``key``, for ``reasons.explain_miss``.
 
         Args:
@@ -122,23 +170,26 @@ class CacheEntries:
             parent: the state the step runs on, or None when it is not known yet.
             instruction: the instruction text, to find its entries on other parents
                 (only needed for the first step of a stage); None to skip that query.
+            position: where the step stands; when given, only entries recorded at the
+                same position of the same Dockerfile are remembered.
         """
+        where, extra = ("", ()) if position is None else (_AT_POSITION, _position(position))
         with self.index.snapshot() as conn:
             tomb = conn.execute("SELECT 1 FROM pruned_cache WHERE key = ?", (key,)).fetchone()
             on_parent = (
                 conn.execute(
-                    "SELECT instruction, inputs FROM cache WHERE parent = ?"
+                    f"SELECT instruction, inputs FROM cache WHERE parent = ?{where}"
                     " ORDER BY created DESC, rowid DESC",
-                    (parent,),
+                    (parent, *extra),
                 ).fetchall()
                 if parent is not None
                 else []
             )
             same = (
                 conn.execute(
-                    "SELECT instruction, inputs FROM cache WHERE instruction = ?"
+                    f"SELECT instruction, inputs FROM cache WHERE instruction = ?{where}"
                     " ORDER BY created DESC, rowid DESC",
-                    (instruction,),
+                    (instruction, *extra),
                 ).fetchall()
                 if instruction is not None
                 else []
@@ -148,3 +199,7 @@ class CacheEntries:
             on_parent=tuple(Prior(str(r[0]), str(r[1])) for r in on_parent),
             same_instruction=tuple(Prior(str(r[0]), str(r[1])) for r in same),
         )
+
+
+def _position(position: StepPosition) -> tuple[int, int, str]:
+    return (position.stage, position.step, position.dockerfile)

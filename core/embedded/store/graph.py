@@ -29,9 +29,16 @@ def load_graph(store: Store) -> RefGraph:
 def _load_graph(conn: sqlite3.Connection) -> RefGraph:
     layers = {
         r["chain_id"]: LayerRow(
-            r["chain_id"], r["parent"], int(r["size"]), float(r["created"]), r["created_by"]
+            r["chain_id"],
+            r["parent"],
+            int(r["size"]),
+            float(r["created"]),
+            r["created_by"],
+            int(r["disk_size"] or 0),
         )
-        for r in conn.execute("SELECT chain_id, parent, size, created, created_by FROM layers")
+        for r in conn.execute(
+            "SELECT chain_id, parent, size, created, created_by, disk_size FROM layers"
+        )
     }
     tags: dict[str, list[str]] = {}
     for r in conn.execute("SELECT name, image_id FROM tags ORDER BY name"):

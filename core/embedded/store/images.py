@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lamina.core.digest import chain_ids, hex_of, is_digest, sha256_bytes
+from lamina.core.embedded.store import schema
 from lamina.core.embedded.store.index import Index
 from lamina.core.embedded.store.layers import LayerStore
 from lamina.core.embedded.store.lock import StoreLock
@@ -186,17 +187,30 @@ class ImageStore:
         return self.put_blob(data)
 
     def get_config(self, digest: str) -> dict[str, Any]:
-        """The config ``digest`` as a dict.
+        """The config ``digest`` as a dict, normalised (``schema.normalized_config``): a
+        field of the wrong type is left out, so no reader meets one.
 
         Raises:
             NotFound: if it is not stored.
             StoreError: if it is not a JSON object.
         """
+        return schema.normalized_config(self._config_doc(digest))
+
+    def config_problem(self, digest: str) -> str | None:
+        """What is wrong with the stored config ``digest`` (one line), or None.
+
+        Raises:
+            NotFound: if it is not stored.
+            StoreError: if it is not a JSON object.
+        """
+        return schema.config_problem(self._config_doc(digest))
+
+    def _config_doc(self, digest: str) -> dict[str, Any]:
         data = self.get_blob(digest)
         try:
-            doc = json.loads(data)
-        except ValueError as exc:
-            raise StoreError(f"{self.blob_path(digest)}: not JSON: {exc}") from exc
+            doc = schema.parse(data)
+        except schema.Invalid as exc:
+            raise StoreError(f"{self.blob_path(digest)}: {exc}") from None
         if not isinstance(doc, dict):
             raise StoreError(f"{self.blob_path(digest)}: not a JSON object")
         return doc

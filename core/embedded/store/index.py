@@ -15,6 +15,7 @@ Everything the index does goes through :meth:`Index.transaction`, :meth:`Index.s
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -91,8 +92,42 @@ CREATE TABLE stat_cache (
 );
 """
 
+# BuildKit's rules: the builder each build decided by, what the other builder would have
+# decided per step, and the cache mounts RUN --mount=type=cache keeps between builds.
+SCHEMA_V2_BUILDERS = """
+ALTER TABLE builds ADD COLUMN builder TEXT;
+ALTER TABLE build_steps ADD COLUMN other TEXT;
+CREATE TABLE cache_mounts (
+  id         TEXT PRIMARY KEY,
+  mount_id   TEXT NOT NULL,
+  sharing    TEXT NOT NULL,
+  dir        TEXT NOT NULL,
+  created    REAL NOT NULL,
+  last_used  REAL NOT NULL,
+  use_count  INTEGER NOT NULL DEFAULT 0,
+  size       INTEGER NOT NULL DEFAULT 0,
+  in_use     INTEGER NOT NULL DEFAULT 0,
+  build_id   INTEGER
+);
+"""
+
+# Version 3: a layer's ``size`` is Docker's (the bytes of its files, as ``docker images``
+# and ``docker history`` count them), and ``disk_size`` the blocks its directory occupies,
+# which versions 1 and 2 kept in ``size``. SQL cannot measure a directory, so the new column
+# starts NULL, meaning "not measured yet", and the store measures those rows when it
+# opens (``LayerStore.measure_unmeasured``): a walk of each old layer, once, resumed
+# on the next open if interrupted, and rows written by this version never need it.
+#
+# Also an index on build_steps.cache_key: a miss is explained against the entries builds
+# of the same Dockerfile recorded at the same step, found through the steps that used
+# each entry on the parent state (``CacheEntries.history``).
+SCHEMA_V3_SIZES = """
+ALTER TABLE layers ADD COLUMN disk_size INTEGER;
+CREATE INDEX build_steps_key ON build_steps(cache_key);
+"""
+
 # MIGRATIONS[n] upgrades user_version n to n + 1. Append; never edit a released step.
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1,)
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2_BUILDERS, SCHEMA_V3_SIZES)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -114,6 +149,7 @@ class Index:
         # finished threads (the app runs each job in a fresh worker thread) get closed.
         self._all: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._closed = False
+        self.read_only = False
         self._migrate()
 
     def connection(self) -> sqlite3.Connection:
@@ -128,23 +164,13 @@ class Index:
         if self._closed:
             raise StoreError(f"{self.path}: index is closed")
         try:
-            # isolation_level=None: lamina issues BEGIN itself, so a transaction is
-            # exactly what transaction() says and never an implicit deferred one.
-            # check_same_thread=False only so that finished threads' connections can be
-            # closed from elsewhere; each connection is still used by its own thread alone.
-            conn = sqlite3.connect(
-                str(self.path),
-                timeout=BUSY_TIMEOUT,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-            conn.execute("PRAGMA foreign_keys = ON")
-            _use_wal(conn, self.path)
-            conn.execute("PRAGMA synchronous = NORMAL")
+            conn = self._connect()
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot open the index: {exc}") from exc
+            try:
+                # A read-only or full store can still be listed: read it as it is.
+                conn = self._connect_read_only(exc)
+            except sqlite3.Error:
+                raise StoreError(f"{self.path}: cannot open the index: {exc}{hint(exc)}") from exc
         self._local.conn = conn
         self._local.depth = 0
         with self._lock:
@@ -156,6 +182,54 @@ class Index:
                     other.close()
             alive.append((threading.current_thread(), conn))
             self._all = alive
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: lamina issues BEGIN itself, so a transaction is exactly
+        # what transaction() says and never an implicit deferred one.
+        # check_same_thread=False only so that finished threads' connections can be
+        # closed from elsewhere; each connection is still used by its own thread alone.
+        conn = sqlite3.connect(
+            str(self.path),
+            timeout=BUSY_TIMEOUT,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            _use_wal(conn, self.path)
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connect_read_only(self, why: sqlite3.Error) -> sqlite3.Connection:
+        """The index opened read-only, when it cannot be opened for writing.
+
+        ``immutable`` makes SQLite take no lock and create no ``-shm`` file, which is
+        what a read-only directory or a full disk refuses; it is only used when no
+        ``-wal`` file holds changes not yet in the database itself.
+        """
+        wal = f"{self.path}-wal"
+        if not self.path.exists() or (os.path.exists(wal) and os.path.getsize(wal) > 0):
+            raise why
+        conn = sqlite3.connect(
+            f"file:{self.path}?mode=ro&immutable=1",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        log.warning("%s: opened read-only (%s)", self.path, why)
+        self.read_only = True
         return conn
 
     @contextmanager
@@ -186,7 +260,7 @@ class Index:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot start a write: {exc}") from exc
+            raise StoreError(f"{self.path}: cannot start a write: {exc}{hint(exc)}") from exc
         self._local.depth = 1
         try:
             yield conn
@@ -194,14 +268,14 @@ class Index:
             self._local.depth = 0
             self._rollback(conn)
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"{self.path}: {purpose} rolled back: {exc}") from exc
+                raise StoreError(f"{self.path}: {purpose} rolled back: {exc}{hint(exc)}") from exc
             raise
         self._local.depth = 0
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback(conn)
-            raise StoreError(f"{self.path}: cannot commit: {exc}") from exc
+            raise StoreError(f"{self.path}: cannot commit: {exc}{hint(exc)}") from exc
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
         if not conn.in_transaction:
@@ -237,7 +311,7 @@ class Index:
                 if conn.in_transaction:
                     conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot read the index: {exc}") from exc
+            raise StoreError(f"{self.path}: cannot read the index: {exc}{hint(exc)}") from exc
 
     def row(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
         """The first row a query returns, or None.
@@ -248,7 +322,7 @@ class Index:
         try:
             row: sqlite3.Row | None = self.connection().execute(sql, params).fetchone()
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot read the index: {exc}") from exc
+            raise StoreError(f"{self.path}: cannot read the index: {exc}{hint(exc)}") from exc
         return row
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
@@ -260,14 +334,14 @@ class Index:
         try:
             return self.connection().execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot read the index: {exc}") from exc
+            raise StoreError(f"{self.path}: cannot read the index: {exc}{hint(exc)}") from exc
 
     def schema_version(self) -> int:
         """The database's ``PRAGMA user_version``."""
         try:
             return _user_version(self.connection())
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: not a usable index: {exc}") from exc
+            raise StoreError(f"{self.path}: not a usable index: {exc}{hint(exc)}") from exc
 
     def close(self) -> None:
         """Closes every thread's connection (call from the owning thread at exit)."""
@@ -304,7 +378,22 @@ class Index:
                         conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {step + 1}")
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path}: not a usable index: {exc}") from exc
+            raise StoreError(f"{self.path}: not a usable index: {exc}{hint(exc)}") from exc
+
+
+def hint(exc: sqlite3.Error) -> str:
+    """The way out to add to a message about ``exc``: a damaged database file is
+    rebuilt by fsck; a full disk or a lock needs no such advice."""
+    text = str(exc).lower()
+    if isinstance(exc, sqlite3.DatabaseError) and (
+        "malformed" in text or "not a database" in text or "corrupt" in text
+    ):
+        return "; the index is damaged: `lamina fsck --rebuild-index` rebuilds it"
+    if "disk is full" in text or "disk i/o" in text:
+        return "; the disk may be full (free space, then retry)"
+    if "readonly" in text or "read-only" in text:
+        return "; the store is read-only"
+    return ""
 
 
 def _user_version(conn: sqlite3.Connection) -> int:

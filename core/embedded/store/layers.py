@@ -18,7 +18,6 @@ import functools
 import logging
 import os
 import posixpath
-import shutil
 import stat
 import tarfile
 import time
@@ -35,11 +34,13 @@ from lamina.core.embedded.store.lock import StoreLock
 from lamina.core.embedded.store.tarsplit import (
     CHUNK,
     END_OF_ARCHIVE,
+    SHADOW_DIR,
     Member,
     TarReader,
     TarSplit,
     padding,
     pax_header,
+    shown,
 )
 from lamina.core.errors import ArchiveError, NotFound, StoreError
 from lamina.core.model import FileChange, LayerInfo
@@ -120,17 +121,40 @@ def _list_dir(root: Path, rel: str) -> Iterator[tuple[str, os.stat_result]]:
         yield child, os.lstat(root / child)
 
 
-def disk_size(root: Path) -> int:
-    """Bytes ``root``'s entries occupy (``st_blocks * 512``), each inode counted once."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
+@dataclass(frozen=True)
+class Measure:
+    """A layer directory's two sizes.
+
+    Attributes:
+        size: Docker's size of a layer: moby's ``directory.Size`` of its diff directory,
+            the sum of ``st_size`` of every entry that is not a directory (a symlink
+            counts its target's length, a whiteout 0), each inode once. It is what
+            ``docker images`` and ``docker history`` show for the same layer, since
+            overlay2 keeps a layer in the same format and measures it so.
+        disk: bytes the entries occupy on disk (``st_blocks * 512``), each inode once.
+    """
+
+    size: int
+    disk: int
+
+
+def measure(root: Path) -> Measure:
+    """Both sizes of the entries below ``root`` (see :class:`Measure`), in one walk."""
+    seen_size: set[int] = set()
+    seen_disk: set[tuple[int, int]] = set()
+    size = disk = 0
     for _rel, st in walk_sorted(root):
         key = (st.st_dev, st.st_ino)
-        if key in seen:
+        if key not in seen_disk:
+            seen_disk.add(key)
+            disk += st.st_blocks * 512
+        # moby skips directories and empty entries before it looks at the inode, and
+        # keys on the inode number alone (a layer is on one filesystem).
+        if stat.S_ISDIR(st.st_mode) or st.st_size == 0 or st.st_ino in seen_size:
             continue
-        seen.add(key)
-        total += st.st_blocks * 512
-    return total
+        seen_size.add(st.st_ino)
+        size += st.st_size
+    return Measure(size, disk)
 
 
 def _fsync_tree(root: Path) -> None:
@@ -290,20 +314,37 @@ def dir_to_tar(root: Path, out: Callable[[bytes], None]) -> TarSplit:
 
 @dataclass
 class _Extractor:
-    """Extracts one layer tar into an overlay-format directory, refusing anything unsafe."""
+    """Extracts one layer tar into an overlay-format directory, refusing anything unsafe.
+
+    Linear in the size of the tar: each member costs a constant number of system calls
+    (its parent directory is usually known to exist already), and replacing a path
+    costs what is below that path, never a scan of everything extracted so far.
+    """
 
     root: Path
     where: str
 
     def __post_init__(self) -> None:
         self.split = TarSplit()
+        # The payload segment of each regular file extracted, by relative path.
         self.file_segments: dict[str, int] = {}
         # Directory metadata to apply at the end, by relative path: the last entry of a
         # path wins, and a path that stops being a directory drops out.
-        self.dirs: dict[str, Member] = {}
+        self.dirs: dict[str, beneath.Meta] = {}
+        # Paths known to be real directories now (created or checked by this extraction).
+        self.known_dirs: set[str] = {""}
+        self.shadow_dir = self.root.parent / SHADOW_DIR
+        self.shadows = 0
+        self.devices = can_make_devices()
+        # Plain strings on the per-member path: pathlib costs more than the syscalls.
+        self.top = str(self.root)
+        # A new file already has this process's owner, unless directories pass their
+        # group down (setgid): then every chown is needed.
+        setgid = bool(os.stat(self.root).st_mode & stat.S_ISGID)
+        self.owner = None if setgid else (os.geteuid(), os.getegid())
 
     def fail(self, name: str, why: str) -> ArchiveError:
-        return ArchiveError(f"{self.where}: {name}: {why}")
+        return ArchiveError(f"{self.where}: {shown(name)}: {why}")
 
     def clean_name(self, name: str) -> str:
         """The member's path relative to the root, or "" for the root itself."""
@@ -316,47 +357,84 @@ class _Extractor:
 
     def check_parents(self, name: str, rel: str) -> None:
         """Refuses to write through a symlink, creating missing parent directories."""
-        cur = self.root
-        for part in rel.split("/")[:-1]:
-            cur = cur / part
+        parent = rel.rpartition("/")[0]
+        if parent in self.known_dirs:
+            return
+        cur_rel = ""
+        for part in parent.split("/"):
+            cur_rel = f"{cur_rel}/{part}" if cur_rel else part
+            if cur_rel in self.known_dirs:
+                continue
+            cur = self.root / cur_rel
             try:
                 st = os.lstat(cur)
             except FileNotFoundError:
                 os.mkdir(cur, 0o755)
+                self.known_dirs.add(cur_rel)
                 continue
             if stat.S_ISLNK(st.st_mode):
                 raise self.fail(name, "would be written through a symlink")
             if not stat.S_ISDIR(st.st_mode):
                 # A whiteout or file in the way: the tar redefines it as a directory.
-                self.remove(cur)
+                self.remove(cur_rel)
                 os.mkdir(cur, 0o755)
+            self.known_dirs.add(cur_rel)
 
-    def remove(self, path: Path) -> None:
-        """Removes whatever is at ``path``, first keeping payloads the split refers to."""
-        rel = str(path.relative_to(self.root))
-        for key in [k for k in self.dirs if k == rel or k.startswith(rel + "/")]:
-            del self.dirs[key]
-        for key in [k for k in self.file_segments if k == rel or k.startswith(rel + "/")]:
-            index = self.file_segments.pop(key)
-            seg = self.split.segments[index]
-            size = int(seg[2])  # type: ignore[misc]
-            with open(self.root / key, "rb") as f:
-                data = f.read(size)
-            self.split.inline(index, data)
+    def remove(self, rel: str) -> None:
+        """Removes whatever is at ``rel``, first keeping payloads the split refers to."""
+        path = self.root / rel
         try:
             st = os.lstat(path)
         except FileNotFoundError:
             return
-        if stat.S_ISDIR(st.st_mode):
-            beneath.remove_path(path)
-        else:
-            os.unlink(path)
+        if not stat.S_ISDIR(st.st_mode):
+            if not self.forget(rel):
+                os.unlink(path)
+            return
+        below = [sub for sub, _st in walk_sorted(path)]
+        for sub in below:
+            self.forget(f"{rel}/{sub}")
+        self.forget(rel)
+        beneath.remove_path(path)
+
+    def forget(self, rel: str) -> bool:
+        """Drops what is known of ``rel``; a file the split refers to moves to the shadow
+        directory (returns True then: nothing is left at ``rel``)."""
+        self.dirs.pop(rel, None)
+        self.known_dirs.discard(rel)
+        index = self.file_segments.pop(rel, None)
+        if index is None:
+            return False
+        name = self.next_shadow()
+        os.rename(self.root / rel, self.shadow_dir / name)
+        self.split.to_shadow(index, name)
+        return True
+
+    def next_shadow(self) -> str:
+        if self.shadows == 0:
+            os.mkdir(self.shadow_dir, 0o700)
+        self.shadows += 1
+        return str(self.shadows)
+
+    def keep_payload(self, reader: TarReader) -> None:
+        """Streams the payload of an entry that is not extracted to the shadow directory."""
+        size = reader.pending
+        name = self.next_shadow()
+        fd = os.open(
+            self.shadow_dir / name,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+        )
+        with os.fdopen(fd, "wb") as f:
+            reader.copy_payload(f)
+        self.split.shadow(name, size)
 
     def extract(self, reader: TarReader) -> None:
         for m in reader:
             self.split.raw(m.header)
             self.member(reader, m)
-            self.split.raw(reader.skip_payload())
+            if reader.pending:
+                self.keep_payload(reader)
         self.split.raw(reader.trailer)
         # Directory metadata last (adding children changes a directory's mtime), deepest
         # first (a non-root owner may lose write access), and only through directory
@@ -364,7 +442,7 @@ class _Extractor:
         root_fd = beneath.open_root(self.root)
         try:
             for rel in sorted(self.dirs, key=lambda r: (-r.count("/"), r)):
-                if not beneath.apply_dir(root_fd, rel, _meta(self.dirs[rel])):
+                if not beneath.apply_dir(root_fd, rel, self.dirs[rel]):
                     log.debug("%s: %s is no longer a directory", self.where, rel)
         finally:
             os.close(root_fd)
@@ -373,50 +451,39 @@ class _Extractor:
         rel = self.clean_name(m.name)
         if rel == "":
             if m.type == tarfile.DIRTYPE:
-                self.dirs[""] = m
+                self.dirs[""] = _meta(m)
             return
-        parts = rel.split("/")
-        if any(p.startswith(AUFS_META_PREFIX) for p in parts) and parts[-1] != OPAQUE_MARKER:
-            # Other AUFS metadata (.wh..wh.plnk/, .wh..wh.aufs): Docker skips it too.
-            return
+        if AUFS_META_PREFIX in rel:
+            parts = rel.split("/")
+            if any(p.startswith(AUFS_META_PREFIX) for p in parts) and parts[-1] != OPAQUE_MARKER:
+                # Other AUFS metadata (.wh..wh.plnk/, .wh..wh.aufs): Docker skips it too.
+                return
         self.check_parents(m.name, rel)
-        parent_rel, base = posixpath.split(rel)
-        parent = self.root / parent_rel if parent_rel else self.root
+        parent_rel, _, base = rel.rpartition("/")
         if base == OPAQUE_MARKER:
-            set_opaque(parent)
+            set_opaque(self.root / parent_rel if parent_rel else self.root)
             return
         if base.startswith(WHITEOUT_PREFIX):
-            target = parent / base[len(WHITEOUT_PREFIX) :]
-            if target.name in ("", ".", ".."):
+            name = base[len(WHITEOUT_PREFIX) :]
+            if name in ("", ".", ".."):
                 raise self.fail(m.name, "malformed whiteout")
-            self.remove(target)
-            os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+            target_rel = posixpath.join(parent_rel, name)
+            self.remove(target_rel)
+            os.mknod(self.root / target_rel, stat.S_IFCHR | 0o000, os.makedev(0, 0))
             return
-        path = self.root / rel
+        path = f"{self.top}/{rel}"
         if m.type == tarfile.DIRTYPE:
             try:
-                st = os.lstat(path)
-                if not stat.S_ISDIR(st.st_mode):
-                    self.remove(path)
-                    os.mkdir(path, 0o700)
-            except FileNotFoundError:
                 os.mkdir(path, 0o700)
-            self.dirs[rel] = m
+            except FileExistsError:
+                if not stat.S_ISDIR(os.lstat(path).st_mode):
+                    self.remove(rel)
+                    os.mkdir(path, 0o700)
+            self.dirs[rel] = _meta(m)
+            self.known_dirs.add(rel)
             return
         if m.type in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE):
-            self.remove(path)
-            fd = os.open(
-                path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-            )
-            with os.fdopen(fd, "wb") as f:
-                left = m.size
-                while left:
-                    chunk = reader.read_payload(CHUNK)
-                    f.write(chunk)
-                    left -= len(chunk)
-                f.flush()
-                beneath.apply_fd(f.fileno(), _meta(m), f"{self.where}: {m.name}")
-            self.file_segments[rel] = self.split.payload(rel, m.size)
+            self.regular(reader, m, rel, path)
             return
         if m.type == tarfile.LNKTYPE:
             if m.linkname.startswith("/"):
@@ -432,7 +499,7 @@ class _Extractor:
                 raise self.fail(m.name, f"hardlink to a directory {m.linkname!r}")
             if target_rel == rel:
                 return
-            self.remove(path)
+            self.remove(rel)
             os.link(target, path, follow_symlinks=False)
             return
         if m.type == tarfile.SYMTYPE:
@@ -447,22 +514,72 @@ class _Extractor:
                             )
                     elif part not in ("", "."):
                         depth += 1
-            self.remove(path)
+            self.remove(rel)
             os.symlink(m.linkname, path)
-            self.apply_link(parent_rel, base, m)
+            self.apply_node(parent_rel, base, m)
             return
         if m.type in (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE):
-            raise self.fail(m.name, "device nodes and FIFOs are not allowed in layers")
+            self.node(rel, parent_rel, base, m)
+            return
         raise self.fail(m.name, f"unsupported tar entry type {m.type!r}")
 
-    def apply_link(self, parent_rel: str, base: str, m: Member) -> None:
+    def regular(self, reader: TarReader, m: Member, rel: str, path: str) -> None:
+        try:
+            fd = os.open(path, _CREATE, 0o600)
+        except FileExistsError:
+            self.remove(rel)
+            fd = os.open(path, _CREATE, 0o600)
+        try:
+            while reader.pending:
+                chunk = reader.read_payload(CHUNK)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+            meta = _meta(m)
+            if self.owner == (meta.uid, meta.gid) and not meta.xattrs:
+                # Already owned so; what is left is the mode and times.
+                os.fchmod(fd, meta.mode & 0o7777)
+                os.utime(fd, (meta.mtime, meta.mtime))
+            else:
+                beneath.apply_fd(fd, meta, f"{self.where}: {m.name}")
+        finally:
+            os.close(fd)
+        if m.size:
+            self.file_segments[rel] = self.split.payload(rel, m.size)
+
+    def node(self, rel: str, parent_rel: str, base: str, m: Member) -> None:
+        """A FIFO or device node, where Docker's archive package makes one.
+
+        Docker creates them as the tar says, except device nodes in a user namespace
+        (where mknod cannot work), which it skips; so does lamina. The tar-split keeps
+        their headers either way, so the layer's tar regenerates byte for byte. They are
+        made in the private staging directory and live under ``layers/``, which only the
+        store's owner can enter.
+        """
+        if m.type != tarfile.FIFOTYPE and not self.devices:
+            log.info("%s: %s: skipping a device node (no CAP_MKNOD here)", self.where, rel)
+            return
+        self.remove(rel)
+        kind = {tarfile.CHRTYPE: stat.S_IFCHR, tarfile.BLKTYPE: stat.S_IFBLK}.get(
+            m.type, stat.S_IFIFO
+        )
+        os.mknod(self.root / rel, kind | 0o600, os.makedev(m.devmajor, m.devminor))
+        self.apply_node(parent_rel, base, m)
+
+    def apply_node(self, parent_rel: str, base: str, m: Member) -> None:
+        """Owner, mode and times of a symlink, FIFO or device node, through its parent
+        directory's fd (never following the name, never opening a FIFO)."""
         root_fd = beneath.open_root(self.root)
         try:
             parent_fd = beneath.open_dir(root_fd, parent_rel)
         finally:
             os.close(root_fd)
         try:
-            beneath.apply_link(parent_fd, base, _meta(m))
+            meta = _meta(m)
+            if m.type == tarfile.SYMTYPE:
+                beneath.apply_link(parent_fd, base, meta)
+            else:
+                beneath.apply_node(parent_fd, base, meta)
         finally:
             os.close(parent_fd)
 
@@ -473,6 +590,22 @@ class _Extractor:
             raise self.fail(
                 m.name, f"hardlink target {m.linkname!r} is outside the layer"
             ) from None
+
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def can_make_devices() -> bool:
+    """Whether this process may create device nodes: root outside a user namespace
+    (Docker's ``userns.RunningInUserNS`` test on ``/proc/self/uid_map``)."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        with open("/proc/self/uid_map", encoding="ascii") as f:
+            fields = f.read().split()
+    except OSError:
+        return True
+    return fields == ["0", "0", "4294967295"]
 
 
 class _HashSink:
@@ -760,6 +893,50 @@ class LayerStore:
             for chain_id in chain_ids:
                 conn.execute("DELETE FROM layers WHERE chain_id = ?", (chain_id,))
 
+    def measure_unmeasured(self) -> int:
+        """Measures the layers recorded before sizes meant Docker's (index version 2).
+
+        Those rows hold the blocks their directory used in ``size`` and nothing in
+        ``disk_size``; each gets both figures from a walk of its directory. A layer
+        whose directory is gone keeps its old figure as its disk size (fsck reports it).
+        The build steps that made them show the new size too. Cheap once done: the
+        query finds nothing.
+
+        Returns:
+            How many layers were measured.
+        """
+        rows = self.index.rows("SELECT chain_id, size FROM layers WHERE disk_size IS NULL")
+        if not rows:
+            return 0
+        measured: list[tuple[int, int, str]] = []
+        for row in rows:
+            chain_id, old = str(row[0]), int(row[1])
+            diff = self.diff_path(chain_id)
+            try:
+                sizes = measure(diff) if diff.is_dir() else Measure(old, old)
+            except (OSError, StoreError) as exc:
+                log.warning("%s: cannot measure the layer: %s", chain_id, exc)
+                sizes = Measure(old, old)
+            measured.append((sizes.size, sizes.disk, chain_id))
+        try:
+            with self.index.transaction("measuring layers") as conn:
+                conn.executemany(
+                    "UPDATE layers SET size = ?, disk_size = ? WHERE chain_id = ?"
+                    " AND disk_size IS NULL",
+                    measured,
+                )
+                # Recorded build steps show their layer's size: the same figure, measured so.
+                conn.executemany(
+                    "UPDATE build_steps SET size = ? WHERE layer = ?",
+                    [(size, chain_id) for size, _disk, chain_id in measured],
+                )
+        except StoreError as exc:
+            # A read-only or full store keeps its old figures until a writer opens it.
+            log.debug("layers not measured: %s", exc)
+            return 0
+        log.info("measured %d layer(s) the way Docker sizes layers", len(measured))
+        return len(measured)
+
     def _check_parent(self, parent: str | None) -> None:
         if parent is None:
             return
@@ -777,7 +954,7 @@ class LayerStore:
     ) -> LayerInfo:
         chain_id = chain_ids([parent, diff_id])[-1] if parent else diff_id
         dest = self.dir_path(chain_id)
-        size = disk_size(stage / "diff")
+        sizes = measure(stage / "diff")
         now = time.time()
         with self._lock.hold(), self.index.transaction() as conn:
             row = conn.execute("SELECT * FROM layers WHERE chain_id = ?", (chain_id,)).fetchone()
@@ -788,20 +965,20 @@ class LayerStore:
                 # A leftover of a crash between rename and commit: not a layer, replace it.
                 graveyard = stage.parent / "leftover"
                 os.rename(dest, graveyard)
-                shutil.rmtree(graveyard, ignore_errors=True)
+                beneath.remove_quietly(graveyard)
             os.rename(stage, dest)
             _fsync_path(self.root)
             try:
                 conn.execute(
                     "INSERT INTO layers (chain_id, diff_id, parent, size, tar_size, created,"
-                    " created_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (chain_id, diff_id, parent, size, tar_size, now, created_by),
+                    " created_by, disk_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (chain_id, diff_id, parent, sizes.size, tar_size, now, created_by, sizes.disk),
                 )
             except BaseException:
                 _discard(dest, stage)
                 raise
-        log.info("committed layer %s (diffID %s, %d bytes)", chain_id, diff_id, size)
-        return LayerInfo(chain_id, diff_id, parent, size, now, created_by)
+        log.info("committed layer %s (diffID %s, %d bytes)", chain_id, diff_id, sizes.size)
+        return LayerInfo(chain_id, diff_id, parent, sizes.size, now, created_by, sizes.disk)
 
 
 def _discard(dest: Path, stage: Path) -> None:
@@ -824,6 +1001,7 @@ def _info(row: object) -> LayerInfo:
         size=int(r["size"]),  # type: ignore[index]
         created=float(r["created"]),  # type: ignore[index]
         created_by=r["created_by"],  # type: ignore[index]
+        disk_size=int(r["disk_size"] or 0),  # type: ignore[index]
     )
 
 

@@ -30,7 +30,7 @@ from typing import Any
 from lamina.core.digest import chain_ids, hex_of, is_digest, sha256_bytes
 from lamina.core.embedded.store import Store
 from lamina.core.embedded.store.images import parse_created, read_tag_file
-from lamina.core.embedded.store.layers import disk_size, regenerated_digest
+from lamina.core.embedded.store.layers import measure, regenerated_digest
 from lamina.core.embedded.store.lock import StoreLock
 from lamina.core.errors import StoreError
 
@@ -75,6 +75,7 @@ class _Layer:
     diff_id: str
     tar_size: int
     size: int
+    disk: int
     mtime: float
 
 
@@ -150,12 +151,12 @@ def _read_layers(home: Path, report: RebuildReport) -> dict[str, _Layer]:
         root = home / "layers" / name
         try:
             diff_id, tar_size = regenerated_digest(root)
-            size = disk_size(root / "diff")
+            sizes = measure(root / "diff")
             mtime = os.lstat(root).st_mtime
         except (StoreError, OSError) as exc:
             report.unplaced.append((rel, f"unreadable: {exc}"))
             continue
-        out[chain_id] = _Layer(chain_id, diff_id, tar_size, size, mtime)
+        out[chain_id] = _Layer(chain_id, diff_id, tar_size, sizes.size, sizes.disk, mtime)
     return out
 
 
@@ -306,7 +307,7 @@ def _record(
             parent, created_by = placed[chain_id]
             conn.execute(
                 "INSERT INTO layers (chain_id, diff_id, parent, size, tar_size, created,"
-                " created_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " created_by, disk_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     chain_id,
                     layer.diff_id,
@@ -315,6 +316,7 @@ def _record(
                     layer.tar_size,
                     layer.mtime,
                     created_by,
+                    layer.disk,
                 ),
             )
         for digest, config in sorted(images.items()):
