@@ -100,6 +100,7 @@ class DockerBuilder:
             raise UsageError(
                 f"unknown builder {request.builder!r} (expected {' or '.join(BUILDERS)})"
             )
+        _refuse_what_the_engine_api_lacks(request)
         if request.builder == "buildkit":
             builder = BuildKitBuilder(self.inventory, self.records)
             if request.dry_run:
@@ -467,6 +468,31 @@ class _State:
             size=size,
         )
         yield StepFinished(step)
+
+
+def _refuse_what_the_engine_api_lacks(request: BuildRequest) -> None:
+    """Options the Engine API's ``POST /build`` cannot carry, refused before anything runs.
+
+    moby passes only ``no-cache`` for all stages to BuildKit (buildx sends
+    ``--no-cache-filter`` over BuildKit's own API), and secrets and ssh agents travel in
+    a client session, which lamina does not open; stand-in bases are images of lamina's
+    own store.
+
+    Raises:
+        UsageError: one of those options was given.
+    """
+    if request.no_cache_filter:
+        raise UsageError(
+            "--no-cache-filter is not in the Docker Engine API (buildx sends it to BuildKit"
+            " directly); on --engine docker use --no-cache"
+        )
+    if request.secrets or request.ssh:
+        flag = "--secret" if request.secrets else "--ssh"
+        raise UsageError(
+            f"{flag} needs a BuildKit session, which lamina does not open on --engine docker"
+        )
+    if request.base_substitutes:
+        raise UsageError("--base-substitute uses images of lamina's own store, not Docker's")
 
 
 def _start(api: Any, kwargs: dict[str, Any]) -> Any:

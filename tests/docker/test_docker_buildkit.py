@@ -523,3 +523,28 @@ def test_buildkit_records_are_listed_as_buildx_du_verbose_does(
     code, out, _ = lamina_cli(capsys, "builder", "prune", "--all", "-f", "--format", "json")
     assert code == 0 and set(json.loads(out)["cache"]) == planned
     assert not docker_engine.api.df()["BuildCache"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--no-cache-filter", "build"], "--no-cache-filter is not in the Docker Engine API"),
+        (["--secret", "id=tok,src={ctx}/f"], "--secret needs a BuildKit session"),
+        (["--ssh", "default=/nonexistent.sock"], "--ssh needs a BuildKit session"),
+        (["--base-substitute", "*=busybox"], "--base-substitute uses images of lamina's own"),
+    ],
+)
+def test_options_the_engine_api_cannot_carry_are_refused_before_building(
+    capsys: pytest.CaptureFixture[str], docker_engine: DockerEngine, docker_base: str,
+    flags: list[str], words: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    ctx = tmp_path / "opts"
+    write(ctx, {"Dockerfile": "FROM {base} AS build\nRUN echo ran\n", "f": "s\n"}, docker_base)
+    before = len(docker_engine.builds())
+    for dry_run in ([], ["--dry-run"]):
+        args = [f.replace("{ctx}", str(ctx)) for f in flags]
+        code, out, err = lamina_cli(capsys, "build", *dry_run, *args, str(ctx))
+        assert (code, out) == (2, ""), (out, err)
+        assert err.startswith(f"lamina: {words}") and len(err.splitlines()) == 1, err
+    # Refused before anything ran: no build was recorded.
+    assert len(docker_engine.builds()) == before
