@@ -34,8 +34,9 @@ from lamina.core.context.checksum import Context, manifest_to_json, multi_checks
 from lamina.core.context.files import dockerfile_path, load_build_files
 from lamina.core.docker.vertices import VERTEX_KEYWORDS, BuildKitPlan, StagePlan
 from lamina.core.dockerfile.args import StageScope, expand, meta_values, stages_to_build
-from lamina.core.dockerfile.instructions import Dockerfile, Instruction, load_dockerfile
-from lamina.core.errors import LaminaError, UsageError
+from lamina.core.dockerfile.instructions import Dockerfile, load_dockerfile
+from lamina.core.dockerfile.reachable import needed_stages
+from lamina.core.errors import LaminaError
 from lamina.core.model import BuildRequest, Reason
 
 log = logging.getLogger(__name__)
@@ -176,30 +177,6 @@ def _stage_ref(dockerfile: Dockerfile, ref: str) -> int | None:
     return None
 
 
-def _mount_froms(instruction: Instruction) -> list[str]:
-    """The ``from=`` of a RUN's ``--mount`` flags."""
-    out = []
-    for spec in instruction.flags.get("mount", ()):
-        for part in spec.split(","):
-            key, _, value = part.partition("=")
-            if key.strip().lower() == "from" and value:
-                out.append(value.strip())
-    return out
-
-
-def _reachable(deps: dict[int, set[int]], target: int) -> set[int]:
-    """The stages BuildKit solves for ``target``: it, and what it stands on or reads."""
-    seen: set[int] = set()
-    todo = [target]
-    while todo:
-        stage = todo.pop()
-        if stage in seen:
-            continue
-        seen.add(stage)
-        todo.extend(deps.get(stage, ()))
-    return seen
-
-
 def plan_buildkit(request: BuildRequest) -> BuildKitPlan:
     """The steps of a BuildKit build with what each one's cache key holds.
 
@@ -229,37 +206,21 @@ def plan_buildkit(request: BuildRequest) -> BuildKitPlan:
     names: dict[str, int] = {}
     bases: list[str] = []
     base_stage: dict[int, int] = {}
-    deps: dict[int, set[int]] = {}
     for i, stage in enumerate(stages):
         base = expand(dockerfile, stage.from_instruction, stage.base, meta_env)
         bases.append(base)
         if base in names:  # an earlier stage's name, as BuildKit's statesByName holds it
             base_stage[i] = names[base]
-            deps.setdefault(i, set()).add(names[base])
-        for instruction in stage.instructions:
-            refs = _mount_froms(instruction) if instruction.keyword == "RUN" else []
-            if instruction.keyword == "COPY" and instruction.flag("from"):
-                refs.append(str(instruction.flag("from")))
-            for ref in refs:
-                source = _stage_ref(dockerfile, ref)
-                if source is not None:
-                    deps.setdefault(i, set()).add(source)
         if stage.name:
             names.setdefault(stage.name, i)
-    if request.target is None:
-        target = len(stages) - 1
-    else:
-        found = _stage_ref(dockerfile, request.target)
-        if found is None or request.target.isdigit():
-            where = f" in {dockerfile.path}" if dockerfile.path else ""
-            raise UsageError(f"target stage {request.target!r} not found{where}")
-        target = found
+    # The stages the target reads come before it, so the target is the last one.
+    needed = needed_stages(dockerfile, request.target, meta)
     plan = BuildKitPlan(
         single=len(stages) == 1,
-        target=target,
+        target=needed[-1],
         instructions={i: len(stage.instructions) for i, stage in enumerate(stages)},
     )
-    for number in sorted(_reachable(deps, target)):
+    for number in needed:
         stage = stages[number]
         label = stage.name or f"stage-{number}"
         stage_plan = StagePlan(number, label, base_stage.get(number))

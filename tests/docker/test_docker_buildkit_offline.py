@@ -150,11 +150,11 @@ WORKDIR /
 WORKDIR w
 FROM busybox AS unused
 RUN echo never
+FROM scratch AS extra
+COPY b /b
 FROM build AS test
 USER 1000
 RUN --mount=type=bind,from=extra,target=/m true
-FROM scratch AS extra
-COPY b /b
 FROM busybox
 COPY --from=0 /a /a
 RUN echo done
@@ -164,7 +164,7 @@ RUN echo done
 def test_plan_has_the_vertex_steps_of_the_stages_the_target_needs(tmp_path: Path) -> None:
     ctx = write(tmp_path / "ctx", {"Dockerfile": MULTI, "a": "a", "b": "b"})
     plan = plan_buildkit(BuildRequest(context=str(ctx), build_args={"V": "3"}))
-    # `unused` is not reachable from the last stage, nor `test` (nothing copies from it).
+    # `unused` is not reachable from the last stage, nor `extra` and `test`.
     assert sorted(plan.stages) == [0, 4]
     assert plan.target == 4 and not plan.single
     build = plan.stages[0]
@@ -189,9 +189,9 @@ def test_plan_has_the_vertex_steps_of_the_stages_the_target_needs(tmp_path: Path
     # A target pulls in its base stage and the stage it mounts from.
     plan = plan_buildkit(BuildRequest(context=str(ctx), target="test"))
     assert sorted(plan.stages) == [0, 2, 3]
-    assert plan.stages[2].base_stage == 0 and plan.stages[2].steps[0]["index"] == 2
-    assert plan.stages[2].steps[0]["config"]["User"] == "1000"
-    assert plan.stages[3].steps[0]["cmd"] == 1  # FROM scratch makes no vertex
+    assert plan.stages[3].base_stage == 0 and plan.stages[3].steps[0]["index"] == 2
+    assert plan.stages[3].steps[0]["config"]["User"] == "1000"
+    assert plan.stages[2].steps[0]["cmd"] == 1  # FROM scratch makes no vertex
     with pytest.raises(UsageError, match="target stage 'nope' not found"):
         plan_buildkit(BuildRequest(context=str(ctx), target="nope"))
 
