@@ -30,6 +30,7 @@ from lamina.core.docker.records import BuildRecords
 from lamina.core.events import BuildFailed, BuildFinished, StepFinished, StepStarted
 from lamina.core.model import BuildRequest, StepRecord
 from lamina.tui.cli import main
+from lamina.tui.format import size
 
 pytestmark = pytest.mark.docker
 
@@ -477,6 +478,34 @@ def test_what_if_predicts_buildkit(
     assert expect == decisions("--build-arg", "V=2")
 
 
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("DOCKER_API_VERSION", None)
+    return env
+
+
+def cache_table(text: str) -> dict[str, tuple[str, ...]]:
+    """A build cache table of ``system df -v``: CACHE ID -> (type, size, usage, shared)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    header = re.split(r"\s{2,}", lines[0])
+    out = {}
+    for line in lines[1:]:
+        cells = dict(zip(header, re.split(r"\s{2,}", line), strict=False))
+        out[cells["CACHE ID"]] = tuple(cells[c] for c in ("CACHE TYPE", "SIZE", "USAGE", "SHARED"))
+    return out
+
+
+def docker_df_cache(env: dict[str, str]) -> tuple[str, dict[str, tuple[str, ...]]]:
+    """What Debian's docker CLI prints for the build cache in ``system df -v``: its
+    total and its table."""
+    done = subprocess.run(
+        [DOCKER_2010, "system", "df", "-v"], capture_output=True, text=True, env=env, check=True
+    )
+    section = done.stdout.split("\nBuild cache usage:", 1)[1]
+    total, table = section.split("\n\n", 1)
+    return total.strip(), cache_table(table)
+
+
 def test_buildkit_records_are_listed_as_buildx_du_verbose_does(
     capsys: pytest.CaptureFixture[str], docker_engine: DockerEngine,
     fresh_base: Callable[[], str], docker_tag: Callable[[str], str], tmp_path: Path,
@@ -501,9 +530,8 @@ def test_buildkit_records_are_listed_as_buildx_du_verbose_does(
             r["Shared"],
             r["UsageCount"],
         )
-    code, out, _ = lamina_cli(capsys, "system", "df", "-v")
+    code, verbose, _ = lamina_cli(capsys, "builder", "du", "--verbose")
     assert code == 0
-    verbose = out.split("as `docker buildx du --verbose` shows them", 1)[1]
 
     def kv(name: str, value: object) -> str:
         return f"{name + ':':<16}{value}"
@@ -516,6 +544,26 @@ def test_buildkit_records_are_listed_as_buildx_du_verbose_does(
         assert kv("Usage count", r["UsageCount"]) in block
         assert (kv("Parent", r["Parent"]) in block) == bool(r.get("Parent"))
         assert (kv("Description", r["Description"]) in block) == bool(r["Description"])
+    # buildx du's totals, from the same records.
+    total = sum(r["Size"] for r in records)
+    assert kv("Total", size(total, docker=True, precision=4)) in verbose
+    code, listing, _ = lamina_cli(capsys, "builder", "du")
+    rows = {line.split()[0]: line.split()[1:] for line in listing.splitlines()[1:] if line}
+    for r in records:
+        shared = "*" if r["Shared"] else ""
+        assert rows[r["ID"]][:2] == [
+            "false" if r["InUse"] else "true",
+            size(r["Size"], docker=True, precision=4) + shared,
+        ]
+    # system df -v lists them as Debian's docker CLI does: the same total, and per
+    # record the same ID, type, size, usage count and sharing.
+    theirs = docker_df_cache(subprocess_env())
+    code, out, _ = lamina_cli(capsys, "system", "df", "-v")
+    ours = out.split("\nBuild cache usage:", 1)[1].split("\n\n", 2)
+    assert ours[0].strip() == theirs[0]
+    # lamina also lists the classic builder's intermediate images (type "-"), which
+    # Docker counts as images.
+    assert {k: v for k, v in cache_table(ours[1]).items() if v[0] != "-"} == theirs[1]
     # builder prune still does what its plan says, on lamina's own BuildKit cache too.
     code, out, _ = lamina_cli(capsys, "builder", "prune", "--all", "--dry-run", "--format", "json")
     planned = {c["key"] for c in json.loads(out)["cache"]}

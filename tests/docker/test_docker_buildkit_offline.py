@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from lamina.core.accounting.usage import CacheUsage, DiskUsage
+from lamina.core.accounting.usage import CacheMountUsage, CacheUsage, DiskUsage
 from lamina.core.docker.context import OUTSIDE_DOCKERFILE, buildkit_context_tar
 from lamina.core.docker.convert import buildkit_record
 from lamina.core.docker.inputs import explain_buildkit, plan_buildkit
@@ -23,7 +23,7 @@ from lamina.core.docker.trace import TraceError, decode_aux, fields, parse_statu
 from lamina.core.docker.vertices import parse_name
 from lamina.core.errors import UsageError
 from lamina.core.model import BuildRequest
-from lamina.tui.cli.disk import buildkit_record_lines
+from lamina.tui.cli.disk import buildkit_record_lines, cache_records, du_summary
 from lamina.tui.widgets.disk import buildkit_rows
 
 # -- a protobuf writer, just enough to make StatusResponse messages ----------------------
@@ -344,7 +344,8 @@ def test_buildkit_records_as_buildx_du_verbose_shows_them() -> None:
         parents=record.parents,
         in_use=record.in_use,
     )
-    lines = buildkit_record_lines(usage).splitlines()
+    (listed,) = cache_records(DiskUsage((), (), (usage,), (), (), (), 0, 0, 0, 0, 0, "home"))
+    lines = buildkit_record_lines(listed).splitlines()
     assert [line.split(":", 1)[0] for line in lines] == [
         "ID",
         "Parent",
@@ -357,9 +358,43 @@ def test_buildkit_records_as_buildx_du_verbose_shows_them() -> None:
         "Last used",
         "Type",
     ]
-    assert lines[0].split()[-1] == "wau4wtkxavpbgorcsx7lt87ht"
-    assert lines[2].endswith("2024-05-01 10:00:00.500000 +0000 UTC")
+    assert lines[0] == "ID:             wau4wtkxavpbgorcsx7lt87ht"
+    # Go prints a time's fraction without trailing zeros.
+    assert lines[2] == "Created at:     2024-05-01 10:00:00.5 +0000 UTC"
     assert lines[3].split()[-1] == "true" and lines[5].split()[-1] == "1.234kB"
+    assert lines[6] == "Description:    mount / from exec /bin/sh -c echo hi"
+
+
+def test_builder_du_lists_lamina_entries_and_cache_mounts_as_records() -> None:
+    own = CacheUsage("sha256:" + "a" * 64, "RUN x", 10, 1.0, 0.0, 0, False, 10, None)
+    shared = CacheUsage(
+        "buildkit:rec", "regular", 2000, 3.0, 4.0, 5, True, 0, None,
+        record_type="regular", in_use=True,
+    )  # fmt: skip
+    mount = CacheMountUsage("m" * 64, "pip", "shared", 30, 5.0, 6.0, 2, False)
+    usage = DiskUsage(
+        (), (), (own, shared), (), (), (), 0, 0, 0, 0, 0, "home", cache_mounts=(mount,)
+    )
+    records = cache_records(usage)
+    assert [(r.id, r.type, r.description) for r in records] == [
+        ("sha256:" + "a" * 64, "", "RUN x"),
+        ("rec", "regular", ""),  # BuildKit said nothing: no description, not its type
+        ("m" * 64, "exec.cachemount", "cached mount pip"),
+    ]
+    own_lines = buildkit_record_lines(records[0]).splitlines()
+    # Never used: no "Last used"; no type: no "Type", as buildx leaves them out.
+    assert [line.split(":", 1)[0] for line in own_lines] == [
+        "ID", "Created at", "Reclaimable", "Shared", "Size", "Description", "Usage count",
+    ]  # fmt: skip
+    assert own_lines[1] == "Created at:     1970-01-01 00:00:01 +0000 UTC"
+    # buildx du's totals: the shared record is in use, so not reclaimable.
+    assert du_summary(records) == [
+        ("Shared", "2kB"),
+        ("Private", "40B"),
+        ("Reclaimable", "40B"),
+        ("Total", "2.04kB"),
+    ]
+    assert du_summary(records[:1]) == [("Reclaimable", "10B"), ("Total", "10B")]
 
 
 def test_disk_view_rows_are_only_buildkits_records() -> None:
