@@ -194,6 +194,7 @@ class DockerBuilder:
             dockerfile=str(dockerfile),
             context=record["context"],
             steps_total=len(planned),
+            builder="classic",
         )
         by_pos = {(s["stage"], s["index"]): s for s in planned}
         api = self.api

@@ -232,6 +232,7 @@ class _Run:
             dockerfile=str(dockerfile),
             context=self.record["context"],
             steps_total=self.plan.total if self.plan is not None else 0,
+            builder="buildkit",
         )
         image_id: str | None = None
         error: str | None = None
@@ -643,7 +644,7 @@ def predict(
       of the tag to compare with, or a ``COPY --from`` a stage that runs again (it hits
       if the stage makes the same files).
     """
-    yield BuildStarted(0, probe["dockerfile"], probe["context"], plan.total)
+    yield BuildStarted(0, probe["dockerfile"], probe["context"], plan.total, "buildkit")
     records: list[Any] = []
     if previous is not None:
         usage = call("reading Docker's build cache", inventory.api.df)

@@ -81,12 +81,20 @@ async def _open_builds(app: LaminaApp, pilot: Any) -> MainScreen:
     return next(s for s in app.screen_stack if isinstance(s, MainScreen))
 
 
+# The two builders predict differently (BuildKit from lamina's records of its builds and
+# BuildKit's cache, the classic builder from the daemon's intermediate images): the
+# what-if of a build predicts by the builder that build ran with, and says so.
+@pytest.mark.parametrize(
+    ("builder", "named"), [("buildkit", "BuildKit"), ("classic", "the classic builder")]
+)
 async def test_what_if_on_docker_predicts_and_offers_the_build(
     docker_engine: DockerEngine,
     docker_base: str,
     docker_tag: Callable[[str], str],
     tmp_path: Path,
     tree: Any,
+    builder: str,
+    named: str,
 ) -> None:
     from lamina.tui.screens.confirm import WhatIfScreen
 
@@ -95,9 +103,10 @@ async def test_what_if_on_docker_predicts_and_offers_the_build(
         tmp_path / "w",
         {"Dockerfile": f"FROM {docker_base}\nCOPY f /f\nRUN cat /f > /g\n", "f": token},
     )
-    request = BuildRequest(context=str(ctx), tags=(docker_tag("whatif"),))
+    request = BuildRequest(context=str(ctx), tags=(docker_tag("whatif"),), builder=builder)
     events = list(docker_engine.build(request))
     assert isinstance(events[-1], BuildFinished), events[-1]
+    assert docker_engine.builds(limit=1)[0].builder == builder
 
     app: LaminaApp = make_app(docker_engine, clock=lambda: 1_800_000_000.0)
     async with app.run_test(size=(120, 36)) as pilot:
@@ -114,6 +123,8 @@ async def test_what_if_on_docker_predicts_and_offers_the_build(
         # Nothing changed since the build: every predicted step is a hit.
         verdicts = [s.cached for s in dialog.steps if s.instruction.split()[0] != "FROM"]
         assert verdicts and all(v is True for v in verdicts), dialog.steps
+        assert dialog.builder == builder
+        assert f"Predicted under {named}'s rules, the builder build #" in dialog.body()
         await pilot.press("escape")
 
 

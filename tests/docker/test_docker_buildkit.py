@@ -465,6 +465,13 @@ def test_what_if_predicts_buildkit(
 
     unknown = decisions("--dry-run")
     assert unknown[0] == (None, None) and {k for _, k in unknown[1:]} == {"unpredictable"}
+    # With BuildKit the default, a what-if predicts BuildKit's decisions and says so.
+    code, out, _ = lamina_cli(capsys, "build", "--dry-run", "--progress", "json", str(ctx))
+    assert code == 0 and json.loads(out.splitlines()[-1])["builder"] == "buildkit"
+    code, out, _ = lamina_cli(capsys, "build", "--dry-run", str(ctx))
+    assert code == 0 and out.splitlines()[0] == (
+        "Dry run: predicting BuildKit's decisions (the builder `docker build` runs since Docker 23)"
+    )
     decisions()
     assert decisions("--dry-run") == [(None, None), (True, None), (True, None)] == decisions()
     (ctx / "Dockerfile").write_text((ctx / "Dockerfile").read_text().replace("l=1", "l=2"))

@@ -170,6 +170,13 @@ def test_what_if_predicts_the_classic_builder(
 
     built()
     assert predicted() == [(None, None)] + [(True, None)] * 4 == built()
+    # The prediction says whose decisions it is: the classic builder's, as asked.
+    code, out, _ = lamina(capsys, *CLASSIC, "--dry-run", "--progress", "json", "-t", tag, str(ctx))
+    assert code == 0 and json.loads(out.splitlines()[-1])["builder"] == "classic"
+    code, out, _ = lamina(capsys, *CLASSIC, "--dry-run", "-t", tag, str(ctx))
+    assert code == 0 and out.splitlines()[0] == (
+        "Dry run: predicting the classic builder's decisions (`DOCKER_BUILDKIT=0 docker build`)"
+    )
     (ctx / "f").write_text("b\n")
     expect = predicted()
     assert expect[3] == (False, "sources_changed") and expect[4] == (False, "parent_missed")

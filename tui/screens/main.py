@@ -118,7 +118,9 @@ def error_line(error: BaseException | None) -> str:
 
 
 def request_for(build: BuildRecord, *, dry_run: bool) -> BuildRequest:
-    """The request that reruns ``build`` from the same Dockerfile and context."""
+    """The request that reruns ``build`` from the same Dockerfile and context, by the
+    builder it ran with (the configured one when the record does not say): the two
+    builders decide differently, so a what-if predicts what that build would do now."""
     return BuildRequest(
         context=build.context,
         dockerfile=build.dockerfile,
@@ -126,6 +128,7 @@ def request_for(build: BuildRecord, *, dry_run: bool) -> BuildRequest:
         build_args=dict(build.build_args),
         target=build.target,
         dry_run=dry_run,
+        builder=build.builder,
     )
 
 
@@ -523,7 +526,10 @@ class MainScreen(Screen[None]):
                 self.start_build(build, dry_run=False)
 
         self.app.push_screen(
-            WhatIfScreen(build, list(builds.live_steps), event.ok, event.message), answered
+            WhatIfScreen(
+                build, list(builds.live_steps), event.ok, event.message, builds.live_builder
+            ),
+            answered,
         )
 
     def on_prune_planned(self, event: PrunePlanned) -> None:
