@@ -115,7 +115,7 @@ class BuildKitBuilder:
             ContextError: the context or the Dockerfile cannot be read.
             UsageError: an unknown target.
         """
-        plan = plan_buildkit(request)
+        plan = plan_buildkit(request, self.platform())
         for stage in plan.stages.values():
             if not stage.steps or "from" not in stage.steps[0]:
                 continue
@@ -126,6 +126,13 @@ class BuildKitBuilder:
             for step in stage.add_triggers([str(t) for t in config.get("OnBuild") or ()]):
                 step.update(trigger_inputs(request, step["instruction"]))
         return plan
+
+    def platform(self) -> str:
+        """The daemon's platform, which BuildKit on it builds for (``linux/amd64``)."""
+        version = call("reading the Docker Engine's version", self.api.version)
+        os_, arch = str(version.get("Os") or "linux"), str(version.get("Arch") or "amd64")
+        # containerd's default for 32-bit arm is v7; other architectures have no variant.
+        return f"{os_}/{arch}/v7" if arch == "arm" else f"{os_}/{arch}"
 
     def predict(self, request: BuildRequest) -> Iterator[BuildEvent]:
         """What-if under BuildKit's rules, from lamina's records (see :func:`predict`).

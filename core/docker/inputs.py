@@ -33,7 +33,13 @@ from lamina.core.accounting import reasons
 from lamina.core.context.checksum import Context, manifest_to_json, multi_checksum
 from lamina.core.context.files import dockerfile_path, load_build_files
 from lamina.core.docker.vertices import VERTEX_KEYWORDS, BuildKitPlan, StagePlan
-from lamina.core.dockerfile.args import StageScope, expand, meta_values, stages_to_build
+from lamina.core.dockerfile.args import (
+    StageScope,
+    expand,
+    meta_values,
+    platform_args,
+    stages_to_build,
+)
 from lamina.core.dockerfile.instructions import Dockerfile, load_dockerfile
 from lamina.core.dockerfile.reachable import needed_stages
 from lamina.core.errors import LaminaError
@@ -177,11 +183,14 @@ def _stage_ref(dockerfile: Dockerfile, ref: str) -> int | None:
     return None
 
 
-def plan_buildkit(request: BuildRequest) -> BuildKitPlan:
+def plan_buildkit(request: BuildRequest, platform: str = "linux/amd64") -> BuildKitPlan:
     """The steps of a BuildKit build with what each one's cache key holds.
 
     Args:
         request: the build.
+        platform: the daemon's platform (``os/arch[/variant]``), which BuildKit builds
+            for and predefines as ``TARGETOS``, ``BUILDARCH`` ... (a ``FROM
+            base-$TARGETOS`` names a stage).
 
     Returns:
         The stages the target needs, each with its vertex steps in BuildKit's order:
@@ -200,7 +209,7 @@ def plan_buildkit(request: BuildRequest) -> BuildKitPlan:
     # BuildKit's frontend reads <Dockerfile>.dockerignore before <context>/.dockerignore.
     files = load_build_files(request.context, dockerfile_of(request), dockerfile_ignore=True)
     dockerfile = load_dockerfile(files.text, str(files.dockerfile))
-    meta = meta_values(dockerfile, request.build_args)
+    meta = meta_values(dockerfile, request.build_args, platform_args(platform))
     meta_env = {k: v for k, v in meta.items() if v is not None}
     stages = dockerfile.stages
     names: dict[str, int] = {}

@@ -207,6 +207,19 @@ SCENARIOS = {
             ({}, {}, ["HIT", "HIT", "HIT"]),
         ],
     ),
+    # BuildKit predefines the platform args: FROM base-$TARGETOS names the stage
+    # base-linux, which the target then needs; a stage sees TARGETARCH once declared.
+    "platform-args": Scenario(
+        {"Dockerfile": "FROM {base} AS base-linux\nCOPY f /f\n"
+         "FROM {base} AS base-other\nRUN echo never > /n\n"
+         "FROM base-$TARGETOS\nARG TARGETARCH\nRUN echo $TARGETARCH > /arch\n",
+         "f": "f\n"},
+        [
+            ({}, {}, ["MISS first_build", "MISS parent_missed"]),
+            ({"f": "f, edited\n"}, {}, ["MISS sources_changed", "MISS parent_missed"]),
+            ({}, {"TARGETARCH": "other"}, ["HIT", "MISS build_arg_changed"]),
+        ],
+    ),
     # A stage that runs again but makes the same file: COPY --from hits again.
     "copy-from-reconverges": Scenario(
         {"Dockerfile": "FROM {base} AS build\nCOPY notes /notes\nCOPY src /src\n"
@@ -261,6 +274,8 @@ def test_hits_and_misses_are_buildkits(
         if name == "unused-stage":
             assert {label for label, _ in decisions} == {"used", "stage-2"}
             assert "[unused" not in proc.stderr
+        if name == "platform-args":
+            assert {label for label, _ in decisions} == {"base-linux", "stage-2"}
 
 
 def test_onbuild_triggers_are_steps_before_the_stages_own(
@@ -603,3 +618,62 @@ def test_options_the_engine_api_cannot_carry_are_refused_before_building(
         assert err.startswith(f"lamina: {words}") and len(err.splitlines()) == 1, err
     # Refused before anything ran: no build was recorded.
     assert len(docker_engine.builds()) == before
+
+
+def read_file(engine: DockerEngine, image: str, path: str) -> str:
+    """A file of an image, read from a container created (never started) on it."""
+    container = engine.api.create_container(image, command=["true"], network_disabled=True)
+    try:
+        stream, _ = engine.api.get_archive(container["Id"], path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.extractfile(os.path.basename(path))
+            assert member is not None
+            return member.read().decode()
+    finally:
+        engine.api.remove_container(container["Id"], force=True)
+
+
+def test_a_cache_mount_survives_to_the_next_build_and_shows_in_df(
+    capsys: pytest.CaptureFixture[str], docker_engine: DockerEngine,
+    fresh_base: Callable[[], str], docker_tag: Callable[[str], str], tmp_path: Path,
+) -> None:  # fmt: skip
+    mount_id = f"lamina-test-{os.urandom(4).hex()}"
+    ctx = tmp_path / "cm"
+    write(
+        ctx,
+        {
+            "Dockerfile": "FROM {base}\nARG N=1\n"
+            # The target is in the record's description: make it this test's own.
+            f"RUN --mount=type=cache,target=/{mount_id},id={mount_id} "
+            f"echo $N >> /{mount_id}/log && cat /{mount_id}/log > /seen\n"
+        },
+        fresh_base(),
+    )
+    tag = docker_tag("cachemount")
+
+    def build(*extra: str) -> list[str]:
+        code, out, err = lamina_cli(
+            capsys, "build", "--network", "none", "--progress", "json", "-t", tag, *extra, str(ctx)
+        )
+        assert code == 0, err
+        (run,) = [e for e in map(json.loads, out.splitlines()) if e["type"] == "step"][1:]
+        assert run["cached"] is False, run
+        return read_file(docker_engine, tag, "/seen").split()
+
+    assert build() == ["1"]
+    # The RUN misses on the build arg and finds what the first build left in the mount.
+    assert build("--build-arg", "N=2") == ["1", "2"]
+    code, out, _ = lamina_cli(capsys, "builder", "du", "--format", "json")
+    assert code == 0
+    (mount,) = [
+        r
+        for r in json.loads(out)["records"]
+        if r["type"] == "exec.cachemount" and f"cached mount /{mount_id} " in r["description"]
+    ]
+    assert mount["size"] > 0 and mount["use_count"] >= 2
+    # system df -v lists it in the build cache, typed as BuildKit types it.
+    code, out, _ = lamina_cli(capsys, "system", "df", "-v")
+    (row,) = [line for line in out.splitlines() if line.startswith(mount["id"][:12])]
+    assert row.split()[1] == "exec.cachemount"
+    # --no-cache reruns the RUN with its cache mount emptied, as BuildKit does.
+    assert build("--no-cache", "--build-arg", "N=3") == ["3"]

@@ -418,3 +418,25 @@ def test_disk_view_rows_are_only_buildkits_records() -> None:
         )
     ]
     assert buildkit_rows(replace(usage, cache=(own,))) == []
+
+
+def test_plan_knows_buildkits_platform_args(tmp_path: Path) -> None:
+    # Measured on 20.10's BuildKit: FROM base-$TARGETOS names the stage base-linux; a
+    # stage sees TARGETARCH once declared; a meta default may use one; --build-arg
+    # overrides one; a meta ARG of the same name without a default empties it.
+    text = (
+        "ARG A=$TARGETARCH\n"
+        "FROM scratch AS base-linux\nCOPY a /a\n"
+        "FROM scratch AS base-\nCOPY b /b\n"
+        "FROM scratch AS base-foo\nCOPY b /b\n"
+        "FROM base-$TARGETOS\nARG TARGETARCH\nARG A\nRUN true\n"
+    )
+    ctx = write(tmp_path / "ctx", {"Dockerfile": text, "a": "a", "b": "b"})
+    plan = plan_buildkit(BuildRequest(context=str(ctx)), "linux/arm64")
+    assert sorted(plan.stages) == [0, 3] and plan.stages[3].base_stage == 0
+    (run,) = plan.stages[3].steps
+    assert run["args"] == {"A": "arm64", "TARGETARCH": "arm64"}
+    plan = plan_buildkit(BuildRequest(context=str(ctx), build_args={"TARGETOS": "foo"}))
+    assert sorted(plan.stages) == [2, 3] and plan.stages[3].base_stage == 2
+    ctx.joinpath("Dockerfile").write_text("ARG TARGETOS\n" + text)
+    assert sorted(plan_buildkit(BuildRequest(context=str(ctx))).stages) == [1, 3]
