@@ -20,10 +20,14 @@ becomes the same events as the embedded engine yields: ``StepStarted`` when it s
 ``StepOutput`` per line it prints, ``StepFinished`` with BuildKit's own ``cached`` flag
 when it completes. A miss is explained from lamina's record of the previous BuildKit
 build of the same tag on this daemon, by what the step's BuildKit key holds
-(:func:`~lamina.core.docker.inputs.explain_buildkit`): a LABEL edited above a COPY is no
-miss there, so it needs no reason. The context is the one BuildKit would have had from
-the docker CLI, so lamina's builds and ``DOCKER_BUILDKIT=1 docker build`` hit each
-other's steps (but for a copy of the whole context, see above).
+(:func:`~lamina.core.docker.inputs.explain_buildkit`). The notes are the embedded
+engine's: a LABEL edited above a COPY is no miss there, and the hit says BuildKit does
+not key it on the LABEL (:func:`~lamina.core.docker.inputs.hit_note`); a stage the
+target does not need is its ``FROM`` with a note that it was skipped; a step BuildKit
+ran once for two stages is a hit saying so; and each says what the classic builder
+would have decided (``StepRecord.other``). The context is the one BuildKit would have
+had from the docker CLI, so lamina's builds and ``DOCKER_BUILDKIT=1 docker build`` hit
+each other's steps (but for a copy of the whole context, see above).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from lamina.core.docker.context import buildkit_context_tar
 from lamina.core.docker.inputs import (
     dockerfile_of,
     explain_buildkit,
+    hit_note,
     plan_buildkit,
     trigger_inputs,
 )
@@ -241,6 +246,10 @@ class _Run:
             steps_total=self.plan.total if self.plan is not None else 0,
             builder="buildkit",
         )
+        for record in skipped_steps(self.plan):
+            self.record["steps"].append(asdict(record))
+            yield StepStarted(record.stage, record.index, record.instruction)
+            yield StepFinished(record)
         image_id: str | None = None
         error: str | None = None
         try:
@@ -435,6 +444,8 @@ class _Run:
         elif not cached:
             reason = self._reason(step)
             self.first_miss.setdefault(stage, (f"{stage}/{index}", step["instruction"]))
+        elif not self.request.no_cache:
+            reason = hit_note(step, self.prev_build)
         record = StepRecord(
             stage=stage,
             index=index,
@@ -442,6 +453,7 @@ class _Run:
             cached=decision,
             reason=reason,
             duration=duration,
+            other=reasons.contrast("buildkit", _keyword(step), decision, reason),
         )
         self.finished[(stage, index)] = record
         self.record["steps"].append(asdict(record))
@@ -552,12 +564,19 @@ class _Run:
             if twin is None:
                 continue
             yield StepStarted(step["stage"], step["index"], step["instruction"])
+            # One result serves both stages: a hit here, whatever the twin decided (a
+            # FROM that other stages share is no cached step at all).
+            is_from = "from" in step
+            note = (
+                None if is_from else reasons.merged(f"{twin.stage}/{twin.index}", twin.instruction)
+            )
             record = StepRecord(
                 stage=step["stage"],
                 index=step["index"],
                 instruction=step["instruction"],
-                cached=twin.cached,
-                reason=twin.reason,
+                cached=None if is_from else True,
+                reason=note,
+                other=None if is_from else reasons.contrast("buildkit", _keyword(step), True, note),
             )
             self.finished[(step["stage"], step["index"])] = record
             self.record["steps"].append(asdict(record))
@@ -601,7 +620,24 @@ class _Run:
 
 
 # Where a step sits, not what it is: left out when two stages' steps are compared.
-_PLACE = frozenset({"stage", "index", "label", "cmd", "instruction", "base"})
+# Where a step is, and what its key does not hold (the image settings above it).
+_PLACE = frozenset({"stage", "index", "label", "cmd", "instruction", "base", "settings"})
+
+
+def _keyword(step: dict[str, Any]) -> str:
+    text = str(step.get("instruction") or "")
+    return text.split(None, 1)[0].upper() if text.strip() else ""
+
+
+def skipped_steps(plan: BuildKitPlan | None) -> list[StepRecord]:
+    """The ``FROM`` of each stage BuildKit skips, with the note saying so (and that the
+    classic builder would have built it)."""
+    out = []
+    for number, (name, instruction) in sorted((plan.skipped if plan else {}).items()):
+        note = reasons.stage_skipped(name)
+        other = reasons.contrast("buildkit", "FROM", None, note)
+        out.append(StepRecord(number, 0, instruction, None, note, other=other))
+    return out
 
 
 def _text(line: bytes) -> str:
@@ -652,6 +688,9 @@ def predict(
       if the stage makes the same files).
     """
     yield BuildStarted(0, probe["dockerfile"], probe["context"], plan.total, "buildkit")
+    for record in skipped_steps(plan):
+        yield StepStarted(record.stage, record.index, record.instruction)
+        yield StepFinished(record)
     records: list[Any] = []
     if previous is not None:
         usage = call("reading Docker's build cache", inventory.api.df)
@@ -717,15 +756,19 @@ def predict(
                 )
                 if prev is not None and reason["kind"] == "pruned":
                     # Nothing the key holds changed: a hit while BuildKit keeps its cache.
-                    cached, reason = (True, None) if records else (False, reason)
+                    hit = (True, hit_note(step, previous))
+                    cached, reason = hit if records else (False, reason)
                 else:
                     cached = False
             if cached is False:
                 first_miss.setdefault(number, (f"{number}/{step['index']}", step["instruction"]))
             elif cached is None:
                 unknown.add(number)
+            other = reasons.contrast("buildkit", _keyword(step), cached, reason)
             yield StepFinished(
-                StepRecord(step["stage"], step["index"], step["instruction"], cached, reason)
+                StepRecord(
+                    step["stage"], step["index"], step["instruction"], cached, reason, other=other
+                )
             )
     yield BuildFinished(0, None, tuple(probe["tags"]))
 

@@ -199,7 +199,11 @@ def plan_buildkit(request: BuildRequest, platform: str = "linux/amd64") -> Build
         ``Shell``, ``step`` with ``network`` and ``mounts``), COPY/ADD (``sources``
         from the context, or ``from_stage``/``from_image``, and ``config`` with
         ``WorkingDir``) and WORKDIR (``config`` with ``User`` and ``WorkingDir``).
-        Every step also has ``label`` and ``cmd``, where BuildKit's progress puts it.
+        Every step also has ``label`` and ``cmd``, where BuildKit's progress puts it,
+        and ``settings``: the image-setting instructions above it (in its stage and the
+        stages it stands on), by the config field each sets, which its key does not hold
+        (for the note on a hit they did not stop, :func:`hit_note`). The stages up to
+        the target that it does not need are ``skipped``.
 
     Raises:
         DockerfileError: the Dockerfile does not parse.
@@ -229,13 +233,39 @@ def plan_buildkit(request: BuildRequest, platform: str = "linux/amd64") -> Build
         target=needed[-1],
         instructions={i: len(stage.instructions) for i, stage in enumerate(stages)},
     )
+    for number in stages_to_build(dockerfile, request.target):
+        if number not in needed:
+            stage = stages[number]
+            plan.skipped[number] = (stage.name or str(number), stage.from_instruction.original)
+    settings: dict[int, dict[str, list[str]]] = {}
     for number in needed:
         stage = stages[number]
         label = stage.name or f"stage-{number}"
         stage_plan = StagePlan(number, label, base_stage.get(number))
         plan.stages[number] = stage_plan
-        _plan_stage(request, files.context, dockerfile, meta, stage_plan, bases[number])
+        inherited = (
+            settings.get(stage_plan.base_stage, {}) if stage_plan.base_stage is not None else {}
+        )
+        settings[number] = _plan_stage(
+            request, files.context, dockerfile, meta, stage_plan, bases[number], inherited
+        )
     return plan
+
+
+# The config field each image-setting instruction sets (the names reasons.py knows).
+_SETTING_FIELDS = {
+    "ENV": "Env",
+    "USER": "User",
+    "SHELL": "Shell",
+    "LABEL": "Labels",
+    "EXPOSE": "ExposedPorts",
+    "CMD": "Cmd",
+    "ENTRYPOINT": "Entrypoint",
+    "HEALTHCHECK": "Healthcheck",
+    "STOPSIGNAL": "StopSignal",
+    "VOLUME": "Volumes",
+    "ONBUILD": "OnBuild",
+}
 
 
 def _plan_stage(
@@ -245,10 +275,16 @@ def _plan_stage(
     meta: dict[str, str | None],
     plan: StagePlan,
     base: str,
-) -> None:
-    """Fills one stage's vertex steps (see :func:`plan_buildkit`)."""
+    inherited: dict[str, list[str]],
+) -> dict[str, list[str]]:
+    """Fills one stage's vertex steps (see :func:`plan_buildkit`).
+
+    Returns:
+        The image-setting instructions above the stage's end, by config field.
+    """
     stage = dockerfile.stages[plan.number]
     cmd = 0
+    settings = {name: list(lines) for name, lines in inherited.items()}
 
     def add(step: dict[str, Any]) -> None:
         nonlocal cmd
@@ -275,12 +311,15 @@ def _plan_stage(
             user = expand(dockerfile, instruction, instruction.args[0], variables)
         elif keyword == "SHELL":
             shell = list(instruction.command())
+        if keyword in _SETTING_FIELDS:
+            settings.setdefault(_SETTING_FIELDS[keyword], []).append(instruction.original)
         if keyword not in VERTEX_KEYWORDS:
             continue
         step: dict[str, Any] = {
             "stage": plan.number,
             "index": index,
             "instruction": instruction.original,
+            "settings": {name: list(lines) for name, lines in sorted(settings.items())},
         }
         if keyword == "WORKDIR":
             path = expand(dockerfile, instruction, instruction.args[0], variables)
@@ -312,6 +351,7 @@ def _plan_stage(
             else:
                 step["from_image"] = source
         add(step)
+    return settings
 
 
 def trigger_inputs(request: BuildRequest, trigger: str) -> dict[str, Any]:
@@ -399,6 +439,24 @@ def explain_buildkit(
             " BuildKit no longer had its cache (its build cache records were pruned)"
         )
     return reasons.compare(theirs, mine)
+
+
+def hit_note(cur: dict[str, Any] | None, prev_build: dict[str, Any] | None) -> Reason | None:
+    """The note on a BuildKit hit whose image settings above changed since the previous
+    build of the tag (the classic builder, which compares the whole config, would have
+    missed); None when nothing changed or lamina recorded nothing to compare.
+
+    The note's ``old`` and ``new`` are the setting instructions as written (BuildKit's
+    config is not in its cache records; the embedded engine's notes hold config values).
+    """
+    if cur is None or prev_build is None or "settings" not in cur:
+        return None
+    prev_steps = {(s.get("label"), s.get("cmd")): s for s in prev_build.get("inputs", ())}
+    prev = prev_steps.get((cur.get("label"), cur.get("cmd")))
+    if prev is None or "settings" not in prev or prev.get("instruction") != cur["instruction"]:
+        return None
+    keyword = str(cur["instruction"]).split(None, 1)[0].upper()
+    return reasons.settings_not_keyed(keyword, prev["settings"], cur["settings"])
 
 
 def _canonical(doc: dict[str, Any]) -> str:

@@ -132,12 +132,15 @@ class BuildKitPlan:
         target: the stage the image is made of.
         instructions: per stage, how many instructions follow its ``FROM`` (each
             writes one history row of the image).
+        skipped: the stages up to the target that it does not need, which BuildKit
+            never builds (and the classic builder would): number -> (name, ``FROM``).
     """
 
     stages: dict[int, StagePlan] = field(default_factory=dict)
     single: bool = False
     target: int = 0
     instructions: dict[int, int] = field(default_factory=dict)
+    skipped: dict[int, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def steps(self) -> list[dict[str, Any]]:
@@ -146,8 +149,8 @@ class BuildKitPlan:
 
     @property
     def total(self) -> int:
-        """How many steps the build has."""
-        return sum(len(p.steps) for p in self.stages.values())
+        """How many steps the build has (a skipped stage's ``FROM`` counts as one)."""
+        return sum(len(p.steps) for p in self.stages.values()) + len(self.skipped)
 
     def stage_by_label(self, label: str) -> StagePlan | None:
         """The stage a vertex label names (``""``: the only stage)."""

@@ -17,7 +17,7 @@ import pytest
 from lamina.core.accounting.usage import CacheMountUsage, CacheUsage, DiskUsage
 from lamina.core.docker.context import OUTSIDE_DOCKERFILE, buildkit_context_tar
 from lamina.core.docker.convert import buildkit_record
-from lamina.core.docker.inputs import explain_buildkit, plan_buildkit
+from lamina.core.docker.inputs import explain_buildkit, hit_note, plan_buildkit
 from lamina.core.docker.records import BuildRecords
 from lamina.core.docker.trace import TraceError, decode_aux, fields, parse_status
 from lamina.core.docker.vertices import parse_name
@@ -185,7 +185,13 @@ def test_plan_has_the_vertex_steps_of_the_stages_the_target_needs(tmp_path: Path
     final = plan.stages[4]
     assert final.label == "stage-4"
     assert final.steps[1]["from_stage"] == 0
-    assert plan.total == 4 + 3
+    # The stages up to the target it does not need: their FROM counts as a step.
+    assert plan.skipped == {
+        1: ("unused", "FROM busybox AS unused"),
+        2: ("extra", "FROM scratch AS extra"),
+        3: ("test", "FROM build AS test"),
+    }
+    assert plan.total == 4 + 3 + 3
     # A target pulls in its base stage and the stage it mounts from.
     plan = plan_buildkit(BuildRequest(context=str(ctx), target="test"))
     assert sorted(plan.stages) == [0, 2, 3]
@@ -440,3 +446,24 @@ def test_plan_knows_buildkits_platform_args(tmp_path: Path) -> None:
     assert sorted(plan.stages) == [2, 3] and plan.stages[3].base_stage == 2
     ctx.joinpath("Dockerfile").write_text("ARG TARGETOS\n" + text)
     assert sorted(plan_buildkit(BuildRequest(context=str(ctx))).stages) == [1, 3]
+
+
+def test_a_hit_notes_the_image_settings_its_key_does_not_hold(tmp_path: Path) -> None:
+    text = "FROM scratch AS base\nLABEL v=1\nFROM base\nENV E=1\nCOPY a /a\n"
+    ctx = write(tmp_path / "ctx", {"Dockerfile": text, "a": "a"})
+    (copy,) = plan_buildkit(BuildRequest(context=str(ctx))).stages[1].steps
+    # The stage's own settings and those of the stage it stands on, by config field.
+    assert copy["settings"] == {"Env": ["ENV E=1"], "Labels": ["LABEL v=1"]}
+    previous = {"inputs": [copy]}
+    assert hit_note(copy, previous) is None  # nothing changed: no note
+    ctx.joinpath("Dockerfile").write_text(text.replace("v=1", "v=2"))
+    (edited,) = plan_buildkit(BuildRequest(context=str(ctx))).stages[1].steps
+    note = hit_note(edited, previous)
+    assert note is not None and note["kind"] == "settings_not_keyed"
+    assert note["message"] == (
+        "hit: the LABEL above changed, but under BuildKit image settings don't enter a COPY's key"
+    )
+    assert (note["old"], note["new"]) == (["LABEL v=1"], ["LABEL v=2"])
+    # A record from before lamina kept the settings says nothing.
+    old = {k: v for k, v in copy.items() if k != "settings"}
+    assert hit_note(edited, {"inputs": [old]}) is None
