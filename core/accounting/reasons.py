@@ -420,6 +420,19 @@ def merged(step: str, instruction: str) -> Reason:
     }
 
 
+def remote_cache(ref: str) -> Reason:
+    """The note on a step that hit in a cache imported with ``--cache-from``.
+
+    Args:
+        ref: the ref as given to ``--cache-from``.
+    """
+    return {
+        "kind": "remote_cache",
+        "message": f"from the remote cache {ref}",
+        "ref": ref,
+    }
+
+
 def no_cache_filter(stage: str) -> Reason:
     """The reason for a step of a stage named by ``--no-cache-filter``."""
     return {

@@ -17,6 +17,7 @@ from lamina.core.events import BuildEvent
 from lamina.core.model import (
     BuildRecord,
     BuildRequest,
+    BuildSources,
     FileChange,
     FsckReport,
     HistoryEntry,
@@ -332,6 +333,10 @@ class EmbeddedEngine:
     def parent_images(self) -> set[str]:
         """IDs of the images another image was built FROM."""
         return self.store.images.parents()
+
+    def build_sources(self, build_ids: list[int]) -> dict[int, BuildSources]:
+        """What each build's COPY/ADD steps read from the context, path by path."""
+        return self.store.builds.sources(build_ids)
 
 
 if TYPE_CHECKING:

@@ -122,10 +122,10 @@ def test_prune_asks_on_a_terminal(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (("image", "prune", "--filter", "colour=red", "-f"), "invalid filter 'colour'"),
+        (("image", "prune", "--filter", "colour=red", "-f"), "Invalid filter 'colour'"),
         (("image", "prune", "--filter", "until=soon", "-f"), "invalid until filter"),
         (("builder", "prune", "--keep-storage", "lots", "-f"), "invalid size 'lots'"),
-        (("builder", "prune", "--filter", "label=a", "-f"), "invalid filter 'label'"),
+        (("builder", "prune", "--filter", "label=a", "-f"), "Invalid filter 'label'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_deleted(

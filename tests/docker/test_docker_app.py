@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from app_workers import workers_done
 from textual.widgets import DataTable, Tree
 
 from lamina.core.docker.engine import DockerEngine
@@ -47,7 +48,7 @@ async def test_app_shows_shared_base_layers_from_docker(
     app.settle_delay = 0  # read a selected layer's files at once, not after the cursor rests
     async with app.run_test(size=(120, 36)) as pilot:
         for _ in range(3):
-            await app.workers.wait_for_complete()
+            await workers_done(app)
             await pilot.pause()
         screen = next(s for s in app.screen_stack if isinstance(s, MainScreen))
         view = screen.query_one(LayersView)
@@ -65,7 +66,7 @@ async def test_app_shows_shared_base_layers_from_docker(
         # Opening a layer reads its files lazily from Docker's saved image.
         view.selected = top_a
         for _ in range(3):
-            await app.workers.wait_for_complete()
+            await workers_done(app)
             await pilot.pause()
         assert view.changes_for == top_a
         # BuildKit's RUN layer also holds the mount points it made for the command.
@@ -74,7 +75,7 @@ async def test_app_shows_shared_base_layers_from_docker(
 
 async def _open_builds(app: LaminaApp, pilot: Any) -> MainScreen:
     for _ in range(3):
-        await app.workers.wait_for_complete()
+        await workers_done(app)
         await pilot.pause()
     await pilot.press("3")
     await pilot.pause()
@@ -115,7 +116,7 @@ async def test_what_if_on_docker_predicts_and_offers_the_build(
         assert screen.check_action("what_if", ()) is True
         await pilot.press("w")
         for _ in range(4):
-            await app.workers.wait_for_complete()
+            await workers_done(app)
             await pilot.pause()
         dialog = app.screen
         assert isinstance(dialog, WhatIfScreen)
@@ -150,7 +151,7 @@ async def test_a_failed_prediction_on_docker_offers_no_build(
         await _open_builds(app, pilot)
         await pilot.press("w")
         for _ in range(4):
-            await app.workers.wait_for_complete()
+            await workers_done(app)
             await pilot.pause()
         dialog = app.screen
         assert isinstance(dialog, WhatIfScreen)
@@ -176,11 +177,11 @@ async def test_disk_view_on_docker_lists_containers_volumes_and_every_prune(
         app: LaminaApp = make_app(docker_engine, clock=lambda: 1_800_000_000.0)
         async with app.run_test(size=(120, 36)) as pilot:
             for _ in range(3):
-                await app.workers.wait_for_complete()
+                await workers_done(app)
                 await pilot.pause()
             await pilot.press("4")
             for _ in range(3):
-                await app.workers.wait_for_complete()
+                await workers_done(app)
                 await pilot.pause()
             view = app.screen.query_one(DiskView)
             table = view.query_one("#disk-table")
@@ -217,7 +218,7 @@ async def test_disk_view_lists_buildkits_records(
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press("4")
         for _ in range(3):
-            await app.workers.wait_for_complete()
+            await workers_done(app)
             await pilot.pause()
         screen = next(s for s in app.screen_stack if isinstance(s, MainScreen))
         table = screen.query_one(DiskView).query_one("#disk-buildkit", DataTable)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -74,19 +73,15 @@ def test_lamina_and_debian_docker_build_share_every_step(
     assert [s["cached"] for s in steps(out)] == [None, True, True, True, True]
 
 
-def test_newer_cli_on_path_hashes_like_its_own_daemons(
-    capsys: pytest.CaptureFixture[str], context: Path, docker_tag: Callable[[str], str]
+def test_newer_cli_hashes_like_its_own_daemons(
+    capsys: pytest.CaptureFixture[str],
+    context: Path,
+    docker_tag: Callable[[str], str],
+    newer_docker: str,
 ) -> None:
     """A 24+ CLI writes no owner names and no type bits: on this 20.10 daemon its COPY
     cache is its own, and lamina's tar style for 24+ daemons is that one."""
-    newer = shutil.which("docker")
-    assert newer is not None
-    version = subprocess.run(
-        [newer, "version", "--format", "{{.Client.Version}}"],
-        capture_output=True, text=True, check=False,
-    ).stdout.strip()  # fmt: skip
-    if newer == "/usr/bin/docker" or version.startswith("20."):
-        pytest.skip(f"no newer docker CLI than 20.10 on PATH ({newer} {version})")
+    newer = newer_docker
     assert tar_style("1.41") == STYLE_LOOKUPS and tar_style("1.47") == STYLE_PLAIN
     tag = docker_tag("newer")
     assert lamina(capsys, *CLASSIC, "--progress", "json", "-t", tag, str(context))[0] == 0

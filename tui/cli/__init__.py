@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "images",
     "diff",
     "analyze",
+    "advise",
     "graph",
     "registry",
     "archive",
@@ -87,7 +88,15 @@ def route(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(route(parser, sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
+    # Warnings read like the CLI's other messages; --debug shows where each comes from.
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s:%(name)s:%(message)s"
+        if args.debug
+        else "lamina: %(levelname)s: %(message)s",
+    )
+    for level in (logging.WARNING, logging.ERROR, logging.CRITICAL):
+        logging.addLevelName(level, logging.getLevelName(level).lower())
     ctx = CliContext(engine_kind=args.engine)
     func = getattr(args, "func", None)
     if func is None:

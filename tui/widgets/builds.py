@@ -150,7 +150,11 @@ class BuildsView(Widget):
         build = self.selected_build
         if build is None or self.showing_live:
             return
-        title = f"Build #{build.id} of {escape(build.dockerfile)} [dim](r: rebuild, w: what-if)[/]"
+        title = f"Build #{build.id} of {escape(build.dockerfile)}"
+        if build.status == "failed" and build.error:
+            # The failure's own words stay readable after its notification has gone.
+            title += f": [$error]failed:[/] {escape(build.error)}"
+        title += " [dim](r: rebuild, w: what-if)[/]"
         self._show_steps(title, list(build.steps))
 
     def _show_steps(self, title: str, steps: list[StepRecord]) -> None:

@@ -38,6 +38,7 @@ from lamina.core.embedded.builder.rootfs import (
     lookup_user,
     split,
 )
+from lamina.core.embedded.builder.rules import is_link
 from lamina.core.embedded.builder.state import State, Step
 from lamina.core.embedded.builder.words import Words
 from lamina.core.embedded.sandbox.runner import MountSpec, RunSpec, run
@@ -189,10 +190,14 @@ class Executor:
         with self.store.tmpdir("copy") as work:
             out = work / "layer"
             out.mkdir()
+            # A linked copy reads nothing of the layers below it (its parent
+            # directories are made afresh, a symlink below is not followed): it is made
+            # on an empty filesystem, so the same layer fits on any parent.
+            linked = self.options.builder == "buildkit" and is_link(ins)
             try:
                 apply_copy(
                     out,
-                    below,
+                    RootFS([]) if linked else below,
                     step.sources,
                     step.dest,
                     context=self.context,

@@ -126,8 +126,26 @@ ALTER TABLE layers ADD COLUMN disk_size INTEGER;
 CREATE INDEX build_steps_key ON build_steps(cache_key);
 """
 
+# Version 4: what each build's COPY/ADD steps read from the context, path by path (a short
+# hash of each entry) and the base each stage started from, so `lamina advise` can replay
+# a build history through a rewritten Dockerfile. One row per build, bounded in size by
+# ``BuildRecords.record_sources``; only the newest builds of each Dockerfile keep theirs.
+SCHEMA_V4_SOURCES = """
+CREATE TABLE build_sources (
+  build_id INTEGER PRIMARY KEY REFERENCES builds(id) ON DELETE CASCADE,
+  dockerfile TEXT NOT NULL,
+  doc TEXT NOT NULL
+);
+CREATE INDEX build_sources_dockerfile ON build_sources(dockerfile);
+"""
+
 # MIGRATIONS[n] upgrades user_version n to n + 1. Append; never edit a released step.
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2_BUILDERS, SCHEMA_V3_SIZES)
+MIGRATIONS: tuple[str, ...] = (
+    SCHEMA_V1,
+    SCHEMA_V2_BUILDERS,
+    SCHEMA_V3_SIZES,
+    SCHEMA_V4_SOURCES,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
