@@ -282,16 +282,27 @@ def _ssh(items: list[str]) -> dict[str, str]:
     return out
 
 
+# Whose decisions a dry run predicts, and why those: the builder asked for (or configured).
+PREDICTS = {
+    "buildkit": "BuildKit's decisions (the builder `docker build` runs since Docker 23)",
+    "classic": "the classic builder's decisions (`DOCKER_BUILDKIT=0 docker build`)",
+}
+
+
 class _Plain:
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, dry_run: bool = False) -> None:
         self.out = out
         self.total = 0
         self.count = 0
+        self.dry_run = dry_run
 
     def event(self, ev: BuildEvent) -> None:
         w = self.out.write
         if isinstance(ev, BuildStarted):
             self.total = ev.steps_total
+            if self.dry_run and ev.builder in PREDICTS:
+                # The two builders decide differently on the same edit: say whose these are.
+                w(f"Dry run: predicting {PREDICTS[ev.builder]}\n")
         elif isinstance(ev, StepStarted):
             # Numbered like `docker build`: 1-based over every step of every stage.
             self.count += 1
@@ -325,13 +336,16 @@ class _Plain:
 class _Json:
     def __init__(self, out: TextIO) -> None:
         self.out = out
+        self.builder: str | None = None
 
     def emit(self, doc: dict[str, Any]) -> None:
         self.out.write(json.dumps(doc, ensure_ascii=False) + "\n")
         self.out.flush()
 
     def event(self, ev: BuildEvent) -> None:
-        if isinstance(ev, StepFinished):
+        if isinstance(ev, BuildStarted):
+            self.builder = ev.builder
+        elif isinstance(ev, StepFinished):
             s = ev.step
             doc: dict[str, Any] = {
                 "type": "step",
@@ -346,13 +360,17 @@ class _Json:
                 doc["other"] = s.other
             self.emit(doc)
         elif isinstance(ev, BuildFinished):
-            self.emit({"type": "result", "image": ev.image, "tags": list(ev.tags)})
+            # The builder whose rules decided (or, dry run, were predicted).
+            doc = {"type": "result", "image": ev.image, "tags": list(ev.tags)}
+            self.emit(doc | {"builder": self.builder})
 
 
 def cmd_build(args: argparse.Namespace, ctx: CliContext) -> int:
     """Runs ``lamina build``; returns the exit code."""
     request = request_from_args(args)
-    printer: _Plain | _Json = _Json(sys.stdout) if args.progress == "json" else _Plain(sys.stdout)
+    printer: _Plain | _Json = (
+        _Json(sys.stdout) if args.progress == "json" else _Plain(sys.stdout, request.dry_run)
+    )
     cancel = threading.Event()
     events = ctx.engine.build(request, cancel)
     failed: BuildFailed | None = None

@@ -124,7 +124,9 @@ def error_line(error: BaseException | None) -> str:
 
 
 def request_for(build: BuildRecord, *, dry_run: bool) -> BuildRequest:
-    """The request that reruns ``build`` from the same Dockerfile and context."""
+    """The request that reruns ``build`` from the same Dockerfile and context, by the
+    builder it ran with (the configured one when the record does not say): the two
+    builders decide differently, so a what-if predicts what that build would do now."""
     return BuildRequest(
         context=build.context,
         dockerfile=build.dockerfile,
@@ -132,6 +134,7 @@ def request_for(build: BuildRecord, *, dry_run: bool) -> BuildRequest:
         build_args=dict(build.build_args),
         target=build.target,
         dry_run=dry_run,
+        builder=build.builder,
     )
 
 
@@ -281,7 +284,7 @@ class MainScreen(Screen[None]):
             with TabPane("3 Builds", id="builds"):
                 yield BuildsView(id="builds-view", clock=clock)
             with TabPane("4 Disk", id="disk"):
-                yield DiskView(id="disk-view")
+                yield DiskView(id="disk-view", clock=clock)
             with TabPane("5 Learn", id="learn"):
                 yield LearnView(id="learn-view")
         with Horizontal(id="error-bar"):
@@ -552,7 +555,10 @@ class MainScreen(Screen[None]):
                 self.start_build(build, dry_run=False)
 
         self.app.push_screen(
-            WhatIfScreen(build, list(builds.live_steps), event.ok, event.message), answered
+            WhatIfScreen(
+                build, list(builds.live_steps), event.ok, event.message, builds.live_builder
+            ),
+            answered,
         )
 
     def on_advice_loaded(self, event: AdviceLoaded) -> None:

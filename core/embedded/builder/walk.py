@@ -866,7 +866,7 @@ def _build(
         return
     steps_total = sum(1 for e in planned if isinstance(e, StepFinished))
     if request.dry_run:
-        yield BuildStarted(0, str(df_path), str(Path(request.context)), steps_total)
+        yield BuildStarted(0, str(df_path), str(Path(request.context)), steps_total, rules.name)
         yield from planned
         yield BuildFinished(0, None, tuple(request.tags))
         return
@@ -879,7 +879,9 @@ def _build(
     context.stat_cache.flush()
     logs = KeyedBuildLog if request.cache_to is not None else BuildLog
     record = logs.start(store, request, df_path, rules.name)
-    yield BuildStarted(record.build_id, str(df_path), str(Path(request.context)), steps_total)
+    yield BuildStarted(
+        record.build_id, str(df_path), str(Path(request.context)), steps_total, rules.name
+    )
     walk = Walk(
         store,
         request,
