@@ -1,9 +1,10 @@
 """The app on a Docker Engine shows a build the daemon rejects in the daemon's own words.
 
-The same context is built by Debian's ``docker build`` (``/usr/bin/docker``, the classic
-builder): what it prints after ``Error response from daemon:`` (a Dockerfile the
-daemon's parser rejects) or as the step's failure (a RUN that exits non-zero) is what
-the app notifies and shows in the Builds view, verbatim.
+The same context is built by Debian's ``docker build`` (``/usr/bin/docker``) with the
+builder the recorded build used, which the app's rebuild uses too: what it prints after
+``Error response from daemon:`` (a Dockerfile the daemon's parser rejects) or as the
+step's failure (a RUN that exits non-zero) is what the app notifies and shows in the
+Builds view, verbatim. The two builders word both failures differently.
 """
 
 from __future__ import annotations
@@ -37,9 +38,19 @@ BROKEN = {
 }
 
 
-def dockers_words(ctx: Path) -> str:
+# Per builder and failure: Docker's words.
+WORDS = {
+    ("classic", "parse error"): "dockerfile parse error line 8: unknown instruction: SET",
+    ("classic", "failing RUN"): "The command '/bin/sh -c exit 3' returned a non-zero code: 3",
+    ("buildkit", "parse error"): "failed to solve with frontend dockerfile.v0: failed to create"
+    " LLB definition: dockerfile parse error line 8: unknown instruction: SET",
+    ("buildkit", "failing RUN"): "executor failed running [/bin/sh -c exit 3]: exit code: 3",
+}
+
+
+def dockers_words(ctx: Path, builder: str) -> str:
     """The last line Debian's docker build prints for the failure, without its prefix."""
-    env = dict(os.environ, DOCKER_BUILDKIT="0")
+    env = dict(os.environ, DOCKER_BUILDKIT="1" if builder == "buildkit" else "0")
     env.pop("DOCKER_API_VERSION", None)
     proc = subprocess.run(
         [DOCKER_2010, "build", "--force-rm", "--network", "none", str(ctx)],
@@ -50,6 +61,7 @@ def dockers_words(ctx: Path) -> str:
     return line.removeprefix("Error response from daemon: ")
 
 
+@pytest.mark.parametrize("builder", ["buildkit", "classic"])
 @pytest.mark.parametrize("broken", sorted(BROKEN))
 async def test_app_shows_the_daemons_build_error_verbatim(
     docker_engine: DockerEngine,
@@ -58,14 +70,16 @@ async def test_app_shows_the_daemons_build_error_verbatim(
     tmp_path: Path,
     tree: Any,
     broken: str,
+    builder: str,
 ) -> None:
     token = os.urandom(6).hex()
     ctx = tree(tmp_path / "ctx", {"Dockerfile": f"FROM {docker_base}\n" + GOOD.format(token=token)})
-    events = list(docker_engine.build(BuildRequest(context=str(ctx), tags=(docker_tag("err"),))))
+    request = BuildRequest(context=str(ctx), tags=(docker_tag("err"),), builder=builder)
+    events = list(docker_engine.build(request))
     assert isinstance(events[-1], BuildFinished), events[-1]
     # The recorded build's Dockerfile now fails on the daemon.
     (ctx / "Dockerfile").write_text(f"FROM {docker_base}\n" + BROKEN[broken].format(token=token))
-    words = dockers_words(ctx)
+    words = dockers_words(ctx, builder)
     assert words and "lamina" not in words
 
     app: LaminaApp = make_app(docker_engine, clock=lambda: 1_800_000_000.0)
@@ -95,13 +109,12 @@ async def test_app_shows_the_daemons_build_error_verbatim(
         failures = [m for t, m in notified if t == "Build failed"]
         assert len(failures) == 1, notified
         (message,) = failures
+        assert words == WORDS[builder, broken]
         if broken == "parse error":
             # Docker's message and line number, nothing added.
-            assert words == "dockerfile parse error line 8: unknown instruction: SET"
             assert message == words
         else:
             # Docker's words, after the step lamina says it was running.
-            assert words == "The command '/bin/sh -c exit 3' returned a non-zero code: 3"
             assert message.endswith(": " + words) and message.startswith("step ")
         assert builds.last_outcome == f"failed: {message}"
         # The failed build, recorded and selected, keeps saying why once the
