@@ -8,6 +8,7 @@ Regression tests of the RecursionErrors these trees gave (docs/limits.md, "Depth
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,21 @@ from lamina.core.context.dockerignore import MemoryFS, walk_context
 from lamina.core.embedded.builder.walk import run_build
 from lamina.core.embedded.fsck import fsck
 from lamina.core.embedded.prune import apply_prune, plan_prune
-from lamina.core.embedded.store import Store
+from lamina.core.embedded.store import Store, beneath
 from lamina.core.events import BuildFinished
 from lamina.core.model import BuildRequest
 
 DEPTH = 1_500
 DEEP = "/".join(["d"] * 1_200)  # within PATH_MAX, so `mkdir -p` makes it in one call
+
+
+@pytest.fixture(autouse=True)
+def removed_afterwards(tmp_path: Path) -> Iterator[None]:
+    """Each test's trees go with it: pytest's own clean-up of old temporary directories
+    recurses once per level and would leave them behind (a RecursionError at exit)."""
+    yield
+    for child in list(tmp_path.iterdir()):
+        beneath.remove_path(child)
 
 
 def deep_dir(top: Path, depth: int = DEPTH) -> None:
