@@ -394,6 +394,8 @@ def finish_export(
         if spec.ignore_error:
             log.warning("%s", message)
             return finished
+        # The record says what the user was told: failed, with the image that was built.
+        store.builds.finish(finished.build_id, "failed", finished.image, message)
         return BuildFailed(finished.build_id, message)
     return finished
 

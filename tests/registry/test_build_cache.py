@@ -277,6 +277,11 @@ def test_cli_flags_and_bad_inputs(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"lamina: --cache-to {down}:"), err
     assert "is built" in err[0]
+    capsys.readouterr()
+    assert main(["builds", "--format", "json"]) == 0
+    newest = json.loads(capsys.readouterr().out)[0]
+    assert newest["status"] == "failed" and newest["error"] == err[0].removeprefix("lamina: ")
+    assert newest["image"], "the image was built: the record keeps it"
     assert (
         main(["build", "--cache-to", f"type=registry,ref={down},ignore-error=true", str(ctx)]) == 0
     )
