@@ -210,6 +210,17 @@ SCENARIOS = [
         rule="identical vertices merge: the same op on the same input runs once",
     ),
     Scenario(
+        "bk-platform-args",
+        {
+            "Dockerfile": "ARG BASE_PLATFORM=$BUILDPLATFORM\nFROM {BASE}\nARG TARGETPLATFORM\n"
+            "ARG TARGETOS\nARG TARGETARCH\nARG BUILDPLATFORM\nARG BASE_PLATFORM\n"
+            'RUN echo "$TARGETPLATFORM|$TARGETOS|$TARGETARCH|$BUILDPLATFORM|$BASE_PLATFORM" > /p\n',
+        },
+        [Build("M"), Build("H"), Build("M", build_args={"TARGETARCH": "riscv64"})],
+        rule="the platform args are predefined: a stage sees them after ARG, a meta default "
+        "may use them, a --build-arg overrides one",
+    ),
+    Scenario(
         "bk-copy-from-reconverges",
         {
             "Dockerfile": "FROM {BASE} AS build\nCOPY src.txt /src\nRUN echo constant > /out\n"

@@ -97,12 +97,15 @@ class CacheRules(Protocol):
             (classic); otherwise only its filesystem is, under this build's config.
         needed_stages_only: stages the target does not need are skipped.
         merges: a step whose key already ran in this build runs once.
+        platform_args: the platform args (``TARGETARCH``, ``BUILDPLATFORM`` ...) are
+            predefined meta args (``dockerfile.args.platform_args``).
     """
 
     name: str
     hit_keeps_config: bool
     needed_stages_only: bool
     merges: bool
+    platform_args: bool
 
     def key(
         self, ins: Instruction, step: Step, parent: State, args: BuildArgs, base: Base
@@ -150,6 +153,7 @@ class ClassicRules:
     hit_keeps_config = True
     needed_stages_only = False
     merges = False
+    platform_args = False
 
     def key(
         self, ins: Instruction, step: Step, parent: State, args: BuildArgs, base: Base
@@ -198,6 +202,7 @@ class BuildKitRules:
     hit_keeps_config = False
     needed_stages_only = True
     merges = True
+    platform_args = True
 
     def key(
         self, ins: Instruction, step: Step, parent: State, args: BuildArgs, base: Base

@@ -35,7 +35,7 @@ from lamina.core.accounting import reasons
 from lamina.core.context.checksum import Context, StatCache
 from lamina.core.context.files import load_build_files
 from lamina.core.digest import chain_ids
-from lamina.core.dockerfile.args import BuildArgs, meta_values, stages_to_build
+from lamina.core.dockerfile.args import BuildArgs, meta_values, platform_args, stages_to_build
 from lamina.core.dockerfile.instructions import Dockerfile, Instruction, Stage, load_dockerfile
 from lamina.core.dockerfile.reachable import dependencies, needed_stages
 from lamina.core.embedded.builder.base import Base, Bases, stage_index
@@ -62,6 +62,7 @@ from lamina.core.events import (
     StepStarted,
 )
 from lamina.core.model import BuildRequest, Reason, StepRecord
+from lamina.core.registry.manifests import host_platform
 from lamina.core.settings import default_builder
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,9 @@ class Walk:
             LaminaError: a step cannot be prepared or fails.
             Cancelled: ``cancel`` was set.
         """
-        meta = meta_values(self.df, self.request.build_args)
+        # BuildKit builds for the host here: the build's and the target's platform.
+        predefined = platform_args(str(host_platform())) if self.rules.platform_args else None
+        meta = meta_values(self.df, self.request.build_args, predefined)
         order = stages_to_build(self.df, self.request.target)
         if self.filtered and self.rules.name == "classic":
             raise UsageError("--no-cache-filter needs BuildKit's rules (--builder buildkit)")
