@@ -73,15 +73,16 @@ def docker_cli() -> str | None:
     return shutil.which("docker")
 
 
-def _probe(host: str) -> tuple[str, str] | None:
-    """(version, storage driver) of the daemon at ``host``, or None if none answers."""
+def _probe(host: str) -> tuple[str, str, str] | None:
+    """(version, storage driver, data root) of the daemon at ``host``, or None if none
+    answers."""
     docker = docker_cli()
     if docker is None:
         return None
     env = dict(os.environ, DOCKER_HOST=host)
     try:
         out = subprocess.run(
-            [docker, "info", "--format", "{{.ServerVersion}} {{.Driver}}"],
+            [docker, "info", "--format", "{{.ServerVersion}} {{.Driver}} {{.DockerRootDir}}"],
             env=env,
             check=False,
             capture_output=True,
@@ -91,9 +92,9 @@ def _probe(host: str) -> tuple[str, str] | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     parts = out.stdout.split()
-    if out.returncode != 0 or len(parts) != 2:
+    if out.returncode != 0 or len(parts) != 3:
         return None
-    return parts[0], parts[1]
+    return parts[0], parts[1], parts[2]
 
 
 @contextmanager
@@ -118,7 +119,17 @@ def _daemon(config_dir: str) -> Iterator[DockerDaemon]:
         probed = _probe(host)
         if probed is not None:
             log.info("using the Docker Engine at %s (%s)", host, probed[0])
-            yield DockerDaemon(host, probed[0], probed[1], private=False, config_dir=config_dir)
+            # Its store is measured where this process can read it (a daemon on this
+            # machine), as a private one's is.
+            root = Path(probed[2])
+            yield DockerDaemon(
+                host,
+                probed[0],
+                probed[1],
+                private=False,
+                config_dir=config_dir,
+                data_root=root if root.is_dir() else None,
+            )
             return
         log.warning("no Docker Engine answers at DOCKER_HOST=%s; starting a private one", host)
     dockerd = shutil.which("dockerd")
