@@ -380,6 +380,7 @@ class Context:
         self._excluded = excluded
         self.stat_cache = stat_cache or StatCache(None)
         self._entries: dict[str, os.stat_result] | None = None
+        self._walked_at = 0.0
         self._links = True  # until the walk shows the context has no symlinks
         self.implicit: set[str] = set()
         self._sums: dict[str, tuple[str, str]] = {}
@@ -394,6 +395,7 @@ class Context:
     def entries(self) -> dict[str, os.stat_result]:
         """Every included path (relative, ``/``-separated) with its ``lstat``."""
         if self._entries is None:
+            self._walked_at = time.time()
             self._entries = dict(self._walk())
             self._links = any(stat.S_ISLNK(st.st_mode) for st in self._entries.values())
             self.stat_cache.prime(self.root)
@@ -510,6 +512,34 @@ class Context:
             st = self.entries[rel]
             self._sums[rel] = self.stat_cache.tarsum(f"{self.root}/{rel}", rel, st)
         return self._sums[rel]
+
+    def content_digest(self, rel: str) -> str | None:
+        """The sha256 of a regular file's content as this build checksummed it (None
+        when it was not checksummed: nothing is read here)."""
+        st = self.entries.get(rel)
+        sums = self._sums.get(rel)
+        if st is None or sums is None or not stat.S_ISREG(st.st_mode):
+            return None
+        return sums[1]
+
+    def unchanged(self, rel: str) -> bool:
+        """Whether ``rel`` still is what the walk saw, so its digest describes what was
+        read from it since (its copy in a layer).
+
+        Its ``lstat`` signature (size, mtime, inode, mode, ctime) must be the walk's, and
+        its mtime older than the walk by the racy margin: a write in the very tick of the
+        one the walk saw could leave both times unchanged, one any later can not.
+        """
+        seen = self.entries.get(rel)
+        if seen is None:
+            return False
+        try:
+            now = os.lstat(self.root / rel)
+        except OSError:
+            return False
+        if StatCache._sig(now) != StatCache._sig(seen):
+            return False
+        return seen.st_mtime_ns / 1e9 < self._walked_at - _RACY_SECONDS
 
     def entry_hash(self, rel: str) -> str:
         """What moby's ``Hash(rel)`` gives for one walked path: the sum of the path the

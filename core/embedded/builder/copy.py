@@ -41,6 +41,7 @@ from lamina.core.context.checksum import (
 )
 from lamina.core.embedded.builder.rootfs import RootFS, lookup_group, lookup_user, split
 from lamina.core.embedded.store import beneath
+from lamina.core.embedded.store.dedup import Candidate, FilePool, file_key
 from lamina.core.errors import BuildError, ContextError
 
 log = logging.getLogger(__name__)
@@ -376,20 +377,36 @@ def parse_chmod(chmod: str) -> int:
 class LayerWriter:
     """Writes copied entries into an overlay-format layer directory.
 
+    With a ``pool``, a regular file whose content digest is known becomes a link to the
+    store's identical file (same content, mode, owner, size and mtime) instead of a
+    copy, and every file whose key is known is listed in ``known`` for the commit (see
+    ``store.dedup``). Nothing is ever written to a linked inode: its metadata is already
+    what the copy would have set.
+
     Args:
         out: the (empty) layer directory.
         below: the image the layer goes on top of.
         owner: uid/gid for everything copied.
         chmod: a mode for everything copied, or None to keep the source's.
+        pool: the store's shared files, or None to copy everything (a bind mount's
+            copy may be written to, so it must never share an inode).
     """
 
     def __init__(
-        self, out: Path, below: RootFS, owner: tuple[int, int] = (0, 0), chmod: int | None = None
+        self,
+        out: Path,
+        below: RootFS,
+        owner: tuple[int, int] = (0, 0),
+        chmod: int | None = None,
+        pool: FilePool | None = None,
     ) -> None:
         self.out = out
         self.below = below
         self.owner = owner
         self.chmod = chmod
+        self.pool = pool
+        self.known: dict[str, Candidate] = {}
+        self._keys: set[bytes] = set()
         # Directories known to exist in the layer, so a 20,000-file copy does not
         # re-check every parent of every file.
         self._made: set[tuple[str, ...]] = set()
@@ -427,21 +444,44 @@ class LayerWriter:
             self._made.add(tuple(parts[: i + 1]))
         return cur
 
-    def put(self, parts: list[str], disk: Path, st: os.stat_result) -> None:
-        """Copies one entry (file, symlink, directory, device) to ``parts``."""
+    def put(
+        self,
+        parts: list[str],
+        disk: Path,
+        st: os.stat_result,
+        digest: str | None = None,
+        stable: Callable[[], bool] | None = None,
+    ) -> None:
+        """Copies one entry (file, symlink, directory, device) to ``parts``.
+
+        Args:
+            parts: the destination below the layer's root.
+            disk: the source on disk.
+            st: its ``lstat``.
+            digest: the sha256 of a regular file's content, when known.
+            stable: says whether ``digest`` still described the source once it was
+                copied (None: it always does, the source cannot change).
+        """
         parent = self.ensure_dir(parts[:-1])
-        target = parent / parts[-1]
-        if target.is_symlink() or (target.exists() and not target.is_dir()):
-            target.unlink()
-        elif target.is_dir() and not stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(target)
-            prefix = tuple(parts)
-            self._made = {m for m in self._made if m[: len(prefix)] != prefix}
+        target = f"{parent}/{parts[-1]}"
+        # Plain strings and one lstat: pathlib's checks cost more than the copy of a
+        # small file.
+        try:
+            there: os.stat_result | None = os.lstat(target)
+        except FileNotFoundError:
+            there = None
+        if there is not None:
+            if not stat.S_ISDIR(there.st_mode):
+                os.unlink(target)
+            elif not stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(target)
+                prefix = tuple(parts)
+                self._made = {m for m in self._made if m[: len(prefix)] != prefix}
         mode = stat.S_IMODE(st.st_mode) if self.chmod is None else self.chmod
         uid, gid = self.owner
         try:
             if stat.S_ISDIR(st.st_mode):
-                if not target.is_dir():
+                if there is None or not stat.S_ISDIR(there.st_mode):
                     os.mkdir(target)
                 os.chown(target, uid, gid)
                 os.chmod(target, mode)
@@ -449,20 +489,66 @@ class LayerWriter:
                 os.symlink(os.readlink(disk), target)
                 os.lchown(target, uid, gid)
             elif stat.S_ISREG(st.st_mode):
-                shutil.copyfile(disk, target, follow_symlinks=False)
-                os.chown(target, uid, gid)
-                os.chmod(target, mode)
-                try:
-                    cap = os.getxattr(disk, "security.capability", follow_symlinks=False)
-                    os.setxattr(target, "security.capability", cap, follow_symlinks=False)
-                except OSError:
-                    pass
+                self._file(parts, target, disk, st, mode, digest, stable)
+                return
             else:
                 os.mknod(target, st.st_mode, st.st_rdev)
                 os.chown(target, uid, gid)
             os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
         except OSError as exc:
             raise BuildError(f"cannot copy {parts[-1]}: {exc.strerror or exc}") from exc
+
+    def _file(
+        self,
+        parts: list[str],
+        target: str,
+        disk: Path,
+        st: os.stat_result,
+        mode: int,
+        digest: str | None,
+        stable: Callable[[], bool] | None,
+    ) -> None:
+        uid, gid = self.owner
+        try:
+            cap: bytes | None = os.getxattr(disk, "security.capability", follow_symlinks=False)
+        except OSError:
+            cap = None
+        xattrs = {"security.capability": cap} if cap is not None else {}
+        rel = "/".join(parts)
+        key = None
+        if self.pool is not None and digest is not None and st.st_size > 0:
+            key = file_key(
+                digest, stat.S_IFREG | mode, uid, gid, st.st_size, st.st_mtime_ns, xattrs
+            )
+            # A second file of the same key in this layer keeps an inode of its own: two
+            # names of one inode would be a hardlink the layer's tar does not have.
+            if key not in self._keys:
+                linked = self.pool.link_into(
+                    key, target, stat.S_IFREG | mode, uid, gid, st.st_size, st.st_mtime_ns
+                )
+                if linked is not None:
+                    self._keys.add(key)
+                    self.known[rel] = Candidate(rel, key, linked.st_ino, linked.st_blocks * 512)
+                    return
+        shutil.copyfile(disk, target, follow_symlinks=False)
+        os.chown(target, uid, gid)
+        os.chmod(target, mode)
+        if cap is not None:
+            try:
+                os.setxattr(target, "security.capability", cap, follow_symlinks=False)
+            except OSError:
+                pass
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        if key is None or key in self._keys or (stable is not None and not stable()):
+            return
+        # The copy's own inode, keyed by what it is now (a filesystem with coarser
+        # times than the source's would change the mtime, and so the key).
+        now = os.lstat(target)
+        self._keys.add(key)
+        actual = file_key(
+            digest or "", now.st_mode, now.st_uid, now.st_gid, now.st_size, now.st_mtime_ns, xattrs
+        )
+        self.known[rel] = Candidate(rel, actual, now.st_ino, now.st_blocks * 512)
 
     def extract(self, parts: list[str], archive: Path) -> None:
         """ADD of a local archive: extracts it into directory ``parts``.
@@ -587,7 +673,8 @@ def apply_copy(
     from_root: RootFS | None,
     owner: tuple[int, int] = (0, 0),
     chmod: int | None = None,
-) -> None:
+    pool: FilePool | None = None,
+) -> dict[str, Candidate]:
     """Copies resolved sources into the layer directory ``out``.
 
     Args:
@@ -600,11 +687,16 @@ def apply_copy(
         from_root: the stage or image (for ``rootfs`` sources).
         owner: ``--chown`` resolved, else 0:0.
         chmod: ``--chmod``, else None.
+        pool: the store's shared files: unchanged files become links to them (a
+            layer's copy only; see :class:`LayerWriter`).
+
+    Returns:
+        The files whose keys are known, for ``commit_dir``.
 
     Raises:
         BuildError: the destination is invalid or a copy fails.
     """
-    writer = LayerWriter(out, below, owner, chmod)
+    writer = LayerWriter(out, below, owner, chmod, pool)
     dest_parts = split(dest)
     into_dir = len(sources) > 1 or dest_is_dir(dest, below)
     if len(sources) > 1 and not dest.endswith("/"):
@@ -619,46 +711,70 @@ def apply_copy(
         elif src.is_dir:
             base = dest_parts + (split(src.path) if src.parents else [])
             writer.ensure_dir(base, own=True)
-            for rel, disk, st in _walk_source(src, context, from_root):
+            for rel, disk, st, digest, stable in _walk_source(src, context, from_root):
                 if src.excluded(rel):
                     continue
-                writer.put(base + rel.split("/"), disk, st)
+                writer.put(base + rel.split("/"), disk, st, digest, stable)
         else:
-            disk, st = _source_file(src, context, from_root)
+            disk, st, digest, stable = _source_file(src, context, from_root)
             target = dest_parts + kept + [src.name] if into_dir or kept else dest_parts
             if not target:
                 raise BuildError(f"cannot copy {src.name} onto /")
-            writer.put(target, disk, st)
+            writer.put(target, disk, st, digest, stable)
+    return writer.known
+
+
+# One source entry: (path below the source, on disk, lstat, content digest or None, and
+# whether that digest still held once the entry was copied).
+_Entry = tuple[str, Path, os.stat_result, str | None, Callable[[], bool] | None]
 
 
 def _source_file(
     src: Source, context: Context | None, from_root: RootFS | None
-) -> tuple[Path, os.stat_result]:
+) -> tuple[Path, os.stat_result, str | None, Callable[[], bool] | None]:
     if src.origin == "context":
         assert context is not None
-        return context.root / src.path, context.entries[src.path]
+        return (
+            context.root / src.path,
+            context.entries[src.path],
+            context.content_digest(src.path),
+            functools.partial(context.unchanged, src.path),
+        )
+    digests = {e.path: e.digest for e in src.manifest if e.type == "file"}
     if src.origin == "rootfs":
         assert from_root is not None
         hit = from_root.stat(src.path)
         if hit is None:
             raise BuildError(f"{src.path}: no such file or directory")
-        return hit
-    return Path(src.path), os.lstat(src.path)
+        # A layer's file never changes: its digest always holds.
+        return hit[0], hit[1], digests.get(src.path.lstrip("/")), None
+    return Path(src.path), os.lstat(src.path), digests.get(src.name), None
 
 
-def _walk_source(
-    src: Source, context: Context | None, from_root: RootFS | None
-) -> list[tuple[str, Path, os.stat_result]]:
+def _walk_source(src: Source, context: Context | None, from_root: RootFS | None) -> list[_Entry]:
     if src.origin == "context":
         assert context is not None
         base = src.path
-        out = []
+        out: list[_Entry] = []
         for p in context.below(base):
             st = context.entries.get(p)
             if st is None:
                 continue  # a directory only created to hold re-included paths
             rel = p[len(base) + 1 :] if base else p
-            out.append((rel, context.root / p, st))
+            out.append(
+                (
+                    rel,
+                    context.root / p,
+                    st,
+                    context.content_digest(p),
+                    functools.partial(context.unchanged, p),
+                )
+            )
         return out
     assert from_root is not None
-    return list(from_root.walk(src.path))
+    top = src.path.lstrip("/")
+    digests = {e.path: e.digest for e in src.manifest if e.type == "file"}
+    return [
+        (rel, disk, st, digests.get(f"{top}/{rel}" if top else rel), None)
+        for rel, disk, st in from_root.walk(src.path)
+    ]

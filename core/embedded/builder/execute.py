@@ -190,7 +190,8 @@ class Executor:
             out = work / "layer"
             out.mkdir()
             try:
-                apply_copy(
+                # Unchanged files become links to the store's identical ones.
+                known = apply_copy(
                     out,
                     below,
                     step.sources,
@@ -199,10 +200,11 @@ class Executor:
                     from_root=step.from_root,
                     owner=owner,
                     chmod=mode,
+                    pool=self.store.files,
                 )
             except LaminaError as exc:
                 raise self.words.fail(ins, str(exc)) from None
-            info = self.store.layers.commit_dir(out, state.chain, step.created_by)
+            info = self.store.layers.commit_dir(out, state.chain, step.created_by, known)
         return info.chain_id
 
     # -- WORKDIR ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ Layout (see docs/architecture.md)::
     lock                        flock'd by writers (core/embedded/store/lock.py)
     blobs/sha256/<hex>          configs and other JSON documents (core/embedded/store/images.py)
     layers/<chain-hex>/         diff/ + tar-split.json.gz (core/embedded/store/layers.py)
+    files/<k[:2]>/<k>           one name per file inode layers share (core/embedded/store/dedup.py)
     tmp/<prefix>-<random>/      work in progress, with a pid file
 """
 
@@ -37,8 +38,9 @@ from lamina.core.errors import StoreError
 log = logging.getLogger(__name__)
 
 # What may hold device nodes, FIFOs and setuid files exactly as images and RUN steps
-# made them: layers, work in progress (a RUN's upper dir) and cache mounts.
-PRIVATE_DIRS = ("layers", "tmp", "cachemounts")
+# made them: layers, the files they share, work in progress (a RUN's upper dir) and
+# cache mounts.
+PRIVATE_DIRS = ("layers", "files", "tmp", "cachemounts")
 
 __all__ = [
     "BuildRecords",
@@ -60,6 +62,7 @@ class Store:
     Attributes:
         index: the SQLite index.
         layers: layer directories and their rows.
+        files: the file inodes layers share (``layers.files``).
         images: configs, images and tags.
         cache: build cache entries and their tombstones.
         builds: build records and their steps.
@@ -105,6 +108,7 @@ class Store:
 
         self.index = Index(db, check_fresh)
         self.layers = LayerStore(self.home, self.index, self._lock, self.tmpdir)
+        self.files = self.layers.files
         self.images = ImageStore(self.home, self.index, self._lock, self.layers)
         self.cache = CacheEntries(self.index)
         self.cache_mounts = CacheMounts(self.home, self.index)
