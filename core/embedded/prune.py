@@ -48,7 +48,7 @@ from lamina.core.accounting.plans import (
     Skipped,
     build_plan,
 )
-from lamina.core.embedded.store.dedup import SharedRelease
+from lamina.core.embedded.store.dedup import SharedGroup, SharedRelease
 from lamina.core.embedded.store.graph import load_graph
 from lamina.core.embedded.trash import (
     blob_stat,
@@ -93,15 +93,15 @@ def store_sizer(store: Store) -> Sizer:
             stats[digest] = blob_stat(store, digest)
         return stats[digest]
 
-    holders: dict[str, list[tuple[int, int, int]]] = {}
+    groups: list[SharedGroup] = []
     loaded: list[bool] = []
 
     def shared() -> SharedRelease:
         # One read of who holds the shared files serves every plan of this sizer.
         if not loaded:
-            holders.update(store.files.holders())
+            groups.extend(store.files.groups())
             loaded.append(True)
-        return SharedRelease(holders)
+        return SharedRelease(groups)
 
     return Sizer(
         layer_extra=lambda c: layer_overhead(store, c),

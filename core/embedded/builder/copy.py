@@ -26,8 +26,6 @@ import re
 import shutil
 import stat
 import tarfile
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -323,6 +321,10 @@ def download(url: str, dest_dir: Path, timeout: float = 60.0) -> tuple[Path, str
     Raises:
         BuildError: the download fails.
     """
+    # urllib.request brings http.client and ssl: only an ADD of a URL loads them.
+    import urllib.parse
+    import urllib.request
+
     name = os.path.basename(urllib.parse.urlparse(url).path) or "download"
     target = dest_dir / f"url-{hashlib.sha256(url.encode()).hexdigest()[:16]}"
     try:

@@ -12,8 +12,6 @@ without an index row, which is not a layer (nothing reads it) and which GC sweep
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import hashlib
 import logging
@@ -26,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from lamina.core.digest import Hasher, chain_ids, hex_of, is_digest
 from lamina.core.embedded.store import beneath
@@ -46,6 +44,9 @@ from lamina.core.embedded.store.tarsplit import (
 )
 from lamina.core.errors import ArchiveError, NotFound, StoreError
 from lamina.core.model import FileChange, LayerInfo
+
+if TYPE_CHECKING:
+    import ctypes
 
 log = logging.getLogger(__name__)
 
@@ -191,12 +192,22 @@ def _syncfs(path: Path) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _libc() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.syncfs.argtypes = [ctypes.c_int]
-        return libc
-    except (OSError, AttributeError):
-        return None
+    # ctypes loads on the first commit only; find_library runs ldconfig, so glibc's
+    # soname is tried first.
+    import ctypes
+    import ctypes.util
+
+    for name in ("libc.so.6", None):
+        name = name or ctypes.util.find_library("c")
+        if not name:
+            continue
+        try:
+            libc = ctypes.CDLL(name, use_errno=True)
+            libc.syncfs.argtypes = [ctypes.c_int]
+            return libc
+        except (OSError, AttributeError):
+            continue
+    return None
 
 
 def _fsync_path(path: Path) -> None:
