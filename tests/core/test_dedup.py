@@ -413,3 +413,21 @@ def test_rebuilding_the_index_recovers_what_layers_share(store: Store, tmp_path:
         assert fsck(again, deep=True).problems == ()
     finally:
         again.close()
+
+
+@pytest.mark.usefixtures("busybox_store")
+def test_a_file_copied_over_what_an_archive_extracted_replaces_it(
+    store: Store, tmp_path: Path
+) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    with tarfile.open(ctx / "a.tar", "w") as tar:
+        data = b"from the archive\n"
+        info = tarfile.TarInfo("b.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    (ctx / "b.txt").write_text("from the context\n")
+    (ctx / "Dockerfile").write_text("FROM busybox:latest\nADD a.tar b.txt /dest/\n")
+    steps = build(store, ctx)
+    layer = store.layers.diff_path([s.layer for s in steps if s.layer][-1])
+    assert (layer / "dest/b.txt").read_text() == "from the context\n"

@@ -17,6 +17,8 @@ spurious change to them.
 
 from __future__ import annotations
 
+import concurrent.futures
+import errno
 import functools
 import hashlib
 import logging
@@ -79,6 +81,11 @@ class Source:
     exclude: tuple[str, ...] = ()
     # COPY --parents (BuildKit): the source's own path is kept below the destination.
     parents: bool = False
+    # For context sources: ``Context.tree_cached`` of the source's path, so a checksum
+    # of an unchanged tree is remembered rather than recomputed file by file.
+    tree: Callable[[str, Callable[[], str]], str] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def entries(self) -> list[ManifestEntry]:
         """Every entry the source contributes (``manifest``, built now if deferred)."""
@@ -233,6 +240,7 @@ def context_sources(ctx: Context, src: str, *, add: bool) -> list[Source]:
                 archive=archive,
                 checksum=ctx.checksum(r),
                 manifest_of=functools.partial(ctx.manifest, r),
+                tree=functools.partial(ctx.tree_cached, r),
             )
         )
     return out
@@ -376,6 +384,93 @@ def parse_chmod(chmod: str) -> int:
 # -- writing the layer ----------------------------------------------------------------
 
 
+# Threads copying a directory source's files (creating files is most of a cold COPY).
+_COPY_THREADS = 4
+
+
+@dataclass(frozen=True)
+class _CopyJob:
+    """One regular file to copy into a layer: a fresh inode with the copy's metadata."""
+
+    rel: str
+    target: str
+    disk: Path
+    st: os.stat_result
+    mode: int
+    uid: int
+    gid: int
+    cap: bytes | None
+    # The content digest when the copy may share storage (see ``LayerWriter``).
+    digest: str | None
+    stable: Callable[[], bool] | None
+
+    def run(self) -> Candidate | None:
+        """Copies the file; returns it as a candidate for sharing when its digest holds.
+
+        Raises:
+            BuildError: the copy failed.
+        """
+        try:
+            now = _copy_file(self.disk, self.target, self)
+        except OSError as exc:
+            raise BuildError(f"cannot copy {self.rel}: {exc.strerror or exc}") from exc
+        if self.digest is None or (self.stable is not None and not self.stable()):
+            return None
+        # The copy's own inode, keyed by what it is now (a filesystem with coarser
+        # times than the source's would change the mtime, and so the key).
+        xattrs = {"security.capability": self.cap} if self.cap is not None else {}
+        key = file_key(
+            self.digest, now.st_mode, now.st_uid, now.st_gid, now.st_size, now.st_mtime_ns, xattrs
+        )
+        return Candidate(self.rel, key, now.st_ino, now.st_blocks * 512)
+
+
+def _run_all(jobs: list[_CopyJob]) -> list[Candidate | None]:
+    return [job.run() for job in jobs]
+
+
+def _copy_file(src: Path, dst: str, job: _CopyJob) -> os.stat_result:
+    """A new file ``dst`` with ``src``'s bytes and the job's owner, mode, capability and
+    times, all set through its descriptor; returns its ``fstat``.
+
+    ``copy_file_range`` copies in the kernel (sharing extents where the filesystem can),
+    with ``sendfile`` where it cannot.
+    """
+    fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fout = os.open(
+            dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+        try:
+            _copy_bytes(fin, fout)
+            os.fchown(fout, job.uid, job.gid)
+            # After chown, which clears set-id bits and capabilities.
+            os.fchmod(fout, job.mode)
+            if job.cap is not None:
+                try:
+                    os.setxattr(fout, "security.capability", job.cap)
+                except OSError:
+                    pass
+            os.utime(fout, ns=(job.st.st_atime_ns, job.st.st_mtime_ns))
+            return os.fstat(fout)
+        finally:
+            os.close(fout)
+    finally:
+        os.close(fin)
+
+
+def _copy_bytes(fin: int, fout: int) -> None:
+    try:
+        while os.copy_file_range(fin, fout, 1 << 30):
+            pass
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    while os.sendfile(fout, fin, None, 1 << 30):
+        pass
+
+
 class LayerWriter:
     """Writes copied entries into an overlay-format layer directory.
 
@@ -409,9 +504,14 @@ class LayerWriter:
         self.pool = pool
         self.known: dict[str, Candidate] = {}
         self._keys: set[bytes] = set()
-        # Directories known to exist in the layer, so a 20,000-file copy does not
-        # re-check every parent of every file.
-        self._made: set[tuple[str, ...]] = set()
+        self._jobs: list[_CopyJob] | None = None
+        # Every path ``put`` wrote; an ADD that extracts an archive writes paths of its
+        # own, and from then on every path is checked.
+        self._written: set[str] = set()
+        self._extracted = False
+        # Directories known to exist in the layer (their path), so a 20,000-file copy
+        # does not re-check every parent of every file.
+        self._made: dict[tuple[str, ...], str] = {}
 
     def ensure_dir(self, parts: list[str], *, own: bool = False) -> Path:
         """Makes ``parts`` exist as a directory in the layer, parents included.
@@ -419,19 +519,31 @@ class LayerWriter:
         Directories that exist below keep their metadata; new parents are 0755 root;
         ``own`` gives a new final directory the copy's owner.
         """
-        if tuple(parts) in self._made:
-            return self.out.joinpath(*parts)
-        cur = self.out
+        return Path(self._dir(parts, own=own))
+
+    def _dir(self, parts: list[str], *, own: bool = False) -> str:
+        # Plain strings, and each directory checked once: a 20,000-file copy would
+        # otherwise spend more on pathlib than on the files.
+        key = tuple(parts)
+        done = self._made.get(key)
+        if done is not None:
+            return done
+        cur = str(self.out)
         for i, part in enumerate(parts):
-            cur = cur / part
-            if tuple(parts[: i + 1]) in self._made:
+            cur = f"{cur}/{part}"
+            prefix = key[: i + 1]
+            if prefix in self._made:
                 continue
-            if cur.is_dir() and not cur.is_symlink():
-                self._made.add(tuple(parts[: i + 1]))
+            try:
+                there: os.stat_result | None = os.lstat(cur)
+            except FileNotFoundError:
+                there = None
+            if there is not None and stat.S_ISDIR(there.st_mode):
+                self._made[prefix] = cur
                 continue
-            if cur.exists() or cur.is_symlink():
-                cur.unlink()
-            existing = self.below.stat("/" + "/".join(parts[: i + 1]))
+            if there is not None:
+                os.unlink(cur)
+            existing = self.below.stat("/" + "/".join(prefix))
             os.mkdir(cur)
             if existing is not None and stat.S_ISDIR(existing[1].st_mode):
                 st = existing[1]
@@ -443,7 +555,7 @@ class LayerWriter:
                 uid, gid = self.owner if (own and last) else (0, 0)
                 os.chown(cur, uid, gid)
                 os.chmod(cur, 0o755)
-            self._made.add(tuple(parts[: i + 1]))
+            self._made[prefix] = cur
         return cur
 
     def put(
@@ -464,21 +576,25 @@ class LayerWriter:
             stable: says whether ``digest`` still described the source once it was
                 copied (None: it always does, the source cannot change).
         """
-        parent = self.ensure_dir(parts[:-1])
+        parent = self._dir(parts[:-1])
         target = f"{parent}/{parts[-1]}"
-        # Plain strings and one lstat: pathlib's checks cost more than the copy of a
-        # small file.
-        try:
-            there: os.stat_result | None = os.lstat(target)
-        except FileNotFoundError:
-            there = None
+        # Plain strings, and an lstat only where this layer may hold something already
+        # (the directory is written by this copy alone): pathlib's checks cost more
+        # than the copy of a small file.
+        there: os.stat_result | None = None
+        if self._extracted or target in self._written or tuple(parts) in self._made:
+            try:
+                there = os.lstat(target)
+            except FileNotFoundError:
+                there = None
+        self._written.add(target)
         if there is not None:
             if not stat.S_ISDIR(there.st_mode):
                 os.unlink(target)
             elif not stat.S_ISDIR(st.st_mode):
                 shutil.rmtree(target)
                 prefix = tuple(parts)
-                self._made = {m for m in self._made if m[: len(prefix)] != prefix}
+                self._made = {m: d for m, d in self._made.items() if m[: len(prefix)] != prefix}
         mode = stat.S_IMODE(st.st_mode) if self.chmod is None else self.chmod
         uid, gid = self.owner
         try:
@@ -515,42 +631,58 @@ class LayerWriter:
             cap: bytes | None = os.getxattr(disk, "security.capability", follow_symlinks=False)
         except OSError:
             cap = None
-        xattrs = {"security.capability": cap} if cap is not None else {}
         rel = "/".join(parts)
         key = None
         if self.pool is not None and digest is not None and st.st_size > 0:
+            xattrs = {"security.capability": cap} if cap is not None else {}
             key = file_key(
                 digest, stat.S_IFREG | mode, uid, gid, st.st_size, st.st_mtime_ns, xattrs
             )
             # A second file of the same key in this layer keeps an inode of its own: two
             # names of one inode would be a hardlink the layer's tar does not have.
-            if key not in self._keys:
+            if key in self._keys:
+                key = None
+            else:
                 linked = self.pool.link_into(
                     key, target, stat.S_IFREG | mode, uid, gid, st.st_size, st.st_mtime_ns
                 )
+                self._keys.add(key)
                 if linked is not None:
-                    self._keys.add(key)
                     self.known[rel] = Candidate(rel, key, linked.st_ino, linked.st_blocks * 512)
                     return
-        shutil.copyfile(disk, target, follow_symlinks=False)
-        os.chown(target, uid, gid)
-        os.chmod(target, mode)
-        if cap is not None:
-            try:
-                os.setxattr(target, "security.capability", cap, follow_symlinks=False)
-            except OSError:
-                pass
-        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-        if key is None or key in self._keys or (stable is not None and not stable()):
+        job = _CopyJob(rel, target, disk, st, mode, uid, gid, cap, digest if key else None, stable)
+        if self._jobs is not None:
+            self._jobs.append(job)
             return
-        # The copy's own inode, keyed by what it is now (a filesystem with coarser
-        # times than the source's would change the mtime, and so the key).
-        now = os.lstat(target)
-        self._keys.add(key)
-        actual = file_key(
-            digest or "", now.st_mode, now.st_uid, now.st_gid, now.st_size, now.st_mtime_ns, xattrs
-        )
-        self.known[rel] = Candidate(rel, actual, now.st_ino, now.st_blocks * 512)
+        candidate = job.run()
+        if candidate is not None:
+            self.known[rel] = candidate
+
+    def batch(self) -> None:
+        """From now until :meth:`flush`, regular files are copied together, on as many
+        threads as the machine has cores (their paths must be distinct, as below one
+        source directory)."""
+        self._jobs = []
+
+    def flush(self) -> None:
+        """Copies the files :meth:`batch` gathered, in parallel where there are cores.
+
+        Raises:
+            BuildError: a copy failed.
+        """
+        jobs, self._jobs = self._jobs or [], None
+        threads = min(_COPY_THREADS, os.cpu_count() or 1, len(jobs))
+        if threads < 2:
+            done = [job.run() for job in jobs]
+        else:
+            # Contiguous shares, so each thread fills directories of its own.
+            size = -(-len(jobs) // threads)
+            shares = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+            with concurrent.futures.ThreadPoolExecutor(threads, "lamina-copy") as pool:
+                done = [c for part in pool.map(_run_all, shares) for c in part]
+        for job, candidate in zip(jobs, done, strict=True):
+            if candidate is not None:
+                self.known[job.rel] = candidate
 
     def extract(self, parts: list[str], archive: Path) -> None:
         """ADD of a local archive: extracts it into directory ``parts``.
@@ -561,6 +693,7 @@ class LayerWriter:
         no entry, however the archive orders them, can reach outside the layer.
         """
         dest = self.ensure_dir(parts, own=True)
+        self._extracted = True
         try:
             with tarfile.open(archive, "r:*") as tar:
                 _extract_into(tar, dest, None if self.owner == (0, 0) else self.owner)
@@ -713,10 +846,12 @@ def apply_copy(
         elif src.is_dir:
             base = dest_parts + (split(src.path) if src.parents else [])
             writer.ensure_dir(base, own=True)
+            writer.batch()
             for rel, disk, st, digest, stable in _walk_source(src, context, from_root):
                 if src.excluded(rel):
                     continue
                 writer.put(base + rel.split("/"), disk, st, digest, stable)
+            writer.flush()
         else:
             disk, st, digest, stable = _source_file(src, context, from_root)
             target = dest_parts + kept + [src.name] if into_dir or kept else dest_parts

@@ -130,7 +130,9 @@ CREATE INDEX build_steps_key ON build_steps(cache_key);
 # layers share through the pool ``files/``, with how many layers hold it; ``layer_files``
 # says which layers hold which, by a small number per layer (``layer_numbers``) so a
 # 20,000-file layer adds a few hundred kilobytes, not a chainID per file. Layers recorded
-# before hold nothing shared, which is true of them.
+# before hold nothing shared, which is true of them. ``tree_cache`` keeps a COPY source's
+# checksums by the fingerprint of every lstat below it, so an unchanged context is
+# checksummed without a per-file lookup (``context.checksum.StatCache``).
 SCHEMA_V4_FILES = """
 CREATE TABLE files (
   id    INTEGER PRIMARY KEY,
@@ -150,6 +152,11 @@ CREATE TABLE layer_files (
   PRIMARY KEY (layer, file)
 ) WITHOUT ROWID;
 CREATE INDEX layer_files_file ON layer_files(file);
+CREATE TABLE tree_cache (
+  key         TEXT PRIMARY KEY,
+  fingerprint TEXT NOT NULL,
+  value       TEXT NOT NULL
+);
 """
 
 # MIGRATIONS[n] upgrades user_version n to n + 1. Append; never edit a released step.

@@ -17,12 +17,14 @@ import hashlib
 import logging
 import os
 import posixpath
+import queue
 import stat
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -328,11 +330,81 @@ def _header(
     return pax_header(info)
 
 
+class _HashThread:
+    """Hashes a byte stream on a thread of its own, so the sha256 of a layer's tar runs
+    on a second core while this one walks the tree and reads the files.
+
+    Small writes (headers, small files) are gathered into blocks of about a megabyte;
+    ``hashlib`` releases the GIL for each block. At most a few blocks wait at any time.
+
+    Args:
+        hasher: what receives the bytes, in order.
+    """
+
+    BLOCK = 1 << 20
+
+    def __init__(self, hasher: Hasher) -> None:
+        self.hasher = hasher
+        self._pending = bytearray()
+        self._queue: queue.Queue[bytes | bytearray | None] = queue.Queue(maxsize=8)
+        self._thread = threading.Thread(target=self._run, name="lamina-tar-hash", daemon=True)
+        self._thread.start()
+
+    def __call__(self, data: bytes) -> None:
+        if len(data) >= self.BLOCK // 16:
+            self._flush()
+            self._queue.put(data)
+            return
+        self._pending += data
+        if len(self._pending) >= self.BLOCK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._queue.put(self._pending)
+            self._pending = bytearray()
+
+    def _run(self) -> None:
+        while (block := self._queue.get()) is not None:
+            self.hasher.update(block)
+
+    def close(self) -> None:
+        """Hashes what is left and waits for it: the hasher is complete after this."""
+        self._flush()
+        self._queue.put(None)
+        self._thread.join()
+
+
+@dataclass
+class Tally:
+    """A layer tree's two sizes (see :class:`Measure`), counted while walking it."""
+
+    size: int = 0
+    disk: int = 0
+    sized: set[int] = field(default_factory=set)
+    blocked: set[tuple[int, int]] = field(default_factory=set)
+
+    def add(self, st: os.stat_result) -> None:
+        key = (st.st_dev, st.st_ino)
+        if key not in self.blocked:
+            self.blocked.add(key)
+            self.disk += st.st_blocks * 512
+        # As ``measure``: directories and empty entries first, then each inode once.
+        if stat.S_ISDIR(st.st_mode) or st.st_size == 0 or st.st_ino in self.sized:
+            return
+        self.sized.add(st.st_ino)
+        self.size += st.st_size
+
+    def measure(self) -> Measure:
+        return Measure(self.size, self.disk)
+
+
 def dir_to_tar(
     root: Path,
     out: Callable[[bytes], None],
     known: Mapping[str, Candidate] | None = None,
     found: list[Candidate] | None = None,
+    tally: Tally | None = None,
 ) -> TarSplit:
     """Writes ``root`` (overlay format) as a layer tar and returns its tar-split.
 
@@ -348,6 +420,7 @@ def dir_to_tar(
         found: when given, receives every regular file that may share storage (see
             ``dedup``): those in ``known``, and the others with the key of the content
             read here for the tar anyway.
+        tally: when given, counts the tree's sizes from the same ``lstat`` calls.
     """
     split = TarSplit()
     top = str(root)
@@ -358,6 +431,8 @@ def dir_to_tar(
 
     links: dict[tuple[int, int], str] = {}
     for rel, st in walk_sorted(top):
+        if tally is not None:
+            tally.add(st)
         kind = _tar_kind(st)
         if kind is None:
             log.debug("%s/%s: skipping socket", top, rel)
@@ -421,18 +496,25 @@ def _tar_xattrs(path: str) -> dict[str, str]:
 
 
 def _copy_payload(path: str, size: int, out: Callable[[bytes], None], hashing: bool) -> str | None:
-    """Sends a file's ``size`` bytes to ``out``; their sha256 hex when ``hashing``."""
+    """Sends a file's ``size`` bytes to ``out``; their sha256 hex when ``hashing``.
+
+    Plain descriptor reads: a buffered file object per file costs more than reading a
+    small file.
+    """
     digest = hashlib.sha256() if hashing else None
-    with open(path, "rb") as f:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
         left = size
         while left:
-            chunk = f.read(min(CHUNK, left))
+            chunk = os.read(fd, min(CHUNK, left))
             if not chunk:
                 raise StoreError(f"{path}: changed while being committed")
             out(chunk)
             if digest is not None:
                 digest.update(chunk)
             left -= len(chunk)
+    finally:
+        os.close(fd)
     return digest.hexdigest() if digest is not None else None
 
 
@@ -969,11 +1051,24 @@ class LayerStore:
                 ) from exc
             hasher = Hasher()
             found: list[Candidate] = []
+            tally = Tally()
+            hashing = _HashThread(hasher)
             try:
-                split = dir_to_tar(diff, hasher.update, known, found)
+                try:
+                    split = dir_to_tar(diff, hashing, known, found, tally)
+                finally:
+                    hashing.close()
                 split.dump(stage / TARSPLIT_NAME)
                 _fsync_tree(stage)
-                return self._install(stage, hasher.digest(), hasher.size, parent, created_by, found)
+                return self._install(
+                    stage,
+                    hasher.digest(),
+                    hasher.size,
+                    parent,
+                    created_by,
+                    found,
+                    tally.measure(),
+                )
             except OSError as exc:
                 raise StoreError(f"{src}: cannot commit as a layer: {exc}") from exc
 
@@ -1126,10 +1221,11 @@ class LayerStore:
         parent: str | None,
         created_by: str,
         candidates: Iterable[Candidate] = (),
+        sizes: Measure | None = None,
     ) -> LayerInfo:
         chain_id = chain_ids([parent, diff_id])[-1] if parent else diff_id
         dest = self.dir_path(chain_id)
-        sizes = measure(stage / "diff")
+        sizes = sizes or measure(stage / "diff")
         now = time.time()
         with self._lock.hold(), self.index.transaction() as conn:
             row = conn.execute("SELECT * FROM layers WHERE chain_id = ?", (chain_id,)).fetchone()
