@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from lamina.core.digest import Hasher, chain_ids, hex_of, is_digest
 from lamina.core.embedded.store import beneath
@@ -366,7 +366,8 @@ class _HashThread:
 
     def _run(self) -> None:
         while (block := self._queue.get()) is not None:
-            self.hasher.update(block)
+            # A bytearray hashes as bytes do (hashlib takes any buffer).
+            self.hasher.update(cast(bytes, block))
 
     def close(self) -> None:
         """Hashes what is left and waits for it: the hasher is complete after this."""
