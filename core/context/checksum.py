@@ -24,7 +24,6 @@ costs stats, not reads.
 from __future__ import annotations
 
 import bisect
-import concurrent.futures
 import hashlib
 import logging
 import os
@@ -649,6 +648,8 @@ class Context:
             so_far += item[2].st_size
             if so_far >= total * (share + 1) / threads and share < threads - 1:
                 share += 1
+        import concurrent.futures
+
         with concurrent.futures.ThreadPoolExecutor(threads, "lamina-hash") as pool:
             done = pool.map(lambda part: [tarsum_file(path, p, st) for p, path, st in part], shares)
             for part, sums_list in zip(shares, done, strict=True):

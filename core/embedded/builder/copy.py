@@ -17,7 +17,6 @@ spurious change to them.
 
 from __future__ import annotations
 
-import concurrent.futures
 import errno
 import functools
 import hashlib
@@ -678,8 +677,10 @@ class LayerWriter:
             # Contiguous shares, so each thread fills directories of its own.
             size = -(-len(jobs) // threads)
             shares = [jobs[i : i + size] for i in range(0, len(jobs), size)]
-            with concurrent.futures.ThreadPoolExecutor(threads, "lamina-copy") as pool:
-                done = [c for part in pool.map(_run_all, shares) for c in part]
+            import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(threads, "lamina-copy") as pool:
+            done = [c for part in pool.map(_run_all, shares) for c in part]
         for job, candidate in zip(jobs, done, strict=True):
             if candidate is not None:
                 self.known[job.rel] = candidate

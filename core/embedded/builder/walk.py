@@ -46,7 +46,6 @@ from lamina.core.embedded.builder.rules import CacheRules, StepKey, rules_for
 from lamina.core.embedded.builder.scratch import Scratch
 from lamina.core.embedded.builder.state import SCRATCH, State, Step
 from lamina.core.embedded.builder.words import Words
-from lamina.core.embedded.prune import apply_retention
 from lamina.core.embedded.store import Store, normalize_tag
 from lamina.core.embedded.store.cache import CacheHit
 from lamina.core.errors import BuildError, LaminaError, NotFound, UsageError
@@ -59,7 +58,7 @@ from lamina.core.events import (
     StepStarted,
 )
 from lamina.core.model import BuildRequest, Reason, StepRecord
-from lamina.core.settings import default_builder
+from lamina.core.settings import default_builder, load_config
 
 log = logging.getLogger(__name__)
 
@@ -792,6 +791,12 @@ def _apply_retention(store: Store) -> None:
     A broken config file must not fail a build that succeeded: it is logged instead.
     """
     try:
+        # Prune and its plans load only where a policy asks for them: a cached
+        # rebuild does not wait for their import.
+        if not load_config().cache.enabled:
+            return
+        from lamina.core.embedded.prune import apply_retention
+
         result = apply_retention(store)
     except LaminaError as exc:
         log.warning("cache retention policy not applied: %s", exc)
