@@ -679,8 +679,8 @@ class LayerWriter:
             shares = [jobs[i : i + size] for i in range(0, len(jobs), size)]
             import concurrent.futures
 
-        with concurrent.futures.ThreadPoolExecutor(threads, "lamina-copy") as pool:
-            done = [c for part in pool.map(_run_all, shares) for c in part]
+            with concurrent.futures.ThreadPoolExecutor(threads, "lamina-copy") as pool:
+                done = [c for part in pool.map(_run_all, shares) for c in part]
         for job, candidate in zip(jobs, done, strict=True):
             if candidate is not None:
                 self.known[job.rel] = candidate
