@@ -306,16 +306,23 @@ class StatCache:
         # per file (20,000 round trips on a large context).
         self._primed: dict[str, StatRow] = {}
         self._primed_roots: tuple[str, ...] = ()
+        self._to_prime: list[str] = []
         self.hits = 0
         self.misses = 0
 
     def prime(self, root: Path) -> None:
-        """Reads every remembered sum below ``root`` at once."""
+        """Reads every remembered sum below ``root`` at once, on the first lookup below
+        it: a context whose trees are all remembered never needs them."""
         if self._rows is None:
             return
-        prefix = str(root).rstrip("/") + "/"
-        self._primed.update(self._rows.below(prefix))
-        self._primed_roots = (*self._primed_roots, prefix)
+        self._to_prime.append(str(root).rstrip("/") + "/")
+
+    def _prime_now(self) -> None:
+        assert self._rows is not None
+        for prefix in self._to_prime:
+            self._primed.update(self._rows.below(prefix))
+            self._primed_roots = (*self._primed_roots, prefix)
+        self._to_prime.clear()
 
     @staticmethod
     def _sig(st: os.stat_result) -> tuple[int, int, int, int, int]:
@@ -338,6 +345,8 @@ class StatCache:
         if self._rows is None:
             self.misses += 1
             return None
+        if self._to_prime:
+            self._prime_now()
         key = str(path)
         row: StatRow | None
         if self._primed_roots and key.startswith(self._primed_roots):
