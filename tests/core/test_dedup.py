@@ -431,3 +431,22 @@ def test_a_file_copied_over_what_an_archive_extracted_replaces_it(
     steps = build(store, ctx)
     layer = store.layers.diff_path([s.layer for s in steps if s.layer][-1])
     assert (layer / "dest/b.txt").read_text() == "from the context\n"
+
+
+def test_fsck_reports_a_stray_shared_file_and_repair_removes_it(store: Store) -> None:
+    a = commit(store, {"f": big("stray")})
+    # What a prune killed between its commit and its cleanup leaves: a name, no row.
+    key = _key_of(store, a)
+    stray = store.files.path(bytes(31) + b"\x01")
+    os.makedirs(os.path.dirname(stray), exist_ok=True)
+    os.link(store.files.path(key), stray)
+    report = fsck(store)
+    strays = [p for p in report.problems if p.kind == "stray-shared-file"]
+    assert [p.note for p in strays] == [True] and report.ok, "information, never damage"
+    assert os.path.exists(stray)
+    repaired = fsck(store, repair=True)
+    assert [p.repaired for p in repaired.problems if p.kind == "stray-shared-file"] == [True]
+    assert not os.path.exists(stray)
+    # The file the layer holds is untouched: only the stray name went.
+    assert store.layers.verify(a) and os.path.exists(store.files.path(key))
+    assert fsck(store, deep=True).problems == ()

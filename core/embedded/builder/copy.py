@@ -393,7 +393,7 @@ class _CopyJob:
 
     rel: str
     target: str
-    disk: Path
+    disk: Path | str
     st: os.stat_result
     mode: int
     uid: int
@@ -410,27 +410,29 @@ class _CopyJob:
             BuildError: the copy failed.
         """
         try:
-            now = _copy_file(self.disk, self.target, self)
+            now, capped = _copy_file(self.disk, self.target, self)
         except OSError as exc:
             raise BuildError(f"cannot copy {self.rel}: {exc.strerror or exc}") from exc
         if self.digest is None or (self.stable is not None and not self.stable()):
             return None
         # The copy's own inode, keyed by what it is now (a filesystem with coarser
         # times than the source's would change the mtime, and so the key).
-        xattrs = {"security.capability": self.cap} if self.cap is not None else {}
+        cap = self.cap if capped else None
+        xattrs = {"security.capability": cap} if cap is not None else {}
         key = file_key(
             self.digest, now.st_mode, now.st_uid, now.st_gid, now.st_size, now.st_mtime_ns, xattrs
         )
-        return Candidate(self.rel, key, now.st_ino, now.st_blocks * 512)
+        return Candidate(self.rel, key, now.st_ino, now.st_blocks * 512, True, cap)
 
 
 def _run_all(jobs: list[_CopyJob]) -> list[Candidate | None]:
     return [job.run() for job in jobs]
 
 
-def _copy_file(src: Path, dst: str, job: _CopyJob) -> os.stat_result:
+def _copy_file(src: Path | str, dst: str, job: _CopyJob) -> tuple[os.stat_result, bool]:
     """A new file ``dst`` with ``src``'s bytes and the job's owner, mode, capability and
-    times, all set through its descriptor; returns its ``fstat``.
+    times, all set through its descriptor; returns its ``fstat`` and whether the
+    capability was set (a filesystem may refuse it).
 
     ``copy_file_range`` copies in the kernel (sharing extents where the filesystem can),
     with ``sendfile`` where it cannot.
@@ -445,13 +447,15 @@ def _copy_file(src: Path, dst: str, job: _CopyJob) -> os.stat_result:
             os.fchown(fout, job.uid, job.gid)
             # After chown, which clears set-id bits and capabilities.
             os.fchmod(fout, job.mode)
+            capped = False
             if job.cap is not None:
                 try:
                     os.setxattr(fout, "security.capability", job.cap)
+                    capped = True
                 except OSError:
                     pass
             os.utime(fout, ns=(job.st.st_atime_ns, job.st.st_mtime_ns))
-            return os.fstat(fout)
+            return os.fstat(fout), capped
         finally:
             os.close(fout)
     finally:
@@ -560,7 +564,7 @@ class LayerWriter:
     def put(
         self,
         parts: list[str],
-        disk: Path,
+        disk: Path | str,
         st: os.stat_result,
         digest: str | None = None,
         stable: Callable[[], bool] | None = None,
@@ -619,7 +623,7 @@ class LayerWriter:
         self,
         parts: list[str],
         target: str,
-        disk: Path,
+        disk: Path | str,
         st: os.stat_result,
         mode: int,
         digest: str | None,
@@ -647,7 +651,10 @@ class LayerWriter:
                 )
                 self._keys.add(key)
                 if linked is not None:
-                    self.known[rel] = Candidate(rel, key, linked.st_ino, linked.st_blocks * 512)
+                    # The pool's inode carries exactly the key's xattrs: this capability.
+                    self.known[rel] = Candidate(
+                        rel, key, linked.st_ino, linked.st_blocks * 512, True, cap
+                    )
                     return
         job = _CopyJob(rel, target, disk, st, mode, uid, gid, cap, digest if key else None, stable)
         if self._jobs is not None:
@@ -864,7 +871,7 @@ def apply_copy(
 
 # One source entry: (path below the source, on disk, lstat, content digest or None, and
 # whether that digest still held once the entry was copied).
-_Entry = tuple[str, Path, os.stat_result, str | None, Callable[[], bool] | None]
+_Entry = tuple[str, Path | str, os.stat_result, str | None, Callable[[], bool] | None]
 
 
 def _source_file(
@@ -873,7 +880,7 @@ def _source_file(
     if src.origin == "context":
         assert context is not None
         return (
-            context.root / src.path,
+            Path(f"{context.root}/{src.path}"),
             context.entries[src.path],
             context.content_digest(src.path),
             functools.partial(context.unchanged, src.path),
@@ -893,6 +900,7 @@ def _walk_source(src: Source, context: Context | None, from_root: RootFS | None)
     if src.origin == "context":
         assert context is not None
         base = src.path
+        root = str(context.root)  # plain strings: a Path per file costs more than its copy
         out: list[_Entry] = []
         for p in context.below(base):
             st = context.entries.get(p)
@@ -902,7 +910,7 @@ def _walk_source(src: Source, context: Context | None, from_root: RootFS | None)
             out.append(
                 (
                     rel,
-                    context.root / p,
+                    f"{root}/{p}",
                     st,
                     context.content_digest(p),
                     functools.partial(context.unchanged, p),

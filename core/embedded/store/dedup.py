@@ -130,12 +130,18 @@ class Candidate:
         key: its file key.
         ino: its inode number now (the pool's when it was linked while staging).
         blocks: ``st_blocks * 512`` of that inode.
+        xattrs_known: whether ``capability`` is known to be the inode's
+            ``security.capability`` (the xattr a layer tar keeps), so the commit need
+            not read it back.
+        capability: that xattr's value, or None for none.
     """
 
     rel: str
     key: bytes
     ino: int
     blocks: int
+    xattrs_known: bool = False
+    capability: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -462,11 +462,15 @@ def dir_to_tar(
                 emit_raw(_header(marker, st, tarfile.REGTYPE, mode & 0o777, mtime=0))
         elif kind == tarfile.REGTYPE:
             size = st.st_size
-            emit_raw(_header(rel, st, kind, mode, size=size, pax=_tar_xattrs(path)))
-            split.payload(rel, size)
             candidate = known.get(rel) if known else None
             if candidate is not None and candidate.ino != st.st_ino:
                 candidate = None  # not the file the caller staged: read it as any other
+            if candidate is not None and candidate.xattrs_known:
+                pax = _pax_capability(candidate.capability)
+            else:
+                pax = _tar_xattrs(path)
+            emit_raw(_header(rel, st, kind, mode, size=size, pax=pax))
+            split.payload(rel, size)
             wanted = found is not None and candidate is None and poolable(st)
             digest = _copy_payload(path, size, out, wanted)
             if found is not None:
@@ -481,6 +485,14 @@ def dir_to_tar(
             emit_raw(_header(rel, st, kind, mode, pax=_tar_xattrs(path)))
     emit_raw(END_OF_ARCHIVE)
     return split
+
+
+def _pax_capability(value: bytes | None) -> dict[str, str]:
+    """The PAX record of a known ``security.capability`` (``_tar_xattrs`` without the
+    read)."""
+    if value is None:
+        return {}
+    return {"SCHILY.xattr.security.capability": value.decode("utf-8", "surrogateescape")}
 
 
 def _tar_xattrs(path: str) -> dict[str, str]:
