@@ -269,7 +269,7 @@ class FsckProblem:
         kind: a stable word (``missing-layer-dir``, ``corrupt-layer``, ``missing-config``,
             ``bad-config``, ``chain-mismatch``, ``missing-layer``, ``broken-parent``,
             ``cache-missing-layer``, ``cache-missing-config``, ``leftover``,
-            ``unindexed-layer``, ``interrupted-build``, ``stray-shared-file``).
+            ``unindexed-layer``, ``interrupted-build``).
         subject: the image ID, chainID, cache key, path or build ID concerned.
         message: one line for a user.
         repairable: whether ``--repair`` may fix it.

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from typing import TYPE_CHECKING
 
@@ -84,20 +83,6 @@ def fsck(
                 "leftover",
                 left.path,
                 f"{left.path}: {left.reason} ({left.bytes} bytes)",
-                True,
-                note=True,
-            )
-        )
-    for path in store.files.stray_names():
-        # A shared file's name whose row is gone (a crash between a prune's commit and
-        # its cleanup): it holds its storage for no layer, or for layers that do not
-        # account for it. Removing the name frees nothing a layer uses.
-        name = path.removeprefix(f"{store.home}/")
-        problems.append(
-            Problem(
-                "stray-shared-file",
-                name,
-                f"{name}: a shared file no layer records (left by an interrupted prune)",
                 True,
                 note=True,
             )
@@ -330,13 +315,6 @@ def _repair(
         dropped, freed = _repair_rows(store, problems, broken_cache, bad_layers, builds, fixed, now)
         # Committed: the files only the dropped layers held lose their pool names.
         store.files.unlink(freed)
-        strays = [p.subject for p in problems if p.kind == "stray-shared-file"]
-        for name in strays:
-            try:
-                os.unlink(store.home / name)
-            except FileNotFoundError:
-                pass
-            fixed.add(("stray-shared-file", name))
         stuck = [p.subject for p in problems if p.kind == "stuck-cache-mount"]
         store.cache_mounts.reset_in_use(stuck)
         fixed.update(("stuck-cache-mount", ident) for ident in stuck)

@@ -433,20 +433,45 @@ def test_a_file_copied_over_what_an_archive_extracted_replaces_it(
     assert (layer / "dest/b.txt").read_text() == "from the context\n"
 
 
-def test_fsck_reports_a_stray_shared_file_and_repair_removes_it(store: Store) -> None:
+def test_a_stray_shared_file_is_a_leftover_that_prune_and_fsck_sweep(store: Store) -> None:
     a = commit(store, {"f": big("stray")})
-    # What a prune killed between its commit and its cleanup leaves: a name, no row.
+    S.image(store, [a], tag="t:1")
     key = _key_of(store, a)
-    stray = store.files.path(bytes(31) + b"\x01")
-    os.makedirs(os.path.dirname(stray), exist_ok=True)
-    os.link(store.files.path(key), stray)
-    report = fsck(store)
-    strays = [p for p in report.problems if p.kind == "stray-shared-file"]
-    assert [p.note for p in strays] == [True] and report.ok, "information, never damage"
-    assert os.path.exists(stray)
-    repaired = fsck(store, repair=True)
-    assert [p.repaired for p in repaired.problems if p.kind == "stray-shared-file"] == [True]
-    assert not os.path.exists(stray)
-    # The file the layer holds is untouched: only the stray name went.
+    # What a build killed between linking a file into the pool and recording it leaves:
+    # a name, no row. One more name of a layer's inode, and one of its own.
+    held = store.files.path(bytes(31) + b"\x01")
+    os.makedirs(os.path.dirname(held), exist_ok=True)
+    os.link(store.files.path(key), held)
+    alone = store.files.path(bytes(31) + b"\x02")
+    os.makedirs(os.path.dirname(alone), exist_ok=True)
+    with open(alone, "wb") as f:
+        f.write(big("alone", 50_000))
+    names = {os.path.relpath(n, store.home): n for n in (held, alone)}
+    report = fsck(store, grace=0.0)
+    strays = {p.subject: p for p in report.problems if p.kind == "leftover"}
+    assert set(strays) == set(names) and all(p.note for p in strays.values())
+    assert report.ok, "debris of interrupted work, never damage"
+    plan = plan_prune(store, PruneRequest("system", grace=0.0))
+    freed = {left.path: left.bytes for left in plan.leftovers}
+    # Only the name that is its inode's last frees anything.
+    assert freed[os.path.relpath(alone, store.home)] > 0
+    assert freed[os.path.relpath(held, store.home)] == 0
+    apply_prune(store, plan)
+    assert not os.path.exists(held) and not os.path.exists(alone)
+    # The file the layer holds is untouched: only the stray names went.
     assert store.layers.verify(a) and os.path.exists(store.files.path(key))
-    assert fsck(store, deep=True).problems == ()
+    assert fsck(store, deep=True, grace=0.0).problems == ()
+
+
+def test_a_pool_name_recorded_since_it_was_found_is_kept(store: Store) -> None:
+    from lamina.core.accounting.plans import Leftover
+    from lamina.core.embedded.store.graph import load_graph
+    from lamina.core.embedded.trash import find_leftovers, sweep
+
+    a = commit(store, {"f": big("kept")})
+    name = store.files.path(_key_of(store, a))
+    assert find_leftovers(store, load_graph(store), grace=0.0) == []
+    # A leftover found before a commit recorded it is kept when the sweep re-checks.
+    rel = os.path.relpath(name, store.home)
+    assert sweep(store, [Leftover(rel, "shared-file", 0, "test")]) == []
+    assert os.path.exists(name) and store.layers.verify(a)

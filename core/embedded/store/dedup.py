@@ -505,21 +505,39 @@ class FilePool:
         return len(holders)
 
     def stray_names(self) -> Iterator[str]:
-        """Pool names without a row (a crash between a commit and its unlink, or a
-        layer never recorded): nothing accounts for them, and only fsck removes them."""
+        """Pool names without a row: what a crash between creating a name and recording
+        it, or between a prune's commit and its unlink, leaves. Nothing accounts for
+        them; the next prune sweeps them as leftovers (``trash``).
+
+        A listing of the pool's shard directories, and the rows' keys only when their
+        count differs from the names'.
+        """
         try:
             shards = sorted(os.listdir(self.root))
         except FileNotFoundError:
             return
-        known = {bytes(r[0]).hex() for r in self.index.rows("SELECT key FROM files")}
+        names: list[tuple[str, str]] = []
         for shard in shards:
             try:
-                names = os.listdir(f"{self.root}/{shard}")
+                names += [(shard, n) for n in os.listdir(f"{self.root}/{shard}")]
             except OSError:
                 continue
-            for name in names:
-                if name not in known:
-                    yield f"{self.root}/{shard}/{name}"
+        (rows,) = self.index.row("SELECT count(*) FROM files") or (0,)
+        if int(rows) == len(names):
+            return
+        known = {bytes(r[0]).hex() for r in self.index.rows("SELECT key FROM files")}
+        for shard, name in names:
+            if name not in known:
+                yield f"{self.root}/{shard}/{name}"
+
+    def recorded(self, name: str, conn: sqlite3.Connection | None = None) -> bool:
+        """Whether the pool name ``name`` (its key in hex) has a row."""
+        try:
+            key = bytes.fromhex(name)
+        except ValueError:
+            return False
+        c = conn or self.index.connection()
+        return c.execute("SELECT 1 FROM files WHERE key = ?", (key,)).fetchone() is not None
 
     def _rows(
         self, conn: sqlite3.Connection, keys: Collection[bytes]
