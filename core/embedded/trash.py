@@ -153,16 +153,16 @@ def find_leftovers(
     for name in names:
         path = home / "layers" / name
         out.append(Leftover(f"layers/{name}", "layer-dir", disk_bytes(path), "no index row"))
-    for path in store.files.stray_names():
+    for stray in store.files.stray_names():
         # A shared file's name that no row records (see ``store.dedup``): unlinking it
         # frees its storage only where it is the inode's last name.
         try:
-            st = os.lstat(path)
+            st = os.lstat(stray)
         except OSError:
             continue
         if st.st_ctime > cutoff:
             continue
-        rel = path.removeprefix(f"{home}/")
+        rel = stray.removeprefix(f"{home}/")
         size = st.st_blocks * 512 if st.st_nlink == 1 else 0
         out.append(Leftover(rel, "shared-file", size, "a shared file no layer records"))
     refs = graph.blob_refs()
