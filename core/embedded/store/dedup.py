@@ -418,16 +418,28 @@ class FilePool:
         groups: accounting works on those, not on each file.
         """
         c = conn or self.index.connection()
-        numbers = {
-            int(n): str(chain) for n, chain in c.execute("SELECT no, chain_id FROM layer_numbers")
-        }
-        groups: dict[frozenset[str], list[int]] = {}
-        for holders, files, disk in c.execute(
+        rows = c.execute(
             "SELECT holders, count(*), sum(disk) FROM ("
             " SELECT f.disk AS disk, group_concat(lf.layer) AS holders FROM files f"
             " JOIN layer_files lf ON lf.file = f.id WHERE f.refs > 1 GROUP BY f.id"
             ") GROUP BY holders"
-        ):
+        ).fetchall()
+        if not rows:
+            return []
+        # The chainIDs of the holders only: a store of 20,000 layers shares few.
+        wanted = sorted({int(n) for holders, _f, _d in rows for n in str(holders).split(",")})
+        numbers: dict[int, str] = {}
+        for start in range(0, len(wanted), _BATCH):
+            batch = wanted[start : start + _BATCH]
+            marks = ",".join("?" * len(batch))
+            numbers.update(
+                (int(n), str(chain))
+                for n, chain in c.execute(
+                    f"SELECT no, chain_id FROM layer_numbers WHERE no IN ({marks})", batch
+                )
+            )
+        groups: dict[frozenset[str], list[int]] = {}
+        for holders, files, disk in rows:
             key = frozenset(numbers[int(n)] for n in str(holders).split(",") if int(n) in numbers)
             totals = groups.setdefault(key, [0, 0])
             totals[0] += int(files)
