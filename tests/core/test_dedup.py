@@ -77,8 +77,8 @@ def test_a_file_two_layers_hold_is_one_inode_and_each_tar_stays_byte_identical(
     files = {"app/a.bin": big("a"), "app/b.bin": big("b"), "app/small": b"x"}
     first = commit(store, files)
     before = tar_bytes(store, first)
-    # The second layer holds the same files and one more, on a different parent.
-    second = commit(store, {**files, "app/c.bin": big("c")}, parent=first)
+    # The second layer holds the same files and one more, in another image.
+    second = commit(store, {**files, "app/c.bin": big("c")})
     for rel in files:
         assert inode(store, first, rel) == inode(store, second, rel), rel
     assert inode(store, second, "app/c.bin") not in {inode(store, first, r) for r in files}
@@ -226,7 +226,7 @@ def _store_disk(store: Store) -> int:
 def test_disk_usage_counts_shared_storage_once_and_says_what_it_saves(store: Store) -> None:
     files = {"a.bin": big("a", 100_000), "b.bin": big("b", 100_000)}
     first = commit(store, files)
-    commit(store, files, parent=first)
+    commit(store, {**files, "b": b"b"})
     commit(store, {**files, "c": b"c"})
     usage = disk_usage(store)
     one = blocks(store.layers.diff_path(first) / "a.bin") + blocks(
@@ -253,8 +253,9 @@ def test_fsck_deep_passes_on_a_store_sharing_files_and_finds_a_damaged_one(
 ) -> None:
     files = {"x/big": big("fsck", 100_000)}
     a = commit(store, files)
-    b = commit(store, files, parent=a)
-    S.image(store, [a, b], tag="t:1")
+    b = commit(store, {**files, "other": b"o"})
+    S.image(store, [a], tag="a:1")
+    S.image(store, [b], tag="b:1")
     assert fsck(store, deep=True).problems == ()
     # Damage through one layer is damage to both: deep fsck says so for each.
     with open(store.layers.diff_path(b) / "x/big", "r+b") as f:
@@ -475,3 +476,32 @@ def test_a_pool_name_recorded_since_it_was_found_is_kept(store: Store) -> None:
     rel = os.path.relpath(name, store.home)
     assert sweep(store, [Leftover(rel, "shared-file", 0, "test")]) == []
     assert os.path.exists(name) and store.layers.verify(a)
+
+
+@pytest.mark.usefixtures("busybox_store")
+def test_an_image_never_holds_two_names_of_one_inode(store: Store, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    write_tree(ctx, {"f.bin": big("twice")})
+    (ctx / "Dockerfile").write_text("FROM busybox:latest\nCOPY f.bin /a/\nCOPY f.bin /b/\n")
+    steps = build(store, ctx)
+    a, b = [store.layers.diff_path(s.layer) for s in steps if s.layer][-2:]
+    # In one image the two copies stay two inodes, as in Docker's (tar, cp -a and du in
+    # a RUN would take them for one hard-linked file).
+    assert os.lstat(a / "a/f.bin").st_ino != os.lstat(b / "b/f.bin").st_ino
+    # Another image is free to share it.
+    other = tmp_path / "other"
+    write_tree(other, {"f.bin": big("twice")})
+    (other / "Dockerfile").write_text("FROM busybox:latest\nCOPY f.bin /b/\n")
+    alone = [store.layers.diff_path(s.layer) for s in build(store, other) if s.layer][-1]
+    assert os.lstat(alone / "b/f.bin").st_ino == os.lstat(a / "a/f.bin").st_ino
+    assert fsck(store, deep=True).problems == ()
+
+
+def test_a_commit_on_a_chain_holding_the_file_keeps_its_own_copy(store: Store) -> None:
+    files = {"x/f": big("chain")}
+    first = commit(store, files)
+    # The same file committed on top of the layer that holds it: a copy of its own.
+    second = commit(store, files, parent=first)
+    assert inode(store, first, "x/f") != inode(store, second, "x/f")
+    assert store.layers.verify(second)
+    assert disk_usage(store).shared_disk == 0

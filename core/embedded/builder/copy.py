@@ -27,7 +27,7 @@ import re
 import shutil
 import stat
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -490,6 +490,8 @@ class LayerWriter:
         chmod: a mode for everything copied, or None to keep the source's.
         pool: the store's shared files, or None to copy everything (a bind mount's
             copy may be written to, so it must never share an inode).
+        held_below: keys of the files the layers below already share: an image must
+            never see two names of one inode, so those are copied.
     """
 
     def __init__(
@@ -499,6 +501,7 @@ class LayerWriter:
         owner: tuple[int, int] = (0, 0),
         chmod: int | None = None,
         pool: FilePool | None = None,
+        held_below: Collection[bytes] = frozenset(),
     ) -> None:
         self.out = out
         self.below = below
@@ -506,7 +509,8 @@ class LayerWriter:
         self.chmod = chmod
         self.pool = pool
         self.known: dict[str, Candidate] = {}
-        self._keys: set[bytes] = set()
+        # Keys this layer holds, and those the layers below hold: none is shared twice.
+        self._keys: set[bytes] = set(held_below)
         self._jobs: list[_CopyJob] | None = None
         # Every path ``put`` wrote; an ADD that extracts an archive writes paths of its
         # own, and from then on every path is checked.
@@ -817,6 +821,7 @@ def apply_copy(
     owner: tuple[int, int] = (0, 0),
     chmod: int | None = None,
     pool: FilePool | None = None,
+    held_below: Collection[bytes] = frozenset(),
 ) -> dict[str, Candidate]:
     """Copies resolved sources into the layer directory ``out``.
 
@@ -832,6 +837,8 @@ def apply_copy(
         chmod: ``--chmod``, else None.
         pool: the store's shared files: unchanged files become links to them (a
             layer's copy only; see :class:`LayerWriter`).
+        held_below: the keys the layers below hold (``FilePool.held_by``), never
+            linked.
 
     Returns:
         The files whose keys are known, for ``commit_dir``.
@@ -839,7 +846,7 @@ def apply_copy(
     Raises:
         BuildError: the destination is invalid or a copy fails.
     """
-    writer = LayerWriter(out, below, owner, chmod, pool)
+    writer = LayerWriter(out, below, owner, chmod, pool, held_below)
     dest_parts = split(dest)
     into_dir = len(sources) > 1 or dest_is_dir(dest, below)
     if len(sources) > 1 and not dest.endswith("/"):

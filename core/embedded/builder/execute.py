@@ -201,6 +201,11 @@ class Executor:
                     owner=owner,
                     chmod=mode,
                     pool=self.store.files,
+                    held_below=self.store.files.held_by(
+                        [c.chain_id for c in self.store.layers.chain(state.chain)]
+                        if state.chain
+                        else []
+                    ),
                 )
             except LaminaError as exc:
                 raise self.words.fail(ins, str(exc)) from None

@@ -253,7 +253,11 @@ class FilePool:
     # -- installing ----------------------------------------------------------------------
 
     def adopt(
-        self, conn: sqlite3.Connection, diff: Path, candidates: Iterable[Candidate]
+        self,
+        conn: sqlite3.Connection,
+        diff: Path,
+        candidates: Iterable[Candidate],
+        below: Collection[bytes] = frozenset(),
     ) -> Adopted:
         """Makes a staged layer's candidates share the pool's inodes (store lock held,
         inside the transaction that records the layer).
@@ -262,12 +266,14 @@ class FilePool:
         key the pool holds becomes a link to it (its own copy is dropped, and the
         directory keeps its times); one the pool lacks is linked into the pool. A key
         shared twice within the layer would turn two files into one inode (a hardlink in
-        the layer's tree that its tar does not have), so its second file keeps its own.
+        the layer's tree that its tar does not have), so its second file keeps its own;
+        so does a file whose key a layer below holds (``below``): in the image's
+        tree the two would be two names of one inode, which Docker's never has.
         The caller records ``ids`` with :meth:`hold`.
         """
         wanted = list(candidates)
         rows = self._rows(conn, {c.key for c in wanted})
-        used: set[bytes] = set()
+        used: set[bytes] = set(below)
         existing: list[int] = []
         fresh: list[tuple[bytes, int, int]] = []
         new_names: list[str] = []
@@ -276,6 +282,10 @@ class FilePool:
         top = str(diff)
         for c in wanted:
             if c.key in used:
+                row = rows.get(c.key)
+                if row is not None and row[1] == c.ino:
+                    # Linked while staging, yet not to be shared: a copy of its own.
+                    _unshare(f"{top}/{c.rel}", touched)
                 continue
             used.add(c.key)
             row = rows.get(c.key)
@@ -306,6 +316,28 @@ class FilePool:
             conn.executemany("INSERT INTO files (key, ino, disk, refs) VALUES (?, ?, ?, 0)", fresh)
             ids += [row[0] for row in self._rows(conn, {k for k, _i, _b in fresh}).values()]
         return Adopted(tuple(ids), delta, tuple(new_names))
+
+    def held_by(
+        self, chain_ids: Collection[str], conn: sqlite3.Connection | None = None
+    ) -> set[bytes]:
+        """The keys of the pooled files any of ``chain_ids`` holds (a chain's, for the
+        layer to be committed on it: see ``adopt``)."""
+        c = conn or self.index.connection()
+        ordered = list(chain_ids)
+        out: set[bytes] = set()
+        for start in range(0, len(ordered), _BATCH):
+            batch = ordered[start : start + _BATCH]
+            marks = ",".join("?" * len(batch))
+            out.update(
+                bytes(r[0])
+                for r in c.execute(
+                    "SELECT f.key FROM files f JOIN layer_files lf ON lf.file = f.id"
+                    " JOIN layer_numbers n ON n.no = lf.layer"
+                    f" WHERE n.chain_id IN ({marks})",
+                    batch,
+                )
+            )
+        return out
 
     def hold(self, conn: sqlite3.Connection, chain_id: str, ids: Collection[int]) -> None:
         """Records that layer ``chain_id`` holds the pooled files ``ids``."""
@@ -604,6 +636,32 @@ class SharedRelease:
             if self._left[n] == 0:
                 freed += self._groups[n].disk
         return freed
+
+
+def _unshare(path: str, touched: dict[str, os.stat_result]) -> None:
+    """Gives ``path`` an inode of its own with the same bytes and metadata (through a
+    temporary name in its directory, renamed over it)."""
+    parent = path.rpartition("/")[0]
+    if parent not in touched:
+        touched[parent] = os.lstat(parent)
+    st = os.lstat(path)
+    temp = f"{parent}/.lamina-own-{os.getpid()}"
+    fin = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fout = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            while os.sendfile(fout, fin, None, 1 << 30):
+                pass
+            for name in os.listxattr(fin):
+                os.setxattr(fout, name, os.getxattr(fin, name))
+            os.fchown(fout, st.st_uid, st.st_gid)
+            os.fchmod(fout, stat.S_IMODE(st.st_mode))
+            os.utime(fout, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(fout)
+    finally:
+        os.close(fin)
+    os.rename(temp, path)
 
 
 def _restore_times(touched: Mapping[str, os.stat_result]) -> None:

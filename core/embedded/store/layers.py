@@ -1252,7 +1252,10 @@ class LayerStore:
                 beneath.remove_quietly(graveyard)
             # Under the lock: a prune unlinking a file's last pool name cannot run between
             # the pool's answer and this layer's row.
-            shared = self.files.adopt(conn, stage / "diff", candidates)
+            below = (
+                self.files.held_by([c.chain_id for c in self.chain(parent)], conn) if parent else ()
+            )
+            shared = self.files.adopt(conn, stage / "diff", candidates, below)
             disk = sizes.disk + shared.disk_delta
             try:
                 os.rename(stage, dest)
