@@ -45,6 +45,8 @@ if TYPE_CHECKING:
         ImageUsage,
         LayerUsage,
     )
+    from lamina.core.advice.advise import advise
+    from lamina.core.advice.findings import Advice, AdviceReport, Proof, ProofBuild, Saving
     from lamina.core.demo.workspace import DemoResult, create_demo
     from lamina.core.digest import short as short_digest
     from lamina.core.dockerfile.parser import ParseResult
@@ -88,6 +90,8 @@ if TYPE_CHECKING:
     from lamina.core.model import (
         BuildRecord,
         BuildRequest,
+        BuildSources,
+        CacheExport,
         FileChange,
         FsckProblem,
         FsckReport,
@@ -112,6 +116,8 @@ if TYPE_CHECKING:
     from lamina.core.settings import Config, load_config
 
 __all__ = [
+    "Advice",
+    "AdviceReport",
     "Analysis",
     "ArchiveError",
     "BuildError",
@@ -120,7 +126,9 @@ __all__ = [
     "BuildFinished",
     "BuildRecord",
     "BuildRequest",
+    "BuildSources",
     "BuildStarted",
+    "CacheExport",
     "CacheUsage",
     "CategoryUsage",
     "CiConfigError",
@@ -156,6 +164,8 @@ __all__ = [
     "PlannedImage",
     "PlannedLayer",
     "PlannedPullLayer",
+    "Proof",
+    "ProofBuild",
     "PrunePlan",
     "PruneRequest",
     "PruneResult",
@@ -169,6 +179,7 @@ __all__ = [
     "RuleResult",
     "RunFailed",
     "SandboxUnavailable",
+    "Saving",
     "Skipped",
     "StepFinished",
     "StepOutput",
@@ -182,6 +193,7 @@ __all__ = [
     "TransferStarted",
     "UsageError",
     "WastedPath",
+    "advise",
     "analysis_lines",
     "ci_report_lines",
     "create_demo",
@@ -215,6 +227,8 @@ _HOMES: dict[str, tuple[str, ...]] = {
     "lamina.core.model": (
         "BuildRecord",
         "BuildRequest",
+        "BuildSources",
+        "CacheExport",
         "FileChange",
         "FsckProblem",
         "FsckReport",
@@ -269,6 +283,9 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "LayerUsage",
     ),
     "lamina.core.accounting.dive": ("Analysis", "WastedPath"),
+    # Advice on a Dockerfile, proved on its build history (`lamina advise`).
+    "lamina.core.advice.advise": ("advise",),
+    "lamina.core.advice.findings": ("Advice", "AdviceReport", "Proof", "ProofBuild", "Saving"),
     # dive's CI gate (`lamina analyze --ci`).
     "lamina.core.accounting.ci": (
         "CiConfigError",

@@ -5,7 +5,8 @@
 ``$LAMINA_HOME``) and the Docker Engine backend (``lamina.core.docker.engine.DockerEngine``).
 
 ``LocalStore`` adds what only lamina's own store can do (archives in and out, fsck,
-what removing one thing frees, the build parents behind ``images -a``); the embedded
+what removing one thing frees, the build parents behind ``images -a``, the per-path
+record of what each build copied); the embedded
 engine implements it, the Docker backend does not, and front ends check with
 ``isinstance(engine, LocalStore)``.
 
@@ -25,6 +26,7 @@ from lamina.core.events import BuildEvent
 from lamina.core.model import (
     BuildRecord,
     BuildRequest,
+    BuildSources,
     FileChange,
     FsckReport,
     HistoryEntry,
@@ -159,4 +161,10 @@ class LocalStore(Engine, Protocol):
 
     def parent_images(self) -> set[str]:
         """IDs of the images another image was built FROM (intermediate when untagged)."""
+        ...
+
+    def build_sources(self, build_ids: list[int]) -> dict[int, BuildSources]:
+        """What each of these builds' COPY/ADD steps read from the context, path by path,
+        and the base of each stage (builds without such a record are left out): the
+        history ``advise`` replays through a rewritten Dockerfile."""
         ...

@@ -14,10 +14,17 @@ from lamina.core.model import StepRecord
 
 @dataclass(frozen=True)
 class BuildStarted:
+    """A build (or with ``dry_run``, a prediction) began.
+
+    ``builder`` is whose cache rules decide it, ``buildkit`` or ``classic`` (a dry run
+    predicts that builder's decisions); None where the engine does not say.
+    """
+
     build_id: int
     dockerfile: str
     context: str
     steps_total: int
+    builder: str | None = None
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,7 @@ def parse_filters(raw: Iterable[str | Filter], allowed: frozenset[str]) -> tuple
         f = item if isinstance(item, Filter) else parse_filter(item)
         if f.key not in allowed:
             valid = ", ".join(sorted(k + "=" for k in allowed))
-            raise UsageError(f"invalid filter {f.key!r} (valid filters: {valid})")
+            raise UsageError(f"Invalid filter '{f.key}' (valid filters: {valid})")
         if f.key == "until":
             if any(o.key == "until" for o in out):
                 raise UsageError("more than one until filter given")

@@ -104,6 +104,7 @@ ReasonKind = Literal[
     "stale_reuse",
     "other_builder",
     "unpredictable",
+    "remote_cache",
 ]
 
 
@@ -150,6 +151,7 @@ class Reason(_ReasonCore, total=False):
             no step here).
         stale: ``stale_reuse``: the paths BuildKit's context transfer would not have
             sent again (so it would have reused the old layer).
+        ref: ``remote_cache``: the ``--cache-from`` ref the step hit in.
     """
 
     step: str
@@ -166,6 +168,7 @@ class Reason(_ReasonCore, total=False):
     builder: str
     cached: bool | None
     stale: list[str]
+    ref: str
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,43 @@ class BuildRecord:
 
 
 @dataclass(frozen=True)
+class CacheExport:
+    """``--cache-to type=registry,ref=REF[,mode=min|max][,ignore-error=true]``.
+
+    Attributes:
+        ref: where the cache goes (``registry/repository:tag``).
+        mode: ``min``: the target stage's steps; ``max``: every stage's.
+        ignore_error: a failed export is a warning, not a failed build.
+    """
+
+    ref: str
+    mode: str = "min"
+    ignore_error: bool = False
+
+
+@dataclass(frozen=True)
+class BuildSources:
+    """What one build's COPY/ADD steps read from its context, path by path: the data a
+    replay of the build through another Dockerfile needs.
+
+    Attributes:
+        build_id: the build.
+        paths: context path to a short hash of its entry (name, mode, size, content,
+            link target); a key ending in ``/`` stands for everything below that
+            directory (deep paths are folded so that a record stays bounded).
+        bases: stage number to the image ID the stage started from.
+        complete: False when the context was too large to record (``paths`` is empty).
+        folded: some paths were folded into their directories.
+    """
+
+    build_id: int
+    paths: dict[str, str]
+    bases: dict[int, str] = field(default_factory=dict)
+    complete: bool = True
+    folded: bool = False
+
+
+@dataclass(frozen=True)
 class BuildRequest:
     """What to build.
 
@@ -244,6 +284,9 @@ class BuildRequest:
         base_substitutes: FROM references to stand-in images of the store (``*`` for
             any base the store lacks), so a Dockerfile whose bases are not available
             can still be checked with a dry run.
+        cache_to: ``--cache-to type=registry``: export the build's cache there.
+        cache_from: ``--cache-from type=registry``: caches (refs) consulted after the
+            store's own, in order.
     """
 
     context: str
@@ -259,6 +302,8 @@ class BuildRequest:
     secrets: dict[str, str] = field(default_factory=dict)
     ssh: dict[str, str] = field(default_factory=dict)
     base_substitutes: dict[str, str] = field(default_factory=dict)
+    cache_to: CacheExport | None = None
+    cache_from: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -104,8 +104,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if not os.environ.get("LAMINA_TEST_KEEP_HOME"):
         session_home = Path(tempfile.mkdtemp(prefix="lamina-test-home-"))
+        _SESSION_HOME.append(session_home)
         os.environ["LAMINA_HOME"] = str(session_home / "lamina")
         os.environ["XDG_DATA_HOME"] = str(session_home / "data")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The session's temp home goes with the session."""
+    import shutil
+
+    for home in _SESSION_HOME:
+        shutil.rmtree(home, ignore_errors=True)
+    _SESSION_HOME.clear()
+
+
+_SESSION_HOME: list[Path] = []
 
 
 _DOCKER_STATE: dict[str, str | None] = {}

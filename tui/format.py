@@ -17,7 +17,7 @@ from lamina.core import short_digest
 if TYPE_CHECKING:
     from textual.app import App
 
-    from lamina.core import PrunePlan, PruneResult, StepRecord
+    from lamina.core import Advice, PrunePlan, PruneResult, StepRecord
 
 Clock = Callable[[], float]
 
@@ -252,3 +252,22 @@ def instruction(created_by: str) -> str:
     elif text.startswith("/bin/sh -c "):
         text = "RUN " + text[len("/bin/sh -c ") :]
     return _LONG_HEX.sub(r"\1…", text)
+
+
+def saving(advice: Advice) -> str:
+    """What following a piece of advice would save, in words ("" when not measured)."""
+    s = advice.saving
+    parts = []
+    if s.reruns_now is not None and s.reruns_after is not None:
+        parts.append(f"reruns {s.reruns_now} → {s.reruns_after} over {s.builds} builds")
+    elif s.reruns_now is not None:
+        parts.append(f"reran {s.reruns_now} times")
+    if s.seconds_now is not None and s.seconds_after is not None:
+        parts.append(f"{seconds(s.seconds_now)} → {seconds(s.seconds_after)} of steps")
+    elif s.seconds_now:
+        parts.append(f"{seconds(s.seconds_now)} spent")
+    if s.bytes:
+        parts.append(size(s.bytes))
+    if s.layers_now is not None and s.layers_after is not None:
+        parts.append(f"layers {s.layers_now} → {s.layers_after}")
+    return "; ".join(parts)

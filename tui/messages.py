@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from textual.message import Message
 
 from lamina.core import (
+    AdviceReport,
     Analysis,
     BuildEvent,
     BuildRecord,
@@ -55,6 +56,13 @@ class RebuildRequested(Message):
 @dataclass
 class WhatIfRequested(Message):
     """The user asked what a rerun of a recorded build would hit and miss."""
+
+    build: BuildRecord
+
+
+@dataclass
+class AdviceRequested(Message):
+    """The Learn view follows a build whose Dockerfile's advice it has not read."""
 
     build: BuildRecord
 
@@ -110,6 +118,16 @@ class ImageDetailsLoaded(Message):
     history: list[HistoryEntry]
     analysis: Analysis | None
     analysis_error: str | None
+
+
+@dataclass
+class AdviceLoaded(Message):
+    """The advice on a build's Dockerfile was read (``report``), or could not be (``error``:
+    the one line why, such as a Dockerfile no longer on disk)."""
+
+    build_id: int
+    report: AdviceReport | None
+    error: str | None = None
 
 
 @dataclass

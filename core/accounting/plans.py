@@ -122,7 +122,7 @@ class PruneRequest:
         filters = parse_filters(self.filters, _ALLOWED[self.kind])
         if self.volumes and any(f.key == "until" for f in filters):
             # docker system prune says the same: volumes have no until filter.
-            raise UsageError('the "until" filter is not supported with "--volumes"')
+            raise UsageError('The "until" filter is not supported with "--volumes"')
         return filters
 
 

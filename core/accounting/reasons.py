@@ -15,7 +15,8 @@ made here and nowhere else:
   ``new``; a missing value is None).
 * ``sources_changed``: COPY/ADD sources differ (``added``, ``removed``, ``changed``,
   each change ``{"path", "what": [...]}`` with ``content``, ``mode``, ``type``,
-  ``link target`` or ``owner``; ``unknown`` when they cannot be known yet).
+  ``link target`` or ``owner``; ``unknown`` when they cannot be known yet; ``step``
+  and ``instruction`` of the step that ran again in a stage ``COPY --from`` reads).
 * ``config_changed``: the resulting image config differs (``field``, ``old``, ``new``).
 
 A miss is explained against the cache entries the engine remembers (:class:`History`)
@@ -159,6 +160,27 @@ def sources_unknown(stage: str) -> Reason:
         "removed": [],
         "changed": [],
         "unknown": True,
+    }
+
+
+def stage_sources_changed(stage: str, step: str, instruction: str) -> Reason:
+    """The reason for a ``COPY --from`` a stage that ran again and made other files
+    (with the same files, a content-keyed copy would still hit).
+
+    Args:
+        stage: the stage as ``--from`` names it.
+        step: ``"<stage>/<index>"`` of the first step of that stage that ran again.
+        instruction: that step's instruction.
+    """
+    return {
+        "kind": "sources_changed",
+        "message": f"the files copied from stage {stage} changed: its step"
+        f" {_clip(instruction)!r} ran again and made other files",
+        "added": [],
+        "removed": [],
+        "changed": [],
+        "step": step,
+        "instruction": instruction,
     }
 
 
@@ -395,6 +417,19 @@ def merged(step: str, instruction: str) -> Reason:
         f" state as {step}, so one result serves both)",
         "step": step,
         "instruction": instruction,
+    }
+
+
+def remote_cache(ref: str) -> Reason:
+    """The note on a step that hit in a cache imported with ``--cache-from``.
+
+    Args:
+        ref: the ref as given to ``--cache-from``.
+    """
+    return {
+        "kind": "remote_cache",
+        "message": f"from the remote cache {ref}",
+        "ref": ref,
     }
 
 

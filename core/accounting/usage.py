@@ -121,6 +121,13 @@ class CacheUsage:
         shared: whether an image uses its top layer.
         frees: bytes removing it alone would free now.
         top_layer: the chainID of its resulting stack.
+        record_type: for a BuildKit record (a Docker Engine's build cache), BuildKit's
+            type (``regular``, ``source.local``, ``exec.cachemount``, ``frontend``...);
+            "" for lamina's own entries. The fields below are BuildKit's too, as
+            ``docker buildx du --verbose`` shows them.
+        description: what BuildKit says made it ("" when it says nothing).
+        parents: the records it stands on.
+        in_use: a running build holds it (no prune removes it: not reclaimable).
     """
 
     key: str
@@ -132,6 +139,10 @@ class CacheUsage:
     shared: bool
     frees: int
     top_layer: str | None
+    record_type: str = ""
+    description: str = ""
+    parents: tuple[str, ...] = ()
+    in_use: bool = False
 
 
 @dataclass(frozen=True)
@@ -325,7 +336,7 @@ class DiskUsage:
                 }
                 for layer in self.layers
             ],
-            "cache": [asdict(c) for c in self.cache],
+            "cache": [asdict(c) | {"parents": list(c.parents)} for c in self.cache],
             "containers": [asdict(c) | {"volumes": list(c.volumes)} for c in self.containers],
             "volumes": [asdict(v) | {"containers": list(v.containers)} for v in self.volumes],
             "prunes": [asdict(p) for p in self.prunes],

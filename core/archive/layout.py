@@ -46,6 +46,7 @@ MAX_JSON = 8 << 20
 MAX_JSON_DEPTH = 64
 MAX_MEMBERS = 100_000
 MAX_LAYERS = 1_000
+MAX_DESCRIPTORS = 50_000
 CHUNK = 1 << 20
 
 MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -366,6 +367,22 @@ def _read_blob(src: Source, desc: dict[str, Any], where: str) -> bytes:
     return data
 
 
+@dataclass
+class _Walked:
+    """What an index walk has followed: each digest once, every descriptor counted."""
+
+    images: dict[str, ArchivedImage] = field(default_factory=dict)
+    indexes: set[str] = field(default_factory=set)
+    descriptors: int = 0
+
+    def spend(self, n: int, label: str) -> None:
+        self.descriptors += n
+        if self.descriptors > MAX_DESCRIPTORS:
+            raise ArchiveError(
+                f"{label}: lists more than {MAX_DESCRIPTORS} manifests and layers in all"
+            )
+
+
 def _oci(
     src: Source,
     index: Any,
@@ -373,17 +390,32 @@ def _oci(
     out: list[ArchivedImage],
     depth: int = 0,
     tag: str | None = None,
+    walked: _Walked | None = None,
 ) -> None:
+    # Each index and manifest is read once and every descriptor counts, as lamina load
+    # walks them: ten descriptors without a platform on each of eight levels, all naming
+    # the next one, were followed 10⁸ times.
+    walked = _Walked() if walked is None else walked
     if depth > 8:
         raise ArchiveError(f"{src.label}: {where}: indexes nested too deeply")
     if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
         raise ArchiveError(f"{src.label}: {where}: not an image index")
+    walked.spend(len(index["manifests"]), src.label)
     for desc in _choose([d for d in index["manifests"] if isinstance(d, dict)]):
-        name = f"{where} -> {desc.get('digest')}"
+        digest = str(desc.get("digest"))
+        name = f"{where} -> {digest}"
         own_tag = _tag_of(desc) or tag
+        if digest in walked.images:
+            seen = walked.images[digest]
+            if own_tag and own_tag not in seen.tags:
+                seen.tags.append(own_tag)
+            continue
+        if digest in walked.indexes:
+            continue
         doc = parse_json(_read_blob(src, desc, name), f"{src.label}: {name}")
         if desc.get("mediaType") in INDEX_TYPES or (isinstance(doc, dict) and "manifests" in doc):
-            _oci(src, doc, name, out, depth + 1, own_tag)
+            walked.indexes.add(digest)
+            _oci(src, doc, name, out, depth + 1, own_tag, walked)
             continue
         if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
             continue  # an artifact, not an image
@@ -393,9 +425,10 @@ def _oci(
             for layer in doc.get("layers") or []
             if isinstance(layer, dict)
         ]
-        out.append(
-            ArchivedImage(config, layers, [own_tag] if own_tag else [], f"{src.label}: {name}")
-        )
+        walked.spend(1 + len(layers), src.label)
+        image = ArchivedImage(config, layers, [own_tag] if own_tag else [], f"{src.label}: {name}")
+        walked.images[digest] = image
+        out.append(image)
 
 
 def read_images(src: Source) -> list[ArchivedImage]:

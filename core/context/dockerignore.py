@@ -629,25 +629,16 @@ class DirFS:
 
     def walk(self, fn: WalkFn) -> None:
         """Call ``fn(rel_path, is_dir)`` for every entry; ``SKIP_DIR`` prunes a directory."""
-        self._walk("", fn)
+        _walk_tree(self._children, fn)
 
-    def _walk(self, rel: str, fn: WalkFn) -> bool:
+    def _children(self, rel: str) -> list[tuple[str, bool]]:
         base = os.path.join(self.root, rel) if rel else self.root
         try:
             with os.scandir(base) as it:
                 entries = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in it)
         except OSError as exc:
             raise ContextError(f"{base}: cannot list: {exc.strerror}") from exc
-        for name, is_dir in entries:
-            path = f"{rel}/{name}" if rel else name
-            result = fn(path, is_dir)
-            if result == SKIP_DIR:
-                if not is_dir:
-                    return False  # a file asking to skip skips the rest of its directory
-                continue
-            if is_dir:
-                self._walk(path, fn)
-        return True
+        return [(f"{rel}/{name}" if rel else name, is_dir) for name, is_dir in entries]
 
 
 class MemoryFS:
@@ -661,17 +652,29 @@ class MemoryFS:
 
     def walk(self, fn: WalkFn) -> None:
         """Call ``fn(rel_path, is_dir)`` for every entry; ``SKIP_DIR`` prunes a directory."""
-        self._walk("", fn)
+        _walk_tree(lambda rel: sorted(self.children.get(rel, [])), fn)
 
-    def _walk(self, rel: str, fn: WalkFn) -> None:
-        for path, is_dir in sorted(self.children.get(rel, [])):
-            result = fn(path, is_dir)
-            if result == SKIP_DIR:
-                if not is_dir:
-                    return
-                continue
-            if is_dir:
-                self._walk(path, fn)
+
+def _walk_tree(children: Callable[[str], list[tuple[str, bool]]], fn: WalkFn) -> None:
+    """fsutil's walk order, parents first, each directory listed when it is entered.
+
+    Iterative, with one list of pending entries per open directory: a context may be
+    thousands of directories deep, far past Python's recursion limit.
+    """
+    stack = [iter(children(""))]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        path, is_dir = entry
+        result = fn(path, is_dir)
+        if result == SKIP_DIR:
+            if not is_dir:
+                stack.pop()  # a file asking to skip skips the rest of its directory
+            continue
+        if is_dir:
+            stack.append(iter(children(path)))
 
 
 @dataclass

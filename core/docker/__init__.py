@@ -11,9 +11,13 @@ variables respected). The modules, each using the others' public functions only:
 * ``convert``: pure conversions of Docker's JSON (times, tags, layer stacks, history
   rows) into model and accounting records.
 * ``save``: a layer's files, from an image's saved tar stream.
-* ``build``: builds with the classic builder, streamed as lamina's build events;
-  ``inputs`` records what each step had and explains a miss; ``records`` keeps those
-  records on disk; ``context`` writes the context tar the way the CLI sends it.
+* ``build``: the entry of builds (BuildKit by default, or the classic builder), and the
+  classic builder, streamed as lamina's build events; ``buildkit_build`` builds with
+  BuildKit through ``POST /build?version=2``, ``trace`` reads BuildKit's progress
+  messages and ``vertices`` finds the Dockerfile step of each vertex; ``inputs`` records
+  what each step had and explains a miss by each builder's rules; ``records`` keeps
+  those records on disk; ``context`` writes the context the way the CLI sends it.
+* ``buildkit``: which image layers BuildKit's build cache records hold.
 * ``prune``: disk usage and prune plans through lamina's accounting, applied with
   Docker's own prune endpoints.
 """

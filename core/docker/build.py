@@ -1,16 +1,18 @@
-"""Builds on a Docker Engine with the classic builder, explained by lamina.
+"""Builds on a Docker Engine, explained by lamina: the entry point, and the classic builder.
+
+:class:`DockerBuilder` routes a request by its ``builder``: BuildKit (the default) to
+:mod:`lamina.core.docker.buildkit_build`, ``classic`` to the classic builder here.
 
 The classic builder (``POST /build`` without BuildKit) streams ``Step k/N : ...`` lines
 and ``---> Using cache`` on a hit; those become the same step events as the embedded
 engine yields. Before the build lamina records each step's inputs
 (:mod:`lamina.core.docker.inputs`); a miss is explained by comparing them with the
-previous build of the same tag (:mod:`lamina.core.docker.records`).
+previous classic build of the same tag (:mod:`lamina.core.docker.records`).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import re
 import threading
 import time
@@ -21,18 +23,20 @@ from typing import IO, Any
 
 from lamina.core.digest import chain_ids
 from lamina.core.docker import convert
-from lamina.core.docker.client import call, explanation, unreachable
+from lamina.core.docker.buildkit_build import BuildKitBuilder
+from lamina.core.docker.client import CANCELLED, call, explanation, unreachable, until_cancelled
 from lamina.core.docker.context import context_tar, tar_style
 from lamina.core.docker.inputs import dockerfile_of, explain, plan_inputs
 from lamina.core.docker.inventory import Inventory
 from lamina.core.docker.predict import predict
-from lamina.core.docker.records import BuildRecords, build_record, records_dir
+from lamina.core.docker.records import BuildRecords, build_record, builder_of, records_dir
 from lamina.core.errors import (
     BuildError,
     ContextError,
     DockerfileError,
     LaminaError,
     NotFound,
+    UsageError,
 )
 from lamina.core.events import (
     BuildEvent,
@@ -44,6 +48,7 @@ from lamina.core.events import (
     StepStarted,
 )
 from lamina.core.model import BuildRecord, BuildRequest, StepRecord
+from lamina.core.settings import BUILDERS, default_builder
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +58,7 @@ _TRIGGERS_RE = re.compile(r"^# Executing (\d+) build triggers?$")
 
 
 class DockerBuilder:
-    """Runs one classic-builder build on a Docker Engine and records it.
+    """Runs one build on a Docker Engine (BuildKit or the classic builder) and records it.
 
     Args:
         inventory: what the daemon holds (its API client is used).
@@ -79,14 +84,28 @@ class DockerBuilder:
         """Build and yield progress events (see ``Engine.build``).
 
         Raises:
-            UsageError: an unknown target.
+            UsageError: an unknown target or builder.
             DockerfileError: for a dry run, the Dockerfile does not parse (a real build
                 sends it anyway, so the daemon's own message is the error).
         """
         context = Path(request.context)
         if not context.is_dir():
             raise ContextError(f"build context {context} is not a directory")
-        request = replace(request, tags=tuple(convert.normal_tag(t) for t in request.tags))
+        request = replace(
+            request,
+            tags=tuple(convert.normal_tag(t) for t in request.tags),
+            builder=request.builder or default_builder(),
+        )
+        if request.builder not in BUILDERS:
+            raise UsageError(
+                f"unknown builder {request.builder!r} (expected {' or '.join(BUILDERS)})"
+            )
+        _refuse_what_the_engine_api_lacks(request)
+        if request.builder == "buildkit":
+            builder = BuildKitBuilder(self.inventory, self.records)
+            if request.dry_run:
+                return builder.predict(request)
+            return builder.build(request, cancel)
         if request.dry_run:
             return self._predict(request)
         try:
@@ -118,10 +137,9 @@ class DockerBuilder:
             "dockerfile": str(dockerfile),
             "context": str(Path(request.context).resolve()),
         }
-        history = self.records.load_all()
-        return predict(
-            self.inventory, request, planned, history, self.records.previous(probe), str(dockerfile)
-        )
+        history = [r for r in self.records.load_all() if builder_of(r) == "classic"]
+        previous = self.records.previous(probe, builder="classic")
+        return predict(self.inventory, request, planned, history, previous, str(dockerfile))
 
     def _guarded(
         self,
@@ -166,15 +184,17 @@ class DockerBuilder:
                 "error": None,
                 "steps": [],
                 "inputs": planned,
+                "builder": "classic",
             }
         )
         self.records.save(record)
-        prev_build = self.records.previous(record)
+        prev_build = self.records.previous(record, builder="classic")
         yield BuildStarted(
             build_id=record["id"],
             dockerfile=str(dockerfile),
             context=record["context"],
             steps_total=len(planned),
+            builder="classic",
         )
         by_pos = {(s["stage"], s["index"]): s for s in planned}
         api = self.api
@@ -197,8 +217,8 @@ class DockerBuilder:
         error: str | None = None
         try:
             stream = _start(api, kwargs)
-            for chunk in _chunks(stream, cancel):
-                if chunk is _CANCELLED:
+            for chunk in until_cancelled(stream, cancel):
+                if chunk is CANCELLED:
                     self._cancel(state)
                     record.update(status="cancelled", error="cancelled", finished=time.time())
                     self.records.save(record)
@@ -451,6 +471,31 @@ class _State:
         yield StepFinished(step)
 
 
+def _refuse_what_the_engine_api_lacks(request: BuildRequest) -> None:
+    """Options the Engine API's ``POST /build`` cannot carry, refused before anything runs.
+
+    moby passes only ``no-cache`` for all stages to BuildKit (buildx sends
+    ``--no-cache-filter`` over BuildKit's own API), and secrets and ssh agents travel in
+    a client session, which lamina does not open; stand-in bases are images of lamina's
+    own store.
+
+    Raises:
+        UsageError: one of those options was given.
+    """
+    if request.no_cache_filter:
+        raise UsageError(
+            "--no-cache-filter is not in the Docker Engine API (buildx sends it to BuildKit"
+            " directly); on --engine docker use --no-cache"
+        )
+    if request.secrets or request.ssh:
+        flag = "--secret" if request.secrets else "--ssh"
+        raise UsageError(
+            f"{flag} needs a BuildKit session, which lamina does not open on --engine docker"
+        )
+    if request.base_substitutes:
+        raise UsageError("--base-substitute uses images of lamina's own store, not Docker's")
+
+
 def _start(api: Any, kwargs: dict[str, Any]) -> Any:
     """Starts the build; a request the daemon refuses fails with the daemon's words.
 
@@ -503,44 +548,6 @@ def _step_layer(inventory: Inventory, short_id: str) -> tuple[str | None, int]:
         return chain_ids(diff_ids)[-1], size
     except (NotFound, LaminaError):
         return None, 0
-
-
-_CANCELLED = object()
-_END = object()
-
-
-def _chunks(stream: Any, cancel: threading.Event | None) -> Iterator[object]:
-    """The stream's chunks, read in a thread so a cancel is seen while Docker is silent.
-
-    Yields ``_CANCELLED`` once (and stops) when ``cancel`` is set.
-    """
-    if cancel is None:
-        yield from stream
-        return
-    chunks: queue.Queue[object] = queue.Queue()
-
-    def pump() -> None:
-        try:
-            for chunk in stream:
-                chunks.put(chunk)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            chunks.put(exc)
-        chunks.put(_END)
-
-    threading.Thread(target=pump, name="docker-build-stream", daemon=True).start()
-    while True:
-        if cancel.is_set():
-            yield _CANCELLED
-            return
-        try:
-            item = chunks.get(timeout=0.2)
-        except queue.Empty:
-            continue
-        if item is _END:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
 
 
 __all__ = ["DockerBuilder"]

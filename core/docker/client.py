@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from lamina.core.errors import EngineUnavailable, InUse, LaminaError, NotFound
@@ -205,3 +207,43 @@ def explanation(exc: Any) -> str:
     if status:
         return f"HTTP {status} {reason or ''}".strip()
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+# What :func:`until_cancelled` yields, once, when the build is cancelled.
+CANCELLED = object()
+_END = object()
+
+
+def until_cancelled(stream: Iterable[T], cancel: threading.Event | None) -> Iterator[T | object]:
+    """A stream's items, read in a thread so a cancel is seen while Docker is silent.
+
+    Yields :data:`CANCELLED` once (and stops) when ``cancel`` is set; an exception the
+    stream raises is raised here.
+    """
+    if cancel is None:
+        yield from stream
+        return
+    items: queue.Queue[object] = queue.Queue()
+
+    def pump() -> None:
+        try:
+            for item in stream:
+                items.put(item)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            items.put(exc)
+        items.put(_END)
+
+    threading.Thread(target=pump, name="docker-build-stream", daemon=True).start()
+    while True:
+        if cancel.is_set():
+            yield CANCELLED
+            return
+        try:
+            item = items.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if item is _END:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item

@@ -24,6 +24,9 @@ Otherwise the context is the CLI's: ``.dockerignore`` applied (the Dockerfile an
 match), owners zeroed, and a Dockerfile from outside the context added under a random
 ``.dockerfile.<hex>`` name that ``.dockerignore`` lists (docker/cli's
 ``AddDockerfileToBuildContext``, which writes mode ``0600`` without type bits).
+
+That is the classic builder's context. A BuildKit build uploads one of its own,
+:func:`buildkit_context_tar`: BuildKit checksums what it unpacks, not the tar headers.
 """
 
 from __future__ import annotations
@@ -39,7 +42,12 @@ import time
 from pathlib import Path
 from typing import IO, cast
 
-from lamina.core.context.dockerignore import matches, read_ignore_file, walk_context
+from lamina.core.context.dockerignore import (
+    load_ignore_patterns,
+    matches,
+    read_ignore_file,
+    walk_context,
+)
 from lamina.core.errors import ContextError, LaminaError
 
 log = logging.getLogger(__name__)
@@ -113,6 +121,48 @@ def _capability(path: Path, info: tarfile.TarInfo) -> None:
     info.pax_headers = {**info.pax_headers, key: value.decode("utf-8", "surrogateescape")}
 
 
+def _add_entries(
+    tar: tarfile.TarFile, root: Path, rels: list[str], style: str, whole_seconds: bool
+) -> None:
+    """Adds context entries, owners and modes as that CLI writes them."""
+    for rel in rels:
+        full = root / rel
+        try:
+            # typeshed says TarInfo, but a socket gives None.
+            info = cast("tarfile.TarInfo | None", tar.gettarinfo(str(full), arcname=rel))
+        except OSError as exc:
+            raise ContextError(f"cannot read context file {rel}: {exc.strerror or exc}") from exc
+        if info is None:
+            continue  # a socket: the CLI skips those too
+        _as_cli(info, os.lstat(full).st_mode, style)
+        _capability(full, info)
+        if whole_seconds:
+            info.mtime = int(info.mtime)
+        if info.isreg():
+            try:
+                with open(full, "rb") as fh:
+                    tar.addfile(info, fh)
+            except OSError as exc:
+                raise ContextError(
+                    f"cannot read context file {rel}: {exc.strerror or exc}"
+                ) from exc
+        else:
+            tar.addfile(info)
+
+
+def _add_file(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
+    """Adds a file lamina writes itself (mode ``0600`` without type bits, as docker/cli's
+    ``AddDockerfileToBuildContext`` writes it)."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), 0o600, mtime
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _absolute(dockerfile: Path) -> Path:
+    df = dockerfile if dockerfile.is_absolute() else Path.cwd() / dockerfile
+    return Path(os.path.abspath(df))
+
+
 def context_tar(
     context_dir: Path, dockerfile: Path, style: str = STYLE_PLAIN
 ) -> tuple[IO[bytes], str]:
@@ -131,8 +181,7 @@ def context_tar(
         ContextError: an unreadable context, Dockerfile or ``.dockerignore``.
     """
     root = context_dir.resolve()
-    df = dockerfile if dockerfile.is_absolute() else Path.cwd() / dockerfile
-    df = Path(os.path.abspath(df))
+    df = _absolute(dockerfile)
     ignore_path = root / ".dockerignore"
     try:
         ignore_text = ignore_path.read_text(encoding="utf-8") if ignore_path.is_file() else None
@@ -158,40 +207,17 @@ def context_tar(
         with tarfile.open(
             fileobj=out, mode="w", format=tarfile.PAX_FORMAT, tarinfo=_GoTarInfo
         ) as tar:
-            for rel, _is_dir in walk_context(root, exclude=walk_excludes or None):
-                if outside and rel == ".dockerignore":
-                    continue  # rewritten below
-                full = root / rel
-                try:
-                    # typeshed says TarInfo, but a socket gives None.
-                    info = cast("tarfile.TarInfo | None", tar.gettarinfo(str(full), arcname=rel))
-                except OSError as exc:
-                    raise ContextError(
-                        f"cannot read context file {rel}: {exc.strerror or exc}"
-                    ) from exc
-                if info is None:
-                    continue  # a socket: the CLI skips those too
-                _as_cli(info, os.lstat(full).st_mode, style)
-                _capability(full, info)
-                if info.isreg():
-                    try:
-                        with open(full, "rb") as fh:
-                            tar.addfile(info, fh)
-                    except OSError as exc:
-                        raise ContextError(
-                            f"cannot read context file {rel}: {exc.strerror or exc}"
-                        ) from exc
-                else:
-                    tar.addfile(info)
+            rels = [
+                rel
+                for rel, _is_dir in walk_context(root, exclude=walk_excludes or None)
+                if not (outside and rel == ".dockerignore")  # rewritten below
+            ]
+            _add_entries(tar, root, rels, style, whole_seconds=False)
             if outside:
                 now = time.time()
-                df_info = tarfile.TarInfo(rel_df)
-                df_info.size, df_info.mode, df_info.mtime = len(df_bytes), 0o600, now
-                tar.addfile(df_info, io.BytesIO(df_bytes))
+                _add_file(tar, rel_df, df_bytes, now)
                 ignore = (ignore_text or "") + "\n" + rel_df + "\n"
-                ig_info = tarfile.TarInfo(".dockerignore")
-                ig_info.size, ig_info.mode, ig_info.mtime = len(ignore.encode()), 0o600, now
-                tar.addfile(ig_info, io.BytesIO(ignore.encode()))
+                _add_file(tar, ".dockerignore", ignore.encode(), now)
     except LaminaError:
         out.close()
         raise
@@ -203,3 +229,90 @@ def context_tar(
     out.seek(0)
     log.debug("context %s sent with Dockerfile %s", root, rel_df)
     return out, rel_df
+
+
+# The name an outside Dockerfile takes in a BuildKit upload: fixed, so that a
+# ``COPY . .`` seeing it keys the same from one build to the next.
+OUTSIDE_DOCKERFILE = ".dockerfile.lamina"
+
+
+def buildkit_context_tar(context_dir: Path, dockerfile: Path) -> tuple[IO[bytes], str]:
+    """Writes the context a BuildKit build uploads, as BuildKit would have received it.
+
+    The Engine API serves an uploaded context to BuildKit as a tar to unpack (moby's
+    ``builder/builder-next``, ``reqBodyHandler``), not through the session the docker
+    CLI opens, and BuildKit applies no ignore patterns to such a context. So lamina
+    applies them here exactly as BuildKit applies them to the CLI's: the patterns of
+    ``<Dockerfile>.dockerignore`` next to the Dockerfile, else of
+    ``<context>/.dockerignore``, and nothing put back (the CLI's session sends the
+    Dockerfile apart, so an excluded Dockerfile or ``.dockerignore`` is not in its
+    context). BuildKit's content checksums ignore owners and mtimes and owners are
+    zeroed anyway, so ``COPY`` steps key as they do for the CLI's builds and the two
+    share the cache.
+
+    What cannot be the CLI's:
+
+    * BuildKit reads the Dockerfile from the upload, so a Dockerfile the patterns
+      exclude is still sent, and one from outside the context is sent as
+      ``.dockerfile.lamina``: a copy of the whole context sees that one file more;
+    * a copy of the context's root (``COPY . /app``) never shares the CLI's cache:
+      BuildKit checksums the root of a context a session synced with a placeholder for
+      its header (``cache/contenthash/checksum.go``, ``HandleChange``: "root is not
+      called by HandleChange. need to fake it") and the root of an unpacked upload
+      from the directory itself. lamina's own builds of it hit each other; every
+      other ``COPY`` and ``ADD`` of the context, and everything after, is shared.
+
+    The upload must look like a tar in its first 1024 bytes (BuildKit's ``isArchive``
+    reads one header there), so no entry carries sub-second mtimes (which would take a
+    PAX header: Go's writer rounds them away for the CLI too) and the Dockerfile, a
+    short name, comes first.
+
+    Args:
+        context_dir: the build context.
+        dockerfile: the Dockerfile (inside or outside the context).
+
+    Returns:
+        ``(tar file, Dockerfile name inside the tar)``; the file is positioned at 0 and
+        removed when closed.
+
+    Raises:
+        ContextError: an unreadable context, Dockerfile or ignore file.
+    """
+    root = context_dir.resolve()
+    df = _absolute(dockerfile)
+    try:
+        df_bytes = df.read_bytes()
+    except OSError as exc:
+        raise ContextError(f"cannot read {exc.filename}: {exc.strerror or exc}") from exc
+    patterns = load_ignore_patterns(root, df)
+    try:
+        rel_df: str | None = df.relative_to(root).as_posix()
+    except ValueError:
+        rel_df = None
+    out = tempfile.TemporaryFile(prefix="lamina-context-")  # noqa: SIM115
+    try:
+        with tarfile.open(
+            fileobj=out, mode="w", format=tarfile.PAX_FORMAT, tarinfo=_GoTarInfo
+        ) as tar:
+            rels = [rel for rel, _is_dir in walk_context(root, exclude=patterns or None)]
+            if rel_df is None:
+                name = OUTSIDE_DOCKERFILE
+                _add_file(tar, name, df_bytes, int(time.time()))
+                rels = [r for r in rels if r != name]
+            else:
+                name = rel_df
+                if rel_df in rels:
+                    rels.remove(rel_df)
+                _add_entries(tar, root, [rel_df], STYLE_PLAIN, whole_seconds=True)
+            _add_entries(tar, root, rels, STYLE_PLAIN, whole_seconds=True)
+    except LaminaError:
+        out.close()
+        raise
+    except OSError as exc:
+        out.close()
+        raise ContextError(
+            f"cannot write the build context for {root}: {exc.strerror or exc}"
+        ) from exc
+    out.seek(0)
+    log.debug("BuildKit context %s uploaded with Dockerfile %s", root, name)
+    return out, name

@@ -353,6 +353,8 @@ class BuildKitRecord:
         description: what made it.
         type: BuildKit's record type.
         parent: the record it stands on ("" for none).
+        parents: every record it stands on (API 1.42+ lists them as ``Parents``;
+            before, ``Parent`` is the only one).
     """
 
     id: str
@@ -365,6 +367,7 @@ class BuildKitRecord:
     description: str
     type: str
     parent: str = ""
+    parents: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -391,6 +394,8 @@ class BuildKitRecord:
 
 def buildkit_record(rec: dict[str, Any]) -> BuildKitRecord:
     """A ``BuildCache`` entry of ``system df`` as a :class:`BuildKitRecord`."""
+    listed = rec.get("Parents") or ([rec["Parent"]] if rec.get("Parent") else [])
+    parents = tuple(str(p) for p in listed if p)
     return BuildKitRecord(
         id=str(rec["ID"]),
         size=int(rec.get("Size") or 0),
@@ -401,5 +406,6 @@ def buildkit_record(rec: dict[str, Any]) -> BuildKitRecord:
         shared=bool(rec.get("Shared")),
         description=str(rec.get("Description") or ""),
         type=str(rec.get("Type") or ""),
-        parent=str(rec.get("Parent") or ""),
+        parent=str(rec.get("Parent") or "") or next(iter(parents), ""),
+        parents=parents,
     )

@@ -8,9 +8,10 @@ when asked for, from the image's saved tar stream.
 
 This class only routes: reading is :mod:`~lamina.core.docker.inventory` (with the pure
 conversions of :mod:`~lamina.core.docker.convert`), builds are
-:mod:`~lamina.core.docker.build` (the classic builder), disk usage and prune plans are
-:mod:`~lamina.core.docker.prune` (lamina's own accounting over the same records; the
-differences with Docker's own numbers are in ``DIFFERENCES``).
+:mod:`~lamina.core.docker.build` (BuildKit by default, or the classic builder), disk
+usage and prune plans are :mod:`~lamina.core.docker.prune` (lamina's own accounting
+over the same records; the differences with Docker's own numbers are in
+``DIFFERENCES``).
 """
 
 from __future__ import annotations
@@ -171,7 +172,8 @@ class DockerEngine:
     def build(
         self, request: BuildRequest, cancel: threading.Event | None = None
     ) -> Iterator[BuildEvent]:
-        """Build with Docker's classic builder, yielding the same events as the embedded engine."""
+        """Build with BuildKit (or ``builder="classic"``: Docker's classic builder), yielding
+        the same events as the embedded engine."""
         return DockerBuilder(self._inventory, self._home).build(request, cancel)
 
     def builds(self, limit: int = 50) -> list[BuildRecord]:

@@ -1,5 +1,10 @@
 """What-if on a Docker Engine: the classic builder's hits, predicted without building.
 
+This predicts ``--builder classic`` builds (``DOCKER_BUILDKIT=0``) only, and says so
+(``BuildStarted.builder``); a what-if under BuildKit, the default, predicts BuildKit's
+decisions instead (:func:`lamina.core.docker.buildkit_build.predict`), since the two
+builders decide differently on the same edit.
+
 The classic builder's cache lookup is a query over the images the daemon holds (moby's
 ``image/cache`` ``getLocalCachedImage``): a step hits when some child of the parent
 image (an image whose ``Parent`` is it) has the same container config as the step would
@@ -117,7 +122,7 @@ def predict(
             if step.get("index", 0) and result:
                 known.setdefault(str(result), []).append((_comparable(step), str(result)))
                 recorded_results.setdefault(str(result), _comparable(step))
-    yield BuildStarted(0, dockerfile, request.context, len(planned))
+    yield BuildStarted(0, dockerfile, request.context, len(planned), "classic")
     stage_result: dict[int, str | None] = {}
     names = _stage_names(planned)
     parent: str | None = None

@@ -2,9 +2,10 @@
 
 Docker keeps no record of a build's inputs, so lamina writes one JSON file per build
 under ``<home>/docker/<daemon>/builds/`` (builds on different daemons never explain
-each other): the request, the steps with hit or miss and reason, and the inputs each
-step had (:mod:`lamina.core.docker.inputs`), which the next build of the same tag is
-compared with.
+each other): the request, the builder (``classic`` or ``buildkit``), the steps with hit or miss and
+reason, and the inputs each step had (:mod:`lamina.core.docker.inputs`), which the next
+build of the same tag with the same builder is compared with (the two builders keep
+separate caches).
 
 ``<daemon>`` names one daemon: its ``ID`` from ``docker info`` alone is not enough,
 because dockerd 20.10 derives it from ``/etc/docker/key.json``, which every daemon on a
@@ -97,10 +98,18 @@ class BuildRecords:
                 break
         return out
 
-    def previous(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        """The latest finished build of one of the same tags (or the same Dockerfile)."""
+    def previous(self, record: dict[str, Any], builder: str | None = None) -> dict[str, Any] | None:
+        """The latest finished build of one of the same tags (or the same Dockerfile).
+
+        Args:
+            record: the build being made (its ``tags``, ``dockerfile`` and ``context``).
+            builder: only builds by this builder (``classic`` or ``buildkit``; a record
+                without one is from before BuildKit builds, so classic); None for any.
+        """
         for old in self.load_all():
             if old["id"] == record["id"] or old.get("status") not in ("ok", "failed"):
+                continue
+            if builder is not None and builder_of(old) != builder:
                 continue
             if record["tags"]:
                 if set(old.get("tags", ())) & set(record["tags"]):
@@ -111,6 +120,12 @@ class BuildRecords:
             ):
                 return old
         return None
+
+
+def builder_of(data: dict[str, Any]) -> str:
+    """The builder a recorded build ran with (records from before BuildKit builds have
+    none: they were classic)."""
+    return str(data.get("builder") or "classic")
 
 
 def build_record(data: dict[str, Any]) -> BuildRecord:
@@ -128,4 +143,5 @@ def build_record(data: dict[str, Any]) -> BuildRecord:
         status=data["status"],
         error=data.get("error"),
         steps=tuple(StepRecord(**s) for s in data.get("steps", ())),
+        builder=builder_of(data),
     )

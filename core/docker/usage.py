@@ -26,6 +26,7 @@ from dataclasses import replace
 
 from lamina.core.accounting.plans import PruneRequest
 from lamina.core.accounting.usage import (
+    CacheUsage,
     CategoryUsage,
     ContainerUsage,
     DiskUsage,
@@ -35,7 +36,7 @@ from lamina.core.accounting.usage import (
 )
 from lamina.core.docker import buildkit
 from lamina.core.docker.client import docker_host
-from lamina.core.docker.convert import BUILDKIT_PREFIX
+from lamina.core.docker.convert import BUILDKIT_PREFIX, BuildKitRecord
 from lamina.core.docker.inventory import DockerRefs, Inventory
 from lamina.core.docker.prune import HOLD_PREFIX, accounting_graph, plan, sizer
 from lamina.core.errors import LaminaError
@@ -105,7 +106,7 @@ def disk_usage(inventory: Inventory, now: float | None = None) -> DiskUsage:
     usage = account(accounting_graph(refs, holds), now, sizer(refs), [], None)
     records = {BUILDKIT_PREFIX + r.id: r for r in refs.build_cache}
     cache = tuple(
-        replace(c, shared=records[c.key].shared) if c.key in records else c
+        _with_record(c, records[c.key]) if c.key in records else c
         for c in usage.cache
         if not c.key.startswith(HOLD_PREFIX)
     )
@@ -141,6 +142,22 @@ def disk_usage(inventory: Inventory, now: float | None = None) -> DiskUsage:
         containers=_containers(refs),
         volumes=_volumes(refs),
         prunes=prunes,
+    )
+
+
+def _with_record(entry: CacheUsage, record: BuildKitRecord) -> CacheUsage:
+    """A BuildKit record's entry with BuildKit's own fields, as ``docker buildx du
+    --verbose`` shows them (``Shared`` as Docker says, not as lamina would place it).
+
+    The Engine API has no ``Mutable`` (moby leaves BuildKit's out of ``/system/df``).
+    """
+    return replace(
+        entry,
+        shared=record.shared,
+        record_type=record.type,
+        description=record.description,
+        parents=record.parents,
+        in_use=record.in_use,
     )
 
 

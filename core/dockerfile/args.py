@@ -11,6 +11,11 @@ Docker's scoping rules, read the same way by both engines:
 * The predefined proxy args (``HTTP_PROXY`` ...) reach RUN without a declaration when
   passed with ``--build-arg``, but count in the cache key only once declared.
 * ENV beats ARG: a name ENV sets is no build arg for RUN or for the key.
+* BuildKit (not the classic builder) predefines the platform args (``TARGETOS``,
+  ``BUILDPLATFORM`` ...) as meta args declared before the Dockerfile's own
+  (:func:`platform_args`): FROM and meta defaults may use them, a stage sees one after
+  ``ARG NAME``, ``--build-arg`` overrides them, and a meta ``ARG NAME`` without a
+  default empties one (measured on 20.10's BuildKit).
 """
 
 from __future__ import annotations
@@ -67,13 +72,43 @@ def expand(
         raise DockerfileError(exc.reason, dockerfile.path, instruction.line) from None
 
 
-def meta_values(dockerfile: Dockerfile, build_args: Mapping[str, str]) -> dict[str, str | None]:
+def platform_args(platform: str) -> dict[str, str]:
+    """The platform args BuildKit predefines for a build on ``platform`` (``os/arch`` or
+    ``os/arch/variant``), the build's and the target's platform alike (a build for the
+    daemon's own platform; dockerfile2llb's ``getPlatformArgs``)."""
+    os_, arch, variant = ([*platform.split("/"), "", ""])[:3]
+    out: dict[str, str] = {}
+    for prefix in ("BUILD", "TARGET"):
+        out |= {
+            f"{prefix}PLATFORM": platform,
+            f"{prefix}OS": os_,
+            f"{prefix}ARCH": arch,
+            f"{prefix}VARIANT": variant,
+        }
+    return out
+
+
+def meta_values(
+    dockerfile: Dockerfile,
+    build_args: Mapping[str, str],
+    predefined: Mapping[str, str] | None = None,
+) -> dict[str, str | None]:
     """The meta ARGs' values: ``--build-arg``, else the expanded default, else None.
+
+    Args:
+        dockerfile: the Dockerfile.
+        build_args: the ``--build-arg`` values.
+        predefined: meta args declared before the Dockerfile's own (BuildKit's
+            :func:`platform_args`), each overridden by a ``--build-arg`` of its name; a
+            meta ``ARG`` of the same name without a default empties it, as BuildKit
+            does.
 
     Raises:
         DockerfileError: a default with a bad substitution.
     """
-    meta: dict[str, str | None] = {}
+    meta: dict[str, str | None] = {
+        name: build_args.get(name, value) for name, value in (predefined or {}).items()
+    }
     for instruction in dockerfile.meta_args:
         for name, raw in instruction.env_pairs:
             if name in build_args:
@@ -82,7 +117,7 @@ def meta_values(dockerfile: Dockerfile, build_args: Mapping[str, str]) -> dict[s
                 env = {k: v for k, v in meta.items() if v is not None}
                 meta[name] = expand(dockerfile, instruction, raw, env)
             else:
-                meta[name] = None
+                meta[name] = "" if predefined and name in predefined else None
     return meta
 
 

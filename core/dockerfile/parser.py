@@ -110,13 +110,23 @@ class Node:
 
     def dump(self) -> str:
         """Render the node like BuildKit's ``Node.Dump()`` (without the parentheses)."""
-        parts = [go_lower(self.value)]
-        if self.flags:
-            parts.append("[" + " ".join(go_quote(f) for f in self.flags) + "]")
-        if self.inner is not None:
-            parts.append("(" + self.inner.dump() + ")")
-        parts.extend(go_quote(a) for a in self.args)
-        return go_trim_space(" ".join(parts))
+        # Innermost first: a chain of ONBUILDs is as long as the input makes it, so
+        # it is rendered without recursion.
+        chain: list[Node] = []
+        node: Node | None = self
+        while node is not None:
+            chain.append(node)
+            node = node.inner
+        text = ""
+        for node in reversed(chain):
+            parts = [go_lower(node.value)]
+            if node.flags:
+                parts.append("[" + " ".join(go_quote(f) for f in node.flags) + "]")
+            if node.inner is not None:
+                parts.append("(" + text + ")")
+            parts.extend(go_quote(a) for a in node.args)
+            text = go_trim_space(" ".join(parts))
+        return text
 
 
 @dataclass
@@ -475,7 +485,6 @@ def parse_json(rest: str) -> list[str]:
 class _Args:
     values: list[str] = field(default_factory=list)
     json_form: bool = False
-    inner: Node | None = None
 
 
 def _split_whitespace(rest: str) -> _Args:
@@ -541,9 +550,8 @@ def _dispatch(cmd: str, rest: str, escape_token: str) -> _Args:
     if cmd == "healthcheck":
         return _parse_health_config(rest)
     if cmd == "onbuild":
-        if rest == "":
-            return _Args()
-        return _Args(inner=_node_from_line(rest, escape_token, []))
+        # Only a bare ONBUILD gets here: _node_from_line builds its instruction.
+        return _Args()
     # Unknown instructions are kept with one empty argument; the instructions
     # layer reports them.
     return _Args([""])
@@ -644,17 +652,34 @@ def split_command(line: str) -> tuple[str, list[str], str]:
 
 
 def _node_from_line(line: str, escape_token: str, comments: list[str]) -> Node:
+    # ONBUILD holds the instruction after it, which may be another ONBUILD: the chain
+    # is split off first and the nodes built from the innermost out, so no depth of
+    # ``ONBUILD ONBUILD ...`` recurses (the instructions layer then refuses the chain,
+    # as BuildKit's does).
+    outer: list[tuple[list[str], str]] = []
     cmd, flags, rest = split_command(line)
+    while cmd == "onbuild" and rest != "":
+        outer.append((flags, line))
+        line = rest
+        cmd, flags, rest = split_command(line)
     parsed = _dispatch(cmd, rest, escape_token)
-    return Node(
+    node = Node(
         value=cmd,
         args=parsed.values,
         flags=flags,
         original=line,
         json_form=parsed.json_form,
-        inner=parsed.inner,
-        prev_comment=list(comments),
+        prev_comment=[] if outer else list(comments),
     )
+    for depth, (outer_flags, outer_line) in reversed(list(enumerate(outer))):
+        node = Node(
+            value="onbuild",
+            flags=outer_flags,
+            original=outer_line,
+            inner=node,
+            prev_comment=[] if depth else list(comments),
+        )
+    return node
 
 
 def _can_contain_heredoc(node: Node) -> bool:

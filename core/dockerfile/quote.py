@@ -1,6 +1,15 @@
-"""Go's ``strconv.Quote``, which BuildKit's messages and AST dumps use for strings."""
+"""Go's ``strconv.Quote``, which BuildKit's messages and AST dumps use for strings, and
+how Go holds and writes strings that are not valid UTF-8.
+
+A Dockerfile is bytes to BuildKit: bytes that are not UTF-8 stay in its strings as they
+are (lamina reads them with ``errors="surrogateescape"``), reach a RUN command and its
+cache key unchanged, and become U+FFFD only where Go's ``encoding/json`` writes them
+(the image config, the build history).
+"""
 
 from __future__ import annotations
+
+import re
 
 _GO_ESCAPES = {
     "\a": "\\a",
@@ -43,3 +52,20 @@ def go_quote(text: str) -> str:
             out.append(f"\\U{code:08x}")
     out.append('"')
     return "".join(out)
+
+
+# Surrogates that are not surrogate-escaped bytes: what JSON's "\\ud800" decodes to.
+_OTHER_SURROGATES = re.compile("[\ud800-\udc7f\udd00-\udfff]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def go_bytes(text: str) -> bytes:
+    """The bytes of the Go string that ``text`` stands for: surrogate-escaped bytes as
+    they were read, any other lone surrogate as U+FFFD (Go never holds one)."""
+    return _OTHER_SURROGATES.sub("\ufffd", text).encode("utf-8", "surrogateescape")
+
+
+def go_json_text(text: str) -> str:
+    """``text`` as Go's ``encoding/json`` writes it: every byte that is not UTF-8 (a
+    surrogate-escaped byte), and every lone surrogate, becomes U+FFFD."""
+    return _SURROGATES.sub("\ufffd", text)

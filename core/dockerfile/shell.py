@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from lamina.core.dockerfile.quote import go_quote
 from lamina.core.errors import DockerfileError
 
-__all__ = ["Lexer", "build_envs", "go_isspace"]
+__all__ = ["MAX_NESTING", "Lexer", "build_envs", "go_isspace"]
 
 # Python's str.isspace() also accepts the ASCII separators 0x1c-0x1f, which Go's
 # unicode.IsSpace does not; the lexer must split exactly where BuildKit splits.
@@ -87,6 +87,11 @@ class _Words:
 
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
 
+# ``${a:-${b:-...}}`` is lexed by recursion, as BuildKit's lexer does; Go's stacks grow
+# to a gigabyte, Python's stop at 1,000 frames, so nesting is bounded (docs/limits.md).
+# Real Dockerfiles nest two or three deep.
+MAX_NESTING = 100
+
 
 class _Scanner:
     """Character cursor with Peek/Next like Go's text/scanner (None is EOF)."""
@@ -119,6 +124,7 @@ class _ShellWord:
         self.raw_escapes = lexer.raw_escapes
         self.matches: set[str] = set()
         self.nonmatches: set[str] = set()
+        self.depth = 0
 
     def process_stop_on(self, stop: str | None, raw_escapes: bool) -> tuple[str, list[str]]:
         result: list[str] = []
@@ -233,6 +239,15 @@ class _ShellWord:
             result.append(ch)
 
     def process_dollar(self) -> str:
+        if self.depth >= MAX_NESTING:
+            raise _LexError(f"variable substitutions nested more than {MAX_NESTING} deep")
+        self.depth += 1
+        try:
+            return self._process_dollar()
+        finally:
+            self.depth -= 1
+
+    def _process_dollar(self) -> str:
         sc = self.scanner
         sc.next()
         if sc.peek() != "{":

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lamina.core.digest import chain_ids, is_digest
-from lamina.core.embedded.store import Store, normalize_tag
+from lamina.core.embedded.store import Store, normalize_tag, raise_if_damaged
 from lamina.core.embedded.store.images import parse_created
 from lamina.core.errors import InUse, LaminaError, NotFound, RmiError, UsageError
 from lamina.core.events import BuildEvent
 from lamina.core.model import (
     BuildRecord,
     BuildRequest,
+    BuildSources,
     FileChange,
     FsckReport,
     HistoryEntry,
@@ -41,6 +44,32 @@ log = logging.getLogger(__name__)
 __all__ = ["EmbeddedEngine", "RmiError"]
 
 
+_T = TypeVar("_T")
+
+
+def _damage_explained(cls: type[_T]) -> type[_T]:
+    """Wraps every public method of ``cls`` so that an error no reader expected, which
+    a damaged index file explains (rows of NULLs from a zeroed page), is reported as the
+    one-line damage error naming the file and ``lamina fsck --rebuild-index``."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isfunction(member):
+            setattr(cls, name, _explaining(member))
+    return cls
+
+
+def _explaining(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(self: EmbeddedEngine, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:
+            raise_if_damaged(self.store.index, exc)
+            raise
+
+    return call
+
+
+@_damage_explained
 class EmbeddedEngine:
     """The engine over ``Store(home)``.
 
@@ -174,9 +203,12 @@ class EmbeddedEngine:
           only untagged when named by tag, and refused by ID unless ``force``).
         * An ID of an image with several tags needs ``force``.
 
-        Layers are left to GC. Stops at the first failure with ``RmiError`` carrying the
+        Layers are left to GC. A reference that names no image is refused before anything
+        is removed; past that, stops at the first failure with ``RmiError`` carrying the
         lines done so far.
         """
+        for ref in refs:
+            self.store.images.resolve(ref)  # NotFound: nothing removed yet
         done: list[str] = []
         for ref in refs:
             try:
@@ -332,6 +364,10 @@ class EmbeddedEngine:
     def parent_images(self) -> set[str]:
         """IDs of the images another image was built FROM."""
         return self.store.images.parents()
+
+    def build_sources(self, build_ids: list[int]) -> dict[int, BuildSources]:
+        """What each build's COPY/ADD steps read from the context, path by path."""
+        return self.store.builds.sources(build_ids)
 
 
 if TYPE_CHECKING:

@@ -68,7 +68,14 @@ def fsck(
 
     Returns:
         The report; ``report.ok`` is False when problems remain.
+
+    Raises:
+        StoreError: the index file is damaged (nothing is checked or repaired: a
+            damaged index would make live layers look unreferenced).
     """
+    damaged = store.index.damaged()
+    if damaged is not None:
+        raise damaged
     graph = load_graph(store)
     problems: list[Problem] = []
     bad_layers = _check_layers(store, graph, deep, problems)

@@ -161,7 +161,14 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
 
     Returns:
         What was deleted, what was skipped, and the bytes freed.
+
+    Raises:
+        StoreError: the index file is damaged; nothing is deleted (rows a damaged page
+            lost would make what they reference look unreferenced).
     """
+    damaged = store.index.damaged()
+    if damaged is not None:
+        raise damaged
     skipped: list[Skipped] = []
     trash: list[Any] = []
     with store.lock():

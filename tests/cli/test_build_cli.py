@@ -108,7 +108,8 @@ def test_plain_progress_dry_run_and_file_relative_to_cwd(home: Path, tmp_path: P
         (False, "sources_changed"),
         (False, "parent_missed"),
     ]
-    assert docs[-1] == {"type": "result", "image": None, "tags": []}
+    # The result says whose decisions were predicted.
+    assert docs[-1] == {"type": "result", "image": None, "tags": [], "builder": "classic"}
     again = lamina("build", "-f", "dockerfiles/Custom.Dockerfile", "ctx", cwd=tmp_path)
     assert again.stdout.count("---> CACHED") == 0
     assert "a.txt (content)" in again.stdout

@@ -122,10 +122,10 @@ def test_prune_asks_on_a_terminal(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (("image", "prune", "--filter", "colour=red", "-f"), "invalid filter 'colour'"),
+        (("image", "prune", "--filter", "colour=red", "-f"), "Invalid filter 'colour'"),
         (("image", "prune", "--filter", "until=soon", "-f"), "invalid until filter"),
         (("builder", "prune", "--keep-storage", "lots", "-f"), "invalid size 'lots'"),
-        (("builder", "prune", "--filter", "label=a", "-f"), "invalid filter 'label'"),
+        (("builder", "prune", "--filter", "label=a", "-f"), "Invalid filter 'label'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_deleted(
@@ -179,3 +179,29 @@ def test_df_frees_names_what_removing_a_target_frees(
     assert answers["app:1"] == 0
     code, out, err = run(capsys, "system", "df", "--frees", "nosuch:tag")
     assert code == 1 and out == "" and "no such image, tag or cache entry: nosuch:tag" in err
+
+
+def test_builder_du_lists_the_cache_as_buildx_du_does(
+    capsys: pytest.CaptureFixture[str], world: dict[str, Any]
+) -> None:
+    code, out, _ = run(capsys, "system", "df", "--format", "json")
+    entries = {c["key"]: c for c in json.loads(out)["cache"]}
+    assert entries
+    code, out, _ = run(capsys, "builder", "du", "--format", "json")
+    assert code == 0
+    records = {r["id"]: r for r in json.loads(out)["records"]}
+    assert set(records) == set(entries)
+    for key, record in records.items():
+        # lamina's own entries: their step is their description, and they have no type.
+        assert record["description"] == entries[key]["instruction"] and record["type"] == ""
+        assert record["size"] == entries[key]["size"]
+    total = sum(e["size"] for e in entries.values())
+    code, out, _ = run(capsys, "builder", "du")
+    lines = out.splitlines()
+    assert lines[0].split() == ["ID", "RECLAIMABLE", "SIZE", "LAST", "ACCESSED"]
+    assert {line.split()[0] for line in lines[1 : 1 + len(entries)]} == set(entries)
+    assert lines[-1].split() == ["Total:", f"{total / 1000:.4g}kB"]
+    code, out, _ = run(capsys, "builder", "du", "--verbose")
+    blocks = out.split("\n\n")
+    assert [b.splitlines()[0].split()[-1] for b in blocks[: len(entries)]] == list(records)
+    assert all("Reclaimable:    true" in b for b in blocks[: len(entries)])

@@ -4,6 +4,7 @@ reader COPY relies on."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import io
 import os
@@ -191,6 +192,84 @@ def test_add_url_downloads_and_hashes_the_bytes(
     _, changed = build(store, ctx, text)
     assert changed[1].cached is False
     assert changed[1].reason["kind"] == "sources_changed"
+
+
+def store_state(home: Path) -> tuple[list[tuple[str, int]], list[str]]:
+    """Every path of the store with its size, and the index's rows."""
+    import sqlite3
+
+    listing = []
+    for root, dirs, files in os.walk(home):
+        for name in dirs + files:
+            if name not in ("index.db-wal", "index.db-shm"):
+                p = Path(root) / name
+                listing.append((str(p.relative_to(home)), p.lstat().st_size if p.is_file() else 0))
+    conn = sqlite3.connect(home / "index.db")
+    try:
+        return sorted(listing), list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+def test_add_checksum_verifies_the_download(
+    store: Store, ctx: Path, http_server: tuple[str, Path]
+) -> None:
+    url, served = http_server
+    (served / "tool.sh").write_text("v1")
+    right = "sha256:" + hashlib.sha256(b"v1").hexdigest()
+    text = f"FROM busybox\nADD --checksum={right} {url}/tool.sh /opt/\n"
+    image, _ = build(store, ctx, text, builder="buildkit")
+    assert image_root(store, image).read_file("/opt/tool.sh") == b"v1"
+    # Another digest: one line naming the step, before anything is written.
+    before = store_state(store.home)
+    wrong = "sha256:" + hashlib.sha256(b"v2").hexdigest()
+    (ctx / "Dockerfile").write_text(text.replace(right, wrong))
+    events = list(run_build(store, BuildRequest(context=str(ctx), builder="buildkit")))
+    end = events[-1]
+    assert isinstance(end, BuildFailed)
+    assert end.message == (
+        f"{ctx / 'Dockerfile'}:2: ADD: checksum mismatch: expected {wrong}, got {right}"
+    )
+    assert store_state(store.home) == before
+    # A malformed digest and a checksum on a local file are refused the same way.
+    for bad, words in (
+        (f"--checksum=sha256:abc {url}/tool.sh", "invalid checksum 'sha256:abc'"),
+        (f"--checksum={right} a.txt", "--checksum needs exactly one HTTP source"),
+    ):
+        (ctx / "a.txt").write_text("v1")
+        (ctx / "Dockerfile").write_text(f"FROM busybox\nADD {bad} /opt/\n")
+        end = list(run_build(store, BuildRequest(context=str(ctx), builder="buildkit")))[-1]
+        assert isinstance(end, BuildFailed)
+        assert f"Dockerfile:2: ADD: {words}" in end.message, end.message
+        assert "\n" not in end.message
+    assert store_state(store.home) == before
+
+
+def test_add_url_under_buildkit_rules_is_keyed_on_the_bytes(
+    store: Store, ctx: Path, http_server: tuple[str, Path]
+) -> None:
+    url, served = http_server
+    tool = served / "tool.sh"
+    tool.write_text("v1")
+    text = f"FROM busybox\nADD {url}/tool.sh /opt/\nCOPY a.txt /a\n"
+    (ctx / "a.txt").write_text("a")
+
+    def decided(dockerfile: str = text) -> list[bool | None]:
+        _, steps = build(store, ctx, dockerfile, builder="buildkit")
+        return [s.cached for s in steps[1:]]
+
+    assert decided() == [False, False]
+    assert decided() == [True, True]
+    # A new Last-Modified alone: the same bytes, a hit.
+    os.utime(tool, (2_000_000_000, 2_000_000_000))
+    assert decided() == [True, True]
+    tool.write_text("v2")
+    assert decided() == [False, False]
+    tool.write_text("v1")
+    assert decided() == [True, True]
+    # The checksum is one of the op's options: adding it is another key.
+    right = "sha256:" + hashlib.sha256(b"v1").hexdigest()
+    assert decided(text.replace("ADD ", f"ADD --checksum={right} ")) == [False, False]
 
 
 def test_copy_heredoc(store: Store, ctx: Path) -> None:

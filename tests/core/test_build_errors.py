@@ -95,10 +95,30 @@ def seeded(store: Store, ctx: Path) -> None:
             "FROM busybox\nRUN --mount=type=cache,target=/c true\n",
             "Dockerfile:2: RUN: the --mount option requires BuildKit",
         ),
+        # The classic builder's refusals, in Docker 20.10's words (DOCKER_BUILDKIT=0):
+        # a flag its parser does not know, --chmod at its step, and a heredoc whose
+        # lines it reads as instructions.
+        ("FROM busybox\nCOPY --exclude=*.log a.txt /x/\n", "Dockerfile:2: Unknown flag: exclude"),
+        ("FROM busybox\nCOPY --link a.txt /a\n", "Dockerfile:2: Unknown flag: link"),
+        ("FROM busybox\nCOPY --link=false a.txt /a\n", "Dockerfile:2: Unknown flag: link"),
+        ("FROM busybox\nRUN --network=none true\n", "Dockerfile:2: Unknown flag: network"),
         (
-            "FROM busybox\nCOPY --exclude=*.log a.txt /x/\n",
-            "Dockerfile:2: COPY: the --exclude option requires BuildKit",
+            "FROM busybox\nCOPY --chmod=755 a.txt /a\n",
+            "Dockerfile:2: COPY: the --chmod option requires BuildKit",
         ),
+        (
+            "FROM busybox\nADD --chmod=755 a.txt /a\n",
+            "Dockerfile:2: ADD: the --chmod option requires BuildKit",
+        ),
+        (
+            "FROM busybox\nRUN <<EOF\necho hi\nEOF\n",
+            "Dockerfile:3: unknown instruction: ECHO",
+        ),
+        (
+            "FROM busybox\nCOPY <<EOF /x\n\n# note\nhi there\nEOF\n",
+            "Dockerfile:5: unknown instruction: HI",
+        ),
+        ("FROM busybox\nRUN cat <<EOF\nEOF\n", "Dockerfile:3: unknown instruction: EOF"),
         # Docker's own words for a port it refuses (go-connections' nat), after expansion.
         ("FROM busybox\nEXPOSE 80 abc\n", "Dockerfile:2: EXPOSE: Invalid containerPort: abc"),
         (
@@ -235,7 +255,8 @@ def test_failing_run_names_the_step_and_keeps_earlier_cache(store: Store, ctx: P
     end = events[-1]
     assert isinstance(end, BuildFailed) and not end.cancelled
     assert end.message == (
-        "step 0/2 'RUN echo first && echo 'it broke' && exit 3' exited with status 3: it broke"
+        f"{ctx}/Dockerfile:3: 'RUN echo first && echo 'it broke' && exit 3' exited with"
+        " status 3: it broke"
     )
     assert [e.line for e in events if isinstance(e, StepOutput)] == ["first", "it broke"]
     assert store.images.resolve("seed") == seed_image

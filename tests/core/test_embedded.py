@@ -147,10 +147,18 @@ def test_rmi_refuses_a_parent_image(engine: EmbeddedEngine, dive: str) -> None:
 
 def test_rmi_reports_partial_progress(engine: EmbeddedEngine, dive: str) -> None:
     engine.tag(dive, "other:1")
+    child_image(engine, dive, "2030-01-01T00:00:00Z")
     with pytest.raises(RmiError) as exc:
-        engine.rmi(["other:1", "missing:tag"])
+        engine.rmi(["other:1", dive])
     assert exc.value.done == ["Untagged: other:1"]
-    assert "missing:tag" in str(exc.value)
+    assert "dependent child images" in str(exc.value)
+
+
+def test_rmi_of_a_missing_image_removes_nothing(engine: EmbeddedEngine, dive: str) -> None:
+    engine.tag(dive, "other:1")
+    with pytest.raises(NotFound, match="missing:tag"):
+        engine.rmi(["other:1", "missing:tag"])
+    assert engine.image("other:1").id == dive
 
 
 def test_delegates_to_disk_usage(engine: EmbeddedEngine, dive: str) -> None:

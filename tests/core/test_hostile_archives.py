@@ -189,3 +189,47 @@ def test_add_of_a_hostile_archive_touches_nothing_outside_the_store(
     end = list(run_build(store, BuildRequest(context=str(ctx))))[-1]
     assert isinstance(end, BuildFinished), end
     sentinels.assert_untouched()
+
+
+def _tree(root: Path, skip: Path) -> dict[str, tuple[int, int, int, int, bytes]]:
+    """Every path under ``root`` but ``skip``: mode, owner, mtime and content."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if Path(dirpath, d) != skip]
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            st = os.lstat(path)
+            data = path.read_bytes() if stat.S_ISREG(st.st_mode) else b""
+            out[str(path)] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, data)
+    return out
+
+
+@pytest.mark.parametrize("verb", ["import", "load"])
+def test_the_issues_reproducer_changes_nothing_outside_the_store(
+    lamina_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], verb: str
+) -> None:
+    from lamina.tui.cli import main
+
+    victim = tmp_path / "victim"
+    victim.write_text("root:x:0:0::/root:/bin/sh\n")
+    os.chmod(victim, 0o640)
+    # As the issue gives it: d/ a directory of mode 04777, then d a symlink to the victim.
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as t:
+        d = tarfile.TarInfo("d")
+        d.type, d.mode = tarfile.DIRTYPE, 0o4777
+        t.addfile(d)
+        s = tarfile.TarInfo("d")
+        s.type, s.linkname = tarfile.SYMTYPE, str(victim)
+        t.addfile(s)
+    if verb == "load":
+        # Inside a docker-archive whose diffID is wrong: refused after staging.
+        evil.write_bytes(_docker_archive(evil.read_bytes(), "sha256:" + "0" * 64))
+    main(["images"])  # the store exists before the fingerprint
+    before = _tree(tmp_path, lamina_home)
+    argv = ["import", str(evil), "evil:1"] if verb == "import" else ["load", "-i", str(evil)]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == (0 if verb == "import" else 1), err
+    assert _tree(tmp_path, lamina_home) == before
+    assert stat.S_IMODE(os.lstat(victim).st_mode) == 0o640

@@ -159,3 +159,46 @@ def test_the_stages_then_build_as_before(store: Store, ctx: Path) -> None:
     assert steps["RUN true"].cached is False
     assert {"RUN echo slow > /slow", "COPY --from=slow /slow /slow"} <= set(steps)
     _consistent(store)
+
+
+TWINS = """\
+FROM busybox AS one
+RUN echo same > /same
+FROM busybox AS two
+RUN echo same > /same
+RUN echo two > /two
+FROM busybox
+COPY --from=one /same /1
+COPY --from=two /two /2
+"""
+
+
+def test_the_earlier_stage_runs_a_merged_step_whichever_thread_comes_first(
+    store: Store, ctx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BuildKit names a merged vertex after the first stage defining it; lamina's stage
+    threads race, so the first stage's thread is held back here to make the later
+    stage's thread reach the shared step first."""
+    from lamina.core.embedded.builder import walk
+
+    real = walk.Walk._stage
+
+    def late_first_stage(self: Any, number: int, stage: Any, meta: Any) -> Any:
+        if number == 0:
+            time.sleep(1.5)
+        yield from real(self, number, stage, meta)
+
+    monkeypatch.setattr(walk.Walk, "_stage", late_first_stage)
+    (ctx / "Dockerfile").write_text(TWINS)
+    events = list(run_build(store, BuildRequest(context=str(ctx), network="none")))
+    assert isinstance(events[-1], BuildFinished), events[-1]
+    runs = {
+        (e.step.stage, e.step.index): e.step
+        for e in events
+        if isinstance(e, StepFinished) and e.step.instruction == "RUN echo same > /same"
+    }
+    first, later = runs[(0, 1)], runs[(1, 1)]
+    assert first.cached is False, first.reason
+    assert later.cached is True and (later.reason or {}).get("kind") == "merged", later.reason
+    assert (later.reason or {}).get("step") == "0/1"
+    _consistent(store)

@@ -234,8 +234,8 @@ def test_image_filters_until_and_labels(store: Store) -> None:
     ("request_", "message"),
     [
         (PruneRequest("image", filters=("dangling=maybe",)), "Invalid filter 'dangling=[maybe]'"),
-        (PruneRequest("system", filters=("dangling=false",)), "invalid filter 'dangling'"),
-        (PruneRequest("builder", filters=("label=a",)), "invalid filter 'label'"),
+        (PruneRequest("system", filters=("dangling=false",)), "Invalid filter 'dangling'"),
+        (PruneRequest("builder", filters=("label=a",)), "Invalid filter 'label'"),
         (PruneRequest("image", filters=("until=yesterday",)), "invalid until filter"),
         (PruneRequest("image", filters=("until=1h", "until=2h")), "more than one until"),
         (PruneRequest("image", filters=("until",)), "expected key=value"),
@@ -329,7 +329,7 @@ def test_gc_collects_only_what_nothing_references(store: Store) -> None:
     # Docker's measure: the two 7,000-byte layers and the leftover config's blocks.
     assert result.reclaimed_bytes == 14_000 + config_blocks
     assert store.images.exists(dangling)
-    with pytest.raises(UsageError, match="invalid filter"):
+    with pytest.raises(UsageError, match="Invalid filter"):
         plan_prune(store, PruneRequest("gc", filters=("until=1h",)))
 
 

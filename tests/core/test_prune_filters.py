@@ -101,8 +101,8 @@ def test_filters_parse_at_the_first_equals_sign() -> None:
     ("raw", "allowed", "message"),
     [
         (["dangling=TRUE"], IMAGE_FILTERS, r"Invalid filter 'dangling=\[TRUE\]'"),
-        (["dangling=true"], BUILDER_FILTERS, "invalid filter 'dangling'"),
-        (["label=x"], BUILDER_FILTERS, "invalid filter 'label'"),
+        (["dangling=true"], BUILDER_FILTERS, "Invalid filter 'dangling'"),
+        (["label=x"], BUILDER_FILTERS, "Invalid filter 'label'"),
         (["until"], IMAGE_FILTERS, "expected key=value"),
         (["=x"], IMAGE_FILTERS, "expected key=value"),
         (["until=1h", "until=2h"], IMAGE_FILTERS, "more than one until"),

@@ -151,6 +151,7 @@ def test_a_whitespace_change_says_so_and_line_breaks_show() -> None:
         reasons.result_pruned(),
         reasons.base_changed(OTHER, BASE, "FROM busybox now resolves elsewhere"),
         reasons.sources_unknown("build"),
+        reasons.remote_cache("registry.example/team/cache:main"),
     ],
 )
 def test_every_constructor_makes_a_json_ready_reason_of_a_known_kind(reason: Reason) -> None:

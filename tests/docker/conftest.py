@@ -7,6 +7,8 @@ per-session prefix and removed at the end of the session.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,11 @@ from lamina.core.docker.engine import DockerEngine
 SESSION = uuid.uuid4().hex[:8]
 PREFIX = f"lamina-test-{SESSION}"
 BASE = f"{PREFIX}/busybox:latest"
+
+# As tests/conftest.py: in CI a missing capability fails the test instead of skipping it.
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# Where a newer docker CLI is installed beside Debian's (.ci/run puts one here).
+NEWER_CLI = "/usr/local/bin/docker"
 
 _created: set[str] = set()
 _base_ready: dict[str, str] = {}
@@ -47,6 +54,40 @@ def _docker_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("LAMINA_HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     return home
+
+
+def _client_version(exe: str) -> str:
+    """The CLI's own version (it prints it even when no daemon answers)."""
+    proc = subprocess.run(
+        [exe, "version", "--format", "{{.Client.Version}}"],
+        capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+    return proc.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def newer_docker() -> str:
+    """A docker CLI of 24.0 or newer, wherever it sits: every ``docker`` on PATH is
+    asked its version, so which one comes first never decides what the test runs.
+
+    Without one a test skips on a laptop and fails in CI, saying what is missing.
+    """
+    seen: set[str] = set()
+    tried: list[str] = []
+    for exe in [os.path.join(d, "docker") for d in os.get_exec_path()] + [NEWER_CLI]:
+        real = os.path.realpath(exe)
+        if real in seen or not os.access(real, os.X_OK):
+            continue
+        seen.add(real)
+        version = _client_version(exe)
+        tried.append(f"{exe} {version or '?'}")
+        major = version.split(".", 1)[0]
+        if major.isdigit() and int(major) >= 24:
+            return exe
+    reason = "no docker CLI 24.0 or newer found (" + (", ".join(tried) or "none on PATH") + ")"
+    if IN_CI:
+        pytest.fail(f"CI must provide a docker CLI 24.0 or newer at {NEWER_CLI}: {reason}")
+    pytest.skip(reason)
 
 
 @pytest.fixture

@@ -8,13 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import Tree
+from app_workers import workers_done
+from textual.widgets import DataTable, Tree
 
 from lamina.core.docker.engine import DockerEngine
 from lamina.core.events import BuildFinished
 from lamina.core.model import BuildRequest
 from lamina.tui.app import LaminaApp, make_app
 from lamina.tui.screens.main import MainScreen
+from lamina.tui.widgets.disk import DiskView
 from lamina.tui.widgets.layers import LayersView
 
 pytestmark = pytest.mark.docker
@@ -46,7 +48,7 @@ async def test_app_shows_shared_base_layers_from_docker(
     app.settle_delay = 0  # read a selected layer's files at once, not after the cursor rests
     async with app.run_test(size=(120, 36)) as pilot:
         for _ in range(3):
-            await app.workers.wait_for_complete()
+            await workers_done(app)
             await pilot.pause()
         screen = next(s for s in app.screen_stack if isinstance(s, MainScreen))
         view = screen.query_one(LayersView)
@@ -64,27 +66,36 @@ async def test_app_shows_shared_base_layers_from_docker(
         # Opening a layer reads its files lazily from Docker's saved image.
         view.selected = top_a
         for _ in range(3):
-            await app.workers.wait_for_complete()
+            await workers_done(app)
             await pilot.pause()
         assert view.changes_for == top_a
-        assert [c.path for c in view.changes] == ["/a"]
+        # BuildKit's RUN layer also holds the mount points it made for the command.
+        assert [c.path for c in view.changes] == ["/a", "/dev", "/etc", "/proc", "/sys"]
 
 
 async def _open_builds(app: LaminaApp, pilot: Any) -> MainScreen:
     for _ in range(3):
-        await app.workers.wait_for_complete()
+        await workers_done(app)
         await pilot.pause()
     await pilot.press("3")
     await pilot.pause()
     return next(s for s in app.screen_stack if isinstance(s, MainScreen))
 
 
+# The two builders predict differently (BuildKit from lamina's records of its builds and
+# BuildKit's cache, the classic builder from the daemon's intermediate images): the
+# what-if of a build predicts by the builder that build ran with, and says so.
+@pytest.mark.parametrize(
+    ("builder", "named"), [("buildkit", "BuildKit"), ("classic", "the classic builder")]
+)
 async def test_what_if_on_docker_predicts_and_offers_the_build(
     docker_engine: DockerEngine,
     docker_base: str,
     docker_tag: Callable[[str], str],
     tmp_path: Path,
     tree: Any,
+    builder: str,
+    named: str,
 ) -> None:
     from lamina.tui.screens.confirm import WhatIfScreen
 
@@ -93,9 +104,10 @@ async def test_what_if_on_docker_predicts_and_offers_the_build(
         tmp_path / "w",
         {"Dockerfile": f"FROM {docker_base}\nCOPY f /f\nRUN cat /f > /g\n", "f": token},
     )
-    request = BuildRequest(context=str(ctx), tags=(docker_tag("whatif"),))
+    request = BuildRequest(context=str(ctx), tags=(docker_tag("whatif"),), builder=builder)
     events = list(docker_engine.build(request))
     assert isinstance(events[-1], BuildFinished), events[-1]
+    assert docker_engine.builds(limit=1)[0].builder == builder
 
     app: LaminaApp = make_app(docker_engine, clock=lambda: 1_800_000_000.0)
     async with app.run_test(size=(120, 36)) as pilot:
@@ -104,7 +116,7 @@ async def test_what_if_on_docker_predicts_and_offers_the_build(
         assert screen.check_action("what_if", ()) is True
         await pilot.press("w")
         for _ in range(4):
-            await app.workers.wait_for_complete()
+            await workers_done(app)
             await pilot.pause()
         dialog = app.screen
         assert isinstance(dialog, WhatIfScreen)
@@ -112,6 +124,8 @@ async def test_what_if_on_docker_predicts_and_offers_the_build(
         # Nothing changed since the build: every predicted step is a hit.
         verdicts = [s.cached for s in dialog.steps if s.instruction.split()[0] != "FROM"]
         assert verdicts and all(v is True for v in verdicts), dialog.steps
+        assert dialog.builder == builder
+        assert f"Predicted under {named}'s rules, the builder build #" in dialog.body()
         await pilot.press("escape")
 
 
@@ -137,7 +151,7 @@ async def test_a_failed_prediction_on_docker_offers_no_build(
         await _open_builds(app, pilot)
         await pilot.press("w")
         for _ in range(4):
-            await app.workers.wait_for_complete()
+            await workers_done(app)
             await pilot.pause()
         dialog = app.screen
         assert isinstance(dialog, WhatIfScreen)
@@ -163,11 +177,11 @@ async def test_disk_view_on_docker_lists_containers_volumes_and_every_prune(
         app: LaminaApp = make_app(docker_engine, clock=lambda: 1_800_000_000.0)
         async with app.run_test(size=(120, 36)) as pilot:
             for _ in range(3):
-                await app.workers.wait_for_complete()
+                await workers_done(app)
                 await pilot.pause()
             await pilot.press("4")
             for _ in range(3):
-                await app.workers.wait_for_complete()
+                await workers_done(app)
                 await pilot.pause()
             view = app.screen.query_one(DiskView)
             table = view.query_one("#disk-table")
@@ -185,3 +199,40 @@ async def test_disk_view_on_docker_lists_containers_volumes_and_every_prune(
         container.remove(force=True)
         volume.remove(force=True)
         client.close()
+
+
+async def test_disk_view_lists_buildkits_records(
+    docker_engine: DockerEngine,
+    docker_base: str,
+    docker_tag: Callable[[str], str],
+    tmp_path: Path,
+    tree: Any,
+) -> None:
+    ctx = tree(
+        tmp_path / "c", {"Dockerfile": f"FROM {docker_base}\nRUN echo {os.urandom(6).hex()}\n"}
+    )
+    _build(docker_engine, ctx, docker_tag("app-du"))
+    records = {r["ID"]: r for r in docker_engine.api.df()["BuildCache"]}
+    assert records
+    app: LaminaApp = make_app(docker_engine, clock=lambda: 1_800_000_000.0)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("4")
+        for _ in range(3):
+            await workers_done(app)
+            await pilot.pause()
+        screen = next(s for s in app.screen_stack if isinstance(s, MainScreen))
+        table = screen.query_one(DiskView).query_one("#disk-buildkit", DataTable)
+        assert table.display and table.row_count == len(records)
+        rows = [table.get_row_at(i) for i in range(table.row_count)]
+        # Record, type, description, parents, in use, shared, size, last used, usage.
+        by_id = {next(r for r in records if r.startswith(row[0])): row for row in rows}
+        assert set(by_id) == set(records)
+        for record_id, row in by_id.items():
+            r = records[record_id]
+            assert row[1] == r["Type"] and row[2] == (r["Description"] or "-")
+            assert row[3] == (r["Parent"][:12] if r.get("Parent") else "-")
+            assert (row[4], row[5]) == (
+                "yes" if r["InUse"] else "no",
+                "yes" if r["Shared"] else "no",
+            )
+            assert row[8] == str(r["UsageCount"])

@@ -1,4 +1,5 @@
-"""Classic-builder builds on a real daemon: step events, HIT/MISS, and lamina's reasons."""
+"""Classic-builder builds (``--builder classic``) on a real daemon: step events, HIT/MISS,
+and lamina's reasons."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.docker
 
 def run(engine: DockerEngine, ctx: Path, tag: str | None = None, **kw: Any) -> list[Any]:
     tags = (tag,) if tag else ()
+    kw.setdefault("builder", "classic")
     return list(engine.build(BuildRequest(context=str(ctx), tags=tags, **kw)))
 
 
@@ -203,7 +205,7 @@ def test_cancel_ends_with_a_cancelled_event(
     )
     cancel = threading.Event()
     events = []
-    for event in docker_engine.build(BuildRequest(context=str(slow)), cancel):
+    for event in docker_engine.build(BuildRequest(context=str(slow), builder="classic"), cancel):
         events.append(event)
         if isinstance(event, StepStarted) and event.index == 2:
             cancel.set()

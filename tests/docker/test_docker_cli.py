@@ -17,6 +17,8 @@ from lamina.tui.cli import main
 
 pytestmark = pytest.mark.docker
 
+CLASSIC = ("build", "--builder", "classic")
+
 
 def lamina(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     capsys.readouterr()
@@ -47,7 +49,8 @@ def built(
     tmp_path: Path,
     tree: Any,
 ) -> tuple[str, Path]:
-    """An image built with ``lamina --engine docker build --progress json``."""
+    """An image built with ``lamina --engine docker build --builder classic --progress json``
+    (compared below with Docker's classic builder)."""
     token = os.urandom(6).hex()
     ctx = tree(
         tmp_path / "ctx",
@@ -57,7 +60,7 @@ def built(
         },
     )
     tag = docker_tag("cli")
-    code, out, err = lamina(capsys, "build", "--progress", "json", "-t", tag, str(ctx))
+    code, out, err = lamina(capsys, *CLASSIC, "--progress", "json", "-t", tag, str(ctx))
     assert code == 0, err
     events = json_lines(out)
     steps = [e for e in events if e["type"] == "step"]
@@ -75,12 +78,12 @@ def test_build_progress_json_agrees_with_docker_build(
     # the context tar differently; see lamina.core.docker.context).
     out = docker_2010("build", "--network", "none", "-t", tag, str(ctx))
     assert out.count(" ---> Using cache") == 3
-    code, out, _ = lamina(capsys, "build", "--progress", "json", "-t", tag, str(ctx))
+    code, out, _ = lamina(capsys, *CLASSIC, "--progress", "json", "-t", tag, str(ctx))
     assert code == 0
     steps = [e for e in json_lines(out) if e["type"] == "step"]
     assert [s["cached"] for s in steps] == [None, True, True, True]
     (ctx / "f").write_text("changed")
-    code, out, _ = lamina(capsys, "build", "--progress", "json", "-t", tag, str(ctx))
+    code, out, _ = lamina(capsys, *CLASSIC, "--progress", "json", "-t", tag, str(ctx))
     steps = [e for e in json_lines(out) if e["type"] == "step"]
     assert [s["cached"] for s in steps] == [None, True, False, False]
     assert steps[2]["reason"]["kind"] == "sources_changed"

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.docker
 
 
 def build(engine: DockerEngine, context: Path, tag: str) -> str:
-    events = list(engine.build(BuildRequest(context=str(context), tags=(tag,))))
+    # The classic builder: its intermediates are the images these plans are about.
+    events = list(engine.build(BuildRequest(context=str(context), tags=(tag,), builder="classic")))
     done = [e for e in events if isinstance(e, BuildFinished)]
     assert done, f"build failed: {events[-1]}"
     assert done[0].image is not None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,9 @@ from lamina.core.open import default_home
 from lamina.tui.cli import main
 
 pytestmark = pytest.mark.docker
+
+# These tests are about the classic builder (BuildKit's are in test_docker_buildkit.py).
+CLASSIC = ("build", "--builder", "classic")
 
 
 def lamina(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -55,7 +57,7 @@ def test_lamina_and_debian_docker_build_share_every_step(
     capsys: pytest.CaptureFixture[str], context: Path, docker_tag: Callable[[str], str]
 ) -> None:
     tag = docker_tag("shared")
-    code, out, err = lamina(capsys, "build", "--progress", "json", "-t", tag, str(context))
+    code, out, err = lamina(capsys, *CLASSIC, "--progress", "json", "-t", tag, str(context))
     assert code == 0, err
     assert [s["cached"] for s in steps(out)] == [None, False, False, False]
     # Debian's 20.10 CLI, named explicitly: every step lamina made is a hit for it.
@@ -67,26 +69,22 @@ def test_lamina_and_debian_docker_build_share_every_step(
     (context / "Dockerfile").write_text(text)
     out = docker_2010("build", "--network", "none", "-t", tag, str(context))
     assert out.count(" ---> Using cache") == 3
-    code, out, _ = lamina(capsys, "build", "--progress", "json", "-t", tag, str(context))
+    code, out, _ = lamina(capsys, *CLASSIC, "--progress", "json", "-t", tag, str(context))
     assert [s["cached"] for s in steps(out)] == [None, True, True, True, True]
 
 
-def test_newer_cli_on_path_hashes_like_its_own_daemons(
-    capsys: pytest.CaptureFixture[str], context: Path, docker_tag: Callable[[str], str]
+def test_newer_cli_hashes_like_its_own_daemons(
+    capsys: pytest.CaptureFixture[str],
+    context: Path,
+    docker_tag: Callable[[str], str],
+    newer_docker: str,
 ) -> None:
     """A 24+ CLI writes no owner names and no type bits: on this 20.10 daemon its COPY
     cache is its own, and lamina's tar style for 24+ daemons is that one."""
-    newer = shutil.which("docker")
-    assert newer is not None
-    version = subprocess.run(
-        [newer, "version", "--format", "{{.Client.Version}}"],
-        capture_output=True, text=True, check=False,
-    ).stdout.strip()  # fmt: skip
-    if newer == "/usr/bin/docker" or version.startswith("20."):
-        pytest.skip(f"no newer docker CLI than 20.10 on PATH ({newer} {version})")
+    newer = newer_docker
     assert tar_style("1.41") == STYLE_LOOKUPS and tar_style("1.47") == STYLE_PLAIN
     tag = docker_tag("newer")
-    assert lamina(capsys, "build", "--progress", "json", "-t", tag, str(context))[0] == 0
+    assert lamina(capsys, *CLASSIC, "--progress", "json", "-t", tag, str(context))[0] == 0
     env = dict(os.environ, DOCKER_BUILDKIT="0")
     out = subprocess.run(
         [newer, "build", "--network", "none", "-t", tag, str(context)],
@@ -101,7 +99,7 @@ def test_bad_dockerfile_shows_dockers_message_and_line(
 ) -> None:
     lines = f"FROM {docker_base}\nRUN true\n\n# a comment\nENV A=1\nLABEL a=b\nWORKDIR /x\n"
     ctx = tree(tmp_path / "bad", {"Dockerfile": lines + "RUN echo\nSET x=1\n"})
-    code, _, err = lamina(capsys, "build", str(ctx))
+    code, _, err = lamina(capsys, *CLASSIC, str(ctx))
     assert code == 1
     assert err.splitlines() == ["lamina: dockerfile parse error line 9: unknown instruction: SET"]
     theirs = docker_2010("build", str(ctx), check=False)
@@ -155,18 +153,25 @@ def test_what_if_predicts_the_classic_builder(
 
     def predicted(*extra: str) -> list[Any]:
         code, out, err = lamina(
-            capsys, "build", "--dry-run", "--progress", "json", "-t", tag, *extra, str(ctx)
+            capsys, *CLASSIC, "--dry-run", "--progress", "json", "-t", tag, *extra, str(ctx)
         )
         assert code == 0, err
         return [(s["cached"], (s["reason"] or {}).get("kind")) for s in steps(out)]
 
     def built(*extra: str) -> list[Any]:
-        code, out, err = lamina(capsys, "build", "--progress", "json", "-t", tag, *extra, str(ctx))
+        code, out, err = lamina(capsys, *CLASSIC, "--progress", "json", "-t", tag, *extra, str(ctx))
         assert code == 0, err
         return [(s["cached"], (s["reason"] or {}).get("kind")) for s in steps(out)]
 
     built()
     assert predicted() == [(None, None)] + [(True, None)] * 4 == built()
+    # The prediction says whose decisions it is: the classic builder's, as asked.
+    code, out, _ = lamina(capsys, *CLASSIC, "--dry-run", "--progress", "json", "-t", tag, str(ctx))
+    assert code == 0 and json.loads(out.splitlines()[-1])["builder"] == "classic"
+    code, out, _ = lamina(capsys, *CLASSIC, "--dry-run", "-t", tag, str(ctx))
+    assert code == 0 and out.splitlines()[0] == (
+        "Dry run: predicting the classic builder's decisions (`DOCKER_BUILDKIT=0 docker build`)"
+    )
     (ctx / "f").write_text("b\n")
     expect = predicted()
     assert expect[3] == (False, "sources_changed") and expect[4] == (False, "parent_missed")

@@ -10,6 +10,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
+from app_workers import workers_done
 from textual.widgets import DataTable
 
 from lamina.core import BuildFinished, BuildRequest, Engine, LocalStore, diff_images, open_engine
@@ -65,7 +66,7 @@ async def test_mark_one_image_select_another_and_see_the_diff(
     app.settle_delay = 0
     async with app.run_test(size=(120, 36)) as pilot:
         for _ in range(3):
-            await app.workers.wait_for_complete()
+            await workers_done(app)
             await pilot.pause()
         screen = app.screen
         assert isinstance(screen, MainScreen) and screen.active_view == "images"
@@ -83,7 +84,7 @@ async def test_mark_one_image_select_another_and_see_the_diff(
         await pilot.pause()
         diff = app.screen
         assert isinstance(diff, DiffScreen)
-        await diff.workers.wait_for_complete()
+        await workers_done(diff)
         await pilot.pause()
         expected = diff_images(engine.image_files("left:1"), engine.image_files("right:1"))
         assert diff.result is not None and diff.result.files == expected.files
@@ -100,7 +101,7 @@ async def test_build_open_selects_the_build(store: tuple[Engine, list[BuildFinis
     app.settle_delay = 0
     async with app.run_test(size=(120, 36)) as pilot:
         for _ in range(3):
-            await app.workers.wait_for_complete()
+            await workers_done(app)
             await pilot.pause()
         screen = app.screen
         assert isinstance(screen, MainScreen) and screen.active_view == "builds"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from app_workers import workers_done
 from textual.widgets import Footer, Static
 
 from lamina.core import Engine, UsageError, load_config, open_archive
@@ -58,7 +59,7 @@ async def test_a_keymap_entry_remaps_a_binding_and_the_footer_shows_it(engine: E
     app = make_app(engine, keymap={"images.sort": "o", "view.images": "i"})
     app.settle_delay = 0
     async with app.run_test(size=(120, 36)) as pilot:
-        await app.workers.wait_for_complete()
+        await workers_done(app)
         await pilot.pause()
         screen = app.screen
         assert isinstance(screen, MainScreen)

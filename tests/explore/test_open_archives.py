@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from app_workers import workers_done
 
 from lamina.core import ArchiveError, LocalStore, NotFound, UsageError, open_archive, open_engine
 from lamina.tui.app import make_app
@@ -64,18 +65,18 @@ async def _open_app_on(spec: str) -> tuple[str, str, int]:
         app = make_app(opening.engine, focus_image=opening.focus_image)
         app.settle_delay = 0
         async with app.run_test(size=(120, 36)) as pilot:
-            await app.workers.wait_for_complete()
+            await workers_done(app)
             await pilot.pause()
             screen = app.screen
             assert isinstance(screen, MainScreen)
-            await app.workers.wait_for_complete()
+            await workers_done(app)
             await pilot.pause()
             assert not screen.query_one("#error-bar").display  # every view read the archive
             view = screen.active_view
             selected = screen.query_one(ImagesView).selected or ""
             layers = len(opening.engine.layers())
             await pilot.press("1")  # the Layers view reads the archive's layers too
-            await app.workers.wait_for_complete()
+            await workers_done(app)
             await pilot.pause()
             assert screen.active_view == "layers"
         return view, selected, layers

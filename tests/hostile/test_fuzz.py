@@ -1,8 +1,9 @@
-"""Fuzzing the archive loader and the command line: whatever the bytes or the words,
-the answer is a result or one line of ``LaminaError``, never a traceback.
+"""Fuzzing the archive loader, Dockerfiles and the command line: whatever the bytes or
+the words, the answer is a result or one line of ``LaminaError``, never a traceback.
 
 Budgets are fixed (``max_examples``, derandomized), so CI time does not vary; the seed
-corpus is lamina's own archives and ``../shared/conformance/images``.
+corpus is lamina's own archives, ``../shared/conformance/images``, BuildKit's parser
+test files and the real Dockerfiles of ``../shared/conformance``.
 """
 
 from __future__ import annotations
@@ -292,3 +293,67 @@ def test_the_command_line_never_prints_a_traceback(
     assert "Traceback" not in err and "internal error" not in err, (argv, err)
     assert "\x1b" not in err
     assert code in (0, 1, 2), (argv, code, err)
+
+
+# -- Dockerfiles ---------------------------------------------------------------------------
+
+DOCKERFILE_BYTES = [b"\xff", b"\x00", b"\\", b"$", b"${", b"}", b'"', b"'", b"\n", b"\x1b", b"["]
+
+
+@pytest.fixture(scope="module")
+def dockerfile_seeds(conformance: Path) -> list[bytes]:
+    """BuildKit's parser test files and the real Dockerfiles, every base made scratch
+    so that a dry run reaches the instructions after FROM."""
+    import re
+
+    paths = sorted((conformance / "buildkit-parser").glob("*/Dockerfile"))
+    paths += sorted(p for p in (conformance / "real-dockerfiles").iterdir() if p.suffix != ".json")
+    from_line = re.compile(rb"(?im)^(\s*from\s+)(\S+)")
+    return [from_line.sub(rb"\1scratch", p.read_bytes()) for p in paths if p.is_file()]
+
+
+@FUZZ
+@given(
+    pick=st.integers(0, 1_000),
+    edits=st.lists(
+        st.tuples(
+            st.integers(0, 1 << 16),
+            st.sampled_from(["insert", "replace", "delete"]),
+            st.sampled_from(DOCKERFILE_BYTES) | st.binary(min_size=1, max_size=3),
+        ),
+        max_size=6,
+    ),
+)
+def test_mutated_dockerfiles_build_or_fail_in_one_line(
+    tmp_path_factory: pytest.TempPathFactory,
+    dockerfile_seeds: list[bytes],
+    pick: int,
+    edits: list[tuple[int, str, bytes]],
+) -> None:
+    from lamina.core.embedded.builder.walk import run_build
+    from lamina.core.events import BuildFailed, BuildFinished
+    from lamina.core.model import BuildRequest
+
+    data = bytearray(dockerfile_seeds[pick % len(dockerfile_seeds)])
+    for offset, op, value in edits:
+        at = offset % (len(data) + 1)
+        if op == "insert":
+            data[at:at] = value
+        elif op == "replace":
+            data[at : at + len(value)] = value
+        else:
+            del data[at : at + len(value)]
+    root = tmp_path_factory.mktemp("df")
+    ctx = root / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_bytes(bytes(data))
+    store = Store(root / "store")
+    try:
+        # A dry run walks every instruction (expansion, keys, records) and runs nothing.
+        end = list(run_build(store, BuildRequest(context=str(ctx), dry_run=True)))[-1]
+    finally:
+        store.close()
+    assert isinstance(end, BuildFinished | BuildFailed), end
+    if isinstance(end, BuildFailed):
+        assert end.message and "\n" not in end.message, repr(end.message)
+        assert "internal error" not in end.message, end.message

@@ -230,7 +230,9 @@ def test_a_replaced_file_keeps_its_bytes_on_disk_not_in_memory(store: Store) -> 
     assert store.layers.verify(info.chain_id)
 
 
-def test_an_index_fanning_out_is_walked_once_per_blob(store: Store, tmp_path: Path) -> None:
+def fanning_out(root: Path) -> Path:
+    """An OCI layout whose index nests 8 levels of 10 descriptors without a platform,
+    all naming the next level: 10⁸ paths to one manifest."""
     cfg = json.dumps(config_for([GOOD])).encode()
     manifest = json.dumps(
         {
@@ -249,11 +251,46 @@ def test_an_index_fanning_out_is_walked_once_per_blob(store: Store, tmp_path: Pa
         blobs.append(blob)
         child = desc(blob, MT_INDEX)
     index = {"schemaVersion": 2, "manifests": [child]}
-    layout = oci_layout(tmp_path / "fan", index, blobs)
+    return oci_layout(root, index, blobs)
+
+
+def test_an_index_fanning_out_is_walked_once_per_blob(store: Store, tmp_path: Path) -> None:
+    layout = fanning_out(tmp_path / "fan")
     started = time.monotonic()
     loaded = load_archive(store, layout)
     assert time.monotonic() - started < 10
     assert len(loaded) == 1
+
+
+def test_an_archive_opened_in_place_walks_a_fan_out_once(tmp_path: Path) -> None:
+    # `lamina app oci:DIR`, `lamina diff oci:DIR …` read the layout where it lies.
+    from lamina.core.archive.layout import open_archive, read_images
+
+    opened = open_archive(fanning_out(tmp_path / "fan"))
+    try:
+        started = time.monotonic()
+        images = read_images(opened.source)
+        assert time.monotonic() - started < 10
+        assert len(images) == 1
+    finally:
+        opened.close()
+
+
+def test_an_archive_opened_in_place_is_held_to_the_descriptor_budget(tmp_path: Path) -> None:
+    from lamina.core.archive.layout import open_archive, read_images
+
+    cfg = json.dumps(config_for([GOOD])).encode()
+    manifest = json.dumps(
+        {"schemaVersion": 2, "config": desc(cfg, MT_CONFIG), "layers": [desc(GOOD, MT_LAYER)]}
+    ).encode()
+    index = {"schemaVersion": 2, "manifests": [{"digest": sha(manifest)}] * 55_000}
+    opened = open_archive(oci_layout(tmp_path / "rep", index, [cfg, manifest, GOOD]))
+    try:
+        bounded(
+            lambda: refused(lambda: read_images(opened.source), "more than 50000"), megabytes=200
+        )
+    finally:
+        opened.close()
 
 
 def test_an_index_repeating_one_manifest_is_refused_quickly(store: Store, tmp_path: Path) -> None:

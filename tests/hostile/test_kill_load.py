@@ -84,7 +84,12 @@ def archive(path: Path, seed: int) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [11, 12, 13, 14, 15, 16])
-def test_kill_9_during_loads_and_prunes_leaves_a_healthy_store(tmp_path: Path, seed: int) -> None:
+def test_kill_9_during_loads_and_prunes_leaves_a_healthy_store(
+    tmp_path: Path,
+    seed: int,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     home = tmp_path / "store"
     Store(home).close()
     archives = [str(archive(tmp_path / f"a{i}.tar", seed * 10 + i)) for i in range(2)]
@@ -104,6 +109,13 @@ def test_kill_9_during_loads_and_prunes_leaves_a_healthy_store(tmp_path: Path, s
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+    # What a user runs: plain `lamina fsck`, exit 0, nothing on stderr.
+    from lamina.tui.cli import main
+
+    monkeypatch.setenv("LAMINA_HOME", str(home))
+    code = main(["fsck"])
+    out, err = capsys.readouterr()
+    assert code == 0 and err == "", out + err
     store = Store(home)
     try:
         report = fsck(store)

@@ -55,7 +55,8 @@ _created_tags: set[str] = set()
 # target and dockerfile (relative to the context, may be outside it); ("write", rel,
 # text-or-bytes), ("touch", rel), ("chmod", rel, mode), ("chown", rel, uid, gid),
 # ("rm", rel), ("rename", old, new), ("mkdir", rel), ("symlink", target, rel),
-# ("xattr", rel, name, value).
+# ("xattr", rel, name, value); ("refused", words, line): both engines refuse the build in
+# those words (the classic harness only).
 # "{BASE}" in written text is the scenario's base image, "{URL}" the address of an HTTP
 # server on 127.0.0.1 serving the workspace's www/ directory ("../www/<name>").
 
@@ -283,7 +284,12 @@ class Parity:
     def run(self, name: str, steps: list[tuple[Any, ...]]) -> None:
         n = 0
         last: tuple[Outcome, Outcome] | None = None
+        refused = 0
         for step in steps:
+            if step[0] == "refused":
+                self.refused(name, step[1], step[2])
+                refused += 1
+                continue
             if step[0] != "build":
                 self.ws.apply(step)
                 continue
@@ -306,11 +312,30 @@ class Parity:
                     f"(expected {expect}): {_fmt(theirs)}"
                 )
             last = (theirs, ours)
+        if last is None and refused:
+            return
         assert last is not None, f"{name} has no build"
         theirs, ours = last
         assert theirs.image is not None and ours.image is not None
         diff = fs_diff(docker_fs(self.docker, theirs.image), embedded_fs(self.embedded, ours.image))
         assert not diff, f"{name}: final filesystems differ:\n  " + "\n  ".join(diff)
+
+    def refused(self, name: str, words: str, line: int | None) -> None:
+        """Both engines refuse the build, in the same words (and, for a parse error,
+        at the same line), and lamina leaves no image."""
+        request = self.request({})
+        theirs = outcome(self.docker.build(request))
+        ours = outcome(self.embedded.build(request))
+        assert theirs.error is not None and words in theirs.error, (
+            f"{name}: Docker did not refuse with {words!r}: {theirs.error}"
+        )
+        assert ours.error is not None and words in ours.error, (
+            f"{name}: lamina did not refuse with {words!r}: {ours.error}"
+        )
+        assert "\n" not in ours.error and ours.image is None
+        if line is not None:
+            assert f"line {line}:" in theirs.error, f"{name}: Docker: {theirs.error}"
+            assert f"Dockerfile:{line}:" in ours.error, f"{name}: lamina: {ours.error}"
 
 
 def _fmt(o: Outcome) -> str:
@@ -322,6 +347,17 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+def _serve(www: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """An HTTP server on 127.0.0.1 serving ``www`` (created), and its address. The
+    daemon fetches ``ADD <url>`` itself, in the host's network namespace, so both
+    builders reach it even with ``--network=none`` builds."""
+    www.mkdir(parents=True)
+    handler = functools.partial(_QuietHandler, directory=str(www))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, name="parity-http", daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
 @pytest.fixture(scope="session")
@@ -355,12 +391,7 @@ def parity(
     tag = f"lamina-parity-{RUN_ID}/result-{nonce}:latest"
     _created_tags.add(tag)
 
-    www = tmp_path / "ws" / "www"
-    www.mkdir(parents=True)
-    handler = functools.partial(_QuietHandler, directory=str(www))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, name="parity-http", daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
+    server, url = _serve(tmp_path / "ws" / "www")
 
     def run(name: str, files: dict[str, str | bytes], steps: list[tuple[Any, ...]]) -> None:
         ws = Workspace(tmp_path / "ws", base, url)
@@ -652,6 +683,7 @@ def buildkit_parity(
     import_rootfs(embedded.store, rootfs_tar, base)
     tag = f"lamina-parity-{RUN_ID}/bk-result-{nonce}:latest"
     _created_tags.add(tag)
+    server, url = _serve(tmp_path / "ws" / "www")
 
     def run(
         name: str,
@@ -659,7 +691,7 @@ def buildkit_parity(
         steps: list[tuple[Any, ...]],
         docker_too: bool = True,
     ) -> list[Any]:
-        ws = Workspace(tmp_path / "ws", base)
+        ws = Workspace(tmp_path / "ws", base, url)
         ws.ctx.mkdir(parents=True)
         for rel, content in files.items():
             ws.apply(("write", rel, content))
@@ -668,6 +700,8 @@ def buildkit_parity(
     try:
         yield run
     finally:
+        server.shutdown()
+        server.server_close()
         docker.close()
         embedded.close()
 

@@ -35,6 +35,11 @@ def Build(expect: str | None = None, **options: Any) -> Step:
     return ("build", expect, options)
 
 
+def Refused(words: str, line: int | None = None) -> Step:
+    """A build both engines refuse with ``words`` (at ``line``, for a parse error)."""
+    return ("refused", words, line)
+
+
 def write(rel: str, content: str | bytes) -> Step:
     return ("write", rel, content)
 
@@ -567,6 +572,31 @@ SCENARIOS = [
         },
         [Build("MM"), Build("HH")],
         rule="COPY --from=<image> hashes the files as they are in that image",
+    ),
+    # What the classic builder refuses (BuildKit-era syntax), in its own words.
+    Scenario(
+        "classic-refuses-copy-link",
+        {"Dockerfile": "FROM {BASE}\nCOPY --link a.txt /a\n", "a.txt": "1"},
+        [Refused("Unknown flag: link", 2)],
+        rule="COPY --link is a parse error: the classic parser does not know the flag",
+    ),
+    Scenario(
+        "classic-refuses-copy-chmod",
+        {"Dockerfile": "FROM {BASE}\nRUN echo a > /a\nCOPY --chmod=755 a.txt /a\n", "a.txt": "1"},
+        [Refused("the --chmod option requires BuildKit")],
+        rule="COPY --chmod parses, then fails at its step: it requires BuildKit",
+    ),
+    Scenario(
+        "classic-refuses-run-heredoc",
+        {"Dockerfile": "FROM {BASE}\nRUN <<EOF\necho hi > /hi\nEOF\n"},
+        [Refused("unknown instruction: ECHO", 3)],
+        rule="a heredoc's body is read as instructions: its first line is an unknown one",
+    ),
+    Scenario(
+        "classic-refuses-copy-heredoc",
+        {"Dockerfile": "FROM {BASE}\nCOPY <<EOF /x\n\n# a comment\nhi there\nEOF\n"},
+        [Refused("unknown instruction: HI", 5)],
+        rule="blank and comment lines of a heredoc are skipped like the Dockerfile's own",
     ),
     Scenario(
         "run-deletes-and-replaces-files",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from app_workers import workers_done
 from textual.widgets import Input, ProgressBar, Static
 
 from lamina.core.embedded.engine import EmbeddedEngine
@@ -35,7 +36,7 @@ async def test_pull_screen_plans_confirms_and_pulls(
     app = make_app(b, clock=lambda: 1767225600.0)
     app.settle_delay = 0
     async with app.run_test(size=(120, 36)) as pilot:
-        await app.workers.wait_for_complete()
+        await workers_done(app)
         await pilot.press("P")
         await pilot.pause()
         screen = app.screen
@@ -43,7 +44,7 @@ async def test_pull_screen_plans_confirms_and_pulls(
         assert screen.check_action("confirm", ()) is None  # nothing planned yet
         screen.query_one("#pull-ref", Input).value = child
         await pilot.press("enter")
-        await app.workers.wait_for_complete()
+        await workers_done(app)
         await pilot.pause()
         assert screen.stage == "confirm"
         text = str(screen.query_one("#pull-plan", Static).render())
@@ -52,14 +53,14 @@ async def test_pull_screen_plans_confirms_and_pulls(
 
         mark = registry.mark()
         await pilot.press("y")
-        await app.workers.wait_for_complete()
+        await workers_done(app)
         await pilot.pause()
         # One bar per blob that moved: only the child's own layer, and it finished.
         bars = [bar for bar, _label in screen.bars.values()]
         assert len(bars) == 1 and isinstance(bars[0], ProgressBar)
         assert bars[0].percentage == 1.0
         assert not isinstance(app.screen, PullScreen)
-        await app.workers.wait_for_complete()
+        await workers_done(app)
         await pilot.pause()
         main = app.screen
         assert isinstance(main, MainScreen) and main.active_view == "layers"
@@ -73,14 +74,14 @@ async def test_a_failed_plan_is_one_line_and_the_screen_stays(
     app = make_app(make_engine("b"))
     app.settle_delay = 0
     async with app.run_test(size=(120, 36)) as pilot:
-        await app.workers.wait_for_complete()
+        await workers_done(app)
         await pilot.press("P")
         await pilot.pause()
         screen = app.screen
         assert isinstance(screen, PullScreen)
         screen.query_one("#pull-ref", Input).value = f"{registry.address}/lamina-test/none:x"
         await pilot.press("enter")
-        await app.workers.wait_for_complete()
+        await workers_done(app)
         await pilot.pause()
         assert screen.stage == "enter"
         status = str(screen.query_one("#pull-status", Static).render())

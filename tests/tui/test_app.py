@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from app_workers import workers_done
 from textual.widgets import DataTable, Input, Static, TabbedContent, Tree
 from textual.worker import WorkerFailed
 
@@ -37,7 +38,7 @@ async def settle(app: LaminaApp, pilot: object) -> None:
     """Waits for every worker and for the messages they posted."""
     for _ in range(3):
         try:
-            await app.workers.wait_for_complete()
+            await workers_done(app)
         except WorkerFailed:
             pass  # the app reports it (the error tests assert on that), not the test harness
         await pilot.pause()  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from app_workers import workers_done
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -23,7 +24,7 @@ async def _settled(pilot: Pilot[Any]) -> None:
     for widget in pilot.app.query(Input):
         widget.cursor_blink = False
     for _ in range(3):
-        await pilot.app.workers.wait_for_complete()
+        await workers_done(pilot.app)
         await pilot.pause()
 
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from lamina.core import LaminaError, UsageError
 from lamina.tui.cli.context import CliContext
+from lamina.tui.cli.terminal import EscapingStream, printable
 
 # Verb groups, in the order `lamina --help` lists them.
 COMMAND_MODULES = (
@@ -24,6 +25,7 @@ COMMAND_MODULES = (
     "images",
     "diff",
     "analyze",
+    "advise",
     "graph",
     "registry",
     "archive",
@@ -85,9 +87,31 @@ def route(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command line; returns its exit code.
+
+    Whatever the command prints, names and messages from archives, configs and
+    Dockerfiles included, reaches the terminal with its control characters escaped.
+    """
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = EscapingStream(out), EscapingStream(err)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = make_parser()
     args = parser.parse_args(route(parser, sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
+    # Warnings read like the CLI's other messages; --debug shows where each comes from.
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s:%(name)s:%(message)s"
+        if args.debug
+        else "lamina: %(levelname)s: %(message)s",
+    )
+    for level in (logging.WARNING, logging.ERROR, logging.CRITICAL):
+        logging.addLevelName(level, logging.getLevelName(level).lower())
     ctx = CliContext(engine_kind=args.engine)
     func = getattr(args, "func", None)
     if func is None:
@@ -129,18 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(code or 0)
 
 
-def printable(text: str) -> str:
-    """``text`` with control characters escaped, so that a name from an archive or a
-    tag cannot move the cursor, clear the screen or retitle the terminal."""
-    if text.isprintable():
-        return text
-    return "".join(
-        c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii")
-        for c in text
-    )
-
-
-__all__ = ["UsageError", "main", "make_parser"]
+__all__ = ["UsageError", "main", "make_parser", "printable"]
 
 
 def run() -> None:

@@ -26,6 +26,7 @@ from lamina.core import (
     BuildFinished,
     BuildRequest,
     BuildStarted,
+    CacheExport,
     StepFinished,
     StepOutput,
     StepStarted,
@@ -81,6 +82,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="REF=IMAGE",
         help="use IMAGE of the store where FROM names REF, which the store lacks ('*=IMAGE'"
         " for any missing base); for checking Dockerfiles whose bases cannot be had offline",
+    )
+    p.add_argument(
+        "--cache-to",
+        metavar="type=registry,ref=REF[,mode=min|max]",
+        help="export the build cache to a registry (mode=min: the target stage's steps,"
+        " max: every stage's)",
+    )
+    p.add_argument(
+        "--cache-from",
+        action="append",
+        default=[],
+        metavar="type=registry,ref=REF",
+        help="also look steps up in a build cache a registry holds (repeatable)",
     )
     p.add_argument("--progress", choices=("auto", "plain", "json"), default="auto")
     p.add_argument(
@@ -183,9 +197,59 @@ def parse_pairs(items: list[str], flag: str, default_key: str | None = None) -> 
     return out
 
 
+def _cache_fields(flag: str, text: str, known: tuple[str, ...]) -> dict[str, str]:
+    """``type=registry,ref=REF,...`` as buildx reads it (a bare ``REF`` is the ref)."""
+    fields: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip().lower()
+        if not sep:
+            if "=" not in text and part:
+                return {"type": "registry", "ref": part}
+            raise UsageError(f"invalid {flag} {text!r} (expected type=registry,ref=REF)")
+        fields[key] = value.strip()
+    kind = fields.get("type", "registry")
+    if kind != "registry":
+        raise UsageError(f"{flag} type={kind}: only type=registry is supported")
+    unknown = sorted(set(fields) - {"type", "ref", *known})
+    if unknown:
+        raise UsageError(f"{flag} {text!r}: unknown attribute {unknown[0]!r}")
+    if not fields.get("ref"):
+        raise UsageError(f"{flag} {text!r}: ref=REF is required")
+    return fields
+
+
+def parse_cache_to(text: str | None) -> CacheExport | None:
+    """``--cache-to type=registry,ref=REF[,mode=min|max][,ignore-error=true]``."""
+    if text is None:
+        return None
+    fields = _cache_fields("--cache-to", text, ("mode", "ignore-error"))
+    mode = fields.get("mode", "min").lower()
+    if mode not in ("min", "max"):
+        raise UsageError(f"--cache-to mode={mode}: expected min or max")
+    ignore = fields.get("ignore-error", "false").lower()
+    if ignore not in ("true", "false"):
+        raise UsageError(f"--cache-to ignore-error={ignore}: expected true or false")
+    return CacheExport(fields["ref"], mode, ignore == "true")
+
+
+def parse_cache_from(items: list[str]) -> tuple[str, ...]:
+    """``--cache-from type=registry,ref=REF`` (repeatable): the refs, in order."""
+    return tuple(_cache_fields("--cache-from", item, ())["ref"] for item in items)
+
+
 def request_from_args(args: argparse.Namespace) -> BuildRequest:
     """The :class:`BuildRequest` a command line asks for (``-f`` relative to the cwd)."""
+    import os
+
     context = Path(args.context)
+    cache = getattr(args, "cache_to", None) or getattr(args, "cache_from", None)
+    engine = getattr(args, "engine", None) or os.environ.get("LAMINA_ENGINE")
+    if cache and engine == "docker":
+        raise UsageError(
+            "--cache-to/--cache-from: the embedded engine's cache only"
+            " (with Docker, use docker buildx build --cache-to/--cache-from)"
+        )
     dockerfile = str(Path(args.file).absolute()) if args.file else None
     return BuildRequest(
         context=str(context.absolute()),
@@ -201,6 +265,8 @@ def request_from_args(args: argparse.Namespace) -> BuildRequest:
         secrets=parse_secrets(args.secret),
         ssh=_ssh(args.ssh),
         base_substitutes=parse_pairs(args.base_substitute, "--base-substitute"),
+        cache_to=parse_cache_to(getattr(args, "cache_to", None)),
+        cache_from=parse_cache_from(getattr(args, "cache_from", [])),
     )
 
 
@@ -216,16 +282,27 @@ def _ssh(items: list[str]) -> dict[str, str]:
     return out
 
 
+# Whose decisions a dry run predicts, and why those: the builder asked for (or configured).
+PREDICTS = {
+    "buildkit": "BuildKit's decisions (the builder `docker build` runs since Docker 23)",
+    "classic": "the classic builder's decisions (`DOCKER_BUILDKIT=0 docker build`)",
+}
+
+
 class _Plain:
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, dry_run: bool = False) -> None:
         self.out = out
         self.total = 0
         self.count = 0
+        self.dry_run = dry_run
 
     def event(self, ev: BuildEvent) -> None:
         w = self.out.write
         if isinstance(ev, BuildStarted):
             self.total = ev.steps_total
+            if self.dry_run and ev.builder in PREDICTS:
+                # The two builders decide differently on the same edit: say whose these are.
+                w(f"Dry run: predicting {PREDICTS[ev.builder]}\n")
         elif isinstance(ev, StepStarted):
             # Numbered like `docker build`: 1-based over every step of every stage.
             self.count += 1
@@ -259,13 +336,16 @@ class _Plain:
 class _Json:
     def __init__(self, out: TextIO) -> None:
         self.out = out
+        self.builder: str | None = None
 
     def emit(self, doc: dict[str, Any]) -> None:
         self.out.write(json.dumps(doc, ensure_ascii=False) + "\n")
         self.out.flush()
 
     def event(self, ev: BuildEvent) -> None:
-        if isinstance(ev, StepFinished):
+        if isinstance(ev, BuildStarted):
+            self.builder = ev.builder
+        elif isinstance(ev, StepFinished):
             s = ev.step
             doc: dict[str, Any] = {
                 "type": "step",
@@ -280,13 +360,17 @@ class _Json:
                 doc["other"] = s.other
             self.emit(doc)
         elif isinstance(ev, BuildFinished):
-            self.emit({"type": "result", "image": ev.image, "tags": list(ev.tags)})
+            # The builder whose rules decided (or, dry run, were predicted).
+            doc = {"type": "result", "image": ev.image, "tags": list(ev.tags)}
+            self.emit(doc | {"builder": self.builder})
 
 
 def cmd_build(args: argparse.Namespace, ctx: CliContext) -> int:
     """Runs ``lamina build``; returns the exit code."""
     request = request_from_args(args)
-    printer: _Plain | _Json = _Json(sys.stdout) if args.progress == "json" else _Plain(sys.stdout)
+    printer: _Plain | _Json = (
+        _Json(sys.stdout) if args.progress == "json" else _Plain(sys.stdout, request.dry_run)
+    )
     cancel = threading.Event()
     events = ctx.engine.build(request, cancel)
     failed: BuildFailed | None = None

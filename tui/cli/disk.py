@@ -1,5 +1,5 @@
 """``lamina system df|prune``, ``container prune``, ``volume prune``, ``image prune``,
-``builder prune`` and ``fsck``.
+``builder du|prune`` and ``fsck``.
 
 Shaped like Docker's verbs, with what Docker lacks: every prune can print its plan
 (``--dry-run``) and the plan is exactly what applying deletes; ``--format json`` gives
@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from lamina.core import LocalStore, UsageError, default_home, parse_size, short_digest
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Adds ``system df``, ``system prune``, ``image prune``, ``builder prune``, ``fsck``."""
+    """Adds ``system df``, ``system prune``, ``image prune``, ``builder du|prune``, ``fsck``."""
     system = _group(sub, "system", "disk usage and pruning of the whole store")
     p = system.add_parser("df", help="show disk usage and what pruning would reclaim")
     p.add_argument("-v", "--verbose", action="store_true", help="per image, layer and cache entry")
@@ -76,6 +78,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_prune, kind="image")
 
     builder = _group(sub, "builder", "manage the build cache")
+    p = builder.add_parser("du", help="the build cache record by record (`docker buildx du`)")
+    p.add_argument(
+        "--verbose", action="store_true", help="every field of every record, as buildx prints them"
+    )
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_builder_du)
+
     p = builder.add_parser("prune", help="remove build cache")
     p.add_argument("-a", "--all", action="store_true", help="also cache shared with images")
     _prune_options(p, filters=True, keep_storage=True)
@@ -294,12 +303,31 @@ def _df_verbose(usage: DiskUsage) -> None:
                 ]
             )
         print(_table(rows))
-    print("\nBuild cache usage:\n")
-    rows = [["CACHE ID", "SIZE", "CREATED", "LAST USED", "USAGE", "SHARED", "FREES", "STEP"]]
+    # The total and the CACHE TYPE column as `docker system df -v` prints them, the type
+    # only where the engine keeps BuildKit's records (a Docker Engine's build cache).
+    cache = next((c for c in usage.categories if c.name == "build_cache"), None)
+    total = f" {size(cache.size, docker=True, precision=4)}" if cache is not None else ""
+    print(f"\nBuild cache usage:{total}\n")
+    typed = any(c.record_type for c in usage.cache)
+    rows = [
+        [
+            "CACHE ID",
+            *(["CACHE TYPE"] if typed else []),
+            "SIZE",
+            "CREATED",
+            "LAST USED",
+            "USAGE",
+            "SHARED",
+            "FREES",
+            "STEP",
+        ]
+    ]
     for c in usage.cache:
         rows.append(
             [
                 short_digest(c.key),
+                # "-": a classic builder's intermediate image, no BuildKit record.
+                *([c.record_type or "-"] if typed else []),
                 size(c.size, docker=True),
                 ago(c.created, docker=True),
                 ago(c.last_used, docker=True),
@@ -328,6 +356,151 @@ def _df_verbose(usage: DiskUsage) -> None:
                 ]
             )
         print(_table(rows))
+
+
+def cmd_builder_du(args: argparse.Namespace, ctx: CliContext) -> int:
+    """``lamina builder du [--verbose]``: the build cache as ``docker buildx du`` lists it.
+
+    On a Docker Engine these are BuildKit's own records (with the classic builder's
+    intermediate images, which buildx does not list); on lamina's store, its cache
+    entries and its ``RUN --mount=type=cache`` directories (BuildKit's
+    ``exec.cachemount``).
+    """
+    records = cache_records(ctx.engine.disk_usage())
+    if args.format == "json":
+        print(json.dumps({"records": [asdict(r) for r in records]}, indent=2, sort_keys=True))
+        return 0
+    if args.verbose:
+        for record in records:
+            print(buildkit_record_lines(record) + "\n")
+    else:
+        rows = [["ID", "RECLAIMABLE", "SIZE", "LAST ACCESSED"]]
+        for r in records:
+            rows.append(
+                [
+                    r.id,
+                    "false" if r.in_use else "true",
+                    # buildx marks what shares storage with images with an asterisk.
+                    size(r.size, docker=True, precision=4) + ("*" if r.shared else ""),
+                    ago(r.last_used, docker=True) if r.last_used else "",
+                ]
+            )
+        print(_table(rows))
+    print("\n".join(f"{name + ':':<16}{value}" for name, value in du_summary(records)))
+    return 0
+
+
+@dataclass(frozen=True)
+class CacheRecord:
+    """One build cache record with the fields ``docker buildx du --verbose`` prints.
+
+    Attributes:
+        id: BuildKit's record ID (a key or cache mount ID for lamina's own store).
+        parents: the records it stands on.
+        created: a unix time.
+        in_use: a running build holds it (buildx: not ``Reclaimable``).
+        shared: it shares storage with image layers.
+        size: its bytes.
+        description: what made it ("" for none).
+        use_count: how often it was used.
+        last_used: a unix time (0 for never).
+        type: BuildKit's record type ("" where there is none: lamina's own cache
+            entries, a classic builder's intermediate image).
+    """
+
+    id: str
+    parents: tuple[str, ...]
+    created: float
+    in_use: bool
+    shared: bool
+    size: int
+    description: str
+    use_count: int
+    last_used: float
+    type: str
+
+
+def cache_records(usage: DiskUsage) -> list[CacheRecord]:
+    """The build cache of ``usage`` as records: its cache entries, then its cache mounts."""
+    out = [
+        CacheRecord(
+            id=c.key.split(":", 1)[1] if c.key.startswith("buildkit:") else c.key,
+            parents=c.parents,
+            created=c.created,
+            in_use=c.in_use,
+            shared=c.shared,
+            size=c.size,
+            # lamina's own entries say what made them by their step.
+            description=c.description if c.record_type else c.instruction,
+            use_count=c.use_count,
+            last_used=c.last_used,
+            type=c.record_type,
+        )
+        for c in usage.cache
+    ]
+    out += [
+        CacheRecord(
+            id=m.id,
+            parents=(),
+            created=m.created,
+            in_use=m.in_use,
+            shared=False,
+            size=m.size,
+            description=f"cached mount {m.mount_id}",
+            use_count=m.use_count,
+            last_used=m.last_used,
+            type="exec.cachemount",
+        )
+        for m in usage.cache_mounts
+    ]
+    return out
+
+
+def buildkit_record_lines(record: CacheRecord) -> str:
+    """One record, field by field as ``docker buildx du --verbose`` prints it.
+
+    buildx also prints ``Mutable``, which the Engine API does not report; its
+    ``Created at`` has nanoseconds, of which lamina keeps microseconds.
+    """
+    when = datetime.fromtimestamp(record.created, tz=timezone.utc)
+    # Go's time.Time String(): the fraction without its trailing zeros.
+    fraction = f"{when:%f}".rstrip("0")
+    fields = [("ID", record.id)]
+    if record.parents:
+        fields.append(("Parent", ",".join(record.parents)))
+    fields += [
+        ("Created at", f"{when:%Y-%m-%d %H:%M:%S}{'.' + fraction if fraction else ''} +0000 UTC"),
+        ("Reclaimable", "false" if record.in_use else "true"),
+        ("Shared", "true" if record.shared else "false"),
+        ("Size", size(record.size, docker=True, precision=4)),
+    ]
+    if record.description:
+        fields.append(("Description", record.description))
+    fields.append(("Usage count", str(record.use_count)))
+    if record.last_used:
+        fields.append(("Last used", ago(record.last_used, docker=True)))
+    if record.type:
+        fields.append(("Type", record.type))
+    return "\n".join(f"{name + ':':<16}{value}" for name, value in fields)
+
+
+def du_summary(records: list[CacheRecord]) -> list[tuple[str, str]]:
+    """The totals ``docker buildx du`` ends with: shared and private (when anything is
+    shared), reclaimable (not in use) and total."""
+    total = sum(r.size for r in records if r.size > 0)
+    reclaimable = sum(r.size for r in records if r.size > 0 and not r.in_use)
+    shared = sum(r.size for r in records if r.shared)
+    rows = []
+    if shared > 0:
+        rows += [
+            ("Shared", size(shared, docker=True, precision=4)),
+            ("Private", size(total - shared, docker=True, precision=4)),
+        ]
+    rows += [
+        ("Reclaimable", size(reclaimable, docker=True, precision=4)),
+        ("Total", size(total, docker=True, precision=4)),
+    ]
+    return rows
 
 
 def cmd_prune(args: argparse.Namespace, ctx: CliContext) -> int:

@@ -92,10 +92,13 @@ class _Lines:
         self.drawn = 0
 
     def _draw(self) -> None:
+        # The cursor moves are lamina's own: past the stream that escapes what data says.
+        raw: TextIO = getattr(self.out, "unescaped", self.out)
         if self.drawn:
-            self.out.write(f"\x1b[{self.drawn}A")
+            raw.write(f"\x1b[{self.drawn}A")
         for text in self.rows.values():
-            self.out.write(f"\x1b[2K{text}\n")
+            raw.write("\x1b[2K")
+            self.out.write(f"{text}\n")
         self.drawn = len(self.rows)
         self.out.flush()
 

@@ -13,6 +13,7 @@ from textual.widgets import Button, Static
 
 from lamina.core import BuildRecord, PrunePlan, StepRecord
 from lamina.tui import format as fmt
+from lamina.tui.widgets.learn import builder_name
 
 
 class _Confirm(ModalScreen[bool]):
@@ -82,9 +83,29 @@ class WhatIfScreen(_Confirm):
     title_text = "What if you rebuilt now?"
     confirm_label = "Build"
 
-    def __init__(self, build: BuildRecord, steps: list[StepRecord], ok: bool, message: str) -> None:
+    def __init__(
+        self,
+        build: BuildRecord,
+        steps: list[StepRecord],
+        ok: bool,
+        message: str,
+        builder: str | None = None,
+    ) -> None:
         super().__init__()
         self.build, self.steps, self.ok, self.message = build, steps, ok, message
+        # Whose decisions were predicted, as the engine said (None: it did not say).
+        self.builder = builder
+
+    def predicted_by(self) -> str:
+        """Whose decisions these are and why those ("" when the engine did not say)."""
+        if self.builder is None:
+            return ""
+        why = (
+            f"the builder build #{self.build.id} ran with"
+            if self.build.builder == self.builder
+            else "the configured builder"
+        )
+        return f"Predicted under {builder_name(self.builder)}'s rules, {why}."
 
     @property
     def offers_confirm(self) -> bool:
@@ -103,6 +124,8 @@ class WhatIfScreen(_Confirm):
                 f"Build #{self.build.id} would have {hits} HIT and {misses} MISS; "
                 f"{unknown} step(s) cannot be predicted (?):"
             )
+        if self.predicted_by():
+            rows.insert(0, f"[dim]{escape(self.predicted_by())}[/]")
         for s in self.steps:
             reason = fmt.describe_reason(s.reason)
             rows.append(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import ClassVar
 
 from textual import on, work
@@ -35,10 +36,13 @@ from lamina.core import (
     LaminaError,
     PrunePlan,
     PruneRequest,
+    advise,
 )
 from lamina.tui import format as fmt
 from lamina.tui.graph import LayerGraph
 from lamina.tui.messages import (
+    AdviceLoaded,
+    AdviceRequested,
     BuildEnded,
     BuildProgressed,
     BuildsLoaded,
@@ -78,6 +82,7 @@ GROUP_ACTIONS = {
     "prune-plan": "planning the prune",
     "prune-apply": "pruning",
     "build": "building",
+    "advice": "reading the advice",
 }
 
 # (tab id, title, key)
@@ -104,6 +109,7 @@ VIEW_ACTIONS = {
     "prune": "disk",
     "tour_next": "learn",
     "tour_back": "learn",
+    "show_advice": "learn",
 }
 
 
@@ -118,7 +124,9 @@ def error_line(error: BaseException | None) -> str:
 
 
 def request_for(build: BuildRecord, *, dry_run: bool) -> BuildRequest:
-    """The request that reruns ``build`` from the same Dockerfile and context."""
+    """The request that reruns ``build`` from the same Dockerfile and context, by the
+    builder it ran with (the configured one when the record does not say): the two
+    builders decide differently, so a what-if predicts what that build would do now."""
     return BuildRequest(
         context=build.context,
         dockerfile=build.dockerfile,
@@ -126,6 +134,7 @@ def request_for(build: BuildRecord, *, dry_run: bool) -> BuildRequest:
         build_args=dict(build.build_args),
         target=build.target,
         dry_run=dry_run,
+        builder=build.builder,
     )
 
 
@@ -223,6 +232,13 @@ class MainScreen(Screen[None]):
             "b", "tour_back", "Back", tooltip="Previous step of the guided tour", id="learn.back"
         ),
         Binding(
+            "a",
+            "show_advice",
+            "Advice",
+            tooltip="The rewrites advised for the selected build's Dockerfile, and their proof",
+            id="learn.advice",
+        ),
+        Binding(
             "P",
             "pull",
             "Pull",
@@ -268,7 +284,7 @@ class MainScreen(Screen[None]):
             with TabPane("3 Builds", id="builds"):
                 yield BuildsView(id="builds-view", clock=clock)
             with TabPane("4 Disk", id="disk"):
-                yield DiskView(id="disk-view")
+                yield DiskView(id="disk-view", clock=clock)
             with TabPane("5 Learn", id="learn"):
                 yield LearnView(id="learn-view")
         with Horizontal(id="error-bar"):
@@ -345,6 +361,9 @@ class MainScreen(Screen[None]):
         if action == "leave_filter":
             # Only while typing a filter; elsewhere Escape keeps its other meanings.
             return self.query_one(LayersView).filtering
+        if action == "show_advice":
+            advice = self.query_one(LearnView).current_advice
+            return True if advice is not None and advice.advice else None
         if action == "diff_images":
             images = self.query_one(ImagesView)
             ready = images.marked is not None and images.selected not in (None, images.marked)
@@ -418,6 +437,16 @@ class MainScreen(Screen[None]):
     def action_tour_back(self) -> None:
         self.query_one(LearnView).move_tour(-1)
 
+    def action_show_advice(self) -> None:
+        """Opens the advice on the followed build's Dockerfile: rewrites and proof."""
+        learn = self.query_one(LearnView)
+        report = learn.current_advice
+        if report is None or not report.advice:
+            return
+        from lamina.tui.screens.advice import AdviceScreen
+
+        self.app.push_screen(AdviceScreen(report, learn.build.id if learn.build else None))
+
     # ---------------------------------------------------- what the views ask
 
     def on_layer_changes_requested(self, event: LayerChangesRequested) -> None:
@@ -443,6 +472,9 @@ class MainScreen(Screen[None]):
 
     def on_prune_requested(self, event: PruneRequested) -> None:
         self.plan_prune(event.request)
+
+    def on_advice_requested(self, event: AdviceRequested) -> None:
+        self.load_advice(event.build)
 
     # The Learn view follows what the user selects in the view they are looking at; a
     # hidden view's cursor moving on new data (a build listed, a prune) is not a choice.
@@ -523,8 +555,15 @@ class MainScreen(Screen[None]):
                 self.start_build(build, dry_run=False)
 
         self.app.push_screen(
-            WhatIfScreen(build, list(builds.live_steps), event.ok, event.message), answered
+            WhatIfScreen(
+                build, list(builds.live_steps), event.ok, event.message, builds.live_builder
+            ),
+            answered,
         )
+
+    def on_advice_loaded(self, event: AdviceLoaded) -> None:
+        self.query_one(LearnView).show_advice(event.build_id, event.report, event.error)
+        self.refresh_bindings()
 
     def on_prune_planned(self, event: PrunePlanned) -> None:
         plan = event.plan
@@ -613,6 +652,26 @@ class MainScreen(Screen[None]):
         except LaminaError as exc:
             analysis_error = str(exc)
         self.post_message(ImageDetailsLoaded(ref, history, analysis, analysis_error))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="advice")
+    def load_advice(self, build: BuildRecord) -> None:
+        """Reads the advice on a build's Dockerfile, replayed on its recorded builds.
+
+        A Dockerfile or context no longer on disk is no failure of the app: the Learn
+        view says so where the advice would be.
+        """
+        try:
+            report = advise(
+                self.engine,
+                build.context,
+                build.dockerfile,
+                build_id=build.id,
+                relative_to=Path(build.context),
+            )
+        except LaminaError as exc:
+            self.post_message(AdviceLoaded(build.id, None, f"no advice: {exc}"))
+            return
+        self.post_message(AdviceLoaded(build.id, report))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="prune-plan")
     def plan_prune(self, request: PruneRequest) -> None:

@@ -26,6 +26,7 @@ from lamina.core import (
 )
 from lamina.tui import format as fmt
 from lamina.tui.messages import RebuildRequested, WhatIfRequested
+from lamina.tui.widgets.learn import builder_name
 
 # Seconds between redraws of the relative times ("a minute ago"), so they stay current.
 TIME_REFRESH = 30.0
@@ -53,6 +54,8 @@ class BuildsView(Widget):
         super().__init__(id=id)
         self.clock = clock
         self.live_steps: list[StepRecord] = []
+        # Whose rules the live build follows (or predicts), as its engine said.
+        self.live_builder: str | None = None
         self.live_title = ""
         self.live_for: BuildRecord | None = None
         self.showing_live = False
@@ -147,7 +150,11 @@ class BuildsView(Widget):
         build = self.selected_build
         if build is None or self.showing_live:
             return
-        title = f"Build #{build.id} of {escape(build.dockerfile)} [dim](r: rebuild, w: what-if)[/]"
+        title = f"Build #{build.id} of {escape(build.dockerfile)}"
+        if build.status == "failed" and build.error:
+            # The failure's own words stay readable after its notification has gone.
+            title += f": [$error]failed:[/] {escape(build.error)}"
+        title += " [dim](r: rebuild, w: what-if)[/]"
         self._show_steps(title, list(build.steps))
 
     def _show_steps(self, title: str, steps: list[StepRecord]) -> None:
@@ -208,6 +215,7 @@ class BuildsView(Widget):
     def begin_live(self, build: BuildRecord, *, dry_run: bool) -> None:
         """Switches to the live view of a rerun (or what-if) of ``build`` that starts now."""
         self.live_steps, self.live_for, self.showing_live = [], build, True
+        self.live_builder = None
         self.live_title = ("What if: predicting" if dry_run else "Rebuilding") + (
             f" build #{build.id} ({escape(build.dockerfile)})"
         )
@@ -221,7 +229,9 @@ class BuildsView(Widget):
         """Adds one event of the running build to the log and the live steps."""
         log = self.query_one("#build-log", Log)
         if isinstance(event, BuildStarted):
-            log.write_line(f"{event.steps_total} steps")
+            self.live_builder = event.builder
+            rules = f", {builder_name(event.builder)}'s rules" if event.builder else ""
+            log.write_line(f"{event.steps_total} steps{rules}")
         elif isinstance(event, StepStarted):
             log.write_line(f"→ {event.stage}/{event.index} {' '.join(event.instruction.split())}")
         elif isinstance(event, StepOutput):

@@ -1,6 +1,9 @@
-"""The Disk view: totals and reclaimable bytes per category, a bar chart, and prune."""
+"""The Disk view: totals and reclaimable bytes per category, a bar chart, BuildKit's build
+cache records (on a Docker Engine), and prune."""
 
 from __future__ import annotations
+
+import time
 
 from textual.app import ComposeResult
 from textual.markup import escape
@@ -64,6 +67,30 @@ def usage_rows(usage: DiskUsage) -> list[tuple[str, int | None, int, int]]:
     return rows
 
 
+def buildkit_rows(usage: DiskUsage, clock: fmt.Clock = time.time) -> list[tuple[str, ...]]:
+    """One row per BuildKit build cache record, with ``docker buildx du --verbose``'s
+    fields: record, type, description, parents, in use, shared, size, last used, usage
+    count (none on lamina's own store, whose cache has no BuildKit records)."""
+    rows: list[tuple[str, ...]] = []
+    for c in usage.cache:
+        if not c.record_type:
+            continue
+        rows.append(
+            (
+                c.key.split(":", 1)[-1][:12],
+                c.record_type,
+                c.description or "-",
+                ", ".join(p[:12] for p in c.parents) or "-",
+                "yes" if c.in_use else "no",
+                "yes" if c.shared else "no",
+                fmt.size(c.size),
+                fmt.ago(c.last_used, clock),
+                str(c.use_count),
+            )
+        )
+    return rows
+
+
 def prune_rows(usage: DiskUsage, dangling_plan: PrunePlan | None) -> list[tuple[str, int]]:
     """What each prune would free now: the engine's own list (``DiskUsage.prunes``, the
     plans a dry run prints), with the ``p`` key's plan first."""
@@ -77,8 +104,9 @@ def prune_rows(usage: DiskUsage, dangling_plan: PrunePlan | None) -> list[tuple[
 class DiskView(Widget):
     """Where the bytes go and what pruning frees."""
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, *, id: str | None = None, clock: fmt.Clock = time.time) -> None:
         super().__init__(id=id)
+        self.clock = clock
         self.usage: DiskUsage | None = None
         self.dangling_plan: PrunePlan | None = None
         self.last_result: PruneResult | None = None  # shown with the next usage
@@ -87,6 +115,11 @@ class DiskView(Widget):
         yield Static("Computing disk usage…", id="disk-summary")
         table: DataTable[str] = DataTable(id="disk-table", cursor_type="none", zebra_stripes=True)
         yield table
+        records: DataTable[str] = DataTable(
+            id="disk-buildkit", cursor_type="row", zebra_stripes=True
+        )
+        records.display = False  # only a Docker Engine has BuildKit records
+        yield records
         yield Static("", id="disk-prune")
 
     def on_mount(self) -> None:
@@ -99,6 +132,19 @@ class DiskView(Widget):
             ("bar", "share of total"),
         ):
             table.add_column(title, key=key)
+        records = self.query_one("#disk-buildkit", DataTable)
+        for title in (
+            "build cache record",
+            "type",
+            "description",
+            "parents",
+            "in use",
+            "shared",
+            "size",
+            "last used",
+            "usage",
+        ):
+            records.add_column(title, key=title)
 
     def show_usage(self, usage: DiskUsage, dangling_plan: PrunePlan | None) -> None:
         """Shows new accounting and what pruning dangling images would free now."""
@@ -116,6 +162,12 @@ class DiskView(Widget):
                 fmt.themed(self.app, f"[$primary]{bar(size, total)}[/]"),
                 key=name,
             )
+        records = self.query_one("#disk-buildkit", DataTable)
+        records.clear()
+        rows_bk = buildkit_rows(usage, self.clock)
+        for number, row in enumerate(rows_bk):
+            records.add_row(*(escape(cell) for cell in row), key=str(number))
+        records.display = bool(rows_bk)
         used = usage.fs_total - usage.fs_free
         # Sizes are Docker's (the files' bytes); what the filesystem gives back is blocks.
         on_disk = (

@@ -1,4 +1,5 @@
-"""The Learn view: why the selected step hit or missed, and a guided tour of the cache."""
+"""The Learn view: why the selected step hit or missed, the advice on the selected build's
+Dockerfile (``a`` opens its rewrites and their proof), and a guided tour of the cache."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Static
 
-from lamina.core import BuildRecord, StepRecord
+from lamina.core import AdviceReport, BuildRecord, StepRecord
 from lamina.tui import format as fmt
 from lamina.tui.graph import LayerGraph
+from lamina.tui.messages import AdviceRequested
 
 
 @dataclass(frozen=True)
@@ -144,11 +146,15 @@ class LearnView(Widget):
         self.builds: list[BuildRecord] = []
         # The layer or image the explanation follows, while it came from one.
         self._following: str | None = None
+        # The advice read per build: its report, or the one line why there is none.
+        self.advice: dict[int, AdviceReport | str] = {}
+        self._asked: set[int] = set()
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
             yield Static("", id="explain")
             yield Static("", id="builders")
+            yield Static("", id="advice")
             yield Static("", id="tour")
 
     def on_mount(self) -> None:
@@ -156,6 +162,62 @@ class LearnView(Widget):
 
     def watch_step(self) -> None:
         self.refresh_explanation()
+
+    def watch_build(self) -> None:
+        self.want_advice()
+
+    def want_advice(self) -> None:
+        """Asks for the advice on the followed build's Dockerfile, unless it is known."""
+        build = self.build
+        if build is None or not self.is_mounted:
+            return
+        if build.id in self.advice or build.id in self._asked:
+            return
+        # The screen reads one at a time: a newer request cancels the older ones, which
+        # are asked again when followed again.
+        self._asked = {build.id}
+        self.post_message(AdviceRequested(build))
+
+    def show_advice(self, build_id: int, report: AdviceReport | None, error: str | None) -> None:
+        """Takes in the advice read for a build (or why there is none)."""
+        self._asked.discard(build_id)
+        self.advice[build_id] = report if report is not None else (error or "no advice")
+        self.refresh_explanation()
+
+    @property
+    def current_advice(self) -> AdviceReport | None:
+        """The advice on the followed build's Dockerfile, once read."""
+        if self.build is None:
+            return None
+        found = self.advice.get(self.build.id)
+        return found if isinstance(found, AdviceReport) else None
+
+    def advice_text(self) -> str:
+        """The advice section: one line per piece of advice ("" with no build followed)."""
+        build = self.build
+        if build is None:
+            return ""
+        found = self.advice.get(build.id)
+        head = "[b]Advice on this Dockerfile[/b]"
+        if found is None:
+            return f"{head}\n[dim]Replaying the builds of build #{build.id}'s Dockerfile…[/]"
+        if isinstance(found, str):
+            return f"{head}\n[dim]{escape(found)}[/]"
+        lines = [
+            f"[b]Advice on {escape(found.dockerfile)}[/b] [dim]({found.builds} builds,"
+            f" {found.replayable} replayable)[/]"
+        ]
+        if not found.advice:
+            lines.append("No advice: nothing to group or reorder.")
+        for a in found.advice:
+            saving = fmt.saving(a)
+            lines.append(
+                f"[b]line {a.line}[/b] [$accent]{a.rule}[/]: {escape(a.message)}"
+                + (f"\n  [dim]saving: {escape(saving)}[/]" if saving else "")
+            )
+        if found.advice:
+            lines.append("[dim]a: the rewrites as diffs, and their proof[/]")
+        return "\n".join(lines)
 
     def watch_origin(self) -> None:
         self.refresh_explanation()
@@ -222,6 +284,10 @@ class LearnView(Widget):
 
     def set_builds(self, builds: list[BuildRecord]) -> None:
         self.builds = builds
+        # A new build is new history: every piece of advice may read otherwise now.
+        self.advice.clear()
+        self._asked.clear()
+        self.want_advice()
         self.refresh_explanation()
 
     def example_for(self, stop: TourStop) -> tuple[BuildRecord, StepRecord] | None:
@@ -359,6 +425,10 @@ class LearnView(Widget):
         section = self.query_one("#builders", Static)
         section.update(builders)
         section.display = bool(builders)
+        advice = self.query_one("#advice", Static)
+        text = self.advice_text()
+        advice.update(text)
+        advice.display = bool(text)
         stop = TOUR[self.tour_index]
         example = self.example_for(stop)
         lines = [

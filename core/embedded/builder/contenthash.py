@@ -17,6 +17,7 @@ import os
 import posixpath
 from pathlib import Path
 
+from lamina.core.dockerfile.quote import go_bytes
 from lamina.core.embedded.builder.copy import Source
 from lamina.core.embedded.builder.keys import canonical_json
 
@@ -74,7 +75,7 @@ def _checksum(src: Source, context_root: Path | None) -> str:
         cap = _capability(root, e.path) if e.type == "file" else ""
         items.append([rel, e.type, e.mode, e.uid, e.gid, e.size, e.digest, e.link, cap])
     doc = {"dir": src.is_dir, "archive": src.archive, "entries": items}
-    return "sha256:" + hashlib.sha256(canonical_json(doc).encode()).hexdigest()
+    return "sha256:" + hashlib.sha256(go_bytes(canonical_json(doc))).hexdigest()
 
 
 def sources_checksum(sources: list[Source], context_root: Path | None = None) -> list[str]:

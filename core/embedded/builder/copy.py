@@ -38,6 +38,7 @@ from lamina.core.context.checksum import (
     hash_string_slice,
     tarsum_file,
 )
+from lamina.core.dockerfile.quote import go_bytes
 from lamina.core.embedded.builder.rootfs import RootFS, lookup_group, lookup_user, split
 from lamina.core.embedded.store import beneath
 from lamina.core.embedded.store.dedup import Candidate, FilePool, file_key
@@ -332,9 +333,10 @@ def download(url: str, dest_dir: Path, timeout: float = 60.0) -> tuple[Path, str
     import urllib.parse
     import urllib.request
 
-    name = os.path.basename(urllib.parse.urlparse(url).path) or "download"
-    target = dest_dir / f"url-{hashlib.sha256(url.encode()).hexdigest()[:16]}"
+    target = dest_dir / f"url-{hashlib.sha256(go_bytes(url)).hexdigest()[:16]}"
     try:
+        # urlparse refuses some URLs itself ("http://[::1/x": ValueError).
+        name = os.path.basename(urllib.parse.urlparse(url).path) or "download"
         with urllib.request.urlopen(url, timeout=timeout) as resp, open(target, "wb") as f:
             shutil.copyfileobj(resp, f)
     except (OSError, ValueError) as exc:
@@ -535,12 +537,16 @@ class LayerWriter:
         done = self._made.get(key)
         if done is not None:
             return done
-        cur = str(self.out)
-        for i, part in enumerate(parts):
-            cur = f"{cur}/{part}"
+        # Start below the deepest parent already made (a tree is copied parents first,
+        # so usually the one just above): walking every parent from the top made a
+        # tree n levels deep cost n³.
+        start = max(len(parts) - 1, 0)
+        while start > 0 and key[:start] not in self._made:
+            start -= 1
+        cur = self._made[key[:start]] if start > 0 else str(self.out)
+        for i in range(start, len(parts)):
+            cur = f"{cur}/{parts[i]}"
             prefix = key[: i + 1]
-            if prefix in self._made:
-                continue
             try:
                 there: os.stat_result | None = os.lstat(cur)
             except FileNotFoundError:
@@ -599,7 +605,7 @@ class LayerWriter:
             if not stat.S_ISDIR(there.st_mode):
                 os.unlink(target)
             elif not stat.S_ISDIR(st.st_mode):
-                shutil.rmtree(target)
+                beneath.remove_path(Path(target))  # iterative: a context may be any depth
                 prefix = tuple(parts)
                 self._made = {m: d for m, d in self._made.items() if m[: len(prefix)] != prefix}
         mode = stat.S_IMODE(st.st_mode) if self.chmod is None else self.chmod

@@ -18,6 +18,7 @@ from lamina.core.dockerfile.instructions import Instruction
 from lamina.core.embedded.builder.base import Base
 from lamina.core.embedded.builder.rules import CacheRules, StepKey
 from lamina.core.embedded.builder.state import State, Step
+from lamina.core.embedded.remotecache import RemoteCache
 from lamina.core.embedded.store import Store
 from lamina.core.embedded.store.cache import CacheHit, StepPosition
 from lamina.core.model import Reason
@@ -47,15 +48,23 @@ class Decisions:
         no_cache: ``--no-cache``: every step misses (results are still recorded).
         dockerfile: the Dockerfile's path as the build records it; a miss is explained
             only against what builds of it recorded at the same step.
+        remote: the caches of ``--cache-from``, consulted after the store's own.
     """
 
     def __init__(
-        self, store: Store, rules: CacheRules, *, no_cache: bool, dockerfile: str = ""
+        self,
+        store: Store,
+        rules: CacheRules,
+        *,
+        no_cache: bool,
+        dockerfile: str = "",
+        remote: RemoteCache | None = None,
     ) -> None:
         self.store = store
         self.rules = rules
         self.no_cache = no_cache
         self.dockerfile = dockerfile
+        self.remote = remote
 
     def decide(
         self,
@@ -101,6 +110,19 @@ class Decisions:
         if step.unknown_sources is not None:
             return Decision(key, None, reasons.sources_unknown(step.unknown_sources))
         hit = self.store.cache.lookup(key.key) if key.key is not None else None
+        if (
+            self.remote is not None
+            and key.key is not None
+            and (hit is None or not self._usable(hit))
+        ):
+            remote = self.remote.lookup(key.key, self.rules.name)
+            if remote is not None:
+                # Kept for the local entry it becomes once its layers are fetched.
+                add_source_manifest(key.inputs, step, context)
+                self.remote.note(
+                    remote, key.key, self.rules.parent(parent), ins.original, key.inputs
+                )
+                return Decision(key, remote, None)
         if hit is not None and not self._usable(hit):
             # The entry survived but what it points at was removed (a partial prune or
             # GC): run the step again.

@@ -38,10 +38,11 @@ from lamina.core.embedded.builder.rootfs import (
     lookup_user,
     split,
 )
+from lamina.core.embedded.builder.rules import is_link
 from lamina.core.embedded.builder.state import State, Step
 from lamina.core.embedded.builder.words import Words
 from lamina.core.embedded.sandbox.runner import MountSpec, RunSpec, run
-from lamina.core.embedded.store import Store
+from lamina.core.embedded.store import Store, beneath
 from lamina.core.errors import BuildError, LaminaError, RunFailed
 from lamina.core.events import StepOutput
 
@@ -189,11 +190,15 @@ class Executor:
         with self.store.tmpdir("copy") as work:
             out = work / "layer"
             out.mkdir()
+            # A linked copy reads nothing of the layers below it (its parent
+            # directories are made afresh, a symlink below is not followed): it is made
+            # on an empty filesystem, so the same layer fits on any parent.
+            linked = self.options.builder == "buildkit" and is_link(ins)
             try:
                 # Unchanged files become links to the store's identical ones.
                 known = apply_copy(
                     out,
-                    below,
+                    RootFS([]) if linked else below,
                     step.sources,
                     step.dest,
                     context=self.context,
@@ -336,8 +341,11 @@ class Executor:
             if status != 0:
                 last = lines[-1] if lines else ""
                 text = ins.original if len(ins.original) <= 60 else ins.original[:59] + "…"
+                # Named by its line, as every other build error is: the stage and
+                # index ("step 0/2") read like a count of steps.
                 raise RunFailed(
-                    f"step {number}/{index} '{text}' exited with status {status}: {last}",
+                    f"{self.words.where(ins)}: '{text}' exited with status {status}"
+                    + (f": {last}" if last else ""),
                     status,
                     lines[-10:],
                 )
@@ -498,9 +506,6 @@ def _volume_mountpoints(upper: Path, below: RootFS, state: State) -> None:
         inside = upper.joinpath(*parts)
         if inside.is_dir() and not inside.is_symlink():
             for child in list(inside.iterdir()):
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
+                beneath.remove_path(child)  # iterative: a RUN may make any depth
         elif not below.is_dir(volume):
             writer.ensure_dir(parts)

@@ -20,6 +20,7 @@ from typing import Any
 from lamina.core.context.checksum import Context, multi_checksum
 from lamina.core.dockerfile.args import BuildArgs
 from lamina.core.dockerfile.instructions import (
+    KEYWORDS,
     Instruction,
     Stage,
     health_config,
@@ -39,10 +40,15 @@ from lamina.core.embedded.builder.copy import (
     rootfs_sources,
 )
 from lamina.core.embedded.builder.rootfs import RootFS, join, layer_stack
-from lamina.core.embedded.builder.rules import CLASSIC_FLAGS, CacheRules, ClassicRules
+from lamina.core.embedded.builder.rules import (
+    CLASSIC_FLAGS,
+    CLASSIC_REQUIRES_BUILDKIT,
+    CacheRules,
+    ClassicRules,
+)
 from lamina.core.embedded.builder.scratch import Scratch
 from lamina.core.embedded.builder.state import State, Step
-from lamina.core.embedded.builder.words import Words
+from lamina.core.embedded.builder.words import Words, no_nul
 from lamina.core.embedded.store import Store
 from lamina.core.errors import BuildError, ContextError, DockerfileError, LaminaError, NotFound
 
@@ -56,8 +62,7 @@ METADATA = frozenset(
     }
 )  # fmt: skip
 
-# Flags the classic builder accepts (COPY --link is accepted as a no-op: lamina's layers
-# are content-addressed either way); the rules say which a build knows.
+# Flags the classic builder accepts; the rules say which a build knows.
 SUPPORTED_FLAGS: dict[str, frozenset[str]] = CLASSIC_FLAGS
 
 
@@ -152,10 +157,11 @@ class Handlers:
             DockerfileError: a malformed variable substitution.
         """
         kw = ins.keyword
+        if self.rules.name == "classic":
+            self._classic_syntax(ins)
         unsupported = sorted(set(ins.flags) - self.rules.flags(kw))
         if unsupported:
             # Flags the builder lacks: ignoring them would build something else silently.
-            # The classic builder's words ("the --mount option requires BuildKit").
             raise BuildError(
                 f"{self.words.where(ins)}: {kw}: the --{unsupported[0]} option requires"
                 + (
@@ -183,6 +189,47 @@ class Handlers:
         if metadata is None:
             raise self.words.fail(ins, "instruction not supported by the builder")
         return metadata(draft)
+
+    def _classic_syntax(self, ins: Instruction) -> None:
+        """Refuses, in the classic builder's words, the syntax it cannot read.
+
+        Measured on Docker 20.10 (``DOCKER_BUILDKIT=0``): a flag its parser does not
+        know is a parse error (``Unknown flag: link``); ``RUN --mount`` and
+        ``COPY/ADD --chmod`` parse, then fail at their step (``the --mount option
+        requires BuildKit``); a heredoc's body is read as instructions, so the first of
+        its lines that is none fails (``unknown instruction: ECHO``).
+
+        Raises:
+            DockerfileError: an unknown flag or a heredoc (names the line).
+        """
+        kw = ins.keyword
+        unknown = sorted(set(ins.flags) - self.rules.flags(kw) - CLASSIC_REQUIRES_BUILDKIT)
+        if unknown:
+            raise DockerfileError(
+                f"Unknown flag: {unknown[0]} (lamina build --builder buildkit knows it)",
+                str(self.words.path),
+                ins.line,
+            )
+        if not ins.heredocs:
+            return
+        body = [line for doc in ins.heredocs for line in [*doc.content.splitlines(), doc.name]]
+        first = ins.end_line - len(body) + 1
+        bad = next(
+            (
+                (first + i, line.split()[0].upper())
+                for i, line in enumerate(body)
+                if line.strip()
+                and not line.lstrip().startswith("#")
+                and line.split()[0].upper() not in KEYWORDS
+            ),
+            (first, (body[0].split() or [""])[0].upper()),
+        )
+        raise DockerfileError(
+            f"unknown instruction: {bad[1]} (the classic builder reads a heredoc's lines as"
+            " instructions; lamina build --builder buildkit reads heredocs)",
+            str(self.words.path),
+            bad[0],
+        )
 
     # -- RUN ----------------------------------------------------------------------------
 
@@ -261,7 +308,7 @@ class Handlers:
     def _copy(self, s: _Draft) -> Step:
         ins, kw, env = s.ins, s.ins.keyword, s.env
         paths, contents, raw_dest = sources_and_dest(ins)
-        dest_word = self.words.word(ins, raw_dest, env)
+        dest_word = self.words.path_word(ins, raw_dest, env)
         dest = join(s.cfg.get("WorkingDir") or "/", dest_word)
         if raw_dest.endswith("/") and not dest.endswith("/"):
             dest += "/"
@@ -284,6 +331,8 @@ class Handlers:
                     unknown = from_ref
                 for p in paths:
                     src = self.words.word(ins, p, env)
+                    if "\0" in src:
+                        raise BuildError(no_nul(src))
                     if root is not None:
                         sources.extend(rootfs_sources(root, src))
             else:
@@ -380,7 +429,7 @@ class Handlers:
     # -- WORKDIR ------------------------------------------------------------------------
 
     def _workdir(self, s: _Draft) -> Step:
-        path = self.words.word(s.ins, s.ins.args[0], s.env)
+        path = self.words.path_word(s.ins, s.ins.args[0], s.env)
         workdir = join(s.cfg.get("WorkingDir") or "/", path).rstrip("/") or "/"
         s.cfg["WorkingDir"] = workdir
         # moby's dispatchWorkdir uses withCmdCommentString: one "#(nop) ..." word.

@@ -17,6 +17,8 @@ import hashlib
 import json
 from typing import Any
 
+from lamina.core.dockerfile.quote import go_bytes
+
 KEY_VERSION = 1
 
 # The config fields the classic builder compares between a candidate's config and the
@@ -71,4 +73,5 @@ def step_key(parent: str, step: dict[str, Any]) -> str:
         ``sha256:<hex>``.
     """
     doc = {"v": KEY_VERSION, "parent": parent, "step": step}
-    return "sha256:" + hashlib.sha256(canonical_json(doc).encode()).hexdigest()
+    # Bytes that are not UTF-8 count as themselves, as in BuildKit's LLB digests.
+    return "sha256:" + hashlib.sha256(go_bytes(canonical_json(doc))).hexdigest()

@@ -221,28 +221,49 @@ def layer_stack(layers: LayerStore, top: str | None) -> RootFS:
     return RootFS([layers.diff_path(layer.chain_id) for layer in reversed(layers.chain(top))])
 
 
+_MAX_ID = (1 << 32) - 1
+
+
+def numeric_id(text: str) -> int | None:
+    """``text`` as a uid or gid, as BuildKit reads one (``strconv.ParseUint(s, 10, 32)``:
+    ASCII digits, at most 2³² − 1), or None when it is not one, and so a name."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value <= _MAX_ID else None
+
+
 def lookup_user(root: RootFS, user: str) -> tuple[int, int | None]:
     """Resolves a user name or id to ``(uid, primary gid)`` through the root's
-    ``/etc/passwd``; a numeric id not listed there has no known primary group."""
-    if user.isdigit():
-        uid = int(user)
+    ``/etc/passwd``; a numeric id not listed there has no known primary group.
+
+    Raises:
+        BuildError: a name (or a number too large to be an id) that is not listed.
+    """
+    uid = numeric_id(user)
+    if uid is not None:
         for fields in _entries(root, "/etc/passwd"):
-            if len(fields) > 3 and fields[2] == user and fields[3].isdigit():
-                return uid, int(fields[3])
+            if len(fields) > 3 and numeric_id(fields[2]) == uid:
+                return uid, numeric_id(fields[3])
         return uid, None
     for fields in _entries(root, "/etc/passwd"):
-        if fields[0] == user and len(fields) > 3 and fields[2].isdigit():
-            return int(fields[2]), int(fields[3]) if fields[3].isdigit() else None
+        if fields[0] == user and len(fields) > 3 and (found := numeric_id(fields[2])) is not None:
+            return found, numeric_id(fields[3])
     raise BuildError(f"unknown user {user!r} (not in the image's /etc/passwd)")
 
 
 def lookup_group(root: RootFS, group: str) -> int:
-    """Resolves a group name or id through the root's ``/etc/group``."""
-    if group.isdigit():
-        return int(group)
+    """Resolves a group name or id through the root's ``/etc/group``.
+
+    Raises:
+        BuildError: a name (or a number too large to be an id) that is not listed.
+    """
+    gid = numeric_id(group)
+    if gid is not None:
+        return gid
     for fields in _entries(root, "/etc/group"):
-        if fields[0] == group and len(fields) > 2 and fields[2].isdigit():
-            return int(fields[2])
+        if fields[0] == group and len(fields) > 2 and (found := numeric_id(fields[2])) is not None:
+            return found
     raise BuildError(f"unknown group {group!r} (not in the image's /etc/group)")
 
 

@@ -12,6 +12,8 @@ builders whose caches work differently share one walk:
 * :attr:`~CacheRules.hit_keeps_config`: whether a hit's stored state is taken whole, or
   only its filesystem, with the image settings of this build applied on top;
 * :meth:`~CacheRules.flags`: the instruction flags the builder knows;
+* :meth:`~CacheRules.links`: whether a step's layer is independent of the layers
+  below it (``COPY --link``);
 * :attr:`~CacheRules.needed_stages_only`, :attr:`~CacheRules.merges`: whether stages
   the target does not need are skipped, and identical steps of a build run once.
 
@@ -26,7 +28,10 @@ settings that no step reads never reach it, and a RUN's key holds what the proce
 gets (argv, the final env, user, working dir, network, mount specs), a COPY/ADD's its
 own options and the content checksum of its sources by base name
 (:mod:`~lamina.core.embedded.builder.contenthash`), a WORKDIR's the directory and its
-owner.
+owner. A ``COPY --link`` key chains on nothing below it: BuildKit copies onto an empty
+filesystem and merges that onto the parent, so after an edit above it the step hits,
+its layer (the same diffID) rebased onto the new parent, while the next step chains on
+the parent and the linked key together.
 """
 
 from __future__ import annotations
@@ -40,25 +45,31 @@ from lamina.core.embedded.builder.base import Base
 from lamina.core.embedded.builder.keys import compared_config, step_key
 from lamina.core.embedded.builder.state import State, Step
 
-# The instruction flags each builder knows (the parser knows all of them). The classic
-# builder takes COPY --link as a no-op (lamina's layers are content-addressed either
-# way) and COPY/ADD --chmod as newer classic builders do.
+# The instruction flags each builder knows (the parser knows all of them), as measured on
+# Docker 20.10's classic builder: it knows COPY --from/--chown and ADD --chown; it parses
+# RUN --mount and COPY/ADD --chmod only to refuse them at their step ("the --chmod option
+# requires BuildKit"), and any other flag is a parse error ("Unknown flag: link").
 CLASSIC_FLAGS: dict[str, frozenset[str]] = {
-    "COPY": frozenset({"from", "chown", "chmod", "link"}),
-    "ADD": frozenset({"chown", "chmod", "link"}),
+    "COPY": frozenset({"from", "chown"}),
+    "ADD": frozenset({"chown"}),
     "FROM": frozenset({"platform"}),
     "HEALTHCHECK": frozenset({"interval", "timeout", "start-period", "start-interval", "retries"}),
 }
+CLASSIC_REQUIRES_BUILDKIT = frozenset({"mount", "chmod"})
 BUILDKIT_FLAGS: dict[str, frozenset[str]] = {
     **CLASSIC_FLAGS,
-    "COPY": CLASSIC_FLAGS["COPY"] | {"parents", "exclude"},
-    "ADD": CLASSIC_FLAGS["ADD"] | {"checksum", "exclude"},
+    "COPY": CLASSIC_FLAGS["COPY"] | {"chmod", "link", "parents", "exclude"},
+    "ADD": CLASSIC_FLAGS["ADD"] | {"chmod", "link", "checksum", "exclude"},
     "RUN": frozenset({"mount", "network"}),
 }
 
 # Instructions BuildKit makes a vertex of (a cached step); the rest only set the image
 # config (``commitToHistory``).
 BUILDKIT_STEPS = frozenset({"RUN", "COPY", "ADD", "WORKDIR"})
+
+# What a ``COPY --link`` key chains on instead of its parent: BuildKit copies onto
+# ``llb.Scratch()`` and merges the result onto the parent.
+LINK_BASE = "scratch"
 
 
 @dataclass(frozen=True)
@@ -124,6 +135,13 @@ class CacheRules(Protocol):
         """The flags of ``keyword`` this builder knows."""
         ...
 
+    def links(self, ins: Instruction) -> bool:
+        """Whether ``ins`` makes a layer that does not depend on the layers below it
+        (``COPY --link``): its key does not chain on the parent, a hit's layer is
+        rebased onto this build's parent, and the next step chains on both
+        (:func:`linked_key`)."""
+        ...
+
 
 class ClassicRules:
     """Docker's classic builder's cache rules."""
@@ -137,13 +155,11 @@ class ClassicRules:
         self, ins: Instruction, step: Step, parent: State, args: BuildArgs, base: Base
     ) -> StepKey:
         """The classic key: the parent's config digest, the step's command line (with
-        the source checksum and ``--chmod`` for COPY/ADD) and the compared config."""
+        the source checksum for COPY/ADD) and the compared config."""
         config = compared_config(step.new_config)
         keyed: dict[str, Any] = {"cmd": step.cmd, "config": config}
         if step.source_checksum is not None:
             keyed["sources"] = step.source_checksum
-            if ins.flag("chmod"):
-                keyed["chmod"] = ins.flag("chmod")
         inputs: dict[str, Any] = {
             "instruction": ins.original,
             "step": keyed,
@@ -169,6 +185,10 @@ class ClassicRules:
     def flags(self, keyword: str) -> frozenset[str]:
         """The classic builder's flags."""
         return CLASSIC_FLAGS.get(keyword, frozenset())
+
+    def links(self, ins: Instruction) -> bool:
+        """Never: the classic builder does not know ``--link``."""
+        return False
 
 
 class BuildKitRules:
@@ -226,7 +246,9 @@ class BuildKitRules:
             # compares the whole config, would have missed.
             "config": compared_config(config),
         }
-        chain = self.parent(parent)
+        # A linked copy is made on an empty filesystem, then merged onto the parent
+        # (``llb.Merge``): its key chains on nothing below it.
+        chain = LINK_BASE if self.links(ins) else self.parent(parent)
         return StepKey(step_key(chain, keyed) if chain else None, inputs)
 
     def caches(self, ins: Instruction) -> bool:
@@ -244,6 +266,24 @@ class BuildKitRules:
     def flags(self, keyword: str) -> frozenset[str]:
         """The Dockerfile frontend's flags."""
         return BUILDKIT_FLAGS.get(keyword, frozenset())
+
+    def links(self, ins: Instruction) -> bool:
+        """``COPY/ADD --link`` (``--link=false`` is an ordinary copy)."""
+        return is_link(ins)
+
+
+def is_link(ins: Instruction) -> bool:
+    """Whether ``ins`` is a ``COPY/ADD --link`` (a bare ``--link`` or ``--link=true``)."""
+    return ins.keyword in ("COPY", "ADD") and ins.flag("link") not in (None, "false")
+
+
+def linked_key(parent: str | None, key: str | None) -> str | None:
+    """What the step after a ``--link`` copy chains on: the merge of the parent and the
+    linked layer, so the copy's hit does not make later steps hit on a changed parent
+    (None when either is unknown)."""
+    if parent is None or key is None:
+        return None
+    return step_key(parent, {"op": "merge", "link": key})
 
 
 def rules_for(builder: str) -> CacheRules:

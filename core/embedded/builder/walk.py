@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import hashlib
 import logging
 import os
 import queue
@@ -33,6 +34,7 @@ from typing import Any
 from lamina.core.accounting import reasons
 from lamina.core.context.checksum import Context, StatCache
 from lamina.core.context.files import load_build_files
+from lamina.core.digest import chain_ids
 from lamina.core.dockerfile.args import BuildArgs, meta_values, stages_to_build
 from lamina.core.dockerfile.instructions import Dockerfile, Instruction, Stage, load_dockerfile
 from lamina.core.dockerfile.reachable import dependencies, needed_stages
@@ -42,10 +44,11 @@ from lamina.core.embedded.builder.execute import Cancelled, Executor, RunOptions
 from lamina.core.embedded.builder.handlers import BuildingStage, Handlers
 from lamina.core.embedded.builder.records import BuildLog
 from lamina.core.embedded.builder.rootfs import RootFS, layer_stack
-from lamina.core.embedded.builder.rules import CacheRules, StepKey, rules_for
+from lamina.core.embedded.builder.rules import CacheRules, StepKey, linked_key, rules_for
 from lamina.core.embedded.builder.scratch import Scratch
 from lamina.core.embedded.builder.state import SCRATCH, State, Step
 from lamina.core.embedded.builder.words import Words
+from lamina.core.embedded.remotecache import KeyedBuildLog, RemoteCache, RemoteHit, finish_export
 from lamina.core.embedded.store import Store, normalize_tag
 from lamina.core.embedded.store.cache import CacheHit
 from lamina.core.errors import BuildError, LaminaError, NotFound, UsageError
@@ -118,6 +121,8 @@ class Walk:
         dry_run: decide every step without executing or recording anything.
         cancel: set to stop the walk.
         build_log: the build's record (a dry run records nothing).
+        remote: the caches of ``--cache-from`` (see ``remotecache`` for when a remote
+            hit's layers are fetched).
     """
 
     def __init__(
@@ -133,8 +138,10 @@ class Walk:
         dry_run: bool,
         cancel: threading.Event | None,
         build_log: BuildLog | None = None,
+        remote: RemoteCache | None = None,
     ) -> None:
         self.store = store
+        self.remote = remote
         self.request = request
         self.df = dockerfile
         self.rules = rules
@@ -154,7 +161,11 @@ class Walk:
             store, self.words, context, scratch, dockerfile.stages, self.built, rules
         )
         self.decisions = Decisions(
-            store, rules, no_cache=request.no_cache, dockerfile=str(dockerfile_path)
+            store,
+            rules,
+            no_cache=request.no_cache,
+            dockerfile=str(dockerfile_path),
+            remote=remote,
         )
         self.executor = Executor(
             store,
@@ -175,6 +186,11 @@ class Walk:
         self.final_base: str | None = None
         self._shared: dict[str, _Shared] = {}
         self._lock = threading.Lock()
+        # Parallel builds: the steps BuildKit's definition already makes one vertex with
+        # an earlier stage's step, and the keys those earlier steps claimed.
+        self._twins: dict[tuple[int, int], tuple[int, int]] = {}
+        self._claims: dict[tuple[int, int], str | None] = {}
+        self._claimed = threading.Condition(self._lock)
 
     def run(self) -> Iterator[BuildEvent]:
         """Walks the stages the target needs, yielding step events.
@@ -227,6 +243,7 @@ class Walk:
         running: set[int] = set()
         failure: BaseException | None = None
         workers = max(1, min(os.cpu_count() or 1, len(needed)))
+        self._twins = twin_steps(self.df, needed, deps, self.filtered)
 
         def work(number: int) -> None:
             try:
@@ -235,6 +252,8 @@ class Walk:
                 events.put((number, None, None))
             except BaseException as exc:  # noqa: BLE001 - handed to the walking thread
                 events.put((number, None, exc))
+            finally:
+                self._stage_ended(number)
 
         with concurrent.futures.ThreadPoolExecutor(workers, "lamina-stage") as pool:
             try:
@@ -272,6 +291,7 @@ class Walk:
             state = self.built.get(idx)
             if state is None or not state.chain_known:
                 return None
+            self._materialize(state)
             return layer_stack(self.store.layers, state.chain)
         try:
             image_id = self.store.images.resolve(ref)
@@ -284,6 +304,7 @@ class Walk:
         self, number: int, stage: Stage, meta: dict[str, str | None]
     ) -> Iterator[BuildEvent]:
         base = self.bases.resolve(number, stage, meta)
+        self.build_log.base(number, base.id)
         from_step = StepRecord(number, 0, base.instruction.original, None, None)
         yield StepStarted(number, 0, from_step.instruction)
         self.build_log.step(from_step, None)
@@ -307,6 +328,7 @@ class Walk:
             )
         self.built[number] = state
         if number == self.target:
+            self._materialize(state)
             self.final, self.final_base = state, base.image
 
     def _step(
@@ -322,7 +344,10 @@ class Walk:
         number = scope.number
         yield StepStarted(number, index, ins.original)
         started = time.monotonic()
+        self._files_read(number, ins, state)
         step = self.handlers.prepare(scope, ins, state)
+        if step.sources and not self.dry_run:
+            self.build_log.sources(step.sources, self.context)
         key: str | None = None
         builder = self.rules.name
         if not self.rules.caches(ins):
@@ -354,12 +379,16 @@ class Walk:
             after_miss=walked.missed,
             first_in_stage=index == 1,
             ignore_cache=walked.ignore,
-            chain_missed=walked.chain_missed,
+            # A linked copy's key does not chain on the step that missed above it.
+            chain_missed=None if self.rules.links(ins) else walked.chain_missed,
             context=self.context,
             at=(number, index),
         )
         key = decision.key.key
+        position = (number, index - len(base.triggers))
+        self._await_twin(position)
         shared = self._share(key, f"{number}/{index}", ins.original)
+        self._claim(position, key)
         if shared is not None:
             state = yield from self._merged(scope, index, ins, state, step, key, shared, started)
             walked.chain_missed = None
@@ -393,20 +422,41 @@ class Walk:
         builder = self.rules.name
         if decision.hit is not None:
             hit = decision.hit
+            parent = state
+            links = self.rules.links(ins)
             if not self.dry_run and key is not None:
                 self.store.cache.touch(key)
             note: Reason | None = None
+            if isinstance(hit, RemoteHit):
+                note = reasons.remote_cache(hit.ref)
             if self.rules.hit_keeps_config:
-                state = State(hit.result, self.store.images.get_config(hit.result), hit.top_layer)
+                state = State(hit.result, self._config_of(hit), hit.top_layer)
             else:
                 if key is not None:
                     old = self.store.cache.recorded_config(key)
                     new = decision.key.inputs.get("config") or {}
                     if old is not None:
                         note = reasons.settings_not_keyed(ins.keyword, old, new)
-                state = self._rebase(state, step, hit)
-            state.key = key
-            walked.chain_missed = None
+                if links:
+                    if isinstance(hit, RemoteHit) and self.remote is not None and not self.dry_run:
+                        # Relinking reads the stored layer: fetch the remote one first.
+                        self.remote.materialize(
+                            self.store, hit.doc(), self.build_log.build_id, self.stop
+                        )
+                    state = self._link(parent, step, hit)
+                else:
+                    state = self._rebase(state, step, hit)
+            if links:
+                # Reused whatever changed below it; the next step chains on both, and
+                # a miss above still explains the misses after it.
+                state.key = linked_key(parent.key, key)
+            else:
+                state.key = key
+                walked.chain_missed = None
+            if isinstance(hit, RemoteHit) and self.dry_run:
+                # Its layers are not in the store: what reads them cannot be predicted.
+                state.chain_known = False
+            top = state.chain if links else hit.top_layer
             record = StepRecord(
                 number,
                 index,
@@ -414,8 +464,8 @@ class Walk:
                 True,
                 note,
                 time.monotonic() - started,
-                layer=hit.top_layer if step.layer else None,
-                size=self._layer_size(hit.top_layer) if step.layer else 0,
+                layer=top if step.layer else None,
+                size=self._layer_size(top) if step.layer else 0,
                 other=reasons.contrast(builder, ins.keyword, True, note),
             )
             return state, record
@@ -434,7 +484,7 @@ class Walk:
         parent = state
         fresh = decision.reason is not None and decision.reason.get("kind") == "no_cache"
         state, layer = yield from self._apply(scope, index, ins, parent, step, fresh)
-        state.key = key
+        state.key = linked_key(parent.key, key) if self.rules.links(ins) else key
         if not self.dry_run:
             self._remember(decision.key, ins, step, parent, state)
         record = StepRecord(
@@ -460,6 +510,39 @@ class Walk:
                 self._shared[key] = _Shared(where, instruction)
                 return None
             return shared
+
+    def _await_twin(self, position: tuple[int, int]) -> None:
+        """Waits until the earlier step this one is a twin of has claimed its key.
+
+        BuildKit names a merged vertex after the first stage that defines it, whichever
+        stage's thread gets there first here: the earlier step always runs, the later
+        one is the merged step.
+        """
+        twin = self._twins.get(position)
+        if twin is None:
+            return
+        with self._claimed:
+            while twin not in self._claims:
+                if self.stop.is_set():
+                    raise Cancelled()
+                self._claimed.wait(0.1)
+
+    def _claim(self, position: tuple[int, int], key: str | None) -> None:
+        if not self._twins:
+            return
+        with self._claimed:
+            self._claims[position] = key
+            self._claimed.notify_all()
+
+    def _stage_ended(self, number: int) -> None:
+        """A stage finished or failed: its twins stop waiting for steps it never reached."""
+        if not self._twins:
+            return
+        with self._claimed:
+            for twin in self._twins.values():
+                if twin[0] == number:
+                    self._claims.setdefault(twin, None)
+            self._claimed.notify_all()
 
     def _release(self, key: str | None, state: State | None) -> None:
         if not self.rules.merges or key is None:
@@ -491,14 +574,18 @@ class Walk:
                 f"{self.words.where(ins)}: {ins.keyword}: the identical step {shared.owner} failed"
             )
         result_id, chain, known = shared.result
-        if result_id is not None:
+        parent_key = state.key
+        if result_id is not None and self.rules.links(ins):
+            # The same linked copy on another stage's parent: its layer, on ours.
+            state = self._link(state, step, CacheHit(result_id, chain))
+        elif result_id is not None:
             hit = CacheHit(result_id, chain)
             state = self._rebase(state, step, hit)
         else:
             doc = copy.deepcopy(state.doc)
             doc["config"] = copy.deepcopy(step.new_config)
             state = State(None, doc, chain, known)
-        state.key = key
+        state.key = linked_key(parent_key, key) if self.rules.links(ins) else key
         note = reasons.merged(shared.owner, shared.instruction)
         record = StepRecord(
             scope.number,
@@ -507,8 +594,8 @@ class Walk:
             True,
             note,
             time.monotonic() - started,
-            layer=chain if step.layer else None,
-            size=self._layer_size(chain) if step.layer else 0,
+            layer=state.chain if step.layer else None,
+            size=self._layer_size(state.chain) if step.layer else 0,
             other=reasons.contrast(self.rules.name, ins.keyword, True, note),
         )
         self.build_log.step(record, key)
@@ -519,7 +606,7 @@ class Walk:
         """A hit under rules whose hits keep only the filesystem: the stored result's
         layers under this build's config, with the stored entry's history times (so a
         fully cached rebuild makes the same image)."""
-        stored = self.store.images.get_config(hit.result)
+        stored = self._config_of(hit)
         doc = copy.deepcopy(state.doc)
         doc["config"] = {k: v for k, v in step.new_config.items() if v is not None}
         ours = list((doc.get("rootfs") or {}).get("diff_ids") or [])
@@ -545,6 +632,57 @@ class Walk:
             doc["created"] = stored["created"]
         return State(None, doc, hit.top_layer)
 
+    def _link(self, parent: State, step: Step, hit: CacheHit) -> State:
+        """A ``COPY --link`` hit: the stored layer (the same diffID) on this build's
+        parent, whatever the parent it was made on, as BuildKit merges a linked copy
+        onto its parent. The layer is registered under its new chainID when the store
+        lacks it (a dry run only predicts that)."""
+        stored = self._config_of(hit)
+        theirs = list((stored.get("rootfs") or {}).get("diff_ids") or [])
+        stored_history = list(stored.get("history") or [])
+        doc = copy.deepcopy(parent.doc)
+        doc["config"] = {k: v for k, v in step.new_config.items() if v is not None}
+        ours = list((doc.get("rootfs") or {}).get("diff_ids") or [])
+        last = stored_history[-1] if stored_history else {}
+        if hit.top_layer is None or not theirs:
+            raise BuildError(f"{step.created_by}: the cached linked copy has no layer")
+        diff_id = theirs[-1]
+        if not parent.chain_known:
+            # A dry run after a miss: the layers below are not known, nor the chain.
+            chain: str | None = None
+        elif parent.chain is None:
+            chain = diff_id
+        else:
+            chain = chain_ids([parent.chain, diff_id])[-1]
+        known = chain is not None
+        if chain is not None and not self.store.layers.exists(chain):
+            if self.dry_run:
+                chain, known = None, False
+            else:
+                chain = self._relink(hit.top_layer, parent.chain, diff_id, step.created_by)
+        doc.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"] = ours + [diff_id]
+        history = list(doc.get("history") or [])
+        history.append(
+            {"created": last.get("created", stored.get("created")), "created_by": step.created_by}
+        )
+        doc["history"] = history
+        if "created" in stored:
+            doc["created"] = stored["created"]
+        return State(None, doc, chain, known)
+
+    def _relink(self, layer: str, parent: str | None, diff_id: str, created_by: str) -> str:
+        """Commits the bytes of ``layer`` again on ``parent``: the same tar (so the same
+        diffID), under the chainID it has there."""
+        with self.store.tmpdir("link") as work:
+            tar = work / "layer.tar"
+            with open(tar, "wb") as out:
+                self.store.layers.write_tar(layer, out)
+            with open(tar, "rb") as stream:
+                info = self.store.layers.commit_tar(stream, parent, created_by, "linked layer")
+        if info.diff_id != diff_id:
+            raise BuildError(f"{created_by}: the linked layer changed: {info.diff_id} != {diff_id}")
+        return info.chain_id
+
     def _apply(
         self,
         scope: BuildingStage,
@@ -557,6 +695,7 @@ class Walk:
         """Executes a step (a dry run predicts it): the new state and the layer made."""
         if self.dry_run:
             return self.executor.predict(ins, state, step), None
+        self._materialize(state)
         executed = yield from self.executor.execute(
             scope.number, index, ins, state, step, scope.args, fresh_mounts=fresh_mounts
         )
@@ -578,6 +717,29 @@ class Walk:
             CacheHit(result.id, result.chain),
             self.build_log.build_id,
         )
+
+    def _config_of(self, hit: CacheHit) -> dict[str, Any]:
+        """The result config of a hit (a remote hit carries its own)."""
+        if isinstance(hit, RemoteHit):
+            return hit.doc()
+        return self.store.images.get_config(hit.result)
+
+    def _materialize(self, state: State) -> None:
+        """Fetches the layers of a state a remote hit reached, now that they are needed."""
+        if self.remote is not None and not self.dry_run:
+            self.remote.materialize(self.store, state.doc, self.build_log.build_id, self.stop)
+
+    def _files_read(self, number: int, ins: Instruction, state: State) -> None:
+        """Before a step is prepared: the states whose files preparing it reads (the
+        parent's users for ``--chown``, the stage ``COPY --from`` names) are fetched."""
+        if self.remote is None or self.dry_run or ins.keyword not in ("COPY", "ADD"):
+            return
+        if ins.flag("chown"):
+            self._materialize(state)
+        ref = ins.flag("from")
+        idx = stage_index(self.df.stages, ref, number) if ref else None
+        if idx is not None and idx in self.built:
+            self._materialize(self.built[idx])
 
     def _layer_size(self, chain: str | None) -> int:
         if not chain:
@@ -677,6 +839,7 @@ def _build(
         df_path, context = files.dockerfile, files.context
         dockerfile = load_dockerfile(files.text, str(df_path))
         context.stat_cache = StatCache(store.stat_cache)
+        remote = RemoteCache.load(request.cache_from) if request.cache_from else None
         preflight = Walk(
             store,
             request,
@@ -687,6 +850,7 @@ def _build(
             rules=rules,
             dry_run=True,
             cancel=cancel,
+            remote=remote,
         )
         planned = list(preflight.run())
     except LaminaError as exc:
@@ -697,11 +861,11 @@ def _build(
         return
     except Exception as exc:
         log.debug("build preflight failed unexpectedly", exc_info=True)
-        yield BuildFailed(0, unexpected(exc))
+        yield BuildFailed(0, _unexpected_in(store, exc))
         return
     steps_total = sum(1 for e in planned if isinstance(e, StepFinished))
     if request.dry_run:
-        yield BuildStarted(0, str(df_path), str(Path(request.context)), steps_total)
+        yield BuildStarted(0, str(df_path), str(Path(request.context)), steps_total, rules.name)
         yield from planned
         yield BuildFinished(0, None, tuple(request.tags))
         return
@@ -712,8 +876,11 @@ def _build(
         yield BuildFailed(0, str(exc))
         return
     context.stat_cache.flush()
-    record = BuildLog.start(store, request, df_path, rules.name)
-    yield BuildStarted(record.build_id, str(df_path), str(Path(request.context)), steps_total)
+    logs = KeyedBuildLog if request.cache_to is not None else BuildLog
+    record = logs.start(store, request, df_path, rules.name)
+    yield BuildStarted(
+        record.build_id, str(df_path), str(Path(request.context)), steps_total, rules.name
+    )
     walk = Walk(
         store,
         request,
@@ -725,8 +892,14 @@ def _build(
         dry_run=False,
         cancel=cancel,
         build_log=record,
+        remote=remote,
     )
-    yield from _recorded(store, walk, record, tags, cancel)
+    for event in _recorded(store, walk, record, tags, cancel):
+        if isinstance(event, BuildFinished) and request.cache_to is not None:
+            spec = request.cache_to
+            yield finish_export(store, spec, record, walk.target, rules.name, event, cancel)
+            continue
+        yield event
 
 
 def _recorded(
@@ -770,9 +943,15 @@ def _recorded(
         # A defect, not a user error: still a finished record and one line, never a
         # build left "running" for ever (the traceback goes to the debug log).
         log.debug("build %d failed unexpectedly", build_id, exc_info=True)
-        message = unexpected(exc)
+        message = _unexpected_in(store, exc)
         record.finish("failed", None, message)
         yield BuildFailed(build_id, message)
+
+
+def _unexpected_in(store: Store, exc: BaseException) -> str:
+    """One line for an error no check foresaw: the damaged index, if that explains it."""
+    damaged = store.index.damaged()
+    return str(damaged) if damaged is not None else unexpected(exc)
 
 
 def unexpected(exc: BaseException) -> str:
@@ -803,3 +982,45 @@ def _apply_retention(store: Store) -> None:
         return
     if result is not None and result.reclaimed_bytes:
         log.info("cache retention policy reclaimed %d bytes", result.reclaimed_bytes)
+
+
+def twin_steps(
+    dockerfile: Dockerfile,
+    needed: list[int],
+    deps: dict[int, set[int]],
+    filtered: set[str],
+) -> dict[tuple[int, int], tuple[int, int]]:
+    """The steps that are the same vertex as an earlier stage's step, by definition.
+
+    Two stages with the same ``FROM`` and the same instructions up to a step define the
+    same op on the same input there, which BuildKit merges before it runs anything. Each
+    such step maps to the first stage's: ``(stage, n)`` to ``(earlier stage, n)``, ``n``
+    counting the stage's own instructions from 1. A stage is only paired with an earlier
+    one whose stages it reads are among its own (so the earlier one never waits in the
+    queue behind it), and never when ``--no-cache-filter`` names either of them.
+
+    Args:
+        dockerfile: the Dockerfile.
+        needed: the stages being built.
+        deps: the stages each of them reads directly.
+        filtered: the stage names of ``--no-cache-filter``, lowercased.
+    """
+    first: dict[str, tuple[int, int]] = {}
+    twins: dict[tuple[int, int], tuple[int, int]] = {}
+    for number in needed:
+        stage = dockerfile.stages[number]
+        if stage.name and stage.name.lower() in filtered:
+            continue
+        signature = _digest(f"FROM\0{stage.base}\0{stage.platform}")
+        for n, ins in enumerate(stage.instructions, start=1):
+            signature = _digest(f"{signature}\0{ins.original}")
+            earlier = first.get(signature)
+            if earlier is None:
+                first[signature] = (number, n)
+            elif deps[earlier[0]] <= deps[number]:
+                twins[(number, n)] = earlier
+    return twins
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()

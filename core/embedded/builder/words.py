@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lamina.core.dockerfile.instructions import Instruction
+from lamina.core.dockerfile.quote import go_quote
 from lamina.core.dockerfile.shell import Lexer
 from lamina.core.errors import BuildError, DockerfileError
 
@@ -40,6 +41,18 @@ class Words:
         except DockerfileError as exc:
             raise DockerfileError(exc.reason, str(self.path), instruction.line) from None
 
+    def path_word(self, instruction: Instruction, word: str, env: dict[str, str]) -> str:
+        """``word`` expanded as a path in the image.
+
+        Raises:
+            DockerfileError: a malformed substitution, naming the line.
+            BuildError: a NUL byte in it (no path can hold one).
+        """
+        text = self.word(instruction, word, env)
+        if "\0" in text:
+            raise self.fail(instruction, no_nul(text))
+        return text
+
     def words(self, instruction: Instruction, word: str, env: dict[str, str]) -> list[str]:
         """``word`` expanded and split into words (``EXPOSE $PORTS``).
 
@@ -50,3 +63,8 @@ class Words:
             return self._lexer.process_words(word, env)
         except DockerfileError as exc:
             raise DockerfileError(exc.reason, str(self.path), instruction.line) from None
+
+
+def no_nul(path: str) -> str:
+    """The message refusing ``path``, which holds a NUL byte."""
+    return f"{go_quote(path)}: a path cannot hold a NUL byte"

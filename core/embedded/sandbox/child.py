@@ -396,6 +396,29 @@ class Control:
         self.send({"error": message, "kind": kind})
 
 
+def _makedirs(path: str, mode: int) -> None:
+    """``os.makedirs(path, mode, exist_ok=True)`` without its recursion: a WORKDIR or a
+    mount target may be as deep as a Dockerfile makes it.
+
+    Raises:
+        OSError: a component that cannot be made (``FileExistsError`` for a file).
+    """
+    missing = []
+    head = os.path.normpath(path)
+    while not os.path.isdir(head):
+        missing.append(head)
+        parent = os.path.dirname(head)
+        if parent == head:
+            break
+        head = parent
+    for component in reversed(missing):
+        try:
+            os.mkdir(component, mode)
+        except FileExistsError:
+            if not os.path.isdir(component):
+                raise
+
+
 def _write(path: str, text: str, mode: int = 0o644) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     try:
@@ -718,11 +741,11 @@ class Monitor:
                 raise SetupError(f"mount target {extra['target']} passes through a symlink")
         try:
             if source is not None and not os.path.isdir(source):
-                os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+                _makedirs(os.path.dirname(target), 0o755)
                 if not os.path.exists(target):
                     _write(target, "", 0o644)
             else:
-                os.makedirs(target, 0o755, exist_ok=True)
+                _makedirs(target, 0o755)
         except OSError as exc:
             raise SetupError(f"create mount point {extra['target']}: {exc.strerror}") from exc
         if source is None:
@@ -760,7 +783,7 @@ class Monitor:
         if not any(item.startswith("HOME=") for item in env):
             env.append(f"HOME={user.home}")  # runc does the same when HOME is unset
         try:
-            os.makedirs(job.cwd, 0o755, exist_ok=True)
+            _makedirs(job.cwd, 0o755)
         except OSError as exc:
             raise SetupError(f"create working directory {job.cwd}: {exc.strerror}") from exc
         rules = None

@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import selectors
-import shutil
 import signal
 import stat
 import subprocess
@@ -51,6 +50,7 @@ from pathlib import Path
 
 from lamina.core.embedded.sandbox import cgroup
 from lamina.core.embedded.sandbox.profile import capability_numbers, seccomp_rules
+from lamina.core.embedded.store import beneath
 from lamina.core.errors import BuildError, SandboxUnavailable
 
 log = logging.getLogger(__name__)
@@ -445,29 +445,20 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _clear_dir(path: Path) -> None:
-    """Remove everything in ``path`` (overlay leaves ``work/work`` with mode 000)."""
+    """Remove everything in ``path`` (overlay leaves ``work/work`` with mode 000).
+
+    ``beneath.remove_path`` opens what it cannot read, and removes a tree of any depth
+    without recursion.
+    """
     try:
         entries = list(path.iterdir())
     except OSError:
         return
     for entry in entries:
         try:
-            if entry.is_dir() and not entry.is_symlink():
-                _make_writable(entry)
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+            beneath.remove_path(entry)
         except OSError as exc:
             log.warning("could not clean overlay work dir %s: %s", entry, exc)
-
-
-def _make_writable(top: Path) -> None:
-    os.chmod(top, 0o700)
-    for dirpath, dirnames, _ in os.walk(top):
-        for name in dirnames:
-            child = os.path.join(dirpath, name)
-            if not os.path.islink(child):
-                os.chmod(child, 0o700)
 
 
 def _overlay_xattrs(path: str) -> list[str]:

@@ -32,6 +32,7 @@ from lamina.core.embedded.store.images import ImageStore, normalize_tag
 from lamina.core.embedded.store.index import Index
 from lamina.core.embedded.store.layers import LayerStore
 from lamina.core.embedded.store.lock import StoreLock
+from lamina.core.embedded.store.reserve import RESERVE_NAME, Reserve
 from lamina.core.embedded.store.statcache import StatCacheTable
 from lamina.core.errors import StoreError
 
@@ -52,6 +53,7 @@ __all__ = [
     "Store",
     "StoreLock",
     "normalize_tag",
+    "raise_if_damaged",
     "stored_data",
 ]
 
@@ -106,7 +108,8 @@ class Store:
             if not adopt_unindexed and index.schema_version() == 0:
                 _refuse_lost_index(self.home, db, "has no tables")
 
-        self.index = Index(db, check_fresh)
+        reserve = Reserve(self.home / RESERVE_NAME)
+        self.index = Index(db, check_fresh, reserve)
         self.layers = LayerStore(self.home, self.index, self._lock, self.tmpdir)
         self.files = self.layers.files
         self.images = ImageStore(self.home, self.index, self._lock, self.layers)
@@ -114,11 +117,16 @@ class Store:
         self.cache_mounts = CacheMounts(self.home, self.index)
         self.builds = BuildRecords(self.index)
         self.stat_cache = StatCacheTable(self.index)
-        # Builds whose process died (kill -9, power loss) are recorded failed by the
-        # next process that opens the store; fsck lists them as information.
-        self.recovered_builds = self.builds.recover_interrupted()
-        # Layers recorded before index version 2 get Docker's size and their disk size.
-        self.layers.measure_unmeasured()
+        try:
+            # Builds whose process died (kill -9, power loss) are recorded failed by the
+            # next process that opens the store; fsck lists them as information.
+            self.recovered_builds = self.builds.recover_interrupted()
+            # Layers recorded before index version 2 get Docker's size and disk size.
+            self.layers.measure_unmeasured()
+        except Exception as exc:
+            raise_if_damaged(self.index, exc)
+            raise
+        reserve.keep()
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -139,7 +147,9 @@ class Store:
             path = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=self.home / "tmp"))
             (path / "pid").write_text(f"{os.getpid()}\n")
         except OSError as exc:
-            raise StoreError(f"{self.home / 'tmp'}: cannot create a work directory: {exc}") from exc
+            raise StoreError(
+                f"{self.home / 'tmp'}: cannot create a work directory: {exc.strerror or exc}"
+            ) from exc
         try:
             yield path
         finally:
@@ -148,6 +158,24 @@ class Store:
     def close(self) -> None:
         """Closes the index connections."""
         self.index.close()
+
+
+def raise_if_damaged(index: Index, exc: Exception) -> None:
+    """Raises the one-line damage error, chained to ``exc``, if a damaged index file
+    explains ``exc``; returns otherwise.
+
+    ``exc`` is an error a reader did not expect, or one it did not expect from the
+    index ("malformed digest None": a row of NULLs). Errors about the index itself
+    already say what is wrong with it (a full disk, a damaged file).
+
+    Raises:
+        StoreError: the index is damaged; ``lamina fsck --rebuild-index`` is the way out.
+    """
+    if isinstance(exc, StoreError) and str(index.path) in str(exc):
+        return
+    damaged = index.damaged()
+    if damaged is not None:
+        raise damaged from exc
 
 
 def _private(path: Path) -> None:

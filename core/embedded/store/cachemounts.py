@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-import shutil
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from lamina.core.dockerfile.quote import go_bytes
+from lamina.core.embedded.store import beneath
 from lamina.core.embedded.store.index import Index
 from lamina.core.embedded.store.process import pid_alive
 from lamina.core.errors import StoreError
@@ -62,14 +64,26 @@ class CacheMount:
 
 
 def _dir_size(path: Path) -> int:
+    """Bytes the entries below ``path`` occupy, each inode once.
+
+    Iterative: a RUN may leave a tree of any depth in a cache mount.
+    """
     total = 0
     seen: set[tuple[int, int]] = set()
-    for root, dirs, files in os.walk(path):
-        for name in dirs + files:
+    stack = [str(path)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for entry in entries:
             try:
-                st = os.lstat(os.path.join(root, name))
+                st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(entry.path)
             if (st.st_dev, st.st_ino) in seen:
                 continue
             seen.add((st.st_dev, st.st_ino))
@@ -92,7 +106,7 @@ class CacheMounts:
     @staticmethod
     def identity(mount_id: str, scope: str = "") -> str:
         """What a mount is shared by: its id, and the ``from=`` it starts from."""
-        return "sha256:" + hashlib.sha256(f"{mount_id}\0{scope}".encode()).hexdigest()
+        return "sha256:" + hashlib.sha256(go_bytes(f"{mount_id}\0{scope}")).hexdigest()
 
     def _path(self, ident: str, private: str = "") -> Path:
         hexpart = ident.split(":", 1)[1]
@@ -142,7 +156,7 @@ class CacheMounts:
         path = self._path(ident, private)
         try:
             if empty and path.exists():
-                shutil.rmtree(path)
+                beneath.remove_path(path)
             if not path.exists():
                 path.mkdir(parents=True, exist_ok=True)
                 os.chmod(path, mode)
@@ -177,7 +191,7 @@ class CacheMounts:
                         (size, time.time(), ident),
                     )
                 if private:
-                    shutil.rmtree(path, ignore_errors=True)
+                    beneath.remove_quietly(path)
             finally:
                 if held:
                     lock.release()
@@ -209,7 +223,7 @@ class CacheMounts:
             with self.index.transaction() as conn:
                 conn.execute("DELETE FROM cache_mounts WHERE id = ? AND in_use = 0", (mount.id,))
             freed += mount.size
-            shutil.rmtree(mount.path, ignore_errors=True)
+            beneath.remove_quietly(mount.path)
         return freed
 
     def stuck(self) -> list[CacheMount]:

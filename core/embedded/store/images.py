@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lamina.core.digest import chain_ids, hex_of, is_digest, sha256_bytes
+from lamina.core.dockerfile.quote import go_json_text
 from lamina.core.embedded.store import schema
 from lamina.core.embedded.store.index import Index
 from lamina.core.embedded.store.layers import LayerStore
@@ -182,8 +183,13 @@ class ImageStore:
         return self.blob_path(digest).exists()
 
     def put_config(self, config: dict[str, Any]) -> str:
-        """Stores an image config as compact JSON; returns its digest (the image ID)."""
-        data = json.dumps(config, separators=(",", ":"), ensure_ascii=False).encode()
+        """Stores an image config as compact JSON; returns its digest (the image ID).
+
+        Text that is not UTF-8 (a Dockerfile's bytes) is written as Go's JSON writes
+        it, U+FFFD for each such byte, as Docker's configs have it.
+        """
+        text = json.dumps(config, separators=(",", ":"), ensure_ascii=False)
+        data = go_json_text(text).encode()
         return self.put_blob(data)
 
     def get_config(self, digest: str) -> dict[str, Any]:

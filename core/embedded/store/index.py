@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lamina.core.dockerfile.quote import go_json_text
+from lamina.core.embedded.store.reserve import Reserve
 from lamina.core.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -126,14 +128,27 @@ ALTER TABLE layers ADD COLUMN disk_size INTEGER;
 CREATE INDEX build_steps_key ON build_steps(cache_key);
 """
 
-# Version 4: identical files stored once (``dedup``). ``files`` has a row per inode that
+# Version 4: what each build's COPY/ADD steps read from the context, path by path (a short
+# hash of each entry) and the base each stage started from, so `lamina advise` can replay
+# a build history through a rewritten Dockerfile. One row per build, bounded in size by
+# ``BuildRecords.record_sources``; only the newest builds of each Dockerfile keep theirs.
+SCHEMA_V4_SOURCES = """
+CREATE TABLE build_sources (
+  build_id INTEGER PRIMARY KEY REFERENCES builds(id) ON DELETE CASCADE,
+  dockerfile TEXT NOT NULL,
+  doc TEXT NOT NULL
+);
+CREATE INDEX build_sources_dockerfile ON build_sources(dockerfile);
+"""
+
+# Version 5: identical files stored once (``dedup``). ``files`` has a row per inode that
 # layers share through the pool ``files/``, with how many layers hold it; ``layer_files``
 # says which layers hold which, by a small number per layer (``layer_numbers``) so a
 # 20,000-file layer adds a few hundred kilobytes, not a chainID per file. Layers recorded
 # before hold nothing shared, which is true of them. ``tree_cache`` keeps a COPY source's
 # checksums by the fingerprint of every lstat below it, so an unchanged context is
 # checksummed without a per-file lookup (``context.checksum.StatCache``).
-SCHEMA_V4_FILES = """
+SCHEMA_V5_FILES = """
 CREATE TABLE files (
   id    INTEGER PRIMARY KEY,
   key   BLOB NOT NULL UNIQUE,
@@ -160,7 +175,13 @@ CREATE TABLE tree_cache (
 """
 
 # MIGRATIONS[n] upgrades user_version n to n + 1. Append; never edit a released step.
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2_BUILDERS, SCHEMA_V3_SIZES, SCHEMA_V4_FILES)
+MIGRATIONS: tuple[str, ...] = (
+    SCHEMA_V1,
+    SCHEMA_V2_BUILDERS,
+    SCHEMA_V3_SIZES,
+    SCHEMA_V4_SOURCES,
+    SCHEMA_V5_FILES,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -171,11 +192,18 @@ class Index:
         path: the database file; created and migrated on first use.
         check_fresh: called with the index before a version-0 database is migrated;
             raises to refuse (the store uses it to tell a lost index from a new store).
+        reserve: space to give up when a write finds the disk full (``reserve.py``).
     """
 
-    def __init__(self, path: Path, check_fresh: Callable[[Index], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        check_fresh: Callable[[Index], None] | None = None,
+        reserve: Reserve | None = None,
+    ) -> None:
         self.path = path
         self._check_fresh = check_fresh
+        self._reserve = reserve
         self._local = threading.local()
         self._lock = threading.Lock()
         # Every open connection with the thread that owns it, so connections of
@@ -198,11 +226,12 @@ class Index:
             raise StoreError(f"{self.path}: index is closed")
         try:
             conn = self._connect()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeError) as exc:
+            # UnicodeError: a damaged header can make a PRAGMA's answer undecodable.
             try:
                 # A read-only or full store can still be listed: read it as it is.
                 conn = self._connect_read_only(exc)
-            except sqlite3.Error:
+            except (sqlite3.Error, UnicodeError):
                 raise StoreError(f"{self.path}: cannot open the index: {exc}{hint(exc)}") from exc
         self._local.conn = conn
         self._local.depth = 0
@@ -227,6 +256,7 @@ class Index:
             timeout=BUSY_TIMEOUT,
             isolation_level=None,
             check_same_thread=False,
+            factory=_Connection,
         )
         try:
             conn.row_factory = sqlite3.Row
@@ -239,7 +269,7 @@ class Index:
             raise
         return conn
 
-    def _connect_read_only(self, why: sqlite3.Error) -> sqlite3.Connection:
+    def _connect_read_only(self, why: Exception) -> sqlite3.Connection:
         """The index opened read-only, when it cannot be opened for writing.
 
         ``immutable`` makes SQLite take no lock and create no ``-shm`` file, which is
@@ -254,6 +284,7 @@ class Index:
             uri=True,
             isolation_level=None,
             check_same_thread=False,
+            factory=_Connection,
         )
         conn.row_factory = sqlite3.Row
         try:
@@ -261,7 +292,8 @@ class Index:
         except BaseException:
             conn.close()
             raise
-        log.warning("%s: opened read-only (%s)", self.path, why)
+        # Reading verbs work; a write says the store is read-only when it is tried.
+        log.info("%s: opened read-only (%s)", self.path, why)
         self.read_only = True
         return conn
 
@@ -290,6 +322,11 @@ class Index:
             finally:
                 self._local.depth = depth
             return
+        # A full disk: rmi and prune must still be able to record what they free.
+        reserve = self._reserve
+        released = reserve is not None and (self.read_only or reserve.low()) and reserve.release()
+        if released and self.read_only:
+            conn = self._reopen()
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -309,6 +346,16 @@ class Index:
         except sqlite3.Error as exc:
             self._rollback(conn)
             raise StoreError(f"{self.path}: cannot commit: {exc}{hint(exc)}") from exc
+
+    def _reopen(self) -> sqlite3.Connection:
+        """This thread's connection opened again (for writing, if the disk now allows)."""
+        conn: sqlite3.Connection = self._local.conn
+        with self._lock:
+            self._all = [(t, c) for t, c in self._all if c is not conn]
+        conn.close()
+        del self._local.conn
+        self.read_only = False
+        return self.connection()
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
         if not conn.in_transaction:
@@ -376,6 +423,29 @@ class Index:
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: not a usable index: {exc}{hint(exc)}") from exc
 
+    def damaged(self) -> StoreError | None:
+        """The error to report if the database file is damaged, else None.
+
+        SQLite reads some damaged pages without complaint (a zeroed page gives rows of
+        NULLs), so a reader fails later in its own terms; ``PRAGMA quick_check`` tells
+        whether the file is the cause. It reads the whole file (milliseconds per
+        megabyte): callers ask after something failed, and before a repair or a prune
+        acts on what the index says.
+        """
+        try:
+            rows = self.connection().execute("PRAGMA quick_check(1)").fetchall()
+            problem = "" if [tuple(r) for r in rows] == [("ok",)] else str(rows[0][0])
+        except (sqlite3.Error, StoreError) as exc:
+            problem = str(exc)
+        if not problem:
+            return None
+        # quick_check's first line names the database ("*** in database main ***").
+        lines = [ln for ln in problem.splitlines() if ln and not ln.startswith("***")]
+        return StoreError(
+            f"{self.path}: the index is damaged ({(lines or [problem])[0]});"
+            " `lamina fsck --rebuild-index` rebuilds it"
+        )
+
     def close(self) -> None:
         """Closes every thread's connection (call from the owning thread at exit)."""
         self._closed = True
@@ -414,12 +484,45 @@ class Index:
             raise StoreError(f"{self.path}: not a usable index: {exc}{hint(exc)}") from exc
 
 
-def hint(exc: sqlite3.Error) -> str:
+class _Connection(sqlite3.Connection):
+    """A connection that stores text that is not UTF-8 as Docker records it.
+
+    A Dockerfile's bytes that are not UTF-8 (held surrogate-escaped) reach the index
+    in instructions, history and messages; SQLite text must be UTF-8, so such text is
+    written, and looked up, with U+FFFD for each of those bytes, as Go's JSON writes
+    it in Docker's configs. Text that is valid costs nothing: the conversion only runs
+    after sqlite3 refused the parameters.
+    """
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return super().execute(sql, parameters)
+        except UnicodeEncodeError:
+            return super().execute(sql, _valid_text(parameters))
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        rows = list(parameters)
+        try:
+            return super().executemany(sql, rows)
+        except UnicodeEncodeError:
+            # The index's executemany statements are idempotent (UPDATE ... SET to a
+            # value, INSERT OR REPLACE): rows written before the refusal are rewritten.
+            return super().executemany(sql, [_valid_text(row) for row in rows])
+
+
+def _valid_text(parameters: Any) -> Any:
+    if isinstance(parameters, dict):
+        return {k: go_json_text(v) if isinstance(v, str) else v for k, v in parameters.items()}
+    return tuple(go_json_text(v) if isinstance(v, str) else v for v in parameters)
+
+
+def hint(exc: Exception) -> str:
     """The way out to add to a message about ``exc``: a damaged database file is
     rebuilt by fsck; a full disk or a lock needs no such advice."""
     text = str(exc).lower()
-    if isinstance(exc, sqlite3.DatabaseError) and (
-        "malformed" in text or "not a database" in text or "corrupt" in text
+    damage_words = ("malformed", "not a database", "corrupt", "could not decode")
+    if isinstance(exc, UnicodeError) or (
+        isinstance(exc, sqlite3.DatabaseError) and any(w in text for w in damage_words)
     ):
         return "; the index is damaged: `lamina fsck --rebuild-index` rebuilds it"
     if "disk is full" in text or "disk i/o" in text:

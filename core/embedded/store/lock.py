@@ -8,6 +8,7 @@ it and the lock is re-entrant within one thread.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import threading
@@ -54,10 +55,9 @@ class StoreLock:
                     self._release()
 
     def _acquire(self, timeout: float | None) -> None:
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise StoreError(f"{self.path}: cannot open the store lock: {exc.strerror}") from exc
+        fd = self._open()
+        if fd is None:
+            return
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
@@ -71,6 +71,27 @@ class StoreLock:
                     ) from None
                 time.sleep(0.05)
         self._fd = fd
+
+    def _open(self) -> int | None:
+        """The lock file's descriptor; None on a read-only filesystem that lacks it.
+
+        ``flock`` needs no write access, so a read-only store (a read-only mount, a
+        directory the user may not write) is locked through a read-only descriptor,
+        and one whose lock file cannot even be created needs no lock: nothing can
+        change it. What then tries to write fails, saying the store is read-only.
+        """
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            first = exc
+        try:
+            return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            if first.errno == errno.EROFS:
+                return None
+            raise StoreError(
+                f"{self.path}: cannot open the store lock: {first.strerror}"
+            ) from first
 
     def _release(self) -> None:
         if self._fd is not None:
