@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from lamina.core.context import checksum
+from lamina.core.embedded.builder.records import list_builds
 from lamina.core.embedded.builder.walk import run_build
 from lamina.core.embedded.store import Store
 from lamina.core.events import BuildFinished, StepFinished
@@ -75,6 +76,23 @@ def test_an_unchanged_context_is_checksummed_without_a_per_file_step(
     looked_at.clear()
     assert build(store, ctx, builder)[1:] == [True, True]
     assert looked_at == [], "every COPY source came from its tree's fingerprint"
+    # What advice replays: the cached build recorded the same paths and hashes.
+    first_id, second_id = sorted(r.id for r in list_builds(store))[-2:]
+    recorded = store.builds.sources([first_id, second_id])
+    assert recorded[first_id].paths and recorded[second_id].paths == recorded[first_id].paths
+    assert set(recorded[second_id].paths) >= {"a.txt", "d/b.txt", "d/e/c.txt"}
+
+
+def test_a_changed_file_is_recorded_with_its_new_hash(store: Store, ctx: Path) -> None:
+    build(store, ctx)
+    (ctx / "d/e/c.txt").write_text("C\n")
+    age(ctx)
+    build(store, ctx)
+    first_id, second_id = sorted(r.id for r in list_builds(store))[-2:]
+    recorded = store.builds.sources([first_id, second_id])
+    before, after = recorded[first_id].paths, recorded[second_id].paths
+    assert before["d/e/c.txt"] != after["d/e/c.txt"]
+    assert before["d/b.txt"] == after["d/b.txt"] and before["a.txt"] == after["a.txt"]
 
 
 @pytest.mark.parametrize(

@@ -913,6 +913,8 @@ def _recorded(
     build_id = record.build_id
     try:
         yield from walk.run()
+        # What the build's own steps remembered (the paths its sources read, by tree).
+        walk.context.stat_cache.flush()
         final = walk.final
         assert final is not None and final.id is not None
         image_id = final.id
