@@ -189,6 +189,18 @@ def test_the_earlier_stage_runs_a_merged_step_whichever_thread_comes_first(
         yield from real(self, number, stage, meta)
 
     monkeypatch.setattr(walk.Walk, "_stage", late_first_stage)
+    # Recording the first stage's step is slow too, so a merged step released before
+    # the first one's event is out would finish first.
+    from lamina.core.embedded.builder import records
+
+    real_step = records.BuildLog.step
+
+    def slow_record(self: Any, record: Any, key: Any) -> Any:
+        if record.stage == 0 and record.cached is False:
+            time.sleep(1.0)
+        return real_step(self, record, key)
+
+    monkeypatch.setattr(records.BuildLog, "step", slow_record)
     (ctx / "Dockerfile").write_text(TWINS)
     events = list(run_build(store, BuildRequest(context=str(ctx), network="none")))
     assert isinstance(events[-1], BuildFinished), events[-1]
@@ -198,6 +210,12 @@ def test_the_earlier_stage_runs_a_merged_step_whichever_thread_comes_first(
         if isinstance(e, StepFinished) and e.step.instruction == "RUN echo same > /same"
     }
     first, later = runs[(0, 1)], runs[(1, 1)]
+    order = [
+        (e.step.stage, e.step.index)
+        for e in events
+        if isinstance(e, StepFinished) and e.step.instruction == "RUN echo same > /same"
+    ]
+    assert order == [(0, 1), (1, 1)], "the merged step finished before the step it shares"
     assert first.cached is False, first.reason
     assert later.cached is True and (later.reason or {}).get("kind") == "merged", later.reason
     assert (later.reason or {}).get("step") == "0/1"

@@ -522,6 +522,8 @@ def lamina_decisions(
             image = event.image
         elif isinstance(event, BuildFailed):
             error = event.message
+    # Patterns read in Dockerfile order; parallel stages finish in any order.
+    out.sort(key=lambda d: (d.stage, d.index))
     return out, skipped, image, error
 
 

@@ -400,9 +400,13 @@ class Walk:
         except BaseException:
             self._release(key, None)
             raise
-        self._release(key, state)
-        self.build_log.step(record, key)
-        yield StepFinished(record)
+        # The step's own finish reaches the caller before the steps merged into it
+        # finish: a twin waits until this one's event is out.
+        try:
+            self.build_log.step(record, key)
+            yield StepFinished(record)
+        finally:
+            self._release(key, state)
         return state
 
     def _decided(
