@@ -201,17 +201,9 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
             store.cache.drop([graph.cache[c.key] for c in cache], time.time())
             # Children first; the files no other layer holds are freed with them.
             freed_files = store.layers.forget([layer.chain_id for layer in layers])
-        # Committed: files no layer holds lose their pool names (under the lock, so no
-        # commit can link one meantime); their storage goes with the last directory.
-        store.files.unlink(freed_files)
-        if untagged:
-            store.images.save_tag_file()
-        # Committed: the rows are gone. Now the directories, renamed first so that a
-        # crash leaves recognisable trash, never a half-deleted layer under its name.
-        for layer in layers:
-            moved = to_trash(store, store.layers.dir_path(layer.chain_id))
-            if moved is not None:
-                trash.append(moved)
+        # Committed. The blobs go first: until an image config that named a layer is
+        # gone, a kill would leave that layer's directory looking like data the index
+        # lost (``trash.unindexed_layer_dirs``) instead of debris the next prune sweeps.
         for b in blobs:
             try:
                 os.unlink(store.images.blob_path(b.digest))
@@ -222,6 +214,17 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
                 log.warning(
                     "%s: cannot remove (%s)", store.images.blob_path(b.digest), exc.strerror
                 )
+        # Files no layer holds lose their pool names (under the lock, so no commit can
+        # link one meantime); their storage goes with the last directory.
+        store.files.unlink(freed_files)
+        if untagged:
+            store.images.save_tag_file()
+        # Committed: the rows are gone. Now the directories, renamed first so that a
+        # crash leaves recognisable trash, never a half-deleted layer under its name.
+        for layer in layers:
+            moved = to_trash(store, store.layers.dir_path(layer.chain_id))
+            if moved is not None:
+                trash.append(moved)
     for path in trash:
         remove_tree(path)
     swept = sweep(store, plan.leftovers) if plan.leftovers else []

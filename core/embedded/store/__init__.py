@@ -28,6 +28,7 @@ from lamina.core.embedded.store.beneath import remove_quietly
 from lamina.core.embedded.store.builds import BuildRecords
 from lamina.core.embedded.store.cache import CacheEntries
 from lamina.core.embedded.store.cachemounts import CacheMounts
+from lamina.core.embedded.store.dedup import make_pool
 from lamina.core.embedded.store.images import ImageStore, normalize_tag
 from lamina.core.embedded.store.index import Index
 from lamina.core.embedded.store.layers import LayerStore
@@ -97,6 +98,7 @@ class Store:
             self.home.mkdir(mode=0o700, exist_ok=True)
             for sub in ("blobs/sha256", *PRIVATE_DIRS):
                 (self.home / sub).mkdir(parents=True, exist_ok=True)
+            make_pool(self.home)
         except OSError as exc:
             raise StoreError(f"{self.home}: cannot create the store: {exc.strerror}") from exc
         for sub in PRIVATE_DIRS:

@@ -191,6 +191,16 @@ class Shared:
     saved: int
 
 
+def make_pool(home: Path) -> None:
+    """The pool's 256 shard directories, made once with the store: a build or load that
+    is rolled back then leaves the store's tree exactly as it found it."""
+    pool = home / POOL_DIR
+    if (pool / "ff").is_dir():
+        return
+    for i in range(256):
+        (pool / f"{i:02x}").mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
 class FilePool:
     """The shared files of one store: ``files/`` and the ``files``/``layer_files`` tables.
 
