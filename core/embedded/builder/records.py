@@ -7,6 +7,7 @@ build through a rewritten Dockerfile needs (``lamina advise``)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -82,7 +83,7 @@ class BuildLog:
                 found.update(_source_paths(src, context))
                 continue
             what = "\0".join(("sources", *src.exclude))
-            value = src.tree(what, lambda src=src: json.dumps(_source_paths(src, context)))
+            value = src.tree(what, functools.partial(_paths_json, src, context))
             found.update(json.loads(value))
         with self._lock:
             self._paths.update(found)
@@ -114,6 +115,10 @@ def _source_paths(src: Source, context: Context) -> dict[str, str]:
             continue
         found[path] = _short(context.entry_hash(path))
     return found
+
+
+def _paths_json(src: Source, context: Context) -> str:
+    return json.dumps(_source_paths(src, context))
 
 
 def _short(entry_hash: str) -> str:

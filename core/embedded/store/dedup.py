@@ -44,6 +44,7 @@ import struct
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lamina.core.embedded.store.index import Index
 
@@ -335,9 +336,7 @@ class FilePool:
         c = conn or self.index.connection()
         ordered = list(chain_ids)
         out: set[bytes] = set()
-        for start in range(0, len(ordered), _BATCH):
-            batch = ordered[start : start + _BATCH]
-            marks = ",".join("?" * len(batch))
+        for batch, marks in _batches(ordered):
             out.update(
                 bytes(r[0])
                 for r in c.execute(
@@ -356,9 +355,7 @@ class FilePool:
         cur = conn.execute("INSERT INTO layer_numbers (chain_id) VALUES (?)", (chain_id,))
         number = cur.lastrowid
         ordered = list(ids)
-        for start in range(0, len(ordered), _BATCH):
-            batch = ordered[start : start + _BATCH]
-            marks = ",".join("?" * len(batch))
+        for batch, marks in _batches(ordered):
             conn.execute(f"UPDATE files SET refs = refs + 1 WHERE id IN ({marks})", batch)
         conn.executemany(
             "INSERT INTO layer_files (layer, file) VALUES (?, ?)", [(number, i) for i in ids]
@@ -413,9 +410,7 @@ class FilePool:
         gone: list[bytes] = []
         shared = 0
         ids = list(counts)
-        for start in range(0, len(ids), _BATCH):
-            batch = ids[start : start + _BATCH]
-            marks = ",".join("?" * len(batch))
+        for batch, marks in _batches(ids):
             for i, key, disk, refs in conn.execute(
                 f"SELECT id, key, disk, refs FROM files WHERE id IN ({marks})", batch
             ):
@@ -471,9 +466,7 @@ class FilePool:
         # The chainIDs of the holders only: a store of 20,000 layers shares few.
         wanted = sorted({int(n) for holders, _f, _d in rows for n in str(holders).split(",")})
         numbers: dict[int, str] = {}
-        for start in range(0, len(wanted), _BATCH):
-            batch = wanted[start : start + _BATCH]
-            marks = ",".join("?" * len(batch))
+        for batch, marks in _batches(wanted):
             numbers.update(
                 (int(n), str(chain))
                 for n, chain in c.execute(
@@ -598,9 +591,7 @@ class FilePool:
     ) -> dict[bytes, tuple[int, int, int]]:
         out: dict[bytes, tuple[int, int, int]] = {}
         ordered = list(keys)
-        for start in range(0, len(ordered), _BATCH):
-            batch = ordered[start : start + _BATCH]
-            marks = ",".join("?" * len(batch))
+        for batch, marks in _batches(ordered):
             for key, i, ino, disk in conn.execute(
                 f"SELECT key, id, ino, disk FROM files WHERE key IN ({marks})", batch
             ):
@@ -679,3 +670,10 @@ def _restore_times(touched: Mapping[str, os.stat_result]) -> None:
     layer's tar-split recorded them, and its tree must say the same."""
     for path, st in touched.items():
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def _batches(values: list[Any]) -> Iterator[tuple[list[Any], str]]:
+    """``values`` in slices SQLite takes as parameters, each with its ``?,?,…`` marks."""
+    for start in range(0, len(values), _BATCH):
+        batch = values[start : start + _BATCH]
+        yield batch, ",".join("?" * len(batch))
