@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint screenshots clean
+.PHONY: demo test bench bench-readme lint screenshots clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# BENCH_SCALE=0.1 runs every size at a tenth (a quick check); BENCH_ARGS passes the rest.
 bench: $(STAMP)
-	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench $(if $(BENCH_SCALE),--scale $(BENCH_SCALE)) $(BENCH_ARGS)
+
+# Rewrites README.md's benchmark table from the last run's bench/results/results.json.
+bench-readme: $(STAMP)
+	$(BIN)/python -m bench.readme
 
 # Code style (ruff), the import contracts (import-linter) and types (mypy strict). mypy and
 # import-linter read sources from the filesystem, so they get a `lamina/` view of core/ and

@@ -1,6 +1,7 @@
-"""``python -m bench`` (``make bench``): lamina against Docker, in one run.
+"""``python -m bench`` (``make bench``): lamina against BuildKit, in one run.
 
-Runs the build comparison (cold, cached, one-file edit), two independent stages
+Runs the build comparison (cold, cached, one-file edit, the floor, store growth) against
+BuildKit, the classic builder and podman where they run, two independent stages
 against one (built in parallel), layer commit throughput,
 inspect-at-scale on a synthetic store, and a profile of the slowest path; writes
 ``results.json`` and ``results.md`` to ``--out``. Parts that cannot run here (no
@@ -26,7 +27,7 @@ from bench.report import Results
 log = logging.getLogger("bench")
 
 PARTS = ("builds", "stages", "commit", "inspect", "profile")
-# Git-ignored; the README's table is copied from here by hand after a full run.
+# Git-ignored; ``python -m bench.readme`` puts the table of a full run into README.md.
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -47,7 +48,7 @@ class Sizes:
 
 FULL = Sizes(
     files=20_000,
-    context_mb=500,
+    context_mb=525,
     images=2_000,
     layers=20_000,
     commit_files=2_000,
@@ -73,10 +74,17 @@ def make_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m bench``."""
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark lamina against the Docker Engine's classic builder, side by side.",
+        description="Benchmark lamina against BuildKit (and the classic builder, podman), "
+        "side by side.",
     )
     parser.add_argument(
         "--quick", action="store_true", help="tiny sizes (seconds), for smoke tests"
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        help="multiply every size (files, MB, images, layers) by this: 0.1 for a quick "
+        "check at a tenth of the full run ($BENCH_SCALE in make bench)",
     )
     parser.add_argument("--files", type=int, help="files in the build context (20000)")
     parser.add_argument("--context-mb", type=int, help="MB in the build context (500)")
@@ -91,6 +99,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts")
     parser.add_argument("--no-docker", action="store_true", help="skip the Docker columns")
+    parser.add_argument("--no-podman", action="store_true", help="skip the podman column")
     parser.add_argument(
         "--profile",
         help="profile these paths (comma-separated) instead of the one furthest "
@@ -116,16 +125,26 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         value = getattr(args, name)
         return int(getattr(base, name) if value is None else value)
 
+    scale = args.scale or 1.0
+    if scale <= 0:
+        raise SystemExit("bench: --scale must be above 0")
+
+    def scaled(name: str) -> int:
+        value = getattr(args, name)
+        if value is not None:
+            return int(value)
+        return max(1, round(getattr(base, name) * scale))
+
     sizes = Sizes(
-        files=pick("files"),
-        context_mb=pick("context_mb"),
-        images=pick("images"),
-        layers=pick("layers"),
-        commit_files=pick("commit_files"),
-        commit_mb=pick("commit_mb"),
+        files=scaled("files"),
+        context_mb=scaled("context_mb"),
+        images=scaled("images"),
+        layers=scaled("layers"),
+        commit_files=scaled("commit_files"),
+        commit_mb=scaled("commit_mb"),
         repeat=pick("repeat"),
         presses=pick("presses"),
-        stage_mb=pick("stage_mb"),
+        stage_mb=scaled("stage_mb"),
     )
     for name, value in vars(sizes).items():
         if value < 1:
@@ -153,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sizes_from(args)
     parts = tuple(args.only or PARTS)
     default_dir = "lamina-bench-quick" if args.quick else "lamina-bench"
+    if args.scale:
+        default_dir += f"-x{args.scale:g}"
     work = (args.workdir or Path(tempfile.gettempdir()) / default_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     command = (
@@ -165,12 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     _say(f"bench: working in {work}")
 
+    _precompile()
     state = _State(work=work, sizes=sizes)
     if "builds" in parts:
         # A private dockerd lives only as long as the builds need it, so it idles
         # through none of the other measurements.
         with ExitStack() as stack:
-            _run_builds(state, results, stack, args.no_docker)
+            _run_builds(state, results, stack, args.no_docker, args.no_podman)
     if "stages" in parts:
         _run_stages(state, results)
     if "commit" in parts:
@@ -196,12 +218,25 @@ class _State:
     rootfs: Path | None = None
 
 
+def _precompile() -> None:
+    """Writes lamina's bytecode before anything is timed: a user's install has it, and
+    with ``PYTHONDONTWRITEBYTECODE`` set every timed CLI run would compile every module
+    it imports (a third of a cached rebuild)."""
+    import compileall
+
+    repo = Path(__file__).resolve().parents[1]
+    for package in ("core", "tui"):
+        compileall.compile_dir(repo / package, quiet=1)
+
+
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _run_builds(state: _State, results: Results, stack: ExitStack, no_docker: bool) -> None:
-    from bench.builds import BASE_TAG, build_rows, run_builds
+def _run_builds(
+    state: _State, results: Results, stack: ExitStack, no_docker: bool, no_podman: bool
+) -> None:
+    from bench.builds import BASE_TAG, RefSide, build_rows, run_builds
     from bench.lamina_side import LaminaSide, check_builder
 
     sizes = state.sizes
@@ -217,10 +252,10 @@ def _run_builds(state: _State, results: Results, stack: ExitStack, no_docker: bo
     _say(f"bench: context of {spec.files:,} files / {human_bytes(spec.total_bytes)}")
     context = generate(state.work / f"context-{spec.files}-{sizes.context_mb}", spec, BASE_TAG)
     state.context, state.spec = context, spec
-    docker = None
-    docker_name = "Docker"
+    refs: list[RefSide] = []
+    classic = None
     if no_docker:
-        results.skip("Docker columns", "--no-docker")
+        results.skip("Docker columns (BuildKit, classic)", "--no-docker")
     else:
         from bench.docker_side import DockerSide
         from bench.dockerd import docker_daemon
@@ -228,23 +263,51 @@ def _run_builds(state: _State, results: Results, stack: ExitStack, no_docker: bo
         try:
             daemon = stack.enter_context(docker_daemon())
         except Skipped as exc:
-            results.skip("Docker columns", str(exc))
+            results.skip("Docker columns (BuildKit, classic)", str(exc))
         else:
-            docker = DockerSide(daemon)
-            docker_name = f"Docker {daemon.version}"
+            classic = DockerSide(daemon)
+            refs += [DockerSide(daemon, buildkit=True), classic]
             where = "a private dockerd" if daemon.private else daemon.host
-            results.docker = (
-                f"{daemon.version} ({daemon.storage_driver}, {where}, DOCKER_BUILDKIT=0)"
+            results.docker = f"{daemon.version} ({daemon.storage_driver}, {where})"
+            cli = classic.docker
+            results.builders["BuildKit"] = (
+                f"Docker Engine {daemon.version}'s (`DOCKER_BUILDKIT=1 {cli} build "
+                f"--network none`, {daemon.storage_driver}, {where})"
             )
+            results.builders["classic"] = (
+                f"the same daemon's classic builder (`DOCKER_BUILDKIT=0 {cli} build "
+                "--network none`)"
+            )
+    if no_podman:
+        results.skip("podman column", "--no-podman")
+    else:
+        from bench.podman_side import PodmanSide
+
+        podman_home = state.work / "podman"
+        try:
+            podman = PodmanSide.open(podman_home, state.rootfs, BASE_TAG)
+        except Skipped as exc:
+            results.skip("podman column", str(exc))
+        else:
+            stack.callback(podman.destroy)
+            refs.append(podman)
+            results.builders["podman"] = (
+                f"podman {podman.version()} (`podman build --network none`, overlay, "
+                "a private storage root)"
+            )
+    results.builders["lamina"] = "`lamina build --network none`, BuildKit's cache rules"
     lamina = LaminaSide(state.work / "build-store")
-    _say(f"bench: builds x{sizes.repeat} (lamina" + (" and Docker)" if docker else ")"))
+    names = ", ".join(["lamina"] + [r.name for r in refs])
+    _say(f"bench: builds x{sizes.repeat} ({names})")
     try:
-        samples = run_builds(context, spec, state.rootfs, lamina, docker, sizes.repeat)
+        samples = run_builds(context, spec, state.rootfs, lamina, refs, sizes.repeat)
     except (BenchError, OSError) as exc:
         results.fail("builds", str(exc))
         return
     state.build_home = lamina.home
-    results.rows += build_rows(samples, spec, docker_name)
+    results.rows += build_rows(samples, spec, [r.name for r in refs])
+    docker = classic
+    docker_name = f"Docker {classic.daemon.version}" if classic is not None else "Docker"
 
     from bench.df_compare import measure_df
 

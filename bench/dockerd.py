@@ -24,6 +24,7 @@ from bench.measure import Skipped
 
 log = logging.getLogger(__name__)
 
+DEBIAN_DOCKER = "/usr/bin/docker"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 
@@ -39,6 +40,8 @@ class DockerDaemon:
         private: True if the benchmark started it.
         config_dir: a private ``DOCKER_CONFIG``, so a user's contexts and credential
             helpers stay out of the measurement.
+        data_root: the daemon's data root when the benchmark started it (what its store
+            grows by is measured there), else None.
     """
 
     host: str
@@ -46,12 +49,14 @@ class DockerDaemon:
     storage_driver: str
     private: bool
     config_dir: str
+    data_root: Path | None = None
 
-    def env(self) -> dict[str, str]:
-        """The environment for docker CLI calls: this daemon, the classic builder."""
+    def env(self, buildkit: bool = False) -> dict[str, str]:
+        """The environment for docker CLI calls: this daemon, BuildKit or the classic
+        builder."""
         env = dict(os.environ)
         env["DOCKER_HOST"] = self.host
-        env["DOCKER_BUILDKIT"] = "0"
+        env["DOCKER_BUILDKIT"] = "1" if buildkit else "0"
         # The CLI may be newer than the daemon (28 vs 20.10 here); it negotiates the API
         # version down by itself.
         env["DOCKER_CONFIG"] = self.config_dir
@@ -59,15 +64,25 @@ class DockerDaemon:
         return env
 
 
-def _probe(host: str) -> tuple[str, str] | None:
-    """(version, storage driver) of the daemon at ``host``, or None if none answers."""
-    docker = shutil.which("docker")
+def docker_cli() -> str | None:
+    """The docker CLI to time: Debian's 20.10 (``/usr/bin/docker``) where it is installed,
+    as it matches the daemon (a newer CLI on PATH would hand BuildKit builds to buildx),
+    else the first on PATH."""
+    if os.access(DEBIAN_DOCKER, os.X_OK):
+        return DEBIAN_DOCKER
+    return shutil.which("docker")
+
+
+def _probe(host: str) -> tuple[str, str, str] | None:
+    """(version, storage driver, data root) of the daemon at ``host``, or None if none
+    answers."""
+    docker = docker_cli()
     if docker is None:
         return None
     env = dict(os.environ, DOCKER_HOST=host)
     try:
         out = subprocess.run(
-            [docker, "info", "--format", "{{.ServerVersion}} {{.Driver}}"],
+            [docker, "info", "--format", "{{.ServerVersion}} {{.Driver}} {{.DockerRootDir}}"],
             env=env,
             check=False,
             capture_output=True,
@@ -77,9 +92,9 @@ def _probe(host: str) -> tuple[str, str] | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     parts = out.stdout.split()
-    if out.returncode != 0 or len(parts) != 2:
+    if out.returncode != 0 or len(parts) != 3:
         return None
-    return parts[0], parts[1]
+    return parts[0], parts[1], parts[2]
 
 
 @contextmanager
@@ -89,7 +104,7 @@ def docker_daemon() -> Iterator[DockerDaemon]:
     Raises:
         Skipped: the docker CLI or dockerd is not installed, or dockerd would not start.
     """
-    if shutil.which("docker") is None:
+    if docker_cli() is None:
         raise Skipped("the docker CLI is not installed")
     config_dir = tempfile.mkdtemp(prefix="lamina-bench-docker-config-")
     try:
@@ -104,7 +119,17 @@ def _daemon(config_dir: str) -> Iterator[DockerDaemon]:
         probed = _probe(host)
         if probed is not None:
             log.info("using the Docker Engine at %s (%s)", host, probed[0])
-            yield DockerDaemon(host, probed[0], probed[1], private=False, config_dir=config_dir)
+            # Its store is measured where this process can read it (a daemon on this
+            # machine), as a private one's is.
+            root = Path(probed[2])
+            yield DockerDaemon(
+                host,
+                probed[0],
+                probed[1],
+                private=False,
+                config_dir=config_dir,
+                data_root=root if root.is_dir() else None,
+            )
             return
         log.warning("no Docker Engine answers at DOCKER_HOST=%s; starting a private one", host)
     dockerd = shutil.which("dockerd")
@@ -156,7 +181,9 @@ def _daemon(config_dir: str) -> Iterator[DockerDaemon]:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no log"]
             raise Skipped(f"a private dockerd did not start within {START_TIMEOUT:.0f}s: {tail[0]}")
         log.info("started a private dockerd %s (pid %d) at %s", probed[0], proc.pid, host)
-        yield DockerDaemon(host, probed[0], probed[1], private=True, config_dir=config_dir)
+        yield DockerDaemon(
+            host, probed[0], probed[1], private=True, config_dir=config_dir, data_root=tmp / "data"
+        )
     finally:
         _stop(proc, pidfile)
         shutil.rmtree(tmp, ignore_errors=True)

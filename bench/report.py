@@ -35,6 +35,9 @@ class Row:
         target_max: an absolute ceiling for lamina's median (1.0 s), if any.
         notes: a short remark shown under the table (peak memory, bytes read ...).
         profile: the ``bench.profiling`` path that exercises it ("" if none).
+        others: further references measured in the same run, shown as columns of
+            their own (the classic builder and podman beside BuildKit); the speed-up
+            and the target are against ``reference`` alone.
     """
 
     section: str
@@ -47,6 +50,7 @@ class Row:
     target_max: float | None = None
     notes: str = ""
     profile: str = ""
+    others: list[tuple[str, Samples]] = field(default_factory=list)
 
     @property
     def speedup(self) -> float | None:
@@ -63,7 +67,7 @@ class Row:
         if self.target_speedup is not None:
             parts.append(f"≥ {self.target_speedup:g}× {self.reference_name or 'reference'}")
         if self.target_max is not None:
-            parts.append(f"< {_fmt(self.target_max, self.lamina.unit)}")
+            parts.append(f"≤ {_fmt(self.target_max, self.lamina.unit)}")
         return ", ".join(parts)
 
     @property
@@ -76,7 +80,7 @@ class Row:
                 return None
             verdicts.append(speedup >= self.target_speedup)
         if self.target_max is not None:
-            verdicts.append(self.lamina.median < self.target_max)
+            verdicts.append(self.lamina.median <= self.target_max)
         return all(verdicts) if verdicts else None
 
     def to_json(self) -> dict[str, Any]:
@@ -91,6 +95,7 @@ class Row:
             "target": self.target,
             "met": self.met,
             "notes": self.notes,
+            "others": [{"name": name, **s.to_json()} for name, s in self.others],
         }
 
 
@@ -105,6 +110,8 @@ class Results:
     failed: list[tuple[str, str]] = field(default_factory=list)
     profiles: list[dict[str, Any]] = field(default_factory=list)
     docker: str | None = None
+    # Each reference builder that ran, with what it is ("BuildKit": "Docker 20.10.24's").
+    builders: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     # Taken when the run starts: what was measured, even if the tree moves meanwhile.
     commit: str = field(default_factory=lambda: _git_commit())
@@ -124,6 +131,7 @@ class Results:
             "machine": machine(),
             "git_commit": self.commit,
             "docker": self.docker,
+            "builders": self.builders,
             "config": self.config,
             "rows": [row.to_json() for row in self.rows],
             "skipped": [{"what": w, "why": y} for w, y in self.skipped],
@@ -147,12 +155,14 @@ def _fmt(value: float, unit: str) -> str:
         return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
     if unit == "B":
         return human_bytes(value)
+    if unit == "×":
+        return f"{value:.2f}×"
     if unit == "files":
         return f"{value:,.0f} file" + ("" if value == 1 else "s")
     return f"{value:,.0f} {unit}" if value >= 100 else f"{value:.1f} {unit}"
 
 
-def _cell(samples: dict[str, Any] | None) -> str:
+def cell(samples: dict[str, Any] | None) -> str:
     if samples is None:
         return "–"
     unit = samples["unit"]
@@ -164,37 +174,84 @@ def _cell(samples: dict[str, Any] | None) -> str:
     )
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
     """Text safe inside a Markdown table cell (a bare ``|`` would split it)."""
     return text.replace("|", "\\|")
 
 
-def markdown(data: dict[str, Any]) -> str:
-    """The results as Markdown: the machine, the command, the table, what was skipped."""
+def builds_table(data: dict[str, Any]) -> list[str]:
+    """The build rows as one table, a column per builder (lamina first)."""
+    rows = [r for r in data["rows"] if r["section"] == "Builds"]
+    if not rows:
+        return []
+    names: list[str] = []
+    for row in rows:
+        for name in [row["reference_name"] if row["reference"] else ""] + [
+            o["name"] for o in row.get("others", [])
+        ]:
+            if name and name not in names:
+                names.append(name)
+    primary = next((r["reference_name"] for r in rows if r["reference"]), "")
+    head = ["measurement", "lamina", *names]
+    head += [f"lamina vs {primary}" if primary else "speed-up", "target", "met"]
+    lines = ["| " + " | ".join(escape(h) for h in head) + " |"]
+    lines.append("| " + " | ".join("---" for _ in head) + " |")
+    for row in rows:
+        by_name = {o["name"]: o for o in row.get("others", [])}
+        if row["reference"] is not None:
+            by_name[row["reference_name"]] = row["reference"]
+        cells = [escape(row["what"]), cell(row["lamina"])]
+        cells += [cell(by_name.get(name)) for name in names]
+        speedup = "–" if row["speedup"] is None else f"{row['speedup']:.2f}×"
+        met = {True: "yes", False: "**no**", None: "–"}[row["met"]]
+        cells += [speedup, escape(row["target"]) or "–", met]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def header(data: dict[str, Any]) -> list[str]:
+    """Where, when and how the numbers were taken."""
     m = data["machine"]
     lines = [
         f"Measured {data['date']} on {m['cpu']} ({m['nproc']} CPUs), "
         f"{human_bytes(m['memory'])} RAM, Linux {m['kernel']}, Python {m['python']}"
-        + (f", against Docker Engine {data['docker']}" if data["docker"] else "")
         + f", lamina at `{data['git_commit']}`.",
         "",
-        (
-            f"Command: `{data['command']}`. Medians over the repeats, (min–max) in brackets; "
-            "lamina and the reference alternate within each repeat."
-        ),
-        "",
-        "| | measurement | lamina | reference | speed-up | target | met |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for row in data["rows"]:
-        ref = _cell(row["reference"])
+    builders = data.get("builders") or {}
+    if builders:
+        lines += ["Builders: " + "; ".join(f"{k}: {v}" for k, v in builders.items()) + ".", ""]
+    elif data.get("docker"):
+        lines += [f"Docker Engine {data['docker']}.", ""]
+    lines.append(
+        f"Command: `{data['command']}`. Medians over the repeats, (min–max) in brackets; "
+        "the builders take turns going first within each repeat."
+    )
+    return lines
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """The results as Markdown: the machine, the command, the tables, what was skipped."""
+    lines = header(data)
+    builds = builds_table(data)
+    if builds:
+        lines += ["", *builds]
+    rest = [r for r in data["rows"] if r["section"] != "Builds"]
+    if rest:
+        lines += [
+            "",
+            "| | measurement | lamina | reference | speed-up | target | met |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+    for row in rest:
+        ref = cell(row["reference"])
         if row["reference"] is not None:
-            ref = f"{_escape(row['reference_name'])}: {ref}"
+            ref = f"{escape(row['reference_name'])}: {ref}"
         speedup = "–" if row["speedup"] is None else f"{row['speedup']:.2f}×"
         met = {True: "yes", False: "**no**", None: "–"}[row["met"]]
         lines.append(
-            f"| {row['section']} | {_escape(row['what'])} | {_cell(row['lamina'])} | {ref} | "
-            f"{speedup} | {_escape(row['target']) or '–'} | {met} |"
+            f"| {row['section']} | {escape(row['what'])} | {cell(row['lamina'])} | {ref} | "
+            f"{speedup} | {escape(row['target']) or '–'} | {met} |"
         )
     notes = [f"- {row['what']}: {row['notes']}" for row in data["rows"] if row["notes"]]
     if notes:
@@ -216,7 +273,7 @@ def markdown(data: dict[str, Any]) -> str:
             lines += ["| function | calls | own s | cumulative s |", "| --- | --- | --- | --- |"]
             for entry in prof[key]:
                 lines.append(
-                    f"| `{_escape(entry['function'])}` | {entry['calls']} | "
+                    f"| `{escape(entry['function'])}` | {entry['calls']} | "
                     f"{entry['tottime']:.3f} | {entry['cumtime']:.3f} |"
                 )
     return "\n".join(lines) + "\n"

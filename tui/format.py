@@ -12,8 +12,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import humanize
-
 from lamina.core import short_digest
 
 if TYPE_CHECKING:
@@ -39,6 +37,8 @@ def size(n: float | None, *, docker: bool = False, precision: int = 3) -> str:
         return "-"
     n = int(n)
     if not docker:
+        import humanize  # only when a size is shown: not for `lamina --help`
+
         return str(humanize.naturalsize(n, binary=False, format="%.1f"))
     value, unit = float(n), 0
     units = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
@@ -89,6 +89,8 @@ def ago(when: float | None, clock: Clock = time.time, *, docker: bool = False) -
     elapsed = max(0.0, clock() - when)
     if docker:
         return duration(elapsed) + " ago"
+    import humanize
+
     return str(humanize.naturaltime(elapsed))
 
 

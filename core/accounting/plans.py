@@ -235,13 +235,16 @@ class PlannedLayer:
         reason: which removal frees it, or that nothing referenced it.
         bytes: its Docker size (the ``size`` column).
         disk_bytes: its directory on disk (its files' blocks plus the directory,
-            ``diff/`` and the tar-split).
+            ``diff/`` and the tar-split), with the storage it shared with other layers
+            that the plan removes too (identical files stored once), counted once.
+        shared_disk_bytes: that shared part of ``disk_bytes``.
     """
 
     chain_id: str
     reason: str
     bytes: int
     disk_bytes: int = 0
+    shared_disk_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -474,6 +477,10 @@ class Sizer:
         labels: an image's labels.
         blob_mtime: when a config was last written.
         cache: on-disk bytes per layer, as computed.
+        shared: makes, for one plan, a function giving the on-disk bytes of storage
+            shared by several layers (identical files stored once) that removing a
+            layer frees after the layers it was given before: a layer's ``disk``
+            counts only what it alone occupies.
     """
 
     layer_extra: Callable[[str], int] = lambda _c: 0
@@ -481,6 +488,7 @@ class Sizer:
     labels: Callable[[str], dict[str, str]] = lambda _i: {}
     blob_mtime: Callable[[str], float] = lambda _d: 0.0
     cache: dict[str, int] = field(default_factory=dict)
+    shared: Callable[[], Callable[[str], int]] = lambda: _nothing_shared
 
     def layer(self, graph: RefGraph, chain_id: str) -> int:
         """A layer's Docker size."""
@@ -491,6 +499,10 @@ class Sizer:
         if chain_id not in self.cache:
             self.cache[chain_id] = graph.layers[chain_id].disk + self.layer_extra(chain_id)
         return self.cache[chain_id]
+
+
+def _nothing_shared(_chain_id: str) -> int:
+    return 0
 
 
 def build_plan(
@@ -523,7 +535,8 @@ def build_plan(
     if request.kind in ("container", "volume"):
         return plan_containers_and_volumes(graph, request, now)
     live, orphans = _liveness(graph, now, request.grace)
-    releases = _Releases(graph, live, sizer, now, request.grace)
+    shared = sizer.shared()
+    releases = _Releases(graph, live, sizer, now, request.grace, shared)
     images: list[PlannedImage] = []
     if request.kind in ("image", "system"):
         images = _plan_images(graph, request, filters, cutoff, sizer, releases)
@@ -535,17 +548,19 @@ def build_plan(
     # Orphans first (children before parents among them), then the released layers in
     # the order they died: a layer dies only after every live child died before it, so
     # the whole sequence deletes children before parents (the FK on layers.parent).
-    planned_orphans = []
+    planned_orphans: list[PlannedLayer] = []
     if include_orphans:
-        planned_orphans = [
-            PlannedLayer(
-                chain_id,
-                "referenced by nothing",
-                sizer.layer(graph, chain_id),
-                sizer.layer_disk(graph, chain_id),
+        for chain_id in orphans:
+            frees = shared(chain_id)
+            planned_orphans.append(
+                PlannedLayer(
+                    chain_id,
+                    "referenced by nothing",
+                    sizer.layer(graph, chain_id),
+                    sizer.layer_disk(graph, chain_id) + frees,
+                    frees,
+                )
             )
-            for chain_id in orphans
-        ]
     outside = (
         plan_containers_and_volumes(graph, request, now)
         if request.kind == "system"
@@ -663,14 +678,22 @@ class _Releases:
         sizer: byte sources.
         now: the clock.
         grace: the request's grace period.
+        shared: this plan's count of shared storage (``Sizer.shared``).
     """
 
     def __init__(
-        self, graph: RefGraph, live: Liveness, sizer: Sizer, now: float, grace: float
+        self,
+        graph: RefGraph,
+        live: Liveness,
+        sizer: Sizer,
+        now: float,
+        grace: float,
+        shared: Callable[[str], int] = _nothing_shared,
     ) -> None:
         self.graph = graph
         self.live = live
         self.sizer = sizer
+        self.shared = shared
         self.blob_refs = graph.blob_refs()
         # A config refreshed this recently may be about to be referenced again.
         self.blob_fresh_after = now - min(grace, BLOB_GRACE)
@@ -702,8 +725,11 @@ class _Releases:
         freed = disk = 0
         for chain_id in self.live.release(top):
             size = self.sizer.layer(self.graph, chain_id)
-            on_disk = self.sizer.layer_disk(self.graph, chain_id)
-            self.layers.append(PlannedLayer(chain_id, f"only used by {owner}", size, on_disk))
+            frees = self.shared(chain_id)
+            on_disk = self.sizer.layer_disk(self.graph, chain_id) + frees
+            self.layers.append(
+                PlannedLayer(chain_id, f"only used by {owner}", size, on_disk, frees)
+            )
             freed += size
             disk += on_disk
         return freed, disk

@@ -279,10 +279,15 @@ class DiskUsage:
         prunes: what each prune command would remove now.
         cache_mounts: ``RUN --mount=type=cache`` directories (``builder prune`` and
             ``system prune`` remove them).
-        layers_disk: what every layer's files occupy on disk (0 where not known).
+        layers_disk: what every layer's files occupy on disk (0 where not known), files
+            that layers share counted once.
         reclaimable_disk: what ``system prune`` frees on disk (layer directories,
             configs, leftovers).
         reclaimable_all_disk: the same for ``system prune -a``.
+        shared_disk: the part of ``layers_disk`` that several layers share (identical
+            files stored once, by hardlink), each file once.
+        dedup_saved: what storing identical files once saves: the bytes a copy per
+            layer would add to ``layers_disk``.
     """
 
     images: tuple[ImageUsage, ...]
@@ -304,6 +309,8 @@ class DiskUsage:
     layers_disk: int = 0
     reclaimable_disk: int = 0
     reclaimable_all_disk: int = 0
+    shared_disk: int = 0
+    dedup_saved: int = 0
 
     def category(self, name: str) -> CategoryUsage:
         """The summary row called ``name``."""
@@ -341,6 +348,8 @@ class DiskUsage:
             "layers_disk": self.layers_disk,
             "reclaimable_disk_bytes": self.reclaimable_disk,
             "reclaimable_all_disk_bytes": self.reclaimable_all_disk,
+            "shared_disk": self.shared_disk,
+            "dedup_saved": self.dedup_saved,
             "fs_free": self.fs_free,
             "fs_total": self.fs_total,
         }

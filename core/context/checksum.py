@@ -23,10 +23,12 @@ costs stats, not reads.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import logging
 import os
 import stat
+import struct
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -42,6 +44,12 @@ _CHUNK = 1 << 20
 # A file modified within this many seconds of being hashed may change again within the
 # same mtime tick without the stat changing ("racy git"), so it is not cached.
 _RACY_SECONDS = 2.0
+# What a tree fingerprint hashes per entry (size, mtime_ns, inode, mode, ctime_ns).
+_TREE_SIG = struct.Struct("<QqQIq")
+_TREE_VERSION = b"lamina tree 1\0"
+# Hashing threads for a context's files, and the bytes below which one thread does.
+_HASH_THREADS = 4
+_PARALLEL_BYTES = 8 << 20
 
 
 def _typeflag(mode: int) -> str:
@@ -268,8 +276,15 @@ class StatRows(Protocol):
         """The row of one path, or None."""
         ...
 
-    def put(self, rows: dict[str, StatRow]) -> None:
-        """Writes (or replaces) rows, in one transaction."""
+    def put(
+        self, rows: dict[str, StatRow], trees: dict[str, tuple[str, str]] | None = None
+    ) -> None:
+        """Writes (or replaces) rows, and tree rows (key -> (fingerprint, value)), in one
+        transaction."""
+        ...
+
+    def tree(self, key: str) -> tuple[str, str] | None:
+        """A tree row: (fingerprint, value), or None."""
         ...
 
 
@@ -286,20 +301,28 @@ class StatCache:
     def __init__(self, rows: StatRows | None) -> None:
         self._rows = rows
         self._pending: dict[str, StatRow] = {}
+        self._trees: dict[str, tuple[str, str]] = {}
         # Rows read in bulk by ``prime``: one query for a whole context instead of one
         # per file (20,000 round trips on a large context).
         self._primed: dict[str, StatRow] = {}
         self._primed_roots: tuple[str, ...] = ()
+        self._to_prime: list[str] = []
         self.hits = 0
         self.misses = 0
 
     def prime(self, root: Path) -> None:
-        """Reads every remembered sum below ``root`` at once."""
+        """Reads every remembered sum below ``root`` at once, on the first lookup below
+        it: a context whose trees are all remembered never needs them."""
         if self._rows is None:
             return
-        prefix = str(root).rstrip("/") + "/"
-        self._primed.update(self._rows.below(prefix))
-        self._primed_roots = (*self._primed_roots, prefix)
+        self._to_prime.append(str(root).rstrip("/") + "/")
+
+    def _prime_now(self) -> None:
+        assert self._rows is not None
+        for prefix in self._to_prime:
+            self._primed.update(self._rows.below(prefix))
+            self._primed_roots = (*self._primed_roots, prefix)
+        self._to_prime.clear()
 
     @staticmethod
     def _sig(st: os.stat_result) -> tuple[int, int, int, int, int]:
@@ -309,14 +332,28 @@ class StatCache:
         """``(tarsum, content sha)`` of a context file, cached while its stat holds."""
         if not stat.S_ISREG(st.st_mode) or self._rows is None:
             return tarsum_file(path, name, st)
+        sums = self.lookup(path, name, st)
+        if sums is None:
+            sums = tarsum_file(path, name, st)
+            self.learn(path, name, st, sums)
+        return sums
+
+    def lookup(self, path: str | Path, name: str, st: os.stat_result) -> tuple[str, str] | None:
+        """The remembered ``(tarsum, content sha)`` of a regular file while its stat
+        holds, else None (counted as a miss: the caller computes the sums, then
+        passes them to :meth:`learn`)."""
+        if self._rows is None:
+            self.misses += 1
+            return None
+        if self._to_prime:
+            self._prime_now()
         key = str(path)
-        sig = self._sig(st)
         row: StatRow | None
         if self._primed_roots and key.startswith(self._primed_roots):
             row = self._primed.get(key)
         else:
             row = self._rows.get(key)
-        if row is not None and tuple(row[:5]) == sig:
+        if row is not None and tuple(row[:5]) == self._sig(st):
             parts = str(row[5]).rsplit(" ", 2)
             # The name is part of the hash: the same file seen from another context
             # root has another tarsum.
@@ -324,17 +361,36 @@ class StatCache:
                 self.hits += 1
                 return parts[1], parts[2]
         self.misses += 1
-        sums = tarsum_file(path, name, st)
-        if time.time() - st.st_mtime_ns / 1e9 > _RACY_SECONDS:
-            self._pending[key] = (*sig, f"{name} {sums[0]} {sums[1]}")
-        return sums
+        return None
+
+    def learn(self, path: str | Path, name: str, st: os.stat_result, sums: tuple[str, str]) -> None:
+        """Remembers the sums just computed of a file, unless it is too fresh to trust."""
+        if self._rows is not None and time.time() - st.st_mtime_ns / 1e9 > _RACY_SECONDS:
+            self._pending[str(path)] = (*self._sig(st), f"{name} {sums[0]} {sums[1]}")
+
+    def tree(self, key: str, fingerprint: str) -> str | None:
+        """The value remembered for ``key`` while its tree had ``fingerprint``."""
+        if self._rows is None:
+            return None
+        pending = self._trees.get(key)
+        row = pending if pending is not None else self._rows.tree(key)
+        if row is None or row[0] != fingerprint:
+            return None
+        self.hits += 1
+        return row[1]
+
+    def remember_tree(self, key: str, fingerprint: str, value: str) -> None:
+        """Keeps ``value`` for ``key`` and the tree's fingerprint until :meth:`flush`."""
+        if self._rows is not None:
+            self._trees[key] = (fingerprint, value)
 
     def flush(self) -> None:
         """Writes the sums computed since the last flush."""
-        if not self._pending or self._rows is None:
+        if (not self._pending and not self._trees) or self._rows is None:
             return
-        self._rows.put(dict(self._pending))
+        self._rows.put(dict(self._pending), dict(self._trees))
         self._pending.clear()
+        self._trees.clear()
 
 
 class IgnoreMatcher(Protocol):
@@ -380,6 +436,7 @@ class Context:
         self._excluded = excluded
         self.stat_cache = stat_cache or StatCache(None)
         self._entries: dict[str, os.stat_result] | None = None
+        self._walked_at = 0.0
         self._links = True  # until the walk shows the context has no symlinks
         self.implicit: set[str] = set()
         self._sums: dict[str, tuple[str, str]] = {}
@@ -387,6 +444,8 @@ class Context:
         # once: a source checked in the preflight is not walked and hashed again.
         self._checksums: dict[str, str] = {}
         self._manifests: dict[str, list[ManifestEntry]] = {}
+        self._sorted: list[str] | None = None
+        self._fingerprints: dict[str, str | None] = {}
 
     # -- the walk -----------------------------------------------------------------
 
@@ -394,6 +453,7 @@ class Context:
     def entries(self) -> dict[str, os.stat_result]:
         """Every included path (relative, ``/``-separated) with its ``lstat``."""
         if self._entries is None:
+            self._walked_at = time.time()
             self._entries = dict(self._walk())
             self._links = any(stat.S_ISLNK(st.st_mode) for st in self._entries.values())
             self.stat_cache.prime(self.root)
@@ -494,22 +554,150 @@ class Context:
 
     def below(self, rel: str) -> list[str]:
         """Paths strictly below directory ``rel`` (no symlinks followed), sorted."""
-        self.entries  # noqa: B018 - the walk fills ``implicit`` too
-        every = list(self.entries) + list(self.implicit)
+        if self._sorted is None:
+            self.entries  # noqa: B018 - the walk fills ``implicit`` too
+            self._sorted = sorted([*self.entries, *self.implicit])
+        every = self._sorted
         if rel in ("", "."):
-            return sorted(every)
-        prefix = rel + "/"
-        return sorted(p for p in every if p.startswith(prefix))
+            return list(every)
+        # Paths below ``rel`` sort between "rel/" and "rel0" ("0" follows "/").
+        start = bisect.bisect_left(every, rel + "/")
+        return every[start : bisect.bisect_left(every, rel + "0", start)]
+
+    def fingerprint(self, rel: str) -> str | None:
+        """sha256 over the path and ``lstat`` signature of ``rel`` and everything below
+        it, or None when it cannot stand for their content: a file modified within the
+        racy margin of the walk (as for the stat cache), or a context with symlinks
+        (whose sums depend on paths outside the tree)."""
+        if rel in self._fingerprints:
+            return self._fingerprints[rel]
+        entries = self.entries
+        value: str | None = None
+        if not self._links:
+            target = self.resolve(rel)
+            paths = ([target] if target else []) + self.below(target)
+            limit = int((self._walked_at - _RACY_SECONDS) * 1e9)
+            pack = _TREE_SIG.pack
+            h = hashlib.sha256(_TREE_VERSION + target.encode("utf-8", "surrogateescape"))
+            for p in paths:
+                st = entries.get(p)
+                name = p.encode("utf-8", "surrogateescape")
+                if st is None:
+                    h.update(name + b"\0-\0")  # a directory only re-included paths need
+                    continue
+                if st.st_mtime_ns > limit:
+                    break
+                h.update(
+                    name
+                    + b"\0"
+                    + pack(st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode, st.st_ctime_ns)
+                )
+            else:
+                value = h.hexdigest()
+        self._fingerprints[rel] = value
+        return value
+
+    def tree_cached(self, rel: str, what: str, compute: Callable[[], str]) -> str:
+        """``compute()`` for the tree at ``rel``, remembered by the stat cache while
+        nothing in the tree changes: an unchanged context is then checksummed from one
+        walk and one lookup per COPY source, without a per-file step.
+
+        Args:
+            rel: the source path (symlinks followed, as checksums follow them).
+            what: names the value (the checksum kind and its parameters).
+            compute: makes the value when it is not remembered.
+        """
+        fingerprint = self.fingerprint(rel)
+        if fingerprint is None:
+            return compute()
+        key = f"{self.root}\0{rel}\0{what}"
+        value = self.stat_cache.tree(key, fingerprint)
+        if value is None:
+            value = compute()
+            self.stat_cache.remember_tree(key, fingerprint, value)
+        return value
 
     def file_sum(self, rel: str) -> str:
         """The tarsum of one included path (its own entry, symlinks not followed)."""
         return self._both(rel)[0]
+
+    def _prefetch(self, paths: list[str]) -> None:
+        """Hashes, on as many threads as there are cores (up to ``_HASH_THREADS``), the
+        regular files among ``paths`` that neither this build nor the stat cache knows.
+
+        ``hashlib`` and file reads release the GIL, so a cold context of 500 MB hashes
+        on two cores at once; each thread takes a contiguous share of the bytes.
+        """
+        entries = self.entries
+        todo: list[tuple[str, str, os.stat_result]] = []
+        total = 0
+        for p in paths:
+            if p in self._sums:
+                continue
+            st = entries.get(p)
+            if st is None or not stat.S_ISREG(st.st_mode):
+                continue
+            path = f"{self.root}/{p}"
+            hit = self.stat_cache.lookup(path, p, st)
+            if hit is not None:
+                self._sums[p] = hit
+                continue
+            todo.append((p, path, st))
+            total += st.st_size
+        threads = min(_HASH_THREADS, os.cpu_count() or 1)
+        if threads < 2 or total < _PARALLEL_BYTES or len(todo) < 2:
+            for p, path, st in todo:
+                self._sums[p] = sums = tarsum_file(path, p, st)
+                self.stat_cache.learn(path, p, st, sums)
+            return
+        shares: list[list[tuple[str, str, os.stat_result]]] = [[] for _ in range(threads)]
+        share, so_far = 0, 0
+        for item in todo:
+            shares[share].append(item)
+            so_far += item[2].st_size
+            if so_far >= total * (share + 1) / threads and share < threads - 1:
+                share += 1
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(threads, "lamina-hash") as pool:
+            done = pool.map(lambda part: [tarsum_file(path, p, st) for p, path, st in part], shares)
+            for part, sums_list in zip(shares, done, strict=True):
+                for (p, path, st), sums in zip(part, sums_list, strict=True):
+                    self._sums[p] = sums
+                    self.stat_cache.learn(path, p, st, sums)
 
     def _both(self, rel: str) -> tuple[str, str]:
         if rel not in self._sums:
             st = self.entries[rel]
             self._sums[rel] = self.stat_cache.tarsum(f"{self.root}/{rel}", rel, st)
         return self._sums[rel]
+
+    def content_digest(self, rel: str) -> str | None:
+        """The sha256 of a regular file's content (None for anything else), from this
+        build's checksum or the stat cache; read only when neither knows it."""
+        st = self.entries.get(rel)
+        if st is None or not stat.S_ISREG(st.st_mode):
+            return None
+        return self._both(rel)[1]
+
+    def unchanged(self, rel: str) -> bool:
+        """Whether ``rel`` still is what the walk saw, so its digest describes what was
+        read from it since (its copy in a layer).
+
+        Its ``lstat`` signature (size, mtime, inode, mode, ctime) must be the walk's, and
+        its mtime older than the walk by the racy margin: a write in the very tick of the
+        one the walk saw could leave both times unchanged, one any later can not.
+        """
+        seen = self.entries.get(rel)
+        if seen is None:
+            return False
+        try:
+            now = os.lstat(self.root / rel)
+        except OSError:
+            return False
+        if StatCache._sig(now) != StatCache._sig(seen):
+            return False
+        return seen.st_mtime_ns / 1e9 < self._walked_at - _RACY_SECONDS
 
     def entry_hash(self, rel: str) -> str:
         """What moby's ``Hash(rel)`` gives for one walked path: the sum of the path the
@@ -524,13 +712,14 @@ class Context:
         """``file:<hex>`` or ``dir:<hex>`` of one source path, as moby computes it (a
         symlinked source is followed)."""
         if rel not in self._checksums:
-            self._checksums[rel] = self._checksum(rel)
+            self._checksums[rel] = self.tree_cached(rel, "classic", lambda: self._checksum(rel))
         return self._checksums[rel]
 
     def _checksum(self, rel: str) -> str:
         target = self.resolve(rel)
         if self.is_dir(target):
             walked = ([target] if target else []) + self.below(target)
+            self._prefetch(walked)
             return hash_string_slice("dir", sorted(self.entry_hash(p) for p in walked))
         return "file:" + self.entry_hash(rel)
 

@@ -56,6 +56,11 @@ _BAD_PATTERN = "syntax error in pattern"
 
 def clean_path(path: str) -> str:
     """Go's ``path.Clean``: collapse ``//``, ``.`` and ``..`` lexically; ``""`` is ``"."``."""
+    if path and path[0] != "/":
+        # A walk's paths are clean already: three searches instead of a rebuild.
+        probe = f"/{path}/"
+        if "//" not in probe and "/./" not in probe and "/../" not in probe:
+            return path
     if path == "":
         return "."
     rooted = path.startswith("/")
@@ -79,6 +84,9 @@ def clean_path(path: str) -> str:
 def _dir(path: str) -> str:
     """Go's ``filepath.Dir``."""
     idx = path.rfind("/")
+    if idx > 0 and clean_path(path) is path:
+        # The parent of a clean relative path is clean: no second cleaning.
+        return path[:idx]
     return clean_path(path[: idx + 1])
 
 
@@ -343,6 +351,7 @@ class PatternMatcher:
     def __init__(self, patterns: Sequence[str]) -> None:
         self.patterns: list[Pattern] = []
         self.exclusions = False
+        self._parents: dict[tuple[int, str], bool] = {}
         for raw in patterns:
             p = raw.strip()
             if p == "":
@@ -379,19 +388,38 @@ class PatternMatcher:
         """``MatchesOrParentMatches``: true when the path or any parent directory matches."""
         matched = False
         parent = _dir(path)
-        parent_dirs = parent.split("/")
-        for pattern in self.patterns:
+        for index, pattern in enumerate(self.patterns):
             if pattern.exclusion != matched:
                 continue
             match = pattern.match(path)
             if not match and parent != ".":
-                for i in range(len(parent_dirs)):
-                    if pattern.match("/".join(parent_dirs[: i + 1])):
-                        match = True
-                        break
+                match = self._parent_matches(index, parent)
             if match:
                 matched = not pattern.exclusion
         return matched
+
+    def _parent_matches(self, index: int, parent: str) -> bool:
+        """Whether pattern ``index`` matches ``parent`` or a directory above it.
+
+        Remembered per directory: the files of one directory share every answer, so a
+        walk asks each pattern about each directory once.
+        """
+        key = (index, parent)
+        known = self._parents.get(key)
+        if known is not None:
+            return known
+        if parent.startswith("/"):
+            dirs = parent.split("/")
+            answer = any(
+                self.patterns[index].match("/".join(dirs[: i + 1])) for i in range(len(dirs))
+            )
+        else:
+            up = parent.rpartition("/")[0]
+            answer = self.patterns[index].match(parent) or (
+                bool(up) and self._parent_matches(index, up)
+            )
+        self._parents[key] = answer
+        return answer
 
     def matches_single_parent(self, path: str) -> bool:
         """The deprecated ``Matches``: checks only the parent prefix as deep as the pattern."""

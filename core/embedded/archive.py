@@ -681,10 +681,12 @@ def _uninstall(store: Store, chain_ids_: list[str]) -> None:
     from lamina.core.embedded.trash import remove_tree, to_trash
 
     try:
-        with store.index.transaction("load rollback"):
-            live = Liveness(load_graph(store))
-            dead = [c for c in reversed(chain_ids_) if not live.live(c)]
-            store.layers.forget(dead)
+        with store.lock():
+            with store.index.transaction("load rollback"):
+                live = Liveness(load_graph(store))
+                dead = [c for c in reversed(chain_ids_) if not live.live(c)]
+                freed = store.layers.forget(dead)
+            store.files.unlink(freed)
         for chain_id in dead:
             moved = to_trash(store, store.layers.dir_path(chain_id))
             if moved is not None:

@@ -50,6 +50,7 @@ from lamina.core.model import FsckReport
 
 if TYPE_CHECKING:
     from lamina.core.embedded.store import Store
+    from lamina.core.embedded.store.dedup import Released
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +319,9 @@ def _repair(
     now = time.time()
     trash = []
     with store.lock():
-        dropped = _repair_rows(store, problems, broken_cache, bad_layers, builds, fixed, now)
+        dropped, freed = _repair_rows(store, problems, broken_cache, bad_layers, builds, fixed, now)
+        # Committed: the files only the dropped layers held lose their pool names.
+        store.files.unlink(freed)
         stuck = [p.subject for p in problems if p.kind == "stuck-cache-mount"]
         store.cache_mounts.reset_in_use(stuck)
         fixed.update(("stuck-cache-mount", ident) for ident in stuck)
@@ -350,8 +353,9 @@ def _repair_rows(
     builds: list[tuple[int, int | None]],
     fixed: set[tuple[str, str]],
     now: float,
-) -> set[str]:
-    """Drops the rows that point at nothing, in one transaction; returns dropped layers."""
+) -> tuple[set[str], Released]:
+    """Drops the rows that point at nothing, in one transaction; returns dropped layers
+    and the shared files no layer holds any more."""
     with store.index.transaction("repair"):
         graph = load_graph(store)
         entries = [graph.cache[k] for k in sorted(broken_cache) if k in graph.cache]
@@ -381,13 +385,13 @@ def _repair_rows(
             parent = graph.layers[chain_id].parent
             if parent is not None:
                 children[parent] -= 1
-        store.layers.forget(dropped)
+        freed = store.layers.forget(dropped)
         for chain_id in dropped:
             fixed.add(("missing-layer-dir", chain_id))
         store.builds.mark_interrupted([build_id for build_id, _pid in builds], now)
         for build_id, _pid in builds:
             fixed.add(("interrupted-build", str(build_id)))
-    return set(dropped)
+    return set(dropped), freed
 
 
 def _top_down(graph: RefGraph, chain_ids_: list[str], bad: set[str], live: Liveness) -> list[str]:

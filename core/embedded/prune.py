@@ -48,6 +48,7 @@ from lamina.core.accounting.plans import (
     Skipped,
     build_plan,
 )
+from lamina.core.embedded.store.dedup import SharedGroup, SharedRelease
 from lamina.core.embedded.store.graph import load_graph
 from lamina.core.embedded.trash import (
     blob_stat,
@@ -92,11 +93,22 @@ def store_sizer(store: Store) -> Sizer:
             stats[digest] = blob_stat(store, digest)
         return stats[digest]
 
+    groups: list[SharedGroup] = []
+    loaded: list[bool] = []
+
+    def shared() -> SharedRelease:
+        # One read of who holds the shared files serves every plan of this sizer.
+        if not loaded:
+            groups.extend(store.files.groups())
+            loaded.append(True)
+        return SharedRelease(groups)
+
     return Sizer(
         layer_extra=lambda c: layer_overhead(store, c),
         blob=lambda d: stat(d)[0],
         labels=labels,
         blob_mtime=lambda d: stat(d)[1],
+        shared=shared,
     )
 
 
@@ -187,15 +199,11 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
             store.images.forget([i.id for i in images])
             # Tombstones stay, so a later miss can say the entry was pruned.
             store.cache.drop([graph.cache[c.key] for c in cache], time.time())
-            store.layers.forget([layer.chain_id for layer in layers])  # children first
-        if untagged:
-            store.images.save_tag_file()
-        # Committed: the rows are gone. Now the directories, renamed first so that a
-        # crash leaves recognisable trash, never a half-deleted layer under its name.
-        for layer in layers:
-            moved = to_trash(store, store.layers.dir_path(layer.chain_id))
-            if moved is not None:
-                trash.append(moved)
+            # Children first; the files no other layer holds are freed with them.
+            freed_files = store.layers.forget([layer.chain_id for layer in layers])
+        # Committed. The blobs go first: until an image config that named a layer is
+        # gone, a kill would leave that layer's directory looking like data the index
+        # lost (``trash.unindexed_layer_dirs``) instead of debris the next prune sweeps.
         for b in blobs:
             try:
                 os.unlink(store.images.blob_path(b.digest))
@@ -206,6 +214,17 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
                 log.warning(
                     "%s: cannot remove (%s)", store.images.blob_path(b.digest), exc.strerror
                 )
+        # Files no layer holds lose their pool names (under the lock, so no commit can
+        # link one meantime); their storage goes with the last directory.
+        store.files.unlink(freed_files)
+        if untagged:
+            store.images.save_tag_file()
+        # Committed: the rows are gone. Now the directories, renamed first so that a
+        # crash leaves recognisable trash, never a half-deleted layer under its name.
+        for layer in layers:
+            moved = to_trash(store, store.layers.dir_path(layer.chain_id))
+            if moved is not None:
+                trash.append(moved)
     for path in trash:
         remove_tree(path)
     swept = sweep(store, plan.leftovers) if plan.leftovers else []
@@ -221,7 +240,8 @@ def apply_prune(store: Store, plan: PrunePlan) -> PruneResult:
         + mounts_freed
     )
     disk_reclaimed = (
-        sum(p.disk_bytes for p in layers)
+        sum(p.disk_bytes - p.shared_disk_bytes for p in layers)
+        + freed_files.shared_disk
         + sum(b.disk_bytes for b in blobs)
         + sum(left.bytes for left in swept)
         + mounts_freed

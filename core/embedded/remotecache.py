@@ -40,17 +40,10 @@ import logging
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamina.core.digest import chain_ids, short
 from lamina.core.embedded.builder.records import BuildLog
-from lamina.core.embedded.pull import (
-    WantedLayer,
-    client_for,
-    fetch_layers,
-    install_layers,
-    upload_layers,
-)
 from lamina.core.embedded.store import Store
 from lamina.core.embedded.store.cache import CacheHit
 from lamina.core.errors import BuildError, LaminaError, RegistryError, UsageError
@@ -68,6 +61,12 @@ from lamina.core.registry.cache import (
 )
 from lamina.core.registry.manifests import MT_OCI_LAYER_GZIP, MT_OCI_MANIFEST, Descriptor
 from lamina.core.registry.reference import Reference, parse_reference
+
+if TYPE_CHECKING:
+    from lamina.core.embedded.pull import WantedLayer
+
+# The registry client (urllib3, ssl, http.client) is imported where a cache is read or
+# written: a build without --cache-from/--cache-to never loads it.
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +115,8 @@ def load_source(text: str) -> _Source:
         UsageError: a malformed reference.
         RegistryError: the registry failed or refused, or the ref is no lamina cache.
     """
+    from lamina.core.embedded.pull import client_for
+
     ref = parse_reference(text)
     where = str(ref)
     with client_for(ref) as client:
@@ -218,6 +219,13 @@ class RemoteCache:
         chains: list[str],
         cancel: threading.Event | None,
     ) -> None:
+        from lamina.core.embedded.pull import (
+            WantedLayer,
+            client_for,
+            fetch_layers,
+            install_layers,
+        )
+
         groups: dict[int, list[WantedLayer]] = {}
         for i, chain in enumerate(chains):
             if store.layers.exists(chain):
@@ -350,6 +358,8 @@ def export_cache(
         records.append(
             CacheRecord(s.key, hit.result, hit.top_layer, builder, s.stage, s.index, s.instruction)
         )
+    from lamina.core.embedded.pull import client_for, upload_layers
+
     descriptors: dict[str, Descriptor] = {}
     with client_for(ref) as client, store.tmpdir("cache-to") as work:
         pairs_ = list(chains.items())

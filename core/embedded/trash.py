@@ -153,6 +153,18 @@ def find_leftovers(
     for name in names:
         path = home / "layers" / name
         out.append(Leftover(f"layers/{name}", "layer-dir", disk_bytes(path), "no index row"))
+    for stray in store.files.stray_names():
+        # A shared file's name that no row records (see ``store.dedup``): unlinking it
+        # frees its storage only where it is the inode's last name.
+        try:
+            st = os.lstat(stray)
+        except OSError:
+            continue
+        if st.st_ctime > cutoff:
+            continue
+        rel = stray.removeprefix(f"{home}/")
+        size = st.st_blocks * 512 if st.st_nlink == 1 else 0
+        out.append(Leftover(rel, "shared-file", size, "a shared file no layer records"))
     refs = graph.blob_refs()
     for entry in _scandir(home / "blobs" / "sha256"):
         digest = "sha256:" + entry.name
@@ -261,6 +273,12 @@ def sweep(store: Store, leftovers: Iterable[Leftover]) -> list[Leftover]:
             path = store.home / left.path
             name = path.name
             if left.kind == "layer-dir" and name in indexed:
+                continue
+            if left.kind == "shared-file":
+                # A commit may have recorded it since (commits hold this lock too).
+                if not store.files.recorded(name):
+                    remove_tree(path)
+                    done.append(left)
                 continue
             if left.kind == "blob":
                 # put_blob refreshes the mtime of a blob it re-adds: then it is wanted.

@@ -42,6 +42,14 @@ def disk_usage(store: Store, now: float | None = None) -> DiskUsage:
     sizer = store_sizer(store)
     leftovers = find_leftovers(store, graph, now=now)
     usage = account(graph, now, sizer, leftovers, store.home)
+    # A layer's disk is what it alone occupies; the files layers share count once.
+    shared = store.files.shared()
+    usage = dataclasses.replace(
+        usage,
+        layers_disk=usage.layers_disk + shared.disk,
+        shared_disk=shared.disk,
+        dedup_saved=shared.saved,
+    )
     mounts = tuple(
         CacheMountUsage(
             m.id, m.mount_id, m.sharing, m.size, m.created, m.last_used, m.use_count, m.in_use

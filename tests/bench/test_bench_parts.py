@@ -129,9 +129,11 @@ def test_run_child_reports_status_output_and_peak_memory() -> None:
 def test_docker_side_skips_with_a_reason_without_docker(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    from bench import dockerd
     from bench.dockerd import docker_daemon
 
     monkeypatch.setenv("PATH", str(tmp_path))  # neither docker nor dockerd on it
+    monkeypatch.setattr(dockerd, "DEBIAN_DOCKER", str(tmp_path / "docker"))
     monkeypatch.delenv("DOCKER_HOST", raising=False)
     with pytest.raises(Skipped, match="docker CLI is not installed"), docker_daemon():
         pass
@@ -228,3 +230,147 @@ def test_stage_dockerfiles_are_independent_stages_of_equal_cost() -> None:
     assert runs[0].replace("/out/a", "/out/b") == runs[1] and "count=64" in runs[0]
     one = load_dockerfile(dockerfile(1, 64), "Dockerfile")
     assert len(one.stages) == 2 and needed_stages(one, None, {}) == [0, 1]
+
+
+BUILDKIT_OUTPUT = """\
+#1 [internal] load build definition from Dockerfile
+#1 DONE 0.0s
+#4 [1/4] FROM docker.io/lamina-bench/busybox:latest
+#4 CACHED
+#6 [internal] load build context
+#6 transferring context: 5.83MB 0.3s done
+#5 [2/4] RUN echo "lamina bench" > /etc/bench-stamp
+#5 CACHED
+#7 [3/4] COPY . /src
+#7 DONE 2.1s
+#8 [4/4] RUN find /src -type f | wc -l > /src-count
+#8 DONE 0.4s
+"""
+
+PODMAN_OUTPUT = """\
+STEP 1/4: FROM lamina-bench/busybox:latest
+STEP 2/4: RUN echo hi > /x
+--> Using cache 91ab1397a5c0
+--> 91ab1397a5c
+STEP 3/4: COPY . /src
+--> 41c8e01f488
+STEP 4/4: RUN ls /src | wc -l > /c
+COMMIT lamina-bench/app:latest
+"""
+
+CLASSIC_OUTPUT = """\
+Step 1/4 : FROM lamina-bench/busybox:latest
+ ---> 2059ddcadf4c
+Step 2/4 : RUN echo hi
+ ---> Using cache
+ ---> 1b2c3d4e5f60
+Step 3/4 : COPY . /src
+ ---> 3c4d5e6f7a8b
+Step 4/4 : RUN ls
+Successfully built 9f8e7d6c5b4a
+"""
+
+
+@pytest.mark.parametrize(
+    ("parse", "output"),
+    [
+        ("bench.docker_side:parse_buildkit", BUILDKIT_OUTPUT),
+        ("bench.podman_side:parse_podman", PODMAN_OUTPUT),
+        ("bench.docker_side:parse_classic", CLASSIC_OUTPUT),
+    ],
+)
+def test_each_builders_output_gives_its_steps_and_hits(parse: str, output: str) -> None:
+    import importlib
+
+    module, _, name = parse.partition(":")
+    steps, cached = getattr(importlib.import_module(module), name)(output)
+    # FROM is never counted: BuildKit says CACHED for a local base, a decision it never made.
+    assert (steps, cached) == (4, 1)
+
+
+def test_reference_decisions_are_checked() -> None:
+    from bench.builds import check_reference
+    from bench.docker_side import RefBuild
+    from bench.measure import BenchError, ChildResult
+
+    result = ChildResult(("docker",), 1.0, 0, "", 0)
+    check_reference("BuildKit", RefBuild(result, 4, 1), "edit")
+    check_reference("BuildKit", RefBuild(result, 4, 3), "cached")
+    for steps, cached, kind in ((4, 1, "cold"), (4, 2, "edit"), (0, 0, "cold")):
+        with pytest.raises(BenchError, match="BuildKit"):
+            check_reference("BuildKit", RefBuild(result, steps, cached), kind)
+
+
+def test_scale_multiplies_every_size_and_a_knob_still_wins() -> None:
+    from bench.__main__ import FULL, make_parser, sizes_from
+
+    sizes = sizes_from(make_parser().parse_args(["--scale", "0.1", "--files", "300"]))
+    assert sizes.files == 300
+    assert sizes.context_mb == round(FULL.context_mb * 0.1)
+    assert sizes.layers == round(FULL.layers * 0.1) and sizes.repeat == FULL.repeat
+
+
+def test_floor_walks_every_entry_and_disk_bytes_counts_links_once(tmp_path: Path) -> None:
+    from bench.floor import disk_bytes, measure_floor
+
+    spec = ContextSpec(files=40, total_bytes=400_000)
+    root = generate(tmp_path / "ctx", spec, base="x")
+    result = measure_floor(root)
+    entries = sum(len(d) + len(f) for _, d, f in os.walk(root))
+    assert int(result.output.strip()) == entries and result.seconds > 0
+    before = disk_bytes(root)
+    big = next(root.rglob("*.bin"))
+    os.link(big, root / "second-name")
+    assert disk_bytes(root) - before < big.stat().st_blocks * 512, "a hard link is not a copy"
+    (root / "copy").write_bytes(big.read_bytes())
+    assert disk_bytes(root) - before >= big.stat().st_blocks * 512
+
+
+def build_results() -> dict[str, object]:
+    results = Results(command="python -m bench", config={})
+    results.builders = {"BuildKit": "Docker 20.10's", "classic": "the same daemon's"}
+    results.rows.append(
+        Row(
+            "Builds",
+            "rebuild after editing one file",
+            Samples("s", [1.0, 2.0]),
+            Samples("s", [9.0, 8.0]),
+            "BuildKit",
+            target_speedup=3.0,
+            others=[("classic", Samples("s", [30.0]))],
+        )
+    )
+    results.rows.append(
+        Row("Builds", "store growth per one-file edit", Samples("B", [2e6]), target_max=5e6)
+    )
+    results.skip("podman column", "podman is not installed")
+    return results.to_json()
+
+
+def test_build_table_has_a_column_per_builder() -> None:
+    from bench.report import builds_table
+
+    head, _rule, edit, growth = builds_table(build_results())
+    assert (
+        head == "| measurement | lamina | BuildKit | classic | lamina vs BuildKit | target | met |"
+    )
+    assert "| 1.50 s (1.00 s–2.00 s) | 8.50 s (8.00 s–9.00 s) | 30.00 s | 5.67× |" in edit
+    assert edit.endswith("| ≥ 3× BuildKit | yes |")
+    assert growth.endswith("| – | – | – | ≤ 5.0 MB | yes |")
+
+
+def test_readme_block_is_replaced_by_the_run(tmp_path: Path) -> None:
+    from bench.readme import BEGIN, END, main
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{BEGIN}\nold table\n{END}\n\nafter\n")
+    results = tmp_path / "results.json"
+    import json
+
+    results.write_text(json.dumps(build_results()))
+    assert main([str(results), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old table" not in text and text.endswith(f"{END}\n\nafter\n")
+    assert "| rebuild after editing one file |" in text
+    assert "Command: `python -m bench`" in text
+    assert "podman column (podman is not installed)" in text

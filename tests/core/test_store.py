@@ -77,7 +77,7 @@ def test_index_is_wal_with_foreign_keys_and_versioned(store: Store) -> None:
     conn = store.index.connection()
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-    assert store.index.schema_version() == SCHEMA_VERSION == 4
+    assert store.index.schema_version() == SCHEMA_VERSION == 5
     with pytest.raises(Exception, match="FOREIGN KEY"), store.index.transaction() as tx:
         tx.execute("INSERT INTO tags (name, image_id) VALUES ('x:latest', 'sha256:nope')")
     assert conn.execute("SELECT count(*) FROM tags").fetchone()[0] == 0

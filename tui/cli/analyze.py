@@ -20,10 +20,12 @@ import json
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from lamina.core import CiRules, analysis_lines, ci_report_lines, read_dive_ci
 from lamina.tui.cli.context import CliContext
+
+if TYPE_CHECKING:
+    from lamina.core import CiRules
 
 DEFAULT_CI_CONFIG = ".dive-ci"
 
@@ -77,6 +79,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def rules_from_args(args: argparse.Namespace) -> CiRules:
     """Flags over the ``.dive-ci`` file over dive's defaults."""
+    from lamina.core import CiRules, read_dive_ci
+
     values: dict[str, str] = {}
     config = Path(args.ci_config)
     if config.is_file():
@@ -94,6 +98,8 @@ def rules_from_args(args: argparse.Namespace) -> CiRules:
 
 def cmd_analyze(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina analyze IMAGE [--ci]``."""
+    from lamina.core import analysis_lines, ci_report_lines
+
     out = out or sys.stdout
     rules = rules_from_args(args) if args.ci else None
     if rules is not None:

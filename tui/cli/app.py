@@ -19,19 +19,13 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lamina.core import (
-    Engine,
-    EngineUnavailable,
-    LocalStore,
-    UsageError,
-    default_home,
-    load_config,
-    open_archive,
-    open_remote,
-    source_of,
-)
+from lamina.core import UsageError
 from lamina.tui.cli.context import CliContext
+
+if TYPE_CHECKING:
+    from lamina.core import Engine
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -106,6 +100,8 @@ def opening_for(target: str, ctx: CliContext, *, load: bool = False) -> Opening:
         ArchiveError, RegistryError: the archive or registry image cannot be read.
         UsageError: ``--load`` where the engine cannot load archives.
     """
+    from lamina.core import LocalStore, open_archive, open_remote, source_of
+
     source = source_of(target)
     if source is None:
         return Opening(ctx.engine, ctx.engine.image(target).id)
@@ -130,6 +126,8 @@ def opening_for(target: str, ctx: CliContext, *, load: bool = False) -> Opening:
 
 def run_app(opening: Opening) -> int:
     """Runs the app on ``opening`` until the user quits."""
+    from lamina.core import load_config
+
     # Textual loads only when the app opens, never for the other verbs.
     from lamina.tui.app import make_app
 
@@ -147,6 +145,7 @@ def run_app(opening: Opening) -> int:
 
 
 def _run_app(ctx: CliContext) -> int:
+    from lamina.core import EngineUnavailable
     from lamina.tui.app import make_app
 
     try:
@@ -187,7 +186,7 @@ def open_app(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def run_demo(args: argparse.Namespace, ctx: CliContext) -> int:
     """Creates (or reuses) the demo in the embedded store, then opens the app."""
-    from lamina.core import create_demo
+    from lamina.core import create_demo, default_home
 
     store = ctx.local_store("`lamina demo`", "run it without --engine docker")
     workspace = args.workspace or default_home().parent / "lamina-demo"

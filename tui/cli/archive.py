@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from lamina.core import LocalStore, UsageError
+from lamina.core import UsageError
 from lamina.tui.cli.context import CliContext
+
+if TYPE_CHECKING:
+    from lamina.core import LocalStore
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,6 +59,8 @@ def _input_path(store: LocalStore, name: str) -> Iterator[Path]:
         path = work / "stdin.tar"
         try:
             with open(path, "wb") as f:
+                import shutil
+
                 shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
         except OSError as exc:
             raise UsageError(f"cannot read the archive from stdin: {exc.strerror or exc}") from exc

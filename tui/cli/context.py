@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from lamina.core import (
-    Engine,
-    LocalStore,
-    UsageError,
-    open_archive,
-    open_engine,
-    open_remote,
-    source_of,
-)
+from lamina.core import UsageError
+
+if TYPE_CHECKING:
+    # Engines load when a verb first asks for one: `lamina --help` never does.
+    from lamina.core import Engine, LocalStore
 
 # What the refusal says when no better advice applies.
 NOT_FOR_DOCKER = "it does not apply to --engine docker"
@@ -38,6 +35,8 @@ class CliContext:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
+            from lamina.core import open_engine
+
             self._engine = open_engine(self.engine_kind)
         return self._engine
 
@@ -48,6 +47,8 @@ class CliContext:
 
     def local_store(self, what: str, instead: str = NOT_FOR_DOCKER) -> LocalStore:
         """The engine, if it is lamina's own store; else a ``UsageError`` naming ``what``."""
+        from lamina.core import LocalStore
+
         engine = self.engine
         if not isinstance(engine, LocalStore):
             raise local_only(what, instead)
@@ -58,6 +59,8 @@ class CliContext:
         (``docker-archive:PATH``, ``oci-archive:PATH``, ``oci:DIR``) is opened read-only
         in place, and ``docker://REF`` fetched into a temporary layout, once per command;
         anything else is an image of the current engine."""
+        from lamina.core import open_archive, open_remote, source_of
+
         source = source_of(ref)
         if source is None:
             return self.engine, ref

@@ -13,11 +13,14 @@ import argparse
 import json
 import sys
 from dataclasses import replace
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from lamina.core import FileDiff, ImageDiff, diff_images, short_digest
+from lamina.core import short_digest
 from lamina.tui.cli.context import CliContext
 from lamina.tui.format import instruction, size
+
+if TYPE_CHECKING:
+    from lamina.core import FileDiff, ImageDiff
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,6 +47,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def cmd_diff(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina diff A B``; with ``--exit-code``, 1 when the images differ."""
+    from lamina.core import diff_images
+
     out = out or sys.stdout
     sides = []
     for ref in (args.a, args.b):

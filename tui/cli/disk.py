@@ -199,6 +199,11 @@ def cmd_df(args: argparse.Namespace, ctx: CliContext) -> int:
         print(
             f"Store {usage.home}: {size(usage.fs_free, docker=True)} free of {size(usage.fs_total, docker=True)}"
         )
+    if usage.dedup_saved:
+        print(
+            f"Identical files stored once: {size(usage.shared_disk, docker=True)} that layers"
+            f" share saves {size(usage.dedup_saved, docker=True)} on disk"
+        )
     if args.verbose:
         _df_verbose(usage)
     _print_differences(ctx)

@@ -9,15 +9,16 @@ share is filled and says ``shared by N``. ``--format dot`` prints Graphviz's sou
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lamina.core import ImageSummary, LaminaError, LayerInfo, short_digest
+from lamina.core import LaminaError, short_digest
 from lamina.tui.cli.context import CliContext
 from lamina.tui.format import instruction, size
-from lamina.tui.graph import LayerGraph
+
+if TYPE_CHECKING:
+    from lamina.core import ImageSummary, LayerInfo
 
 LABEL_WIDTH = 48
 DOT_TIMEOUT = 120
@@ -58,6 +59,8 @@ def dot_source(
         layers: every layer the engine knows (only the images' layers are drawn).
         instructions: chainID -> instruction, for layers whose record has none.
     """
+    from lamina.tui.graph import LayerGraph
+
     graph = LayerGraph(images, layers, instructions)
     wanted = {c for image in images for c in image.layers}
     out = [
@@ -103,6 +106,9 @@ def render(source: str, fmt: str) -> bytes:
     Raises:
         LaminaError: ``dot`` is missing or fails.
     """
+    import shutil
+    import subprocess
+
     dot = shutil.which("dot")
     if dot is None:
         raise LaminaError(

@@ -11,20 +11,14 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from lamina.core import (
-    HistoryEntry,
-    ImageSummary,
-    LocalStore,
-    NotFound,
-    RmiError,
-    parse_image_list_filters,
-    select_images,
-    short_digest,
-)
+from lamina.core import NotFound, RmiError, short_digest
 from lamina.tui.cli.context import CliContext
 from lamina.tui.format import ago, size
+
+if TYPE_CHECKING:
+    from lamina.core import HistoryEntry, ImageSummary
 
 NONE = "<none>"
 CREATED_BY_WIDTH = 45
@@ -93,6 +87,8 @@ def print_table(rows: list[list[str]], out: TextIO) -> None:
 def _parents(ctx: CliContext) -> set[str]:
     """IDs of images another image was built FROM (only lamina's own store records it)."""
     engine = ctx.engine
+    from lamina.core import LocalStore
+
     return engine.parent_images() if isinstance(engine, LocalStore) else set()
 
 
@@ -109,6 +105,8 @@ def _image_rows(images: list[ImageSummary]) -> list[tuple[str, str, ImageSummary
 
 def cmd_images(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina images``."""
+    from lamina.core import parse_image_list_filters, select_images
+
     out = out or sys.stdout
     # Like the docker CLI, a REPOSITORY[:TAG] argument is one more reference filter.
     raw = list(args.filter) + ([f"reference={args.repository}"] if args.repository else [])

@@ -8,26 +8,18 @@ bars on a terminal.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from lamina.core import (
-    PullFinished,
-    PullPlan,
-    PushFinished,
-    TransferEvent,
-    TransferFinished,
-    TransferProgressed,
-    TransferStarted,
-    UsageError,
-    registry_login,
-    registry_logout,
-    short_digest,
-)
+from lamina.core import UsageError, short_digest
 from lamina.tui.cli.context import CliContext
 from lamina.tui.format import size
+
+if TYPE_CHECKING:
+    # The registry client (urllib3, ssl, http.client) loads only for a verb that talks
+    # to a registry, never for `lamina --help` or a build.
+    from lamina.core import PullFinished, PullPlan, PushFinished, TransferEvent
 
 OUTCOMES = {
     "downloaded": "Pull complete",
@@ -111,6 +103,8 @@ class _Lines:
         self.out.flush()
 
     def show(self, event: TransferEvent) -> None:
+        from lamina.core import TransferFinished, TransferProgressed, TransferStarted
+
         if self.quiet:
             return
         if isinstance(event, TransferStarted):
@@ -141,6 +135,8 @@ def _bar(done: int, total: int, width: int = 30) -> str:
 
 def cmd_pull(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina pull [--dry-run] [--platform P] [--format json] REF``."""
+    from lamina.core import PullFinished
+
     out = out or sys.stdout
     plan = ctx.engine.plan_pull(args.ref, args.platform)
     if args.dry_run:
@@ -173,6 +169,8 @@ def cmd_pull(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = Non
 
 def cmd_push(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina push NAME:TAG``."""
+    from lamina.core import PushFinished
+
     out = out or sys.stdout
     lines = _Lines(out, args.quiet)
     finished: PushFinished | None = None
@@ -192,6 +190,10 @@ def cmd_push(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = Non
 
 def cmd_login(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina login [-u USER] [-p PASS | --password-stdin] [SERVER]``."""
+    import getpass
+
+    from lamina.core import registry_login
+
     out = out or sys.stdout
     username, password = args.username, args.password
     if args.password_stdin:
@@ -220,6 +222,8 @@ def cmd_login(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = No
 
 def cmd_logout(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina logout [SERVER]``."""
+    from lamina.core import registry_logout
+
     out = out or sys.stdout
     domain, found = registry_logout(args.server)
     if found:

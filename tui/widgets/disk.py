@@ -173,6 +173,11 @@ class DiskView(Widget):
         on_disk = (
             f"\n[dim]on disk (blocks, hard links once):[/] layers {fmt.size(usage.layers_disk)},"
             f" system prune frees {fmt.size(usage.reclaimable_disk)}"
+            + (
+                f", identical files stored once save {fmt.size(usage.dedup_saved)}"
+                if usage.dedup_saved
+                else ""
+            )
             if usage.layers_disk
             else ""
         )

@@ -44,6 +44,22 @@ def source_checksum(src: Source, context_root: Path | None = None) -> str:
     Returns:
         ``sha256:<hex>``.
     """
+    if src.tree is not None:
+        # Everything the checksum depends on besides the files themselves.
+        what = "buildkit " + canonical_json(
+            {
+                "dir": src.is_dir,
+                "archive": src.archive,
+                "exclude": list(src.exclude),
+                "path": src.path,
+                "xattrs": context_root is not None,
+            }
+        )
+        return src.tree(what, lambda: _checksum(src, context_root))
+    return _checksum(src, context_root)
+
+
+def _checksum(src: Source, context_root: Path | None) -> str:
     entries = src.entries()
     if src.origin == "rootfs":
         top = src.path.lstrip("/")

@@ -17,6 +17,7 @@ spurious change to them.
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import logging
@@ -26,9 +27,7 @@ import re
 import shutil
 import stat
 import tarfile
-import urllib.parse
-import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from lamina.core.context.checksum import (
 from lamina.core.dockerfile.quote import go_bytes
 from lamina.core.embedded.builder.rootfs import RootFS, lookup_group, lookup_user, split
 from lamina.core.embedded.store import beneath
+from lamina.core.embedded.store.dedup import Candidate, FilePool, file_key
 from lamina.core.errors import BuildError, ContextError
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,11 @@ class Source:
     exclude: tuple[str, ...] = ()
     # COPY --parents (BuildKit): the source's own path is kept below the destination.
     parents: bool = False
+    # For context sources: ``Context.tree_cached`` of the source's path, so a checksum
+    # of an unchanged tree is remembered rather than recomputed file by file.
+    tree: Callable[[str, Callable[[], str]], str] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def entries(self) -> list[ManifestEntry]:
         """Every entry the source contributes (``manifest``, built now if deferred)."""
@@ -235,6 +240,7 @@ def context_sources(ctx: Context, src: str, *, add: bool) -> list[Source]:
                 archive=archive,
                 checksum=ctx.checksum(r),
                 manifest_of=functools.partial(ctx.manifest, r),
+                tree=functools.partial(ctx.tree_cached, r),
             )
         )
     return out
@@ -323,6 +329,10 @@ def download(url: str, dest_dir: Path, timeout: float = 60.0) -> tuple[Path, str
     Raises:
         BuildError: the download fails.
     """
+    # urllib.request brings http.client and ssl: only an ADD of a URL loads them.
+    import urllib.parse
+    import urllib.request
+
     target = dest_dir / f"url-{hashlib.sha256(go_bytes(url)).hexdigest()[:16]}"
     try:
         # urlparse refuses some URLs itself ("http://[::1/x": ValueError).
@@ -375,26 +385,142 @@ def parse_chmod(chmod: str) -> int:
 # -- writing the layer ----------------------------------------------------------------
 
 
+# Threads copying a directory source's files (creating files is most of a cold COPY).
+_COPY_THREADS = 4
+
+
+@dataclass(frozen=True)
+class _CopyJob:
+    """One regular file to copy into a layer: a fresh inode with the copy's metadata."""
+
+    rel: str
+    target: str
+    disk: Path | str
+    st: os.stat_result
+    mode: int
+    uid: int
+    gid: int
+    cap: bytes | None
+    # The content digest when the copy may share storage (see ``LayerWriter``).
+    digest: str | None
+    stable: Callable[[], bool] | None
+
+    def run(self) -> Candidate | None:
+        """Copies the file; returns it as a candidate for sharing when its digest holds.
+
+        Raises:
+            BuildError: the copy failed.
+        """
+        try:
+            now, capped = _copy_file(self.disk, self.target, self)
+        except OSError as exc:
+            raise BuildError(f"cannot copy {self.rel}: {exc.strerror or exc}") from exc
+        if self.digest is None or (self.stable is not None and not self.stable()):
+            return None
+        # The copy's own inode, keyed by what it is now (a filesystem with coarser
+        # times than the source's would change the mtime, and so the key).
+        cap = self.cap if capped else None
+        xattrs = {"security.capability": cap} if cap is not None else {}
+        key = file_key(
+            self.digest, now.st_mode, now.st_uid, now.st_gid, now.st_size, now.st_mtime_ns, xattrs
+        )
+        return Candidate(self.rel, key, now.st_ino, now.st_blocks * 512, True, cap)
+
+
+def _run_all(jobs: list[_CopyJob]) -> list[Candidate | None]:
+    return [job.run() for job in jobs]
+
+
+def _copy_file(src: Path | str, dst: str, job: _CopyJob) -> tuple[os.stat_result, bool]:
+    """A new file ``dst`` with ``src``'s bytes and the job's owner, mode, capability and
+    times, all set through its descriptor; returns its ``fstat`` and whether the
+    capability was set (a filesystem may refuse it).
+
+    ``copy_file_range`` copies in the kernel (sharing extents where the filesystem can),
+    with ``sendfile`` where it cannot.
+    """
+    fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fout = os.open(
+            dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+        try:
+            _copy_bytes(fin, fout)
+            os.fchown(fout, job.uid, job.gid)
+            # After chown, which clears set-id bits and capabilities.
+            os.fchmod(fout, job.mode)
+            capped = False
+            if job.cap is not None:
+                try:
+                    os.setxattr(fout, "security.capability", job.cap)
+                    capped = True
+                except OSError:
+                    pass
+            os.utime(fout, ns=(job.st.st_atime_ns, job.st.st_mtime_ns))
+            return os.fstat(fout), capped
+        finally:
+            os.close(fout)
+    finally:
+        os.close(fin)
+
+
+def _copy_bytes(fin: int, fout: int) -> None:
+    try:
+        while os.copy_file_range(fin, fout, 1 << 30):
+            pass
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    while os.sendfile(fout, fin, None, 1 << 30):
+        pass
+
+
 class LayerWriter:
     """Writes copied entries into an overlay-format layer directory.
+
+    With a ``pool``, a regular file whose content digest is known becomes a link to the
+    store's identical file (same content, mode, owner, size and mtime) instead of a
+    copy, and every file whose key is known is listed in ``known`` for the commit (see
+    ``store.dedup``). Nothing is ever written to a linked inode: its metadata is already
+    what the copy would have set.
 
     Args:
         out: the (empty) layer directory.
         below: the image the layer goes on top of.
         owner: uid/gid for everything copied.
         chmod: a mode for everything copied, or None to keep the source's.
+        pool: the store's shared files, or None to copy everything (a bind mount's
+            copy may be written to, so it must never share an inode).
+        held_below: keys of the files the layers below already share: an image must
+            never see two names of one inode, so those are copied.
     """
 
     def __init__(
-        self, out: Path, below: RootFS, owner: tuple[int, int] = (0, 0), chmod: int | None = None
+        self,
+        out: Path,
+        below: RootFS,
+        owner: tuple[int, int] = (0, 0),
+        chmod: int | None = None,
+        pool: FilePool | None = None,
+        held_below: Collection[bytes] = frozenset(),
     ) -> None:
         self.out = out
         self.below = below
         self.owner = owner
         self.chmod = chmod
-        # Directories known to exist in the layer, so a 20,000-file copy does not
-        # re-check every parent of every file.
-        self._made: set[tuple[str, ...]] = set()
+        self.pool = pool
+        self.known: dict[str, Candidate] = {}
+        # Keys this layer holds, and those the layers below hold: none is shared twice.
+        self._keys: set[bytes] = set(held_below)
+        self._jobs: list[_CopyJob] | None = None
+        # Every path ``put`` wrote; an ADD that extracts an archive writes paths of its
+        # own, and from then on every path is checked.
+        self._written: set[str] = set()
+        self._extracted = False
+        # Directories known to exist in the layer (their path), so a 20,000-file copy
+        # does not re-check every parent of every file.
+        self._made: dict[tuple[str, ...], str] = {}
 
     def ensure_dir(self, parts: list[str], *, own: bool = False) -> Path:
         """Makes ``parts`` exist as a directory in the layer, parents included.
@@ -402,23 +528,35 @@ class LayerWriter:
         Directories that exist below keep their metadata; new parents are 0755 root;
         ``own`` gives a new final directory the copy's owner.
         """
-        if tuple(parts) in self._made:
-            return self.out.joinpath(*parts)
+        return Path(self._dir(parts, own=own))
+
+    def _dir(self, parts: list[str], *, own: bool = False) -> str:
+        # Plain strings, and each directory checked once: a 20,000-file copy would
+        # otherwise spend more on pathlib than on the files.
+        key = tuple(parts)
+        done = self._made.get(key)
+        if done is not None:
+            return done
         # Start below the deepest parent already made (a tree is copied parents first,
         # so usually the one just above): walking every parent from the top made a
         # tree n levels deep cost n³.
         start = max(len(parts) - 1, 0)
-        while start > 0 and tuple(parts[:start]) not in self._made:
+        while start > 0 and key[:start] not in self._made:
             start -= 1
-        cur = self.out.joinpath(*parts[:start])
+        cur = self._made[key[:start]] if start > 0 else str(self.out)
         for i in range(start, len(parts)):
-            cur = cur / parts[i]
-            if cur.is_dir() and not cur.is_symlink():
-                self._made.add(tuple(parts[: i + 1]))
+            cur = f"{cur}/{parts[i]}"
+            prefix = key[: i + 1]
+            try:
+                there: os.stat_result | None = os.lstat(cur)
+            except FileNotFoundError:
+                there = None
+            if there is not None and stat.S_ISDIR(there.st_mode):
+                self._made[prefix] = cur
                 continue
-            if cur.exists() or cur.is_symlink():
-                cur.unlink()
-            existing = self.below.stat("/" + "/".join(parts[: i + 1]))
+            if there is not None:
+                os.unlink(cur)
+            existing = self.below.stat("/" + "/".join(prefix))
             os.mkdir(cur)
             if existing is not None and stat.S_ISDIR(existing[1].st_mode):
                 st = existing[1]
@@ -430,24 +568,51 @@ class LayerWriter:
                 uid, gid = self.owner if (own and last) else (0, 0)
                 os.chown(cur, uid, gid)
                 os.chmod(cur, 0o755)
-            self._made.add(tuple(parts[: i + 1]))
+            self._made[prefix] = cur
         return cur
 
-    def put(self, parts: list[str], disk: Path, st: os.stat_result) -> None:
-        """Copies one entry (file, symlink, directory, device) to ``parts``."""
-        parent = self.ensure_dir(parts[:-1])
-        target = parent / parts[-1]
-        if target.is_symlink() or (target.exists() and not target.is_dir()):
-            target.unlink()
-        elif target.is_dir() and not stat.S_ISDIR(st.st_mode):
-            beneath.remove_path(target)  # iterative: a context may be any depth
-            prefix = tuple(parts)
-            self._made = {m for m in self._made if m[: len(prefix)] != prefix}
+    def put(
+        self,
+        parts: list[str],
+        disk: Path | str,
+        st: os.stat_result,
+        digest: str | None = None,
+        stable: Callable[[], bool] | None = None,
+    ) -> None:
+        """Copies one entry (file, symlink, directory, device) to ``parts``.
+
+        Args:
+            parts: the destination below the layer's root.
+            disk: the source on disk.
+            st: its ``lstat``.
+            digest: the sha256 of a regular file's content, when known.
+            stable: says whether ``digest`` still described the source once it was
+                copied (None: it always does, the source cannot change).
+        """
+        parent = self._dir(parts[:-1])
+        target = f"{parent}/{parts[-1]}"
+        # Plain strings, and an lstat only where this layer may hold something already
+        # (the directory is written by this copy alone): pathlib's checks cost more
+        # than the copy of a small file.
+        there: os.stat_result | None = None
+        if self._extracted or target in self._written or tuple(parts) in self._made:
+            try:
+                there = os.lstat(target)
+            except FileNotFoundError:
+                there = None
+        self._written.add(target)
+        if there is not None:
+            if not stat.S_ISDIR(there.st_mode):
+                os.unlink(target)
+            elif not stat.S_ISDIR(st.st_mode):
+                beneath.remove_path(Path(target))  # iterative: a context may be any depth
+                prefix = tuple(parts)
+                self._made = {m: d for m, d in self._made.items() if m[: len(prefix)] != prefix}
         mode = stat.S_IMODE(st.st_mode) if self.chmod is None else self.chmod
         uid, gid = self.owner
         try:
             if stat.S_ISDIR(st.st_mode):
-                if not target.is_dir():
+                if there is None or not stat.S_ISDIR(there.st_mode):
                     os.mkdir(target)
                 os.chown(target, uid, gid)
                 os.chmod(target, mode)
@@ -455,20 +620,87 @@ class LayerWriter:
                 os.symlink(os.readlink(disk), target)
                 os.lchown(target, uid, gid)
             elif stat.S_ISREG(st.st_mode):
-                shutil.copyfile(disk, target, follow_symlinks=False)
-                os.chown(target, uid, gid)
-                os.chmod(target, mode)
-                try:
-                    cap = os.getxattr(disk, "security.capability", follow_symlinks=False)
-                    os.setxattr(target, "security.capability", cap, follow_symlinks=False)
-                except OSError:
-                    pass
+                self._file(parts, target, disk, st, mode, digest, stable)
+                return
             else:
                 os.mknod(target, st.st_mode, st.st_rdev)
                 os.chown(target, uid, gid)
             os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
         except OSError as exc:
             raise BuildError(f"cannot copy {parts[-1]}: {exc.strerror or exc}") from exc
+
+    def _file(
+        self,
+        parts: list[str],
+        target: str,
+        disk: Path | str,
+        st: os.stat_result,
+        mode: int,
+        digest: str | None,
+        stable: Callable[[], bool] | None,
+    ) -> None:
+        uid, gid = self.owner
+        try:
+            cap: bytes | None = os.getxattr(disk, "security.capability", follow_symlinks=False)
+        except OSError:
+            cap = None
+        rel = "/".join(parts)
+        key = None
+        if self.pool is not None and digest is not None and st.st_size > 0:
+            xattrs = {"security.capability": cap} if cap is not None else {}
+            key = file_key(
+                digest, stat.S_IFREG | mode, uid, gid, st.st_size, st.st_mtime_ns, xattrs
+            )
+            # A second file of the same key in this layer keeps an inode of its own: two
+            # names of one inode would be a hardlink the layer's tar does not have.
+            if key in self._keys:
+                key = None
+            else:
+                linked = self.pool.link_into(
+                    key, target, stat.S_IFREG | mode, uid, gid, st.st_size, st.st_mtime_ns
+                )
+                self._keys.add(key)
+                if linked is not None:
+                    # The pool's inode carries exactly the key's xattrs: this capability.
+                    self.known[rel] = Candidate(
+                        rel, key, linked.st_ino, linked.st_blocks * 512, True, cap
+                    )
+                    return
+        job = _CopyJob(rel, target, disk, st, mode, uid, gid, cap, digest if key else None, stable)
+        if self._jobs is not None:
+            self._jobs.append(job)
+            return
+        candidate = job.run()
+        if candidate is not None:
+            self.known[rel] = candidate
+
+    def batch(self) -> None:
+        """From now until :meth:`flush`, regular files are copied together, on as many
+        threads as the machine has cores (their paths must be distinct, as below one
+        source directory)."""
+        self._jobs = []
+
+    def flush(self) -> None:
+        """Copies the files :meth:`batch` gathered, in parallel where there are cores.
+
+        Raises:
+            BuildError: a copy failed.
+        """
+        jobs, self._jobs = self._jobs or [], None
+        threads = min(_COPY_THREADS, os.cpu_count() or 1, len(jobs))
+        if threads < 2:
+            done = [job.run() for job in jobs]
+        else:
+            # Contiguous shares, so each thread fills directories of its own.
+            size = -(-len(jobs) // threads)
+            shares = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+            import concurrent.futures
+
+            with concurrent.futures.ThreadPoolExecutor(threads, "lamina-copy") as pool:
+                done = [c for part in pool.map(_run_all, shares) for c in part]
+        for job, candidate in zip(jobs, done, strict=True):
+            if candidate is not None:
+                self.known[job.rel] = candidate
 
     def extract(self, parts: list[str], archive: Path) -> None:
         """ADD of a local archive: extracts it into directory ``parts``.
@@ -479,6 +711,7 @@ class LayerWriter:
         no entry, however the archive orders them, can reach outside the layer.
         """
         dest = self.ensure_dir(parts, own=True)
+        self._extracted = True
         try:
             with tarfile.open(archive, "r:*") as tar:
                 _extract_into(tar, dest, None if self.owner == (0, 0) else self.owner)
@@ -593,7 +826,9 @@ def apply_copy(
     from_root: RootFS | None,
     owner: tuple[int, int] = (0, 0),
     chmod: int | None = None,
-) -> None:
+    pool: FilePool | None = None,
+    held_below: Collection[bytes] = frozenset(),
+) -> dict[str, Candidate]:
     """Copies resolved sources into the layer directory ``out``.
 
     Args:
@@ -606,11 +841,18 @@ def apply_copy(
         from_root: the stage or image (for ``rootfs`` sources).
         owner: ``--chown`` resolved, else 0:0.
         chmod: ``--chmod``, else None.
+        pool: the store's shared files: unchanged files become links to them (a
+            layer's copy only; see :class:`LayerWriter`).
+        held_below: the keys the layers below hold (``FilePool.held_by``), never
+            linked.
+
+    Returns:
+        The files whose keys are known, for ``commit_dir``.
 
     Raises:
         BuildError: the destination is invalid or a copy fails.
     """
-    writer = LayerWriter(out, below, owner, chmod)
+    writer = LayerWriter(out, below, owner, chmod, pool, held_below)
     dest_parts = split(dest)
     into_dir = len(sources) > 1 or dest_is_dir(dest, below)
     if len(sources) > 1 and not dest.endswith("/"):
@@ -625,46 +867,73 @@ def apply_copy(
         elif src.is_dir:
             base = dest_parts + (split(src.path) if src.parents else [])
             writer.ensure_dir(base, own=True)
-            for rel, disk, st in _walk_source(src, context, from_root):
+            writer.batch()
+            for rel, disk, st, digest, stable in _walk_source(src, context, from_root):
                 if src.excluded(rel):
                     continue
-                writer.put(base + rel.split("/"), disk, st)
+                writer.put(base + rel.split("/"), disk, st, digest, stable)
+            writer.flush()
         else:
-            disk, st = _source_file(src, context, from_root)
+            disk, st, digest, stable = _source_file(src, context, from_root)
             target = dest_parts + kept + [src.name] if into_dir or kept else dest_parts
             if not target:
                 raise BuildError(f"cannot copy {src.name} onto /")
-            writer.put(target, disk, st)
+            writer.put(target, disk, st, digest, stable)
+    return writer.known
+
+
+# One source entry: (path below the source, on disk, lstat, content digest or None, and
+# whether that digest still held once the entry was copied).
+_Entry = tuple[str, Path | str, os.stat_result, str | None, Callable[[], bool] | None]
 
 
 def _source_file(
     src: Source, context: Context | None, from_root: RootFS | None
-) -> tuple[Path, os.stat_result]:
+) -> tuple[Path, os.stat_result, str | None, Callable[[], bool] | None]:
     if src.origin == "context":
         assert context is not None
-        return context.root / src.path, context.entries[src.path]
+        return (
+            Path(f"{context.root}/{src.path}"),
+            context.entries[src.path],
+            context.content_digest(src.path),
+            functools.partial(context.unchanged, src.path),
+        )
+    digests = {e.path: e.digest for e in src.manifest if e.type == "file"}
     if src.origin == "rootfs":
         assert from_root is not None
         hit = from_root.stat(src.path)
         if hit is None:
             raise BuildError(f"{src.path}: no such file or directory")
-        return hit
-    return Path(src.path), os.lstat(src.path)
+        # A layer's file never changes: its digest always holds.
+        return hit[0], hit[1], digests.get(src.path.lstrip("/")), None
+    return Path(src.path), os.lstat(src.path), digests.get(src.name), None
 
 
-def _walk_source(
-    src: Source, context: Context | None, from_root: RootFS | None
-) -> list[tuple[str, Path, os.stat_result]]:
+def _walk_source(src: Source, context: Context | None, from_root: RootFS | None) -> list[_Entry]:
     if src.origin == "context":
         assert context is not None
         base = src.path
-        out = []
+        root = str(context.root)  # plain strings: a Path per file costs more than its copy
+        out: list[_Entry] = []
         for p in context.below(base):
             st = context.entries.get(p)
             if st is None:
                 continue  # a directory only created to hold re-included paths
             rel = p[len(base) + 1 :] if base else p
-            out.append((rel, context.root / p, st))
+            out.append(
+                (
+                    rel,
+                    f"{root}/{p}",
+                    st,
+                    context.content_digest(p),
+                    functools.partial(context.unchanged, p),
+                )
+            )
         return out
     assert from_root is not None
-    return list(from_root.walk(src.path))
+    top = src.path.lstrip("/")
+    digests = {e.path: e.digest for e in src.manifest if e.type == "file"}
+    return [
+        (rel, disk, st, digests.get(f"{top}/{rel}" if top else rel), None)
+        for rel, disk, st in from_root.walk(src.path)
+    ]

@@ -195,7 +195,8 @@ class Executor:
             # on an empty filesystem, so the same layer fits on any parent.
             linked = self.options.builder == "buildkit" and is_link(ins)
             try:
-                apply_copy(
+                # Unchanged files become links to the store's identical ones.
+                known = apply_copy(
                     out,
                     RootFS([]) if linked else below,
                     step.sources,
@@ -204,10 +205,16 @@ class Executor:
                     from_root=step.from_root,
                     owner=owner,
                     chmod=mode,
+                    pool=self.store.files,
+                    held_below=self.store.files.held_by(
+                        [c.chain_id for c in self.store.layers.chain(state.chain)]
+                        if state.chain
+                        else []
+                    ),
                 )
             except LaminaError as exc:
                 raise self.words.fail(ins, str(exc)) from None
-            info = self.store.layers.commit_dir(out, state.chain, step.created_by)
+            info = self.store.layers.commit_dir(out, state.chain, step.created_by, known)
         return info.chain_id
 
     # -- WORKDIR ------------------------------------------------------------------------

@@ -7,7 +7,9 @@ build through a rewritten Dockerfile needs (``lamina advise``)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import logging
 import threading
 from pathlib import Path
@@ -68,7 +70,8 @@ class BuildLog:
         """Notes what a COPY/ADD step reads from the context, path by path.
 
         Every hash is one the step's checksum computed already (the context memoizes
-        them), so a cached step costs a dictionary, not a read.
+        them), and an unchanged tree's paths come from the stat cache in one lookup
+        (``Source.tree``), so a cached step costs a dictionary, not a read per file.
         """
         if not self.build_id:
             return
@@ -76,13 +79,12 @@ class BuildLog:
         for src in sources:
             if src.origin != "context":
                 continue
-            top = "" if src.path in ("", ".") else src.path
-            paths = ([top] if top else []) + (context.below(top) if src.is_dir else [])
-            for path in paths:
-                below = path[len(top) + 1 :] if top and path.startswith(top + "/") else path
-                if src.exclude and top != path and src.excluded(below):
-                    continue
-                found[path] = _short(context.entry_hash(path))
+            if src.tree is None:
+                found.update(_source_paths(src, context))
+                continue
+            what = "\0".join(("sources", *src.exclude))
+            value = src.tree(what, functools.partial(_paths_json, src, context))
+            found.update(json.loads(value))
         with self._lock:
             self._paths.update(found)
 
@@ -100,6 +102,23 @@ class BuildLog:
         except LaminaError as exc:
             # Advice loses one build of history; the build itself succeeded.
             log.warning("build %d: its sources were not recorded: %s", self.build_id, exc)
+
+
+def _source_paths(src: Source, context: Context) -> dict[str, str]:
+    """Each context path one source reads, with the short hash of its entry."""
+    found: dict[str, str] = {}
+    top = "" if src.path in ("", ".") else src.path
+    paths = ([top] if top else []) + (context.below(top) if src.is_dir else [])
+    for path in paths:
+        below = path[len(top) + 1 :] if top and path.startswith(top + "/") else path
+        if src.exclude and top != path and src.excluded(below):
+            continue
+        found[path] = _short(context.entry_hash(path))
+    return found
+
+
+def _paths_json(src: Source, context: Context) -> str:
+    return json.dumps(_source_paths(src, context))
 
 
 def _short(entry_hash: str) -> str:

@@ -48,7 +48,6 @@ from lamina.core.embedded.builder.rules import CacheRules, StepKey, linked_key, 
 from lamina.core.embedded.builder.scratch import Scratch
 from lamina.core.embedded.builder.state import SCRATCH, State, Step
 from lamina.core.embedded.builder.words import Words
-from lamina.core.embedded.prune import apply_retention
 from lamina.core.embedded.remotecache import KeyedBuildLog, RemoteCache, RemoteHit, finish_export
 from lamina.core.embedded.store import Store, normalize_tag
 from lamina.core.embedded.store.cache import CacheHit
@@ -63,7 +62,7 @@ from lamina.core.events import (
 )
 from lamina.core.model import BuildRequest, Reason, StepRecord
 from lamina.core.registry.manifests import host_platform
-from lamina.core.settings import default_builder
+from lamina.core.settings import default_builder, load_config
 
 log = logging.getLogger(__name__)
 
@@ -921,6 +920,8 @@ def _recorded(
     build_id = record.build_id
     try:
         yield from walk.run()
+        # What the build's own steps remembered (the paths its sources read, by tree).
+        walk.context.stat_cache.flush()
         final = walk.final
         assert final is not None and final.id is not None
         image_id = final.id
@@ -978,6 +979,12 @@ def _apply_retention(store: Store) -> None:
     A broken config file must not fail a build that succeeded: it is logged instead.
     """
     try:
+        # Prune and its plans load only where a policy asks for them: a cached
+        # rebuild does not wait for their import.
+        if not load_config().cache.enabled:
+            return
+        from lamina.core.embedded.prune import apply_retention
+
         result = apply_retention(store)
     except LaminaError as exc:
         log.warning("cache retention policy not applied: %s", exc)

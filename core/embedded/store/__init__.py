@@ -10,6 +10,7 @@ Layout (see docs/architecture.md)::
     lock                        flock'd by writers (core/embedded/store/lock.py)
     blobs/sha256/<hex>          configs and other JSON documents (core/embedded/store/images.py)
     layers/<chain-hex>/         diff/ + tar-split.json.gz (core/embedded/store/layers.py)
+    files/<k[:2]>/<k>           one name per file inode layers share (core/embedded/store/dedup.py)
     tmp/<prefix>-<random>/      work in progress, with a pid file
 """
 
@@ -27,6 +28,7 @@ from lamina.core.embedded.store.beneath import remove_quietly
 from lamina.core.embedded.store.builds import BuildRecords
 from lamina.core.embedded.store.cache import CacheEntries
 from lamina.core.embedded.store.cachemounts import CacheMounts
+from lamina.core.embedded.store.dedup import make_pool
 from lamina.core.embedded.store.images import ImageStore, normalize_tag
 from lamina.core.embedded.store.index import Index
 from lamina.core.embedded.store.layers import LayerStore
@@ -38,8 +40,9 @@ from lamina.core.errors import StoreError
 log = logging.getLogger(__name__)
 
 # What may hold device nodes, FIFOs and setuid files exactly as images and RUN steps
-# made them: layers, work in progress (a RUN's upper dir) and cache mounts.
-PRIVATE_DIRS = ("layers", "tmp", "cachemounts")
+# made them: layers, the files they share, work in progress (a RUN's upper dir) and
+# cache mounts.
+PRIVATE_DIRS = ("layers", "files", "tmp", "cachemounts")
 
 __all__ = [
     "BuildRecords",
@@ -62,6 +65,7 @@ class Store:
     Attributes:
         index: the SQLite index.
         layers: layer directories and their rows.
+        files: the file inodes layers share (``layers.files``).
         images: configs, images and tags.
         cache: build cache entries and their tombstones.
         builds: build records and their steps.
@@ -94,6 +98,7 @@ class Store:
             self.home.mkdir(mode=0o700, exist_ok=True)
             for sub in ("blobs/sha256", *PRIVATE_DIRS):
                 (self.home / sub).mkdir(parents=True, exist_ok=True)
+            make_pool(self.home)
         except OSError as exc:
             raise StoreError(f"{self.home}: cannot create the store: {exc.strerror}") from exc
         for sub in PRIVATE_DIRS:
@@ -108,6 +113,7 @@ class Store:
         reserve = Reserve(self.home / RESERVE_NAME)
         self.index = Index(db, check_fresh, reserve)
         self.layers = LayerStore(self.home, self.index, self._lock, self.tmpdir)
+        self.files = self.layers.files
         self.images = ImageStore(self.home, self.index, self._lock, self.layers)
         self.cache = CacheEntries(self.index)
         self.cache_mounts = CacheMounts(self.home, self.index)

@@ -23,10 +23,10 @@ def load_graph(store: Store) -> RefGraph:
         StoreError: if the index cannot be read.
     """
     with store.index.snapshot() as conn:
-        return _load_graph(conn)
+        return _load_graph(conn, store.files.shared_by_layer(conn))
 
 
-def _load_graph(conn: sqlite3.Connection) -> RefGraph:
+def _load_graph(conn: sqlite3.Connection, shared: dict[str, int]) -> RefGraph:
     layers = {
         r["chain_id"]: LayerRow(
             r["chain_id"],
@@ -34,7 +34,9 @@ def _load_graph(conn: sqlite3.Connection) -> RefGraph:
             int(r["size"]),
             float(r["created"]),
             r["created_by"],
-            int(r["disk_size"] or 0),
+            # What the layer alone occupies: the files it shares with other layers
+            # (dedup) are counted once, apart (``FilePool.shared``).
+            int(r["disk_size"] or 0) - shared.get(r["chain_id"], 0),
         )
         for r in conn.execute(
             "SELECT chain_id, parent, size, created, created_by, disk_size FROM layers"

@@ -141,12 +141,46 @@ CREATE TABLE build_sources (
 CREATE INDEX build_sources_dockerfile ON build_sources(dockerfile);
 """
 
+# Version 5: identical files stored once (``dedup``). ``files`` has a row per inode that
+# layers share through the pool ``files/``, with how many layers hold it; ``layer_files``
+# says which layers hold which, by a small number per layer (``layer_numbers``) so a
+# 20,000-file layer adds a few hundred kilobytes, not a chainID per file. Layers recorded
+# before hold nothing shared, which is true of them. ``tree_cache`` keeps a COPY source's
+# checksums by the fingerprint of every lstat below it, so an unchanged context is
+# checksummed without a per-file lookup (``context.checksum.StatCache``).
+SCHEMA_V5_FILES = """
+CREATE TABLE files (
+  id    INTEGER PRIMARY KEY,
+  key   BLOB NOT NULL UNIQUE,
+  ino   INTEGER NOT NULL,
+  disk  INTEGER NOT NULL,
+  refs  INTEGER NOT NULL
+);
+CREATE INDEX files_shared ON files(refs) WHERE refs > 1;
+CREATE TABLE layer_numbers (
+  no       INTEGER PRIMARY KEY,
+  chain_id TEXT NOT NULL UNIQUE REFERENCES layers(chain_id)
+);
+CREATE TABLE layer_files (
+  layer INTEGER NOT NULL REFERENCES layer_numbers(no),
+  file  INTEGER NOT NULL REFERENCES files(id),
+  PRIMARY KEY (layer, file)
+) WITHOUT ROWID;
+CREATE INDEX layer_files_file ON layer_files(file);
+CREATE TABLE tree_cache (
+  key         TEXT PRIMARY KEY,
+  fingerprint TEXT NOT NULL,
+  value       TEXT NOT NULL
+);
+"""
+
 # MIGRATIONS[n] upgrades user_version n to n + 1. Append; never edit a released step.
 MIGRATIONS: tuple[str, ...] = (
     SCHEMA_V1,
     SCHEMA_V2_BUILDERS,
     SCHEMA_V3_SIZES,
     SCHEMA_V4_SOURCES,
+    SCHEMA_V5_FILES,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -327,6 +327,8 @@ def _record(
             )
         for name, image_id in sorted(tags.items()):
             conn.execute("INSERT INTO tags (name, image_id) VALUES (?, ?)", (name, image_id))
+        # The files the recovered layers share, as their inodes say.
+        store.files.rebuild(conn, {c: store.layers.diff_path(c) for c in placed})
     store.images.save_tag_file()
     report.layers = len(placed)
     report.images = len(images)

@@ -40,14 +40,26 @@ class StatCacheTable:
         )
         return None if row is None else _stat_row(row, 0)
 
-    def put(self, rows: dict[str, StatRow]) -> None:
-        """Writes (or replaces) rows, in one transaction."""
+    def put(
+        self, rows: dict[str, StatRow], trees: dict[str, tuple[str, str]] | None = None
+    ) -> None:
+        """Writes (or replaces) rows and tree rows, in one transaction."""
         with self.index.transaction("stat cache write") as conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO stat_cache"
                 " (path, size, mtime_ns, ino, mode, ctime_ns, checksum) VALUES (?,?,?,?,?,?,?)",
                 [(path, *row) for path, row in rows.items()],
             )
+            if trees:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO tree_cache (key, fingerprint, value) VALUES (?,?,?)",
+                    [(key, fp, value) for key, (fp, value) in trees.items()],
+                )
+
+    def tree(self, key: str) -> tuple[str, str] | None:
+        """A tree row: (fingerprint, value), or None."""
+        row = self.index.row("SELECT fingerprint, value FROM tree_cache WHERE key = ?", (key,))
+        return None if row is None else (str(row[0]), str(row[1]))
 
 
 def _stat_row(row: sqlite3.Row, start: int) -> StatRow:
