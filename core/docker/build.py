@@ -26,7 +26,7 @@ from lamina.core.docker import convert
 from lamina.core.docker.buildkit_build import BuildKitBuilder
 from lamina.core.docker.client import CANCELLED, call, explanation, unreachable, until_cancelled
 from lamina.core.docker.context import context_tar, tar_style
-from lamina.core.docker.inputs import dockerfile_of, explain, plan_inputs
+from lamina.core.docker.inputs import dockerfile_of, explain, failed_at, plan_inputs
 from lamina.core.docker.inventory import Inventory
 from lamina.core.docker.predict import predict
 from lamina.core.docker.records import BuildRecords, build_record, builder_of, records_dir
@@ -248,7 +248,8 @@ class DockerBuilder:
         if error is not None:
             where = ""
             if current is not None:
-                where = f"step {current['stage']}/{current['index']} ({current['instruction']}): "
+                at = state.by_pos.get((current["stage"], current["index"] - state.offset))
+                where = failed_at(str(dockerfile), current, at)
             message = " ".join((where + error).split())
             record.update(status="failed", error=message, finished=time.time())
             self.records.save(record)

@@ -53,6 +53,7 @@ from lamina.core.docker.context import buildkit_context_tar
 from lamina.core.docker.inputs import (
     dockerfile_of,
     explain_buildkit,
+    failed_at,
     hit_note,
     plan_buildkit,
     trigger_inputs,
@@ -370,7 +371,7 @@ class _Run:
         where = ""
         step = self.failed_step
         if step is not None:
-            where = f"step {step['stage']}/{step['index']} ({step['instruction']}): "
+            where = failed_at(str(self.record["dockerfile"]), step, None)
         message = " ".join((where + error).split())
         self.record.update(status="failed", error=message, finished=time.time())
         self.builder.records.save(self.record)

@@ -103,6 +103,7 @@ def plan_inputs(request: BuildRequest) -> list[dict[str, Any]]:
                 "stage": stage_no,
                 "index": 0,
                 "instruction": stage.from_instruction.original,
+                "line": stage.from_instruction.line,
                 "from": stage.base,
             }
         )
@@ -113,12 +114,22 @@ def plan_inputs(request: BuildRequest) -> list[dict[str, Any]]:
                 "stage": stage_no,
                 "index": index,
                 "instruction": instruction.original,
+                "line": instruction.line,
                 "args": dict(sorted(scope.keyed().items())),
             }
             if instruction.keyword in ("COPY", "ADD") and instruction.flag("from") is None:
                 step["sources"] = _sources(files.context, list(instruction.args[:-1]))
             steps.append(step)
     return steps
+
+
+def failed_at(dockerfile: str, step: dict[str, Any], planned: dict[str, Any] | None) -> str:
+    """How a failed step is named before Docker's own words: ``<dockerfile>:<line>:
+    '<instruction>': ``, as the embedded engine names it (the line from the plan,
+    when there is one)."""
+    line = (planned or {}).get("line") or step.get("line")
+    place = f"{dockerfile}:{line}: " if line else ""
+    return f"{place}'{step['instruction']}': "
 
 
 def explain(
@@ -298,6 +309,7 @@ def _plan_stage(
                 "stage": plan.number,
                 "index": 0,
                 "instruction": stage.from_instruction.original,
+                "line": stage.from_instruction.line,
                 "from": base,
             }
         )
@@ -319,6 +331,7 @@ def _plan_stage(
             "stage": plan.number,
             "index": index,
             "instruction": instruction.original,
+            "line": instruction.line,
             "settings": {name: list(lines) for name, lines in sorted(settings.items())},
         }
         if keyword == "WORKDIR":

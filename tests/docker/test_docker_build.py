@@ -146,7 +146,7 @@ def test_failed_run_is_one_line_naming_the_step(
     events = run(docker_engine, bad)
     failed = events[-1]
     assert isinstance(failed, BuildFailed) and not failed.cancelled
-    assert failed.message.startswith("step 0/1 (RUN echo oops && exit 3): ")
+    assert failed.message.startswith(f"{bad / 'Dockerfile'}:2: 'RUN echo oops && exit 3': ")
     assert "returned a non-zero code: 3" in failed.message and "\n" not in failed.message
     assert StepOutput(0, 1, "oops") in events
     record = docker_engine.builds(limit=1)[0]

@@ -452,7 +452,8 @@ def test_errors_are_dockers_own_words(
     theirs = docker_buildkit(failing, docker_tag("fails"))
     assert code == 1 and theirs.returncode != 0
     assert err.splitlines() == [
-        f"lamina: step 0/1 (RUN echo {token} && exit 3): {last_line(theirs.stderr)}"
+        f"lamina: {failing / 'Dockerfile'}:2: 'RUN echo {token} && exit 3': "
+        f"{last_line(theirs.stderr)}"
     ]
     assert "exit code: 3" in err
     bad = tmp_path / "bad"
