@@ -281,9 +281,9 @@ class BuildRequest:
         secrets: ``--secret``: secret id to the file holding it (``RUN
             --mount=type=secret``; never stored in a layer or a key).
         ssh: ``--ssh``: ssh id to an agent socket (``RUN --mount=type=ssh``).
-        base_substitutes: FROM references to stand-in images of the store (``*`` for
-            any base the store lacks), so a Dockerfile whose bases are not available
-            can still be checked with a dry run.
+        base_substitutes: FROM and ``--from`` image references to stand-in images of the
+            store (``*`` for any image the store lacks), so a Dockerfile whose bases are
+            not available can still be checked with a dry run.
         cache_to: ``--cache-to type=registry``: export the build's cache there.
         cache_from: ``--cache-from type=registry``: caches (refs) consulted after the
             store's own, in order.

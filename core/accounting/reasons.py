@@ -146,6 +146,23 @@ def base_changed(old: str | None, new: str | None, message: str) -> Reason:
     return {"kind": "base_changed", "message": message, "old": old, "new": new}
 
 
+def git_unfetched(ref: str) -> Reason:
+    """The reason a dry run gives for ``ADD <git ref>``, which lamina does not fetch.
+
+    Args:
+        ref: the git reference as the ADD names it (variables expanded).
+    """
+    return {
+        "kind": "sources_changed",
+        "message": f"adds the git repository {ref}, which lamina does not fetch: its files"
+        " are not known",
+        "added": [],
+        "removed": [],
+        "changed": [],
+        "unknown": True,
+    }
+
+
 def sources_unknown(stage: str) -> Reason:
     """The reason a dry run gives for a ``COPY --from`` a stage that runs again first.
 

@@ -80,7 +80,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="append",
         default=[],
         metavar="REF=IMAGE",
-        help="use IMAGE of the store where FROM names REF, which the store lacks ('*=IMAGE'"
+        help="use IMAGE of the store where FROM or --from names REF, which the store lacks"
+        " ('*=IMAGE'"
         " for any missing base); for checking Dockerfiles whose bases cannot be had offline",
     )
     p.add_argument(

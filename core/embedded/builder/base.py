@@ -144,7 +144,7 @@ class Bases:
             )
             return state, built.id
         try:
-            image_id = self._resolve(ref)
+            image_id = self.image(ref)
             doc = self.store.images.get_config(image_id)
         except NotFound:
             raise DockerfileError(
@@ -156,7 +156,7 @@ class Bases:
         chain = self.store.images.chain_of(doc)
         return State(image_id, doc, chain[-1] if chain else None, key=image_id), image_id
 
-    def _resolve(self, ref: str) -> str:
+    def image(self, ref: str) -> str:
         """The image ``ref`` names: in the store, else its stand-in.
 
         Raises:

@@ -323,6 +323,20 @@ def file_source(path: Path, name: str, mode: int) -> Source:
     )
 
 
+def is_git_ref(src: str) -> bool:
+    """Whether an ADD source names a git repository, as BuildKit's Dockerfile frontend
+    reads it (1.6, ``ADD <git ref>``): a ``git://``, ``ssh://`` or ``git@`` remote, a
+    ``github.com/`` path, or an http(s) URL whose path ends with ``.git``, each with an
+    optional ``#ref[:subdir]``."""
+    if src.startswith(("git://", "ssh://", "git@", "github.com/")):
+        return True
+    if src.startswith(("http://", "https://")):
+        # "#ref:subdir" is the fragment; "?query" cannot be part of a git remote's path.
+        path = src.split("#", 1)[0].split("?", 1)[0]
+        return path.endswith(".git")
+    return False
+
+
 def download(url: str, dest_dir: Path, timeout: float = 60.0) -> tuple[Path, str]:
     """Downloads ``url`` into ``dest_dir``; returns the file and the name it keeps.
 

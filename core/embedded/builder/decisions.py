@@ -109,6 +109,8 @@ class Decisions:
             return Decision(key, None, reasons.parent_missed(*after_miss))
         if step.unknown_sources is not None:
             return Decision(key, None, reasons.sources_unknown(step.unknown_sources))
+        if step.unfetched is not None:
+            return Decision(key, None, reasons.git_unfetched(step.unfetched))
         hit = self.store.cache.lookup(key.key) if key.key is not None else None
         if (
             self.remote is not None

@@ -35,6 +35,7 @@ from lamina.core.embedded.builder.copy import (
     Source,
     context_sources,
     file_source,
+    is_git_ref,
     parse_chmod,
     parse_chown,
     rootfs_sources,
@@ -123,8 +124,11 @@ class Handlers:
         stages: Sequence[Stage],
         built: Mapping[int, State],
         rules: CacheRules | None = None,
+        images: Callable[[str], str] | None = None,
     ) -> None:
         self.rules: CacheRules = rules or ClassicRules()
+        # What an image reference names: the store's, or a stand-in (``Bases.image``).
+        self.images = images or store.images.resolve
         self.store = store
         self.words = words
         self.context = context
@@ -316,6 +320,7 @@ class Handlers:
         sources: list[Source] = []
         root: RootFS | None = None
         unknown: str | None = None
+        unfetched: str | None = None
         try:
             if from_ref is not None and kw == "COPY":
                 if "$" in from_ref:
@@ -338,7 +343,9 @@ class Handlers:
             else:
                 for p in paths:
                     src = self.words.word(ins, p, env)
-                    if kw == "ADD" and src.startswith(("http://", "https://")):
+                    if kw == "ADD" and self.rules.name != "classic" and is_git_ref(src):
+                        unfetched = unfetched or src
+                    elif kw == "ADD" and src.startswith(("http://", "https://")):
                         path, name = self.scratch.download(src)
                         sources.append(file_source(path, name, 0o600))
                     else:
@@ -358,7 +365,7 @@ class Handlers:
                     for source in sources
                     if source.is_dir or not _excluded_file(source, excludes)
                 ]
-                if not sources:
+                if not sources and unfetched is None:
                     raise ContextError("no source files were specified: every match is excluded")
             if ins.flag("checksum") is not None:
                 _verify_checksum(sources, self.words.word(ins, ins.flag("checksum") or "", env))
@@ -402,6 +409,7 @@ class Handlers:
             dest=dest,
             from_root=root,
             unknown_sources=unknown,
+            unfetched=unfetched,
             content_checksums=content,
         )
 
@@ -420,7 +428,7 @@ class Handlers:
                 return None
             return layer_stack(self.store.layers, state.chain)
         try:
-            image_id = self.store.images.resolve(ref)
+            image_id = self.images(ref)
         except NotFound:
             raise BuildError(f"--from={ref}: no such stage or image") from None
         chain = self.store.images.chain_of(self.store.images.get_config(image_id))

@@ -59,7 +59,7 @@ CLASSIC_REQUIRES_BUILDKIT = frozenset({"mount", "chmod"})
 BUILDKIT_FLAGS: dict[str, frozenset[str]] = {
     **CLASSIC_FLAGS,
     "COPY": CLASSIC_FLAGS["COPY"] | {"chmod", "link", "parents", "exclude"},
-    "ADD": CLASSIC_FLAGS["ADD"] | {"chmod", "link", "checksum", "exclude"},
+    "ADD": CLASSIC_FLAGS["ADD"] | {"chmod", "link", "checksum", "exclude", "keep-git-dir"},
     "RUN": frozenset({"mount", "network"}),
 }
 

@@ -76,6 +76,7 @@ class Step:
         dest: COPY/ADD: the destination, joined with the working directory.
         from_root: ``COPY --from``: the root filesystem copied from.
         unknown_sources: ``COPY --from`` a stage a dry run cannot know yet: its name.
+        unfetched: ``ADD <git ref>``: the repository, whose files lamina does not fetch.
         argv: RUN: the command as executed (without the classic ``|N`` prefix).
         env: RUN: the process environment (the config's Env and the active build args).
         mounts: RUN: its ``--mount`` specs, variables expanded.
@@ -93,6 +94,7 @@ class Step:
     dest: str = ""
     from_root: RootFS | None = None
     unknown_sources: str | None = None
+    unfetched: str | None = None
     argv: list[str] = field(default_factory=list)
     env: list[str] = field(default_factory=list)
     mounts: tuple[Mount, ...] = ()

@@ -159,7 +159,14 @@ class Walk:
             store, self.words, dockerfile.stages, self.built, request.base_substitutes
         )
         self.handlers = Handlers(
-            store, self.words, context, scratch, dockerfile.stages, self.built, rules
+            store,
+            self.words,
+            context,
+            scratch,
+            dockerfile.stages,
+            self.built,
+            rules,
+            self.bases.image,
         )
         self.decisions = Decisions(
             store,
@@ -349,6 +356,12 @@ class Walk:
         started = time.monotonic()
         self._files_read(number, ins, state)
         step = self.handlers.prepare(scope, ins, state)
+        if step.unfetched is not None and not self.request.dry_run:
+            # A dry run reports the step as unknown; a build (its preflight first) stops.
+            raise BuildError(
+                f"{self.words.where(ins)}: ADD: {step.unfetched}: lamina does not fetch git"
+                " repositories (ADD <git ref>); clone it into the build context instead"
+            )
         if step.sources and not self.dry_run:
             self.build_log.sources(step.sources, self.context)
         key: str | None = None
