@@ -14,6 +14,7 @@ import argparse
 import logging
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -154,6 +155,10 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
     return sizes
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the selected parts and writes the results.
 
@@ -164,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         0, or 1 when a measurement failed (a target not met is not a failure).
     """
     args = make_parser().parse_args(argv)
+    # A stopped run (kill, a CI timeout) unwinds like ^C, so the private dockerd and
+    # podman's storage are stopped and removed by the same clean-up.
+    signal.signal(signal.SIGTERM, _interrupted)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s: %(message)s",
