@@ -230,8 +230,13 @@ def fsck(home: Path) -> list[str]:
     """Problems ``lamina.core.embedded.fsck`` finds in the store (empty when consistent)."""
     from lamina.core.embedded.fsck import fsck as check
     from lamina.core.embedded.store import Store
+    from lamina.core.errors import LaminaError
 
-    store = Store(home)
+    try:
+        store = Store(home)
+    except LaminaError as exc:
+        # One that does not open (an index another lamina wrote) is a problem too.
+        return [str(exc)]
     try:
         report = check(store)
     finally:

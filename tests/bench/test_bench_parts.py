@@ -174,6 +174,17 @@ def test_synthetic_store_is_exactly_the_size_asked_for(tmp_path: Path) -> None:
 
     shutil.rmtree(store.layers.diff_path(images[0].layers[-1]))
     assert fsck(tmp_path / "store") != []
+    assert generate_store(tmp_path / "store", spec).seconds > 0.0, "a damaged one is redone"
+    assert fsck(tmp_path / "store") == []
+    # So is one whose index this lamina cannot open (another version's schema).
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "store" / "index.db")
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    assert fsck(tmp_path / "store") != []
+    assert generate_store(tmp_path / "store", spec).seconds > 0.0
+    assert fsck(tmp_path / "store") == []
 
 
 @pytest.mark.parametrize(
