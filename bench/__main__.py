@@ -17,6 +17,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,18 +202,28 @@ def main(argv: list[str] | None = None) -> int:
         # through none of the other measurements.
         with ExitStack() as stack:
             _run_builds(state, results, stack, args.no_docker, args.no_podman)
+    # A part that breaks is recorded as failed; the parts after it, and the results of
+    # those before it, are not lost with it.
     if "stages" in parts:
-        _run_stages(state, results)
+        _guarded("stages", results, lambda: _run_stages(state, results))
     if "commit" in parts:
-        _run_commit(state, results)
+        _guarded("commit", results, lambda: _run_commit(state, results))
     if "inspect" in parts:
-        _run_inspect(state, results)
+        _guarded("inspect", results, lambda: _run_inspect(state, results))
     if "profile" in parts and args.profile != "none":
-        _run_profile(state, results, args.profile)
+        _guarded("profile", results, lambda: _run_profile(state, results, args.profile))
     json_path, md_path = results.write(args.out)
     print(md_path.read_text())
     _say(f"bench: wrote {json_path} and {md_path}")
     return 1 if results.failed else 0
+
+
+def _guarded(part: str, results: Results, run: Callable[[], None]) -> None:
+    try:
+        run()
+    except Exception as exc:  # reported in the results; the run goes on
+        log.exception("bench part %s failed", part)
+        results.fail(part, f"{type(exc).__name__}: {exc}")
 
 
 @dataclass
