@@ -99,6 +99,8 @@ def test_index_refuses_a_newer_schema(tmp_path: Path) -> None:
     s.close()
     with pytest.raises(StoreError, match="newer than this lamina"):
         Store(tmp_path / "h")
+    # The refusal leaves no connection open: SQLite's side files are gone with it.
+    assert not (tmp_path / "h" / "index.db-wal").exists()
 
 
 def test_a_corrupt_index_is_a_store_error(tmp_path: Path) -> None:

@@ -211,7 +211,12 @@ class Index:
         self._all: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._closed = False
         self.read_only = False
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            # Refused or failed: no connection is left open on the file.
+            self.close()
+            raise
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection (``row_factory=sqlite3.Row``, autocommit).
