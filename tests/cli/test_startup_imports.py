@@ -57,6 +57,7 @@ def test_help_loads_no_engine_no_app_no_network(tmp_path: Path) -> None:
     # Not even the store: `--help` opens nothing.
     assert "sqlite3" not in modules and "lamina.core.embedded.store" not in modules
     assert "humanize" not in modules
+    assert not [m for m in modules if m.startswith("lamina.core.advice")], "advise's rules"
 
 
 def test_system_df_loads_the_store_and_nothing_it_does_not_use(tmp_path: Path) -> None:
@@ -78,6 +79,7 @@ def test_a_cached_build_loads_the_builder_but_not_the_app_or_the_network(
     modules = loaded(home, "build", "-t", "x:1", str(ctx))
     assert "lamina.core.embedded.builder.walk" in modules
     assert heavy(modules) == []
+    assert not [m for m in modules if m.startswith("lamina.core.advice")], "advise's rules"
 
 
 def test_a_registry_verb_still_finds_what_it_imports_late(tmp_path: Path) -> None:

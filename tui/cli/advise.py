@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from lamina.core import AdviceReport, advise
 from lamina.tui.cli import printable
 from lamina.tui.cli.context import CliContext
 from lamina.tui.format import saving as fmt_saving
+
+if TYPE_CHECKING:
+    from lamina.core import AdviceReport
 
 BUILDERS = {"buildkit": "BuildKit's", "classic": "the classic builder's"}
 
@@ -48,6 +50,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_advise(args: argparse.Namespace, ctx: CliContext, out: TextIO | None = None) -> int:
     """``lamina advise``."""
     out = out or sys.stdout
+    # The rules and the replay load here: every other verb's start-up goes without them.
+    from lamina.core import advise
+
     report = advise(ctx.engine, args.context, args.file)
     if args.diff:
         if report.diff:
