@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import logging
+import re
 import threading
 from pathlib import Path
 
@@ -117,13 +118,16 @@ def _source_paths(src: Source, context: Context) -> dict[str, str]:
     return found
 
 
+_HEX = re.compile(r"[0-9a-f]{64}")
+
+
 def _paths_json(src: Source, context: Context) -> str:
     return json.dumps(_source_paths(src, context))
 
 
 def _short(entry_hash: str) -> str:
     """16 hex characters for one context entry (its tarsum, or its name when it has none)."""
-    if len(entry_hash) == 64 and all(c in "0123456789abcdef" for c in entry_hash):
+    if len(entry_hash) == 64 and _HEX.fullmatch(entry_hash):
         return entry_hash[:16]
     return hashlib.sha256(entry_hash.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
