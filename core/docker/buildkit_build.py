@@ -622,7 +622,7 @@ class _Run:
 
 # Where a step sits, not what it is: left out when two stages' steps are compared.
 # Where a step is, and what its key does not hold (the image settings above it).
-_PLACE = frozenset({"stage", "index", "label", "cmd", "instruction", "base", "settings"})
+_PLACE = frozenset({"stage", "index", "_line", "label", "cmd", "instruction", "base", "settings"})
 
 
 def _keyword(step: dict[str, Any]) -> str:

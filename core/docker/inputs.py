@@ -103,7 +103,7 @@ def plan_inputs(request: BuildRequest) -> list[dict[str, Any]]:
                 "stage": stage_no,
                 "index": 0,
                 "instruction": stage.from_instruction.original,
-                "line": stage.from_instruction.line,
+                "_line": stage.from_instruction.line,
                 "from": stage.base,
             }
         )
@@ -114,7 +114,7 @@ def plan_inputs(request: BuildRequest) -> list[dict[str, Any]]:
                 "stage": stage_no,
                 "index": index,
                 "instruction": instruction.original,
-                "line": instruction.line,
+                "_line": instruction.line,
                 "args": dict(sorted(scope.keyed().items())),
             }
             if instruction.keyword in ("COPY", "ADD") and instruction.flag("from") is None:
@@ -126,8 +126,9 @@ def plan_inputs(request: BuildRequest) -> list[dict[str, Any]]:
 def failed_at(dockerfile: str, step: dict[str, Any], planned: dict[str, Any] | None) -> str:
     """How a failed step is named before Docker's own words: ``<dockerfile>:<line>:
     '<instruction>': ``, as the embedded engine names it (the line from the plan,
-    when there is one)."""
-    line = (planned or {}).get("line") or step.get("line")
+    when there is one; ``_line``, like every ``_`` key, is no input a cache decision
+    compares)."""
+    line = (planned or {}).get("_line") or step.get("_line")
     place = f"{dockerfile}:{line}: " if line else ""
     return f"{place}'{step['instruction']}': "
 
@@ -309,7 +310,7 @@ def _plan_stage(
                 "stage": plan.number,
                 "index": 0,
                 "instruction": stage.from_instruction.original,
-                "line": stage.from_instruction.line,
+                "_line": stage.from_instruction.line,
                 "from": base,
             }
         )
@@ -331,7 +332,7 @@ def _plan_stage(
             "stage": plan.number,
             "index": index,
             "instruction": instruction.original,
-            "line": instruction.line,
+            "_line": instruction.line,
             "settings": {name: list(lines) for name, lines in sorted(settings.items())},
         }
         if keyword == "WORKDIR":

@@ -114,8 +114,8 @@ async def test_app_shows_the_daemons_build_error_verbatim(
             # Docker's message and line number, nothing added.
             assert message == words
         else:
-            # Docker's words, after the step lamina says it was running.
-            assert message.endswith(": " + words) and message.startswith("step ")
+            # Docker's words, after the step lamina says it was running (its line).
+            assert message == f"{ctx / 'Dockerfile'}:3: 'RUN exit 3': {words}"
         assert builds.last_outcome == f"failed: {message}"
         # The failed build, recorded and selected, keeps saying why once the
         # notification has gone.
